@@ -1,0 +1,152 @@
+"""The public face of a warehouse: ``actwh.open(path)`` returns a :class:`Warehouse`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from actwh.errors import ActwhError
+from actwh.warehouse.reader import Snapshot
+from actwh.warehouse.schema import fact_table, fact_tables
+from actwh.warehouse.store import Store
+
+_POLARS_TYPES = {
+    "VARCHAR": pl.String,
+    "INTEGER": pl.Int32,
+    "SMALLINT": pl.Int16,
+    "BIGINT": pl.Int64,
+    "FLOAT": pl.Float32,
+    "DOUBLE": pl.Float64,
+    "BOOLEAN": pl.Boolean,
+    "VARCHAR[]": pl.List(pl.String),
+}
+
+
+class Warehouse:
+    """A warehouse opened for reading.
+
+    Queries see a snapshot of what was committed when the warehouse was opened (or last
+    :meth:`refresh`-ed); a commit landing meanwhile is never half-visible.
+
+    Examples
+    --------
+    >>> import actwh
+    >>> wh = actwh.open("wh/")
+    >>> wh.sql("select layer, count(*) as n from residuals group by layer order by layer")
+    >>> wh.scan("tokens").filter(pl.col("is_generated")).collect()
+    """
+
+    def __init__(self, path: str | Path):
+        self.store = Store.open(path)
+        self._snapshot: Snapshot | None = None
+
+    @classmethod
+    def maybe(cls, path: str | Path) -> _Maybe:
+        """Context manager yielding the warehouse at ``path``, or ``None`` if there is none yet."""
+        return _Maybe(cls(path) if (Path(path) / "warehouse.json").is_file() else None)
+
+    def __repr__(self) -> str:
+        return f"Warehouse({str(self.store.root)!r})"
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def path(self) -> Path:
+        return self.store.root
+
+    @property
+    def snapshot(self) -> Snapshot:
+        if self._snapshot is None:
+            self._snapshot = Snapshot(self.store)
+        return self._snapshot
+
+    def refresh(self) -> Warehouse:
+        """Take a new snapshot, so later queries see commits made since."""
+        self.close()
+        return self
+
+    def close(self) -> None:
+        if self._snapshot is not None:
+            self._snapshot.close()
+            self._snapshot = None
+
+    def sql(self, query: str, params: dict | list | None = None) -> pl.DataFrame:
+        """Run read-only SQL (DuckDB dialect) and return a polars DataFrame.
+
+        Parameters bind as ``$name`` (dict) or ``?`` (list); they are never formatted into SQL.
+
+        >>> wh.sql("select * from runs where model = $m", {"m": "smollm2-135m-instruct"})
+        """
+        return pl.from_arrow(self.snapshot.execute(query, params))
+
+    def tables(self) -> list[str]:
+        """Names of every table and view a query can use."""
+        return self.sql("select table_name from information_schema.tables order by 1")[
+            "table_name"
+        ].to_list()
+
+    def scan(self, table: str) -> pl.LazyFrame:
+        """A polars LazyFrame over a fact table's committed Parquet files.
+
+        Vector columns come back as ``pl.Array(pl.Float32, d)`` whatever the stored dtype.
+
+        >>> wh.scan("residuals").filter(pl.col("layer") == 19).select("prompt", "pos", "vec")
+        """
+        if table not in fact_tables():
+            raise ActwhError(
+                f"no fact table {table!r}; scan one of: {', '.join(sorted(fact_tables()))} "
+                "(catalog tables: use .sql)"
+            )
+        spec = fact_table(table)
+        files = self.snapshot.absolute_files(table)
+        sizes = self.snapshot.vector_sizes[table]
+        schema = {}
+        for column, type_ in spec.data_columns:
+            if column == spec.vector_column:
+                if len(sizes) != 1:
+                    if files:
+                        raise ActwhError(
+                            f"{table} holds vectors of several sizes {sorted(sizes)}; "
+                            "filter by run with wh.sql(...) instead"
+                        )
+                    schema[column] = pl.Array(pl.Float32, 1)
+                    continue
+                schema[column] = pl.Array(pl.Float32, next(iter(sizes)))
+            else:
+                schema[column] = _POLARS_TYPES[type_]
+        hive = {c: _POLARS_TYPES[spec.column_type(c)] for c in spec.partition}
+        ordered = [c for c, _ in spec.columns]
+        if not files:
+            return pl.LazyFrame(schema={**hive, **schema}).select(ordered)
+        return pl.scan_parquet(
+            files,
+            schema=schema,
+            hive_partitioning=True,
+            hive_schema=hive,
+            cast_options=pl.ScanCastOptions(float_cast="upcast"),
+        ).select(ordered)
+
+    @property
+    def engine(self):
+        """A SQLAlchemy ``Engine`` on the catalog (read-only), for tools that speak SQLAlchemy.
+
+        Keep connections short: a DuckDB catalog held open blocks writers.
+        """
+        return self.store.catalog._read_engine
+
+
+class _Maybe:
+    def __init__(self, warehouse: Warehouse | None):
+        self.warehouse = warehouse
+
+    def __enter__(self) -> Warehouse | None:
+        return self.warehouse
+
+    def __exit__(self, *exc) -> None:
+        if self.warehouse is not None:
+            self.warehouse.close()

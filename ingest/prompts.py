@@ -1,0 +1,147 @@
+"""Prompt files: JSONL (RealToxicityPrompts style, or chat messages) and plain text.
+
+Formats, chosen by extension (``.jsonl``, ``.json``, ``.ndjson`` are JSONL, anything else is
+plain text unless its first line is a JSON object):
+
+* JSONL, one object per line, with the prompt in one of
+  ``"prompt": "text"``, ``"prompt": {"text": "...", ...}`` (RealToxicityPrompts),
+  ``"text": "..."``, or ``"messages": [{"role": ..., "content": ...}, ...]`` (a chat, rendered
+  later with the model's chat template). Every other field is kept as metadata.
+* Plain text: one prompt a line; blank lines are skipped.
+
+Any problem is reported with the file and line, before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from actwh.errors import ActwhError
+
+JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
+CHAT_ROLES = {"system", "user", "assistant", "tool"}
+
+
+@dataclass
+class Prompt:
+    text: str
+    messages: list[dict] | None = None
+    meta: dict = field(default_factory=dict)
+    source_prompt: int | None = None
+    transform: str | None = None
+
+
+@dataclass
+class PromptSet:
+    name: str
+    source: str
+    prompts: list[Prompt]
+
+    @property
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        for p in self.prompts:
+            record = [p.text, p.messages, p.source_prompt, p.transform]
+            digest.update(json.dumps(record, sort_keys=True).encode() + b"\n")
+        return digest.hexdigest()
+
+
+def _decode(path: Path) -> str:
+    if not path.exists():
+        raise ActwhError(f"{path}: no such file")
+    if path.is_dir():
+        raise ActwhError(f"{path}: is a directory, not a prompt file")
+    raw = path.read_bytes()
+    if b"\x00" in raw[:8192]:
+        raise ActwhError(f"{path}: binary file (NUL bytes), not a prompt file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ActwhError(f"{path}:{line}: not valid UTF-8 text") from error
+    if not text.strip():
+        raise ActwhError(f"{path}: empty file, no prompts")
+    return text
+
+
+def _chat(messages, where: str) -> list[dict]:
+    if not isinstance(messages, list) or not messages:
+        raise ActwhError(f"{where}: 'messages' must be a non-empty list of {{role, content}}")
+    for i, m in enumerate(messages):
+        if not (isinstance(m, dict) and isinstance(m.get("content"), str)):
+            raise ActwhError(f"{where}: message {i} needs a string 'content'")
+        if m.get("role") not in CHAT_ROLES:
+            raise ActwhError(
+                f"{where}: message {i} has role {m.get('role')!r}; "
+                f"expected one of {', '.join(sorted(CHAT_ROLES))}"
+            )
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def _from_json(record, where: str) -> Prompt:
+    if not isinstance(record, dict):
+        raise ActwhError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    meta = dict(record)
+    prompt = meta.pop("prompt", None)
+    messages = meta.pop("messages", None)
+    if messages is None and isinstance(prompt, list):
+        messages, prompt = prompt, None
+    if messages is not None:
+        chat = _chat(messages, where)
+        return Prompt(text=json.dumps(chat, ensure_ascii=False), messages=chat, meta=meta)
+    if isinstance(prompt, dict):
+        inner = dict(prompt)
+        prompt = inner.pop("text", None)
+        if inner:
+            meta["prompt"] = inner  # RealToxicityPrompts scores of the prompt
+    elif prompt is None:
+        prompt = meta.pop("text", None)
+    if not isinstance(prompt, str):
+        raise ActwhError(
+            f'{where}: no prompt: expected "prompt": "...", "prompt": {{"text": ...}}, '
+            '"text": "..." or "messages": [...]'
+        )
+    if not prompt.strip():
+        raise ActwhError(f"{where}: empty prompt")
+    return Prompt(text=prompt, meta=meta)
+
+
+def _is_jsonl(path: Path, text: str) -> bool:
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        return True
+    first = next(line for line in text.splitlines() if line.strip())
+    return first.lstrip().startswith("{")
+
+
+def read_prompts(path: str | Path, name: str | None = None) -> PromptSet:
+    """Read and validate a prompt file; the set is named after the file unless ``name`` is given."""
+    path = Path(path)
+    text = _decode(path)
+    prompts = []
+    if _is_jsonl(path, text):
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                message = f"{where}: malformed JSON ({error.msg} at column {error.colno})"
+                raise ActwhError(message) from None
+            prompts.append(_from_json(record, where))
+    else:
+        prompts = [Prompt(text=line) for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise ActwhError(f"{path}: no prompts")
+    set_name = name or path.stem
+    return PromptSet(name=set_name, source=str(path.resolve()), prompts=prompts)
+
+
+def shipped_prompts() -> Path:
+    """The prompt set that ships with actwh (see data/PROVENANCE.md)."""
+    from importlib.resources import files
+
+    return Path(str(files("actwh.data") / "prompts.jsonl"))

@@ -1,0 +1,138 @@
+"""Turning a batch (padded tensors) into fact-table rows (Arrow tables, padding dropped).
+
+Every table is built from the same flat index of real positions, so ``prompt`` and ``pos`` mean
+the same thing everywhere and padding can never leak into a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from actwh.errors import ActwhError
+from actwh.ingest.capture import Captured, site_table
+from actwh.ingest.generate import Ran
+
+FLOAT16_MAX = 65504.0
+
+
+class TokenText:
+    """Each token decoded on its own, cached (decoding is the slow part of building rows)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self._cache: dict[int, str] = {}
+
+    def __call__(self, ids: list[int]) -> list[str]:
+        missing = sorted({i for i in ids if i not in self._cache})
+        if missing:
+            decoded = self.tokenizer.batch_decode([[i] for i in missing])
+            self._cache.update(zip(missing, decoded, strict=True))
+        return [self._cache[i] for i in ids]
+
+
+@dataclass
+class Flat:
+    """The real positions of a batch: row ``k`` is ``(batch_row[k], column[k])``."""
+
+    batch_row: torch.Tensor
+    column: torch.Tensor
+    prompt: np.ndarray  # int32 prompt id per row
+    pos: np.ndarray  # int32
+
+    @classmethod
+    def of(cls, ran: Ran, prompt_ids: list[int]) -> Flat:
+        rows, cols = ran.valid.nonzero(as_tuple=True)
+        prompts = np.asarray(prompt_ids, dtype=np.int32)[rows.cpu().numpy()]
+        pos = ran.pos[rows, cols].cpu().numpy().astype(np.int32)
+        return cls(rows, cols, prompts, pos)
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+    def take(self, x: torch.Tensor) -> torch.Tensor:
+        """``x[batch, pos, ...]`` → ``[n_rows, ...]``."""
+        return x[self.batch_row, self.column]
+
+
+def tokens_table(flat: Flat, ran: Ran, text: TokenText, turns: torch.Tensor | None) -> pa.Table:
+    ids = flat.take(ran.ids).cpu().numpy().astype(np.int32)
+    logprobs = flat.take(ran.logprobs).cpu().numpy().astype(np.float32)
+    return pa.table(
+        {
+            "prompt": flat.prompt,
+            "pos": flat.pos,
+            "token_id": ids,
+            "token": text(ids.tolist()),
+            "is_generated": flat.take(ran.generated).cpu().numpy(),
+            "logprob": pa.array(logprobs, mask=np.isnan(logprobs)),
+            "turn": pa.nulls(len(flat), pa.int16())
+            if turns is None
+            else pa.array(flat.take(turns).cpu().numpy().astype(np.int16)),
+        }
+    )
+
+
+def vector_array(x: torch.Tensor, dtype: str, where: str, overflow: str) -> tuple[pa.Array, str]:
+    """``[n, d]`` → fixed-size-list array in ``dtype``.
+
+    float16 cannot hold values beyond ±65504: with ``overflow="fallback"`` such a block is stored
+    as float32 instead (returned dtype says which), with ``"error"`` it is refused. Never inf.
+    """
+    if dtype == "float16":
+        peak = float(x.abs().max()) if x.numel() else 0.0
+        if peak > FLOAT16_MAX or not np.isfinite(peak):
+            if overflow == "error":
+                raise ActwhError(
+                    f"{where}: activation {peak:.4g} does not fit float16 (max 65504); "
+                    "use --store-dtype float32"
+                )
+            dtype = "float32"
+    values = x.to(torch.float16 if dtype == "float16" else torch.float32).cpu().numpy()
+    flat_values = pa.array(values.reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat_values, x.shape[-1]), dtype
+
+
+def vector_tables(
+    flat: Flat, captured: Captured, dtype: str, overflow: str
+) -> list[tuple[str, int, pa.Table, int, str]]:
+    """Full vectors: ``(table, layer, rows, vector size, stored dtype)`` per captured site."""
+    out = []
+    for (site, layer), x in captured.vectors.items():
+        table = site_table(site)
+        array, used = vector_array(flat.take(x), dtype, f"{site} layer {layer}", overflow)
+        columns = {"prompt": flat.prompt, "pos": flat.pos}
+        if table == "residuals":
+            columns["site"] = pa.array([site] * len(flat), pa.string())
+        columns["vec"] = array
+        out.append((table, layer, pa.table(columns), x.shape[-1], used))
+    return out
+
+
+def projection_tables(
+    flat: Flat, captured: Captured, names: list[str]
+) -> list[tuple[int, pa.Table]]:
+    """Projections: one row per (prompt, pos, site, direction) for each hooked layer."""
+    n = len(names)
+    out = []
+    for (site, layer), dots in captured.dots.items():
+        cos = captured.cosines[(site, layer)]
+        out.append(
+            (
+                layer,
+                pa.table(
+                    {
+                        "prompt": np.repeat(flat.prompt, n),
+                        "pos": np.repeat(flat.pos, n),
+                        "site": pa.array([site] * (len(flat) * n), pa.string()),
+                        "direction": pa.array(names * len(flat), pa.string()),
+                        "dot": flat.take(dots).reshape(-1).cpu().numpy(),
+                        "cos": flat.take(cos).reshape(-1).cpu().numpy(),
+                    }
+                ),
+            )
+        )
+    return out

@@ -1,0 +1,152 @@
+-- actwh schema: the one place the DDL lives.
+--
+-- Two sections.
+--
+-- `catalog` is executed against the catalog database: an embedded DuckDB file by default, or any
+-- SQLAlchemy URL (PostgreSQL for a team). It therefore sticks to types both understand. Readers
+-- copy it into an in-memory DuckDB snapshot, so every catalog table is also queryable from SQL.
+--
+-- `facts` is never executed against the catalog. Each CREATE TABLE declares the columns of a
+-- Parquet fact table: the writer derives the file's Arrow schema from it and readers expose a view
+-- of the same name, with its columns in this order. The `-- partition:` line before a table names
+-- its Hive partition columns (directories such as run=base/layer=19/, not columns in the file).
+-- Vector columns are declared FLOAT[]; they are written as fixed-size lists of the stored dtype
+-- (float16 or float32) and the views cast them to FLOAT[d], so array_cosine_similarity and
+-- array_inner_product work on them directly.
+--
+-- Conventions (TransformerLens names): layers are 0-based; `pos` indexes the unpadded sequence
+-- (prompt then continuation, BOS included when the tokenizer adds one); `site` is one of
+-- resid_pre, resid_mid, resid_post, attn_out, mlp_out, mlp_post (the MLP neuron coefficients).
+
+-- section: catalog
+
+CREATE TABLE IF NOT EXISTS warehouse_info (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR NOT NULL
+);
+
+-- One row per model: the raw HF weights it was loaded from (no LayerNorm folding).
+CREATE TABLE IF NOT EXISTS models (
+    name VARCHAR PRIMARY KEY,
+    source VARCHAR NOT NULL,          -- hub id, local directory, .gguf file, or "embedded"
+    revision VARCHAR,                 -- hub commit, or sha256 of the weight files
+    architecture VARCHAR NOT NULL,    -- HF model_type: gpt2, llama, mistral, qwen2
+    n_layers INTEGER NOT NULL,
+    d_model INTEGER NOT NULL,
+    d_mlp INTEGER NOT NULL,
+    vocab_size INTEGER NOT NULL,
+    dtype VARCHAR NOT NULL,           -- dtype the model ran in
+    tokenizer_sha256 VARCHAR NOT NULL,
+    parent VARCHAR,                   -- the model this one was derived from (DPO, intervention)
+    role VARCHAR NOT NULL,            -- base, dpo, intervened, ...
+    config TEXT,                      -- JSON: how it was made (training config, edit)
+    created_at TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS prompt_sets (
+    name VARCHAR PRIMARY KEY,
+    sha256 VARCHAR NOT NULL,          -- of the prompts as read, so a changed file is noticed
+    source VARCHAR NOT NULL,          -- the file it was read from
+    n_prompts INTEGER NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS prompts (
+    prompt_set VARCHAR NOT NULL,
+    prompt INTEGER NOT NULL,          -- 0-based index in the set; the `prompt` column of facts
+    text VARCHAR NOT NULL,            -- the prompt as given (a chat rendered as JSON messages)
+    messages TEXT,                    -- JSON list of {role, content} for chat prompts
+    source_prompt INTEGER,            -- for a transformed variant: the prompt it came from
+    transform VARCHAR,                -- rot13, base64, leet, ... (NULL for an original prompt)
+    meta TEXT,                        -- JSON: every other field of the input line
+    PRIMARY KEY (prompt_set, prompt)
+);
+
+-- One row per run: one model over one prompt set.
+CREATE TABLE IF NOT EXISTS runs (
+    name VARCHAR PRIMARY KEY,
+    model VARCHAR NOT NULL,
+    prompt_set VARCHAR NOT NULL,
+    mode VARCHAR NOT NULL,            -- generate | teacher_forced
+    source_run VARCHAR,               -- teacher_forced: the run whose tokens were replayed
+    config TEXT NOT NULL,             -- JSON: sites, layers, dtype, batch size, ...
+    status VARCHAR NOT NULL,          -- running | complete
+    n_prompts INTEGER NOT NULL,
+    n_tokens BIGINT NOT NULL,         -- committed tokens so far
+    warnings TEXT,                    -- JSON list of warnings (truncated prompts, fp16 fallback)
+    created_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP
+);
+
+-- One row per commit: a set of Parquet files that became visible together.
+CREATE TABLE IF NOT EXISTS commits (
+    id VARCHAR PRIMARY KEY,
+    run VARCHAR,                      -- set for run data
+    model VARCHAR,                    -- set for model data (value vectors)
+    shard VARCHAR,                    -- i/N of the worker that wrote it
+    n_prompts INTEGER NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS commit_files (
+    path VARCHAR PRIMARY KEY,         -- relative to the warehouse root
+    commit_id VARCHAR NOT NULL,
+    table_name VARCHAR NOT NULL,
+    n_rows BIGINT NOT NULL,
+    n_bytes BIGINT NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    vector_size INTEGER               -- d of the file's vector column, if it has one
+);
+
+-- Which commit holds each prompt of a run: the primary key makes every prompt land exactly once.
+CREATE TABLE IF NOT EXISTS commit_prompts (
+    run VARCHAR NOT NULL,
+    prompt INTEGER NOT NULL,
+    commit_id VARCHAR NOT NULL,
+    PRIMARY KEY (run, prompt)
+);
+
+-- section: facts
+
+-- partition: run
+CREATE TABLE tokens (
+    run VARCHAR,
+    prompt INTEGER,
+    pos INTEGER,
+    token_id INTEGER,
+    token VARCHAR,                    -- the token decoded on its own
+    is_generated BOOLEAN,
+    logprob FLOAT,                    -- log P(token | tokens before it); NULL at pos 0
+    turn SMALLINT                     -- chat prompts: index of the message the token belongs to
+);
+
+-- partition: run
+CREATE TABLE generations (
+    run VARCHAR,
+    prompt INTEGER,
+    prompt_text VARCHAR,              -- the prompt as the model saw it (after any truncation)
+    continuation VARCHAR,             -- the generated text, special tokens removed
+    n_prompt_tokens INTEGER,
+    n_generated INTEGER,
+    truncated BOOLEAN,                -- the prompt was cut to fit --max-prompt-tokens
+    stop VARCHAR                      -- eos | length | none (teacher forced)
+);
+
+-- partition: run, layer
+CREATE TABLE residuals (
+    run VARCHAR,
+    layer SMALLINT,
+    prompt INTEGER,
+    pos INTEGER,
+    site VARCHAR,
+    vec FLOAT[]                       -- [d_model]
+);
+
+-- partition: run, layer
+CREATE TABLE mlp_acts (
+    run VARCHAR,
+    layer SMALLINT,
+    prompt INTEGER,
+    pos INTEGER,
+    vec FLOAT[]                       -- [d_mlp]: the coefficients m_i of every value vector
+);

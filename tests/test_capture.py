@@ -1,0 +1,150 @@
+"""The captured numbers are the model's numbers: checked against HF and recomputed from weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+import actwh
+from actwh.ingest.models import load_model
+from actwh.ingest.options import IngestOptions
+from actwh.ingest.worker import ingest
+
+SITES = "resid_pre,resid_mid,resid_post,mlp_post"
+
+
+@pytest.fixture
+def captured(tmp_path, model_dir, prompts_file):
+    options = IngestOptions(
+        name="r", generate=6, capture=SITES, batch_size=3, store_dtype="float32", progress=False
+    )
+    summary = ingest(str(tmp_path / "wh"), str(model_dir), str(prompts_file), options)
+    return actwh.open(tmp_path / "wh"), load_model(str(model_dir), device="cpu"), summary
+
+
+def _sequences(wh) -> dict[int, list[int]]:
+    tokens = wh.sql("select prompt, list(token_id order by pos) as ids from tokens group by prompt")
+    return dict(zip(tokens["prompt"], tokens["ids"].to_list(), strict=True))
+
+
+def _vectors(wh, table: str, layer: int, prompt: int, site: str | None = None) -> np.ndarray:
+    where = "layer = $layer and prompt = $prompt" + (" and site = $site" if site else "")
+    params = {"layer": layer, "prompt": prompt, **({"site": site} if site else {})}
+    frame = wh.sql(f"select pos, vec from {table} where {where} order by pos", params)
+    assert frame["pos"].to_list() == list(range(frame.height)), "positions must be 0..n-1"
+    return frame["vec"].to_numpy()
+
+
+def test_row_counts_and_positions(captured):
+    wh, loaded, summary = captured
+    n_layers = loaded.adapter.n_layers
+    n_tokens = wh.sql("select count(*) as n from tokens")["n"][0]
+    assert n_tokens == summary.n_tokens
+    counts = wh.sql("select site, layer, count(*) as n from residuals group by all")
+    assert set(counts["n"]) == {n_tokens}
+    assert counts.height == 3 * n_layers  # three residual sites
+    assert wh.sql("select count(*) as n from mlp_acts")["n"][0] == n_tokens * n_layers
+    # every prompt: positions 0..len-1, prompt tokens first, then exactly n_generated tokens
+    per_prompt = wh.sql(
+        "select t.prompt, count(*) as n, min(pos) as lo, max(pos) as hi, "
+        "sum(is_generated::int) as gen, any_value(g.n_generated) as n_generated, "
+        "any_value(g.n_prompt_tokens) as n_prompt "
+        "from tokens t join generations g using (run, prompt) group by t.prompt"
+    )
+    assert per_prompt.height == 4
+    for row in per_prompt.iter_rows(named=True):
+        assert row["lo"] == 0 and row["hi"] == row["n"] - 1
+        assert row["gen"] == row["n_generated"]
+        assert row["n"] == row["n_prompt"] + row["n_generated"]
+
+
+def test_resid_pre_equals_hf_hidden_states(captured):
+    wh, loaded, _ = captured
+    for prompt, ids in _sequences(wh).items():
+        with torch.no_grad():
+            out = loaded.model(torch.tensor([ids]), output_hidden_states=True)
+        for layer in range(loaded.adapter.n_layers):
+            stored = _vectors(wh, "residuals", layer, prompt, "resid_pre")
+            expected = out.hidden_states[layer][0].numpy()
+            np.testing.assert_allclose(stored, expected, atol=2e-5, rtol=1e-4)
+
+
+def test_mlp_post_recomputed_from_weights(captured):
+    """GELU(ln_2(x) W_in + b_in) for GPT-2, act(gate(x)) * up(x) for Llama, from resid_mid."""
+    wh, loaded, _ = captured
+    adapter = loaded.adapter
+    for prompt in _sequences(wh):
+        for layer in range(adapter.n_layers):
+            resid_mid = torch.tensor(_vectors(wh, "residuals", layer, prompt, "resid_mid"))
+            mlp = adapter.mlp(layer)
+            norm = adapter.mlp_norm(layer)
+            with torch.no_grad():
+                if loaded.architecture == "gpt2":
+                    x = torch.nn.functional.layer_norm(
+                        resid_mid, norm.normalized_shape, norm.weight, norm.bias, norm.eps
+                    )
+                    expected = torch.nn.functional.gelu(
+                        x @ mlp.c_fc.weight + mlp.c_fc.bias, approximate="tanh"
+                    )
+                else:
+                    x = resid_mid * torch.rsqrt(
+                        resid_mid.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon
+                    )
+                    x = x * norm.weight
+                    gate = x @ mlp.gate_proj.weight.T
+                    expected = torch.nn.functional.silu(gate) * (x @ mlp.up_proj.weight.T)
+            stored = _vectors(wh, "mlp_acts", layer, prompt)
+            np.testing.assert_allclose(stored, expected.numpy(), atol=2e-5, rtol=1e-4)
+
+
+def test_resid_post_is_next_resid_pre(captured):
+    wh, loaded, _ = captured
+    for layer in range(loaded.adapter.n_layers - 1):
+        post = _vectors(wh, "residuals", layer, 1, "resid_post")
+        pre = _vectors(wh, "residuals", layer + 1, 1, "resid_pre")
+        np.testing.assert_array_equal(post, pre)
+
+
+def test_greedy_matches_hf_generate(captured):
+    wh, loaded, _ = captured
+    gens = wh.sql("select prompt, n_prompt_tokens, n_generated from generations order by prompt")
+    sequences = _sequences(wh)
+    for row in gens.iter_rows(named=True):
+        ids = sequences[row["prompt"]]
+        prompt = torch.tensor([ids[: row["n_prompt_tokens"]]])
+        out = loaded.model.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=row["n_generated"],
+            do_sample=False,
+            pad_token_id=loaded.tokenizer.pad_token_id,
+        )
+        assert out[0].tolist()[: len(ids)] == ids
+
+
+def test_logprobs_are_the_models(captured):
+    wh, loaded, _ = captured
+    tokens = wh.sql("select prompt, pos, logprob from tokens where prompt = 1 order by pos")
+    ids = _sequences(wh)[1]
+    with torch.no_grad():
+        logp = torch.log_softmax(loaded.model(torch.tensor([ids])).logits[0], -1)
+    expected = [None] + [float(logp[t - 1, ids[t]]) for t in range(1, len(ids))]
+    got = tokens["logprob"].to_list()
+    assert got[0] is None
+    np.testing.assert_allclose(got[1:], expected[1:], atol=1e-4)
+
+
+def test_float16_storage_is_close(tmp_path, gpt2_dir, prompts_file):
+    for dtype in ("float16", "float32"):
+        options = IngestOptions(
+            name=dtype, generate=3, capture="resid_mid", store_dtype=dtype, progress=False
+        )
+        ingest(str(tmp_path / "wh"), str(gpt2_dir), str(prompts_file), options)
+    wh = actwh.open(tmp_path / "wh")
+    frame = wh.scan("residuals").filter(pl.col("layer") == 1).sort("run", "prompt", "pos").collect()
+    half = frame.filter(pl.col("run") == "float16")["vec"].to_numpy()
+    full = frame.filter(pl.col("run") == "float32")["vec"].to_numpy()
+    assert half.dtype == np.float32 and half.shape == full.shape
+    np.testing.assert_allclose(half, full, rtol=2e-3, atol=2e-3)

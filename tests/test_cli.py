@@ -1,0 +1,186 @@
+"""The CLI as a user runs it: ingest then query; bad input gets one line and changes nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from actwh.api.cli import main
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+
+
+def listing(path):
+    """Every file under ``path`` with its size and mtime: 'unchanged' means this is equal."""
+    if not path.exists():
+        return None
+    return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*"))
+
+
+def test_ingest_then_sql(tmp_path, gpt2_dir, prompts_file):
+    wh = tmp_path / "wh"
+    result = run(
+        "ingest",
+        wh,
+        "--model",
+        gpt2_dir,
+        "--prompts",
+        prompts_file,
+        "--generate",
+        5,
+        "--capture",
+        "resid_mid,mlp_post",
+        "--layers",
+        "1-2",
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    assert "ingested run tiny-gpt2.prompts: 4 prompts" in result.output
+
+    result = run(
+        "sql",
+        wh,
+        "select layer, count(*) as n from residuals group by layer order by layer",
+        "--csv",
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "layer,n" and [l.split(",")[0] for l in lines[1:]] == ["1", "2"]
+    assert lines[1].split(",")[1] == lines[2].split(",")[1]
+
+    result = run(
+        "sql",
+        wh,
+        "select prompt, continuation from generations where prompt = $p",
+        "-p",
+        "p=2",
+        "--json",
+    )
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 1 and rows[0]["prompt"] == 2
+
+    result = run("sql", wh, "-", "--table", input="select count(*) as n from mlp_acts")
+    assert result.exit_code == 0 and "| n " in result.stdout
+
+    out = tmp_path / "out.parquet"
+    assert run("sql", wh, "select * from tokens", "--parquet", out).exit_code == 0
+    import polars as pl
+
+    assert (
+        pl.read_parquet(out).height == pl.read_parquet(out).select("prompt", "pos").unique().height
+    )
+
+    result = run("tables", wh, "--csv")
+    assert "residuals," in result.stdout
+
+
+def test_completed_run_is_not_redone(tmp_path, gpt2_dir, prompts_file):
+    wh = tmp_path / "wh"
+    args = (
+        "ingest",
+        wh,
+        "--model",
+        gpt2_dir,
+        "--prompts",
+        prompts_file,
+        "--generate",
+        2,
+        "--quiet",
+    )
+    assert run(*args).exit_code == 0
+    again = run(*args)
+    assert again.exit_code == 2 and "already exists and is complete" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (
+            lambda p, m: ["--model", m, "--prompts", p["malformed"]],
+            r"malformed.jsonl:2: malformed JSON",
+        ),
+        (lambda p, m: ["--model", m, "--prompts", p["empty"]], r"empty.jsonl: empty file"),
+        (
+            lambda p, m: ["--model", "no-such-model-xyz", "--prompts", p["good"]],
+            r"--model no-such-model-xyz: could not load",
+        ),
+        (
+            lambda p, m: ["--model", "./missing/model", "--prompts", p["good"]],
+            r"no such model file",
+        ),
+        (
+            lambda p, m: ["--model", m, "--prompts", p["good"], "--layers", "7"],
+            r"layer 7 is out of range; the model has 3 layers",
+        ),
+        (lambda p, m: ["--model", m, "--prompts", p["good"], "--layers", "x"], r"--layers 'x'"),
+        (
+            lambda p, m: ["--model", m, "--prompts", p["good"], "--capture", "resid_foo"],
+            r"unknown site 'resid_foo'",
+        ),
+        (lambda p, m: ["--model", m, "--prompts", p["good"], "--name", "a/b"], r"invalid run name"),
+    ],
+)
+@pytest.mark.parametrize("existing", [False, True])
+def test_bad_input_changes_nothing(tmp_path, gpt2_dir, prompts_file, make_args, message, existing):
+    files = {
+        "good": prompts_file,
+        "malformed": tmp_path / "malformed.jsonl",
+        "empty": tmp_path / "empty.jsonl",
+    }
+    files["malformed"].write_text('{"prompt": "fine"}\n{"prompt": "broken\n')
+    files["empty"].write_text("")
+    wh = tmp_path / "wh"
+    if existing:
+        assert (
+            run(
+                "ingest",
+                wh,
+                "--model",
+                gpt2_dir,
+                "--prompts",
+                prompts_file,
+                "--generate",
+                1,
+                "--quiet",
+            ).exit_code
+            == 0
+        )
+    before = listing(wh)
+    result = run("ingest", wh, *make_args(files, gpt2_dir), "--quiet")
+    assert result.exit_code == 2, result.output
+    error_lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    assert len(error_lines) == 1, result.stderr
+    assert __import__("re").search(message, error_lines[0]), error_lines[0]
+    assert listing(wh) == before
+
+
+def test_sql_errors(tmp_path, gpt2_dir, prompts_file):
+    wh = tmp_path / "wh"
+    assert run("sql", wh, "select 1").exit_code == 2
+    run("ingest", wh, "--model", gpt2_dir, "--prompts", prompts_file, "--generate", 1, "--quiet")
+    refused = run("sql", wh, "drop view tokens")
+    assert refused.exit_code == 2 and "read-only" in refused.stderr
+    bad = run("sql", wh, "select nope from tokens")
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: SQL error")
+    assert run("sql", tmp_path, "select 1").exit_code == 2
+
+
+def test_sql_starts_without_torch(tmp_path, gpt2_dir, prompts_file):
+    wh = tmp_path / "wh"
+    run("ingest", wh, "--model", gpt2_dir, "--prompts", prompts_file, "--generate", 1, "--quiet")
+    code = (
+        "import sys; from actwh.api.cli import main\n"
+        f"args = ['sql', {str(wh)!r}, 'select count(*) from tokens', '--csv']\n"
+        "main(args, standalone_mode=False)\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert 'transformers' not in sys.modules, 'transformers imported'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1].isdigit()

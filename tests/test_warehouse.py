@@ -1,0 +1,193 @@
+"""The warehouse format: atomic commits, views over committed files only, read-only SQL."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+
+import actwh
+from actwh.errors import ActwhError
+from actwh.warehouse import layout
+from actwh.warehouse.catalog import now
+from actwh.warehouse.store import Store
+from actwh.warehouse.writer import CommitWriter
+
+
+def residual_rows(prompts, d=4, dtype=np.float32, scale=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    vec = (rng.standard_normal((len(prompts), d)) * scale).astype(dtype)
+    return pa.table(
+        {
+            "prompt": pa.array(prompts, pa.int32()),
+            "pos": pa.array([0] * len(prompts), pa.int32()),
+            "site": ["resid_mid"] * len(prompts),
+            "vec": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel()), d),
+        }
+    ), vec
+
+
+def new_run(store, name="r"):
+    with store.catalog.begin() as conn:
+        store.catalog.insert(
+            conn,
+            "runs",
+            {
+                "name": name,
+                "model": "m",
+                "prompt_set": "p",
+                "mode": "generate",
+                "config": "{}",
+                "status": "running",
+                "n_prompts": 10,
+                "n_tokens": 0,
+                "created_at": now(),
+            },
+        )
+    return CommitWriter(store, run=name)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store.create(tmp_path / "wh")
+
+
+def test_create_and_open_errors(tmp_path):
+    with pytest.raises(ActwhError, match="does not exist"):
+        Store.open(tmp_path / "missing")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("hi")
+    with pytest.raises(ActwhError, match="not an actwh warehouse"):
+        Store.open(tmp_path / "other")
+    with pytest.raises(ActwhError, match="not empty and is not an actwh warehouse"):
+        Store.create(tmp_path / "other")
+    Store.create(tmp_path / "wh")
+    assert (tmp_path / "wh" / layout.MARKER).is_file()
+    Store.open(tmp_path / "wh")  # and again: idempotent
+    Store.create(tmp_path / "wh")
+
+
+def test_commit_then_query_with_vector_functions(store):
+    writer = new_run(store)
+    rows, vec = residual_rows([0, 1, 2])
+    writer.add("residuals", {"run": "r", "layer": 5}, rows, vector_size=4)
+    with actwh.open(store.root) as wh:
+        assert wh.sql("select count(*) as n from residuals")["n"][0] == 0  # buffered only
+    writer.commit(prompts=[0, 1, 2], n_tokens=3)
+    with actwh.open(store.root) as wh:
+        types = dict(wh.sql("describe residuals").select("column_name", "column_type").iter_rows())
+        assert types["vec"] == "FLOAT[4]" and types["layer"] == "SMALLINT"
+        frame = wh.sql(
+            "select prompt, layer, array_cosine_similarity(vec, vec) as c, "
+            "array_inner_product(vec, vec) as d from residuals order by prompt"
+        )
+        assert frame["layer"].to_list() == [5, 5, 5]
+        np.testing.assert_allclose(frame["c"].to_numpy(), 1.0, rtol=1e-6)
+        np.testing.assert_allclose(frame["d"].to_numpy(), (vec**2).sum(1), rtol=1e-5)
+        assert wh.sql("select n_tokens from runs")["n_tokens"][0] == 3
+        scanned = wh.scan("residuals").sort("prompt").collect()
+        assert scanned.schema["vec"] == pl.Array(pl.Float32, 4)
+        np.testing.assert_allclose(scanned["vec"].to_numpy(), vec)
+
+
+def test_float16_and_float32_files_read_as_one_table(store):
+    writer = new_run(store)
+    half, half_vec = residual_rows([0, 1], dtype=np.float16)
+    full, full_vec = residual_rows([2, 3], scale=1e5, seed=1)
+    writer.add("residuals", {"run": "r", "layer": 0}, half, vector_size=4, dtype="float16")
+    writer.commit(prompts=[0, 1])
+    writer.add("residuals", {"run": "r", "layer": 0}, full, vector_size=4, dtype="float32")
+    writer.commit(prompts=[2, 3])
+    with actwh.open(store.root) as wh:
+        got = wh.sql("select vec from residuals order by prompt")["vec"].to_numpy()
+        scanned = wh.scan("residuals").sort("prompt").collect()["vec"].to_numpy()
+    expected = np.vstack([half_vec.astype(np.float32), full_vec])
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    np.testing.assert_allclose(scanned, expected, rtol=1e-6)
+    assert np.isfinite(got).all()
+
+
+def test_failed_commit_leaves_nothing_visible(store, monkeypatch):
+    writer = new_run(store)
+    writer.add("residuals", {"run": "r", "layer": 0}, residual_rows([0])[0], vector_size=4)
+
+    def crash(*args):
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(writer, "_record", crash)
+    with pytest.raises(RuntimeError):
+        writer.commit(prompts=[0])
+    assert layout.all_files(store.root) == []
+    with actwh.open(store.root) as wh:
+        assert wh.sql("select count(*) as n from residuals")["n"][0] == 0
+
+
+def test_orphans_are_invisible_and_removed(store):
+    writer = new_run(store)
+    writer.add("residuals", {"run": "r", "layer": 0}, residual_rows([0])[0], vector_size=4)
+    writer.commit(prompts=[0])
+    # A crash after the rename but before the catalog commit leaves a file nobody recorded,
+    # and a crash mid-write leaves a .tmp file.
+    partition = layout.partition_dir(store.root, "residuals", {"run": "r", "layer": 0})
+    orphan = partition / layout.file_name(writer.tag, "deadbeef")
+    orphan.write_bytes((next(partition.glob("*.parquet"))).read_bytes())
+    half_written = partition / (layout.file_name(writer.tag, "cafe") + layout.TMP_SUFFIX)
+    half_written.write_bytes(b"PAR1 partial")
+    with actwh.open(store.root) as wh:
+        assert wh.sql("select count(*) as n from residuals")["n"][0] == 1
+    assert set(writer.remove_orphans()) == {orphan, half_written}
+    assert len(layout.all_files(store.root)) == 1
+
+
+def test_a_prompt_commits_once(store):
+    writer = new_run(store)
+    writer.add("residuals", {"run": "r", "layer": 0}, residual_rows([0])[0], vector_size=4)
+    writer.commit(prompts=[0])
+    other = CommitWriter(store, run="r", shard=(1, 2))
+    other.add("residuals", {"run": "r", "layer": 0}, residual_rows([0])[0], vector_size=4)
+    with pytest.raises(ActwhError, match="already committed"):
+        other.commit(prompts=[0])
+    assert len(layout.all_files(store.root)) == 1
+
+
+def test_snapshot_isolation(store):
+    writer = new_run(store)
+    writer.add("residuals", {"run": "r", "layer": 0}, residual_rows([0])[0], vector_size=4)
+    writer.commit(prompts=[0])
+    wh = actwh.open(store.root)
+    assert wh.sql("select count(*) as n from residuals")["n"][0] == 1
+    writer.add("residuals", {"run": "r", "layer": 0}, residual_rows([1])[0], vector_size=4)
+    writer.commit(prompts=[1])
+    assert wh.sql("select count(*) as n from residuals")["n"][0] == 1
+    assert wh.refresh().sql("select count(*) as n from residuals")["n"][0] == 2
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "create table x (a int)",
+        "insert into runs values ('x')",
+        "copy (select 1) to 'out.csv'",
+        "attach 'other.db'",
+        "set threads = 1",
+        "select 1; drop view residuals",
+        "update runs set status = 'x'",
+        "delete from models",
+        "pragma version",
+    ],
+)
+def test_user_sql_is_read_only(store, query):
+    with actwh.open(store.root) as wh, pytest.raises(ActwhError, match="read-only"):
+        wh.sql(query)
+
+
+def test_sql_params_and_errors(store):
+    with actwh.open(store.root) as wh:
+        assert wh.sql("select $a + 1 as x", {"a": 41})["x"][0] == 42
+        with pytest.raises(ActwhError, match="SQL error"):
+            wh.sql("select * from no_such_table")
+        assert {"tokens", "residuals", "runs", "models"} <= set(wh.tables())
+        assert wh.scan("tokens").collect().columns[:3] == ["run", "prompt", "pos"]
+        with pytest.raises(ActwhError, match="no fact table"):
+            wh.scan("runs")

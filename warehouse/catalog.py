@@ -1,0 +1,109 @@
+"""The catalog: small relational tables (models, prompt sets, runs, commits), via SQLAlchemy.
+
+By default the catalog is an embedded DuckDB file inside the warehouse; any SQLAlchemy URL works
+(PostgreSQL for a team). A DuckDB file held open read-write by one process cannot be opened by any
+other, so connections here are short-lived (no pool) and opening one retries while another
+process holds the lock: several ingestion workers and any number of readers can share a warehouse
+without a lock error ever reaching the user.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from actwh.warehouse.layout import FORMAT_VERSION
+from actwh.warehouse.locks import retry_while_locked
+from actwh.warehouse.schema import catalog_ddl, catalog_tables
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def to_json(value) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+class Catalog:
+    """The catalog database of one warehouse.
+
+    Parameters
+    ----------
+    url
+        A SQLAlchemy URL, e.g. ``duckdb:////path/wh/catalog.duckdb`` or
+        ``postgresql+psycopg://user@host/db``.
+    lock_timeout
+        Seconds to keep retrying while another process holds the catalog.
+    """
+
+    def __init__(self, url: str, *, lock_timeout: float = 300.0):
+        self.url = url
+        self.lock_timeout = lock_timeout
+        self.tables = catalog_tables()
+        self.is_duckdb = url.startswith("duckdb")
+        self._engine = sa.create_engine(url, poolclass=NullPool)
+        self._read_engine = (
+            sa.create_engine(url, poolclass=NullPool, connect_args={"read_only": True})
+            if self.is_duckdb
+            else self._engine
+        )
+
+    def _connect(self, engine: sa.Engine) -> sa.Connection:
+        return retry_while_locked(engine.connect, f"the catalog {self.url}", self.lock_timeout)
+
+    @contextmanager
+    def begin(self) -> Iterator[sa.Connection]:
+        """A read-write transaction: committed when the block ends, rolled back on error."""
+        with self._connect(self._engine) as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def reading(self) -> Iterator[sa.Connection]:
+        """A read-only connection (on DuckDB, one that other readers can share)."""
+        with self._connect(self._read_engine) as conn:
+            yield conn
+
+    def create(self) -> None:
+        """Create any missing table (additive upgrades come for free) and stamp the format."""
+        with self.begin() as conn:
+            for statement in catalog_ddl():
+                conn.exec_driver_sql(statement)
+            info = self.tables["warehouse_info"]
+            if conn.execute(sa.select(info).where(info.c.key == "format")).first() is None:
+                conn.execute(info.insert().values(key="format", value=FORMAT_VERSION))
+
+    # Small helpers: rows are plain dicts, filters are equality on columns.
+
+    def _where(self, table: sa.Table, filters: dict):
+        return [table.c[k] == v for k, v in filters.items()]
+
+    def rows(self, table: str, conn: sa.Connection | None = None, **filters) -> list[dict]:
+        t = self.tables[table]
+        query = sa.select(t).where(*self._where(t, filters))
+        if conn is not None:
+            return [dict(r._mapping) for r in conn.execute(query)]
+        with self.reading() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def get(self, table: str, conn: sa.Connection | None = None, **key) -> dict | None:
+        found = self.rows(table, conn, **key)
+        return found[0] if found else None
+
+    def insert(self, conn: sa.Connection, table: str, rows: list[dict] | dict) -> None:
+        rows = [rows] if isinstance(rows, dict) else rows
+        if rows:
+            conn.execute(self.tables[table].insert(), rows)
+
+    def update(self, conn: sa.Connection, table: str, key: dict, **values) -> None:
+        t = self.tables[table]
+        conn.execute(t.update().where(*self._where(t, key)).values(**values))
+
+    def delete(self, conn: sa.Connection, table: str, **filters) -> None:
+        t = self.tables[table]
+        conn.execute(t.delete().where(*self._where(t, filters)))

@@ -1,0 +1,66 @@
+"""Where things live inside a warehouse directory.
+
+::
+
+    WH/
+      warehouse.json        marker: format version and catalog URL
+      catalog.duckdb        the catalog (unless warehouse.json names another SQLAlchemy URL)
+      data/<table>/run=<run>/layer=<layer>/part-<writer>-<commit>.parquet
+      index/<model>.faiss   FAISS index of a model's value vectors
+
+Files are written as ``*.parquet.tmp`` and renamed into place before their commit is recorded in
+the catalog; readers only ever open files the catalog lists, so an unfinished write is invisible.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from actwh.errors import ActwhError
+
+FORMAT_VERSION = "1"
+MARKER = "warehouse.json"
+CATALOG_FILE = "catalog.duckdb"
+DATA_DIR = "data"
+INDEX_DIR = "index"
+TMP_SUFFIX = ".tmp"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def check_name(kind: str, name: str) -> str:
+    """Names of runs, models and prompt sets become directory names: keep them path-safe."""
+    if not _NAME.match(name or ""):
+        raise ActwhError(
+            f"invalid {kind} name {name!r}: use letters, digits and _ . + - "
+            "(starting with a letter or digit)"
+        )
+    return name
+
+
+def partition_dir(root: Path, table: str, partition: dict[str, object]) -> Path:
+    path = root / DATA_DIR / table
+    for key, value in partition.items():
+        path = path / f"{key}={value}"
+    return path
+
+
+def file_name(writer_tag: str, commit_id: str) -> str:
+    return f"part-{writer_tag}-{commit_id}.parquet"
+
+
+def writer_files(root: Path, writer_tag: str) -> list[Path]:
+    """Every data file (committed or not, finished or not) a writer with this tag produced."""
+    data = root / DATA_DIR
+    if not data.exists():
+        return []
+    pattern = f"part-{writer_tag}-*.parquet"
+    return sorted([*data.rglob(pattern), *data.rglob(pattern + TMP_SUFFIX)])
+
+
+def all_files(root: Path) -> list[Path]:
+    data = root / DATA_DIR
+    if not data.exists():
+        return []
+    return sorted([*data.rglob("*.parquet"), *data.rglob("*.parquet" + TMP_SUFFIX)])

@@ -1,0 +1,43 @@
+"""Waiting out a DuckDB file lock held by another process.
+
+A DuckDB database file open read-write in one process cannot be opened at all by another, not
+even read-only. Every opener of the catalog goes through :func:`retry_while_locked`, so several
+workers and any number of readers share a warehouse without a lock error reaching the user.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from actwh.errors import ActwhError
+
+T = TypeVar("T")
+
+# What DuckDB says when another process (or another configuration in this process) holds the
+# file. These are waited out; anything else is a real error.
+_LOCK_MESSAGES = ("Could not set lock", "Conflicting lock", "different configuration")
+
+
+def is_lock_error(error: BaseException) -> bool:
+    return any(m in str(error) for m in _LOCK_MESSAGES)
+
+
+def retry_while_locked(open_: Callable[[], T], what: str, timeout: float) -> T:
+    """Call ``open_`` until it stops failing with a lock error, for at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            return open_()
+        except Exception as error:
+            if not is_lock_error(error):
+                raise
+            if time.monotonic() > deadline:
+                raise ActwhError(
+                    f"{what} stayed locked by another process for {timeout:.0f}s"
+                ) from error
+        time.sleep(delay * (1 + random.random()))
+        delay = min(delay * 2, 0.25)

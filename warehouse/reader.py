@@ -1,0 +1,153 @@
+"""Reading a warehouse: an in-memory DuckDB snapshot of everything committed when it was taken.
+
+The snapshot copies the catalog tables (they are small) and defines one view per fact table over
+exactly the Parquet files the catalog lists. It never holds the catalog open, so it never blocks
+a writer, and a commit that lands while a query runs is simply not part of that query.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from actwh.errors import ActwhError
+from actwh.warehouse.locks import retry_while_locked
+from actwh.warehouse.schema import VECTOR_TYPE, catalog_ddl, catalog_table_names, fact_tables
+from actwh.warehouse.store import Store
+
+# User SQL may only read. DuckDB classifies DESCRIBE, SHOW, VALUES and WITH ... SELECT as SELECT.
+_READ_ONLY = {"SELECT"}
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class Snapshot:
+    """A read-only view of a warehouse.
+
+    Attributes
+    ----------
+    con
+        The in-memory DuckDB connection; its tables are the catalog's, its views the fact tables.
+    files
+        For each fact table, the committed files (paths relative to the warehouse root).
+    vector_sizes
+        For each fact table with a vector column, the vector sizes present in its files.
+    """
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.con = duckdb.connect()
+        # Relative paths in read_parquet() resolve against the warehouse, so views do not embed
+        # absolute paths and Hive partitions are read only from the part below the root.
+        self.con.execute(f"SET file_search_path = {_quote(str(store.root))}")
+        self.files: dict[str, list[str]] = defaultdict(list)
+        self.vector_sizes: dict[str, set[int]] = defaultdict(set)
+        self._copy_catalog()
+        for spec in fact_tables().values():
+            self.con.execute(f"CREATE VIEW {spec.name} AS {self._view_sql(spec.name)}")
+
+    def _copy_catalog(self) -> None:
+        for statement in catalog_ddl():
+            self.con.execute(statement)
+        if self.store.catalog_file is not None:
+            self._copy_duckdb_catalog(self.store.catalog_file)
+        else:
+            self._copy_sqlalchemy_catalog()
+        for table, path, size in self.con.execute(
+            "SELECT table_name, path, vector_size FROM commit_files ORDER BY path"
+        ).fetchall():
+            self.files[table].append(path)
+            if size is not None:
+                self.vector_sizes[table].add(size)
+
+    def _copy_duckdb_catalog(self, path: Path) -> None:
+        # Attached directly rather than through SQLAlchemy: `actwh sql` must start fast.
+        attach = f"ATTACH {_quote(str(path))} AS stored_catalog (READ_ONLY)"
+        retry_while_locked(lambda: self.con.execute(attach), f"the catalog {path}", 300.0)
+        try:
+            for name in catalog_table_names():
+                self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM stored_catalog.{name}")
+        finally:
+            self.con.execute("DETACH stored_catalog")
+
+    def _copy_sqlalchemy_catalog(self) -> None:
+        import sqlalchemy as sa
+
+        catalog = self.store.catalog
+        with catalog.reading() as conn:
+            contents = {
+                name: conn.execute(sa.select(table)).fetchall()
+                for name, table in catalog.tables.items()
+            }
+        for name, rows in contents.items():
+            if not rows:
+                continue
+            schema = self.con.sql(f"SELECT * FROM {name} LIMIT 0").to_arrow_table().schema
+            data = pa.Table.from_pylist([dict(r._mapping) for r in rows], schema=schema)
+            self.con.register("_incoming", data)
+            self.con.execute(f"INSERT INTO {name} SELECT * FROM _incoming")
+            self.con.unregister("_incoming")
+
+    def _view_sql(self, table: str) -> str:
+        spec = fact_tables()[table]
+        sizes = self.vector_sizes[table]
+        columns = []
+        for column, type_ in spec.columns:
+            if type_ == VECTOR_TYPE and len(sizes) == 1:
+                type_ = f"FLOAT[{next(iter(sizes))}]"
+            if not self.files[table]:
+                columns.append(f"NULL::{type_} AS {column}")
+            elif type_ != spec.column_type(column):
+                columns.append(f"{column}::{type_} AS {column}")
+            else:
+                columns.append(column)
+        if not self.files[table]:
+            return f"SELECT {', '.join(columns)} WHERE false"
+        files = ", ".join(_quote(p) for p in self.files[table])
+        hive = ", ".join(f"{_quote(c)}: {spec.column_type(c)}" for c in spec.partition)
+        return (
+            f"SELECT {', '.join(columns)} FROM read_parquet([{files}], "
+            f"hive_partitioning = true, hive_types = {{{hive}}})"
+        )
+
+    def execute(self, query: str, params: dict | list | None = None) -> pa.Table:
+        """Run read-only SQL; several statements run in order and the last one's result returns."""
+        try:
+            statements = self.con.extract_statements(query)
+        except duckdb.Error as error:
+            raise ActwhError(f"SQL error: {_first_line(error)}") from error
+        if not statements:
+            raise ActwhError("no SQL statement given")
+        for statement in statements:
+            kind = statement.type.name
+            if kind not in _READ_ONLY:
+                raise ActwhError(
+                    f"refused: {kind} statement; SQL on a warehouse is read-only "
+                    "(SELECT, WITH, DESCRIBE, SHOW)"
+                )
+        try:
+            for statement in statements[:-1]:
+                self.con.execute(statement.query)
+            last = statements[-1].query
+            relation = self.con.sql(last, params=params) if params else self.con.sql(last)
+            if relation is None:
+                return pa.table({})
+            return relation.to_arrow_table()
+        except duckdb.Error as error:
+            raise ActwhError(f"SQL error: {_first_line(error)}") from error
+
+    def absolute_files(self, table: str) -> list[Path]:
+        return [self.store.root / p for p in self.files[table]]
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else type(error).__name__

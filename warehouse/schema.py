@@ -1,0 +1,165 @@
+"""``schema.sql``, parsed: catalog DDL and tables, and the shape of every Parquet fact table.
+
+schema.sql is the only place tables are declared. This module reads it once, lets DuckDB parse
+the DDL (into an in-memory database), and derives from that what the rest of the code needs:
+SQLAlchemy tables for the catalog, Arrow schemas for the Parquet writer, and column lists and
+Hive partition types for the reader's views.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+
+import duckdb
+import pyarrow as pa
+
+_ARROW_TYPES = {
+    "VARCHAR": pa.string(),
+    "INTEGER": pa.int32(),
+    "SMALLINT": pa.int16(),
+    "BIGINT": pa.int64(),
+    "FLOAT": pa.float32(),
+    "DOUBLE": pa.float64(),
+    "BOOLEAN": pa.bool_(),
+    "VARCHAR[]": pa.list_(pa.string()),
+    "INTEGER[]": pa.list_(pa.int32()),
+}
+
+VECTOR_TYPE = "FLOAT[]"
+VECTOR_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
+
+
+@dataclass(frozen=True)
+class FactTable:
+    """A Parquet fact table as declared in schema.sql."""
+
+    name: str
+    columns: tuple[tuple[str, str], ...]  # (column, DuckDB type), in declared order
+    partition: tuple[str, ...]  # Hive partition columns, outermost first
+
+    @property
+    def data_columns(self) -> list[tuple[str, str]]:
+        """Columns stored inside the Parquet files (the partition columns live in the path)."""
+        return [(c, t) for c, t in self.columns if c not in self.partition]
+
+    @property
+    def vector_column(self) -> str | None:
+        return next((c for c, t in self.columns if t == VECTOR_TYPE), None)
+
+    def column_type(self, column: str) -> str:
+        return dict(self.columns)[column]
+
+    def arrow_schema(self, vector_size: int | None = None, dtype: str = "float32") -> pa.Schema:
+        """Arrow schema of one file; a vector column becomes ``fixed_size_list<dtype>[size]``."""
+        fields = []
+        for column, type_ in self.data_columns:
+            if type_ == VECTOR_TYPE:
+                if vector_size is None:
+                    raise ValueError(f"{self.name}.{column} needs a vector size")
+                fields.append(pa.field(column, pa.list_(VECTOR_DTYPES[dtype], vector_size)))
+            else:
+                fields.append(pa.field(column, _ARROW_TYPES[type_]))
+        return pa.schema(fields)
+
+
+def schema_text() -> str:
+    return (files("actwh") / "schema.sql").read_text()
+
+
+@cache
+def _sections() -> dict[str, str]:
+    parts = re.split(r"^-- section: (\w+)\s*$", schema_text(), flags=re.M)
+    return {name: body for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def _statements(section: str) -> list[str]:
+    """A section's statements, comments removed (they may contain semicolons)."""
+    code = re.sub(r"--[^\n]*", "", _sections()[section])
+    return [s.strip() for s in code.split(";") if s.strip()]
+
+
+def catalog_ddl() -> list[str]:
+    """The catalog's CREATE statements, in order, ready to execute one by one."""
+    return _statements("catalog")
+
+
+@cache
+def _parsed(section: str) -> tuple[dict, dict]:
+    """Let DuckDB parse a section: ({table: [(column, type, nullable)]}, {table: [pk columns]})."""
+    con = duckdb.connect()
+    for statement in _statements(section):
+        con.execute(statement)
+    columns: dict[str, list[tuple[str, str, bool]]] = {}
+    rows = con.execute(
+        "SELECT table_name, column_name, data_type, is_nullable = 'YES' "
+        "FROM information_schema.columns ORDER BY table_name, ordinal_position"
+    ).fetchall()
+    for table, column, type_, nullable in rows:
+        columns.setdefault(table, []).append((column, type_, nullable))
+    keys = {
+        table: list(cols)
+        for table, cols in con.execute(
+            "SELECT table_name, constraint_column_names FROM duckdb_constraints() "
+            "WHERE constraint_type = 'PRIMARY KEY'"
+        ).fetchall()
+    }
+    con.close()
+    return columns, keys
+
+
+def catalog_table_names() -> list[str]:
+    return list(_parsed("catalog")[0])
+
+
+@cache
+def catalog_tables():
+    """SQLAlchemy Core tables of the catalog, derived from schema.sql (no reflection needed)."""
+    import sqlalchemy as sa  # not at module level: readers of a DuckDB catalog never need it
+
+    sa_types = {
+        "VARCHAR": sa.String,
+        "INTEGER": sa.Integer,
+        "SMALLINT": sa.SmallInteger,
+        "BIGINT": sa.BigInteger,
+        "FLOAT": sa.Float,
+        "DOUBLE": sa.Float,
+        "BOOLEAN": sa.Boolean,
+        "BLOB": sa.LargeBinary,
+        "TIMESTAMP": sa.DateTime,
+    }
+    columns, keys = _parsed("catalog")
+    metadata = sa.MetaData()
+    return {
+        name: sa.Table(
+            name,
+            metadata,
+            *(
+                sa.Column(c, sa_types[t](), primary_key=c in keys.get(name, ()), nullable=n)
+                for c, t, n in cols
+            ),
+        )
+        for name, cols in columns.items()
+    }
+
+
+@cache
+def fact_tables() -> dict[str, FactTable]:
+    columns, _ = _parsed("facts")
+    # The line right before each CREATE TABLE declares its partition columns.
+    declared = re.findall(r"^-- partition: (.*)\nCREATE TABLE (\w+)", _sections()["facts"], re.M)
+    partitions = {table: tuple(c.strip() for c in cols.split(",")) for cols, table in declared}
+    return {
+        name: FactTable(name, tuple((c, t) for c, t, _ in cols), partitions.get(name, ()))
+        for name, cols in columns.items()
+    }
+
+
+def fact_table(name: str) -> FactTable:
+    try:
+        return fact_tables()[name]
+    except KeyError:
+        known = ", ".join(sorted(fact_tables()))
+        raise KeyError(f"no fact table {name!r}; known: {known}") from None

@@ -1,0 +1,92 @@
+"""A warehouse directory: create it, recognise it, and hand out its catalog, writers and readers."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+from actwh.errors import ActwhError
+from actwh.warehouse import layout
+from actwh.warehouse.layout import FORMAT_VERSION
+
+
+class Store:
+    """An existing warehouse on disk.
+
+    Use :meth:`open` for a warehouse that must exist and :meth:`create` to make one (or open it if
+    it is already there). Neither imports torch.
+    """
+
+    def __init__(self, root: Path, catalog_url: str):
+        self.root = root
+        self.catalog_url = catalog_url
+
+    @cached_property
+    def catalog(self):
+        """The :class:`~actwh.warehouse.catalog.Catalog` (SQLAlchemy is imported on first use)."""
+        from actwh.warehouse.catalog import Catalog
+
+        return Catalog(self.catalog_url)
+
+    @property
+    def catalog_file(self) -> Path | None:
+        """The catalog's DuckDB file, when the catalog is one."""
+        prefix = "duckdb:///"
+        return (
+            Path(self.catalog_url[len(prefix) :]) if self.catalog_url.startswith(prefix) else None
+        )
+
+    @classmethod
+    def open(cls, path: str | Path) -> Store:
+        root = Path(path).expanduser().resolve()
+        marker = root / layout.MARKER
+        if not root.exists():
+            raise ActwhError(f"no warehouse at {path}: the directory does not exist")
+        if not marker.is_file():
+            raise ActwhError(f"{path} is not an actwh warehouse (it has no {layout.MARKER})")
+        try:
+            info = json.loads(marker.read_text())
+            version, catalog = info["format"], info["catalog"]
+        except (ValueError, KeyError) as error:
+            raise ActwhError(f"{marker} is damaged: {error}") from error
+        if str(version) != FORMAT_VERSION:
+            raise ActwhError(
+                f"{path} has warehouse format {version}; this actwh reads {FORMAT_VERSION}"
+            )
+        url = f"duckdb:///{root / layout.CATALOG_FILE}" if catalog == "duckdb" else catalog
+        return cls(root, url)
+
+    @classmethod
+    def create(cls, path: str | Path, catalog_url: str | None = None) -> Store:
+        """Open the warehouse at ``path``, creating it (and its catalog) if it does not exist."""
+        root = Path(path).expanduser().resolve()
+        if (root / layout.MARKER).exists():
+            store = cls.open(root)
+            if catalog_url and catalog_url != store.catalog_url:
+                raise ActwhError(f"{path} already uses the catalog {store.catalog_url}")
+            store.catalog.create()  # adds tables a newer actwh declares
+            return store
+        leftovers = {
+            layout.CATALOG_FILE,
+            layout.CATALOG_FILE + ".wal",
+            layout.MARKER + layout.TMP_SUFFIX,
+        }
+        if root.exists() and any(p.name not in leftovers for p in root.iterdir()):
+            raise ActwhError(
+                f"{path} exists, is not empty and is not an actwh warehouse; choose a new directory"
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        store = cls(root, catalog_url or f"duckdb:///{root / layout.CATALOG_FILE}")
+        store.catalog.create()
+        marker = {"format": FORMAT_VERSION, "catalog": catalog_url or "duckdb"}
+        tmp = root / (layout.MARKER + layout.TMP_SUFFIX)
+        tmp.write_text(json.dumps(marker, indent=2) + "\n")
+        tmp.replace(root / layout.MARKER)  # the marker appears last: a half-made warehouse has none
+        return store
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()

@@ -1,0 +1,214 @@
+"""Writing fact tables: Parquet files that become visible all at once, or not at all.
+
+A :class:`CommitWriter` buffers Arrow tables per (table, partition). :meth:`CommitWriter.commit`
+writes each buffer to ``*.parquet.tmp``, fsyncs it, renames it into place, and only then records
+the commit in the catalog, in one transaction together with the prompts it covers. Readers list
+files from the catalog, so a crash at any point leaves nothing half-visible: files renamed before
+a crash but never recorded are orphans, which :meth:`CommitWriter.remove_orphans` (run when a
+writer resumes) and ``actwh check --repair`` delete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from actwh.errors import ActwhError
+from actwh.warehouse import layout
+from actwh.warehouse.catalog import now
+from actwh.warehouse.schema import fact_table
+from actwh.warehouse.store import Store
+
+ROW_GROUP_BYTES = 64 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def shard_tag(shard: tuple[int, int]) -> str:
+    index, count = shard
+    return f"s{index}of{count}"
+
+
+class CommitWriter:
+    """Buffers rows for one run (or one model) and commits them atomically.
+
+    Parameters
+    ----------
+    store
+        The warehouse.
+    run, model
+        What the commits belong to: a run's captures, or a model's value vectors.
+    shard
+        ``(i, N)`` of the worker; files carry it in their names so that concurrent workers of one
+        run never touch each other's files.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        run: str | None = None,
+        model: str | None = None,
+        shard: tuple[int, int] = (0, 1),
+    ):
+        if (run is None) == (model is None):
+            raise ValueError("a writer belongs to exactly one run or one model")
+        self.store = store
+        self.run = run
+        self.model = model
+        self.shard = shard
+        self.tag = shard_tag(shard)
+        self._buffers: dict[tuple[str, tuple], list[pa.Table]] = {}
+        self._vector_sizes: dict[tuple[str, tuple], int | None] = {}
+
+    @property
+    def buffered_bytes(self) -> int:
+        return sum(t.nbytes for tables in self._buffers.values() for t in tables)
+
+    def add(
+        self,
+        table: str,
+        partition: dict[str, object],
+        data: pa.Table,
+        *,
+        vector_size: int | None = None,
+        dtype: str = "float32",
+    ) -> None:
+        """Buffer ``data`` for ``table`` under ``partition`` (e.g. ``{"run": r, "layer": 3}``)."""
+        spec = fact_table(table)
+        if tuple(partition) != spec.partition:
+            raise ValueError(f"{table} is partitioned by {spec.partition}, got {tuple(partition)}")
+        expected = spec.arrow_schema(vector_size, dtype)
+        if data.schema != expected:
+            data = data.select(expected.names).cast(expected)
+        key = (table, tuple(partition.items()))
+        self._buffers.setdefault(key, []).append(data)
+        self._vector_sizes[key] = vector_size
+
+    def _write(self, table: str, partition: tuple, tables: list[pa.Table], commit_id: str):
+        if len({t.schema for t in tables}) > 1:  # float16 next to a float32 fallback: widen all
+            widest = next(t.schema for t in tables if pa.float32() in _value_types(t.schema))
+            tables = [t.cast(widest) for t in tables]
+        data = pa.concat_tables(tables)
+        directory = layout.partition_dir(self.store.root, table, dict(partition))
+        directory.mkdir(parents=True, exist_ok=True)
+        final = directory / layout.file_name(self.tag, commit_id)
+        tmp = final.with_name(final.name + layout.TMP_SUFFIX)
+        row_bytes = max(1, data.nbytes // max(1, data.num_rows))
+        pq.write_table(
+            data, tmp, compression="zstd", row_group_size=max(1024, ROW_GROUP_BYTES // row_bytes)
+        )
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        tmp.replace(final)
+        _fsync_dir(directory)
+        return final, data.num_rows
+
+    def commit(self, *, prompts: list[int] = (), n_tokens: int = 0) -> str | None:
+        """Write everything buffered and record it, with ``prompts``, as one commit.
+
+        Returns the commit id, or ``None`` if nothing was buffered and no prompt is covered.
+        """
+        if not self._buffers and not prompts:
+            return None
+        commit_id = uuid.uuid4().hex[:16]
+        written: list[Path] = []
+        files = []
+        try:
+            for (table, partition), tables in self._buffers.items():
+                path, n_rows = self._write(table, partition, tables, commit_id)
+                written.append(path)
+                files.append(
+                    {
+                        "path": self.store.relative(path),
+                        "commit_id": commit_id,
+                        "table_name": table,
+                        "n_rows": n_rows,
+                        "n_bytes": path.stat().st_size,
+                        "sha256": sha256_file(path),
+                        "vector_size": self._vector_sizes[(table, partition)],
+                    }
+                )
+            self._record(commit_id, files, list(prompts), n_tokens)
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        self._buffers.clear()
+        self._vector_sizes.clear()
+        return commit_id
+
+    def _record(self, commit_id: str, files: list[dict], prompts: list[int], n_tokens: int):
+        catalog = self.store.catalog
+        try:
+            with catalog.begin() as conn:
+                catalog.insert(
+                    conn,
+                    "commits",
+                    {
+                        "id": commit_id,
+                        "run": self.run,
+                        "model": self.model,
+                        "shard": f"{self.shard[0]}/{self.shard[1]}",
+                        "n_prompts": len(prompts),
+                        "created_at": now(),
+                    },
+                )
+                catalog.insert(conn, "commit_files", files)
+                catalog.insert(
+                    conn,
+                    "commit_prompts",
+                    [{"run": self.run, "prompt": p, "commit_id": commit_id} for p in prompts],
+                )
+                if self.run is not None:
+                    runs = catalog.tables["runs"]
+                    catalog.update(
+                        conn, "runs", {"name": self.run}, n_tokens=runs.c.n_tokens + n_tokens
+                    )
+        except sa.exc.IntegrityError as error:
+            raise ActwhError(
+                f"run {self.run}: some of these prompts were already committed by another "
+                "writer; nothing from this batch was kept"
+            ) from error
+
+    def discard(self) -> None:
+        """Drop everything buffered since the last commit."""
+        self._buffers.clear()
+        self._vector_sizes.clear()
+
+    def remove_orphans(self) -> list[Path]:
+        """Delete this writer's files that no commit records (left by a crash). Returns them."""
+        committed = {r["path"] for r in self.store.catalog.rows("commit_files")}
+        scope = {"run": self.run} if self.run is not None else {"model": self.model}
+        key, value = next(iter(scope.items()))
+        removed = []
+        for path in layout.writer_files(self.store.root, self.tag):
+            in_scope = f"{key}={value}" in path.relative_to(self.store.root).parts
+            if in_scope and self.store.relative(path) not in committed:
+                path.unlink()
+                removed.append(path)
+        return removed
+
+
+def _value_types(schema: pa.Schema) -> list[pa.DataType]:
+    return [f.type.value_type for f in schema if pa.types.is_fixed_size_list(f.type)]
