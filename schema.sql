@@ -106,6 +106,30 @@ CREATE TABLE IF NOT EXISTS commit_prompts (
     PRIMARY KEY (run, prompt)
 );
 
+-- A named vector in a model's residual space: a probe, a value vector, an SVD component, δx.
+CREATE TABLE IF NOT EXISTS directions (
+    model VARCHAR NOT NULL,
+    name VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,            -- file | value_vector | svd | delta | probe | random
+    d_model INTEGER NOT NULL,
+    vector BYTEA NOT NULL,            -- float32, little-endian; readers see it as vec FLOAT[d]
+    norm DOUBLE PRECISION NOT NULL,
+    meta TEXT,                        -- JSON: how it was made (source, layer, neuron, top N, ...)
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (model, name)
+);
+
+-- The FAISS index of a model's value vectors (a file under index/).
+CREATE TABLE IF NOT EXISTS vector_indexes (
+    model VARCHAR PRIMARY KEY,
+    path VARCHAR NOT NULL,            -- relative to the warehouse root
+    kind VARCHAR NOT NULL,            -- flat | ivf | hnsw
+    n_vectors BIGINT NOT NULL,
+    d_mlp INTEGER NOT NULL,           -- faiss id = layer * d_mlp + neuron
+    sha256 VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+
 -- section: facts
 
 -- partition: run
@@ -149,4 +173,92 @@ CREATE TABLE mlp_acts (
     prompt INTEGER,
     pos INTEGER,
     vec FLOAT[]                       -- [d_mlp]: the coefficients m_i of every value vector
+);
+
+-- Dot product and cosine of a residual-space site with every direction of the model, computed on
+-- the device during the forward pass.
+-- partition: run, layer
+CREATE TABLE projections (
+    run VARCHAR,
+    layer SMALLINT,
+    prompt INTEGER,
+    pos INTEGER,
+    site VARCHAR,
+    direction VARCHAR,
+    dot FLOAT,
+    cos FLOAT
+);
+
+-- Coefficients m_i (mlp_post) of tracked neurons, e.g. the top toxic value vectors.
+-- partition: run, layer
+CREATE TABLE neuron_acts (
+    run VARCHAR,
+    layer SMALLINT,
+    prompt INTEGER,
+    pos INTEGER,
+    neuron INTEGER,
+    act FLOAT
+);
+
+-- Logit lens: softmax(W_U · final_norm(x)) of a residual site, top tokens.
+-- partition: run, layer
+CREATE TABLE logit_lens (
+    run VARCHAR,
+    layer SMALLINT,
+    prompt INTEGER,
+    pos INTEGER,
+    site VARCHAR,
+    rank SMALLINT,                    -- 1 = most probable
+    token_id INTEGER,
+    token VARCHAR,
+    prob FLOAT
+);
+
+-- Logit lens probability of chosen target tokens (--target-tokens), at every lensed layer.
+-- partition: run, layer
+CREATE TABLE token_probs (
+    run VARCHAR,
+    layer SMALLINT,
+    prompt INTEGER,
+    pos INTEGER,
+    site VARCHAR,
+    token_id INTEGER,
+    token VARCHAR,
+    prob FLOAT
+);
+
+-- Every MLP value vector MLP.v_i^l (row i of W_out), with the vocabulary it promotes most.
+-- partition: model, layer
+CREATE TABLE value_vectors (
+    model VARCHAR,
+    layer SMALLINT,
+    neuron INTEGER,
+    vec FLOAT[],                      -- [d_model]
+    norm FLOAT,
+    top_tokens VARCHAR[]              -- highest dot product with the unembedding, best first
+);
+
+-- Per parameter tensor: how far a tuned model moved from its base (paper §5.1).
+-- partition: model
+CREATE TABLE weight_diffs (
+    model VARCHAR,                    -- the tuned model
+    base VARCHAR,
+    parameter VARCHAR,
+    numel BIGINT,
+    cosine DOUBLE,                    -- cos(θ_base, θ_tuned), flattened; NULL if either is all 0
+    norm_base DOUBLE,
+    norm_diff DOUBLE,                 -- ‖θ_tuned − θ_base‖
+    mean_abs_diff DOUBLE              -- mean |θ_tuned − θ_base| per element
+);
+
+-- Per value vector: cosine between base and tuned, and the shift δv = v_tuned − v_base (Fig. 5).
+-- partition: model, layer
+CREATE TABLE value_vector_diffs (
+    model VARCHAR,                    -- the tuned model
+    layer SMALLINT,
+    base VARCHAR,
+    neuron INTEGER,
+    cosine FLOAT,
+    delta_norm FLOAT,
+    delta FLOAT[]                     -- [d_model]
 );

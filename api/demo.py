@@ -22,9 +22,12 @@ def run_demo(out: Path) -> None:
 
     wh_path = out / "wh"
     with Warehouse.maybe(wh_path) as existing:
-        done = existing is not None and not existing.sql(
-            "select 1 from runs where name = 'base' and status = 'complete'"
-        ).is_empty()
+        done = (
+            existing is not None
+            and not existing.sql(
+                "select 1 from runs where name = 'base' and status = 'complete'"
+            ).is_empty()
+        )
     if not done:
         click.echo(f"[1/2] ingesting the shipped prompts through {EMBEDDED} SmolLM2 → {wh_path}")
         summary = ingest(
@@ -48,7 +51,7 @@ def run_demo(out: Path) -> None:
             from generations g join runs r on r.name = g.run
             join prompts p on p.prompt_set = r.prompt_set and p.prompt = g.prompt
             group by all order by category"""
-        click.echo(f"  actwh sql {wh_path} \"{' '.join(query.split())}\"")
+        click.echo(f'  actwh sql {wh_path} "{" ".join(query.split())}"')
         emit(wh.sql(query), ("table", None))
         norms = """
             select layer, round(avg(sqrt(array_inner_product(vec, vec))), 1) as mean_norm

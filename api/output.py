@@ -42,6 +42,7 @@ def emit(frame: pl.DataFrame, output: tuple[str, str | None]) -> None:
             tbl_rows=-1,
             tbl_cols=-1,
             fmt_str_lengths=60,
+            fmt_table_cell_list_len=10,
             tbl_width_chars=200,
             tbl_hide_dataframe_shape=True,
             tbl_formatting="ASCII_MARKDOWN",

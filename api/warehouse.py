@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from actwh.errors import ActwhError
+from actwh.warehouse.arrays import column_to_numpy
 from actwh.warehouse.reader import Snapshot
 from actwh.warehouse.schema import fact_table, fact_tables
 from actwh.warehouse.store import Store
@@ -40,6 +42,8 @@ class Warehouse:
     def __init__(self, path: str | Path):
         self.store = Store.open(path)
         self._snapshot: Snapshot | None = None
+        self._indexes: dict = {}  # model → loaded FAISS index
+        self._indexes: dict = {}  # model → loaded FAISS index
 
     @classmethod
     def maybe(cls, path: str | Path) -> _Maybe:
@@ -68,6 +72,7 @@ class Warehouse:
     def refresh(self) -> Warehouse:
         """Take a new snapshot, so later queries see commits made since."""
         self.close()
+        self._indexes.clear()
         return self
 
     def close(self) -> None:
@@ -130,6 +135,85 @@ class Warehouse:
             hive_schema=hive,
             cast_options=pl.ScanCastOptions(float_cast="upcast"),
         ).select(ordered)
+
+    def vectors(
+        self, table: str, *, column: str | None = None, **filters
+    ) -> tuple[np.ndarray, pl.DataFrame]:
+        """Vectors of a fact table as numpy, with the key columns of each row.
+
+        Filters are equality on columns (a list means "any of"). Rows come in key order.
+
+        >>> X, keys = wh.vectors("residuals", run="base", layer=19, site="resid_mid")
+        >>> X.shape   # [n_tokens, d_model]; keys has run, layer, prompt, pos, site
+        """
+        spec = fact_tables().get(table)
+        if spec is None or spec.vector_column is None:
+            with_vectors = sorted(t for t, s in fact_tables().items() if s.vector_column)
+            raise ActwhError(
+                f"{table!r} has no vectors; tables with vectors: {', '.join(with_vectors)}"
+            )
+        column = column or spec.vector_column
+        names = [c for c, _ in spec.columns]
+        keys = [c for c, t in spec.columns if t in ("VARCHAR", "INTEGER", "SMALLINT", "BIGINT")]
+        unknown = sorted(set(filters) - set(names))
+        if unknown:
+            raise ActwhError(f"{table} has no column {unknown[0]!r}; columns: {', '.join(names)}")
+        where, params = [], {}
+        for i, (name, value) in enumerate(filters.items()):
+            values = value if isinstance(value, list | tuple) else [value]
+            placeholders = ", ".join(f"$p{i}_{j}" for j in range(len(values)))
+            where.append(f"{name} IN ({placeholders})")
+            params.update({f"p{i}_{j}": v for j, v in enumerate(values)})
+        query = f"SELECT {', '.join(keys)}, {column} FROM {table}"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += f" ORDER BY {', '.join(keys)}"
+        frame = self.sql(query, params or None)
+        return column_to_numpy(frame[column].to_arrow()), frame.drop(column)
+
+    def direction(self, name: str, *, model: str | None = None) -> np.ndarray:
+        """A registered direction as a float32 vector ``[d_model]``.
+
+        >>> wh.direction("toxic_probe")
+        """
+        from actwh.warehouse.directions import get_direction  # the catalog, via SQLAlchemy
+
+        return get_direction(self.store, name, model)[1]
+
+    def nearest(
+        self,
+        direction_or_vector: str | np.ndarray,
+        *,
+        k: int = 20,
+        model: str | None = None,
+        layers: list[int] | None = None,
+    ) -> pl.DataFrame:
+        """The value vectors most cosine-similar to a direction (FAISS; exact by default).
+
+        ``direction_or_vector``: a direction name, a vector ``[d_model]`` or a batch ``[q, d]``.
+        Returns ``query, rank, layer, neuron, cosine, norm, top_tokens``.
+
+        >>> wh.nearest("toxic_probe", k=10)
+        """
+        from actwh.warehouse.directions import get_direction
+        from actwh.warehouse.search import load_index, nearest  # faiss, on first use
+
+        if isinstance(direction_or_vector, str):
+            owner, vector = get_direction(self.store, direction_or_vector, model)
+            model = model or owner
+        else:
+            vector = np.asarray(direction_or_vector, dtype=np.float32)
+            if model is None:
+                models = self.sql("select model from vector_indexes")["model"].to_list()
+                if len(models) != 1:
+                    raise ActwhError(
+                        f"pass model=...: value vectors are stored for {models or 'no model'}"
+                    )
+                model = models[0]
+        if model not in self._indexes:
+            self._indexes[model] = load_index(self.snapshot, model)
+        hits = nearest(self.snapshot, self._indexes[model], model, vector, k, layers)
+        return pl.from_arrow(hits)
 
     @property
     def engine(self):

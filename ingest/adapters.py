@@ -19,10 +19,7 @@ import torch
 from torch import nn
 
 from actwh.errors import ActwhError
-
-SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "mlp_post")
-RESIDUAL_SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")  # [d_model]
-NEURON_SITE = "mlp_post"  # [d_mlp]: the coefficient m_i of each value vector
+from actwh.ingest.sites import NEURON_SITE
 
 Where = Literal["input", "output"]
 

@@ -1,15 +1,19 @@
 """Forward hooks that capture sites during a batch, on the device, in one pass.
 
 One :class:`Capture` registers one hook per (site, layer) it needs. Each forward call (the prompt,
-then every generated token) appends the hook's slice to a buffer that stays on the device until
-the batch ends; :meth:`Capture.collect` concatenates the buffers along the sequence axis into
-``[batch, pos, d]`` tensors in the padded layout of the batch.
+then every generated token) appends the hook's results to buffers that stay on the device until
+the batch ends; :meth:`Capture.collect` concatenates them along the sequence axis into
+``[batch, pos, ...]`` tensors in the padded layout of the batch.
 
-What is kept per hooked site:
+What a hooked site can keep, all computed on the device so only what is stored leaves it:
 
-* ``vectors``: the full activation (for ``residuals`` / ``mlp_acts``), for sites in ``store``;
-* ``projections``: dot product and cosine with every direction, for residual-space sites — computed
-  here so only ``[batch, pos, n_directions]`` ever leaves the device.
+* ``vectors``: the full activation (``residuals`` / ``mlp_acts``), for sites in ``store``;
+* ``dots`` / ``cosines``: projections on every direction, for residual sites in ``project``;
+* ``neurons``: coefficients of tracked neurons, at ``mlp_post``;
+* ``lens``: the logit lens (final norm, then unembedding) of residual sites in ``project``:
+  top-k token ids and probabilities, and the probability of chosen target tokens — at one
+  position per row (``lens_at="last"``: the last prompt token, whose prediction is the first
+  generated token) or at every position (``"all"``).
 """
 
 from __future__ import annotations
@@ -18,14 +22,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from actwh.ingest.adapters import NEURON_SITE, RESIDUAL_SITES, Adapter
+from actwh.ingest.adapters import Adapter
+from actwh.ingest.sites import LENS_SITES, NEURON_SITE, RESIDUAL_SITES
 
 Key = tuple[str, int]  # (site, layer)
 
 
 @dataclass
 class Directions:
-    """Unit-agnostic directions in residual space: ``vectors`` is ``[n, d_model]``."""
+    """Directions in residual space: ``vectors`` is ``[n, d_model]``, on the model's device."""
 
     names: list[str]
     vectors: torch.Tensor
@@ -36,12 +41,29 @@ class Directions:
 
 
 @dataclass
-class Captured:
-    """What one batch produced, in the padded ``[batch, pos]`` layout."""
+class Lens:
+    """Logit-lens settings: ``k`` top tokens, ``targets`` token ids, where to read it."""
 
-    vectors: dict[Key, torch.Tensor]  # [batch, pos, d]
-    dots: dict[Key, torch.Tensor]  # [batch, pos, n_directions]
-    cosines: dict[Key, torch.Tensor]
+    k: int
+    targets: list[int]
+    at: str = "last"  # "last" (last prompt token) or "all"
+
+
+@dataclass
+class Captured:
+    """What one batch produced, in the padded layout.
+
+    ``lens_*`` tensors are ``[batch, k]`` with ``lens_at == "last"`` (read at ``lens_columns``)
+    and ``[batch, pos, k]`` with ``"all"``.
+    """
+
+    vectors: dict[Key, torch.Tensor] = field(default_factory=dict)
+    dots: dict[Key, torch.Tensor] = field(default_factory=dict)
+    cosines: dict[Key, torch.Tensor] = field(default_factory=dict)
+    neurons: dict[int, torch.Tensor] = field(default_factory=dict)  # layer → [batch, pos, n]
+    lens_ids: dict[Key, torch.Tensor] = field(default_factory=dict)
+    lens_probs: dict[Key, torch.Tensor] = field(default_factory=dict)
+    target_probs: dict[Key, torch.Tensor] = field(default_factory=dict)
 
 
 class Capture:
@@ -52,13 +74,17 @@ class Capture:
     adapter
         The model's architecture adapter.
     layers
-        The layers to hook.
+        The layers to hook for ``store``, ``project`` and ``lens``.
     store
         Sites whose full vectors are kept.
     project
-        Residual-space sites whose projections on ``directions`` are kept.
+        Residual-space sites projected on ``directions`` and (with ``lens``) read by the lens.
     directions
-        The directions to project on, on the model's device, or ``None``.
+        Directions to project on, or ``None``.
+    neurons
+        Tracked neurons: ``{layer: [neuron, ...]}``; their coefficients are kept.
+    lens
+        Logit-lens settings, or ``None``.
     """
 
     def __init__(
@@ -69,21 +95,54 @@ class Capture:
         store: list[str] = (),
         project: list[str] = (),
         directions: Directions | None = None,
+        neurons: dict[int, list[int]] | None = None,
+        lens: Lens | None = None,
     ):
         self.adapter = adapter
-        self.layers = list(layers)
         self.store = list(store)
-        self.project = [s for s in project if s in RESIDUAL_SITES] if directions else []
-        self.directions = directions
-        sites = dict.fromkeys([*self.store, *self.project])
-        self.keys: list[Key] = [(s, layer) for s in sites for layer in self.layers]
+        self.directions = directions if directions is not None and directions.names else None
+        self.project = [s for s in project if s in RESIDUAL_SITES] if self.directions else []
+        self.lens = lens
+        self.lens_sites = [s for s in project if s in LENS_SITES] if lens else []
+        device = adapter.W_U.device
+        self.neurons = {
+            layer: torch.tensor(sorted(ids), dtype=torch.long, device=device)
+            for layer, ids in (neurons or {}).items()
+        }
+        keys = [(s, l) for s in dict.fromkeys([*self.store, *project]) for l in layers]
+        keys += [(NEURON_SITE, l) for l in self.neurons]
+        self.keys: list[Key] = list(dict.fromkeys(keys))
         self._handles = []
+        self._lens_columns: torch.Tensor | None = None
         # Fixed for the life of the capture (the hooks hold on to these lists); emptied per batch.
         self._chunks: dict[str, dict[Key, list[torch.Tensor]]] = {
-            "vectors": {k: [] for k in self.keys if k[0] in self.store},
-            "dots": {k: [] for k in self.keys if k[0] in self.project},
-            "cosines": {k: [] for k in self.keys if k[0] in self.project},
+            kind: {}
+            for kind in (
+                "vectors",
+                "dots",
+                "cosines",
+                "neurons",
+                "lens_ids",
+                "lens_probs",
+                "targets",
+            )
         }
+        for key in self.keys:
+            for kind in self._kinds(key):
+                self._chunks[kind][key] = []
+
+    def _kinds(self, key: Key) -> list[str]:
+        site, layer = key
+        kinds = []
+        if site in self.store:
+            kinds.append("vectors")
+        if site in self.project:
+            kinds += ["dots", "cosines"]
+        if site == NEURON_SITE and layer in self.neurons:
+            kinds.append("neurons")
+        if site in self.lens_sites:
+            kinds += ["lens_ids", "lens_probs", "targets"]
+        return kinds
 
     def __enter__(self) -> Capture:
         for site, layer in self.keys:
@@ -111,38 +170,70 @@ class Capture:
         self._handles.clear()
 
     def _hook(self, key: Key):
-        site = key[0]
-        store = site in self.store
-        project = site in self.project
-        chunks = self._chunks
-        directions = self.directions
+        kinds = self._kinds(key)
+        buffers = {kind: self._chunks[kind][key] for kind in kinds}
+        layer = key[1]
 
         def hook(x: torch.Tensor) -> None:
             x = x.detach()
-            if store:
-                chunks["vectors"][key].append(x.clone())
-            if project:
+            if "vectors" in buffers:
+                buffers["vectors"].append(x.clone())
+            if "dots" in buffers:
                 x32 = x.float()
-                dots = x32 @ directions.vectors.T
-                norms = x32.norm(dim=-1, keepdim=True) * directions.norms
-                chunks["dots"][key].append(dots)
-                chunks["cosines"][key].append(dots / norms.clamp_min(1e-12))
+                dots = x32 @ self.directions.vectors.T
+                norms = x32.norm(dim=-1, keepdim=True) * self.directions.norms
+                buffers["dots"].append(dots)
+                buffers["cosines"].append(dots / norms.clamp_min(1e-12))
+            if "neurons" in buffers:
+                buffers["neurons"].append(x[..., self.neurons[layer]].float())
+            if "lens_ids" in buffers:
+                self._lens(x, buffers)
 
         return hook
 
-    def start_batch(self) -> None:
+    @torch.no_grad()
+    def _lens(self, x: torch.Tensor, buffers: dict) -> None:
+        if self.lens.at == "last":
+            if buffers["lens_ids"]:  # only the first forward call of a batch holds the prompt
+                return
+            rows = torch.arange(x.shape[0], device=x.device)
+            x = x[rows, self._lens_columns.to(x.device)]  # [batch, d]
+        logits = self.adapter.final_norm(x) @ self.adapter.W_U
+        probs = torch.softmax(logits.float(), dim=-1)
+        top = probs.topk(self.lens.k, dim=-1)
+        buffers["lens_ids"].append(top.indices)
+        buffers["lens_probs"].append(top.values)
+        if self.lens.targets:
+            buffers["targets"].append(probs[..., self.lens.targets])
+
+    def start_batch(self, lens_columns: torch.Tensor | None = None) -> None:
+        """Empty the buffers; ``lens_columns`` ([batch]) is where ``lens_at="last"`` reads."""
         for chunks in self._chunks.values():
             for parts in chunks.values():
                 parts.clear()
+        self._lens_columns = lens_columns
 
     def collect(self) -> Captured:
         """Concatenate this batch's chunks along the sequence axis and start a new batch."""
-        joined = {
-            kind: {k: torch.cat(parts, dim=1) for k, parts in chunks.items()}
-            for kind, chunks in self._chunks.items()
-        }
+        last = self.lens is not None and self.lens.at == "last"
+        joined = {}
+        for kind, chunks in self._chunks.items():
+            lens_kind = kind in ("lens_ids", "lens_probs", "targets")
+            joined[kind] = {
+                key: parts[0] if (lens_kind and last) else torch.cat(parts, dim=1)
+                for key, parts in chunks.items()
+                if parts
+            }
         self.start_batch()
-        return Captured(joined["vectors"], joined["dots"], joined["cosines"])
+        return Captured(
+            vectors=joined["vectors"],
+            dots=joined["dots"],
+            cosines=joined["cosines"],
+            neurons={layer: t for (_, layer), t in joined["neurons"].items()},
+            lens_ids=joined["lens_ids"],
+            lens_probs=joined["lens_probs"],
+            target_probs=joined["targets"],
+        )
 
 
 def site_table(site: str) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from actwh.errors import ActwhError
-from actwh.ingest.adapters import RESIDUAL_SITES, SITES
+from actwh.ingest.sites import RESIDUAL_SITES, SITES
 
 STORE_DTYPES = ("float16", "float32")
 OVERFLOW = ("fallback", "error")
@@ -28,6 +31,11 @@ class IngestOptions:
     store_dtype: str = "float16"
     overflow: str = "fallback"
     max_prompt_tokens: int | None = None
+    teacher_force: str | None = None  # replay this run's token sequences
+    track_neurons: str = ""  # "19:770,12:771" or "DIRECTION:K" (top K value vectors by cosine)
+    logit_lens: int = 0  # top-K tokens of the logit lens (0: off)
+    target_tokens: str = ""  # " crap,garbage" or "#7510": logit-lens probability of these
+    lens_at: str = "last"  # last (last prompt token) | all (every position)
     commit_mb: int = 256  # commit when this much is buffered ...
     commit_seconds: float = 120.0  # ... or this long after the last commit
     progress: bool = True
@@ -46,6 +54,12 @@ RESUME_KEYS = (
     "dtype",
     "store_dtype",
     "max_prompt_tokens",
+    "teacher_force",
+    "track_neurons",
+    "logit_lens",
+    "target_tokens",
+    "lens_at",
+    "directions",
 )
 
 
@@ -101,3 +115,63 @@ def parse_shard(spec: str | None) -> tuple[int, int]:
     if not (count >= 1 and 0 <= index < count):
         raise ActwhError(f"--shard {spec}: need 0 <= i < N")
     return (index, count)
+
+
+def parse_targets(spec: str, tokenizer) -> list[int]:
+    """``--target-tokens``: comma-separated strings that are one token each, or ``#id``."""
+    ids = []
+    for item in (spec or "").split(","):
+        if not item.strip():
+            continue
+        if re.fullmatch(r"#\d+", item.strip()):
+            token = int(item.strip()[1:])
+            if token >= len(tokenizer):
+                raise ActwhError(f"--target-tokens: id {token} is beyond the vocabulary")
+            ids.append(token)
+            continue
+        encoded = tokenizer(item, add_special_tokens=False)["input_ids"]
+        if len(encoded) != 1:
+            raise ActwhError(
+                f"--target-tokens: {item!r} is {len(encoded)} tokens {encoded}; give strings that "
+                "are one token each (mind the leading space), or #id"
+            )
+        ids.append(encoded[0])
+    return list(dict.fromkeys(ids))
+
+
+def parse_tracked(spec: str, loaded, directions: dict[str, np.ndarray]) -> dict[int, list[int]]:
+    """``--track-neurons``: ``19:770,12:771``, or ``DIRECTION:K`` for the K value vectors most
+    cosine-similar to a direction of the model (the paper's MLP.v_Toxic for ``toxic_probe:64``)."""
+    spec = (spec or "").strip()
+    if not spec:
+        return {}
+    adapter = loaded.adapter
+    pairs = [p.strip() for p in spec.split(",")]
+    if all(re.fullmatch(r"\d+:\d+", p) for p in pairs):
+        tracked: dict[int, list[int]] = {}
+        for pair in pairs:
+            layer, neuron = (int(x) for x in pair.split(":"))
+            if not (0 <= layer < adapter.n_layers and 0 <= neuron < adapter.d_mlp):
+                raise ActwhError(
+                    f"--track-neurons {pair}: out of range ({adapter.n_layers} layers, "
+                    f"{adapter.d_mlp} neurons each)"
+                )
+            tracked.setdefault(layer, []).append(neuron)
+        return {layer: sorted(set(n)) for layer, n in sorted(tracked.items())}
+    match = re.fullmatch(r"(.+):(\d+)", spec)
+    if not match:
+        raise ActwhError(
+            f"--track-neurons {spec!r}: expected LAYER:NEURON pairs (19:770,12:771) or DIRECTION:K"
+        )
+    name, k = match.group(1), int(match.group(2))
+    if name not in directions:
+        raise ActwhError(
+            f"--track-neurons: no direction {name!r} for model {loaded.name!r} "
+            f"(it has: {', '.join(sorted(directions)) or 'none'})"
+        )
+    from actwh.ingest.value_vectors import top_value_vectors
+
+    tracked = {}
+    for _, layer, neuron in top_value_vectors(adapter, directions[name], k):
+        tracked.setdefault(layer, []).append(neuron)
+    return {layer: sorted(n) for layer, n in sorted(tracked.items())}

@@ -87,11 +87,22 @@ def _from_json(record, where: str) -> Prompt:
     meta = dict(record)
     prompt = meta.pop("prompt", None)
     messages = meta.pop("messages", None)
+    link = {
+        "transform": meta.pop("transform", None),
+        "source_prompt": meta.pop("source_prompt", None),
+    }
+    if (link["transform"] is None) != (link["source_prompt"] is None) or not (
+        link["source_prompt"] is None or isinstance(link["source_prompt"], int)
+    ):
+        raise ActwhError(
+            f"{where}: a variant needs both 'transform' and an integer 'source_prompt'"
+        )
     if messages is None and isinstance(prompt, list):
         messages, prompt = prompt, None
     if messages is not None:
         chat = _chat(messages, where)
-        return Prompt(text=json.dumps(chat, ensure_ascii=False), messages=chat, meta=meta)
+        text = json.dumps(chat, ensure_ascii=False)
+        return Prompt(text=text, messages=chat, meta=meta, **link)
     if isinstance(prompt, dict):
         inner = dict(prompt)
         prompt = inner.pop("text", None)
@@ -106,7 +117,7 @@ def _from_json(record, where: str) -> Prompt:
         )
     if not prompt.strip():
         raise ActwhError(f"{where}: empty prompt")
-    return Prompt(text=prompt, meta=meta)
+    return Prompt(text=prompt, meta=meta, **link)
 
 
 def _is_jsonl(path: Path, text: str) -> bool:
@@ -136,6 +147,11 @@ def read_prompts(path: str | Path, name: str | None = None) -> PromptSet:
         prompts = [Prompt(text=line) for line in text.splitlines() if line.strip()]
     if not prompts:
         raise ActwhError(f"{path}: no prompts")
+    for i, p in enumerate(prompts):
+        if p.source_prompt is not None and not 0 <= p.source_prompt < len(prompts):
+            raise ActwhError(
+                f"{path}: prompt {i} links to source_prompt {p.source_prompt}, not in the file"
+            )
     set_name = name or path.stem
     return PromptSet(name=set_name, source=str(path.resolve()), prompts=prompts)
 

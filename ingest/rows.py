@@ -15,6 +15,7 @@ import torch
 from actwh.errors import ActwhError
 from actwh.ingest.capture import Captured, site_table
 from actwh.ingest.generate import Ran
+from actwh.warehouse.arrays import vectors_to_column
 
 FLOAT16_MAX = 65504.0
 
@@ -45,7 +46,14 @@ class Flat:
 
     @classmethod
     def of(cls, ran: Ran, prompt_ids: list[int]) -> Flat:
+        """Every real position of the batch."""
         rows, cols = ran.valid.nonzero(as_tuple=True)
+        return cls.at(ran, prompt_ids, rows, cols)
+
+    @classmethod
+    def at(cls, ran: Ran, prompt_ids: list[int], rows: torch.Tensor, cols: torch.Tensor) -> Flat:
+        """The given ``(row, column)`` positions of the batch."""
+        rows, cols = rows.to(ran.ids.device), cols.to(ran.ids.device)
         prompts = np.asarray(prompt_ids, dtype=np.int32)[rows.cpu().numpy()]
         pos = ran.pos[rows, cols].cpu().numpy().astype(np.int32)
         return cls(rows, cols, prompts, pos)
@@ -71,9 +79,14 @@ def tokens_table(flat: Flat, ran: Ran, text: TokenText, turns: torch.Tensor | No
             "logprob": pa.array(logprobs, mask=np.isnan(logprobs)),
             "turn": pa.nulls(len(flat), pa.int16())
             if turns is None
-            else pa.array(flat.take(turns).cpu().numpy().astype(np.int16)),
+            else _nullable(flat.take(turns)),
         }
     )
+
+
+def _nullable(turns: torch.Tensor) -> pa.Array:
+    values = turns.cpu().numpy().astype(np.int16)
+    return pa.array(values, mask=values < 0)
 
 
 def vector_array(x: torch.Tensor, dtype: str, where: str, overflow: str) -> tuple[pa.Array, str]:
@@ -92,8 +105,7 @@ def vector_array(x: torch.Tensor, dtype: str, where: str, overflow: str) -> tupl
                 )
             dtype = "float32"
     values = x.to(torch.float16 if dtype == "float16" else torch.float32).cpu().numpy()
-    flat_values = pa.array(values.reshape(-1))
-    return pa.FixedSizeListArray.from_arrays(flat_values, x.shape[-1]), dtype
+    return vectors_to_column(values), dtype
 
 
 def vector_tables(
@@ -112,6 +124,15 @@ def vector_tables(
     return out
 
 
+def _long(flat: Flat, n: int, columns: dict) -> pa.Table:
+    """Rows ``(prompt, pos)`` repeated ``n`` times each, then the given columns."""
+    return pa.table({"prompt": np.repeat(flat.prompt, n), "pos": np.repeat(flat.pos, n), **columns})
+
+
+def _strings(value: str, n: int) -> pa.Array:
+    return pa.array([value] * n, pa.string())
+
+
 def projection_tables(
     flat: Flat, captured: Captured, names: list[str]
 ) -> list[tuple[int, pa.Table]]:
@@ -120,19 +141,63 @@ def projection_tables(
     out = []
     for (site, layer), dots in captured.dots.items():
         cos = captured.cosines[(site, layer)]
-        out.append(
-            (
-                layer,
-                pa.table(
-                    {
-                        "prompt": np.repeat(flat.prompt, n),
-                        "pos": np.repeat(flat.pos, n),
-                        "site": pa.array([site] * (len(flat) * n), pa.string()),
-                        "direction": pa.array(names * len(flat), pa.string()),
-                        "dot": flat.take(dots).reshape(-1).cpu().numpy(),
-                        "cos": flat.take(cos).reshape(-1).cpu().numpy(),
-                    }
-                ),
-            )
+        columns = {
+            "site": _strings(site, len(flat) * n),
+            "direction": pa.array(names * len(flat), pa.string()),
+            "dot": flat.take(dots).reshape(-1).cpu().numpy(),
+            "cos": flat.take(cos).reshape(-1).cpu().numpy(),
+        }
+        out.append((layer, _long(flat, n, columns)))
+    return out
+
+
+def neuron_tables(flat: Flat, captured: Captured, tracked: dict[int, list[int]]):
+    """Tracked neurons: one row per (prompt, pos, neuron) for each layer."""
+    out = []
+    for layer, acts in captured.neurons.items():
+        neurons = np.asarray(sorted(tracked[layer]), dtype=np.int32)
+        columns = {
+            "neuron": np.tile(neurons, len(flat)),
+            "act": flat.take(acts).reshape(-1).cpu().numpy(),
+        }
+        out.append((layer, _long(flat, len(neurons), columns)))
+    return out
+
+
+def lens_tables(flat: Flat, captured: Captured, take, text: TokenText, targets: list[int]):
+    """Logit lens: ``(layer, logit_lens rows, token_probs rows)`` per lensed site and layer.
+
+    ``take`` maps a captured lens tensor to ``[len(flat), k]`` (it differs between reading the
+    lens at one position per row and at every position).
+    """
+    out = []
+    target_text = text(targets)
+    for (site, layer), ids in captured.lens_ids.items():
+        ids = take(ids).cpu().numpy().astype(np.int32)
+        k = ids.shape[1]
+        lens = _long(
+            flat,
+            k,
+            {
+                "site": _strings(site, ids.size),
+                "rank": np.tile(np.arange(1, k + 1, dtype=np.int16), len(flat)),
+                "token_id": ids.reshape(-1),
+                "token": text(ids.reshape(-1).tolist()),
+                "prob": take(captured.lens_probs[(site, layer)]).reshape(-1).cpu().numpy(),
+            },
         )
+        probs = None
+        if targets:
+            n = len(targets)
+            probs = _long(
+                flat,
+                n,
+                {
+                    "site": _strings(site, len(flat) * n),
+                    "token_id": np.tile(np.asarray(targets, dtype=np.int32), len(flat)),
+                    "token": target_text * len(flat),
+                    "prob": take(captured.target_probs[(site, layer)]).reshape(-1).cpu().numpy(),
+                },
+            )
+        out.append((layer, lens, probs))
     return out

@@ -1,7 +1,14 @@
 """The ingestion worker: one model over one prompt set, into a warehouse, batch by batch.
 
-Order of work, so that bad input never changes the warehouse: read and validate the prompts,
-load the model, check layers and sites against it, and only then create or open the warehouse.
+Order of work, so that bad input never changes the warehouse: read and validate the prompts (or
+the run to replay), load the model, check layers, sites, directions, tracked neurons and target
+tokens against it, and only then create or open the warehouse for writing.
+
+Two modes:
+
+* ``generate`` — greedy continuation of every prompt;
+* ``teacher_forced`` (``--teacher-force RUN``) — the exact token sequences of an earlier run
+  (prompt and continuation), so that this run's rows align with that one's on (prompt, pos).
 
 Batches are fixed before the first one runs: prompts are sorted by token length (less padding)
 and cut into batches of ``batch_size``. Commits always hold whole batches, so a resumed run
@@ -15,13 +22,16 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import torch
 from tqdm.auto import tqdm
 
 from actwh.errors import ActwhError
-from actwh.ingest.capture import Capture
-from actwh.ingest.generate import Batch, greedy
+from actwh.ingest.capture import Capture, Directions, Lens
+from actwh.ingest.generate import Batch, Ran, greedy, teacher_forced
 from actwh.ingest.models import LoadedModel, load_model
 from actwh.ingest.options import (
     RESUME_KEYS,
@@ -30,11 +40,25 @@ from actwh.ingest.options import (
     parse_project,
     parse_shard,
     parse_sites,
+    parse_targets,
+    parse_tracked,
 )
-from actwh.ingest.prompts import PromptSet, read_prompts
-from actwh.ingest.rows import Flat, TokenText, tokens_table, vector_tables
+from actwh.ingest.prompts import Prompt, PromptSet, read_prompts
+from actwh.ingest.registry import register_model
+from actwh.ingest.rows import (
+    Flat,
+    TokenText,
+    lens_tables,
+    neuron_tables,
+    projection_tables,
+    tokens_table,
+    vector_tables,
+)
+from actwh.warehouse import layout
 from actwh.warehouse.catalog import now, to_json
+from actwh.warehouse.directions import directions_for
 from actwh.warehouse.layout import check_name
+from actwh.warehouse.reader import Snapshot
 from actwh.warehouse.store import Store
 from actwh.warehouse.writer import CommitWriter
 
@@ -46,7 +70,11 @@ class Sequence:
     prompt: int
     ids: list[int]
     text: str  # the prompt as the model saw it
-    truncated: bool
+    truncated: bool = False
+    n_prompt: int | None = None  # teacher forced: how many of ``ids`` are the prompt
+    turns: list[int] | None = None  # chat prompts: message index of every token
+    reply_turn: int | None = None  # chat prompts: turn index of what the model generates
+    continuation: str | None = None  # teacher forced: the replayed continuation
 
 
 @dataclass
@@ -65,25 +93,107 @@ class RunSummary:
         return self.n_tokens / self.seconds if self.seconds else 0.0
 
 
+def encode_chat(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """Render a chat with the model's template; return token ids and each token's turn index.
+
+    A token belongs to the message whose rendering contains it; the generation prompt (and what
+    the model generates) is turn ``len(messages)``.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ActwhError("this model's tokenizer has no chat template; chat prompts need one")
+    render = tokenizer.apply_chat_template
+    full = render(messages, add_generation_prompt=True, tokenize=False)
+    ends = [len(render(messages[: i + 1], tokenize=False)) for i in range(len(messages))]
+    encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    turns = [sum(start >= end for end in ends) for start, _ in encoded["offset_mapping"]]
+    return list(encoded["input_ids"]), turns
+
+
 def encode_prompts(
-    loaded: LoadedModel, prompt_set: PromptSet, max_tokens: int
+    loaded: LoadedModel, prompts: list[Prompt], max_tokens: int
 ) -> tuple[list[Sequence], list[str]]:
     """Tokenize every prompt, keeping the first ``max_tokens`` tokens of a longer one."""
     tokenizer = loaded.tokenizer
-    sequences, warnings = [], []
-    encoded = tokenizer([p.text for p in prompt_set.prompts], add_special_tokens=True)
-    for index, (prompt, ids) in enumerate(
-        zip(prompt_set.prompts, encoded["input_ids"], strict=True)
-    ):
+    plain = [i for i, p in enumerate(prompts) if p.messages is None]
+    encoded = dict(
+        zip(plain, tokenizer([prompts[i].text for i in plain])["input_ids"], strict=True)
+    )
+    sequences = []
+    for index, prompt in enumerate(prompts):
+        turns = reply = None
+        if prompt.messages is None:
+            ids = list(encoded[index])
+        else:
+            ids, turns = encode_chat(tokenizer, prompt.messages)
+            reply = len(prompt.messages)
         truncated = len(ids) > max_tokens
         if truncated:
-            ids = ids[:max_tokens]
+            ids, turns = ids[:max_tokens], (turns[:max_tokens] if turns else None)
         text = tokenizer.decode(ids, skip_special_tokens=True) if truncated else prompt.text
-        sequences.append(Sequence(index, list(ids), text, truncated))
+        sequences.append(Sequence(index, ids, text, truncated, turns=turns, reply_turn=reply))
+    warnings = []
     n_truncated = sum(s.truncated for s in sequences)
     if n_truncated:
         warnings.append(f"{n_truncated} prompt(s) truncated to their first {max_tokens} tokens")
     return sequences, warnings
+
+
+def replay_sequences(
+    existing: Store | None, run: str, loaded: LoadedModel
+) -> tuple[str, list[Sequence]]:
+    """The token sequences of an earlier run, for teacher forcing: ``(prompt set, sequences)``."""
+    if existing is None:
+        raise ActwhError(f"--teacher-force {run}: the warehouse does not exist yet")
+    source = existing.catalog.get("runs", name=run)
+    if source is None:
+        raise ActwhError(f"--teacher-force {run}: no such run")
+    if source["status"] != "complete":
+        raise ActwhError(f"--teacher-force {run}: that run is not complete")
+    source_model = existing.catalog.get("models", name=source["model"])
+    if source_model["tokenizer_sha256"] != loaded.tokenizer_sha256:
+        raise ActwhError(
+            f"--teacher-force {run}: {loaded.name}'s tokenizer differs from the tokenizer of "
+            f"{source['model']}, which produced that run's tokens"
+        )
+    snapshot = Snapshot(existing)
+    try:
+        rows = snapshot.execute(
+            """select t.prompt, list(t.token_id order by t.pos) as ids,
+                      list(t.turn order by t.pos) as turns,
+                      count(*) filter (where not t.is_generated) as n_prompt,
+                      any_value(g.prompt_text) as text, any_value(g.continuation) as continuation
+               from tokens t join generations g using (run, prompt)
+               where t.run = $run group by t.prompt order by t.prompt""",
+            {"run": run},
+        ).to_pylist()
+    finally:
+        snapshot.close()
+    sequences = [
+        Sequence(
+            r["prompt"],
+            r["ids"],
+            r["text"],
+            n_prompt=r["n_prompt"],
+            turns=r["turns"] if r["turns"][0] is not None else None,
+            continuation=r["continuation"],
+        )
+        for r in rows
+    ]
+    return source["prompt_set"], sequences
+
+
+def _directions(existing: Store | None, loaded: LoadedModel, replayed: str | None) -> dict:
+    """Directions to project on: the model's own and its ancestors'; when replaying a run, also
+    those of the model that produced it (a tuned model shares its base's residual space)."""
+    if existing is None:
+        return {}
+    found = directions_for(existing, loaded.name)
+    source = existing.catalog.get("runs", name=replayed) if replayed else None
+    if source is not None:
+        for name, vector in directions_for(existing, source["model"]).items():
+            if vector.shape[0] == loaded.adapter.d_model:
+                found.setdefault(name, vector)
+    return found
 
 
 def plan_batches(sequences: list[Sequence], batch_size: int) -> list[list[Sequence]]:
@@ -91,56 +201,57 @@ def plan_batches(sequences: list[Sequence], batch_size: int) -> list[list[Sequen
     return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
 
-def _register(store: Store, loaded: LoadedModel, prompt_set: PromptSet, run: str, config: dict):
+def _existing_store(path: str) -> Store | None:
+    """The warehouse at ``path`` if there is one; validates without creating anything."""
+    if (Path(path) / layout.MARKER).is_file():
+        return Store.open(path)
+    return None
+
+
+def _register_prompt_set(conn, catalog, prompt_set: PromptSet) -> None:
+    existing = catalog.get("prompt_sets", conn, name=prompt_set.name)
+    if existing is None:
+        catalog.insert(
+            conn,
+            "prompt_sets",
+            {
+                "name": prompt_set.name,
+                "sha256": prompt_set.sha256,
+                "source": prompt_set.source,
+                "n_prompts": len(prompt_set.prompts),
+                "created_at": now(),
+            },
+        )
+        catalog.insert(
+            conn,
+            "prompts",
+            [
+                {
+                    "prompt_set": prompt_set.name,
+                    "prompt": i,
+                    "text": p.text,
+                    "messages": to_json(p.messages) if p.messages else None,
+                    "source_prompt": p.source_prompt,
+                    "transform": p.transform,
+                    "meta": to_json(p.meta) if p.meta else None,
+                }
+                for i, p in enumerate(prompt_set.prompts)
+            ],
+        )
+    elif existing["sha256"] != prompt_set.sha256:
+        raise ActwhError(
+            f"a different prompt set is already registered as {prompt_set.name!r} "
+            f"(from {existing['source']}); pass --prompt-set to name this one"
+        )
+
+
+def _register_run(store: Store, loaded, prompt_set, run: str, n_prompts: int, config: dict) -> bool:
     """Record model, prompt set and run; returns True when an unfinished run is resumed."""
     catalog = store.catalog
     with catalog.begin() as conn:
-        model = catalog.get("models", conn, name=loaded.name)
-        row = loaded.catalog_row()
-        if model is None:
-            catalog.insert(conn, "models", {**row, "role": "base", "created_at": now()})
-        elif (model["revision"], model["tokenizer_sha256"]) != (
-            row["revision"],
-            row["tokenizer_sha256"],
-        ):
-            raise ActwhError(
-                f"a different model is already registered as {loaded.name!r} "
-                f"(from {model['source']}); pass --model-name to name this one"
-            )
-        existing = catalog.get("prompt_sets", conn, name=prompt_set.name)
-        if existing is None:
-            catalog.insert(
-                conn,
-                "prompt_sets",
-                {
-                    "name": prompt_set.name,
-                    "sha256": prompt_set.sha256,
-                    "source": prompt_set.source,
-                    "n_prompts": len(prompt_set.prompts),
-                    "created_at": now(),
-                },
-            )
-            catalog.insert(
-                conn,
-                "prompts",
-                [
-                    {
-                        "prompt_set": prompt_set.name,
-                        "prompt": i,
-                        "text": p.text,
-                        "messages": to_json(p.messages) if p.messages else None,
-                        "source_prompt": p.source_prompt,
-                        "transform": p.transform,
-                        "meta": to_json(p.meta) if p.meta else None,
-                    }
-                    for i, p in enumerate(prompt_set.prompts)
-                ],
-            )
-        elif existing["sha256"] != prompt_set.sha256:
-            raise ActwhError(
-                f"a different prompt set is already registered as {prompt_set.name!r} "
-                f"(from {existing['source']}); pass --prompt-set to name this one"
-            )
+        register_model(conn, catalog, loaded)
+        if isinstance(prompt_set, PromptSet):
+            _register_prompt_set(conn, catalog, prompt_set)
         previous = catalog.get("runs", conn, name=run)
         if previous is None:
             catalog.insert(
@@ -149,11 +260,12 @@ def _register(store: Store, loaded: LoadedModel, prompt_set: PromptSet, run: str
                 {
                     "name": run,
                     "model": loaded.name,
-                    "prompt_set": prompt_set.name,
-                    "mode": "generate",
+                    "prompt_set": prompt_set if isinstance(prompt_set, str) else prompt_set.name,
+                    "mode": "teacher_forced" if config["teacher_force"] else "generate",
+                    "source_run": config["teacher_force"],
                     "config": to_json(config),
                     "status": "running",
-                    "n_prompts": len(prompt_set.prompts),
+                    "n_prompts": n_prompts,
                     "n_tokens": 0,
                     "created_at": now(),
                 },
@@ -162,12 +274,10 @@ def _register(store: Store, loaded: LoadedModel, prompt_set: PromptSet, run: str
     if previous["status"] == "complete":
         raise ActwhError(f"run {run!r} already exists and is complete; choose another --name")
     old = json.loads(previous["config"])
-    if (previous["model"], previous["prompt_set"]) != (loaded.name, prompt_set.name) or any(
-        old.get(k) != config.get(k) for k in RESUME_KEYS
-    ):
+    if previous["model"] != loaded.name or any(old.get(k) != config.get(k) for k in RESUME_KEYS):
         raise ActwhError(
-            f"run {run!r} exists (unfinished) with another model, prompt set or capture "
-            "options; resume it with the same options or choose another --name"
+            f"run {run!r} exists (unfinished) with another model or other capture options; "
+            "resume it with the same options or choose another --name"
         )
     return True
 
@@ -175,25 +285,30 @@ def _register(store: Store, loaded: LoadedModel, prompt_set: PromptSet, run: str
 def ingest(
     warehouse: str,
     model: str | LoadedModel,
-    prompts: str | PromptSet,
+    prompts: str | PromptSet | None,
     options: IngestOptions | None = None,
     *,
     shard: str | None = None,
 ) -> RunSummary:
-    """Run ``model`` over ``prompts`` and store what it does in ``warehouse``.
+    """Run ``model`` over ``prompts`` (or replay a run) and store what it does in ``warehouse``.
 
     ``model`` is a source (``embedded``, a hub id, a directory, a ``.gguf`` file) or an already
-    loaded model; ``prompts`` a file path or a :class:`PromptSet`.
+    loaded model; ``prompts`` a file path or a :class:`PromptSet` (``None`` when replaying).
     """
     options = options or IngestOptions()
-    prompt_set = (
-        prompts if isinstance(prompts, PromptSet) else read_prompts(prompts, options.prompt_set)
-    )
+    if options.teacher_force and prompts is not None:
+        raise ActwhError("--teacher-force replays another run's prompts; do not pass --prompts")
+    if not options.teacher_force and prompts is None:
+        raise ActwhError("--prompts is required (unless --teacher-force RUN)")
+    if isinstance(prompts, str | Path):
+        prompts = read_prompts(prompts, options.prompt_set)
     store_sites = parse_sites(options.capture)
     project_sites = parse_project(options.project)
     shard_index = parse_shard(shard)
-    if options.batch_size < 1 or options.generate < 0:
-        raise ActwhError("--batch-size must be >= 1 and --generate >= 0")
+    if options.batch_size < 1 or options.generate < 0 or options.logit_lens < 0:
+        raise ActwhError("--batch-size must be >= 1, --generate and --logit-lens >= 0")
+    if options.lens_at not in ("last", "all"):
+        raise ActwhError(f"--lens-at {options.lens_at!r}: expected last or all")
     loaded = (
         model
         if isinstance(model, LoadedModel)
@@ -201,16 +316,30 @@ def ingest(
     )
     layers = parse_layers(options.layers, loaded.adapter.n_layers)
     check_name("model", loaded.name)
-    check_name("prompt set", prompt_set.name)
-    run = check_name("run", options.name or f"{loaded.name}.{prompt_set.name}")
-    budget = loaded.adapter.context_length - options.generate
-    max_tokens = min(options.max_prompt_tokens or budget, budget)
-    if max_tokens < 1:
-        raise ActwhError(
-            f"--generate {options.generate} leaves no room for a prompt in the model's "
-            f"context of {loaded.adapter.context_length} tokens"
-        )
-    sequences, warnings = encode_prompts(loaded, prompt_set, max_tokens)
+    existing = _existing_store(warehouse)
+    directions = _directions(existing, loaded, options.teacher_force)
+    tracked = parse_tracked(options.track_neurons, loaded, directions)
+    targets = parse_targets(options.target_tokens, loaded.tokenizer)
+    if targets and not options.logit_lens:
+        raise ActwhError("--target-tokens needs --logit-lens K")
+
+    warnings: list[str] = []
+    if options.teacher_force:
+        prompt_set, sequences = replay_sequences(existing, options.teacher_force, loaded)
+        set_name = prompt_set
+        generate = 0
+    else:
+        prompt_set, set_name = prompts, check_name("prompt set", prompts.name)
+        budget = loaded.adapter.context_length - options.generate
+        max_tokens = min(options.max_prompt_tokens or budget, budget)
+        if max_tokens < 1:
+            raise ActwhError(
+                f"--generate {options.generate} leaves no room for a prompt in the model's "
+                f"context of {loaded.adapter.context_length} tokens"
+            )
+        sequences, warnings = encode_prompts(loaded, prompts.prompts, max_tokens)
+        generate = options.generate
+    run = check_name("run", options.name or f"{loaded.name}.{set_name}")
     batches = plan_batches(sequences, options.batch_size)
 
     config = {
@@ -218,10 +347,13 @@ def ingest(
         "layers": layers,
         "capture": store_sites,
         "project": project_sites,
+        "directions": sorted(directions),
+        "track_neurons": {str(k): v for k, v in tracked.items()},
+        "target_tokens": targets,
     }
     config.pop("progress")
     store = Store.create(warehouse)
-    resumed = _register(store, loaded, prompt_set, run, config)
+    resumed = _register_run(store, loaded, prompt_set, run, len(sequences), config)
     writer = CommitWriter(store, run=run, shard=shard_index)
     if resumed:
         writer.remove_orphans()
@@ -229,12 +361,25 @@ def ingest(
     index, count = shard_index
     todo = [b for i, b in enumerate(batches) if i % count == index and b[0].prompt not in done]
 
-    summary = RunSummary(run, loaded.name, prompt_set.name, resumed=resumed, warnings=warnings)
-    capture = Capture(loaded.adapter, layers, store=store_sites, project=project_sites)
-    text = TokenText(loaded.tokenizer)
-    eos = _eos_ids(loaded)
-    started = time.monotonic()
-    last_commit = started
+    names = sorted(directions)
+    capture = Capture(
+        loaded.adapter,
+        layers,
+        store=store_sites,
+        project=project_sites,
+        directions=Directions(
+            names, torch.tensor(np.stack([directions[n] for n in names]), device=loaded.device)
+        )
+        if names
+        else None,
+        neurons=tracked,
+        lens=Lens(options.logit_lens, targets, options.lens_at) if options.logit_lens else None,
+    )
+    job = _Job(
+        loaded, options, capture, TokenText(loaded.tokenizer), writer, run, names, tracked, generate
+    )
+    summary = RunSummary(run, loaded.name, set_name, resumed=resumed, warnings=warnings)
+    started = last_commit = time.monotonic()
     pending: list[int] = []
     pending_tokens = 0
     bar = tqdm(
@@ -246,7 +391,7 @@ def ingest(
     )
     with capture, bar:
         for batch in todo:
-            n = _run_batch(loaded, batch, options, capture, text, eos, writer, run, summary)
+            n = job.run_batch(batch, summary)
             pending += [s.prompt for s in batch]
             pending_tokens += n
             summary.n_prompts += len(batch)
@@ -274,59 +419,116 @@ def _eos_ids(loaded: LoadedModel) -> set[int]:
     return ids
 
 
-def _run_batch(
-    loaded: LoadedModel,
-    batch: list[Sequence],
-    options: IngestOptions,
-    capture: Capture,
-    text: TokenText,
-    eos: set[int],
-    writer: CommitWriter,
-    run: str,
-    summary: RunSummary,
-) -> int:
-    """Run one batch and buffer its rows; returns the number of tokens it stored."""
-    pad = loaded.tokenizer.pad_token_id
-    padded = Batch.left_padded([s.ids for s in batch], pad, loaded.device)
-    capture.start_batch()
-    ran = greedy(loaded.model, padded, options.generate, eos, pad)
-    captured = capture.collect()
-    prompt_ids = [s.prompt for s in batch]
-    flat = Flat.of(ran, prompt_ids)
-    writer.add("tokens", {"run": run}, tokens_table(flat, ran, text, None))
-    n_prompt = padded.mask.sum(-1).tolist()
-    generated_ids = [
-        ran.ids[r, padded.ids.shape[1] :][: ran.n_generated[r]].tolist() for r in range(len(batch))
-    ]
-    writer.add(
-        "generations",
-        {"run": run},
-        pa.table(
+@dataclass
+class _Job:
+    """What every batch of one run needs."""
+
+    loaded: LoadedModel
+    options: IngestOptions
+    capture: Capture
+    text: TokenText
+    writer: CommitWriter
+    run: str
+    direction_names: list[str]
+    tracked: dict[int, list[int]]
+    generate: int
+
+    def run_batch(self, batch: list[Sequence], summary: RunSummary) -> int:
+        """Run one batch and buffer its rows; returns the number of tokens it stored."""
+        loaded, options, run = self.loaded, self.options, self.run
+        pad = loaded.tokenizer.pad_token_id
+        padded = Batch.left_padded([s.ids for s in batch], pad, loaded.device)
+        width = padded.ids.shape[1]
+        replay = batch[0].n_prompt is not None
+        # The logit lens (--lens-at last) reads the last prompt token of every row.
+        if replay:
+            last = [width - len(s.ids) + s.n_prompt - 1 for s in batch]
+        else:
+            last = [width - 1] * len(batch)
+        self.capture.start_batch(torch.tensor(last, device=loaded.device))
+        if replay:
+            ran = teacher_forced(loaded.model, padded)
+            n_prompt = torch.tensor([[s.n_prompt] for s in batch], device=loaded.device)
+            ran.generated = ran.valid & (ran.pos >= n_prompt)
+            ran.n_generated = [len(s.ids) - s.n_prompt for s in batch]
+        else:
+            ran = greedy(loaded.model, padded, self.generate, _eos_ids(loaded), pad)
+        captured = self.capture.collect()
+        prompt_ids = [s.prompt for s in batch]
+        flat = Flat.of(ran, prompt_ids)
+        partition = {"run": run}
+        self.writer.add(
+            "tokens", partition, tokens_table(flat, ran, self.text, _turns(batch, ran, width))
+        )
+        self.writer.add("generations", partition, self._generations(batch, ran, width, replay))
+        for table, layer, rows, size, used in vector_tables(
+            flat, captured, options.store_dtype, options.overflow
+        ):
+            self.writer.add(table, {"run": run, "layer": layer}, rows, vector_size=size, dtype=used)
+            if used != options.store_dtype:
+                note = f"{table} layer {layer}: values beyond float16 range stored as float32"
+                if note not in summary.warnings:
+                    summary.warnings.append(note)
+        for layer, rows in projection_tables(flat, captured, self.direction_names):
+            self.writer.add("projections", {"run": run, "layer": layer}, rows)
+        for layer, rows in neuron_tables(flat, captured, self.tracked):
+            self.writer.add("neuron_acts", {"run": run, "layer": layer}, rows)
+        if captured.lens_ids:
+            if options.lens_at == "last":
+                rows_ = torch.arange(len(batch))
+                lens_flat = Flat.at(ran, prompt_ids, rows_, torch.tensor(last))
+                take = lambda t: t  # noqa: E731 - already one row per prompt
+            else:
+                lens_flat, take = flat, flat.take
+            for layer, lens, probs in lens_tables(
+                lens_flat, captured, take, self.text, self.capture.lens.targets
+            ):
+                self.writer.add("logit_lens", {"run": run, "layer": layer}, lens)
+                if probs is not None:
+                    self.writer.add("token_probs", {"run": run, "layer": layer}, probs)
+        return len(flat)
+
+    def _generations(self, batch: list[Sequence], ran: Ran, width: int, replay: bool) -> pa.Table:
+        tokenizer = self.loaded.tokenizer
+        if replay:
+            continuation = [s.continuation for s in batch]
+            n_prompt = [s.n_prompt for s in batch]
+            stop = ["teacher_forced"] * len(batch)
+        else:
+            generated = [
+                ran.ids[r, width:][: ran.n_generated[r]].tolist() for r in range(len(batch))
+            ]
+            continuation = tokenizer.batch_decode(generated, skip_special_tokens=True)
+            n_prompt = [len(s.ids) for s in batch]
+            stop = [
+                "none" if self.generate == 0 else ("eos" if e else "length")
+                for e in ran.stopped_at_eos
+            ]
+        return pa.table(
             {
-                "prompt": pa.array(prompt_ids, pa.int32()),
+                "prompt": pa.array([s.prompt for s in batch], pa.int32()),
                 "prompt_text": [s.text for s in batch],
-                "continuation": loaded.tokenizer.batch_decode(
-                    generated_ids, skip_special_tokens=True
-                ),
+                "continuation": continuation,
                 "n_prompt_tokens": pa.array(n_prompt, pa.int32()),
                 "n_generated": pa.array(ran.n_generated, pa.int32()),
                 "truncated": [s.truncated for s in batch],
-                "stop": [
-                    "none" if options.generate == 0 else ("eos" if e else "length")
-                    for e in ran.stopped_at_eos
-                ],
+                "stop": stop,
             }
-        ),
-    )
-    for table, layer, rows, size, used in vector_tables(
-        flat, captured, options.store_dtype, options.overflow
-    ):
-        writer.add(table, {"run": run, "layer": layer}, rows, vector_size=size, dtype=used)
-        if used != options.store_dtype:
-            note = f"{table} layer {layer}: values beyond float16 range stored as float32"
-            if note not in summary.warnings:
-                summary.warnings.append(note)
-    return len(flat)
+        )
+
+
+def _turns(batch: list[Sequence], ran: Ran, prompt_width: int) -> torch.Tensor | None:
+    """Turn index of every position (padded layout, -1 where unknown), or None without chats."""
+    if all(s.turns is None for s in batch):
+        return None
+    turns = torch.full(ran.ids.shape, -1, dtype=torch.long)
+    for row, s in enumerate(batch):
+        if s.turns is None:
+            continue
+        start = prompt_width - len(s.ids)
+        turns[row, start:prompt_width] = torch.tensor(s.turns)
+        turns[row, prompt_width:] = s.reply_turn if s.reply_turn is not None else s.turns[-1]
+    return turns.to(ran.ids.device)
 
 
 def _finish(store: Store, run: str, warnings: list[str]) -> None:

@@ -1,8 +1,4 @@
-"""Fixtures: tiny random models built in-process and saved like real ones.
-
-Every model is saved with ``save_pretrained`` and loaded back through ``actwh.ingest.models``,
-the same code users run. The tokenizer is a byte-level BPE trained here with ``tokenizers``.
-"""
+"""Fixtures: tiny models (see tiny_models.py), prompt files."""
 
 from __future__ import annotations
 
@@ -11,90 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+from tiny_models import build_gpt2, build_llama
 
 # No hub here: make a hub lookup fail at once instead of retrying for half a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-CORPUS = [
-    "The history of the Roman Empire is long and complicated.",
-    "You are such a piece of work, and everyone knows it.",
-    "Holy cow, that was a great game last night!",
-    "Scientists have recently discovered that bees can count.",
-    "Shut up, you idiot, nobody asked for your opinion.",
-    "The weather forecast for tomorrow says rain in the morning.",
-    "My favorite book as a child was about a dragon and a knight.",
-    "Water boils at a temperature of one hundred degrees.",
-]
-
-
-def _train_tokenizer(with_bos: bool):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<s>"]
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS * 4, trainer)
-    if with_bos:
-        bos = tok.token_to_id("<s>")
-        tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
-        )
-    kwargs = {"bos_token": "<s>"} if with_bos else {}
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>", **kwargs
-    )
-
-
-def build_gpt2(path: Path, n_layer: int = 3, seed: int = 0) -> Path:
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    tokenizer = _train_tokenizer(with_bos=False)
-    torch.manual_seed(seed)
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=128,
-        n_embd=32,
-        n_layer=n_layer,
-        n_head=4,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    GPT2LMHeadModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-def build_llama(path: Path, n_layer: int = 3, seed: int = 0, model_type: str = "llama") -> Path:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    tokenizer = _train_tokenizer(with_bos=True)
-    torch.manual_seed(seed)
-    config = AutoConfig.for_model(
-        model_type,
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=n_layer,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-    )
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
@@ -66,3 +67,68 @@ def test_ingest_embedded_and_query(tmp_path):
             "from residuals"
         )["m"][0]
         assert 0 < peak < 65504
+
+
+def test_vectors_search_and_pairing_on_embedded(tmp_path):
+    wh = tmp_path / "wh"
+    model = "smollm2-135m-instruct"
+
+    def cli(*args):
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    cli("vectors", wh, "--model", "embedded", "--quiet")
+    cli("directions", "add", wh, "v", "--model", model, "--value-vector", "19:770")
+    cli("directions", "add", wh, "rnd", "--model", model, "--random", "--seed", 7)
+    first = json.loads(cli("search", wh, "--direction", "v", "-k", 5, "--json").splitlines()[0])
+    assert (first["layer"], first["neuron"]) == (19, 770) and abs(first["cosine"] - 1) < 1e-5
+    with actwh.open(wh) as w:
+        vectors, keys = w.vectors("value_vectors", model=model)
+        query = w.direction("rnd")
+        cos = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
+        order = np.argsort(-cos)[:20]
+        hits = w.nearest("rnd", k=20)
+        expected = keys[order.tolist()].select("layer", "neuron").rows()
+        assert list(zip(hits["layer"], hits["neuron"], strict=True)) == expected
+        np.testing.assert_allclose(hits["cosine"].to_numpy(), cos[order], atol=1e-5)
+
+    prompts = tmp_path / "prompts.jsonl"
+    shipped = read_prompts(shipped_prompts()).prompts
+    prompts.write_text("".join(json.dumps({"prompt": p.text}) + "\n" for p in shipped[:4]))
+    common = ("--capture", "resid_mid", "--layers", "18-20", "--quiet")
+    cli(
+        "ingest",
+        wh,
+        "--model",
+        "embedded",
+        "--prompts",
+        prompts,
+        "--name",
+        "a",
+        "--generate",
+        6,
+        "--track-neurons",
+        "v:8",
+        "--logit-lens",
+        5,
+        *common,
+    )
+    cli("ingest", wh, "--model", "embedded", "--name", "b", "--teacher-force", "a", *common)
+    cli("directions", "add", wh, "dx", "--delta", "a", "b")
+    with actwh.open(wh) as w:
+        # the same model replayed on its own tokens: identical rows, δx = 0
+        assert np.abs(w.direction("dx.19")).max() < 1e-3
+        joined = w.sql(
+            """select p.dot, r.vec, d.vec as dir from projections p
+               join residuals r using (run, layer, prompt, pos, site)
+               join directions d on d.name = p.direction where p.direction = 'v'"""
+        )
+        dots = (np.stack(joined["vec"].to_numpy()) * np.stack(joined["dir"].to_numpy())).sum(1)
+        np.testing.assert_allclose(joined["dot"].to_numpy(), dots, rtol=5e-3, atol=5e-2)
+        tracked = w.sql(
+            "select distinct layer, neuron from neuron_acts where layer = 19 and neuron = 770"
+        )
+        assert tracked.height == 1
+        lens = w.sql("select count(distinct layer) as n from logit_lens where run = 'a'").item()
+        assert lens == 3

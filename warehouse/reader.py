@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from actwh.errors import ActwhError
+from actwh.warehouse.arrays import from_blob
 from actwh.warehouse.locks import retry_while_locked
 from actwh.warehouse.schema import VECTOR_TYPE, catalog_ddl, catalog_table_names, fact_tables
 from actwh.warehouse.store import Store
@@ -48,6 +49,7 @@ class Snapshot:
         self.files: dict[str, list[str]] = defaultdict(list)
         self.vector_sizes: dict[str, set[int]] = defaultdict(set)
         self._copy_catalog()
+        self._decode_directions()
         for spec in fact_tables().values():
             self.con.execute(f"CREATE VIEW {spec.name} AS {self._view_sql(spec.name)}")
 
@@ -92,6 +94,26 @@ class Snapshot:
             self.con.register("_incoming", data)
             self.con.execute(f"INSERT INTO {name} SELECT * FROM _incoming")
             self.con.unregister("_incoming")
+
+    def _decode_directions(self) -> None:
+        """Replace the stored float32 blob of each direction by ``vec FLOAT[d]``."""
+        rows = self.con.execute("SELECT model, name, vector FROM directions").fetchall()
+        vectors = pa.table(
+            {
+                "model": [r[0] for r in rows],
+                "name": [r[1] for r in rows],
+                "vec": pa.array([from_blob(r[2]).tolist() for r in rows], pa.list_(pa.float32())),
+            }
+        )
+        sizes = {len(v) for v in vectors.column("vec").to_pylist()}
+        cast = f"::FLOAT[{sizes.pop()}]" if len(sizes) == 1 else ""
+        self.con.register("_direction_vectors", vectors)
+        self.con.execute(
+            "CREATE OR REPLACE TABLE directions AS "
+            f"SELECT d.* EXCLUDE (vector), v.vec{cast} AS vec FROM directions d "
+            "JOIN _direction_vectors v USING (model, name)"
+        )
+        self.con.unregister("_direction_vectors")
 
     def _view_sql(self, table: str) -> str:
         spec = fact_tables()[table]

@@ -124,9 +124,13 @@ class CommitWriter:
         _fsync_dir(directory)
         return final, data.num_rows
 
-    def commit(self, *, prompts: list[int] = (), n_tokens: int = 0) -> str | None:
+    def commit(
+        self, *, prompts: list[int] = (), n_tokens: int = 0, replace_tables: tuple[str, ...] = ()
+    ) -> str | None:
         """Write everything buffered and record it, with ``prompts``, as one commit.
 
+        ``replace_tables``: earlier files of these tables in this writer's scope (its run or
+        model) stop being part of the warehouse in the same transaction, then are deleted.
         Returns the commit id, or ``None`` if nothing was buffered and no prompt is covered.
         """
         if not self._buffers and not prompts:
@@ -149,19 +153,39 @@ class CommitWriter:
                         "vector_size": self._vector_sizes[(table, partition)],
                     }
                 )
-            self._record(commit_id, files, list(prompts), n_tokens)
+            replaced = self._record(commit_id, files, list(prompts), n_tokens, replace_tables)
         except BaseException:
             for path in written:
                 path.unlink(missing_ok=True)
             raise
+        for path in replaced:
+            (self.store.root / path).unlink(missing_ok=True)
         self._buffers.clear()
         self._vector_sizes.clear()
         return commit_id
 
-    def _record(self, commit_id: str, files: list[dict], prompts: list[int], n_tokens: int):
+    def _scope(self) -> str:
+        """The partition directory name every file of this writer lives under."""
+        return f"run={self.run}" if self.run is not None else f"model={self.model}"
+
+    def _record(
+        self,
+        commit_id: str,
+        files: list[dict],
+        prompts: list[int],
+        n_tokens: int,
+        replace_tables: tuple[str, ...] = (),
+    ) -> list[str]:
+        """The catalog transaction of a commit; returns the paths it replaced."""
         catalog = self.store.catalog
+        replaced = []
         try:
             with catalog.begin() as conn:
+                for table in replace_tables:
+                    for row in catalog.rows("commit_files", conn, table_name=table):
+                        if self._scope() in row["path"].split("/"):
+                            catalog.delete(conn, "commit_files", path=row["path"])
+                            replaced.append(row["path"])
                 catalog.insert(
                     conn,
                     "commits",
@@ -185,6 +209,7 @@ class CommitWriter:
                     catalog.update(
                         conn, "runs", {"name": self.run}, n_tokens=runs.c.n_tokens + n_tokens
                     )
+            return replaced
         except sa.exc.IntegrityError as error:
             raise ActwhError(
                 f"run {self.run}: some of these prompts were already committed by another "
@@ -199,11 +224,9 @@ class CommitWriter:
     def remove_orphans(self) -> list[Path]:
         """Delete this writer's files that no commit records (left by a crash). Returns them."""
         committed = {r["path"] for r in self.store.catalog.rows("commit_files")}
-        scope = {"run": self.run} if self.run is not None else {"model": self.model}
-        key, value = next(iter(scope.items()))
         removed = []
         for path in layout.writer_files(self.store.root, self.tag):
-            in_scope = f"{key}={value}" in path.relative_to(self.store.root).parts
+            in_scope = self._scope() in path.relative_to(self.store.root).parts
             if in_scope and self.store.relative(path) not in committed:
                 path.unlink()
                 removed.append(path)

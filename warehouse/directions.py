@@ -1,0 +1,237 @@
+"""Directions: named vectors in a model's residual space, and the math that makes them (numpy).
+
+A direction belongs to a model and knows its size. Ways to make one:
+
+* a vector from a file (see ``actwh.ingest.vector_files``) or from a probe;
+* a value vector ``MLP.v_i^l`` (row i of ``W_out``);
+* ``svd``: the top-N value vectors nearest another direction, each L2-normalised, stacked as
+  columns of a ``[d_model, N]`` matrix, left singular vector ``U[:, i]`` — oriented so that its
+  cosine with the source direction is positive (a singular vector's sign is arbitrary; the paper's
+  code never fixes it);
+* ``delta``: δx of a layer, the mean over paired tokens of ``tuned − base`` at a residual site.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from actwh.errors import ActwhError
+from actwh.warehouse.arrays import column_to_numpy, from_blob, to_blob
+from actwh.warehouse.catalog import now
+from actwh.warehouse.store import Store
+
+
+def model_row(store: Store, model: str) -> dict:
+    row = store.catalog.get("models", name=model)
+    if row is None:
+        known = ", ".join(sorted(r["name"] for r in store.catalog.rows("models"))) or "none"
+        raise ActwhError(f"no model {model!r} in this warehouse (models: {known})")
+    return row
+
+
+def add_direction(
+    store: Store,
+    model: str,
+    name: str,
+    vector: np.ndarray,
+    *,
+    kind: str,
+    meta: dict | None = None,
+    replace: bool = False,
+) -> dict:
+    """Register ``vector`` as direction ``name`` of ``model`` (its size must be d_model)."""
+    vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+    d_model = model_row(store, model)["d_model"]
+    if vector.shape[0] != d_model:
+        raise ActwhError(
+            f"direction {name!r} has size {vector.shape[0]}, but model {model!r} has "
+            f"d_model {d_model}"
+        )
+    if not np.isfinite(vector).all() or not vector.any():
+        raise ActwhError(f"direction {name!r} is zero or not finite")
+    row = {
+        "model": model,
+        "name": name,
+        "kind": kind,
+        "d_model": d_model,
+        "vector": to_blob(vector),
+        "norm": float(np.linalg.norm(vector)),
+        "meta": json.dumps(meta or {}, sort_keys=True),
+        "created_at": now(),
+    }
+    catalog = store.catalog
+    with catalog.begin() as conn:
+        if catalog.get("directions", conn, model=model, name=name) is not None:
+            if not replace:
+                raise ActwhError(
+                    f"model {model!r} already has a direction {name!r}; pass --replace to overwrite"
+                )
+            catalog.delete(conn, "directions", model=model, name=name)
+        catalog.insert(conn, "directions", row)
+    return row
+
+
+def ancestors(store: Store, model: str) -> list[str]:
+    """``model``, its parent, the parent's parent, ...: they share one residual space."""
+    chain = []
+    while model is not None and model not in chain:
+        chain.append(model)
+        row = store.catalog.get("models", name=model)
+        model = row["parent"] if row else None
+    return chain
+
+
+def directions_for(store: Store, model: str) -> dict[str, np.ndarray]:
+    """Every direction usable with ``model``: its own and those of its ancestors (own first)."""
+    found: dict[str, np.ndarray] = {}
+    for owner in ancestors(store, model):
+        for row in store.catalog.rows("directions", model=owner):
+            found.setdefault(row["name"], from_blob(row["vector"]))
+    return found
+
+
+def get_direction(store: Store, name: str, model: str | None = None) -> tuple[str, np.ndarray]:
+    """Find direction ``name`` (of ``model`` or its ancestors, or the only one of that name)."""
+    if model is not None:
+        found = directions_for(store, model)
+        if name not in found:
+            raise ActwhError(
+                f"no direction {name!r} for model {model!r} "
+                f"(it has: {', '.join(sorted(found)) or 'none'})"
+            )
+        return model, found[name]
+    rows = store.catalog.rows("directions", name=name)
+    if not rows:
+        known = sorted({r["name"] for r in store.catalog.rows("directions")})
+        raise ActwhError(f"no direction {name!r} (known: {', '.join(known) or 'none'})")
+    if len(rows) > 1:
+        owners = ", ".join(sorted(r["model"] for r in rows))
+        raise ActwhError(f"direction {name!r} exists for several models ({owners}); pass --model")
+    return rows[0]["model"], from_blob(rows[0]["vector"])
+
+
+def svd_direction(
+    vectors: np.ndarray, source: np.ndarray, component: int = 0
+) -> tuple[np.ndarray, float]:
+    """``U[:, component]`` of the stacked, L2-normalised ``vectors`` (``[N, d]``), sign-oriented.
+
+    Returns the unit vector and its singular value. Oriented toward ``source`` (positive cosine);
+    if it is orthogonal to ``source``, toward the mean of the stacked vectors.
+    """
+    if not 0 <= component < min(vectors.shape):
+        raise ActwhError(f"SVD component {component} out of range for {vectors.shape[0]} vectors")
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    u, s, _ = np.linalg.svd(unit.T.astype(np.float64), full_matrices=False)  # [d, N]
+    direction = u[:, component]
+    reference = source if abs(direction @ source) > 1e-8 * np.linalg.norm(source) else unit.sum(0)
+    if direction @ reference < 0:
+        direction = -direction
+    return direction.astype(np.float32), float(s[component])
+
+
+def mean_difference(base: np.ndarray, tuned: np.ndarray) -> np.ndarray:
+    """δx: mean over rows of ``tuned − base`` (both ``[n_tokens, d]``, rows paired)."""
+    if base.shape != tuned.shape or base.shape[0] == 0:
+        raise ActwhError(f"cannot pair {base.shape[0]} base rows with {tuned.shape[0]} tuned rows")
+    return (tuned.astype(np.float64) - base.astype(np.float64)).mean(axis=0).astype(np.float32)
+
+
+def delta_directions(
+    snapshot, base_run: str, tuned_run: str, site: str = "resid_mid", layers=None
+) -> dict[int, np.ndarray]:
+    """δx per layer: mean over paired tokens of ``tuned − base`` at ``site``.
+
+    The runs must hold the same token sequences (a teacher-forced pair), and both must have
+    stored full vectors of ``site`` (``--capture``).
+    """
+    runs = {r["name"]: r for r in snapshot.execute("select * from runs").to_pylist()}
+    for run in (base_run, tuned_run):
+        if run not in runs:
+            raise ActwhError(f"no run {run!r} (runs: {', '.join(sorted(runs)) or 'none'})")
+    pairing = snapshot.execute(
+        """select count(*) as n,
+                  count(*) filter (where b.token_id is distinct from t.token_id) as mismatched
+           from (select prompt, pos, token_id from tokens where run = $base) b
+           full outer join (select prompt, pos, token_id from tokens where run = $tuned) t
+           using (prompt, pos)""",
+        {"base": base_run, "tuned": tuned_run},
+    ).to_pylist()[0]
+    if pairing["n"] == 0 or pairing["mismatched"]:
+        raise ActwhError(
+            f"runs {base_run!r} and {tuned_run!r} do not hold the same tokens "
+            f"({pairing['mismatched']} of {pairing['n']} positions differ); pair them with "
+            f"actwh ingest --teacher-force {base_run}"
+        )
+    available = (
+        snapshot.execute(
+            """select layer from residuals where run = $base and site = $site
+           intersect select layer from residuals where run = $tuned and site = $site
+           order by layer""",
+            {"base": base_run, "tuned": tuned_run, "site": site},
+        )
+        .column(0)
+        .to_pylist()
+    )
+    if not available:
+        raise ActwhError(
+            f"runs {base_run!r} and {tuned_run!r} have no stored {site} vectors in common; "
+            f"ingest them with --capture {site}"
+        )
+    wanted = available if layers is None else [l for l in layers if l in available]
+    missing = sorted(set(layers or []) - set(available))
+    if missing:
+        raise ActwhError(f"{site} is not stored for layers {missing} of both runs")
+    deltas = {}
+    query = """select vec from residuals where run = $run and layer = $layer and site = $site
+               order by prompt, pos"""
+    for layer in wanted:
+        base, tuned = (
+            column_to_numpy(
+                snapshot.execute(query, {"run": r, "layer": layer, "site": site}).column("vec")
+            )
+            for r in (base_run, tuned_run)
+        )
+        deltas[layer] = mean_difference(base, tuned)
+    return deltas
+
+
+def svd_from_index(
+    snapshot,
+    index,
+    model: str,
+    source: np.ndarray,
+    *,
+    top: int,
+    component: int = 0,
+    per_layer: int | None = None,
+) -> tuple[np.ndarray, dict]:
+    """SVD direction of the ``top`` value vectors nearest ``source`` (see :func:`svd_direction`)."""
+    from actwh.warehouse.search import value_vectors
+
+    if per_layer is None:
+        scores, layer, neuron = index.search(source[None], top)
+        hits = list(zip(scores[0], layer[0], neuron[0], strict=True))
+    else:
+        n_layers = index.index.ntotal // index.d_mlp
+        hits = []
+        for l in range(n_layers):
+            scores, layer, neuron = index.search(source[None], per_layer, layers=[l])
+            hits += list(zip(scores[0], layer[0], neuron[0], strict=True))
+        hits = sorted(hits, key=lambda h: -h[0])[:top]
+    if len(hits) < top:
+        raise ActwhError(f"asked for the top {top} value vectors, but only {len(hits)} exist")
+    keys = [(int(l), int(n)) for _, l, n in hits]
+    vectors = value_vectors(snapshot, model, keys)
+    direction, singular = svd_direction(vectors, source, component)
+    cos = float(direction @ source / np.linalg.norm(source))
+    meta = {
+        "top": top,
+        "per_layer": per_layer,
+        "component": component,
+        "singular_value": singular,
+        "cos_with_source": cos,
+        "vectors": [f"{l}:{n}" for l, n in keys],
+    }
+    return direction, meta
