@@ -130,6 +130,26 @@ CREATE TABLE IF NOT EXISTS vector_indexes (
     created_at TIMESTAMP NOT NULL
 );
 
+-- One row per evaluation of a model (paper Tables 2 and 4): toxicity of greedy continuations,
+-- perplexity on a text, and the paper's F1 against reference continuations.
+CREATE TABLE IF NOT EXISTS evaluations (
+    model VARCHAR NOT NULL,
+    prompt_set VARCHAR NOT NULL,
+    scorer VARCHAR NOT NULL,
+    run VARCHAR NOT NULL,             -- the generation run that was scored
+    n_prompts INTEGER NOT NULL,
+    toxicity DOUBLE PRECISION,        -- mean score of the continuations
+    perplexity DOUBLE PRECISION,
+    ppl_text VARCHAR,                 -- the text perplexity was measured on
+    ppl_tokens BIGINT,
+    f1 DOUBLE PRECISION,
+    f1_data VARCHAR,
+    n_f1 INTEGER,
+    config TEXT,                      -- JSON: generation and evaluation settings
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (model, prompt_set, scorer)
+);
+
 -- section: facts
 
 -- partition: run
@@ -153,7 +173,16 @@ CREATE TABLE generations (
     n_prompt_tokens INTEGER,
     n_generated INTEGER,
     truncated BOOLEAN,                -- the prompt was cut to fit --max-prompt-tokens
-    stop VARCHAR                      -- eos | length | none (teacher forced)
+    stop VARCHAR                      -- eos | length | none (no generation) | teacher_forced
+);
+
+-- Toxicity scores of generated continuations, one row per scorer.
+-- partition: run
+CREATE TABLE scores (
+    run VARCHAR,
+    prompt INTEGER,
+    scorer VARCHAR,                   -- profanity | detoxify | perspective
+    score FLOAT                       -- in [0, 1]
 );
 
 -- partition: run, layer

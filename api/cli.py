@@ -603,3 +603,429 @@ def prompts_transform(source, out, rot13, b64, leet):
         raise ActwhError("choose at least one of --rot13, --base64, --leet")
     n = transform_file(source, out, names)
     click.echo(f"wrote {n} prompts to {out} (originals, then {', '.join(names)})")
+
+
+@main.command()
+@click.argument("warehouse", type=click.Path(file_okay=False))
+@click.option("--model", required=True, help="A registered model name, or a source.")
+@click.option(
+    "--data",
+    type=click.Path(dir_okay=False),
+    help="Jigsaw-style CSV (comment_text, toxic) or JSONL (text, label); "
+    "default: the shipped corpus.",
+)
+@click.option(
+    "--site",
+    type=click.Choice(["resid_pre", "resid_mid", "resid_post", "final"]),
+    default="resid_post",
+    show_default=True,
+    help="final: after the final norm (HF hidden_states[-1]).",
+)
+@click.option("--layer", type=int, help="Default: the last layer.")
+@click.option(
+    "--name", default="toxic_probe", show_default=True, help="Name of the direction to register."
+)
+@click.option("--replace", is_flag=True, help="Overwrite a direction of that name.")
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of the 90:10 split.")
+@click.option("--device", default="auto", show_default=True)
+def probe(warehouse, model, data, site, layer, name, replace, batch_size, seed, device):
+    """Train the linear toxicity probe and register it as a direction (positive = toxic).
+
+    Logistic regression on the mean over tokens of one residual site (default: resid_post of
+    the last layer), 90:10 split; prints validation accuracy.
+
+    \b
+    Example:
+      actwh probe wh --model embedded
+      actwh search wh --direction toxic_probe -k 20
+    """
+    from actwh.ingest.registry import ensure_registered, open_model
+    from actwh.train.probe import fit_probe, mean_features, read_labeled, shipped_corpus
+    from actwh.warehouse.directions import add_direction
+    from actwh.warehouse.store import Store
+
+    data = data or shipped_corpus()
+    texts, labels = read_labeled(data)
+    store = Store.create(warehouse)
+    loaded, _ = open_model(store, model, device=device)
+    ensure_registered(store, loaded)
+    features = mean_features(
+        loaded, texts, site=site, layer=layer, batch_size=batch_size, progress=True
+    )
+    result = fit_probe(features, labels, seed=seed)
+    meta = {
+        "data": str(data),
+        "site": site,
+        "layer": layer if layer is not None else loaded.adapter.n_layers - 1,
+        "bias": result.bias,
+        "val_accuracy": result.val_accuracy,
+        "train_accuracy": result.train_accuracy,
+        "n_train": result.n_train,
+        "n_val": result.n_val,
+    }
+    row = add_direction(
+        store, loaded.name, name, result.direction, kind="probe", meta=meta, replace=replace
+    )
+    click.echo(
+        f"probe {name} of {loaded.name}: validation accuracy {result.val_accuracy:.3f} "
+        f"({result.n_val} texts; train {result.train_accuracy:.3f} on {result.n_train}), "
+        f"norm {row['norm']:.4g}"
+    )
+
+
+@main.command()
+@click.option("--model", required=True, help="A model registered in --warehouse, or a source.")
+@click.option(
+    "--warehouse",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Where the steering direction lives.",
+)
+@click.option(
+    "--prompts", type=click.Path(dir_okay=False), help="Prompt file (default: the shipped set)."
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pairs JSONL to write.")
+@click.option("--direction", default="toxic_probe", show_default=True)
+@click.option(
+    "--layer", type=int, help="Layer whose output is steered (default: 2/3 of the depth)."
+)
+@click.option(
+    "--alpha",
+    type=float,
+    help="Steering strength (default: --relative-alpha × median residual norm there).",
+)
+@click.option("--relative-alpha", default=0.3, show_default=True)
+@click.option("--scorer", default="profanity", show_default=True)
+@click.option("--generate", default=20, show_default=True)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def pairs(
+    model,
+    warehouse,
+    prompts,
+    out,
+    direction,
+    layer,
+    alpha,
+    relative_alpha,
+    scorer,
+    generate,
+    batch_size,
+    seed,
+    device,
+):
+    """Write DPO preference pairs: greedy (preferred) vs toxic-steered (dispreferred).
+
+    A cheap stand-in for the paper's PPLM: the direction is added to the residual stream while
+    sampling. Pairs are kept where the scorer rates the steered continuation more toxic.
+    Format: prompt_text, unpert_gen_text (preferred), pert_gen_text (dispreferred).
+
+    \b
+    Example:
+      actwh pairs --model embedded --warehouse wh --out pairs.jsonl
+    """
+    from actwh.ingest.prompts import read_prompts, shipped_prompts
+    from actwh.ingest.registry import open_model
+    from actwh.train.pairs import make_pairs, write_pairs
+    from actwh.train.scorers import get_scorer
+    from actwh.warehouse.directions import get_direction
+    from actwh.warehouse.store import Store
+
+    prompt_set = read_prompts(prompts or shipped_prompts())
+    store = Store.open(warehouse)
+    loaded, _ = open_model(store, model, device=device)
+    vector = get_direction(store, direction, loaded.name)[1]
+    kept, stats = make_pairs(
+        loaded,
+        [p.text for p in prompt_set.prompts],
+        vector,
+        get_scorer(scorer),
+        layer=layer,
+        alpha=alpha,
+        relative_alpha=relative_alpha,
+        max_new_tokens=generate,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    write_pairs(kept, out)
+    click.echo(
+        f"kept {stats.n_kept} of {stats.n_prompts} pairs → {out} (steered layer {stats.layer}, "
+        f"α {stats.alpha:.4g}; mean {scorer} score preferred {stats.mean_preferred:.3f}, "
+        f"dispreferred {stats.mean_dispreferred:.3f})"
+    )
+
+
+@main.command()
+@click.option(
+    "--base",
+    required=True,
+    help="The model to tune: a source, or a model registered in --warehouse.",
+)
+@click.option(
+    "--pairs",
+    "pairs_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Pairs JSONL (prompt_text, unpert_gen_text, pert_gen_text).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory for the tuned HF model.",
+)
+@click.option(
+    "--warehouse",
+    type=click.Path(file_okay=False),
+    help="Register the tuned model here (role dpo).",
+)
+@click.option("--name", help="Name to register it under (default: the --out directory's name).")
+@click.option("--beta", default=0.1, show_default=True)
+@click.option("--lr", "learning_rate", default=1e-6, show_default=True)
+@click.option("--optimizer", default="rmsprop", show_default=True)
+@click.option("--batch-size", default=4, show_default=True)
+@click.option("--max-grad-norm", default=10.0, show_default=True)
+@click.option("--val-fraction", default=0.1, show_default=True)
+@click.option(
+    "--patience",
+    default=10,
+    show_default=True,
+    help="Evaluations without a better validation loss before stopping.",
+)
+@click.option(
+    "--eval-every", default=25, show_default=True, help="Steps between validation evaluations."
+)
+@click.option("--epochs", default=1.0, show_default=True)
+@click.option("--max-steps", type=int, help="Stop after this many steps (overrides --epochs).")
+@click.option("--warmup-steps", default=0, show_default=True)
+@click.option("--max-length", default=128, show_default=True, help="Prompt + completion tokens.")
+@click.option("--seed", default=42, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def dpo(base, pairs_file, out, warehouse, name, device, **options):
+    """Fine-tune with DPO (TRL), defaulting to the paper's Table 8.
+
+    \b
+    Table 8: beta 0.1, lr 1e-6, RMSprop, batch 4, max grad norm 10, early stopping on
+    validation loss with patience 10. Every value can be overridden.
+
+    \b
+    Example:
+      actwh dpo --base embedded --pairs pairs.jsonl --out dpo-model --warehouse wh
+      actwh dpo --base embedded --pairs pairs.jsonl --out dpo --lr 1e-5 --epochs 2
+    """
+    from pathlib import Path
+
+    from actwh.ingest.models import load_model
+    from actwh.ingest.registry import open_model, register_model
+    from actwh.train.dpo import DPOOptions, train_dpo
+    from actwh.train.pairs import read_pairs
+    from actwh.warehouse.layout import check_name
+    from actwh.warehouse.store import Store
+
+    loaded_pairs = read_pairs(pairs_file)
+    store = Store.create(warehouse) if warehouse else None
+    name = check_name("model", name or Path(out).resolve().name)
+    if store is not None and store.catalog.get("models", name=name) is not None:
+        raise ActwhError(f"a model named {name!r} already exists in {warehouse}; pass --name")
+    base_model, _ = open_model(store, base, device=device)
+    opts = DPOOptions(**options)
+    metrics = train_dpo(base_model, loaded_pairs, out, opts)
+    click.echo(
+        f"saved {out}: {metrics['steps']} steps, train loss {metrics['train_loss']:.4f}, "
+        f"best validation loss {metrics.get('best_eval_loss', float('nan')):.4f}"
+    )
+    if store is not None:
+        tuned = load_model(str(Path(out).resolve()), device=device, name=name)
+        with store.catalog.begin() as conn:
+            register_model(conn, store.catalog, base_model)
+            register_model(
+                conn,
+                store.catalog,
+                tuned,
+                role="dpo",
+                parent=base_model.name,
+                config={"dpo": opts.__dict__, "metrics": metrics, "pairs": str(pairs_file)},
+            )
+        click.echo(f"registered {name} (dpo, parent {base_model.name}) in {warehouse}")
+
+
+@main.command()
+@click.argument("warehouse", type=click.Path(file_okay=False))
+@click.argument("name")
+@click.option("--base", required=True, help="The model to derive from (registered name or source).")
+@click.option(
+    "--subtract",
+    "subtract_direction",
+    metavar="DIRECTION",
+    help="Subtract scale × DIRECTION from layer --layer's MLP output (paper §3.3).",
+)
+@click.option(
+    "--unalign",
+    "unalign_direction",
+    metavar="DIRECTION",
+    help="Scale the key vectors of the --top-k value vectors nearest DIRECTION by --scale "
+    "(paper §6).",
+)
+@click.option("--scale", type=float, required=True, help="α for --subtract; s for --unalign.")
+@click.option("--layer", type=int, help="--subtract: the layer (default: the last).")
+@click.option("--top-k", default=7, show_default=True, help="--unalign: how many value vectors.")
+@click.option(
+    "--per-layer",
+    default=100,
+    show_default=True,
+    help="--unalign: rank among each layer's best N first (the paper's code).",
+)
+@click.option("--device", default="auto", show_default=True)
+def variant(
+    warehouse,
+    name,
+    base,
+    subtract_direction,
+    unalign_direction,
+    scale,
+    layer,
+    top_k,
+    per_layer,
+    device,
+):
+    """Register a derived model: an intervention the rest of actwh treats like any model.
+
+    \b
+    Examples:
+      actwh variant wh minus-probe --base embedded --subtract toxic_probe --scale 50
+      actwh variant wh unaligned --base dpo --unalign toxic_probe --top-k 7 --scale 10
+    """
+    from actwh.ingest.interventions import subtract_recipe, unalign_recipe
+    from actwh.ingest.registry import open_model, register_variant
+    from actwh.ingest.value_vectors import top_value_vectors
+    from actwh.warehouse.directions import get_direction
+    from actwh.warehouse.store import Store
+
+    if (subtract_direction is None) == (unalign_direction is None):
+        raise ActwhError("give exactly one of --subtract DIRECTION, --unalign DIRECTION")
+    store = Store.open(warehouse)
+    loaded, _ = open_model(store, base, device=device)
+    wanted = subtract_direction or unalign_direction
+    vector = get_direction(store, wanted, loaded.name)[1]
+    if subtract_direction:
+        layer = loaded.adapter.n_layers - 1 if layer is None else layer
+        if not 0 <= layer < loaded.adapter.n_layers:
+            raise ActwhError(f"--layer {layer}: the model has {loaded.adapter.n_layers} layers")
+        edit = subtract_recipe(wanted, vector, layer, scale)
+    else:
+        keys = [(l, n) for _, l, n in top_value_vectors(loaded.adapter, vector, top_k, per_layer)]
+        edit = unalign_recipe(wanted, keys, scale)
+    row = register_variant(store, name, loaded, edit)
+    detail = (
+        f"MLP output of layer {edit['layer']} minus {scale:g}·{wanted}"
+        if subtract_direction
+        else f"keys of {', '.join(f'{l}:{n}' for l, n in edit['keys'])} scaled by {scale:g}"
+    )
+    click.echo(f"registered variant {row['name']} of {loaded.name}: {detail}")
+
+
+@main.command()
+@click.argument("warehouse", type=click.Path(file_okay=False))
+@click.option("--model", required=True, help="A registered model name, or a source.")
+@click.option(
+    "--prompts",
+    type=click.Path(dir_okay=False),
+    help="Prompts for toxicity (default: the shipped set).",
+)
+@click.option(
+    "--scorer", default="profanity", show_default=True, help="profanity, detoxify or perspective."
+)
+@click.option("--generate", default=20, show_default=True)
+@click.option(
+    "--max-prompt-tokens",
+    default=32,
+    show_default=True,
+    help="Keep the first N prompt tokens (the paper's code: 32).",
+)
+@click.option(
+    "--ppl-text",
+    type=click.Path(dir_okay=False),
+    help="Text for perplexity (default: the shipped encyclopedia text; Wikitext-2's test "
+    "split for the paper's setting).",
+)
+@click.option(
+    "--f1-data",
+    type=click.Path(dir_okay=False),
+    help="JSONL with prompt and gold, or a text (default: the shipped text, each sentence "
+    "split in two).",
+)
+@click.option("--n-f1", default=200, show_default=True, help="At most this many F1 samples.")
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@output_options
+def evaluate(
+    warehouse,
+    model,
+    prompts,
+    scorer,
+    generate,
+    max_prompt_tokens,
+    ppl_text,
+    f1_data,
+    n_f1,
+    batch_size,
+    device,
+    output,
+):
+    """Toxicity, perplexity and F1 of a model (paper Tables 2 and 4), into `evaluations`.
+
+    \b
+    Example:
+      actwh evaluate wh --model smollm2-135m-instruct
+      actwh evaluate wh --model dpo
+      actwh sql wh "select model, toxicity, perplexity, f1 from evaluations"
+    """
+    from actwh.ingest.prompts import read_prompts, shipped_prompts
+    from actwh.ingest.registry import open_model
+    from actwh.train.evaluate import evaluate as run_evaluation
+    from actwh.warehouse.store import Store
+
+    prompt_set = read_prompts(prompts or shipped_prompts())
+    store = Store.create(warehouse)
+    loaded, _ = open_model(store, model, device=device)
+    run_evaluation(
+        store,
+        loaded,
+        prompt_set,
+        scorer=scorer,
+        generate=generate,
+        max_prompt_tokens=max_prompt_tokens,
+        batch_size=batch_size,
+        ppl_text=ppl_text,
+        f1_data=f1_data,
+        n_f1=n_f1,
+    )
+    with _warehouse(warehouse) as wh:
+        emit(
+            wh.sql(
+                "select model, prompt_set, scorer, n_prompts, round(toxicity, 4) as toxicity, "
+                "round(perplexity, 3) as perplexity, round(f1, 4) as f1 from evaluations "
+                "order by prompt_set, scorer, toxicity desc"
+            ),
+            output,
+        )
+
+
+@main.command()
+@click.argument("warehouse", type=click.Path(file_okay=False))
+@click.option("--run", required=True, help="The run whose continuations to score.")
+@click.option("--scorer", default="profanity", show_default=True)
+def score(warehouse, run, scorer):
+    """Score a run's continuations for toxicity into the `scores` table.
+
+    \b
+    Example:
+      actwh score wh --run base --scorer profanity
+    """
+    from actwh.train.evaluate import score_run
+    from actwh.warehouse.store import Store
+
+    mean = score_run(Store.open(warehouse), run, scorer)
+    click.echo(f"run {run}: mean {scorer} score {mean:.4f}")

@@ -165,10 +165,9 @@ def parse_tracked(spec: str, loaded, directions: dict[str, np.ndarray]) -> dict[
         )
     name, k = match.group(1), int(match.group(2))
     if name not in directions:
-        raise ActwhError(
-            f"--track-neurons: no direction {name!r} for model {loaded.name!r} "
-            f"(it has: {', '.join(sorted(directions)) or 'none'})"
-        )
+        from actwh.warehouse.directions import unknown_direction
+
+        raise unknown_direction(name, loaded.name, directions)
     from actwh.ingest.value_vectors import top_value_vectors
 
     tracked = {}

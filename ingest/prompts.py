@@ -49,7 +49,8 @@ class PromptSet:
         return digest.hexdigest()
 
 
-def _decode(path: Path) -> str:
+def read_text_file(path: Path) -> str:
+    """A text file's content, refusing missing, binary, non-UTF-8 and empty files."""
     if not path.exists():
         raise ActwhError(f"{path}: no such file")
     if path.is_dir():
@@ -130,7 +131,7 @@ def _is_jsonl(path: Path, text: str) -> bool:
 def read_prompts(path: str | Path, name: str | None = None) -> PromptSet:
     """Read and validate a prompt file; the set is named after the file unless ``name`` is given."""
     path = Path(path)
-    text = _decode(path)
+    text = read_text_file(path)
     prompts = []
     if _is_jsonl(path, text):
         for number, line in enumerate(text.splitlines(), start=1):

@@ -1,10 +1,17 @@
-"""Models in a warehouse: register a loaded model, and load a registered one by name."""
+"""Models in a warehouse: register a loaded model, and load a registered one by name.
+
+A registered model is loaded from its ``source``; a *variant* (``source`` ``variant:NAME``) is its
+parent model with an edit recipe applied (see :mod:`actwh.ingest.interventions`).
+"""
 
 from __future__ import annotations
+
+import json
 
 import sqlalchemy as sa
 
 from actwh.errors import ActwhError
+from actwh.ingest.interventions import apply_edit, edit_hash
 from actwh.ingest.models import LoadedModel, load_model
 from actwh.warehouse.catalog import Catalog, now, to_json
 from actwh.warehouse.layout import check_name
@@ -46,18 +53,36 @@ def register_model(
         )
 
 
+VARIANT = "variant:"
+
+
 def open_model(
-    store: Store | None, spec: str, *, device: str = "auto", dtype: str = "float32"
+    store: Store | None,
+    spec: str,
+    *,
+    device: str = "auto",
+    dtype: str = "float32",
+    name: str | None = None,
 ) -> tuple[LoadedModel, bool]:
-    """Load ``spec``: a model registered in ``store`` by name, else a source (hub id, path, ...).
+    """Load ``spec``: a model registered in ``store`` by name, else a source (hub id, path, ...)
+    registered as ``name`` when given.
 
     Returns the model and whether it was already registered.
     """
     row = store.catalog.get("models", name=spec) if store is not None else None
     if row is None:
-        return load_model(spec, device=device, dtype=dtype), False
-    loaded = load_model(row["source"], device=device, dtype=dtype, name=row["name"])
-    if loaded.revision != row["revision"]:
+        return load_model(spec, device=device, dtype=dtype, name=name), False
+    if row["source"].startswith(VARIANT):
+        loaded, _ = open_model(store, row["parent"], device=device, dtype=dtype)
+        edit = json.loads(row["config"])["edit"]
+        apply_edit(loaded, edit)
+        revision = f"{loaded.revision}+{edit_hash(edit)}"
+        loaded.name, loaded.source = row["name"], row["source"]
+    else:
+        loaded = load_model(row["source"], device=device, dtype=dtype, name=row["name"])
+        revision = loaded.revision
+    loaded.revision = revision
+    if revision != row["revision"]:
         raise ActwhError(
             f"model {spec!r} was registered from {row['source']} with revision {row['revision']}, "
             f"but that source now has {loaded.revision}"
@@ -68,3 +93,25 @@ def open_model(
 def ensure_registered(store: Store, loaded: LoadedModel) -> None:
     with store.catalog.begin() as conn:
         register_model(conn, store.catalog, loaded)
+
+
+def register_variant(store: Store, name: str, parent: LoadedModel, edit: dict) -> dict:
+    """Register ``parent`` + ``edit`` as model ``name`` (role ``intervened``)."""
+    check_name("model", name)
+    catalog = store.catalog
+    with catalog.begin() as conn:
+        register_model(conn, catalog, parent)
+        if catalog.get("models", conn, name=name) is not None:
+            raise ActwhError(f"a model named {name!r} already exists in this warehouse")
+        row = {
+            **parent.catalog_row(),
+            "name": name,
+            "source": VARIANT + name,
+            "revision": f"{parent.revision}+{edit_hash(edit)}",
+            "role": "intervened",
+            "parent": parent.name,
+            "config": to_json({"edit": edit}),
+            "created_at": now(),
+        }
+        catalog.insert(conn, "models", row)
+    return row

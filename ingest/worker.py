@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from actwh.errors import ActwhError
 from actwh.ingest.capture import Capture, Directions, Lens
 from actwh.ingest.generate import Batch, Ran, greedy, teacher_forced
-from actwh.ingest.models import LoadedModel, load_model
+from actwh.ingest.models import LoadedModel
 from actwh.ingest.options import (
     RESUME_KEYS,
     IngestOptions,
@@ -44,7 +44,7 @@ from actwh.ingest.options import (
     parse_tracked,
 )
 from actwh.ingest.prompts import Prompt, PromptSet, read_prompts
-from actwh.ingest.registry import register_model
+from actwh.ingest.registry import open_model, register_model
 from actwh.ingest.rows import (
     Flat,
     TokenText,
@@ -309,14 +309,15 @@ def ingest(
         raise ActwhError("--batch-size must be >= 1, --generate and --logit-lens >= 0")
     if options.lens_at not in ("last", "all"):
         raise ActwhError(f"--lens-at {options.lens_at!r}: expected last or all")
-    loaded = (
-        model
-        if isinstance(model, LoadedModel)
-        else load_model(model, device=options.device, dtype=options.dtype, name=options.model_name)
-    )
+    existing = _existing_store(warehouse)
+    if isinstance(model, LoadedModel):
+        loaded = model
+    else:
+        loaded, _ = open_model(
+            existing, model, device=options.device, dtype=options.dtype, name=options.model_name
+        )
     layers = parse_layers(options.layers, loaded.adapter.n_layers)
     check_name("model", loaded.name)
-    existing = _existing_store(warehouse)
     directions = _directions(existing, loaded, options.teacher_force)
     tracked = parse_tracked(options.track_neurons, loaded, directions)
     targets = parse_targets(options.target_tokens, loaded.tokenizer)

@@ -92,15 +92,18 @@ def directions_for(store: Store, model: str) -> dict[str, np.ndarray]:
     return found
 
 
+def unknown_direction(name: str, model: str, known) -> ActwhError:
+    return ActwhError(
+        f"no direction {name!r} for model {model!r} (it has: {', '.join(sorted(known)) or 'none'})"
+    )
+
+
 def get_direction(store: Store, name: str, model: str | None = None) -> tuple[str, np.ndarray]:
     """Find direction ``name`` (of ``model`` or its ancestors, or the only one of that name)."""
     if model is not None:
         found = directions_for(store, model)
         if name not in found:
-            raise ActwhError(
-                f"no direction {name!r} for model {model!r} "
-                f"(it has: {', '.join(sorted(found)) or 'none'})"
-            )
+            raise unknown_direction(name, model, found)
         return model, found[name]
     rows = store.catalog.rows("directions", name=name)
     if not rows:

@@ -1,0 +1,233 @@
+"""Evaluation as in the paper's Tables 2 and 4: toxicity, perplexity, F1.
+
+* **Toxicity**: greedy continuations of the prompts (``generate`` tokens, prompts cut to their
+  first ``max_prompt_tokens`` = 32 tokens as in the paper's code) are ingested as an ordinary run,
+  scored (``scores`` table), and averaged.
+* **Perplexity**: the text is tokenised whole and cut into non-overlapping windows of
+  ``min(context, 1024)`` tokens; PPL = exp(Σ window loss × window length / tokens), the paper's
+  code. Default text: ``data/encyclopedia.txt`` (shipped); pass Wikitext-2's test split for the
+  paper's setting.
+* **F1**: for each (prompt, gold continuation), greedy 20 tokens; precision and recall of the bag
+  of generated tokens against the gold tokens, as in the paper's code — whose prediction includes
+  the prompt tokens (kept here, for comparable numbers). Default data: the first half of each
+  sentence of the shipped text as prompt, the rest as gold; or a JSONL with ``prompt`` and
+  ``gold`` (the paper's ``wiki_samples.jsonl``).
+
+Results go to the ``evaluations`` table, one row per (model, prompt set, scorer).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from tqdm.auto import tqdm
+
+from actwh.errors import ActwhError
+from actwh.ingest.generate import Batch, greedy
+from actwh.ingest.models import LoadedModel
+from actwh.ingest.options import IngestOptions
+from actwh.ingest.prompts import PromptSet, read_text_file
+from actwh.ingest.worker import ingest
+from actwh.train.scorers import get_scorer
+from actwh.warehouse.catalog import now, to_json
+from actwh.warehouse.reader import Snapshot
+from actwh.warehouse.store import Store
+from actwh.warehouse.writer import CommitWriter
+
+PAPER_PROMPT_TOKENS = 32
+
+
+def shipped_text() -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("actwh.data") / "encyclopedia.txt"))
+
+
+@torch.no_grad()
+def perplexity(loaded: LoadedModel, text: str, window: int = 1024) -> tuple[float, int]:
+    """Perplexity over ``text`` in non-overlapping windows; returns (ppl, tokens)."""
+    ids = loaded.tokenizer(text, return_tensors="pt")["input_ids"][0]
+    window = min(window, loaded.adapter.context_length)
+    if len(ids) < 2:
+        raise ActwhError("the perplexity text has fewer than 2 tokens")
+    total = 0.0
+    for begin in range(0, len(ids), window):
+        chunk = ids[begin : begin + window][None].to(loaded.device)
+        if chunk.shape[1] < 2:
+            break
+        loss = loaded.model(chunk, labels=chunk).loss
+        total += float(loss) * chunk.shape[1]
+        end = begin + chunk.shape[1]
+    return math.exp(total / end), end
+
+
+@dataclass
+class F1Sample:
+    prompt: str
+    gold: str
+
+
+def f1_samples(
+    path: str | Path | None = None, limit: int | None = None
+) -> tuple[list[F1Sample], str]:
+    """F1 data: a JSONL with ``prompt`` and ``gold``, or a text whose sentences are split in two."""
+    path = Path(path) if path else shipped_text()
+    content = read_text_file(path)
+    samples = []
+    if path.suffix.lower() in (".jsonl", ".json"):
+        for number, line in enumerate(content.splitlines(), start=1):
+            if line.strip():
+                record = json.loads(line)
+                if not isinstance(record, dict) or "prompt" not in record or "gold" not in record:
+                    raise ActwhError(f"{path}:{number}: expected 'prompt' and 'gold'")
+                samples.append(F1Sample(record["prompt"], record["gold"]))
+    else:
+        for sentence in re.split(r"(?<=[.!?])\s+", content):
+            words = sentence.split()
+            if len(words) >= 10:
+                half = len(words) // 2
+                samples.append(F1Sample(" ".join(words[:half]), " " + " ".join(words[half:])))
+    if not samples:
+        raise ActwhError(f"{path}: no F1 samples")
+    return samples[:limit], str(path)
+
+
+def bag_f1(pred: list[int], gold: list[int]) -> float:
+    overlap = sum((Counter(gold) & Counter(pred)).values())
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / len(pred), overlap / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+@torch.no_grad()
+def f1(
+    loaded: LoadedModel, samples: list[F1Sample], *, generate: int = 20, batch_size: int = 16
+) -> float:
+    tokenizer = loaded.tokenizer
+    special = {tokenizer.pad_token_id, tokenizer.eos_token_id} - {None}
+    prompts = tokenizer(
+        [s.prompt for s in samples], truncation=True, max_length=PAPER_PROMPT_TOKENS
+    )["input_ids"]
+    golds = tokenizer([s.gold for s in samples], add_special_tokens=False)["input_ids"]
+    scores = []
+    for start in range(0, len(samples), batch_size):
+        batch = Batch.left_padded(
+            prompts[start : start + batch_size], tokenizer.pad_token_id, loaded.device
+        )
+        ran = greedy(loaded.model, batch, generate, special, tokenizer.pad_token_id)
+        for row in range(batch.ids.shape[0]):
+            pred = [t for t in ran.ids[row][ran.valid[row]].tolist() if t not in special]
+            gold = [
+                t for t in golds[start + row][: PAPER_PROMPT_TOKENS + generate] if t not in special
+            ]
+            scores.append(bag_f1(pred, gold) if pred and gold else 0.0)
+    return float(np.mean(scores))
+
+
+def score_run(store: Store, run: str, scorer_name: str, scorer_kwargs: dict | None = None) -> float:
+    """Score a run's continuations (once per scorer) and return their mean."""
+    snapshot = Snapshot(store)
+    try:
+        done = snapshot.execute(
+            "select avg(score) as m, count(*) as n from scores where run = $r and scorer = $s",
+            {"r": run, "s": scorer_name},
+        ).to_pylist()[0]
+        if done["n"]:
+            return float(done["m"])
+        rows = snapshot.execute(
+            "select prompt, continuation from generations where run = $r order by prompt",
+            {"r": run},
+        ).to_pylist()
+    finally:
+        snapshot.close()
+    if not rows:
+        raise ActwhError(f"run {run!r} has no generations to score")
+    scores = get_scorer(scorer_name, **(scorer_kwargs or {})).score(
+        [r["continuation"] for r in rows]
+    )
+    writer = CommitWriter(store, run=run)
+    writer.add(
+        "scores",
+        {"run": run},
+        pa.table(
+            {
+                "prompt": pa.array([r["prompt"] for r in rows], pa.int32()),
+                "scorer": [scorer_name] * len(rows),
+                "score": pa.array(scores, pa.float32()),
+            }
+        ),
+    )
+    writer.commit()
+    return float(np.mean(scores))
+
+
+def evaluate(
+    store: Store,
+    loaded: LoadedModel,
+    prompts: PromptSet,
+    *,
+    scorer: str = "profanity",
+    scorer_kwargs: dict | None = None,
+    generate: int = 20,
+    max_prompt_tokens: int = PAPER_PROMPT_TOKENS,
+    batch_size: int = 16,
+    ppl_text: str | Path | None = None,
+    f1_data: str | Path | None = None,
+    n_f1: int | None = 200,
+    progress: bool = True,
+) -> dict:
+    """Toxicity, perplexity and F1 of ``loaded``; recorded in ``evaluations`` and returned."""
+    samples, f1_source = f1_samples(f1_data, n_f1)
+    text_path = Path(ppl_text) if ppl_text else shipped_text()
+    text = read_text_file(text_path)
+    run = f"eval.{loaded.name}.{prompts.name}"
+    existing = store.catalog.get("runs", name=run)
+    if existing is None or existing["status"] != "complete":
+        options = IngestOptions(
+            name=run,
+            generate=generate,
+            project="",
+            batch_size=batch_size,
+            max_prompt_tokens=max_prompt_tokens,
+            progress=progress,
+        )
+        ingest(str(store.root), loaded, prompts, options)
+    toxicity = score_run(store, run, scorer, scorer_kwargs)
+    steps = tqdm(total=2, desc=f"ppl, F1 {loaded.name}", disable=not progress)
+    ppl, ppl_tokens = perplexity(loaded, text)
+    steps.update()
+    f1_score = f1(loaded, samples, generate=generate, batch_size=batch_size)
+    steps.update()
+    steps.close()
+    row = {
+        "model": loaded.name,
+        "prompt_set": prompts.name,
+        "scorer": scorer,
+        "run": run,
+        "n_prompts": len(prompts.prompts),
+        "toxicity": toxicity,
+        "perplexity": ppl,
+        "ppl_text": str(text_path),
+        "ppl_tokens": ppl_tokens,
+        "f1": f1_score,
+        "f1_data": f1_source,
+        "n_f1": len(samples),
+        "config": to_json({"generate": generate, "max_prompt_tokens": max_prompt_tokens}),
+        "created_at": now(),
+    }
+    catalog = store.catalog
+    with catalog.begin() as conn:
+        catalog.delete(
+            conn, "evaluations", model=loaded.name, prompt_set=prompts.name, scorer=scorer
+        )
+        catalog.insert(conn, "evaluations", row)
+    return row

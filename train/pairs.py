@@ -1,0 +1,171 @@
+"""Preference pairs for DPO, in the paper's format (``prompt_text``, ``unpert_gen_text``,
+``pert_gen_text``).
+
+The paper's dispreferred continuations come from PPLM steered by the toxic probe (50 gradient
+steps per token). actwh uses a cheap stand-in: it adds ``α · unit(toxic_probe)`` to the residual
+stream at the output of one layer while sampling (top-k 10, temperature 1, as in the paper's PPLM
+settings). The preferred continuation is the unsteered greedy one. A pair is kept only when the
+scorer rates the steered continuation more toxic than the greedy one.
+
+By default ``α`` is 30% of the median norm of the residual stream at that layer, measured on the
+first batch of prompts, so the same setting means the same relative push in any model (the median,
+because the first token of many models carries a residual norm tens of times the others).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig
+
+from actwh.errors import ActwhError
+from actwh.ingest.capture import Capture
+from actwh.ingest.generate import Batch, greedy, teacher_forced
+from actwh.ingest.interventions import steer
+from actwh.ingest.models import LoadedModel
+from actwh.train.scorers import Scorer
+
+PAIR_FIELDS = ("prompt_text", "unpert_gen_text", "pert_gen_text")
+
+
+@dataclass
+class PairStats:
+    n_prompts: int
+    n_kept: int
+    alpha: float
+    layer: int
+    mean_preferred: float
+    mean_dispreferred: float
+
+
+@torch.no_grad()
+def median_residual_norm(loaded: LoadedModel, batch: Batch, layer: int) -> float:
+    with Capture(loaded.adapter, [layer], store=["resid_post"]) as capture:
+        capture.start_batch()
+        teacher_forced(loaded.model, batch)
+        x = capture.collect().vectors[("resid_post", layer)]
+    return float(x.norm(dim=-1)[batch.mask.bool()].median())
+
+
+def make_pairs(
+    loaded: LoadedModel,
+    prompts: list[str],
+    direction: np.ndarray,
+    scorer: Scorer,
+    *,
+    layer: int | None = None,
+    alpha: float | None = None,
+    relative_alpha: float = 0.3,
+    max_new_tokens: int = 20,
+    max_prompt_tokens: int = 64,
+    batch_size: int = 8,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[list[dict], PairStats]:
+    """Greedy vs probe-steered continuations of ``prompts``; returns the kept pairs and stats."""
+    adapter = loaded.adapter
+    layer = (2 * adapter.n_layers) // 3 if layer is None else layer
+    if not 0 <= layer < adapter.n_layers:
+        raise ActwhError(f"--layer {layer}: the model has {adapter.n_layers} layers")
+    if direction.shape[0] != adapter.d_model:
+        raise ActwhError(
+            f"the direction has size {direction.shape[0]}, d_model is {adapter.d_model}"
+        )
+    tokenizer = loaded.tokenizer
+    unit = torch.tensor(direction / np.linalg.norm(direction), dtype=torch.float32)
+    pad = tokenizer.pad_token_id
+    eos = {tokenizer.eos_token_id} - {None}
+    sampling = GenerationConfig(
+        do_sample=True,
+        top_k=10,
+        temperature=1.0,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=pad,
+        eos_token_id=sorted(eos) or None,
+    )
+    encoded = tokenizer(prompts, truncation=True, max_length=max_prompt_tokens)["input_ids"]
+    pairs, preferred_scores, dispreferred_scores = [], [], []
+    generator = torch.Generator().manual_seed(seed)
+    for start in tqdm(range(0, len(prompts), batch_size), desc="pairs", disable=not progress):
+        batch = Batch.left_padded(encoded[start : start + batch_size], pad, loaded.device)
+        width = batch.ids.shape[1]
+        if alpha is None:
+            alpha = relative_alpha * median_residual_norm(loaded, batch, layer)
+        ran = greedy(loaded.model, batch, max_new_tokens, eos, pad)
+        preferred = tokenizer.batch_decode(
+            [
+                ran.ids[r, width:][: ran.n_generated[r]].tolist()
+                for r in range(len(ran.n_generated))
+            ],
+            skip_special_tokens=True,
+        )
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        with steer(loaded, layer, alpha * unit), torch.no_grad():
+            sampled = loaded.model.generate(
+                input_ids=batch.ids, attention_mask=batch.mask, generation_config=sampling
+            )
+        dispreferred = tokenizer.batch_decode(sampled[:, width:], skip_special_tokens=True)
+        good, bad = scorer.score(preferred), scorer.score(dispreferred)
+        preferred_scores += good
+        dispreferred_scores += bad
+        for i, (p, d, sp, sd) in enumerate(zip(preferred, dispreferred, good, bad, strict=True)):
+            if sd > sp and p.strip() and d.strip():
+                prompt = tokenizer.decode(encoded[start + i], skip_special_tokens=True)
+                pairs.append(
+                    {
+                        "prompt_text": prompt,
+                        "unpert_gen_text": p,
+                        "pert_gen_text": d,
+                        "unpert_score": sp,
+                        "pert_score": sd,
+                    }
+                )
+    stats = PairStats(
+        n_prompts=len(prompts),
+        n_kept=len(pairs),
+        alpha=float(alpha),
+        layer=layer,
+        mean_preferred=float(np.mean(preferred_scores)),
+        mean_dispreferred=float(np.mean(dispreferred_scores)),
+    )
+    return pairs, stats
+
+
+def write_pairs(pairs: list[dict], path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    tmp.replace(path)
+
+
+def read_pairs(path: str | Path) -> list[dict]:
+    """A pairs file in the paper's format; every line needs the three text fields."""
+    from actwh.ingest.prompts import read_text_file
+
+    path = Path(path)
+    pairs = []
+    for number, line in enumerate(read_text_file(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ActwhError(f"{path}:{number}: malformed JSON ({error.msg})") from None
+        missing = (
+            [f for f in PAIR_FIELDS if not isinstance(record.get(f), str)]
+            if isinstance(record, dict)
+            else PAIR_FIELDS
+        )
+        if missing:
+            raise ActwhError(
+                f"{path}:{number}: missing {', '.join(missing)} (the paper's pair format)"
+            )
+        pairs.append(record)
+    if not pairs:
+        raise ActwhError(f"{path}: no pairs")
+    return pairs

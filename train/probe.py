@@ -1,0 +1,151 @@
+"""The linear toxicity probe W_Toxic (paper §2): logistic regression on a model's residual stream.
+
+Features are the mean over tokens of one residual site at one layer — by default ``resid_post`` of
+the last layer, before the final norm (TransformerLens ``blocks.{L-1}.hook_resid_post``); ``final``
+reads after the final norm instead (HF ``hidden_states[-1]``, what a PPLM-style discriminator
+uses). Padding never enters the mean. A 90:10 split (seeded) gives the validation accuracy.
+
+The classifier is scikit-learn's logistic regression on the raw features (as in the third-party
+re-implementation the paper's authors point to; no standardisation), so the registered direction
+``w`` satisfies ``P(toxic | x̄) = σ(w · x̄ + b)``: positive means toxic, and ``w`` is what
+interventions subtract and searches compare against.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from actwh.errors import ActwhError
+from actwh.ingest.capture import Capture
+from actwh.ingest.generate import Batch, teacher_forced
+from actwh.ingest.models import LoadedModel
+from actwh.ingest.prompts import read_text_file
+
+PROBE_SITES = ("resid_pre", "resid_mid", "resid_post", "final")
+
+
+def read_labeled(path: str | Path) -> tuple[list[str], list[int]]:
+    """Texts and 0/1 labels from a Jigsaw-style CSV (``comment_text``, ``toxic``) or JSONL
+    (``text``, ``label``). Errors name the file and line."""
+    path = Path(path)
+    content = read_text_file(path)
+    texts, labels = [], []
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(content.splitlines())
+        missing = {"comment_text", "toxic"} - set(reader.fieldnames or [])
+        if missing:
+            raise ActwhError(
+                f"{path}: CSV needs columns comment_text and toxic (missing {sorted(missing)})"
+            )
+        rows = (
+            (number, row["comment_text"], row["toxic"])
+            for number, row in enumerate(reader, start=2)
+        )
+    else:
+        rows = []
+        for number, line in enumerate(content.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ActwhError(f"{path}:{number}: malformed JSON ({error.msg})") from None
+            if not isinstance(record, dict) or "text" not in record or "label" not in record:
+                raise ActwhError(f"{path}:{number}: expected an object with 'text' and 'label'")
+            rows.append((number, record["text"], record["label"]))
+    for number, text, label in rows:
+        try:
+            value = int(float(label))
+        except (TypeError, ValueError):
+            value = -1
+        if value not in (0, 1):
+            raise ActwhError(f"{path}:{number}: label must be 0 or 1, got {label!r}")
+        if not isinstance(text, str) or not text.strip():
+            raise ActwhError(f"{path}:{number}: empty text")
+        texts.append(text)
+        labels.append(value)
+    if len(set(labels)) < 2:
+        raise ActwhError(f"{path}: needs examples of both labels (0 and 1)")
+    return texts, labels
+
+
+@torch.no_grad()
+def mean_features(
+    loaded: LoadedModel,
+    texts: list[str],
+    *,
+    site: str = "resid_post",
+    layer: int | None = None,
+    batch_size: int = 16,
+    max_tokens: int = 128,
+    progress: bool = False,
+) -> np.ndarray:
+    """Mean over each text's tokens of ``site`` at ``layer`` (default: the last) → ``[n, d]``."""
+    adapter = loaded.adapter
+    layer = adapter.n_layers - 1 if layer is None else layer
+    if site not in PROBE_SITES:
+        raise ActwhError(f"--site {site}: expected one of {', '.join(PROBE_SITES)}")
+    if not 0 <= layer < adapter.n_layers:
+        raise ActwhError(f"--layer {layer}: the model has {adapter.n_layers} layers")
+    final = site == "final"
+    if final:
+        site, layer = "resid_post", adapter.n_layers - 1
+    encoded = loaded.tokenizer(texts, truncation=True, max_length=max_tokens)["input_ids"]
+    features = []
+    with Capture(adapter, [layer], store=[site]) as capture:
+        for start in tqdm(range(0, len(texts), batch_size), desc="features", disable=not progress):
+            batch = Batch.left_padded(
+                encoded[start : start + batch_size], loaded.tokenizer.pad_token_id, loaded.device
+            )
+            capture.start_batch()
+            teacher_forced(loaded.model, batch)
+            x = capture.collect().vectors[(site, layer)].float()
+            if final:
+                x = adapter.final_norm(x)
+            mask = batch.mask[..., None].float()
+            features.append(((x * mask).sum(1) / mask.sum(1)).cpu().numpy())
+    return np.concatenate(features)
+
+
+@dataclass
+class Probe:
+    direction: np.ndarray  # [d_model], raw residual space; positive = toxic
+    bias: float
+    val_accuracy: float
+    train_accuracy: float
+    n_train: int
+    n_val: int
+
+
+def fit_probe(X: np.ndarray, y: list[int], *, seed: int = 0, val_fraction: float = 0.1) -> Probe:
+    """Logistic regression on a stratified ``1 - val_fraction : val_fraction`` split."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    y = np.asarray(y)
+    X_train, X_val, y_train, y_val = train_test_split(
+        X, y, test_size=val_fraction, random_state=seed, stratify=y
+    )
+    classifier = LogisticRegression(max_iter=5000).fit(X_train, y_train)
+    return Probe(
+        direction=classifier.coef_[0].astype(np.float32),  # for class 1: positive = toxic
+        bias=float(classifier.intercept_[0]),
+        val_accuracy=float(classifier.score(X_val, y_val)),
+        train_accuracy=float(classifier.score(X_train, y_train)),
+        n_train=len(y_train),
+        n_val=len(y_val),
+    )
+
+
+def shipped_corpus() -> Path:
+    """The labeled toxicity corpus that ships with actwh (see data/PROVENANCE.md)."""
+    from importlib.resources import files
+
+    return Path(str(files("actwh.data") / "toxicity.jsonl"))
