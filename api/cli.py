@@ -215,6 +215,45 @@ def sql(warehouse, query, params, output):
 
 @main.command()
 @click.argument("warehouse", type=click.Path(file_okay=False))
+@click.argument("name")
+@click.option("--param", "-p", "params", multiple=True, help="name=value (repeatable).")
+@output_options
+def query(warehouse, name, params, output):
+    """Run a named analysis (see `actwh queries`), with its parameters bound.
+
+    \b
+    Example:
+      actwh query wh activation_drop --param base_run=base --param tuned_run=dpo
+      actwh query wh toxicity_table --csv
+    """
+    with _warehouse(warehouse) as wh:
+        emit(wh.query(name, **parse_params(params)), output)
+
+
+@main.command()
+@click.argument("warehouse", type=click.Path(file_okay=False))
+@output_options
+def queries(warehouse, output):
+    """List the named analyses with the paper figure each reproduces and its parameters.
+
+    \b
+    Example:
+      actwh queries wh
+    """
+    with _warehouse(warehouse) as wh:
+        listing = wh.queries()
+        if output[0] == "table":
+            for row in listing.iter_rows(named=True):
+                click.echo(f"{row['name']}({row['parameters']})")
+                click.echo(f"    {row['paper']}")
+                click.echo(f"    answers: {row['answers']}")
+                click.echo(f"    needs: {row['needs']}\n")
+        else:
+            emit(listing, output)
+
+
+@main.command()
+@click.argument("warehouse", type=click.Path(file_okay=False))
 @output_options
 def tables(warehouse, output):
     """List the tables and views of WAREHOUSE with their row counts.
@@ -238,10 +277,16 @@ def tables(warehouse, output):
     type=click.Path(file_okay=False),
     default="demo-out",
     show_default=True,
-    help="Directory for the warehouse and the report; a rerun reuses finished steps.",
+    help="Directory for the warehouse, the DPO model and the report; "
+    "a rerun reuses finished steps.",
 )
-def demo(out):
-    """Run the main job offline on the embedded SmolLM2-135M-Instruct.
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def demo(out, quiet):
+    """The whole study on the embedded SmolLM2-135M-Instruct, offline, on a CPU.
+
+    Probe, value vectors and search, preference pairs, DPO, base and DPO runs over the same
+    tokens, δx, weight differences, the un-aligned variant, evaluation, the named analyses and
+    the report; then a summary of the findings.
 
     \b
     Example:
@@ -249,9 +294,9 @@ def demo(out):
     """
     from pathlib import Path
 
-    from actwh.api.demo import run_demo
+    from actwh.api.demo import StudySettings, run_study
 
-    run_demo(Path(out))
+    run_study(Path(out), StudySettings(progress=not quiet))
 
 
 def _warehouse(path):
@@ -1029,3 +1074,41 @@ def score(warehouse, run, scorer):
 
     mean = score_run(Store.open(warehouse), run, scorer)
     click.echo(f"run {run}: mean {scorer} score {mean:.4f}")
+
+
+@main.command()
+@click.argument("warehouse", type=click.Path(file_okay=False))
+@click.option(
+    "-o", "--out", default="report.html", show_default=True, type=click.Path(dir_okay=False)
+)
+@click.option("--base-run", help="Default: the source of the first teacher-forced run.")
+@click.option("--tuned-run", help="Default: the first teacher-forced run.")
+@click.option("--direction", default="toxic_probe", show_default=True)
+@click.option("--token", help="Logit-lens target token (default: the first one stored).")
+@click.option(
+    "--layer", type=int, help="Layer for Figures 4 and 5 (default: the top toxic vector's)."
+)
+@click.option("--scorer", default="profanity", show_default=True)
+def report(warehouse, out, base_run, tuned_run, direction, token, layer, scorer):
+    """Write the paper's figures and tables, computed from WAREHOUSE, as one HTML page.
+
+    The page works offline (JavaScript inlined); each chart is also saved as a PNG beside it.
+
+    \b
+    Example:
+      actwh report wh -o report.html
+    """
+    from actwh.api.report import make_plan, write_report
+
+    with _warehouse(warehouse) as wh:
+        plan = make_plan(
+            wh,
+            base_run=base_run,
+            tuned_run=tuned_run,
+            direction=direction,
+            token=token,
+            layer=layer,
+            scorer=scorer,
+        )
+        page, pngs = write_report(wh, out, plan)
+    click.echo(f"wrote {page} and {len(pngs)} PNG charts")

@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 
 from actwh.errors import ActwhError
+from actwh.queries.loader import named_queries, named_query
 from actwh.warehouse.arrays import column_to_numpy
 from actwh.warehouse.reader import Snapshot
 from actwh.warehouse.schema import fact_table, fact_tables
@@ -88,6 +89,53 @@ class Warehouse:
         >>> wh.sql("select * from runs where model = $m", {"m": "smollm2-135m-instruct"})
         """
         return pl.from_arrow(self.snapshot.execute(query, params))
+
+    def query(self, name: str, **params) -> pl.DataFrame:
+        """Run a named analysis from ``queries/`` (see :meth:`queries`), parameters bound.
+
+        >>> wh.query("activation_drop", base_run="base", tuned_run="dpo", n=5)
+        """
+        named = named_query(name)
+        return self.sql(named.sql, named.bind(params) or None)
+
+    def pca(
+        self,
+        base_run: str,
+        tuned_run: str,
+        layer: int,
+        *,
+        site: str = "resid_mid",
+        n_prompts: int = 50,
+        neuron: tuple[int, int] | None = None,
+    ) -> pl.DataFrame:
+        """Figure 4: resid_mid of paired runs at the last prompt token, z-scored, projected on
+        the mean shift (tuned − base) and the first principal component.
+
+        Returns ``prompt, run, shift, pc1, activation`` (the coefficient of ``neuron`` =
+        ``(layer, index)`` there, when it was tracked).
+
+        >>> wh.pca("base", "dpo", layer=19, neuron=(19, 770))
+        """
+        from actwh.queries.pca import pca_shift
+
+        return pca_shift(
+            self.sql, base_run, tuned_run, layer, site=site, n_prompts=n_prompts, neuron=neuron
+        )
+
+    def queries(self) -> pl.DataFrame:
+        """Every named query: what it answers, the paper table or figure, its parameters."""
+        return pl.DataFrame(
+            [
+                {
+                    "name": q.name,
+                    "paper": q.paper,
+                    "parameters": q.signature(),
+                    "answers": q.answers,
+                    "needs": q.needs,
+                }
+                for q in named_queries().values()
+            ]
+        )
 
     def tables(self) -> list[str]:
         """Names of every table and view a query can use."""

@@ -157,6 +157,26 @@ def read_prompts(path: str | Path, name: str | None = None) -> PromptSet:
     return PromptSet(name=set_name, source=str(path.resolve()), prompts=prompts)
 
 
+def to_record(prompt: Prompt) -> dict:
+    """A prompt as a JSONL record that :func:`read_prompts` reads back the same."""
+    record = dict(prompt.meta)
+    if prompt.messages is not None:
+        record["messages"] = prompt.messages
+    else:
+        record["prompt"] = prompt.text
+    if prompt.transform is not None:
+        record["transform"] = prompt.transform
+        record["source_prompt"] = prompt.source_prompt
+    return record
+
+
+def write_prompts(prompts: list[Prompt], path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(to_record(p), ensure_ascii=False) + "\n" for p in prompts))
+    tmp.replace(path)
+
+
 def shipped_prompts() -> Path:
     """The prompt set that ships with actwh (see data/PROVENANCE.md)."""
     from importlib.resources import files

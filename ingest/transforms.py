@@ -14,7 +14,7 @@ import codecs
 import json
 from pathlib import Path
 
-from actwh.ingest.prompts import Prompt, read_prompts
+from actwh.ingest.prompts import Prompt, read_prompts, write_prompts
 
 _LEET = str.maketrans(
     {
@@ -58,26 +58,11 @@ def transformed(prompt: Prompt, name: str, source: int) -> Prompt:
     )
 
 
-def _record(prompt: Prompt) -> dict:
-    record = dict(prompt.meta)
-    if prompt.messages is not None:
-        record["messages"] = prompt.messages
-    else:
-        record["prompt"] = prompt.text
-    if prompt.transform is not None:
-        record["transform"] = prompt.transform
-        record["source_prompt"] = prompt.source_prompt
-    return record
-
-
 def transform_file(source: str | Path, out: str | Path, names: list[str]) -> int:
     """Write the originals of ``source`` then each variant to ``out``; returns the line count."""
     originals = [p for p in read_prompts(source).prompts if p.transform is None]
     prompts = list(originals)
     for name in names:
         prompts += [transformed(p, name, i) for i, p in enumerate(originals)]
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(json.dumps(_record(p), ensure_ascii=False) + "\n" for p in prompts))
-    tmp.replace(out)
+    write_prompts(prompts, out)
     return len(prompts)

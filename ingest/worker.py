@@ -196,6 +196,17 @@ def _directions(existing: Store | None, loaded: LoadedModel, replayed: str | Non
     return found
 
 
+def _tracked_neurons(existing: Store | None, loaded, options: IngestOptions, directions: dict):
+    """Resolve ``--track-neurons``. Replaying a run that tracked neurons with the same spec
+    tracks exactly its neurons: the top value vectors of the base model, measured in both."""
+    if options.teacher_force and existing is not None and options.track_neurons:
+        source = existing.catalog.get("runs", name=options.teacher_force)
+        config = json.loads(source["config"]) if source else {}
+        if config.get("track_neurons_spec") == options.track_neurons:
+            return {int(layer): neurons for layer, neurons in config["track_neurons"].items()}
+    return parse_tracked(options.track_neurons, loaded, directions)
+
+
 def plan_batches(sequences: list[Sequence], batch_size: int) -> list[list[Sequence]]:
     ordered = sorted(sequences, key=lambda s: (len(s.ids), s.prompt))
     return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
@@ -319,7 +330,7 @@ def ingest(
     layers = parse_layers(options.layers, loaded.adapter.n_layers)
     check_name("model", loaded.name)
     directions = _directions(existing, loaded, options.teacher_force)
-    tracked = parse_tracked(options.track_neurons, loaded, directions)
+    tracked = _tracked_neurons(existing, loaded, options, directions)
     targets = parse_targets(options.target_tokens, loaded.tokenizer)
     if targets and not options.logit_lens:
         raise ActwhError("--target-tokens needs --logit-lens K")
@@ -350,6 +361,7 @@ def ingest(
         "project": project_sites,
         "directions": sorted(directions),
         "track_neurons": {str(k): v for k, v in tracked.items()},
+        "track_neurons_spec": options.track_neurons,
         "target_tokens": targets,
     }
     config.pop("progress")

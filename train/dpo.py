@@ -43,6 +43,9 @@ class DPOOptions:
     warmup_steps: int = 0
     max_length: int = 128
     seed: int = 42
+    gradient_checkpointing: bool = (
+        False  # TRL turns it on by default; it costs time, not memory here
+    )
 
 
 class KeepBest(TrainerCallback):
@@ -145,6 +148,7 @@ def train_dpo(
         use_cpu=base.device.type == "cpu",
         seed=options.seed,
         max_length=options.max_length,
+        gradient_checkpointing=options.gradient_checkpointing,
         disable_tqdm=not progress,
     )
     keep_best = KeepBest(options.patience)

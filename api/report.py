@@ -1,0 +1,349 @@
+"""``actwh report``: the paper's figures and tables, computed from a warehouse, as one HTML page.
+
+The page is self-contained: Vega, Vega-Lite and vega-embed are inlined (vl-convert's bundle), so
+it renders offline. Every chart is also written as a PNG next to it. What the report shows is
+chosen from the warehouse: the first teacher-forced pair of runs (tuned over base tokens), the
+toxic probe, the first target token of the logit lens, the layer of the top toxic value vector.
+A section whose inputs are missing says what it needs instead of failing the page.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import altair as alt
+import polars as pl
+
+from actwh.api import charts
+from actwh.api.warehouse import Warehouse
+from actwh.errors import ActwhError
+from actwh.queries.pca import pca_shift
+
+
+@dataclass
+class Plan:
+    base_run: str | None
+    tuned_run: str | None
+    tuned_model: str | None
+    direction: str
+    token: str | None
+    layer: int | None
+    neuron: tuple[int, int] | None
+    prefix: str | None
+    scorer: str
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    note: str
+    chart: alt.TopLevelMixin | None = None
+    table: pl.DataFrame | None = None
+
+
+def make_plan(
+    wh: Warehouse,
+    *,
+    base_run: str | None = None,
+    tuned_run: str | None = None,
+    direction: str = "toxic_probe",
+    token: str | None = None,
+    layer: int | None = None,
+    scorer: str = "profanity",
+) -> Plan:
+    pairs = wh.sql(
+        "select name, source_run, model from runs where mode = 'teacher_forced' "
+        "and status = 'complete' order by created_at"
+    )
+    if tuned_run is None and pairs.height:
+        row = (
+            pairs.row(0, named=True)
+            if base_run is None
+            else next((r for r in pairs.iter_rows(named=True) if r["source_run"] == base_run), None)
+        )
+        if row:
+            tuned_run, base_run = row["name"], row["source_run"]
+    tuned_model = None
+    if tuned_run is not None:
+        found = wh.sql("select model, source_run from runs where name = $r", {"r": tuned_run})
+        if found.is_empty():
+            raise ActwhError(f"no run {tuned_run!r}")
+        tuned_model = found["model"][0]
+        base_run = base_run or found["source_run"][0]
+    if token is None and base_run is not None:
+        tokens = wh.sql("select min(token) as t from token_probs where run = $r", {"r": base_run})
+        token = tokens["t"][0]
+    neuron = None
+    if base_run and tuned_run:
+        try:
+            drop = wh.query(
+                "activation_drop", base_run=base_run, tuned_run=tuned_run, direction=direction, n=1
+            )
+            if drop.height:
+                neuron = (int(drop["layer"][0]), int(drop["neuron"][0]))
+        except ActwhError:
+            pass
+    if layer is None and neuron is not None:
+        layer = neuron[0]
+    prefix = None
+    deltas = wh.sql(
+        "select name, meta from directions where kind = 'delta' order by name"
+    ).iter_rows(named=True)
+    for row in deltas:
+        meta = json.loads(row["meta"])
+        if (meta.get("base_run"), meta.get("tuned_run")) == (base_run, tuned_run):
+            prefix = row["name"].rsplit(".", 1)[0]
+            break
+    if layer is None and prefix is not None:
+        n = wh.sql(
+            "select count(*) from directions where name like $p", {"p": prefix + ".%"}
+        ).item()
+        layer = (2 * n) // 3
+    return Plan(base_run, tuned_run, tuned_model, direction, token, layer, neuron, prefix, scorer)
+
+
+def _section(key: str, title: str, build) -> Section:
+    """Run ``build`` → (note, chart, table); a missing input becomes the section's note."""
+    try:
+        note, chart, table = build()
+    except ActwhError as error:
+        return Section(key, title, f"Not available: {error}")
+    return Section(key, title, note, chart, table)
+
+
+def build_sections(wh: Warehouse, plan: Plan) -> list[Section]:
+    p = plan
+    paired = p.base_run is not None and p.tuned_run is not None
+
+    def need(condition: bool, what: str) -> None:
+        if not condition:
+            raise ActwhError(what)
+
+    def toxicity():
+        table = wh.query("toxicity_table", scorer=p.scorer)
+        need(table.height > 0, "no evaluations yet (actwh evaluate WH --model M)")
+        note = (
+            f"Mean {p.scorer} score of greedy continuations, perplexity and F1 "
+            "(paper Tables 2 and 4)."
+        )
+        return (
+            note,
+            None,
+            table.select("model", "role", "parent", "n_prompts", "toxicity", "perplexity", "f1"),
+        )
+
+    def table1():
+        models = wh.sql("select model from vector_indexes order by model")
+        need(models.height > 0, "no value vectors (actwh vectors WH --model M)")
+        base_model = (
+            wh.sql("select model from runs where name = $r", {"r": p.base_run})["model"][0]
+            if p.base_run
+            else models["model"][0]
+        )
+        table = wh.query("top_toxic_vectors", model=base_model, direction=p.direction, k=15)
+        need(table.height > 0, f"no direction {p.direction!r}")
+        table = table.with_columns(pl.col("top_tokens").list.join(" | "))
+        return (
+            f"Value vectors of {base_model} nearest {p.direction} and the tokens they promote "
+            "(Table 1).",
+            None,
+            table,
+        )
+
+    def figure1():
+        need(
+            p.token is not None,
+            "no target-token probabilities (ingest with --logit-lens K --target-tokens ...)",
+        )
+        frame = wh.query("logit_lens_target", token=p.token)
+        need(frame.height > 0, f"no probabilities for {p.token!r}")
+        peak = frame.group_by("run").agg(pl.col("mean_prob").max().alias("peak_prob")).sort("run")
+        return (
+            f"Probability of {p.token!r} read through the final norm and unembedding at every "
+            "layer, at the last prompt token.",
+            charts.logit_lens(frame, p.token),
+            peak,
+        )
+
+    def figure2():
+        need(paired, "no teacher-forced pair of runs (actwh ingest ... --teacher-force BASE_RUN)")
+        frame = wh.query(
+            "activation_drop",
+            base_run=p.base_run,
+            tuned_run=p.tuned_run,
+            direction=p.direction,
+            n=5,
+        )
+        need(
+            frame.height > 0,
+            "no tracked neurons in both runs (ingest with --track-neurons toxic_probe:64)",
+        )
+        return (
+            f"Mean coefficient over generated tokens, {p.base_run} vs {p.tuned_run} on the same "
+            "tokens.",
+            charts.activation_drop(frame, p.base_run, p.tuned_run),
+            frame,
+        )
+
+    def offset():
+        need(
+            p.prefix is not None, "no δx directions (actwh directions add WH dx --delta BASE TUNED)"
+        )
+        frame = wh.query("residual_offset", prefix=p.prefix, direction=p.direction)
+        return (
+            f"δx = mean {p.tuned_run} − {p.base_run} resid_mid per layer; its cosine with "
+            f"{p.direction}.",
+            charts.residual_offset(frame, p.direction),
+            frame.select("layer", "dx_norm", "cos_with_direction", "shift_along_direction"),
+        )
+
+    def figure4():
+        need(paired and p.layer is not None, "no teacher-forced pair with resid_mid captured")
+        frame = pca_shift(wh.sql, p.base_run, p.tuned_run, p.layer, neuron=p.neuron)
+        summary = (
+            frame.group_by("run")
+            .agg(
+                pl.col("shift").mean().alias("mean_shift"),
+                pl.col("activation").mean().alias("mean_activation"),
+            )
+            .sort("run")
+        )
+        return (
+            f"resid_mid of layer {p.layer} at the last prompt token of the first 50 prompts, "
+            "z-scored, projected on the mean shift and the first principal component.",
+            charts.pca(frame, p.layer, p.neuron),
+            summary,
+        )
+
+    def figure5():
+        need(
+            p.tuned_model is not None and p.prefix is not None and p.layer is not None,
+            "needs δx directions and weight diffs (actwh diff WH --base B --tuned T)",
+        )
+        frame = wh.query(
+            "value_vector_shift", model=p.tuned_model, layer=p.layer, prefix=p.prefix, bins=40
+        )
+        need(frame.height > 0, f"no value_vector_diffs for {p.tuned_model} (actwh diff)")
+        means = frame.group_by("value_layer").agg(pl.col("layer_mean").first()).sort("value_layer")
+        return (
+            f"cos(δx of layer {p.layer}, δv) for every value vector of each earlier layer.",
+            charts.value_vector_shift(frame, p.layer),
+            means,
+        )
+
+    def weights():
+        need(p.tuned_model is not None, "no tuned model")
+        frame = wh.query("weight_similarity", model=p.tuned_model)
+        need(frame.height > 0, f"no weight diffs for {p.tuned_model} (actwh diff)")
+        return f"How far {p.tuned_model}'s weights moved from its base (§5.1).", None, frame
+
+    return [
+        _section("tables", "Tables 2 and 4 — toxicity, perplexity, F1", toxicity),
+        _section("table1", "Table 1 — top toxic value vectors", table1),
+        _section("figure1", "Figure 1 — logit lens", figure1),
+        _section("figure2", "Figure 2 — toxic value vectors fire less", figure2),
+        _section("offset", "δx per layer", offset),
+        _section("figure4", "Figure 4 — the shift in the residual stream", figure4),
+        _section("figure5", "Figure 5 — value vectors move against δx", figure5),
+        _section("weights", "§5.1 — weights barely change", weights),
+    ]
+
+
+def _html_table(frame: pl.DataFrame) -> str:
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return html.escape(str(value)) if value is not None else ""
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in frame.iter_rows()
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>actwh report — {title}</title>
+<style>
+  body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }}
+  section {{ border-top: 1px solid #ddd; padding: 1em 0; }}
+  .row {{ display: flex; gap: 2em; align-items: flex-start; flex-wrap: wrap; }}
+  table {{ border-collapse: collapse; font-size: 12px; }}
+  td, th {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; }}
+  th {{ background: #f4f4f4; }}
+  .note {{ color: #555; }}
+  #status {{ color: #888; font-size: 12px; }}
+</style>
+<script type="text/javascript">
+{bundle}
+</script>
+</head>
+<body>
+<h1>actwh report</h1>
+<p class="note">{summary}</p>
+{sections}
+<p id="status">rendering…</p>
+<script type="text/javascript">
+  const specs = {specs};
+  const errors = [];
+  window.addEventListener("error", (event) => errors.push(String(event.message)));
+  const consoleError = console.error;
+  console.error = (...args) => {{ errors.push(args.join(" ")); consoleError(...args); }};
+  Promise.all(Object.entries(specs).map(([id, spec]) =>
+      vegaEmbed("#" + id, spec, {{renderer: "svg", actions: false}})))
+    .then(() => {{ document.getElementById("status").textContent =
+        "rendered " + Object.keys(specs).length + " charts; errors: " + errors.length +
+        (errors.length ? " — " + errors.join("; ") : ""); }})
+    .catch((error) => {{ document.getElementById("status").textContent = "error: " + error; }});
+</script>
+</body>
+</html>
+"""
+
+
+def write_report(
+    wh: Warehouse, out: str | Path, plan: Plan | None = None
+) -> tuple[Path, list[Path]]:
+    """Write the HTML page and a PNG per chart (``NAME.KEY.png`` beside it)."""
+    import vl_convert
+
+    plan = plan or make_plan(wh)
+    sections = build_sections(wh, plan)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    specs, parts, pngs = {}, [], []
+    for s in sections:
+        body = f'<p class="note">{html.escape(s.note)}</p><div class="row">'
+        if s.chart is not None:
+            spec = s.chart.to_dict()
+            specs[s.key] = spec
+            body += f'<div id="{s.key}"></div>'
+            png = out.with_name(f"{out.stem}.{s.key}.png")
+            png.write_bytes(vl_convert.vegalite_to_png(json.dumps(spec), scale=2))
+            pngs.append(png)
+        if s.table is not None:
+            body += _html_table(s.table)
+        parts.append(f"<section><h2>{html.escape(s.title)}</h2>{body}</div></section>")
+    summary = (
+        f"Warehouse {html.escape(str(wh.path))}: base run {plan.base_run}, "
+        f"tuned run {plan.tuned_run}, "
+        f"direction {plan.direction}, layer {plan.layer}, target token {plan.token!r}."
+    )
+    page = _PAGE.format(
+        title=html.escape(wh.path.name),
+        bundle=vl_convert.javascript_bundle(),
+        summary=summary,
+        sections="\n".join(parts),
+        specs=json.dumps(specs),
+    )
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page)
+    tmp.replace(out)
+    return out, pngs

@@ -1,0 +1,116 @@
+"""Named queries: one ``queries/NAME.sql`` file per analysis, with a header that documents it.
+
+Header lines (SQL comments at the top of the file)::
+
+    -- name: activation_drop
+    -- answers: what the query answers
+    -- paper: the table or figure it reproduces
+    -- needs: what must be in the warehouse first
+    -- param base_run: a required parameter
+    -- param n = 5: an optional one, with a JSON default
+
+Parameters are bound by DuckDB as ``$name`` — never formatted into the SQL — and every ``$name``
+the SQL uses must be declared (checked when the file is loaded).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.resources import files
+
+from actwh.errors import ActwhError
+
+_HEADER = re.compile(r"^--\s*(name|answers|paper|needs):\s*(.*)$")
+_PARAM = re.compile(r"^--\s*param\s+(\w+)\s*(?:=\s*(.+?))?\s*:\s*(.*)$")
+_USED = re.compile(r"\$([A-Za-z_]\w*)")
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    description: str
+    default: object = _REQUIRED
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    name: str
+    answers: str
+    paper: str
+    needs: str
+    sql: str
+    params: tuple[Param, ...] = field(default_factory=tuple)
+
+    def bind(self, given: dict) -> dict:
+        """Defaults filled in; unknown or missing parameters are an error naming the valid ones."""
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise ActwhError(
+                f"query {self.name} has no parameter {unknown[0]!r}; "
+                f"its parameters: {self.signature()}"
+            )
+        missing = [p.name for p in self.params if p.required and p.name not in given]
+        if missing:
+            raise ActwhError(
+                f"query {self.name} needs {', '.join(missing)}; its parameters: {self.signature()}"
+            )
+        return {p.name: given.get(p.name, p.default) for p in self.params}
+
+    def signature(self) -> str:
+        return ", ".join(
+            p.name if p.required else f"{p.name}={json.dumps(p.default)}" for p in self.params
+        )
+
+
+def parse(name: str, text: str) -> NamedQuery:
+    header: dict[str, str] = {}
+    params = []
+    for line in text.splitlines():
+        if not line.startswith("--"):
+            break
+        if match := _PARAM.match(line):
+            pname, default, description = match.groups()
+            value = _REQUIRED if default is None else json.loads(default)
+            params.append(Param(pname, description.strip(), value))
+        elif match := _HEADER.match(line):
+            header[match.group(1)] = match.group(2).strip()
+    if header.get("name") != name:
+        raise ValueError(f"queries/{name}.sql declares name {header.get('name')!r}")
+    used = set(_USED.findall(text))
+    declared = {p.name for p in params}
+    if used != declared:
+        raise ValueError(f"queries/{name}.sql uses {sorted(used)} but declares {sorted(declared)}")
+    return NamedQuery(
+        name=name,
+        answers=header.get("answers", ""),
+        paper=header.get("paper", ""),
+        needs=header.get("needs", ""),
+        sql=text,
+        params=tuple(params),
+    )
+
+
+@cache
+def named_queries() -> dict[str, NamedQuery]:
+    found = {}
+    for entry in sorted(files("actwh.queries").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".sql"):
+            name = entry.name[: -len(".sql")]
+            found[name] = parse(name, entry.read_text())
+    return found
+
+
+def named_query(name: str) -> NamedQuery:
+    queries = named_queries()
+    if name not in queries:
+        raise ActwhError(f"no query {name!r}; named queries: {', '.join(queries)}")
+    return queries[name]

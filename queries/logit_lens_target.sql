@@ -1,0 +1,20 @@
+-- name: logit_lens_target
+-- answers: Layer by layer, how likely is a target token (" shit" in the paper) at the last prompt position, in each run?
+-- paper: Figure 1 (logit lens of GPT2 vs GPT2_DPO; MLPs of layers 18-20 promote the token most)
+-- needs: runs ingested with --logit-lens K --target-tokens "..."
+-- param token: the target token as stored (e.g. " garbage")
+-- param selected_by = null: if a run name, only prompts whose greedy next token in that run is the target (the paper's selection: GPT-2 predicts " shit")
+WITH selected AS (
+    SELECT prompt FROM tokens t
+    JOIN generations g USING (run, prompt)
+    WHERE t.run = $selected_by AND t.pos = g.n_prompt_tokens AND t.token = $token
+)
+SELECT run, layer, site,
+       3 * layer + CASE site WHEN 'resid_pre' THEN 0 WHEN 'resid_mid' THEN 1 ELSE 2 END AS point,
+       avg(prob) AS mean_prob,
+       1.96 * stddev_samp(prob) / sqrt(count(*)) AS ci95,
+       count(*) AS n
+FROM token_probs
+WHERE token = $token AND ($selected_by IS NULL OR prompt IN (SELECT prompt FROM selected))
+GROUP BY run, layer, site
+ORDER BY run, point

@@ -1,0 +1,30 @@
+-- name: residual_offset
+-- answers: How large is the residual offset δx that DPO learned, layer by layer, and how much of it lies along a direction?
+-- paper: §5.2, Figures 3 and 4 (δx = x_DPO − x_GPT2 at resid_mid; the shift that keeps toxic value vectors from firing)
+-- needs: δx directions PREFIX.LAYER (actwh directions add WH PREFIX --delta BASE_RUN TUNED_RUN) and projections on the direction in both runs
+-- param prefix = "dx": the δx directions' name prefix
+-- param direction = "toxic_probe": the direction to compare δx with
+WITH dx AS (
+    SELECT CAST(split_part(name, '.', -1) AS INTEGER) AS layer, norm, vec::FLOAT[] AS v,
+           json_extract_string(meta, '$.base_run') AS base_run,
+           json_extract_string(meta, '$.tuned_run') AS tuned_run,
+           json_extract_string(meta, '$.site') AS site
+    FROM directions
+    WHERE kind = 'delta' AND name LIKE $prefix || '.%'
+),
+d AS (SELECT vec::FLOAT[] AS v, norm FROM directions WHERE name = $direction LIMIT 1),
+shift AS (
+    SELECT dx.layer,
+           avg(p.dot) FILTER (WHERE p.run = dx.tuned_run)
+             - avg(p.dot) FILTER (WHERE p.run = dx.base_run) AS mean_dot_shift
+    FROM dx JOIN projections p
+      ON p.layer = dx.layer AND p.site = dx.site AND p.direction = $direction
+     AND p.run IN (dx.base_run, dx.tuned_run)
+    GROUP BY dx.layer
+)
+SELECT dx.layer, dx.norm AS dx_norm,
+       list_cosine_similarity(dx.v, d.v) AS cos_with_direction,
+       shift.mean_dot_shift / d.norm AS shift_along_direction,
+       dx.base_run, dx.tuned_run, dx.site
+FROM dx CROSS JOIN d LEFT JOIN shift USING (layer)
+ORDER BY dx.layer

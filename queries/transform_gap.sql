@@ -1,0 +1,33 @@
+-- name: transform_gap
+-- answers: Do encoded prompts (ROT13, Base64, leetspeak) escape the DPO offset? For each transform, the mean projection of the residual stream on a direction over generated tokens, base vs tuned on the same tokens, and the gap.
+-- paper: an open question of §11 (not in the paper)
+-- needs: prompts from actwh prompts transform; a base run and a tuned run --teacher-force BASE_RUN, both projecting on the direction
+-- param base_run: the base model's run over plain and transformed prompts
+-- param tuned_run: the tuned model's run over the same tokens
+-- param layer: the layer to read
+-- param direction = "toxic_probe": the direction projected on
+-- param site = "resid_post": the residual site
+WITH variant AS (
+    SELECT p.prompt, coalesce(p.transform, 'plain') AS transform
+    FROM prompts p JOIN runs r ON r.prompt_set = p.prompt_set
+    WHERE r.name = $base_run
+),
+per_prompt AS (
+    SELECT pr.run, pr.prompt, avg(pr.dot) AS dot, avg(pr.cos) AS cos
+    FROM projections pr
+    JOIN tokens t ON t.run = pr.run AND t.prompt = pr.prompt AND t.pos = pr.pos
+    WHERE pr.run IN ($base_run, $tuned_run) AND pr.layer = $layer AND pr.site = $site
+      AND pr.direction = $direction AND t.is_generated
+    GROUP BY pr.run, pr.prompt
+)
+SELECT v.transform,
+       count(DISTINCT v.prompt) AS prompts,
+       avg(pp.dot) FILTER (WHERE pp.run = $base_run) AS base_dot,
+       avg(pp.dot) FILTER (WHERE pp.run = $tuned_run) AS tuned_dot,
+       avg(pp.dot) FILTER (WHERE pp.run = $tuned_run)
+         - avg(pp.dot) FILTER (WHERE pp.run = $base_run) AS gap,
+       avg(pp.cos) FILTER (WHERE pp.run = $base_run) AS base_cos,
+       avg(pp.cos) FILTER (WHERE pp.run = $tuned_run) AS tuned_cos
+FROM variant v JOIN per_prompt pp ON pp.prompt = v.prompt
+GROUP BY v.transform
+ORDER BY v.transform = 'plain' DESC, v.transform

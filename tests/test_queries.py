@@ -1,0 +1,316 @@
+"""Named analyses, the Python API, and the report — on a whole study of a tiny model.
+
+The study is the demo's own pipeline (``run_study``) with a tiny GPT-2, so these tests also
+cover the main job's code path. Every named query's numbers are checked against a computation
+by hand (numpy / polars) from the stored rows.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from tiny_models import build_gpt2
+
+import actwh
+from actwh.api.cli import main
+from actwh.api.demo import StudySettings, run_study
+from actwh.train.dpo import DPOOptions
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    model = build_gpt2(root / "tiny-gpt2")
+    settings = StudySettings(
+        model=str(model),
+        generate=6,
+        track=8,
+        target_tokens="#5,#9",
+        n_transformed=6,
+        dpo=DPOOptions(learning_rate=1e-3, max_steps=6, eval_every=2, batch_size=4),
+        unalign_top_k=3,
+        progress=False,
+    )
+    lines = []
+    findings = run_study(root / "out", settings, echo=lines.append)
+    return root / "out", findings, lines
+
+
+@pytest.fixture
+def wh(study):
+    with actwh.open(study[0] / "wh") as warehouse:
+        yield warehouse
+
+
+def cos(a, b):
+    return (a @ b) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b))
+
+
+def test_demo_pipeline_prints_findings(study):
+    out, findings, lines = study
+    text = "\n".join(lines)
+    assert "[10/10]" in text and "Findings" in text and "report:" in text
+    assert set(findings["evaluations"]) == {"tiny-gpt2", "dpo", "unaligned"}
+    assert (out / "report.html").is_file() and (out / "report.figure2.png").is_file()
+    # a rerun reuses every finished step: nothing new is committed
+    with actwh.open(out / "wh") as w:
+        before = w.sql("select count(*) from commits").item()
+    run_study(
+        out, StudySettings(model=str(out.parent / "tiny-gpt2"), progress=False), echo=lambda _: None
+    )
+    with actwh.open(out / "wh") as w:
+        assert w.sql("select count(*) from commits").item() == before
+
+
+def test_every_named_query_is_non_empty_and_typed(wh):
+    params = {
+        "top_toxic_vectors": {"model": "tiny-gpt2"},
+        "activation_drop": {"base_run": "base", "tuned_run": "dpo"},
+        "residual_offset": {},
+        "value_vector_shift": {"model": "dpo", "layer": 2},
+        "logit_lens_target": {"token": wh.sql("select min(token) from token_probs").item()},
+        "weight_similarity": {"model": "dpo"},
+        "toxicity_table": {},
+        "transform_gap": {"base_run": "base", "tuned_run": "dpo", "layer": 2},
+    }
+    assert set(params) == set(wh.queries()["name"])
+    for name, given in params.items():
+        frame = wh.query(name, **given)
+        assert frame.height > 0, name
+        for column, dtype in frame.schema.items():
+            assert dtype != pl.Null, (name, column)
+
+
+def test_top_toxic_vectors(wh):
+    got = wh.query("top_toxic_vectors", model="tiny-gpt2", k=10)
+    vectors, keys = wh.vectors("value_vectors", model="tiny-gpt2")
+    c = cos(vectors, wh.direction("toxic_probe"))
+    order = np.argsort(-c)[:10]
+    assert (
+        got.select("layer", "neuron").rows()
+        == keys[order.tolist()].select("layer", "neuron").rows()
+    )
+    np.testing.assert_allclose(got["cosine"].to_numpy(), c[order], rtol=1e-5)
+    # the same answer as the FAISS search
+    assert (
+        wh.nearest("toxic_probe", k=10).select("layer", "neuron").rows()
+        == got.select("layer", "neuron").rows()
+    )
+
+
+def test_activation_drop(wh):
+    got = wh.query("activation_drop", base_run="base", tuned_run="dpo", n=3)
+    acts = wh.scan("neuron_acts").collect()
+    generated = (
+        wh.scan("tokens")
+        .filter(pl.col("run") == "base", pl.col("is_generated"))
+        .select("prompt", "pos")
+        .collect()
+    )
+    for row in got.iter_rows(named=True):
+        for run, column in (("base", "base_mean"), ("dpo", "tuned_mean")):
+            mine = acts.filter(
+                pl.col("run") == run,
+                pl.col("layer") == row["layer"],
+                pl.col("neuron") == row["neuron"],
+            )
+            expected = mine.join(generated, on=["prompt", "pos"])["act"].mean()
+            assert row[column] == pytest.approx(expected, rel=1e-5, abs=1e-7)
+        assert row["n_tokens"] == generated.height
+    assert got["cosine"].to_list() == sorted(got["cosine"].to_list(), reverse=True)
+
+
+def test_residual_offset(wh):
+    got = wh.query("residual_offset")
+    probe = wh.direction("toxic_probe")
+    for row in got.iter_rows(named=True):
+        dx = wh.direction(f"dx.{row['layer']}")
+        assert row["dx_norm"] == pytest.approx(np.linalg.norm(dx), rel=1e-5)
+        assert row["cos_with_direction"] == pytest.approx(cos(dx, probe), abs=1e-5)
+        # the mean projection shift measured at ingest equals δx · unit(probe)
+        assert row["shift_along_direction"] == pytest.approx(
+            dx @ probe / np.linalg.norm(probe), rel=2e-2, abs=1e-4
+        )
+
+
+def test_value_vector_shift(wh):
+    got = wh.query("value_vector_shift", model="dpo", layer=2, bins=20)
+    delta, keys = wh.vectors("value_vector_diffs", model="dpo")
+    dx = wh.direction("dx.2")
+    for layer in (0, 1):
+        mine = delta[(keys["layer"] == layer).to_numpy()]
+        c = cos(mine, dx)
+        counts, _ = np.histogram(c, bins=20, range=(-1, 1))
+        rows = got.filter(pl.col("value_layer") == layer)
+        assert rows["n"].sum() == len(c)
+        assert rows["proportion"].sum() == pytest.approx(1.0)
+        bins = ((rows["cosine"].to_numpy() + 1) * 10).astype(int)
+        np.testing.assert_array_equal(counts[bins], rows["n"].to_numpy())
+        assert rows["layer_mean"][0] == pytest.approx(c.mean(), abs=1e-5)
+    assert set(got["value_layer"]) == {0, 1}
+
+
+def test_logit_lens_target(wh):
+    token = wh.sql("select min(token) from token_probs").item()
+    got = wh.query("logit_lens_target", token=token)
+    probs = wh.scan("token_probs").filter(pl.col("token") == token).collect()
+    expected = probs.group_by("run", "layer", "site").agg(pl.col("prob").mean())
+    joined = got.join(expected, on=["run", "layer", "site"])
+    assert joined.height == got.height == expected.height
+    np.testing.assert_allclose(joined["mean_prob"].to_numpy(), joined["prob"].to_numpy(), rtol=1e-5)
+
+
+def test_weight_similarity(wh):
+    got = wh.query("weight_similarity", model="dpo")
+    diffs = wh.sql("select parameter, cosine, numel from weight_diffs where model = 'dpo'")
+    mlp = diffs.filter(pl.col("parameter").str.contains("mlp"))
+    row = got.filter(pl.col("part") == "mlp").row(0, named=True)
+    assert row["tensors"] == mlp.height and row["parameters"] == mlp["numel"].sum()
+    assert row["min_cosine"] == pytest.approx(mlp["cosine"].min())
+    assert got["tensors"].sum() == diffs.height
+
+
+def test_toxicity_table(wh):
+    got = wh.query("toxicity_table")
+    stored = wh.sql("select model, toxicity, perplexity, f1 from evaluations")
+    assert sorted(got.select("model", "toxicity", "perplexity", "f1").rows()) == sorted(
+        stored.rows()
+    )
+    assert got["role"].to_list()[0] == "base"
+
+
+def test_transform_gap(wh):
+    got = wh.query("transform_gap", base_run="base", tuned_run="dpo", layer=2)
+    assert got["transform"].to_list() == ["plain", "base64", "leet", "rot13"]
+    prompts = wh.sql(
+        "select prompt, coalesce(transform, 'plain') as transform from prompts where prompt_set = 'analysis'"
+    )
+    proj = (
+        wh.scan("projections")
+        .filter(
+            pl.col("layer") == 2,
+            pl.col("site") == "resid_post",
+            pl.col("direction") == "toxic_probe",
+        )
+        .collect()
+    )
+    tokens = wh.scan("tokens").select("run", "prompt", "pos", "is_generated").collect()
+    per_prompt = (
+        proj.join(tokens, on=["run", "prompt", "pos"])
+        .filter(pl.col("is_generated"))
+        .group_by("run", "prompt")
+        .agg(pl.col("dot").mean())
+        .join(prompts, on="prompt")
+    )
+    for row in got.iter_rows(named=True):
+        mine = per_prompt.filter(pl.col("transform") == row["transform"])
+        base = mine.filter(pl.col("run") == "base")["dot"].mean()
+        tuned = mine.filter(pl.col("run") == "dpo")["dot"].mean()
+        assert row["base_dot"] == pytest.approx(base, rel=1e-5)
+        assert row["gap"] == pytest.approx(tuned - base, rel=1e-4, abs=1e-6)
+
+
+def test_pca(wh):
+    layer = 2
+    neuron = wh.sql("select neuron from neuron_acts where layer = 2 limit 1").item()
+    frame = wh.pca("base", "dpo", layer, neuron=(2, neuron))
+    base = frame.filter(pl.col("run") == "base").sort("prompt")
+    tuned = frame.filter(pl.col("run") == "dpo").sort("prompt")
+    assert base["prompt"].to_list() == tuned["prompt"].to_list() and base.height == 50
+    assert frame["activation"].null_count() == 0
+    # Along the shift axis, mean(tuned − base) = ‖δ̄‖², δ̄ the mean z-scored difference.
+    last = wh.sql(
+        "select prompt, n_prompt_tokens - 1 as pos from generations where run = 'base' "
+        "and n_prompt_tokens > 1 order by prompt limit 50"
+    )
+    X = {}
+    for run in ("base", "dpo"):
+        vectors, keys = wh.vectors("residuals", run=run, layer=layer, site="resid_mid")
+        rows = keys.with_row_index().join(last, on=["prompt", "pos"]).sort("prompt")["index"]
+        X[run] = vectors[rows.to_numpy()]
+    sigma = np.vstack([X["base"], X["dpo"]]).std(axis=0)
+    delta = ((X["dpo"] - X["base"]) / sigma).mean(axis=0)
+    gap = (tuned["shift"] - base["shift"]).mean()
+    assert gap == pytest.approx(delta @ delta, rel=1e-3)
+
+
+def test_queries_cli_and_errors(study):
+    wh_path = study[0] / "wh"
+    listing = CliRunner().invoke(main, ["queries", str(wh_path)])
+    assert listing.exit_code == 0
+    for name in (
+        'top_toxic_vectors(model, direction="toxic_probe", k=20)',
+        "activation_drop(base_run, tuned_run",
+    ):
+        assert name in listing.stdout
+    unknown = CliRunner().invoke(main, ["query", str(wh_path), "nope"])
+    assert (
+        unknown.exit_code == 2
+        and "named queries: activation_drop, logit_lens_target" in unknown.stderr
+    )
+    bad_param = CliRunner().invoke(main, ["query", str(wh_path), "toxicity_table", "-p", "k=3"])
+    assert (
+        bad_param.exit_code == 2
+        and "has no parameter 'k'; its parameters: scorer=\"profanity\"" in bad_param.stderr
+    )
+    missing = CliRunner().invoke(main, ["query", str(wh_path), "weight_similarity"])
+    assert missing.exit_code == 2 and "needs model" in missing.stderr
+    ok = CliRunner().invoke(
+        main, ["query", str(wh_path), "weight_similarity", "-p", "model=dpo", "--csv"]
+    )
+    assert ok.exit_code == 0 and ok.stdout.startswith("part,tensors,parameters,min_cosine")
+
+
+def test_parameters_are_bound_not_formatted(wh):
+    hostile = "dpo' OR 1=1; DROP VIEW weight_diffs; --"
+    assert wh.query("weight_similarity", model=hostile).height == 0
+    assert wh.query("weight_similarity", model="dpo").height > 0
+
+
+def test_query_starts_without_torch(study):
+    code = (
+        "import sys; from actwh.api.cli import main\n"
+        f"main(['query', {str(study[0] / 'wh')!r}, 'toxicity_table', '--csv'], standalone_mode=False)\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("model,role,parent")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package: chromium)")
+def test_report_renders_in_headless_chromium(study, tmp_path):
+    page = study[0] / "report.html"
+    html = page.read_text()
+    assert "<script src=" not in html and "cdn" not in html.lower()  # nothing fetched
+    specs = json.loads(html.split("const specs = ", 1)[1].split(";\n", 1)[0])
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=30000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
+    assert f'<p id="status">rendered {len(specs)} charts; errors: 0</p>' in dom
+    for key in specs:
+        chart = dom.split(f'id="{key}"', 1)[1].split("</section>", 1)[0]
+        assert "<svg" in chart, key
