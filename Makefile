@@ -29,5 +29,14 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# The CPU benchmarks, each writing its section of BENCHMARKS.md (about 12 minutes on 2 cores).
+bench: setup
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.capture
+	$(BIN)/python -m bench.sql
+	$(BIN)/python -m bench.search
+	$(BIN)/python -m bench.memory
+
 clean:
 	rm -rf $(VENV) demo-out

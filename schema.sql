@@ -160,7 +160,8 @@ CREATE TABLE tokens (
     token_id INTEGER,
     token VARCHAR,                    -- the token decoded on its own
     is_generated BOOLEAN,
-    logprob FLOAT,                    -- log P(token | tokens before it); NULL at pos 0
+    logprob FLOAT,                    -- log P(token | tokens before); NULL at pos 0, and for prompt
+                                      -- tokens of a generate run without --prompt-logprobs
     turn SMALLINT                     -- chat prompts: index of the message the token belongs to
 );
 

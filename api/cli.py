@@ -152,6 +152,11 @@ def parse_params(pairs: tuple[str, ...]) -> dict:
     show_default=True,
     help="Logit lens at the last prompt token (what predicts the first generated token) or at all.",
 )
+@click.option(
+    "--prompt-logprobs",
+    is_flag=True,
+    help="Also store log-probabilities of prompt tokens (generated ones always have them).",
+)
 @click.option("--shard", help="i/N: this worker takes every N-th batch (run N workers at once).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def ingest(warehouse, model, prompts, quiet, shard, **options):

@@ -36,7 +36,8 @@ class IngestOptions:
     logit_lens: int = 0  # top-K tokens of the logit lens (0: off)
     target_tokens: str = ""  # " crap,garbage" or "#7510": logit-lens probability of these
     lens_at: str = "last"  # last (last prompt token) | all (every position)
-    commit_mb: int = 256  # commit when this much is buffered ...
+    prompt_logprobs: bool = False  # log-probabilities of prompt tokens too (costs ~7%)
+    commit_mb: int = 128  # commit when this much is buffered ...
     commit_seconds: float = 120.0  # ... or this long after the last commit
     progress: bool = True
 
@@ -59,6 +60,7 @@ RESUME_KEYS = (
     "logit_lens",
     "target_tokens",
     "lens_at",
+    "prompt_logprobs",
     "directions",
 )
 

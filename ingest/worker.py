@@ -465,7 +465,14 @@ class _Job:
             ran.generated = ran.valid & (ran.pos >= n_prompt)
             ran.n_generated = [len(s.ids) - s.n_prompt for s in batch]
         else:
-            ran = greedy(loaded.model, padded, self.generate, _eos_ids(loaded), pad)
+            ran = greedy(
+                loaded.model,
+                padded,
+                self.generate,
+                _eos_ids(loaded),
+                pad,
+                prompt_logprobs=options.prompt_logprobs,
+            )
         captured = self.capture.collect()
         prompt_ids = [s.prompt for s in batch]
         flat = Flat.of(ran, prompt_ids)

@@ -18,7 +18,13 @@ SITES = "resid_pre,resid_mid,resid_post,mlp_post"
 @pytest.fixture
 def captured(tmp_path, model_dir, prompts_file):
     options = IngestOptions(
-        name="r", generate=6, capture=SITES, batch_size=3, store_dtype="float32", progress=False
+        name="r",
+        generate=6,
+        capture=SITES,
+        batch_size=3,
+        store_dtype="float32",
+        prompt_logprobs=True,
+        progress=False,
     )
     summary = ingest(str(tmp_path / "wh"), str(model_dir), str(prompts_file), options)
     return actwh.open(tmp_path / "wh"), load_model(str(model_dir), device="cpu"), summary
@@ -148,3 +154,17 @@ def test_float16_storage_is_close(tmp_path, gpt2_dir, prompts_file):
     full = frame.filter(pl.col("run") == "float32")["vec"].to_numpy()
     assert half.dtype == np.float32 and half.shape == full.shape
     np.testing.assert_allclose(half, full, rtol=2e-3, atol=2e-3)
+
+
+def test_prompt_logprobs_are_opt_in(tmp_path, gpt2_dir, prompts_file):
+    ingest(
+        str(tmp_path / "wh"),
+        str(gpt2_dir),
+        str(prompts_file),
+        IngestOptions(name="r", generate=3, progress=False),
+    )
+    rows = actwh.open(tmp_path / "wh").sql(
+        "select is_generated, count(logprob) as with_logprob, count(*) as n from tokens group by 1"
+    )
+    counts = {r[0]: r[1:] for r in rows.iter_rows()}
+    assert counts[False][0] == 0 and counts[True][0] == counts[True][1] > 0

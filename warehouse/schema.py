@@ -86,12 +86,23 @@ def catalog_ddl() -> list[str]:
     return _statements("catalog")
 
 
-@cache
 def _parsed(section: str) -> tuple[dict, dict]:
-    """Let DuckDB parse a section: ({table: [(column, type, nullable)]}, {table: [pk columns]})."""
+    """A section's tables: ({table: [(column, type, nullable)]}, {table: [pk columns]})."""
+    columns, keys = _parse_all()
+    tables = set(re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", _sections()[section]))
+    return (
+        {t: c for t, c in columns.items() if t in tables},
+        {t: k for t, k in keys.items() if t in tables},
+    )
+
+
+@cache
+def _parse_all() -> tuple[dict, dict]:
+    """Let DuckDB parse every CREATE TABLE of schema.sql, in one in-memory database."""
     con = duckdb.connect()
-    for statement in _statements(section):
-        con.execute(statement)
+    for section in _sections():
+        for statement in _statements(section):
+            con.execute(statement)
     columns: dict[str, list[tuple[str, str, bool]]] = {}
     rows = con.execute(
         "SELECT table_name, column_name, data_type, is_nullable = 'YES' "

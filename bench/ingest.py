@@ -1,0 +1,114 @@
+"""(a) Ingestion with the default capture vs bare greedy generation of the same batches.
+
+Default capture: tokens (with log-probs), generations, projections of resid_mid and resid_post
+at every layer on every registered direction (here the toxic probe and four random directions),
+and the coefficients of the 64 value vectors nearest the probe (``--track-neurons
+toxic_probe:64``). The baseline is ``model.generate`` (greedy, 20 new tokens, KV cache) on exactly
+the batches ingestion runs — same prompts, same order, same left padding — with nothing stored.
+
+Budget (DESIGN.md): at most 15% over bare generation. Run: ``python -m bench.ingest``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from actwh.ingest.generate import Batch
+from actwh.ingest.models import load_model
+from actwh.ingest.options import IngestOptions
+from actwh.ingest.prompts import PromptSet, read_prompts, shipped_prompts
+from actwh.ingest.registry import ensure_registered
+from actwh.ingest.worker import _eos_ids, encode_prompts, ingest, plan_batches
+from actwh.warehouse.directions import add_direction
+from actwh.warehouse.store import Store
+from bench.report import record, table
+
+
+def bare_generation(loaded, prompts: PromptSet, generate: int, batch_size: int) -> float:
+    budget = loaded.adapter.context_length - generate
+    sequences, _ = encode_prompts(loaded, prompts.prompts, budget)
+    pad = loaded.tokenizer.pad_token_id
+    eos = sorted(_eos_ids(loaded))
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for batch in plan_batches(sequences, batch_size):
+            padded = Batch.left_padded([s.ids for s in batch], pad, loaded.device)
+            loaded.model.generate(
+                input_ids=padded.ids,
+                attention_mask=padded.mask,
+                max_new_tokens=generate,
+                do_sample=False,
+                pad_token_id=pad,
+                eos_token_id=eos,
+            )
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--prompts", type=int, default=96)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    loaded = load_model(args.model, device=args.device)
+    shipped = read_prompts(shipped_prompts())
+    prompts = PromptSet("bench", shipped.source, shipped.prompts[: args.prompts])
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.create(Path(tmp) / "wh")
+        ensure_registered(store, loaded)
+        rng = np.random.default_rng(0)
+        for i, name in enumerate(["toxic_probe", "r1", "r2", "r3", "r4"]):
+            vector = rng.standard_normal(loaded.adapter.d_model).astype(np.float32)
+            add_direction(store, loaded.name, name, vector, kind="random", meta={"seed": i})
+        bare, captured, tokens = [], [], 0
+        bare_generation(loaded, PromptSet("warm", "", prompts.prompts[:8]), 20, 8)  # warm up
+        for repeat in range(args.repeats):
+            bare.append(bare_generation(loaded, prompts, 20, 8))
+            options = IngestOptions(
+                name=f"run{repeat}", generate=20, track_neurons="toxic_probe:64", progress=False
+            )
+            started = time.perf_counter()
+            summary = ingest(str(store.root), loaded, prompts, options)
+            captured.append(time.perf_counter() - started)
+            tokens = summary.n_tokens
+    b, c = statistics.median(bare), statistics.median(captured)
+    rows = [
+        {
+            "method": "bare greedy generation (HF generate, same batches)",
+            "seconds (median)": f"{b:.1f}",
+            "tokens/s": f"{tokens / b:,.0f}",
+            "relative": "1.00",
+        },
+        {
+            "method": "actwh ingest, default capture",
+            "seconds (median)": f"{c:.1f}",
+            "tokens/s": f"{tokens / c:,.0f}",
+            "relative": f"{c / b:.2f}",
+        },
+    ]
+    body = (
+        f"{args.model} on {loaded.device}, {len(prompts.prompts)} shipped prompts × 20 greedy tokens, batch 8, "
+        f"{tokens:,} tokens stored per run; 5 directions × 2 sites × {loaded.adapter.n_layers} layers of projections, "
+        f"64 tracked neurons; median of {args.repeats} runs each (all runs: bare {', '.join(f'{x:.1f}' for x in bare)} s; "
+        f"ingest {', '.join(f'{x:.1f}' for x in captured)} s).\n\n"
+        + table(rows)
+        + f"\n\nBudget (DESIGN.md): at most 15% over bare generation: {'met' if c / b <= 1.15 else 'NOT met'} "
+        f"({(c / b - 1) * 100:+.0f}%)."
+    )
+    record(
+        f"ingest-{loaded.device.type}",
+        f"(a) Ingestion overhead over bare generation ({loaded.device.type})",
+        body,
+    )
+
+
+if __name__ == "__main__":
+    main()
