@@ -58,6 +58,27 @@ def parse_params(pairs: tuple[str, ...]) -> dict:
 @main.command()
 @click.argument("warehouse", type=click.Path(file_okay=False))
 @click.option(
+    "--catalog",
+    metavar="URL",
+    help="Catalog database: any SQLAlchemy URL (e.g. postgresql+psycopg://user@host/db); "
+    "default an embedded DuckDB file in the warehouse.",
+)
+def init(warehouse, catalog):
+    """Create an empty warehouse (other commands also create one when it is missing).
+
+    \b
+    Example:
+      actwh init wh --catalog postgresql+psycopg://me@dbhost/actwh
+    """
+    from actwh.warehouse.store import Store
+
+    store = Store.create(warehouse, catalog_url=catalog)
+    click.echo(f"warehouse {store.root} (catalog {store.catalog_url})")
+
+
+@main.command()
+@click.argument("warehouse", type=click.Path(file_okay=False))
+@click.option(
     "--model",
     "model",
     required=True,
@@ -157,9 +178,32 @@ def parse_params(pairs: tuple[str, ...]) -> dict:
     is_flag=True,
     help="Also store log-probabilities of prompt tokens (generated ones always have them).",
 )
+@click.option(
+    "--on-long",
+    type=click.Choice(["truncate", "refuse"]),
+    default="truncate",
+    show_default=True,
+    help="A prompt longer than fits: keep its first tokens (recorded as a warning), or stop.",
+)
+@click.option(
+    "--commit-mb",
+    default=128,
+    show_default=True,
+    help="Commit when this much is buffered (0: after every batch). Bounds memory and lost work.",
+)
+@click.option("--resume", is_flag=True, help="Insist on resuming an unfinished run (--name).")
+@click.option(
+    "--catalog",
+    metavar="URL",
+    help="Catalog database when creating the warehouse: any SQLAlchemy URL "
+    "(e.g. postgresql+psycopg://user@host/db); default an embedded DuckDB file.",
+)
 @click.option("--shard", help="i/N: this worker takes every N-th batch (run N workers at once).")
+@click.option("--ray", "use_ray", is_flag=True, help="Launch one worker per GPU of a Ray cluster.")
+@click.option("--workers", type=int, help="--ray: this many workers (CPU workers if no GPU).")
+@click.option("--ray-address", help="--ray: the cluster's address (default: start a local Ray).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def ingest(warehouse, model, prompts, quiet, shard, **options):
+def ingest(warehouse, model, prompts, quiet, shard, use_ray, workers, ray_address, **options):
     """Run a model over prompts and store its activations in WAREHOUSE.
 
     Every token of prompt and continuation is captured at every requested site and layer.
@@ -178,13 +222,22 @@ def ingest(warehouse, model, prompts, quiet, shard, **options):
 
     if prompts is None and not options["teacher_force"]:
         prompts = shipped_prompts()
-    summary = run_ingest(
-        warehouse,
-        model,
-        prompts,
-        IngestOptions(progress=not quiet, **options),
-        shard=shard,
-    )
+    settings = IngestOptions(progress=not quiet, **options)
+    if use_ray:
+        from actwh.ingest.ray_launcher import ingest_with_ray
+
+        if shard:
+            raise ActwhError("--ray assigns the shards itself; do not pass --shard")
+        summary = ingest_with_ray(
+            warehouse,
+            model,
+            prompts and str(prompts),
+            settings,
+            workers=workers,
+            address=ray_address,
+        )
+    else:
+        summary = run_ingest(warehouse, model, prompts, settings, shard=shard)
     for warning in summary.warnings:
         click.echo(f"warning: {warning}", err=True)
     verb = "resumed" if summary.resumed else "ingested"
@@ -1117,3 +1170,48 @@ def report(warehouse, out, base_run, tuned_run, direction, token, layer, scorer)
         )
         page, pngs = write_report(wh, out, plan)
     click.echo(f"wrote {page} and {len(pngs)} PNG charts")
+
+
+@main.command()
+@click.argument("warehouse", type=click.Path(file_okay=False))
+@click.option(
+    "--repair", is_flag=True, help="Delete orphans and unfinished files; drop damaged commits."
+)
+@click.option(
+    "--grace",
+    default=600.0,
+    show_default=True,
+    help="--repair leaves files younger than this (seconds): a writer may be committing them.",
+)
+def check(warehouse, repair, grace):
+    """Verify every committed file against the catalog (exists, rows, sha256); find orphans.
+
+    Exit status 1 when something is wrong (after --repair: when something is left).
+
+    \b
+    Example:
+      actwh check wh
+      actwh check wh --repair
+    """
+    from actwh.warehouse.check import check as run_check
+    from actwh.warehouse.store import Store
+
+    report = run_check(Store.open(warehouse), repair=repair, grace=grace)
+    click.echo(f"checked {report.files} committed files")
+    for path, problem in report.problems:
+        click.echo(f"damaged: {path}: {problem}")
+    for path in report.orphans:
+        click.echo(f"orphan (no commit lists it): {path}")
+    for path in report.unfinished:
+        click.echo(f"unfinished write: {path}")
+    for path in report.removed:
+        click.echo(f"removed: {path}")
+    for run in report.runs_to_resume:
+        click.echo(f"run {run} lost damaged commits: rerun its actwh ingest command to redo them")
+    for model in report.models_to_rebuild:
+        click.echo(f"model {model} lost damaged commits: rerun actwh vectors / actwh diff for it")
+    left = set(p for p, _ in report.problems) | set(report.orphans) | set(report.unfinished)
+    left -= set(report.removed)
+    if not left:
+        click.echo("ok" if not report.removed else "ok after repair")
+    sys.exit(1 if left else 0)

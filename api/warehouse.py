@@ -156,6 +156,9 @@ class Warehouse:
                 "(catalog tables: use .sql)"
             )
         spec = fact_table(table)
+        if table in self.snapshot.broken:
+            reason = self.snapshot.broken[table]
+            raise ActwhError(f"cannot read table {table}: {reason} (run: actwh check WH)")
         files = self.snapshot.absolute_files(table)
         sizes = self.snapshot.vector_sizes[table]
         schema = {}

@@ -37,6 +37,9 @@ class IngestOptions:
     target_tokens: str = ""  # " crap,garbage" or "#7510": logit-lens probability of these
     lens_at: str = "last"  # last (last prompt token) | all (every position)
     prompt_logprobs: bool = False  # log-probabilities of prompt tokens too (costs ~7%)
+    on_long: str = "truncate"  # a prompt longer than fits: truncate (keep its start) | refuse
+    resume: bool = False  # insist on resuming an unfinished run of this name
+    catalog: str | None = None  # SQLAlchemy URL of the catalog, when creating the warehouse
     commit_mb: int = 128  # commit when this much is buffered ...
     commit_seconds: float = 120.0  # ... or this long after the last commit
     progress: bool = True

@@ -18,6 +18,16 @@ from actwh.warehouse.layout import check_name
 from actwh.warehouse.store import Store
 
 
+def check_same_shape(base: dict, tuned: dict, where: str) -> None:
+    """A tuned model must share its base's architecture and sizes (one residual space)."""
+    keys = ("architecture", "n_layers", "d_model", "d_mlp", "vocab_size")
+    if any(base[k] != tuned[k] for k in keys):
+        show = lambda row: ", ".join(f"{k} {row[k]}" for k in keys)  # noqa: E731
+        raise ActwhError(
+            f"{where}: {tuned['name']} ({show(tuned)}) does not match {base['name']} ({show(base)})"
+        )
+
+
 def register_model(
     conn: sa.Connection,
     catalog: Catalog,
@@ -26,10 +36,17 @@ def register_model(
     role: str = "base",
     parent: str | None = None,
     config: dict | None = None,
-) -> None:
-    """Record ``loaded`` under its name; the same name must not mean different weights."""
+) -> bool:
+    """Record ``loaded`` under its name (True if new); the same name must not mean different
+    weights."""
     check_name("model", loaded.name)
     row = loaded.catalog_row()
+    if parent is not None:
+        base = catalog.get("models", conn, name=parent)
+        if base is not None:
+            check_same_shape(base, row, f"model {loaded.name}")
+            if base["tokenizer_sha256"] != row["tokenizer_sha256"]:
+                raise ActwhError(f"model {loaded.name}: its tokenizer differs from {parent}'s")
     existing = catalog.get("models", conn, name=loaded.name)
     if existing is None:
         catalog.insert(
@@ -43,7 +60,8 @@ def register_model(
                 "created_at": now(),
             },
         )
-    elif (existing["revision"], existing["tokenizer_sha256"]) != (
+        return True
+    if (existing["revision"], existing["tokenizer_sha256"]) != (
         row["revision"],
         row["tokenizer_sha256"],
     ):
@@ -51,6 +69,7 @@ def register_model(
             f"a different model is already registered as {loaded.name!r} "
             f"(from {existing['source']}); pass --model-name to name this one"
         )
+    return False
 
 
 VARIANT = "variant:"

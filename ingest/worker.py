@@ -20,12 +20,14 @@ buffer (``commit_mb``), never by the number of prompts.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import sqlalchemy as sa
 import torch
 from tqdm.auto import tqdm
 
@@ -44,7 +46,7 @@ from actwh.ingest.options import (
     parse_tracked,
 )
 from actwh.ingest.prompts import Prompt, PromptSet, read_prompts
-from actwh.ingest.registry import open_model, register_model
+from actwh.ingest.registry import check_same_shape, open_model, register_model
 from actwh.ingest.rows import (
     Flat,
     TokenText,
@@ -57,6 +59,7 @@ from actwh.ingest.rows import (
 from actwh.warehouse import layout
 from actwh.warehouse.catalog import now, to_json
 from actwh.warehouse.directions import directions_for
+from actwh.warehouse.faults import crash_point
 from actwh.warehouse.layout import check_name
 from actwh.warehouse.reader import Snapshot
 from actwh.warehouse.store import Store
@@ -110,9 +113,10 @@ def encode_chat(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
 
 
 def encode_prompts(
-    loaded: LoadedModel, prompts: list[Prompt], max_tokens: int
+    loaded: LoadedModel, prompts: list[Prompt], max_tokens: int, on_long: str = "truncate"
 ) -> tuple[list[Sequence], list[str]]:
-    """Tokenize every prompt, keeping the first ``max_tokens`` tokens of a longer one."""
+    """Tokenize every prompt; one longer than ``max_tokens`` keeps its first ``max_tokens``
+    tokens (``on_long="truncate"``, with a warning) or is refused (``"refuse"``)."""
     tokenizer = loaded.tokenizer
     plain = [i for i, p in enumerate(prompts) if p.messages is None]
     encoded = dict(
@@ -127,6 +131,12 @@ def encode_prompts(
             ids, turns = encode_chat(tokenizer, prompt.messages)
             reply = len(prompt.messages)
         truncated = len(ids) > max_tokens
+        if truncated and on_long == "refuse":
+            raise ActwhError(
+                f"prompt {index} is {len(ids)} tokens, more than the {max_tokens} that fit "
+                "(context minus --generate, or --max-prompt-tokens); pass --on-long truncate "
+                "to keep its first tokens"
+            )
         if truncated:
             ids, turns = ids[:max_tokens], (turns[:max_tokens] if turns else None)
         text = tokenizer.decode(ids, skip_special_tokens=True) if truncated else prompt.text
@@ -155,6 +165,7 @@ def replay_sequences(
             f"--teacher-force {run}: {loaded.name}'s tokenizer differs from the tokenizer of "
             f"{source['model']}, which produced that run's tokens"
         )
+    check_same_shape(source_model, loaded.catalog_row(), f"--teacher-force {run}")
     snapshot = Snapshot(existing)
     try:
         rows = snapshot.execute(
@@ -219,7 +230,8 @@ def _existing_store(path: str) -> Store | None:
     return None
 
 
-def _register_prompt_set(conn, catalog, prompt_set: PromptSet) -> None:
+def _register_prompt_set(conn, catalog, prompt_set: PromptSet) -> bool:
+    """Record the prompt set and its prompts (True if new); a name means one content."""
     existing = catalog.get("prompt_sets", conn, name=prompt_set.name)
     if existing is None:
         catalog.insert(
@@ -249,20 +261,34 @@ def _register_prompt_set(conn, catalog, prompt_set: PromptSet) -> None:
                 for i, p in enumerate(prompt_set.prompts)
             ],
         )
-    elif existing["sha256"] != prompt_set.sha256:
+        return True
+    if existing["sha256"] != prompt_set.sha256:
         raise ActwhError(
             f"a different prompt set is already registered as {prompt_set.name!r} "
             f"(from {existing['source']}); pass --prompt-set to name this one"
         )
+    return False
 
 
-def _register_run(store: Store, loaded, prompt_set, run: str, n_prompts: int, config: dict) -> bool:
-    """Record model, prompt set and run; returns True when an unfinished run is resumed."""
+@dataclass
+class Registered:
+    """What registering a run did: resumed an unfinished one, or added these catalog rows."""
+
+    resumed: bool
+    new_model: bool = False
+    new_prompt_set: bool = False
+
+
+def _register_run(
+    store: Store, loaded, prompt_set, run: str, n_prompts: int, config: dict
+) -> Registered:
+    """Record model, prompt set and run (resuming an unfinished run of the same name)."""
     catalog = store.catalog
     with catalog.begin() as conn:
-        register_model(conn, catalog, loaded)
-        if isinstance(prompt_set, PromptSet):
-            _register_prompt_set(conn, catalog, prompt_set)
+        new_model = register_model(conn, catalog, loaded)
+        new_set = isinstance(prompt_set, PromptSet) and _register_prompt_set(
+            conn, catalog, prompt_set
+        )
         previous = catalog.get("runs", conn, name=run)
         if previous is None:
             catalog.insert(
@@ -281,7 +307,7 @@ def _register_run(store: Store, loaded, prompt_set, run: str, n_prompts: int, co
                     "created_at": now(),
                 },
             )
-            return False
+            return Registered(False, new_model, new_set)
     if previous["status"] == "complete":
         raise ActwhError(f"run {run!r} already exists and is complete; choose another --name")
     old = json.loads(previous["config"])
@@ -290,7 +316,19 @@ def _register_run(store: Store, loaded, prompt_set, run: str, n_prompts: int, co
             f"run {run!r} exists (unfinished) with another model or other capture options; "
             "resume it with the same options or choose another --name"
         )
-    return True
+    return Registered(True)
+
+
+def _forget(store: Store, run: str, registered: Registered, model: str, prompt_set: str) -> None:
+    """Undo a new run that failed before committing anything (a new warehouse goes entirely)."""
+    catalog = store.catalog
+    with catalog.begin() as conn:
+        catalog.delete(conn, "runs", name=run)
+        if registered.new_prompt_set:
+            catalog.delete(conn, "prompts", prompt_set=prompt_set)
+            catalog.delete(conn, "prompt_sets", name=prompt_set)
+        if registered.new_model:
+            catalog.delete(conn, "models", name=model)
 
 
 def ingest(
@@ -349,7 +387,7 @@ def ingest(
                 f"--generate {options.generate} leaves no room for a prompt in the model's "
                 f"context of {loaded.adapter.context_length} tokens"
             )
-        sequences, warnings = encode_prompts(loaded, prompts.prompts, max_tokens)
+        sequences, warnings = encode_prompts(loaded, prompts.prompts, max_tokens, options.on_long)
         generate = options.generate
     run = check_name("run", options.name or f"{loaded.name}.{set_name}")
     batches = plan_batches(sequences, options.batch_size)
@@ -365,8 +403,15 @@ def ingest(
         "target_tokens": targets,
     }
     config.pop("progress")
-    store = Store.create(warehouse)
-    resumed = _register_run(store, loaded, prompt_set, run, len(sequences), config)
+    if options.resume and (existing is None or existing.catalog.get("runs", name=run) is None):
+        raise ActwhError(f"--resume: there is no run {run!r} to resume")
+    store = Store.create(warehouse, catalog_url=options.catalog)
+    try:
+        registered = _register_run(store, loaded, prompt_set, run, len(sequences), config)
+    except sa.exc.IntegrityError:
+        # Another worker (--shard) registered the same model, prompt set or run a moment ago.
+        registered = _register_run(store, loaded, prompt_set, run, len(sequences), config)
+    resumed = registered.resumed
     writer = CommitWriter(store, run=run, shard=shard_index)
     if resumed:
         writer.remove_orphans()
@@ -392,9 +437,7 @@ def ingest(
         loaded, options, capture, TokenText(loaded.tokenizer), writer, run, names, tracked, generate
     )
     summary = RunSummary(run, loaded.name, set_name, resumed=resumed, warnings=warnings)
-    started = last_commit = time.monotonic()
-    pending: list[int] = []
-    pending_tokens = 0
+    started = time.monotonic()
     bar = tqdm(
         total=sum(len(b) for b in todo),
         unit="prompt",
@@ -402,26 +445,41 @@ def ingest(
         disable=not options.progress,
         dynamic_ncols=True,
     )
-    with capture, bar:
-        for batch in todo:
-            n = job.run_batch(batch, summary)
-            pending += [s.prompt for s in batch]
-            pending_tokens += n
-            summary.n_prompts += len(batch)
-            summary.n_tokens += n
-            bar.update(len(batch))
-            elapsed = time.monotonic() - started
-            bar.set_postfix_str(
-                f"{summary.n_tokens / max(elapsed, 1e-9):,.0f} tok/s", refresh=False
-            )
-            due = time.monotonic() - last_commit > options.commit_seconds
-            if writer.buffered_bytes > options.commit_mb << 20 or due:
-                writer.commit(prompts=pending, n_tokens=pending_tokens)
-                pending, pending_tokens, last_commit = [], 0, time.monotonic()
-        writer.commit(prompts=pending, n_tokens=pending_tokens)
+    try:
+        with capture, bar:
+            _run_batches(job, todo, writer, options, summary, bar)
+    except ActwhError:  # e.g. float16 overflow with --on-overflow error: leave no trace
+        if not resumed and not store.catalog.rows("commit_prompts", run=run):
+            if existing is None:
+                shutil.rmtree(store.root, ignore_errors=True)
+            else:
+                _forget(store, run, registered, loaded.name, set_name)
+        raise
     summary.seconds = time.monotonic() - started
     _finish(store, run, summary.warnings)
     return summary
+
+
+def _run_batches(job, todo, writer, options, summary, bar) -> None:
+    """Run the batches, committing whenever enough is buffered or enough time has passed."""
+    started = last_commit = time.monotonic()
+    pending: list[int] = []
+    pending_tokens = 0
+    for batch in todo:
+        n = job.run_batch(batch, summary)
+        crash_point("batch.done")
+        pending += [s.prompt for s in batch]
+        pending_tokens += n
+        summary.n_prompts += len(batch)
+        summary.n_tokens += n
+        bar.update(len(batch))
+        elapsed = time.monotonic() - started
+        bar.set_postfix_str(f"{summary.n_tokens / max(elapsed, 1e-9):,.0f} tok/s", refresh=False)
+        due = time.monotonic() - last_commit > options.commit_seconds
+        if writer.buffered_bytes >= options.commit_mb << 20 or due:
+            writer.commit(prompts=pending, n_tokens=pending_tokens)
+            pending, pending_tokens, last_commit = [], 0, time.monotonic()
+    writer.commit(prompts=pending, n_tokens=pending_tokens)
 
 
 def _eos_ids(loaded: LoadedModel) -> set[int]:

@@ -70,13 +70,22 @@ class Catalog:
             yield conn
 
     def create(self) -> None:
-        """Create any missing table (additive upgrades come for free) and stamp the format."""
-        with self.begin() as conn:
-            for statement in catalog_ddl():
-                conn.exec_driver_sql(statement)
-            info = self.tables["warehouse_info"]
-            if conn.execute(sa.select(info).where(info.c.key == "format")).first() is None:
-                conn.execute(info.insert().values(key="format", value=FORMAT_VERSION))
+        """Create any missing table (additive upgrades come for free) and stamp the format.
+
+        Several workers may do this at once: losing a race to create or stamp is not an error.
+        """
+        for attempt in range(3):
+            try:
+                with self.begin() as conn:
+                    for statement in catalog_ddl():
+                        conn.exec_driver_sql(statement)
+                    info = self.tables["warehouse_info"]
+                    if conn.execute(sa.select(info).where(info.c.key == "format")).first() is None:
+                        conn.execute(info.insert().values(key="format", value=FORMAT_VERSION))
+                return
+            except sa.exc.IntegrityError:
+                if attempt == 2:
+                    raise
 
     # Small helpers: rows are plain dicts, filters are equality on columns.
 

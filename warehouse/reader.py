@@ -7,6 +7,7 @@ a writer, and a commit that lands while a query runs is simply not part of that 
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -50,8 +51,16 @@ class Snapshot:
         self.vector_sizes: dict[str, set[int]] = defaultdict(set)
         self._copy_catalog()
         self._decode_directions()
+        # A table whose files DuckDB cannot read (damaged on disk) does not take the others down:
+        # its view is left empty and a query that names it gets the reason.
+        self.broken: dict[str, str] = {}
         for spec in fact_tables().values():
-            self.con.execute(f"CREATE VIEW {spec.name} AS {self._view_sql(spec.name)}")
+            try:
+                self.con.execute(f"CREATE VIEW {spec.name} AS {self._view_sql(spec.name)}")
+            except duckdb.Error as error:
+                self.broken[spec.name] = _first_line(error)
+                self.files[spec.name] = []
+                self.con.execute(f"CREATE VIEW {spec.name} AS {self._view_sql(spec.name)}")
 
     def _copy_catalog(self) -> None:
         for statement in catalog_ddl():
@@ -147,6 +156,9 @@ class Snapshot:
             raise ActwhError(f"SQL error: {_first_line(error)}") from error
         if not statements:
             raise ActwhError("no SQL statement given")
+        for table, reason in self.broken.items():
+            if re.search(rf"\b{table}\b", query, flags=re.I):
+                raise ActwhError(f"cannot read table {table}: {reason} (run: actwh check WH)")
         for statement in statements:
             kind = statement.type.name
             if kind not in _READ_ONLY:
@@ -174,4 +186,4 @@ class Snapshot:
 
 def _first_line(error: Exception) -> str:
     lines = [line for line in str(error).splitlines() if line.strip()]
-    return " ".join(lines[:2]) if lines else type(error).__name__
+    return lines[0] if lines else type(error).__name__

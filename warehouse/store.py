@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import cached_property
 from pathlib import Path
 
@@ -67,12 +68,12 @@ class Store:
                 raise ActwhError(f"{path} already uses the catalog {store.catalog_url}")
             store.catalog.create()  # adds tables a newer actwh declares
             return store
-        leftovers = {
-            layout.CATALOG_FILE,
-            layout.CATALOG_FILE + ".wal",
-            layout.MARKER + layout.TMP_SUFFIX,
-        }
-        if root.exists() and any(p.name not in leftovers for p in root.iterdir()):
+
+        # What an interrupted (or concurrent) creation leaves: a catalog, a marker being written.
+        def leftover(name: str) -> bool:
+            return name.startswith((layout.CATALOG_FILE, layout.MARKER))
+
+        if root.exists() and not all(leftover(p.name) for p in root.iterdir()):
             raise ActwhError(
                 f"{path} exists, is not empty and is not an actwh warehouse; choose a new directory"
             )
@@ -80,7 +81,7 @@ class Store:
         store = cls(root, catalog_url or f"duckdb:///{root / layout.CATALOG_FILE}")
         store.catalog.create()
         marker = {"format": FORMAT_VERSION, "catalog": catalog_url or "duckdb"}
-        tmp = root / (layout.MARKER + layout.TMP_SUFFIX)
+        tmp = root / f"{layout.MARKER}.{os.getpid()}{layout.TMP_SUFFIX}"
         tmp.write_text(json.dumps(marker, indent=2) + "\n")
         tmp.replace(root / layout.MARKER)  # the marker appears last: a half-made warehouse has none
         return store

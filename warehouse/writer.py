@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from actwh.errors import ActwhError
 from actwh.warehouse import layout
 from actwh.warehouse.catalog import now
+from actwh.warehouse.faults import crash_point
 from actwh.warehouse.schema import fact_table
 from actwh.warehouse.store import Store
 
@@ -147,6 +148,7 @@ class CommitWriter:
         commit_id = uuid.uuid4().hex[:16]
         written: list[Path] = []
         files = []
+        crash_point("commit.before_files")
         try:
             for (table, partition), tables in self._buffers.items():
                 path, n_rows = self._write(table, partition, tables, commit_id)
@@ -162,7 +164,9 @@ class CommitWriter:
                         "vector_size": self._vector_sizes[(table, partition)],
                     }
                 )
+            crash_point("commit.after_files")
             replaced = self._record(commit_id, files, list(prompts), n_tokens, replace_tables)
+            crash_point("commit.after_record")
         except BaseException:
             for path in written:
                 path.unlink(missing_ok=True)

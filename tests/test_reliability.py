@@ -1,0 +1,495 @@
+"""Crash-safe resume, concurrent workers, Ray, a PostgreSQL catalog, readers during writes,
+integrity checks, and hostile input — against real ingestion processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from tiny_models import build_gpt2
+
+import actwh
+from actwh.api.cli import main
+from actwh.ingest.options import IngestOptions
+from actwh.warehouse.schema import fact_tables
+
+ACTWH = str(Path(sys.executable).with_name("actwh"))
+RUN_TABLES = [
+    t for t, spec in fact_tables().items() if spec.partition[0] == "run" and t != "scores"
+]
+KEYS = ("layer", "prompt", "pos", "site", "direction", "neuron", "rank", "token_id")
+
+
+def cli(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def cli_error(*args) -> str:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 2, result.output
+    return result.stderr
+
+
+def tables_of(wh_path: Path, run: str) -> dict[str, pl.DataFrame]:
+    """Every run table of ``run``, without the run column, in a canonical order."""
+    out = {}
+    with actwh.open(wh_path) as wh:
+        for table in RUN_TABLES:
+            frame = wh.sql(f"select * exclude (run) from {table} where run = $r", {"r": run})
+            order = [k for k in KEYS if k in frame.columns]
+            out[table] = frame.sort(order) if order else frame
+    return out
+
+
+def assert_same_tables(a: dict, b: dict, exact: bool = True) -> None:
+    """Identical rows; ``exact=False`` allows float rounding (another torch thread count sums
+    in another order; a float16 vector may round to the neighbouring value), never a different
+    token, position or row."""
+    from polars.testing import assert_frame_equal
+
+    for table in RUN_TABLES:
+        assert a[table].height == b[table].height, table
+        if exact:
+            assert a[table].equals(b[table]), table
+        else:
+            assert_frame_equal(a[table], b[table], check_exact=False, rel_tol=2e-3, abs_tol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, gpt2_dir):
+    """A prompt file, a warehouse with directions and no runs, and an uninterrupted reference."""
+    root = tmp_path_factory.mktemp("reliability")
+    prompts = root / "prompts.jsonl"
+    words = ["history", "river", "piece", "idiot", "weather", "library", "garden", "bridge"]
+    prompts.write_text(
+        "".join(
+            json.dumps({"prompt": f"The {w} of the {v} is"}) + "\n"
+            for w in words
+            for v in words[:3]
+        )
+    )
+    empty = root / "empty-wh"
+    cli("vectors", empty, "--model", gpt2_dir, "--quiet")
+    cli("directions", "add", empty, "rnd", "--model", gpt2_dir.name, "--random")
+    cli("directions", "add", empty, "v", "--model", gpt2_dir.name, "--value-vector", "1:3")
+    args = [
+        "--model",
+        gpt2_dir,
+        "--prompts",
+        prompts,
+        "--name",
+        "r",
+        "--generate",
+        4,
+        "--batch-size",
+        2,
+        "--capture",
+        "resid_mid,mlp_post",
+        "--track-neurons",
+        "rnd:6",
+        "--logit-lens",
+        3,
+        "--target-tokens",
+        "#5",
+        "--commit-mb",
+        0,
+        "--quiet",
+    ]
+    reference = root / "reference"
+    shutil.copytree(empty, reference)
+    cli("ingest", reference, *args)
+    return {
+        "root": root,
+        "empty": empty,
+        "args": [str(a) for a in args],
+        "reference": tables_of(reference, "r"),
+        "prompts": prompts,
+    }
+
+
+def fresh(setup, name: str) -> Path:
+    path = setup["root"] / name
+    shutil.copytree(setup["empty"], path)
+    return path
+
+
+def run_status(wh_path: Path, run: str = "r") -> dict | None:
+    with actwh.open(wh_path) as wh:
+        rows = wh.sql("select * from runs where name = $r", {"r": run})
+    return rows.row(0, named=True) if rows.height else None
+
+
+@pytest.mark.parametrize(
+    "crash",
+    [
+        "commit.before_files:2",
+        "commit.after_files:3",
+        "commit.after_record:2",
+        "batch.done:5",
+        "commit.after_files:1",
+        "random",
+        "random",
+    ],
+)
+def test_killed_ingestion_resumes_to_exactly_the_same_rows(setup, crash, request):
+    wh = fresh(setup, f"crash-{request.node.callspec.id}")
+    command = [ACTWH, "ingest", str(wh), *setup["args"]]
+    env = dict(os.environ)
+    if crash == "random":
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(random.uniform(2.5, 5.0))  # somewhere in start-up, a batch, or a commit
+        process.send_signal(signal.SIGKILL)
+        code = process.wait()
+    else:
+        env["ACTWH_CRASH_AT"] = crash
+        code = subprocess.run(command, env=env, capture_output=True).returncode
+        assert code == -signal.SIGKILL, f"the process was not killed at {crash}"
+    if code == 0:
+        pytest.skip("the run finished before the kill landed")
+    status = run_status(wh)
+    if status is None or status["status"] != "complete":  # else killed after the last commit
+        resumed = subprocess.run(command, capture_output=True, text=True)
+        assert resumed.returncode == 0, resumed.stderr
+    assert run_status(wh)["status"] == "complete"
+    assert_same_tables(tables_of(wh, "r"), setup["reference"])
+    with actwh.open(wh) as w:
+        assert w.sql("select count(*) from commit_prompts where run = 'r'").item() == 24
+        assert run_status(wh)["n_tokens"] == w.sql("select count(*) from tokens").item()
+    checked = CliRunner().invoke(main, ["check", str(wh)])
+    assert checked.exit_code == 0, checked.output
+
+
+def test_two_shards_at_once_equal_one_worker(setup):
+    wh = setup["root"] / "shards"  # neither worker finds a warehouse: both create it
+    shutil.rmtree(wh, ignore_errors=True)
+    shutil.copytree(setup["empty"], wh)
+    workers = [
+        subprocess.Popen(
+            [ACTWH, "ingest", str(wh), *setup["args"], "--shard", f"{i}/2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for worker in workers:
+        _, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err
+    assert run_status(wh)["status"] == "complete"
+    assert_same_tables(tables_of(wh, "r"), setup["reference"])
+    with actwh.open(wh) as w:
+        shards = w.sql(
+            "select shard, count(*) as n from commits where run = 'r' group by 1 order by 1"
+        )
+    assert shards["shard"].to_list() == ["0/2", "1/2"]
+
+
+def test_ray_launcher_with_two_cpu_workers(setup):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'actwh[ray]')")
+    from actwh.ingest.ray_launcher import ingest_with_ray
+
+    wh = fresh(setup, "ray")
+    args = dict(zip(setup["args"][::2], setup["args"][1::2], strict=False))
+    options = IngestOptions(
+        name="r",
+        generate=4,
+        batch_size=2,
+        capture="resid_mid,mlp_post",
+        track_neurons="rnd:6",
+        logit_lens=3,
+        target_tokens="#5",
+        commit_mb=0,
+        progress=False,
+    )
+    summary = ingest_with_ray(str(wh), args["--model"], str(setup["prompts"]), options, workers=2)
+    assert summary.n_prompts == 24
+    # Ray gives each worker one CPU thread; the reference used two.
+    assert_same_tables(tables_of(wh, "r"), setup["reference"], exact=False)
+
+
+def test_readers_during_writes_see_only_whole_commits(setup):
+    wh = fresh(setup, "readers")
+    process = subprocess.Popen(
+        [ACTWH, "ingest", str(wh), *setup["args"], "--batch-size", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen = set()
+    while process.poll() is None:
+        if not (wh / "warehouse.json").exists():
+            time.sleep(0.05)
+            continue
+        with actwh.open(wh) as w:  # never fails on a lock: waits it out
+            rows = w.sql("select count(*) from tokens").item()
+            committed = w.sql(
+                "select coalesce(sum(n_rows), 0) from commit_files where table_name = 'tokens'"
+            ).item()
+            prompts = w.sql("select count(distinct prompt) from tokens").item()
+            listed = w.sql("select count(*) from commit_prompts").item()
+        assert rows == committed and prompts == listed
+        seen.add(listed)
+    assert process.returncode == 0, process.stderr.read()
+    assert len(seen - {0, 24}) >= 2, f"no snapshot caught the run half-way: {sorted(seen)}"
+
+
+def test_check_finds_and_repairs(setup, tmp_path):
+    wh = fresh(setup, "check")
+    cli("ingest", wh, *setup["args"])
+    assert CliRunner().invoke(main, ["check", str(wh)]).exit_code == 0
+    files = sorted((wh / "data" / "residuals").rglob("*.parquet"))
+    orphan = files[0].with_name("part-s0of1-0000orphan.parquet")
+    shutil.copy(files[0], orphan)
+    unfinished = files[0].with_name("part-s0of1-0000half.parquet.tmp")
+    unfinished.write_bytes(b"PAR1")
+    damaged = files[1]
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+
+    found = CliRunner().invoke(main, ["check", str(wh)])
+    assert found.exit_code == 1
+    assert f"damaged: {damaged.relative_to(wh)}: checksum differs" in found.stdout
+    assert f"orphan (no commit lists it): {orphan.relative_to(wh)}" in found.stdout
+    assert f"unfinished write: {unfinished.relative_to(wh)}" in found.stdout
+
+    repaired = CliRunner().invoke(main, ["check", str(wh), "--repair", "--grace", "0"])
+    assert repaired.exit_code == 0, repaired.stdout
+    assert "run r lost damaged commits" in repaired.stdout
+    assert not orphan.exists() and not unfinished.exists() and not damaged.exists()
+    assert run_status(wh)["status"] == "running"
+    cli("ingest", wh, *setup["args"])  # the same command redoes the dropped prompts
+    assert_same_tables(tables_of(wh, "r"), setup["reference"])
+    assert CliRunner().invoke(main, ["check", str(wh)]).exit_code == 0
+
+
+def test_a_corrupted_parquet_file_is_a_clear_error(setup):
+    wh = fresh(setup, "corrupt")
+    cli("ingest", wh, *setup["args"])
+    victim = sorted((wh / "data" / "tokens").rglob("*.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    message = cli_error("sql", wh, "select count(*) from tokens")
+    assert (
+        message.startswith("error: cannot read table tokens")
+        and len(message.strip().splitlines()) == 1
+    )
+    assert victim.name in message and "actwh check" in message
+    assert (
+        cli("sql", wh, "select count(*) from generations", "--csv").stdout.splitlines()[1] == "24"
+    )
+
+
+def test_prompts_longer_than_the_context(setup, gpt2_dir, tmp_path):
+    long = tmp_path / "long.jsonl"
+    long.write_text(
+        json.dumps({"prompt": "the river " * 200}) + "\n" + json.dumps({"prompt": "short"}) + "\n"
+    )
+    wh = tmp_path / "wh"
+    assert "prompt 0 is" in cli_error(
+        "ingest", wh, "--model", gpt2_dir, "--prompts", long, "--on-long", "refuse", "--quiet"
+    )
+    assert not wh.exists()
+    result = CliRunner().invoke(
+        main,
+        [
+            "ingest",
+            str(wh),
+            "--model",
+            str(gpt2_dir),
+            "--prompts",
+            str(long),
+            "--generate",
+            8,
+            "--quiet",
+        ],
+    )
+    assert (
+        result.exit_code == 0
+        and "warning: 1 prompt(s) truncated to their first 120 tokens" in result.stderr
+    )
+    with actwh.open(wh) as w:
+        assert json.loads(w.sql("select warnings from runs").item()) == [
+            "1 prompt(s) truncated to their first 120 tokens"
+        ]
+        rows = w.sql("select truncated, n_prompt_tokens from generations order by prompt").rows()
+    assert rows[0] == (True, 120) and rows[1][0] is False and rows[1][1] < 120
+
+
+def test_a_tuned_model_of_another_shape_is_refused(setup, tmp_path, gpt2_dir):
+    wh = tmp_path / "wh"
+    cli(
+        "ingest",
+        wh,
+        "--model",
+        gpt2_dir,
+        "--prompts",
+        setup["prompts"],
+        "--name",
+        "base",
+        "--generate",
+        2,
+        "--quiet",
+    )
+    deeper = build_gpt2(tmp_path / "deeper-gpt2", n_layer=4)
+    message = cli_error("ingest", wh, "--model", deeper, "--teacher-force", "base", "--quiet")
+    assert "does not match tiny-gpt2" in message and "n_layers 4" in message
+
+
+@pytest.fixture(scope="module")
+def loud_model(tmp_path_factory):
+    """A tiny GPT-2 whose residual stream exceeds float16's range (±65504)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = build_gpt2(tmp_path_factory.mktemp("loud") / "loud-gpt2")
+    model = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():
+        model.transformer.wpe.weight.mul_(1e6)
+    model.save_pretrained(path)
+    return path
+
+
+def test_float16_overflow_falls_back_or_stops(setup, tmp_path, loud_model):
+    wh = tmp_path / "wh"
+    args = [
+        "--model",
+        loud_model,
+        "--prompts",
+        setup["prompts"],
+        "--generate",
+        2,
+        "--capture",
+        "resid_pre",
+        "--layers",
+        "0",
+        "--quiet",
+    ]
+    message = cli_error("ingest", wh, *args, "--on-overflow", "error")
+    assert "does not fit float16 (max 65504)" in message and not wh.exists()
+    result = CliRunner().invoke(main, ["ingest", str(wh), *map(str, args)])
+    assert result.exit_code == 0, result.output
+    assert "values beyond float16 range stored as float32" in result.stderr
+    with actwh.open(wh) as w:
+        X, _ = w.vectors("residuals", layer=0)
+        assert np.isfinite(X).all() and np.abs(X).max() > 65504
+    import pyarrow.parquet as pq
+
+    file = next((wh / "data" / "residuals").rglob("*.parquet"))
+    assert str(pq.read_schema(file).field("vec").type.value_type) == "float"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """A PostgreSQL server started for these tests (Debian's package), or a skip saying why."""
+    pytest.importorskip(
+        "psycopg", reason="psycopg is not installed (pip install 'actwh[postgres]')"
+    )
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    if not bins:
+        pytest.skip("no PostgreSQL server binaries (Debian package: postgresql)")
+    bin_dir = bins[-1]
+    # Not under pytest's temporary directory: PostgreSQL refuses to run as root, and the
+    # postgres user cannot enter root's private temporary directories.
+    root = Path(tempfile.mkdtemp(prefix="actwh-postgres-"))
+    data, port = root / "data", _free_port()
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_postgres:
+        shutil.chown(root, "postgres")
+    try:
+        for command in (
+            [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "actwh"],
+            [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(root / "log"),
+                "-w",
+                "-o",
+                f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
+                "start",
+            ],
+        ):
+            done = subprocess.run([*as_postgres, *command], capture_output=True, text=True)
+            if done.returncode:
+                pytest.skip(f"could not start PostgreSQL: {done.stderr.strip().splitlines()[-1:]}")
+    except FileNotFoundError as error:
+        pytest.skip(f"could not start PostgreSQL: {error}")
+    try:
+        subprocess.run(
+            [
+                str(bin_dir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "actwh",
+                "catalog",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        yield f"postgresql+psycopg://actwh@127.0.0.1:{port}/catalog"
+    finally:
+        subprocess.run(
+            [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_postgres_catalog(setup, postgres, tmp_path, gpt2_dir):
+    wh = tmp_path / "wh"
+    base = list(setup["args"])
+    cli("init", wh, "--catalog", postgres)
+    assert json.loads((wh / "warehouse.json").read_text())["catalog"] == postgres
+    assert not (wh / "catalog.duckdb").exists()
+    cli("vectors", wh, "--model", gpt2_dir, "--quiet")
+    cli("directions", "add", wh, "rnd", "--model", gpt2_dir.name, "--random")
+    cli("directions", "add", wh, "v", "--model", gpt2_dir.name, "--value-vector", "1:3")
+    cli("ingest", wh, *base)
+    assert_same_tables(tables_of(wh, "r"), setup["reference"])
+    # two workers against the PostgreSQL catalog at once
+    workers = [
+        subprocess.Popen(
+            [ACTWH, "ingest", str(wh), *base, "--name", "r2", "--shard", f"{i}/2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for worker in workers:
+        _, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err
+    assert_same_tables(tables_of(wh, "r2"), setup["reference"])
+    out = cli("sql", wh, "select name, status, n_tokens from runs order by name", "--csv").stdout
+    assert out.splitlines()[1:] == [
+        f"r,complete,{setup['reference']['tokens'].height}",
+        f"r2,complete,{setup['reference']['tokens'].height}",
+    ]
+    assert CliRunner().invoke(main, ["check", str(wh)]).exit_code == 0

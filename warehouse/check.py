@@ -1,0 +1,113 @@
+"""``actwh check``: every committed file against the catalog, and what no commit owns.
+
+For each file the catalog lists: it exists, Parquet can read its footer, its row count and its
+sha256 are the recorded ones. Files under ``data/`` that no commit lists are orphans (left by a
+crash between rename and record) and ``*.tmp`` files are unfinished writes.
+
+``repair`` deletes orphans and unfinished files older than ``grace`` seconds (younger ones may
+belong to a writer that is committing right now), and drops every commit that has a damaged or
+missing file: its files and catalog rows go, its run goes back to ``running`` with its token count
+reduced, so ``actwh ingest`` with the same options redoes exactly those prompts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from actwh.warehouse import layout
+from actwh.warehouse.store import Store
+from actwh.warehouse.writer import sha256_file
+
+
+@dataclass
+class CheckReport:
+    files: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, what is wrong)
+    orphans: list[str] = field(default_factory=list)
+    unfinished: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    dropped_commits: list[str] = field(default_factory=list)
+    runs_to_resume: list[str] = field(default_factory=list)
+    models_to_rebuild: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.problems or self.orphans or self.unfinished)
+
+
+def _problem(store: Store, row: dict) -> str | None:
+    path = store.root / row["path"]
+    if not path.is_file():
+        return "missing"
+    try:
+        rows = pq.read_metadata(path).num_rows
+    except Exception as error:  # any reason Parquet cannot read it is the same finding
+        return f"unreadable ({str(error).splitlines()[0]})"
+    if rows != row["n_rows"]:
+        return f"{rows} rows, the catalog says {row['n_rows']}"
+    if sha256_file(path) != row["sha256"]:
+        return "checksum differs from the catalog's"
+    return None
+
+
+def check(store: Store, *, repair: bool = False, grace: float = 600.0) -> CheckReport:
+    catalog = store.catalog
+    report = CheckReport()
+    committed = catalog.rows("commit_files")
+    report.files = len(committed)
+    damaged_commits = set()
+    for row in committed:
+        problem = _problem(store, row)
+        if problem:
+            report.problems.append((row["path"], problem))
+            damaged_commits.add(row["commit_id"])
+    known = {row["path"] for row in committed}
+    for path in layout.all_files(store.root):
+        relative = store.relative(path)
+        if relative.endswith(layout.TMP_SUFFIX):
+            report.unfinished.append(relative)
+        elif relative not in known:
+            report.orphans.append(relative)
+    if repair:
+        old = time.time() - grace
+        for relative in [*report.orphans, *report.unfinished]:
+            path = store.root / relative
+            if path.exists() and path.stat().st_mtime < old:
+                path.unlink()
+                report.removed.append(relative)
+        for commit_id in sorted(damaged_commits):
+            _drop_commit(store, commit_id, report)
+    return report
+
+
+def _drop_commit(store: Store, commit_id: str, report: CheckReport) -> None:
+    catalog = store.catalog
+    runs = catalog.tables["runs"]
+    with catalog.begin() as conn:
+        commit = catalog.get("commits", conn, id=commit_id)
+        files = catalog.rows("commit_files", conn, commit_id=commit_id)
+        tokens = sum(f["n_rows"] for f in files if f["table_name"] == "tokens")
+        catalog.delete(conn, "commit_files", commit_id=commit_id)
+        catalog.delete(conn, "commit_prompts", commit_id=commit_id)
+        catalog.delete(conn, "commits", id=commit_id)
+        if commit["run"] is not None:
+            catalog.update(
+                conn,
+                "runs",
+                {"name": commit["run"]},
+                status="running",
+                finished_at=None,
+                n_tokens=runs.c.n_tokens - tokens,
+            )
+            if commit["run"] not in report.runs_to_resume:
+                report.runs_to_resume.append(commit["run"])
+        elif commit["model"] not in report.models_to_rebuild:
+            report.models_to_rebuild.append(commit["model"])
+    for f in files:
+        Path(store.root / f["path"]).unlink(missing_ok=True)
+        report.removed.append(f["path"])
+    report.dropped_commits.append(commit_id)
