@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from actwh.ingest.generate import Batch
 from actwh.ingest.models import load_model
 from actwh.ingest.options import IngestOptions
 from actwh.ingest.prompts import PromptSet, read_prompts, shipped_prompts
-from actwh.ingest.worker import _eos_ids, encode_prompts, ingest, plan_batches
+from actwh.ingest.worker import ingest
+from bench.ingest import generated_batches
 from bench.report import record, table
 
 
@@ -37,23 +37,12 @@ def by_hand(
     from nnsight import LanguageModel
 
     lm = LanguageModel(loaded.model, tokenizer=loaded.tokenizer)
-    sequences, _ = encode_prompts(loaded, prompts.prompts, loaded.adapter.context_length - generate)
     pad = loaded.tokenizer.pad_token_id
-    eos = sorted(_eos_ids(loaded))
     layers = loaded.model.model.layers
     tokens = 0
     started = time.perf_counter()
-    for index, batch in enumerate(plan_batches(sequences, batch_size)):
-        padded = Batch.left_padded([s.ids for s in batch], pad, loaded.device)
-        with torch.inference_mode():
-            ids = loaded.model.generate(
-                input_ids=padded.ids,
-                attention_mask=padded.mask,
-                max_new_tokens=generate,
-                do_sample=False,
-                pad_token_id=pad,
-                eos_token_id=eos,
-            )
+    batches = generated_batches(loaded, prompts, generate, batch_size)
+    for index, (padded, ids) in enumerate(batches):
         mask = torch.cat([padded.mask, (ids[:, padded.ids.shape[1] :] != pad).long()], dim=1)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         mids, posts = [], []

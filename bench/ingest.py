@@ -31,16 +31,17 @@ from actwh.warehouse.store import Store
 from bench.report import record, table
 
 
-def bare_generation(loaded, prompts: PromptSet, generate: int, batch_size: int) -> float:
+def generated_batches(loaded, prompts: PromptSet, generate: int, batch_size: int):
+    """Greedy ``model.generate`` over the batches ingestion would run (same order, same left
+    padding); yields each batch's padded prompt and the generated ids."""
     budget = loaded.adapter.context_length - generate
     sequences, _ = encode_prompts(loaded, prompts.prompts, budget)
     pad = loaded.tokenizer.pad_token_id
     eos = sorted(_eos_ids(loaded))
-    started = time.perf_counter()
-    with torch.inference_mode():
-        for batch in plan_batches(sequences, batch_size):
-            padded = Batch.left_padded([s.ids for s in batch], pad, loaded.device)
-            loaded.model.generate(
+    for batch in plan_batches(sequences, batch_size):
+        padded = Batch.left_padded([s.ids for s in batch], pad, loaded.device)
+        with torch.inference_mode():
+            ids = loaded.model.generate(
                 input_ids=padded.ids,
                 attention_mask=padded.mask,
                 max_new_tokens=generate,
@@ -48,6 +49,13 @@ def bare_generation(loaded, prompts: PromptSet, generate: int, batch_size: int) 
                 pad_token_id=pad,
                 eos_token_id=eos,
             )
+        yield padded, ids
+
+
+def bare_generation(loaded, prompts: PromptSet, generate: int, batch_size: int) -> float:
+    started = time.perf_counter()
+    for _ in generated_batches(loaded, prompts, generate, batch_size):
+        pass
     return time.perf_counter() - started
 
 

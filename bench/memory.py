@@ -9,13 +9,12 @@ Run: ``python -m bench.memory``.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from actwh.ingest.prompts import read_prompts, shipped_prompts
+from actwh.ingest.prompts import read_prompts, shipped_prompts, write_prompts
 from bench.report import record, table
 
 
@@ -28,18 +27,14 @@ def peak_rss(command: list[str]) -> tuple[float, str]:
 
 
 def main() -> None:
-    shipped = [p.text for p in read_prompts(shipped_prompts()).prompts]
+    shipped = read_prompts(shipped_prompts()).prompts
     cli = str(Path(sys.executable).with_name("actwh"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for n in (100, 1000):
             prompts = tmp / f"prompts{n}.jsonl"
-            prompts.write_text(
-                "".join(
-                    json.dumps({"prompt": f"{shipped[i % len(shipped)]}"}) + "\n" for i in range(n)
-                )
-            )
+            write_prompts([shipped[i % len(shipped)] for i in range(n)], prompts)
             wh = tmp / f"wh{n}"
             mib, seconds = peak_rss(
                 [

@@ -68,6 +68,29 @@ def read_text_file(path: Path) -> str:
     return text
 
 
+def jsonl_records(path: Path, text: str, fields: tuple[str, ...] = ()):
+    """Yield ``(where, record)`` for each non-blank line of a JSONL file's ``text``.
+
+    ``where`` is ``FILE:LINE``; a malformed line, or a record that is not an object or lacks one
+    of ``fields``, is an error naming it.
+    """
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            message = f"{where}: malformed JSON ({error.msg} at column {error.colno})"
+            raise ActwhError(message) from None
+        if not isinstance(record, dict):
+            raise ActwhError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        missing = [f for f in fields if f not in record]
+        if missing:
+            raise ActwhError(f"{where}: missing {', '.join(missing)}")
+        yield where, record
+
+
 def _chat(messages, where: str) -> list[dict]:
     if not isinstance(messages, list) or not messages:
         raise ActwhError(f"{where}: 'messages' must be a non-empty list of {{role, content}}")
@@ -82,9 +105,7 @@ def _chat(messages, where: str) -> list[dict]:
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def _from_json(record, where: str) -> Prompt:
-    if not isinstance(record, dict):
-        raise ActwhError(f"{where}: expected a JSON object, got {type(record).__name__}")
+def _from_json(record: dict, where: str) -> Prompt:
     meta = dict(record)
     prompt = meta.pop("prompt", None)
     messages = meta.pop("messages", None)
@@ -134,16 +155,7 @@ def read_prompts(path: str | Path, name: str | None = None) -> PromptSet:
     text = read_text_file(path)
     prompts = []
     if _is_jsonl(path, text):
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                message = f"{where}: malformed JSON ({error.msg} at column {error.colno})"
-                raise ActwhError(message) from None
-            prompts.append(_from_json(record, where))
+        prompts = [_from_json(record, where) for where, record in jsonl_records(path, text)]
     else:
         prompts = [Prompt(text=line) for line in text.splitlines() if line.strip()]
     if not prompts:

@@ -7,26 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from cli_helpers import cli, cli_error
 from tiny_models import build_gpt2
 
 import actwh
-from actwh.api.cli import main
 from actwh.errors import ActwhError
 from actwh.ingest.models import load_model
 from actwh.warehouse.directions import svd_direction
-
-
-def cli(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def cli_error(*args) -> str:
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == 2, result.output
-    return result.stderr
 
 
 def all_value_vectors(model_dir) -> np.ndarray:

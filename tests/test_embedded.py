@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import actwh
 from actwh.api.cli import main
-from actwh.ingest.prompts import read_prompts, shipped_prompts
+from actwh.ingest.prompts import read_prompts, shipped_prompts, write_prompts
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def test_ingest_embedded_and_query(tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     shipped = read_prompts(shipped_prompts()).prompts
-    prompts.write_text("".join(json.dumps({"prompt": p.text}) + "\n" for p in shipped[:6]))
+    write_prompts(shipped[:6], prompts)
     wh = tmp_path / "wh"
     result = CliRunner().invoke(
         main,
@@ -95,7 +95,7 @@ def test_vectors_search_and_pairing_on_embedded(tmp_path):
 
     prompts = tmp_path / "prompts.jsonl"
     shipped = read_prompts(shipped_prompts()).prompts
-    prompts.write_text("".join(json.dumps({"prompt": p.text}) + "\n" for p in shipped[:4]))
+    write_prompts(shipped[:4], prompts)
     common = ("--capture", "resid_mid", "--layers", "18-20", "--quiet")
     cli(
         "ingest",

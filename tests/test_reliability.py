@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from cli_helpers import cli, cli_error
 from click.testing import CliRunner
 from tiny_models import build_gpt2
 
@@ -31,18 +32,6 @@ RUN_TABLES = [
     t for t, spec in fact_tables().items() if spec.partition[0] == "run" and t != "scores"
 ]
 KEYS = ("layer", "prompt", "pos", "site", "direction", "neuron", "rank", "token_id")
-
-
-def cli(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def cli_error(*args) -> str:
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == 2, result.output
-    return result.stderr
 
 
 def tables_of(wh_path: Path, run: str) -> dict[str, pl.DataFrame]:
@@ -128,6 +117,22 @@ def fresh(setup, name: str) -> Path:
     return path
 
 
+def run_shards(wh: Path, args: list[str], count: int = 2) -> None:
+    """``count`` ingestion processes with ``--shard i/count``, all at once; all must succeed."""
+    workers = [
+        subprocess.Popen(
+            [ACTWH, "ingest", str(wh), *args, "--shard", f"{i}/{count}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(count)
+    ]
+    for worker in workers:
+        _, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err
+
+
 def run_status(wh_path: Path, run: str = "r") -> dict | None:
     with actwh.open(wh_path) as wh:
         rows = wh.sql("select * from runs where name = $r", {"r": run})
@@ -180,18 +185,7 @@ def test_two_shards_at_once_equal_one_worker(setup):
     wh = setup["root"] / "shards"  # neither worker finds a warehouse: both create it
     shutil.rmtree(wh, ignore_errors=True)
     shutil.copytree(setup["empty"], wh)
-    workers = [
-        subprocess.Popen(
-            [ACTWH, "ingest", str(wh), *setup["args"], "--shard", f"{i}/2"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    for worker in workers:
-        _, err = worker.communicate(timeout=300)
-        assert worker.returncode == 0, err
+    run_shards(wh, setup["args"])
     assert run_status(wh)["status"] == "complete"
     assert_same_tables(tables_of(wh, "r"), setup["reference"])
     with actwh.open(wh) as w:
@@ -474,18 +468,7 @@ def test_postgres_catalog(setup, postgres, tmp_path, gpt2_dir):
     cli("ingest", wh, *base)
     assert_same_tables(tables_of(wh, "r"), setup["reference"])
     # two workers against the PostgreSQL catalog at once
-    workers = [
-        subprocess.Popen(
-            [ACTWH, "ingest", str(wh), *base, "--name", "r2", "--shard", f"{i}/2"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    for worker in workers:
-        _, err = worker.communicate(timeout=300)
-        assert worker.returncode == 0, err
+    run_shards(wh, [*base, "--name", "r2"])
     assert_same_tables(tables_of(wh, "r2"), setup["reference"])
     out = cli("sql", wh, "select name, status, n_tokens from runs order by name", "--csv").stdout
     assert out.splitlines()[1:] == [

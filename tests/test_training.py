@@ -8,27 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from cli_helpers import cli, cli_error
 
 import actwh
-from actwh.api.cli import main
 from actwh.errors import ActwhError
 from actwh.ingest.models import load_model
 from actwh.train.evaluate import bag_f1
 from actwh.train.probe import fit_probe, read_labeled
 from actwh.train.scorers import get_scorer, perspective_score
-
-
-def cli(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def cli_error(*args) -> str:
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == 2, result.output
-    return result.stderr
 
 
 def test_profanity_scorer():
@@ -85,7 +72,7 @@ def test_read_labeled(tmp_path):
 @pytest.fixture
 def probed(tmp_path, gpt2_dir):
     wh = tmp_path / "wh"
-    out = cli("probe", wh, "--model", gpt2_dir)
+    out = cli("probe", wh, "--model", gpt2_dir).stdout
     return wh, out
 
 
@@ -117,7 +104,7 @@ def test_pairs_keep_only_more_toxic_dispreferred(probed, gpt2_dir, tmp_path, pro
         2.0,
         "--generate",
         8,
-    )
+    ).stdout
     assert "pairs →" in printed
     pairs = [json.loads(l) for l in out.read_text().splitlines()]
     for pair in pairs:
@@ -167,7 +154,7 @@ def test_dpo_trains_saves_and_registers(tmp_path, probed, gpt2_dir):
         2,
         "--batch-size",
         2,
-    )
+    ).stdout
     assert "registered dpo-model (dpo, parent tiny-gpt2)" in printed
     record = json.loads((out / "actwh_dpo.json").read_text())
     assert record["options"]["beta"] == 0.1 and record["options"]["optimizer"] == "rmsprop"
@@ -323,7 +310,7 @@ def test_evaluate_records_tables_2_and_4(tmp_path, gpt2_dir, prompts_file):
             "--f1-data",
             f1_data,
             "--csv",
-        )
+        ).stdout
     lines = out.strip().splitlines()
     assert (
         lines[0] == "model,prompt_set,scorer,n_prompts,toxicity,perplexity,f1" and len(lines) == 3

@@ -18,7 +18,6 @@ Results go to the ``evaluations`` table, one row per (model, prompt set, scorer)
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
@@ -34,7 +33,7 @@ from actwh.errors import ActwhError
 from actwh.ingest.generate import Batch, greedy
 from actwh.ingest.models import LoadedModel
 from actwh.ingest.options import IngestOptions
-from actwh.ingest.prompts import PromptSet, read_text_file
+from actwh.ingest.prompts import PromptSet, jsonl_records, read_text_file
 from actwh.ingest.worker import ingest
 from actwh.train.scorers import get_scorer
 from actwh.warehouse.catalog import now, to_json
@@ -83,12 +82,8 @@ def f1_samples(
     content = read_text_file(path)
     samples = []
     if path.suffix.lower() in (".jsonl", ".json"):
-        for number, line in enumerate(content.splitlines(), start=1):
-            if line.strip():
-                record = json.loads(line)
-                if not isinstance(record, dict) or "prompt" not in record or "gold" not in record:
-                    raise ActwhError(f"{path}:{number}: expected 'prompt' and 'gold'")
-                samples.append(F1Sample(record["prompt"], record["gold"]))
+        records = jsonl_records(path, content, fields=("prompt", "gold"))
+        samples = [F1Sample(record["prompt"], record["gold"]) for _, record in records]
     else:
         for sentence in re.split(r"(?<=[.!?])\s+", content):
             words = sentence.split()

@@ -145,26 +145,14 @@ def write_pairs(pairs: list[dict], path: str | Path) -> None:
 
 def read_pairs(path: str | Path) -> list[dict]:
     """A pairs file in the paper's format; every line needs the three text fields."""
-    from actwh.ingest.prompts import read_text_file
+    from actwh.ingest.prompts import jsonl_records, read_text_file
 
     path = Path(path)
     pairs = []
-    for number, line in enumerate(read_text_file(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ActwhError(f"{path}:{number}: malformed JSON ({error.msg})") from None
-        missing = (
-            [f for f in PAIR_FIELDS if not isinstance(record.get(f), str)]
-            if isinstance(record, dict)
-            else PAIR_FIELDS
-        )
-        if missing:
-            raise ActwhError(
-                f"{path}:{number}: missing {', '.join(missing)} (the paper's pair format)"
-            )
+    for where, record in jsonl_records(path, read_text_file(path), fields=PAIR_FIELDS):
+        wrong = [f for f in PAIR_FIELDS if not isinstance(record[f], str)]
+        if wrong:
+            raise ActwhError(f"{where}: {', '.join(wrong)} must be text (the paper's pair format)")
         pairs.append(record)
     if not pairs:
         raise ActwhError(f"{path}: no pairs")

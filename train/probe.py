@@ -14,7 +14,6 @@ interventions subtract and searches compare against.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from actwh.errors import ActwhError
 from actwh.ingest.capture import Capture
 from actwh.ingest.generate import Batch, teacher_forced
 from actwh.ingest.models import LoadedModel
-from actwh.ingest.prompts import read_text_file
+from actwh.ingest.prompts import jsonl_records, read_text_file
 
 PROBE_SITES = ("resid_pre", "resid_mid", "resid_post", "final")
 
@@ -45,30 +44,21 @@ def read_labeled(path: str | Path) -> tuple[list[str], list[int]]:
                 f"{path}: CSV needs columns comment_text and toxic (missing {sorted(missing)})"
             )
         rows = (
-            (number, row["comment_text"], row["toxic"])
+            (f"{path}:{number}", row["comment_text"], row["toxic"])
             for number, row in enumerate(reader, start=2)
         )
     else:
-        rows = []
-        for number, line in enumerate(content.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ActwhError(f"{path}:{number}: malformed JSON ({error.msg})") from None
-            if not isinstance(record, dict) or "text" not in record or "label" not in record:
-                raise ActwhError(f"{path}:{number}: expected an object with 'text' and 'label'")
-            rows.append((number, record["text"], record["label"]))
-    for number, text, label in rows:
+        records = jsonl_records(path, content, fields=("text", "label"))
+        rows = ((where, record["text"], record["label"]) for where, record in records)
+    for where, text, label in rows:
         try:
             value = int(float(label))
         except (TypeError, ValueError):
             value = -1
         if value not in (0, 1):
-            raise ActwhError(f"{path}:{number}: label must be 0 or 1, got {label!r}")
+            raise ActwhError(f"{where}: label must be 0 or 1, got {label!r}")
         if not isinstance(text, str) or not text.strip():
-            raise ActwhError(f"{path}:{number}: empty text")
+            raise ActwhError(f"{where}: empty text")
         texts.append(text)
         labels.append(value)
     if len(set(labels)) < 2:
