@@ -17,11 +17,12 @@ import json
 import random
 import shutil
 import uuid
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
+from transformers import ProgressCallback, TrainerCallback
 
 from actwh.errors import ActwhError
 from actwh.ingest.models import LoadedModel
@@ -43,9 +44,8 @@ class DPOOptions:
     warmup_steps: int = 0
     max_length: int = 128
     seed: int = 42
-    gradient_checkpointing: bool = (
-        False  # TRL turns it on by default; it costs time, not memory here
-    )
+    # TRL turns it on by default; for models that fit, it only costs time.
+    gradient_checkpointing: bool = False
 
 
 class KeepBest(TrainerCallback):
@@ -74,6 +74,13 @@ class KeepBest(TrainerCallback):
             self.stale += 1
             if self.stale >= self.patience:
                 control.should_training_stop = True
+
+
+class QuietProgress(ProgressCallback):
+    """The progress bar, without the dict of metrics it prints at every log step."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
 
 
 def split_pairs(pairs: list[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -115,6 +122,9 @@ def train_dpo(
     import datasets
     from transformers import PrinterCallback
     from trl import DPOConfig, DPOTrainer
+
+    # Deprecation notices of transformers' and TRL's own internals: nothing a user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers|trl")
 
     options = options or DPOOptions()
     out = Path(out)
@@ -160,7 +170,10 @@ def train_dpo(
         processing_class=base.tokenizer,
         callbacks=[keep_best],
     )
-    if not progress:
+    if progress:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(QuietProgress)
+    else:
         trainer.remove_callback(PrinterCallback)
         datasets.disable_progress_bars()
     try:
