@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from actwh.errors import ActwhError
-from actwh.ingest.sites import NEURON_SITE
 
 Where = Literal["input", "output"]
 
@@ -90,9 +89,6 @@ class Adapter:
     def W_U(self) -> torch.Tensor:
         """Unembedding, ``[d_model, d_vocab]``."""
         return self.model.get_output_embeddings().weight.T
-
-    def site_size(self, site: str) -> int:
-        return self.d_mlp if site == NEURON_SITE else self.d_model
 
     def hook_point(self, site: str, layer: int) -> tuple[nn.Module, Where]:
         points = {
@@ -183,9 +179,6 @@ class LlamaAdapter(Adapter):
 
     def W_in(self, layer):
         return self.mlp(layer).up_proj.weight.T  # [d_model, d_mlp]
-
-    def W_gate(self, layer):
-        return self.mlp(layer).gate_proj.weight.T  # [d_model, d_mlp]
 
     def mlp_coefficients(self, layer, resid_mid):
         mlp = self.mlp(layer)

@@ -120,7 +120,7 @@ class Capture:
             for kind in (
                 "vectors",
                 "dots",
-                "cosines",
+                "norms",
                 "neurons",
                 "lens_ids",
                 "lens_probs",
@@ -137,7 +137,7 @@ class Capture:
         if site in self.store:
             kinds.append("vectors")
         if site in self.project:
-            kinds += ["dots", "cosines"]
+            kinds += ["dots", "norms"]
         if site == NEURON_SITE and layer in self.neurons:
             kinds.append("neurons")
         if site in self.lens_sites:
@@ -174,16 +174,15 @@ class Capture:
         buffers = {kind: self._chunks[kind][key] for kind in kinds}
         layer = key[1]
 
+        # Hooks run ~60 times per forward call: keep them to the few ops that must see x now.
         def hook(x: torch.Tensor) -> None:
             x = x.detach()
             if "vectors" in buffers:
                 buffers["vectors"].append(x.clone())
             if "dots" in buffers:
                 x32 = x.float()
-                dots = x32 @ self.directions.vectors.T
-                norms = x32.norm(dim=-1, keepdim=True) * self.directions.norms
-                buffers["dots"].append(dots)
-                buffers["cosines"].append(dots / norms.clamp_min(1e-12))
+                buffers["dots"].append(x32 @ self.directions.vectors.T)
+                buffers["norms"].append(torch.linalg.vector_norm(x32, dim=-1, keepdim=True))
             if "neurons" in buffers:
                 buffers["neurons"].append(x[..., self.neurons[layer]].float())
             if "lens_ids" in buffers:
@@ -225,10 +224,15 @@ class Capture:
                 if parts
             }
         self.start_batch()
+        cosines = {}
+        if self.directions is not None:
+            for key, dots in joined["dots"].items():
+                norms = joined["norms"][key] * self.directions.norms
+                cosines[key] = dots / norms.clamp_min(1e-12)
         return Captured(
             vectors=joined["vectors"],
             dots=joined["dots"],
-            cosines=joined["cosines"],
+            cosines=cosines,
             neurons={layer: t for (_, layer), t in joined["neurons"].items()},
             lens_ids=joined["lens_ids"],
             lens_probs=joined["lens_probs"],

@@ -86,8 +86,5 @@ class Store:
         tmp.replace(root / layout.MARKER)  # the marker appears last: a half-made warehouse has none
         return store
 
-    def path(self, relative: str) -> Path:
-        return self.root / relative
-
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
