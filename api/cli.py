@@ -578,11 +578,15 @@ def directions_add(
             added.append(
                 add_direction(store, model, name, vector, kind=kind, meta=meta, replace=replace)
             )
-    for row in added:
+    if len(added) == 1:
+        row = added[0]
         click.echo(
             f"added direction {row['name']} ({row['kind']}) of {row['model']}: "
             f"norm {row['norm']:.4g}"
         )
+    else:
+        norms = "  ".join(f"{row['name']}:{row['norm']:.3g}" for row in added)
+        click.echo(f"added {len(added)} δx directions of {added[0]['model']} (norms {norms})")
 
 
 @directions.command("list")
