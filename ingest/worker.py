@@ -447,9 +447,10 @@ def ingest(
     )
     try:
         with capture, bar:
-            _run_batches(job, todo, writer, options, summary, bar)
+            _run_batches(job, todo, summary, bar)
     except ActwhError:  # e.g. float16 overflow with --on-overflow error: leave no trace
-        if not resumed and not store.catalog.rows("commit_prompts", run=run):
+        alone = shard_index[1] == 1  # another shard may be writing this run right now
+        if alone and not resumed and not store.catalog.rows("commit_prompts", run=run):
             if existing is None:
                 shutil.rmtree(store.root, ignore_errors=True)
             else:
@@ -460,8 +461,9 @@ def ingest(
     return summary
 
 
-def _run_batches(job, todo, writer, options, summary, bar) -> None:
+def _run_batches(job: _Job, todo: list, summary: RunSummary, bar) -> None:
     """Run the batches, committing whenever enough is buffered or enough time has passed."""
+    writer, options = job.writer, job.options
     started = last_commit = time.monotonic()
     pending: list[int] = []
     pending_tokens = 0
