@@ -421,13 +421,11 @@ def search(warehouse, direction, model, k, layers, output):
       actwh search wh --direction toxic_probe -k 20
     """
     from actwh.ingest.options import parse_layers
+    from actwh.warehouse.directions import get_direction
 
     with _warehouse(warehouse) as wh:
-        vector = wh.direction(direction, model=model)
-        if model is None:
-            from actwh.warehouse.directions import get_direction
-
-            model = get_direction(wh.store, direction)[0]
+        owner, vector = get_direction(wh.store, direction, model)
+        model = model or owner
         n_layers = wh.sql("select n_layers from models where name = $m", {"m": model})
         chosen = None if layers == "all" else parse_layers(layers, n_layers["n_layers"][0])
         hits = wh.nearest(vector, k=k, model=model, layers=chosen)

@@ -46,11 +46,6 @@ class Warehouse:
         self._indexes: dict = {}  # model → loaded FAISS index
         self._indexes: dict = {}  # model → loaded FAISS index
 
-    @classmethod
-    def maybe(cls, path: str | Path) -> _Maybe:
-        """Context manager yielding the warehouse at ``path``, or ``None`` if there is none yet."""
-        return _Maybe(cls(path) if (Path(path) / "warehouse.json").is_file() else None)
-
     def __repr__(self) -> str:
         return f"Warehouse({str(self.store.root)!r})"
 
@@ -273,15 +268,3 @@ class Warehouse:
         Keep connections short: a DuckDB catalog held open blocks writers.
         """
         return self.store.catalog._read_engine
-
-
-class _Maybe:
-    def __init__(self, warehouse: Warehouse | None):
-        self.warehouse = warehouse
-
-    def __enter__(self) -> Warehouse | None:
-        return self.warehouse
-
-    def __exit__(self, *exc) -> None:
-        if self.warehouse is not None:
-            self.warehouse.close()

@@ -17,6 +17,14 @@ import polars as pl
 from actwh.errors import ActwhError
 from actwh.warehouse.arrays import column_to_numpy
 
+# The last prompt token of the first n multi-token prompts of the base run.
+_LAST_PROMPT_TOKEN = """
+    WITH last AS (
+        SELECT prompt, n_prompt_tokens - 1 AS pos FROM generations
+        WHERE run = $base AND n_prompt_tokens > 1 ORDER BY prompt LIMIT $n
+    )
+"""
+
 
 def pca_shift(
     sql,
@@ -33,11 +41,8 @@ def pca_shift(
     frames = {}
     for run in (base_run, tuned_run):
         frames[run] = sql(
-            """
-            WITH last AS (
-                SELECT prompt, n_prompt_tokens - 1 AS pos FROM generations
-                WHERE run = $base AND n_prompt_tokens > 1 ORDER BY prompt LIMIT $n
-            )
+            _LAST_PROMPT_TOKEN
+            + """
             SELECT r.prompt, r.vec FROM residuals r JOIN last USING (prompt, pos)
             WHERE r.run = $run AND r.layer = $layer AND r.site = $site
             ORDER BY r.prompt
@@ -67,11 +72,8 @@ def pca_shift(
     if neuron is None:
         return points.with_columns(activation=pl.lit(None, pl.Float32))
     acts = sql(
-        """
-        WITH last AS (
-            SELECT prompt, n_prompt_tokens - 1 AS pos FROM generations
-            WHERE run = $base AND n_prompt_tokens > 1 ORDER BY prompt LIMIT $n
-        )
+        _LAST_PROMPT_TOKEN
+        + """
         SELECT a.run, a.prompt, a.act AS activation FROM neuron_acts a JOIN last USING (prompt, pos)
         WHERE a.run IN ($base, $tuned) AND a.layer = $layer AND a.neuron = $neuron
         """,
