@@ -45,6 +45,7 @@ def emit(frame: pl.DataFrame, output: tuple[str, str | None]) -> None:
             fmt_table_cell_list_len=10,
             tbl_width_chars=200,
             tbl_hide_dataframe_shape=True,
+            tbl_hide_column_data_types=True,
             tbl_formatting="ASCII_MARKDOWN",
         ):
             click.echo(frame)

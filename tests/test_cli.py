@@ -67,6 +67,9 @@ def test_ingest_then_sql(tmp_path, gpt2_dir, prompts_file):
 
     result = run("sql", wh, "-", "--table", input="select count(*) as n from mlp_acts")
     assert result.exit_code == 0 and "| n " in result.stdout
+    # valid Markdown: one header row, one separator, then the rows (no row of dtypes)
+    lines = run("sql", wh, "select 1 as a, 'x' as b").stdout.strip().splitlines()
+    assert lines == ["| a | b |", "|---|---|", "| 1 | x |"]
 
     out = tmp_path / "out.parquet"
     assert run("sql", wh, "select * from tokens", "--parquet", out).exit_code == 0
