@@ -1,6 +1,6 @@
 -- actwh schema: the one place the DDL lives.
 --
--- Two sections.
+-- Four sections.
 --
 -- `catalog` is executed against the catalog database: an embedded DuckDB file by default, or any
 -- SQLAlchemy URL (PostgreSQL for a team). It therefore sticks to types both understand. Readers
@@ -13,6 +13,10 @@
 -- Vector columns are declared FLOAT[]; they are written as fixed-size lists of the stored dtype
 -- (float16 or float32) and the views cast them to FLOAT[d], so array_cosine_similarity and
 -- array_inner_product work on them directly.
+--
+-- `upgrades` brings a catalog written by an older actwh up to date (run after adding the columns
+-- it lacks); readers run it on their in-memory copy too. `macros` holds the rules the named
+-- queries share; readers define them in every snapshot.
 --
 -- Conventions (TransformerLens names): layers are 0-based; `pos` indexes the unpadded sequence
 -- (prompt then continuation, BOS included when the tokenizer adds one); `site` is one of
@@ -31,6 +35,8 @@ CREATE TABLE IF NOT EXISTS models (
     source VARCHAR NOT NULL,          -- hub id, local directory, .gguf file, or "embedded"
     revision VARCHAR,                 -- hub commit, or sha256 of the weight files
     architecture VARCHAR NOT NULL,    -- HF model_type: gpt2, llama, mistral, qwen2
+    mlp_gated BOOLEAN,                -- true: m_i = act(gate)·up is signed, so a neuron writes
+                                      -- +v_i or −v_i (Llama family); false: GELU, m_i ≥ −0.17
     n_layers INTEGER NOT NULL,
     d_model INTEGER NOT NULL,
     d_mlp INTEGER NOT NULL,
@@ -127,6 +133,8 @@ CREATE TABLE IF NOT EXISTS vector_indexes (
     n_vectors BIGINT NOT NULL,
     d_mlp INTEGER NOT NULL,           -- faiss id = layer * d_mlp + neuron
     sha256 VARCHAR NOT NULL,
+    unembed VARCHAR,                  -- how top tokens were read: raw (W_U·v) | final_norm
+                                      -- (W_U·(γ⊙v), through the final norm's gain)
     created_at TIMESTAMP NOT NULL
 );
 
@@ -230,6 +238,23 @@ CREATE TABLE neuron_acts (
     act FLOAT
 );
 
+-- How every neuron fires, for every run: sums of its coefficient m_i over the tokens of one commit,
+-- split into prompt and generated tokens. Sum the rows of a run for its totals (e.g. the mean
+-- coefficient is sum(sum) / sum(n)); each commit adds its own rows, so resumed and sharded runs
+-- count every token once.
+-- partition: run, layer
+CREATE TABLE neuron_stats (
+    run VARCHAR,
+    layer SMALLINT,
+    neuron INTEGER,
+    generated BOOLEAN,                -- the tokens counted: generated (true) or prompt (false)
+    n BIGINT,                         -- tokens
+    n_pos BIGINT,                     -- tokens with m_i > 0
+    sum DOUBLE,                       -- Σ m_i
+    sum_pos DOUBLE,                   -- Σ max(m_i, 0); Σ min(m_i, 0) = sum − sum_pos
+    sum_sq DOUBLE                     -- Σ m_i²
+);
+
 -- Logit lens: softmax(W_U · final_norm(x)) of a residual site, top tokens.
 -- partition: run, layer
 CREATE TABLE logit_lens (
@@ -265,7 +290,9 @@ CREATE TABLE value_vectors (
     neuron INTEGER,
     vec FLOAT[],                      -- [d_model]
     norm FLOAT,
-    top_tokens VARCHAR[]              -- highest dot product with the unembedding, best first
+    top_tokens VARCHAR[],             -- tokens v_i promotes most (highest logit), best first
+    bottom_tokens VARCHAR[]           -- tokens −v_i promotes most (lowest logit of v_i): what the
+                                      -- neuron promotes when m_i < 0 (gated MLPs)
 );
 
 -- Per parameter tensor: how far a tuned model moved from its base (paper §5.1).
@@ -292,3 +319,91 @@ CREATE TABLE value_vector_diffs (
     delta_norm FLOAT,
     delta FLOAT[]                     -- [d_model]
 );
+
+-- section: upgrades
+
+-- Format 1 knew two MLP families only: GPT-2 (GELU) and the Llama family (gated).
+UPDATE models SET mlp_gated = (architecture <> 'gpt2') WHERE mlp_gated IS NULL;
+
+-- section: macros
+
+-- The models whose directions `model_name` may use, nearest first: itself, its parent, the
+-- parent's parent, ... (a tuned model or a variant shares its base's residual space).
+CREATE MACRO lineage(model_name) AS TABLE
+    WITH RECURSIVE chain(model, depth) AS (
+        SELECT model_name, 0
+        UNION ALL
+        SELECT m.parent, c.depth + 1 FROM chain c JOIN models m ON m.name = c.model
+        WHERE m.parent IS NOT NULL AND c.depth < 64
+    )
+    SELECT model, depth FROM chain;
+
+-- Direction `direction_name` as `model_name` sees it: its own, else its nearest ancestor's.
+CREATE MACRO direction_of(model_name, direction_name) AS TABLE
+    SELECT d.* FROM directions d JOIN lineage(model_name) l ON d.model = l.model
+    WHERE d.name = direction_name
+    ORDER BY l.depth
+    LIMIT 1;
+
+-- What a neuron writes along a direction d is m_i·⟨v_i, d̂⟩. Ranked by the cosine of v_i with d,
+-- oriented by which way the neuron fires:
+--   reach_cos: the most a neuron can write toward d, per unit: a GELU coefficient is almost never
+--     below −0.17, so only +v_i counts (the paper's ranking, cos); a gated one writes ±v_i (|cos|).
+--   write_cos: the cosine of its mean write m̄_i·v_i with d, given its mean coefficient m̄_i in a
+--     run: sign(m̄_i)·cos for a gated MLP; cos for GELU (the paper's convention, m ≥ 0).
+CREATE MACRO reach_cos(cosine, gated) AS CASE WHEN gated THEN abs(cosine) ELSE cosine END;
+CREATE MACRO write_cos(cosine, gated, mean_coefficient) AS
+    CASE WHEN gated THEN sign(mean_coefficient) * cosine ELSE cosine END;
+
+-- How each neuron fires in a run, over its generated tokens (all its tokens if it generated none):
+-- share of tokens with m_i > 0, mean of m_i, of max(m_i, 0) and of min(m_i, 0), and std of m_i.
+CREATE MACRO neuron_means(run_name) AS TABLE
+    WITH pick AS (SELECT bool_or(generated) AS generated FROM neuron_stats WHERE run = run_name)
+    SELECT layer, neuron, CAST(sum(n) AS BIGINT) AS n,
+           sum(n_pos) / sum(n) AS frac_pos,
+           sum(sum) / sum(n) AS mean,
+           sum(sum_pos) / sum(n) AS mean_pos,
+           (sum(sum) - sum(sum_pos)) / sum(n) AS mean_neg,
+           sqrt(greatest(sum(sum_sq) / sum(n) - pow(sum(sum) / sum(n), 2), 0)) AS std
+    FROM neuron_stats
+    WHERE run = run_name AND generated = (SELECT generated FROM pick)
+    GROUP BY layer, neuron;
+
+-- Per tracked neuron, over the generated tokens of `base_run` (the tuned run holds the same
+-- tokens): the mean coefficient in each run, the cosine of the base model's value vector with the
+-- direction, and the mean write along it, mean(m_i)·⟨v_i, d̂⟩. The tuned write uses the tuned
+-- model's value vector, v_i + δv_i, when `actwh diff` stored δv (DPO barely moves it).
+CREATE MACRO tracked_writes(base_run, tuned_run, direction_name) AS TABLE
+    WITH base AS (
+        SELECT r.model, m.mlp_gated AS gated FROM runs r JOIN models m ON m.name = r.model
+        WHERE r.name = base_run
+    ),
+    tuned AS (SELECT model FROM runs WHERE name = tuned_run),
+    d AS (
+        SELECT vec::FLOAT[] AS v, norm FROM direction_of((SELECT model FROM base), direction_name)
+    ),
+    generated AS (SELECT prompt, pos FROM tokens WHERE run = base_run AND is_generated),
+    means AS (
+        SELECT a.layer, a.neuron,
+               avg(a.act) FILTER (WHERE a.run = base_run) AS base_mean,
+               avg(a.act) FILTER (WHERE a.run = tuned_run) AS tuned_mean,
+               count(*) FILTER (WHERE a.run = base_run) AS n_tokens
+        FROM neuron_acts a JOIN generated g ON g.prompt = a.prompt AND g.pos = a.pos
+        WHERE a.run IN (base_run, tuned_run)
+        GROUP BY a.layer, a.neuron
+    )
+    SELECT m.layer, m.neuron,
+           list_cosine_similarity(v.vec::FLOAT[], d.v) AS cosine,
+           write_cos(list_cosine_similarity(v.vec::FLOAT[], d.v), (SELECT gated FROM base),
+                     m.base_mean) AS write_cosine,
+           m.base_mean, m.tuned_mean, m.n_tokens,
+           m.base_mean * list_dot_product(v.vec::FLOAT[], d.v) / d.norm AS base_write,
+           m.tuned_mean * (list_dot_product(v.vec::FLOAT[], d.v)
+                           + coalesce(list_dot_product(dv.delta::FLOAT[], d.v), 0)) / d.norm
+             AS tuned_write
+    FROM means m
+    JOIN value_vectors v
+      ON v.model = (SELECT model FROM base) AND v.layer = m.layer AND v.neuron = m.neuron
+    CROSS JOIN d
+    LEFT JOIN value_vector_diffs dv
+      ON dv.model = (SELECT model FROM tuned) AND dv.layer = m.layer AND dv.neuron = m.neuron;

@@ -32,28 +32,31 @@ def logit_lens(frame: pl.DataFrame, token: str) -> alt.Chart:
 
 
 def activation_drop(frame: pl.DataFrame, base_run: str, tuned_run: str) -> alt.Chart:
-    """Figure 2: mean coefficient of the top toxic value vectors, base vs tuned."""
+    """Figure 2: the mean write m·⟨v, d̂⟩ of the top neurons along the direction, base vs tuned
+    (for GPT-2 this is the paper's mean activation times a positive constant per neuron)."""
     long = frame.with_columns(vector=pl.format("L{} #{}", "layer", "neuron")).unpivot(
-        index=["vector", "cosine"],
-        on=["base_mean", "tuned_mean"],
+        index=["vector", "cosine", "base_mean", "tuned_mean"],
+        on=["base_write", "tuned_write"],
         variable_name="run",
-        value_name="mean",
+        value_name="write",
     )
     long = long.with_columns(
-        pl.col("run").replace({"base_mean": base_run, "tuned_mean": tuned_run})
+        pl.col("run").replace({"base_write": base_run, "tuned_write": tuned_run})
     )
     return (
         alt.Chart(_data(long))
         .mark_bar()
         .encode(
-            x=alt.X("vector:N", sort=None, title="value vector (layer, index)"),
+            x=alt.X("vector:N", sort=None, title="neuron (layer, index)"),
             xOffset="run:N",
-            y=alt.Y("mean:Q", title="mean coefficient over generated tokens"),
+            y=alt.Y("write:Q", title="mean write along the direction, m·⟨v, d̂⟩"),
             color=alt.Color("run:N", title="run"),
-            tooltip=["vector:N", "run:N", "mean:Q", "cosine:Q"],
+            tooltip=["vector:N", "run:N", "write:Q", "base_mean:Q", "tuned_mean:Q", "cosine:Q"],
         )
         .properties(
-            title="Figure 2 — activation of the top toxic value vectors", width=WIDTH, height=260
+            title="Figure 2 — what the top toxic neurons write, over generated tokens",
+            width=WIDTH,
+            height=260,
         )
     )
 
@@ -91,22 +94,61 @@ def pca(frame: pl.DataFrame, layer: int, neuron: tuple[int, int] | None) -> alt.
     )
 
 
-def value_vector_shift(frame: pl.DataFrame, layer: int) -> alt.Chart:
-    """Figure 5: distribution of cos(δx^ℓ, δv) for value vectors of each earlier layer."""
-    return (
-        alt.Chart(_data(frame))
-        .mark_area(opacity=0.6, interpolate="step")
+def value_vector_shift(frame: pl.DataFrame, layer: int) -> alt.VConcatChart:
+    """Figure 5: per earlier layer, cos(Σ m̄·δv, δx^ℓ) and the mean raw and oriented cosines;
+    below, the distributions of cos(δv, δx^ℓ), raw and oriented by sign(m̄)."""
+    per_layer = (
+        frame.group_by("value_layer")
+        .agg(pl.col("aggregate_cos", "oriented_mean", "layer_mean").first())
+        .unpivot(index="value_layer", variable_name="measure", value_name="cos")
+        .with_columns(
+            pl.col("measure").replace(
+                {
+                    "aggregate_cos": "cos(Σ m̄·δv, δx)",
+                    "oriented_mean": "mean sign(m̄)·cos(δv, δx)",
+                    "layer_mean": "mean cos(δv, δx)",
+                }
+            )
+        )
+    )
+    lines = (
+        alt.Chart(_data(per_layer))
+        .mark_line(point=True)
         .encode(
-            x=alt.X(
-                "cosine:Q", title=f"cos(δx at layer {layer}, δv)", scale=alt.Scale(domain=[-1, 1])
-            ),
-            y=alt.Y("proportion:Q", title="proportion"),
-            tooltip=["value_layer:Q", "cosine:Q", "n:Q", "proportion:Q", "layer_mean:Q"],
+            x=alt.X("value_layer:O", title="layer of the value vectors"),
+            y=alt.Y("cos:Q", title=f"cosine with δx of layer {layer}"),
+            color=alt.Color("measure:N", title=None),
+            tooltip=["value_layer:Q", "measure:N", "cos:Q"],
+        )
+        .properties(
+            title=f"Figure 5 — what each layer's value-vector change writes along δx^{layer}",
+            width=WIDTH,
+            height=240,
+        )
+    )
+    bins = frame.unpivot(
+        index=["value_layer", "cosine"],
+        on=["proportion", "oriented_proportion"],
+        variable_name="kind",
+        value_name="share",
+    ).with_columns(
+        pl.col("kind").replace(
+            {"proportion": "cos(δv, δx)", "oriented_proportion": "sign(m̄)·cos(δv, δx)"}
+        )
+    )
+    histograms = (
+        alt.Chart(_data(bins))
+        .mark_area(opacity=0.5, interpolate="step")
+        .encode(
+            x=alt.X("cosine:Q", title="cosine", scale=alt.Scale(domain=[-1, 1])),
+            y=alt.Y("share:Q", title="proportion", stack=None),
+            color=alt.Color("kind:N", title=None),
+            tooltip=["value_layer:Q", "kind:N", "cosine:Q", "share:Q"],
         )
         .properties(width=150, height=90)
         .facet(facet=alt.Facet("value_layer:O", title="value vectors of layer"), columns=5)
-        .properties(title=f"Figure 5 — value-vector shifts against δx of layer {layer}")
     )
+    return alt.vconcat(lines, histograms).resolve_scale(color="independent")
 
 
 def residual_offset(frame: pl.DataFrame, direction: str) -> alt.Chart:

@@ -154,7 +154,7 @@ def init(warehouse, catalog):
     default="",
     metavar="SPEC",
     help="Store mlp_post coefficients of value vectors: 19:770,12:771 or DIRECTION:K (top K by "
-    "cosine, e.g. toxic_probe:64).",
+    "cosine, |cosine| for gated MLPs, e.g. toxic_probe:64).",
 )
 @click.option(
     "--logit-lens", default=0, metavar="K", help="Store the top-K tokens of the logit lens."
@@ -379,14 +379,21 @@ def _warehouse(path):
 @click.option(
     "--top-tokens", default=10, show_default=True, help="Vocabulary tokens kept per value vector."
 )
+@click.option(
+    "--unembed",
+    type=click.Choice(["raw", "final_norm"]),
+    help="Read top tokens from W_U·v (raw, the paper's Table 1) or through the final norm's "
+    "gain, W_U·(γ⊙v). Default: raw for GPT-2, final_norm for gated (RMSNorm) models.",
+)
 @click.option("--replace", is_flag=True, help="Rebuild even if this model's vectors are stored.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def vectors(warehouse, model, kind, top_tokens, replace, device, quiet):
+def vectors(warehouse, model, kind, top_tokens, unembed, replace, device, quiet):
     """Store every MLP value vector of a model and index them with FAISS.
 
-    Each value vector MLP.v_i^l (row i of W_out) goes to the value_vectors table with its norm
-    and the tokens it promotes most (highest dot product with the unembedding).
+    Each value vector MLP.v_i^l (row i of W_out) goes to the value_vectors table with its norm,
+    the tokens it promotes most (top_tokens) and those its negation promotes most (bottom_tokens:
+    what a gated neuron writes when its coefficient is negative).
 
     \b
     Example:
@@ -399,10 +406,17 @@ def vectors(warehouse, model, kind, top_tokens, replace, device, quiet):
     store = Store.create(warehouse)
     loaded, _ = open_model(store, model, device=device)
     row = store_value_vectors(
-        store, loaded, kind=kind, top=top_tokens, replace=replace, progress=not quiet
+        store,
+        loaded,
+        kind=kind,
+        top=top_tokens,
+        unembed=unembed,
+        replace=replace,
+        progress=not quiet,
     )
     click.echo(
-        f"{row['n_vectors']:,} value vectors of {row['model']} in {row['path']} ({row['kind']})"
+        f"{row['n_vectors']:,} value vectors of {row['model']} in {row['path']} ({row['kind']}, "
+        f"tokens read {row['unembed'] or 'raw'})"
     )
 
 
@@ -412,13 +426,23 @@ def vectors(warehouse, model, kind, top_tokens, replace, device, quiet):
 @click.option("--model", help="Whose value vectors (default: the direction's model).")
 @click.option("-k", "k", default=20, show_default=True)
 @click.option("--layers", default="all", show_default=True, help="all, 19, 10-20, or a comma list.")
+@click.option(
+    "--run",
+    help="Also show how each neuron fires in this run: share of tokens with m > 0, mean positive "
+    "and negative parts of m, and its mean write along the direction.",
+)
 @output_options
-def search(warehouse, direction, model, k, layers, output):
-    """Value vectors most cosine-similar to a direction, with their top tokens.
+def search(warehouse, direction, model, k, layers, run, output):
+    """Neurons whose value vectors can write most along a direction, with their top tokens.
+
+    A GELU neuron (GPT-2) writes +v, so the ranking is by cosine (the paper's Table 1). A gated
+    neuron (Llama family) writes +v or -v: the ranking is by |cosine|; `sign` says which sign of
+    its coefficient writes toward the direction, and `top_tokens` are those of sign·v.
 
     \b
     Example:
       actwh search wh --direction toxic_probe -k 20
+      actwh search wh --direction toxic_probe -k 20 --run base
     """
     from actwh.ingest.options import parse_layers
     from actwh.warehouse.directions import get_direction
@@ -428,7 +452,7 @@ def search(warehouse, direction, model, k, layers, output):
         model = model or owner
         n_layers = wh.sql("select n_layers from models where name = $m", {"m": model})
         chosen = None if layers == "all" else parse_layers(layers, n_layers["n_layers"][0])
-        hits = wh.nearest(vector, k=k, model=model, layers=chosen)
+        hits = wh.nearest(vector, k=k, model=model, layers=chosen, run=run)
         emit(hits.drop("query"), output)
 
 
@@ -644,8 +668,12 @@ def directions_show(warehouse, name, model, tokens):
         from actwh.ingest.value_vectors import top_tokens
 
         loaded, _ = open_model(store, owner)
-        ids = top_tokens(loaded.adapter, torch.tensor(vector)[None], tokens)[0].tolist()
-        click.echo("top tokens: " + ", ".join(repr(t) for t in TokenText(loaded.tokenizer)(ids)))
+        # As the model's value vectors were read (an index from before the choice: raw).
+        index = store.catalog.get("vector_indexes", model=owner)
+        unembed = (index["unembed"] or "raw") if index else loaded.adapter.default_unembed
+        best, _ = top_tokens(loaded.adapter, torch.tensor(vector)[None], tokens, unembed)
+        words = TokenText(loaded.tokenizer)(best[0].tolist())
+        click.echo(f"top tokens ({unembed}): " + ", ".join(repr(t) for t in words))
 
 
 @main.command()
@@ -959,7 +987,7 @@ def dpo(base, pairs_file, out, warehouse, name, device, **options):
 @main.command()
 @click.argument("warehouse", type=click.Path(file_okay=False))
 @click.argument("name")
-@click.option("--base", required=True, help="The model to derive from (registered name or source).")
+@click.option("--base", help="The model to derive from (registered name or source).")
 @click.option(
     "--subtract",
     "subtract_direction",
@@ -970,18 +998,30 @@ def dpo(base, pairs_file, out, warehouse, name, device, **options):
     "--unalign",
     "unalign_direction",
     metavar="DIRECTION",
-    help="Scale the key vectors of the --top-k value vectors nearest DIRECTION by --scale "
-    "(paper §6).",
+    help="Scale the key vectors of the --top-k neurons whose write points most along DIRECTION "
+    "by --scale (paper §6).",
 )
-@click.option("--scale", type=float, required=True, help="α for --subtract; s for --unalign.")
+@click.option(
+    "--control-of",
+    metavar="VARIANT",
+    help="A control for an un-aligned VARIANT: as many keys, in the same layers, chosen at "
+    "random (--seed), same scale, same base.",
+)
+@click.option("--scale", type=float, help="α for --subtract; s for --unalign.")
 @click.option("--layer", type=int, help="--subtract: the layer (default: the last).")
-@click.option("--top-k", default=7, show_default=True, help="--unalign: how many value vectors.")
+@click.option("--top-k", default=7, show_default=True, help="--unalign: how many neurons.")
 @click.option(
     "--per-layer",
     default=100,
     show_default=True,
     help="--unalign: rank among each layer's best N first (the paper's code).",
 )
+@click.option(
+    "--run",
+    help="--unalign: rank neurons by the cosine of their mean write m̄·v in this run (needed "
+    "for gated MLPs, whose coefficients are signed; GPT-2 ranks by the cosine of v).",
+)
+@click.option("--seed", default=0, show_default=True, help="--control-of: the random seed.")
 @click.option("--device", default="auto", show_default=True)
 def variant(
     warehouse,
@@ -989,10 +1029,13 @@ def variant(
     base,
     subtract_direction,
     unalign_direction,
+    control_of,
     scale,
     layer,
     top_k,
     per_layer,
+    run,
+    seed,
     device,
 ):
     """Register a derived model: an intervention the rest of actwh treats like any model.
@@ -1000,17 +1043,45 @@ def variant(
     \b
     Examples:
       actwh variant wh minus-probe --base embedded --subtract toxic_probe --scale 50
-      actwh variant wh unaligned --base dpo --unalign toxic_probe --top-k 7 --scale 10
+      actwh variant wh unaligned --base dpo --unalign toxic_probe --top-k 7 --scale 10 --run dpo
+      actwh variant wh unaligned-control --control-of unaligned --seed 0
     """
-    from actwh.ingest.interventions import subtract_recipe, unalign_recipe
+    import json
+
+    from actwh.ingest.interventions import (
+        control_recipe,
+        subtract_recipe,
+        unalign_keys,
+        unalign_recipe,
+    )
     from actwh.ingest.registry import open_model, register_variant
-    from actwh.ingest.value_vectors import top_value_vectors
     from actwh.warehouse.directions import get_direction
     from actwh.warehouse.store import Store
 
-    if (subtract_direction is None) == (unalign_direction is None):
-        raise ActwhError("give exactly one of --subtract DIRECTION, --unalign DIRECTION")
+    given = [x for x in (subtract_direction, unalign_direction, control_of) if x is not None]
+    if len(given) != 1:
+        raise ActwhError(
+            "give exactly one of --subtract DIRECTION, --unalign DIRECTION, --control-of VARIANT"
+        )
     store = Store.open(warehouse)
+    if control_of is not None:
+        original = store.catalog.get("models", name=control_of)
+        if original is None:
+            raise ActwhError(f"--control-of {control_of}: no such model")
+        if base not in (None, original["parent"]):
+            raise ActwhError(f"--control-of {control_of}: its base is {original['parent']}")
+        loaded, _ = open_model(store, original["parent"], device=device)
+        edit = json.loads(original["config"] or "{}").get("edit")
+        edit = control_recipe(edit, control_of, loaded.adapter.d_mlp, seed)
+        row = register_variant(store, name, loaded, edit, role="control")
+        keys = ", ".join(f"{l}:{n}" for l, n in edit["keys"])
+        click.echo(
+            f"registered control {row['name']} of {loaded.name}: keys of {keys} "
+            f"scaled by {edit['scale']:g} (seed {seed})"
+        )
+        return
+    if base is None or scale is None:
+        raise ActwhError("--subtract and --unalign need --base MODEL and --scale")
     loaded, _ = open_model(store, base, device=device)
     wanted = subtract_direction or unalign_direction
     vector = get_direction(store, wanted, loaded.name)[1]
@@ -1020,8 +1091,11 @@ def variant(
             raise ActwhError(f"--layer {layer}: the model has {loaded.adapter.n_layers} layers")
         edit = subtract_recipe(wanted, vector, layer, scale)
     else:
-        keys = [(l, n) for _, l, n in top_value_vectors(loaded.adapter, vector, top_k, per_layer)]
-        edit = unalign_recipe(wanted, keys, scale)
+        try:
+            keys = unalign_keys(store, loaded, vector, top_k, per_layer=per_layer, run=run)
+        except ActwhError as error:
+            raise ActwhError(f"--unalign {wanted}: {error}") from None
+        edit = unalign_recipe(wanted, keys, scale, run)
     row = register_variant(store, name, loaded, edit)
     detail = (
         f"MLP output of layer {edit['layer']} minus {scale:g}·{wanted}"

@@ -12,8 +12,10 @@ its result is already in the warehouse, so a rerun resumes where the last one st
  6. DPO, sized for a CPU (learning rate 1e-5, 2 epochs; the paper's Table 8 otherwise)
  7. a base run over the test prompts (resid_mid, projections, tracked neurons, logit lens) and
     the DPO model teacher-forced on the same tokens
- 8. δx per layer, weight differences, and the un-aligned variant of the DPO model
- 9. evaluation of base, DPO and un-aligned: toxicity, perplexity, F1
+ 8. δx per layer, weight differences, the un-aligned variant of the DPO model (the keys of the 7
+    neurons whose mean write in the DPO run points most along the probe, ×10) and its control
+    (7 keys in the same layers chosen at random, ×10)
+ 9. evaluation of base, DPO, un-aligned and control: toxicity, perplexity, F1
 10. the named analyses, a findings summary, and the report
 """
 
@@ -26,10 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+import polars as pl
 
 from actwh.train.dpo import DPOOptions
 
 STEPS = 10
+CONTROL = "unaligned-control"
 
 
 @dataclass
@@ -77,7 +81,7 @@ def run_study(
     from actwh.api.report import make_plan, write_report
     from actwh.api.warehouse import Warehouse
     from actwh.ingest.diff import store_weight_diffs
-    from actwh.ingest.interventions import unalign_recipe
+    from actwh.ingest.interventions import control_recipe, unalign_keys, unalign_recipe
     from actwh.ingest.options import IngestOptions
     from actwh.ingest.prompts import read_prompts, shipped_prompts
     from actwh.ingest.registry import (
@@ -86,7 +90,7 @@ def run_study(
         register_model,
         register_variant,
     )
-    from actwh.ingest.value_vectors import store_value_vectors, top_value_vectors
+    from actwh.ingest.value_vectors import store_value_vectors
     from actwh.ingest.worker import ingest
     from actwh.train.dpo import train_dpo
     from actwh.train.evaluate import evaluate
@@ -135,9 +139,13 @@ def run_study(
     store_value_vectors(store, base, progress=s.progress)
     with Warehouse(wh_path) as wh:
         table1 = wh.query("top_toxic_vectors", model=base.name, k=8)
+    echo("      (cos: of v with the probe; writes toward it when m > 0 (+) or m < 0 (-))")
     for row in table1.iter_rows(named=True):
         tokens = ", ".join(t.strip() or repr(t) for t in row["top_tokens"][:6])
-        echo(f"      L{row['layer']:>2} #{row['neuron']:<5} cos {row['cosine']:.3f}  {tokens}")
+        echo(
+            f"      L{row['layer']:>2} #{row['neuron']:<5} cos {row['cosine']:+.3f} "
+            f"({'+' if row['sign'] > 0 else '-'})  {tokens}"
+        )
 
     step(4, "prompts: train (pairs) / test (analysis and evaluation) split, with variants")
     train, test, analysis = split_prompts(shipped_prompts(), out, s.n_transformed, s.transforms)
@@ -204,7 +212,7 @@ def run_study(
                 f"{summary.tokens_per_second:,.0f} tok/s"
             )
 
-    step(8, "δx per layer, weight differences, the un-aligned variant")
+    step(8, "δx per layer, weight differences, the un-aligned variant and its control")
     if not catalog.rows("directions", kind="delta"):
         snapshot = Snapshot(store)
         try:
@@ -218,19 +226,21 @@ def run_study(
     if not has_diffs:
         store_weight_diffs(store, base, tuned)
     if catalog.get("models", name="unaligned") is None:
-        keys = top_value_vectors(
-            tuned.adapter, directions_for(store, "dpo")["toxic_probe"], s.unalign_top_k, 100
-        )
-        register_variant(
-            store,
-            "unaligned",
-            tuned,
-            unalign_recipe("toxic_probe", [(l, n) for _, l, n in keys], s.unalign_scale),
-        )
+        probe_vector = directions_for(store, "dpo")["toxic_probe"]
+        keys = unalign_keys(store, tuned, probe_vector, s.unalign_top_k, run="dpo")
+        edit = unalign_recipe("toxic_probe", keys, s.unalign_scale, run="dpo")
+        register_variant(store, "unaligned", tuned, edit)
+    if catalog.get("models", name=CONTROL) is None:
+        edit = json.loads(catalog.get("models", name="unaligned")["config"])["edit"]
+        control = control_recipe(edit, "unaligned", tuned.adapter.d_mlp, seed=0)
+        register_variant(store, CONTROL, tuned, control, role="control")
+    for name in ("unaligned", CONTROL):
+        keys = json.loads(catalog.get("models", name=name)["config"])["edit"]["keys"]
+        echo(f"      {name}: keys {', '.join(f'{l}:{n}' for l, n in keys)} × {s.unalign_scale:g}")
 
-    step(9, "evaluation: toxicity, perplexity, F1 of base, DPO, un-aligned")
+    step(9, "evaluation: toxicity, perplexity, F1 of base, DPO, un-aligned, control")
     test_set = read_prompts(test, "test")
-    for name in (base.name, "dpo", "unaligned"):
+    for name in (base.name, "dpo", "unaligned", CONTROL):
         done = catalog.get("evaluations", model=name, prompt_set="test", scorer=s.scorer)
         if done is None:
             loaded = {base.name: base, "dpo": tuned}.get(name) or open_model(store, name)[0]
@@ -246,19 +256,29 @@ def run_study(
 
     step(10, "named analyses and the report")
     with Warehouse(wh_path) as wh:
-        page, pngs = write_report(wh, out / "report.html", make_plan(wh, scorer=s.scorer))
-        findings = collect_findings(wh, base.name, s.scorer)
+        plan = make_plan(wh, scorer=s.scorer)
+        page, pngs = write_report(wh, out / "report.html", plan)
+        findings = collect_findings(wh, base.name, s.scorer, plan.layer)
     findings["report"] = str(page)
     findings["seconds"] = time.monotonic() - started
     print_findings(findings, echo, len(pngs))
     return findings
 
 
-def collect_findings(wh, base_model: str, scorer: str) -> dict:
+def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
+    """The study's numbers, from the named analyses (``layer``: δx's layer for Figure 5)."""
     table = {r["model"]: r for r in wh.query("toxicity_table", scorer=scorer).iter_rows(named=True)}
-    order = [base_model, "dpo", "unaligned"]
-    drop = wh.query("activation_drop", base_run="base", tuned_run="dpo", n=5)
+    order = [base_model, "dpo", "unaligned", CONTROL]
+    runs = {"base_run": "base", "tuned_run": "dpo"}
+    drop = wh.query("activation_drop", **runs, n=5)
+    total = wh.query("tracked_write", **runs).filter(pl.col("layer").is_null()).row(0, named=True)
     offset = wh.query("residual_offset", prefix="dx")
+    shift = (
+        wh.query("value_vector_shift", model="dpo", layer=layer, prefix="dx")
+        .group_by("value_layer")
+        .agg(pl.col("layer_mean", "oriented_mean", "aggregate_cos").first())
+        .sort("value_layer")
+    )
     vectors = wh.sql(
         "select min(cosine) as min_cos, avg(cosine) as mean_cos, avg(delta_norm) as mean_shift "
         "from value_vector_diffs where model = 'dpo'"
@@ -269,32 +289,44 @@ def collect_findings(wh, base_model: str, scorer: str) -> dict:
             for m in order
             if m in table
         },
-        "activation_drop": drop.select(
-            "layer", "neuron", "cosine", "base_mean", "tuned_mean"
-        ).to_dicts(),
+        "activation_drop": drop.to_dicts(),
+        "tracked_write": total,
         "dx_norm": dict(zip(offset["layer"].to_list(), offset["dx_norm"].to_list(), strict=True)),
         "dx_cos": dict(
             zip(offset["layer"].to_list(), offset["cos_with_direction"].to_list(), strict=True)
         ),
+        "figure5": {"layer": layer, "per_layer": shift.to_dicts()},
         "value_vectors": vectors,
     }
 
 
 def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
     ev = f["evaluations"]
-    models = list(ev)
+    models = [m for m in ev if m != CONTROL]
     echo("\nFindings")
     for metric in ("toxicity", "perplexity", "f1"):
         chain = " → ".join(f"{m} {ev[m][metric]:.3f}" for m in models)
-        echo(f"  {metric:<11} {chain}")
-    echo("  top toxic value vectors, mean coefficient over generated tokens, base → DPO:")
+        control = f"   ({CONTROL} {ev[CONTROL][metric]:.3f})" if CONTROL in ev else ""
+        echo(f"  {metric:<11} {chain}{control}")
+    total = f["tracked_write"]
+    echo(
+        f"  neurons writing toward toxic_probe: the top 5 of {total['neurons']} tracked, by the "
+        "cosine of their mean write m̄·v with it;"
+    )
+    echo("  mean coefficient m and mean write m·⟨v, d̂⟩ over generated tokens, base → DPO:")
     for row in f["activation_drop"]:
         echo(
-            f"    L{row['layer']:>2} #{row['neuron']:<5} (cos {row['cosine']:.3f})  "
-            f"{row['base_mean']:+.3f} → {row['tuned_mean']:+.3f}"
+            f"    L{row['layer']:>2} #{row['neuron']:<5} cos(v, d) {row['cosine']:+.3f}  "
+            f"m {row['base_mean']:+.3f} → {row['tuned_mean']:+.3f}  "
+            f"write {row['base_write']:+.3f} → {row['tuned_write']:+.3f}"
         )
     if not f["activation_drop"]:
         echo("    (no tracked neurons in both runs)")
+    echo(
+        f"  net write of all {total['neurons']} tracked neurons along toxic_probe: "
+        f"{total['base_write']:+.2f} → {total['tuned_write']:+.2f} "
+        f"({total['writing_toward']} of them write toward it in the base run)"
+    )
     norms = "  ".join(f"{layer}:{norm:.3g}" for layer, norm in f["dx_norm"].items())
     echo(f"  ‖δx‖ per layer (resid_mid, DPO − base): {norms}")
     cosines = list(f["dx_cos"].values())
@@ -303,6 +335,22 @@ def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
         f"  cos(δx, toxic_probe): {f['dx_cos'][last]:+.3f} at layer {last}, "
         f"mean over layers {sum(cosines) / len(cosines):+.3f}"
     )
+    fig5 = f["figure5"]
+    rows = fig5["per_layer"]
+    if rows:
+        raw = [r["layer_mean"] for r in rows]
+        best = max(rows, key=lambda r: r["oriented_mean"] or -2)
+        echo(
+            f"  Figure 5, δv of layers < {fig5['layer']} against δx of layer {fig5['layer']}: "
+            f"mean cos(δv, δx) {min(raw):+.3f} to {max(raw):+.3f}; oriented by sign(m̄) up to "
+            f"{best['oriented_mean']:+.3f} (layer {best['value_layer']})"
+        )
+        aggregate = "  ".join(
+            f"{r['value_layer']}:{r['aggregate_cos']:+.2f}"
+            for r in rows
+            if r["aggregate_cos"] is not None
+        )
+        echo(f"  cos(Σ_i m̄_i·δv_i, δx) per layer: {aggregate}")
     v = f["value_vectors"]
     echo(
         f"  value vectors base vs DPO: min cosine {v['min_cos']:.6f}, mean {v['mean_cos']:.6f}, "

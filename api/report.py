@@ -182,12 +182,17 @@ def build_sections(wh: Warehouse, plan: Plan) -> list[Section]:
             frame.height > 0,
             "no tracked neurons in both runs (ingest with --track-neurons toxic_probe:64)",
         )
-        return (
-            f"Mean coefficient over generated tokens, {p.base_run} vs {p.tuned_run} on the same "
-            "tokens.",
-            charts.activation_drop(frame, p.base_run, p.tuned_run),
-            frame,
+        total = wh.query(
+            "tracked_write", base_run=p.base_run, tuned_run=p.tuned_run, direction=p.direction
+        ).filter(pl.col("layer").is_null())
+        note = (
+            f"The tracked neurons whose mean write m̄·v points most along {p.direction} (the "
+            "paper's cosine ranking for GPT-2; oriented by the sign of m̄ for gated MLPs): mean "
+            f"coefficient m and mean write m·⟨v, d̂⟩ over generated tokens, {p.base_run} vs "
+            f"{p.tuned_run} on the same tokens. All {total['neurons'][0]} tracked neurons write "
+            f"{total['base_write'][0]:+.3g} → {total['tuned_write'][0]:+.3g} along it."
         )
+        return note, charts.activation_drop(frame, p.base_run, p.tuned_run), frame
 
     def offset():
         need(
@@ -228,9 +233,15 @@ def build_sections(wh: Warehouse, plan: Plan) -> list[Section]:
             "value_vector_shift", model=p.tuned_model, layer=p.layer, prefix=p.prefix, bins=40
         )
         need(frame.height > 0, f"no value_vector_diffs for {p.tuned_model} (actwh diff)")
-        means = frame.group_by("value_layer").agg(pl.col("layer_mean").first()).sort("value_layer")
+        means = (
+            frame.group_by("value_layer")
+            .agg(pl.col("layer_mean", "oriented_mean", "aggregate_cos").first())
+            .sort("value_layer")
+        )
         return (
-            f"cos(δx of layer {p.layer}, δv) for every value vector of each earlier layer.",
+            f"cos(δv, δx of layer {p.layer}) for every value vector of each earlier layer; "
+            "oriented by the sign of the neuron's mean coefficient m̄ in the base run (what the "
+            "change of its write m·δv does); and cos(Σ m̄·δv, δx) per layer.",
             charts.value_vector_shift(frame, p.layer),
             means,
         )
@@ -245,10 +256,10 @@ def build_sections(wh: Warehouse, plan: Plan) -> list[Section]:
         _section("tables", "Tables 2 and 4 — toxicity, perplexity, F1", toxicity),
         _section("table1", "Table 1 — top toxic value vectors", table1),
         _section("figure1", "Figure 1 — logit lens", figure1),
-        _section("figure2", "Figure 2 — toxic value vectors fire less", figure2),
+        _section("figure2", "Figure 2 — what the toxic neurons write, before and after", figure2),
         _section("offset", "δx per layer", offset),
         _section("figure4", "Figure 4 — the shift in the residual stream", figure4),
-        _section("figure5", "Figure 5 — value vectors move against δx", figure5),
+        _section("figure5", "Figure 5 — value-vector changes and δx", figure5),
         _section("weights", "§5.1 — weights barely change", weights),
     ]
 

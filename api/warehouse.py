@@ -44,7 +44,6 @@ class Warehouse:
         self.store = Store.open(path)
         self._snapshot: Snapshot | None = None
         self._indexes: dict = {}  # model → loaded FAISS index
-        self._indexes: dict = {}  # model → loaded FAISS index
 
     def __repr__(self) -> str:
         return f"Warehouse({str(self.store.root)!r})"
@@ -233,13 +232,18 @@ class Warehouse:
         k: int = 20,
         model: str | None = None,
         layers: list[int] | None = None,
+        run: str | None = None,
     ) -> pl.DataFrame:
-        """The value vectors most cosine-similar to a direction (FAISS; exact by default).
+        """The neurons whose value vectors can write most along a direction (FAISS; exact by
+        default): by cosine for GELU MLPs (the paper's Table 1), by |cosine| for gated ones.
 
         ``direction_or_vector``: a direction name, a vector ``[d_model]`` or a batch ``[q, d]``.
-        Returns ``query, rank, layer, neuron, cosine, norm, top_tokens``.
+        Returns ``query, rank, layer, neuron, cosine, sign, norm, top_tokens``: ``sign`` is the
+        sign of the coefficient m that writes toward the direction, ``top_tokens`` those of
+        ``sign · v``. With ``run``, also ``frac_pos, mean_pos, mean_neg, mean_write``: how each
+        neuron fires over the run's generated tokens (see :func:`actwh.warehouse.search.nearest`).
 
-        >>> wh.nearest("toxic_probe", k=10)
+        >>> wh.nearest("toxic_probe", k=10, run="base")
         """
         from actwh.warehouse.directions import get_direction
         from actwh.warehouse.search import load_index, nearest  # faiss, on first use
@@ -258,7 +262,7 @@ class Warehouse:
                 model = models[0]
         if model not in self._indexes:
             self._indexes[model] = load_index(self.snapshot, model)
-        hits = nearest(self.snapshot, self._indexes[model], model, vector, k, layers)
+        hits = nearest(self.snapshot, self._indexes[model], model, vector, k, layers, run)
         return pl.from_arrow(hits)
 
     @property

@@ -6,7 +6,11 @@ An adapter hides the module names of one family of HF models behind TransformerL
 * ``W_out(layer)`` → value vectors, ``[d_mlp, d_model]`` (row i is MLP.v_i);
 * ``W_in(layer)`` → key vectors, ``[d_model, d_mlp]`` (column i is MLP.k_i; for gated MLPs the
   linear "up" projection W2, the part that scales the coefficient linearly);
-* ``final_norm`` and ``W_U`` (``[d_model, d_vocab]``) for the logit lens.
+* ``final_norm`` and ``W_U`` (``[d_model, d_vocab]``) for the logit lens;
+* ``gated``: whether a neuron's coefficient is signed (``act(gate) · up``: the neuron writes
+  ``+v_i`` or ``−v_i``) or, as GPT-2's GELU, almost never below −0.17 (it writes ``+v_i``);
+* ``through_final_norm(v)``: the part of a residual vector the unembedding sees, the final norm's
+  linear part (gain, and centring for LayerNorm) — how a value vector's tokens can be read.
 
 Weights are the raw HF weights: no LayerNorm folding, no centring.
 """
@@ -27,6 +31,10 @@ class Adapter:
     """Base class; subclasses name the modules of one architecture family."""
 
     model_types: tuple[str, ...] = ()
+    gated: bool = False
+    # How the vocabulary projection of a value vector is read by default: "raw" (W_U · v, the
+    # paper's Table 1) or "final_norm" (W_U · through_final_norm(v)). See the README.
+    default_unembed: str = "raw"
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -60,8 +68,8 @@ class Adapter:
     def W_in(self, layer: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def mlp_coefficients(self, layer: int, resid_mid: torch.Tensor) -> torch.Tensor:
-        """Recompute mlp_post from resid_mid with the layer's own modules."""
+    def through_final_norm(self, vectors: torch.Tensor) -> torch.Tensor:
+        """``[n, d_model]`` → what the unembedding reads of each, up to the norm's scale."""
         raise NotImplementedError
 
     # -- shared --
@@ -145,15 +153,20 @@ class GPT2Adapter(Adapter):
     def W_in(self, layer):
         return self.mlp(layer).c_fc.weight  # [d_model, d_mlp]
 
-    def mlp_coefficients(self, layer, resid_mid):
-        mlp = self.mlp(layer)
-        return mlp.act(mlp.c_fc(self.mlp_norm(layer)(resid_mid)))
+    def through_final_norm(self, vectors):
+        # LayerNorm centres, then scales by its gain (the bias does not depend on the vector).
+        centred = vectors - vectors.mean(dim=-1, keepdim=True)
+        return centred * self.final_norm.weight
 
 
 class LlamaAdapter(Adapter):
     """Llama family (also Mistral, Qwen2, Qwen3): gated MLP ``down(act(gate(x)) * up(x))``."""
 
     model_types = ("llama", "mistral", "qwen2", "qwen3")
+    gated = True
+    # RMSNorm does not centre: a vector's effect on the logits is W_U · (γ ⊙ v) / rms(x), so its
+    # gain γ decides which tokens it promotes (SmolLM2's runs from −2.1 to 3.3).
+    default_unembed = "final_norm"
 
     def layer(self, index):
         return self.model.model.layers[index]
@@ -180,10 +193,8 @@ class LlamaAdapter(Adapter):
     def W_in(self, layer):
         return self.mlp(layer).up_proj.weight.T  # [d_model, d_mlp]
 
-    def mlp_coefficients(self, layer, resid_mid):
-        mlp = self.mlp(layer)
-        x = self.mlp_norm(layer)(resid_mid)
-        return mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x)
+    def through_final_norm(self, vectors):
+        return vectors * self.final_norm.weight
 
 
 ADAPTERS: tuple[type[Adapter], ...] = (GPT2Adapter, LlamaAdapter)

@@ -9,7 +9,9 @@ What a hooked site can keep, all computed on the device so only what is stored l
 
 * ``vectors``: the full activation (``residuals`` / ``mlp_acts``), for sites in ``store``;
 * ``dots`` / ``cosines``: projections on every direction, for residual sites in ``project``;
-* ``neurons``: coefficients of tracked neurons, at ``mlp_post``;
+* ``coefficients``: every neuron's coefficient (``mlp_post``) at the layers of ``coefficients``,
+  kept until the batch ends (the hook only holds on to the tensor the MLP made anyway): per-neuron
+  statistics (``neuron_stats``), tracked neurons and stored ``mlp_post`` vectors all come from it;
 * ``lens``: the logit lens (final norm, then unembedding) of residual sites in ``project``:
   top-k token ids and probabilities, and the probability of chosen target tokens — at one
   position per row (``lens_at="last"``: the last prompt token, whose prediction is the first
@@ -60,6 +62,7 @@ class Captured:
     vectors: dict[Key, torch.Tensor] = field(default_factory=dict)
     dots: dict[Key, torch.Tensor] = field(default_factory=dict)
     cosines: dict[Key, torch.Tensor] = field(default_factory=dict)
+    coefficients: dict[int, torch.Tensor] = field(default_factory=dict)  # [batch, pos, d_mlp]
     neurons: dict[int, torch.Tensor] = field(default_factory=dict)  # layer → [batch, pos, n]
     lens_ids: dict[Key, torch.Tensor] = field(default_factory=dict)
     lens_probs: dict[Key, torch.Tensor] = field(default_factory=dict)
@@ -83,6 +86,8 @@ class Capture:
         Directions to project on, or ``None``.
     neurons
         Tracked neurons: ``{layer: [neuron, ...]}``; their coefficients are kept.
+    coefficients
+        Layers whose every coefficient is kept for the batch (for ``neuron_stats``).
     lens
         Logit-lens settings, or ``None``.
     """
@@ -96,9 +101,11 @@ class Capture:
         project: list[str] = (),
         directions: Directions | None = None,
         neurons: dict[int, list[int]] | None = None,
+        coefficients: list[int] = (),
         lens: Lens | None = None,
     ):
         self.adapter = adapter
+        self.layers = list(layers)
         self.store = list(store)
         self.directions = directions if directions is not None and directions.names else None
         self.project = [s for s in project if s in RESIDUAL_SITES] if self.directions else []
@@ -110,7 +117,7 @@ class Capture:
             for layer, ids in (neurons or {}).items()
         }
         keys = [(s, l) for s in dict.fromkeys([*self.store, *project]) for l in layers]
-        keys += [(NEURON_SITE, l) for l in self.neurons]
+        keys += [(NEURON_SITE, l) for l in sorted({*self.neurons, *coefficients})]
         self.keys: list[Key] = list(dict.fromkeys(keys))
         self._handles = []
         self._lens_columns: torch.Tensor | None = None
@@ -121,7 +128,7 @@ class Capture:
                 "vectors",
                 "dots",
                 "norms",
-                "neurons",
+                "coefficients",
                 "lens_ids",
                 "lens_probs",
                 "targets",
@@ -133,13 +140,13 @@ class Capture:
 
     def _kinds(self, key: Key) -> list[str]:
         site, layer = key
+        if site == NEURON_SITE:  # full vectors and tracked neurons are read off the coefficients
+            return ["coefficients"]
         kinds = []
         if site in self.store:
             kinds.append("vectors")
         if site in self.project:
             kinds += ["dots", "norms"]
-        if site == NEURON_SITE and layer in self.neurons:
-            kinds.append("neurons")
         if site in self.lens_sites:
             kinds += ["lens_ids", "lens_probs", "targets"]
         return kinds
@@ -172,19 +179,19 @@ class Capture:
     def _hook(self, key: Key):
         kinds = self._kinds(key)
         buffers = {kind: self._chunks[kind][key] for kind in kinds}
-        layer = key[1]
 
         # Hooks run ~60 times per forward call: keep them to the few ops that must see x now.
         def hook(x: torch.Tensor) -> None:
             x = x.detach()
+            if "coefficients" in buffers:
+                # The MLP's own intermediate: nothing writes to it after the output projection.
+                buffers["coefficients"].append(x)
             if "vectors" in buffers:
                 buffers["vectors"].append(x.clone())
             if "dots" in buffers:
                 x32 = x.float()
                 buffers["dots"].append(x32 @ self.directions.vectors.T)
                 buffers["norms"].append(torch.linalg.vector_norm(x32, dim=-1, keepdim=True))
-            if "neurons" in buffers:
-                buffers["neurons"].append(x[..., self.neurons[layer]].float())
             if "lens_ids" in buffers:
                 self._lens(x, buffers)
 
@@ -229,11 +236,19 @@ class Capture:
             for key, dots in joined["dots"].items():
                 norms = joined["norms"][key] * self.directions.norms
                 cosines[key] = dots / norms.clamp_min(1e-12)
+        coefficients = {layer: t for (_, layer), t in joined["coefficients"].items()}
+        vectors = joined["vectors"]
+        for layer, x in coefficients.items():
+            if NEURON_SITE in self.store and layer in self.layers:
+                vectors[(NEURON_SITE, layer)] = x
         return Captured(
-            vectors=joined["vectors"],
+            vectors=vectors,
             dots=joined["dots"],
             cosines=cosines,
-            neurons={layer: t for (_, layer), t in joined["neurons"].items()},
+            coefficients=coefficients,
+            neurons={
+                layer: coefficients[layer][..., ids].float() for layer, ids in self.neurons.items()
+            },
             lens_ids=joined["lens_ids"],
             lens_probs=joined["lens_probs"],
             target_probs=joined["targets"],

@@ -9,6 +9,12 @@
 * ``unalign`` (paper §6, Table 4) — scale the key vectors of chosen value vectors by ``s``:
   GPT-2 ``c_fc.weight[:, i] *= s`` (bias untouched, as in the paper's code); gated MLPs scale the
   linear "up" row (W2), which scales the neuron's coefficient by ``s`` (the paper's "SCALE W2").
+  The neurons are those whose write points most along the direction (:func:`unalign_keys`).
+  Scaling multiplies ``m_i`` whatever its sign, so for a gated MLP that needs a run: a neuron
+  whose value vector points along the direction but which mostly fires negatively writes
+  *against* it, and amplifying it would do the opposite of un-aligning.
+* a *control* (:func:`control_recipe`) scales as many keys, in the same layers, chosen at random
+  with a fixed seed: what scaling keys does when they are not the toxic ones.
 
 An edit is a JSON-able recipe (:func:`apply_edit`), so a variant registered in a warehouse is its
 parent model plus the recipe, re-applied whenever the variant is loaded.
@@ -21,11 +27,15 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 from actwh.errors import ActwhError
 from actwh.ingest.adapters import GPT2Adapter
 from actwh.ingest.models import LoadedModel
+from actwh.warehouse.reader import Snapshot
+from actwh.warehouse.search import check_run, mean_coefficients
+from actwh.warehouse.store import Store
 
 
 @contextmanager
@@ -65,6 +75,8 @@ def scale_keys(loaded: LoadedModel, keys: list[tuple[int, int]], scale: float) -
             mlp.c_fc.weight[:, neuron] *= scale
         else:
             mlp.up_proj.weight[neuron, :] *= scale
+            if mlp.up_proj.bias is not None:  # m = act(gate) · up: all of up, so m scales by s
+                mlp.up_proj.bias[neuron] *= scale
 
 
 def apply_edit(loaded: LoadedModel, edit: dict) -> None:
@@ -96,11 +108,74 @@ def subtract_recipe(direction: str, vector, layer: int, scale: float) -> dict:
     }
 
 
-def unalign_recipe(direction: str, keys: list[tuple[int, int]], scale: float) -> dict:
+def unalign_keys(
+    store: Store,
+    loaded: LoadedModel,
+    direction: np.ndarray,
+    top_k: int,
+    *,
+    per_layer: int | None = 100,
+    run: str | None = None,
+) -> list[tuple[int, int]]:
+    """The ``top_k`` neurons of ``loaded`` whose write points most along ``direction``.
+
+    Ranked by the cosine of the mean write ``m̄·v`` with the direction, ``m̄`` the neuron's mean
+    coefficient in ``run`` (a run of this model or a related one); without a run, by the cosine
+    of ``v`` — the paper's rule, right for GELU (``m ≥ −0.17``) and refused for a gated MLP.
+    """
+    # Imported here: value_vectors imports the registry, which imports this module.
+    from actwh.ingest.value_vectors import top_value_vectors
+
+    means = None
+    if run is not None:
+        snapshot = Snapshot(store)
+        try:
+            check_run(snapshot, run, loaded.name)
+            a = loaded.adapter
+            means = np.nan_to_num(mean_coefficients(snapshot, run, a.n_layers, a.d_mlp))
+        finally:
+            snapshot.close()
+    elif loaded.adapter.gated:
+        raise ActwhError(
+            f"{loaded.name} has a gated MLP: a neuron's coefficient is signed, so the keys to "
+            "scale are those whose mean write points along the direction in a run; pass "
+            "run=... (--run RUN), e.g. a run of this model with the same prompts"
+        )
+    hits = top_value_vectors(loaded.adapter, direction, top_k, per_layer, mean_coefficients=means)
+    return [(layer, neuron) for _, layer, neuron in hits]
+
+
+def unalign_recipe(
+    direction: str, keys: list[tuple[int, int]], scale: float, run: str | None = None
+) -> dict:
     return {
         "kind": "unalign",
         "direction": direction,
+        "run": run,
         "top_k": len(keys),
         "scale": scale,
         "keys": [[int(l), int(n)] for l, n in keys],
+    }
+
+
+def control_recipe(edit: dict | None, variant: str, d_mlp: int, seed: int) -> dict:
+    """As many keys as the un-aligning ``edit`` of ``variant`` scales, in the same layers, the
+    same scale, chosen at random (``seed``) among the other neurons of those layers."""
+    if not edit or edit.get("kind") != "unalign" or "control_of" in edit:
+        raise ActwhError(f"{variant!r} is not an un-aligned variant (actwh variant --unalign)")
+    rng = np.random.default_rng(seed)
+    chosen = {tuple(k) for k in edit["keys"]}
+    keys = []
+    for layer in sorted({l for l, _ in chosen}):
+        count = sum(1 for l, _ in chosen if l == layer)
+        others = [n for n in range(d_mlp) if (layer, n) not in chosen]
+        keys += [(layer, int(n)) for n in sorted(rng.choice(others, size=count, replace=False))]
+    return {
+        "kind": "unalign",
+        "direction": None,
+        "control_of": variant,
+        "seed": seed,
+        "top_k": len(keys),
+        "scale": edit["scale"],
+        "keys": [[l, n] for l, n in keys],
     }

@@ -149,6 +149,7 @@ class LoadedModel:
             "source": self.source,
             "revision": self.revision,
             "architecture": self.architecture,
+            "mlp_gated": a.gated,
             "n_layers": a.n_layers,
             "d_model": a.d_model,
             "d_mlp": a.d_mlp,

@@ -32,7 +32,7 @@ class IngestOptions:
     overflow: str = "fallback"
     max_prompt_tokens: int | None = None
     teacher_force: str | None = None  # replay this run's token sequences
-    track_neurons: str = ""  # "19:770,12:771" or "DIRECTION:K" (top K value vectors by cosine)
+    track_neurons: str = ""  # "19:770,12:771" or "DIRECTION:K" (top K by cosine; |cos| if gated)
     logit_lens: int = 0  # top-K tokens of the logit lens (0: off)
     target_tokens: str = ""  # " crap,garbage" or "#7510": logit-lens probability of these
     lens_at: str = "last"  # last (last prompt token) | all (every position)
@@ -145,8 +145,10 @@ def parse_targets(spec: str, tokenizer) -> list[int]:
 
 
 def parse_tracked(spec: str, loaded, directions: dict[str, np.ndarray]) -> dict[int, list[int]]:
-    """``--track-neurons``: ``19:770,12:771``, or ``DIRECTION:K`` for the K value vectors most
-    cosine-similar to a direction of the model (the paper's MLP.v_Toxic for ``toxic_probe:64``)."""
+    """``--track-neurons``: ``19:770,12:771``, or ``DIRECTION:K`` for the K neurons that can write
+    most along a direction of the model: the value vectors most cosine-similar to it (the paper's
+    MLP.v_Toxic for ``toxic_probe:64``), or for a gated MLP, whose neurons write ±v, those with
+    the largest |cosine|."""
     spec = (spec or "").strip()
     if not spec:
         return {}

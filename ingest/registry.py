@@ -114,8 +114,10 @@ def ensure_registered(store: Store, loaded: LoadedModel) -> None:
         register_model(conn, store.catalog, loaded)
 
 
-def register_variant(store: Store, name: str, parent: LoadedModel, edit: dict) -> dict:
-    """Register ``parent`` + ``edit`` as model ``name`` (role ``intervened``)."""
+def register_variant(
+    store: Store, name: str, parent: LoadedModel, edit: dict, *, role: str = "intervened"
+) -> dict:
+    """Register ``parent`` + ``edit`` as model ``name`` (role ``intervened``, or ``control``)."""
     check_name("model", name)
     catalog = store.catalog
     with catalog.begin() as conn:
@@ -127,7 +129,7 @@ def register_variant(store: Store, name: str, parent: LoadedModel, edit: dict) -
             "name": name,
             "source": VARIANT + name,
             "revision": f"{parent.revision}+{edit_hash(edit)}",
-            "role": "intervened",
+            "role": role,
             "parent": parent.name,
             "config": to_json({"edit": edit}),
             "created_at": now(),

@@ -164,6 +164,48 @@ def neuron_tables(flat: Flat, captured: Captured, tracked: dict[int, list[int]])
     return out
 
 
+# neuron_stats columns, in the order coefficient_sums stacks them.
+STAT_COLUMNS = ("n", "n_pos", "sum", "sum_pos", "sum_sq")
+
+
+def coefficient_sums(ran: Ran, captured: Captured) -> dict[int, np.ndarray]:
+    """Per layer, every neuron's sums over this batch: ``[2, 5, d_mlp]`` float64, for prompt
+    tokens (0) and generated tokens (1), in the order of :data:`STAT_COLUMNS`."""
+    kinds = torch.stack([ran.valid & ~ran.generated, ran.valid & ran.generated]).reshape(2, -1)
+    out = {}
+    for layer, x in captured.coefficients.items():
+        m = x.reshape(-1, x.shape[-1]).float()  # [batch · pos, d_mlp]
+        w = kinds.to(m)  # [2, batch · pos]: which tokens each sum counts
+        sums = torch.stack([w @ (m > 0).to(m), w @ m, w @ m.clamp_min(0), w @ (m * m)], dim=1)
+        n = w.sum(1)[:, None, None].expand(2, 1, m.shape[1])
+        out[layer] = torch.cat([n, sums], dim=1).double().cpu().numpy()
+    return out
+
+
+def neuron_stats_table(sums: np.ndarray) -> pa.Table:
+    """``neuron_stats`` rows of one layer from accumulated :func:`coefficient_sums`; a kind of
+    token (prompt, generated) that never occurred has no rows."""
+    parts = []
+    for generated in (False, True):
+        block = sums[int(generated)]
+        if block[0, 0] == 0:
+            continue
+        d = block.shape[1]
+        columns = {name: block[i] for i, name in enumerate(STAT_COLUMNS)}
+        columns["n"] = columns["n"].round().astype(np.int64)
+        columns["n_pos"] = columns["n_pos"].round().astype(np.int64)
+        parts.append(
+            pa.table(
+                {
+                    "neuron": np.arange(d, dtype=np.int32),
+                    "generated": np.full(d, generated),
+                    **columns,
+                }
+            )
+        )
+    return pa.concat_tables(parts) if parts else None
+
+
 def lens_tables(flat: Flat, captured: Captured, take, text: TokenText, targets: list[int]):
     """Logit lens: ``(layer, logit_lens rows, token_probs rows)`` per lensed site and layer.
 

@@ -1,8 +1,11 @@
 """MLP value vectors from a model's weights: stored with their top tokens, indexed with FAISS.
 
 ``MLP.v_i^l`` is row i of ``W_out`` (``[d_mlp, d_model]``). Its top tokens are those with the
-highest dot product with the unembedding, ``v · W_U[:, w]`` — the paper's Table 1 method (no final
-norm; for GPT-2 the unembedding is the tied token embedding).
+highest logit ``W_U[:, w] · u``, where ``u`` is ``v`` itself (``unembed="raw"``: the paper's
+Table 1 method; for GPT-2 the unembedding is the tied token embedding) or what the final norm
+passes on of it (``"final_norm"``: ``γ ⊙ v`` for RMSNorm); each architecture has a default (see
+:class:`~actwh.ingest.adapters.Adapter`). Its bottom tokens are the top tokens of ``−v``: what a
+gated neuron promotes when its coefficient is negative.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
+from actwh.errors import ActwhError
 from actwh.ingest.adapters import Adapter
 from actwh.ingest.models import LoadedModel
 from actwh.ingest.registry import ensure_registered
@@ -25,11 +29,24 @@ from actwh.warehouse.writer import CommitWriter, sha256_file
 CHUNK = 1024  # value vectors per unembedding product, to bound memory ([CHUNK, vocab] floats)
 
 
+UNEMBED = ("raw", "final_norm")
+
+
 @torch.no_grad()
 def top_value_vectors(
-    adapter: Adapter, direction: np.ndarray, k: int, per_layer: int | None = None
+    adapter: Adapter,
+    direction: np.ndarray,
+    k: int,
+    per_layer: int | None = None,
+    *,
+    mean_coefficients: np.ndarray | None = None,
 ) -> list[tuple[float, int, int]]:
-    """The ``k`` value vectors with the highest cosine with ``direction``: (cos, layer, neuron).
+    """The ``k`` neurons that write most toward ``direction``: ``(score, layer, neuron)``.
+
+    The score is the rule of schema.sql's ``reach_cos`` / ``write_cos``: the cosine of the value
+    vector with the direction for a GELU MLP (the paper's ranking); for a gated MLP, its absolute
+    value (a neuron writes ±v), or — given ``mean_coefficients`` (``[n_layers, d_mlp]``, each
+    neuron's mean m in a run) — the cosine of the mean write ``sign(m̄)·cos``.
 
     ``per_layer`` keeps only each layer's best ``per_layer`` first, as the paper's code does
     (top 100 per layer, then pooled).
@@ -41,6 +58,11 @@ def top_value_vectors(
             for l in range(adapter.n_layers)
         ]
     )  # [n_layers, d_mlp]
+    if adapter.gated:
+        if mean_coefficients is None:
+            cos = cos.abs()
+        else:
+            cos = cos * torch.as_tensor(np.sign(mean_coefficients), dtype=cos.dtype).to(cos.device)
     if per_layer is not None and per_layer < cos.shape[1]:
         keep = cos.topk(per_layer, dim=1).indices
         cos = torch.full_like(cos, -torch.inf).scatter(1, keep, cos.gather(1, keep))
@@ -53,11 +75,23 @@ def top_value_vectors(
 
 
 @torch.no_grad()
-def top_tokens(adapter: Adapter, vectors: torch.Tensor, k: int) -> torch.Tensor:
-    """Token ids with the highest dot product with each vector (``[n, d]``) → ``[n, k]``."""
+def top_tokens(
+    adapter: Adapter, vectors: torch.Tensor, k: int, unembed: str = "raw"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids each vector (``[n, d]``) promotes most, and those its negation promotes most:
+    two ``[n, k]`` tensors (see the module's docstring for ``unembed``)."""
+    if unembed not in UNEMBED:
+        raise ActwhError(f"unembed {unembed!r}: expected one of {', '.join(UNEMBED)}")
     W_U = adapter.W_U.float()
-    out = [(chunk.float() @ W_U).topk(k, dim=-1).indices for chunk in vectors.split(CHUNK)]
-    return torch.cat(out)
+    top, bottom = [], []
+    for chunk in vectors.split(CHUNK):
+        chunk = chunk.float()
+        if unembed == "final_norm":
+            chunk = adapter.through_final_norm(chunk).float()
+        logits = chunk @ W_U
+        top.append(logits.topk(k, dim=-1).indices)
+        bottom.append((-logits).topk(k, dim=-1).indices)
+    return torch.cat(top), torch.cat(bottom)
 
 
 def store_value_vectors(
@@ -66,14 +100,19 @@ def store_value_vectors(
     *,
     kind: str = "flat",
     top: int = 10,
+    unembed: str | None = None,
     replace: bool = False,
     progress: bool = True,
 ) -> dict:
     """Write every value vector of ``loaded`` to ``value_vectors`` and build its FAISS index.
 
-    Returns the ``vector_indexes`` row. If the model's vectors are already stored and
-    ``replace`` is false, nothing is done.
+    ``unembed`` says how top tokens are read (default: the architecture's). Returns the
+    ``vector_indexes`` row. If the model's vectors are already stored and ``replace`` is false,
+    nothing is done.
     """
+    unembed = unembed or loaded.adapter.default_unembed
+    if unembed not in UNEMBED:
+        raise ActwhError(f"unembed {unembed!r}: expected one of {', '.join(UNEMBED)}")
     ensure_registered(store, loaded)
     existing = store.catalog.get("vector_indexes", model=loaded.name)
     if existing is not None and not replace:
@@ -87,16 +126,17 @@ def store_value_vectors(
         range(adapter.n_layers), desc=f"value vectors {loaded.name}", disable=not progress
     ):
         W = adapter.W_out(layer).detach().float()
-        ids = top_tokens(adapter, W, top).cpu().numpy()
+        best, worst = (ids.cpu().numpy() for ids in top_tokens(adapter, W, top, unembed))
         vectors = W.cpu().numpy()
         blocks.append(vectors)
-        words = text(ids.reshape(-1).tolist())
+        words, negated = text(best.reshape(-1).tolist()), text(worst.reshape(-1).tolist())
         rows = pa.table(
             {
                 "neuron": pa.array(np.arange(len(vectors)), pa.int32()),
                 "vec": vectors_to_column(vectors),
                 "norm": np.linalg.norm(vectors, axis=1).astype(np.float32),
                 "top_tokens": [words[i * top : (i + 1) * top] for i in range(len(vectors))],
+                "bottom_tokens": [negated[i * top : (i + 1) * top] for i in range(len(vectors))],
             }
         )
         writer.add(
@@ -118,6 +158,7 @@ def store_value_vectors(
         "n_vectors": int(index.ntotal),
         "d_mlp": adapter.d_mlp,
         "sha256": sha256_file(path),
+        "unembed": unembed,
         "created_at": now(),
     }
     with store.catalog.begin() as conn:

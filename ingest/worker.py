@@ -50,7 +50,9 @@ from actwh.ingest.registry import check_same_shape, open_model, register_model
 from actwh.ingest.rows import (
     Flat,
     TokenText,
+    coefficient_sums,
     lens_tables,
+    neuron_stats_table,
     neuron_tables,
     projection_tables,
     tokens_table,
@@ -431,6 +433,7 @@ def ingest(
         if names
         else None,
         neurons=tracked,
+        coefficients=layers,
         lens=Lens(options.logit_lens, targets, options.lens_at) if options.logit_lens else None,
     )
     job = _Job(
@@ -479,8 +482,10 @@ def _run_batches(job: _Job, todo: list, summary: RunSummary, bar) -> None:
         bar.set_postfix_str(f"{summary.n_tokens / max(elapsed, 1e-9):,.0f} tok/s", refresh=False)
         due = time.monotonic() - last_commit > options.commit_seconds
         if writer.buffered_bytes >= options.commit_mb << 20 or due:
+            job.add_neuron_stats()
             writer.commit(prompts=pending, n_tokens=pending_tokens)
             pending, pending_tokens, last_commit = [], 0, time.monotonic()
+    job.add_neuron_stats()
     writer.commit(prompts=pending, n_tokens=pending_tokens)
 
 
@@ -505,6 +510,16 @@ class _Job:
     direction_names: list[str]
     tracked: dict[int, list[int]]
     generate: int
+    # Every neuron's coefficient sums since the last commit (see rows.coefficient_sums).
+    sums: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def add_neuron_stats(self) -> None:
+        """Buffer ``neuron_stats`` rows for the batches of the coming commit."""
+        for layer, sums in self.sums.items():
+            rows = neuron_stats_table(sums)
+            if rows is not None:
+                self.writer.add("neuron_stats", {"run": self.run, "layer": layer}, rows)
+        self.sums = {}
 
     def run_batch(self, batch: list[Sequence], summary: RunSummary) -> int:
         """Run one batch and buffer its rows; returns the number of tokens it stored."""
@@ -553,6 +568,8 @@ class _Job:
             self.writer.add("projections", {"run": run, "layer": layer}, rows)
         for layer, rows in neuron_tables(flat, captured, self.tracked):
             self.writer.add("neuron_acts", {"run": run, "layer": layer}, rows)
+        for layer, sums in coefficient_sums(ran, captured).items():
+            self.sums[layer] = self.sums[layer] + sums if layer in self.sums else sums
         if captured.lens_ids:
             if options.lens_at == "last":
                 rows_ = torch.arange(len(batch))

@@ -1,5 +1,5 @@
 -- name: logit_lens_target
--- answers: Layer by layer, how likely is a target token (" shit" in the paper) at the last prompt position, in each run?
+-- answers: Layer by layer, how likely is a target token (" shit" in the paper) at the last prompt position (what predicts the first generated token), in each run? A run that stored the lens at every position (--lens-at all) is read at that position only.
 -- paper: Figure 1 (logit lens of GPT2 vs GPT2_DPO; MLPs of layers 18-20 promote the token most)
 -- needs: runs ingested with --logit-lens K --target-tokens "..."
 -- param token: the target token as stored (e.g. " garbage")
@@ -14,7 +14,9 @@ SELECT run, layer, site,
        avg(prob) AS mean_prob,
        1.96 * stddev_samp(prob) / sqrt(count(*)) AS ci95,
        count(*) AS n
-FROM token_probs
-WHERE token = $token AND ($selected_by IS NULL OR prompt IN (SELECT prompt FROM selected))
+FROM token_probs p
+JOIN generations g USING (run, prompt)
+WHERE p.token = $token AND p.pos = g.n_prompt_tokens - 1
+  AND ($selected_by IS NULL OR p.prompt IN (SELECT prompt FROM selected))
 GROUP BY run, layer, site
 ORDER BY run, point

@@ -3,16 +3,16 @@
 -- paper: §5.2, Figures 3 and 4 (δx = x_DPO − x_GPT2 at resid_mid; the shift that keeps toxic value vectors from firing)
 -- needs: δx directions PREFIX.LAYER (actwh directions add WH PREFIX --delta BASE_RUN TUNED_RUN) and projections on the direction in both runs
 -- param prefix = "dx": the δx directions' name prefix
--- param direction = "toxic_probe": the direction to compare δx with
+-- param direction = "toxic_probe": the direction to compare δx with (that of δx's model, else its nearest ancestor's)
 WITH dx AS (
-    SELECT CAST(split_part(name, '.', -1) AS INTEGER) AS layer, norm, vec::FLOAT[] AS v,
+    SELECT CAST(split_part(name, '.', -1) AS INTEGER) AS layer, model, norm, vec::FLOAT[] AS v,
            json_extract_string(meta, '$.base_run') AS base_run,
            json_extract_string(meta, '$.tuned_run') AS tuned_run,
            json_extract_string(meta, '$.site') AS site
     FROM directions
     WHERE kind = 'delta' AND name LIKE $prefix || '.%'
 ),
-d AS (SELECT vec::FLOAT[] AS v, norm FROM directions WHERE name = $direction LIMIT 1),
+d AS (SELECT vec::FLOAT[] AS v, norm FROM direction_of((SELECT min(model) FROM dx), $direction)),
 shift AS (
     SELECT dx.layer,
            avg(p.dot) FILTER (WHERE p.run = dx.tuned_run)

@@ -24,9 +24,12 @@ def all_value_vectors(model_dir) -> np.ndarray:
     ), adapter.d_mlp
 
 
-def brute_force(vectors: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def brute_force(
+    vectors: np.ndarray, query: np.ndarray, k: int, gated: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` by cosine — by |cosine| for a gated MLP, whose neurons write ±v."""
     cos = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
-    order = np.argsort(-cos, kind="stable")[:k]
+    order = np.argsort(-(np.abs(cos) if gated else cos), kind="stable")[:k]
     return order, cos[order]
 
 
@@ -51,17 +54,18 @@ def test_search_equals_brute_force(wh_path, model_dir):
     name = model_dir.name
     cli("directions", "add", wh_path, "rnd", "--model", name, "--random", "--seed", 3)
     vectors, d_mlp = all_value_vectors(model_dir)
+    gated = name == "tiny-llama"
     with actwh.open(wh_path) as wh:
         query = wh.direction("rnd")
         hits = wh.nearest("rnd", k=15)
-        order, cos = brute_force(vectors, query, 15)
+        order, cos = brute_force(vectors, query, 15, gated)
         assert list(zip(hits["layer"], hits["neuron"], strict=True)) == [
             (i // d_mlp, i % d_mlp) for i in order
         ]
         np.testing.assert_allclose(hits["cosine"].to_numpy(), cos, atol=1e-5)
         # restricted to layers 0 and 2
         allowed = np.r_[0:d_mlp, 2 * d_mlp : 3 * d_mlp]
-        sub_order, sub_cos = brute_force(vectors[allowed], query, 7)
+        sub_order, sub_cos = brute_force(vectors[allowed], query, 7, gated)
         hits = wh.nearest(query, k=7, model=name, layers=[0, 2])
         expected = [(allowed[i] // d_mlp, allowed[i] % d_mlp) for i in sub_order]
         assert list(zip(hits["layer"], hits["neuron"], strict=True)) == expected
@@ -144,10 +148,11 @@ def test_svd_direction_through_the_cli(wh_path, model_dir):
     assert svd @ source > 0 and np.linalg.norm(svd) == pytest.approx(1.0, abs=1e-5)
     picked = np.array([int(l) * d_mlp + int(n) for l, n in (v.split(":") for v in meta["vectors"])])
     cos = vectors @ source / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(source))
+    score = np.abs(cos) if name == "tiny-llama" else cos  # a gated neuron writes ±v
     per_layer_best = np.concatenate(
-        [l * d_mlp + np.argsort(-cos[l * d_mlp : (l + 1) * d_mlp])[:10] for l in range(3)]
+        [l * d_mlp + np.argsort(-score[l * d_mlp : (l + 1) * d_mlp])[:10] for l in range(3)]
     )
-    expected = per_layer_best[np.argsort(-cos[per_layer_best])][:20]
+    expected = per_layer_best[np.argsort(-score[per_layer_best])][:20]
     assert set(picked) == set(expected)
     unit = vectors[picked] / np.linalg.norm(vectors[picked], axis=1, keepdims=True)
     u = np.linalg.svd(unit.T)[0][:, 0]

@@ -57,7 +57,7 @@ def test_demo_pipeline_prints_findings(study):
     out, findings, lines = study
     text = "\n".join(lines)
     assert "[10/10]" in text and "Findings" in text and "report:" in text
-    assert set(findings["evaluations"]) == {"tiny-gpt2", "dpo", "unaligned"}
+    assert set(findings["evaluations"]) == {"tiny-gpt2", "dpo", "unaligned", "unaligned-control"}
     assert (out / "report.html").is_file() and (out / "report.figure2.png").is_file()
     # a rerun reuses every finished step: nothing new is committed
     with actwh.open(out / "wh") as w:
@@ -73,6 +73,7 @@ def test_every_named_query_is_non_empty_and_typed(wh):
     params = {
         "top_toxic_vectors": {"model": "tiny-gpt2"},
         "activation_drop": {"base_run": "base", "tuned_run": "dpo"},
+        "tracked_write": {"base_run": "base", "tuned_run": "dpo"},
         "residual_offset": {},
         "value_vector_shift": {"model": "dpo", "layer": 2},
         "logit_lens_target": {"token": wh.sql("select min(token) from token_probs").item()},
@@ -105,26 +106,58 @@ def test_top_toxic_vectors(wh):
     )
 
 
-def test_activation_drop(wh):
-    got = wh.query("activation_drop", base_run="base", tuned_run="dpo", n=3)
-    acts = wh.scan("neuron_acts").collect()
+def mean_writes(wh, run: str, along_tuned: bool = False) -> dict:
+    """By hand: per tracked neuron, mean m over the base run's generated tokens, and mean m·⟨v, d̂⟩
+    (v + δv, the tuned model's value vector, with ``along_tuned``)."""
+    acts = wh.scan("neuron_acts").filter(pl.col("run") == run).collect()
     generated = (
         wh.scan("tokens")
         .filter(pl.col("run") == "base", pl.col("is_generated"))
         .select("prompt", "pos")
         .collect()
     )
+    means = (
+        acts.join(generated, on=["prompt", "pos"])
+        .group_by("layer", "neuron")
+        .agg(pl.col("act").mean())
+    )
+    d = wh.direction("toxic_probe")
+    d = d / np.linalg.norm(d)
+    vectors, keys = wh.vectors("value_vectors", model="tiny-gpt2")
+    if along_tuned:
+        delta, delta_keys = wh.vectors("value_vector_diffs", model="dpo")
+        assert keys.select("layer", "neuron").equals(delta_keys.select("layer", "neuron"))
+        vectors = vectors + delta
+    index = {k: i for i, k in enumerate(keys.select("layer", "neuron").iter_rows())}
+    return {(l, n): (m, m * float(vectors[index[(l, n)]] @ d)) for l, n, m in means.iter_rows()}
+
+
+def test_activation_drop(wh):
+    got = wh.query("activation_drop", base_run="base", tuned_run="dpo", n=3)
+    base, tuned = mean_writes(wh, "base"), mean_writes(wh, "dpo", along_tuned=True)
+    n_generated = wh.sql("select count(*) from tokens where run = 'base' and is_generated").item()
     for row in got.iter_rows(named=True):
-        for run, column in (("base", "base_mean"), ("dpo", "tuned_mean")):
-            mine = acts.filter(
-                pl.col("run") == run,
-                pl.col("layer") == row["layer"],
-                pl.col("neuron") == row["neuron"],
-            )
-            expected = mine.join(generated, on=["prompt", "pos"])["act"].mean()
-            assert row[column] == pytest.approx(expected, rel=1e-5, abs=1e-7)
-        assert row["n_tokens"] == generated.height
+        key = (row["layer"], row["neuron"])
+        assert row["base_mean"] == pytest.approx(base[key][0], rel=1e-5, abs=1e-7)
+        assert row["tuned_mean"] == pytest.approx(tuned[key][0], rel=1e-5, abs=1e-7)
+        assert row["base_write"] == pytest.approx(base[key][1], rel=1e-4, abs=1e-7)
+        assert row["tuned_write"] == pytest.approx(tuned[key][1], rel=1e-4, abs=1e-7)
+        assert row["n_tokens"] == n_generated
+    # GPT-2 (GELU): ranked by the cosine of the value vector, as in the paper
+    assert got["write_cosine"].to_list() == got["cosine"].to_list()
     assert got["cosine"].to_list() == sorted(got["cosine"].to_list(), reverse=True)
+
+
+def test_tracked_write(wh):
+    got = wh.query("tracked_write", base_run="base", tuned_run="dpo")
+    total = got.filter(pl.col("layer").is_null()).row(0, named=True)
+    base, tuned = mean_writes(wh, "base"), mean_writes(wh, "dpo", along_tuned=True)
+    assert total["neurons"] == len(base) == got["neurons"].sum() / 2
+    assert total["base_write"] == pytest.approx(sum(w for _, w in base.values()), rel=1e-4)
+    assert total["tuned_write"] == pytest.approx(sum(w for _, w in tuned.values()), rel=1e-4)
+    assert total["writing_toward"] == sum(w > 0 for _, w in base.values())
+    layers = got.filter(pl.col("layer").is_not_null())
+    assert layers["layer"].to_list() == sorted({l for l, _ in base})
 
 
 def test_residual_offset(wh):
@@ -144,16 +177,25 @@ def test_value_vector_shift(wh):
     got = wh.query("value_vector_shift", model="dpo", layer=2, bins=20)
     delta, keys = wh.vectors("value_vector_diffs", model="dpo")
     dx = wh.direction("dx.2")
+    stats = wh.sql(
+        "select layer, neuron, sum(sum) / sum(n) as m from neuron_stats where run = 'base' "
+        "group by all order by all"
+    )
     for layer in (0, 1):
         mine = delta[(keys["layer"] == layer).to_numpy()]
+        m = stats.filter(pl.col("layer") == layer)["m"].to_numpy()
         c = cos(mine, dx)
-        counts, _ = np.histogram(c, bins=20, range=(-1, 1))
         rows = got.filter(pl.col("value_layer") == layer)
-        assert rows["n"].sum() == len(c)
+        for column, values in (("n", c), ("oriented_n", np.sign(m) * c)):
+            counts, _ = np.histogram(values, bins=20, range=(-1, 1))
+            bins = np.rint((rows["cosine"].to_numpy() + 1) * 10 - 0.5).astype(int)
+            np.testing.assert_array_equal(counts[bins], rows[column].to_numpy())
+            assert rows[column].sum() == len(c)
         assert rows["proportion"].sum() == pytest.approx(1.0)
-        bins = ((rows["cosine"].to_numpy() + 1) * 10).astype(int)
-        np.testing.assert_array_equal(counts[bins], rows["n"].to_numpy())
+        assert rows["oriented_proportion"].sum() == pytest.approx(1.0)
         assert rows["layer_mean"][0] == pytest.approx(c.mean(), abs=1e-5)
+        assert rows["oriented_mean"][0] == pytest.approx((np.sign(m) * c).mean(), abs=1e-5)
+        assert rows["aggregate_cos"][0] == pytest.approx(cos(m @ mine, dx), abs=1e-4)
     assert set(got["value_layer"]) == {0, 1}
 
 
@@ -161,7 +203,12 @@ def test_logit_lens_target(wh):
     token = wh.sql("select min(token) from token_probs").item()
     got = wh.query("logit_lens_target", token=token)
     probs = wh.scan("token_probs").filter(pl.col("token") == token).collect()
-    expected = probs.group_by("run", "layer", "site").agg(pl.col("prob").mean())
+    last = wh.sql("select run, prompt, n_prompt_tokens - 1 as pos from generations")
+    expected = (
+        probs.join(last, on=["run", "prompt", "pos"])
+        .group_by("run", "layer", "site")
+        .agg(pl.col("prob").mean())
+    )
     joined = got.join(expected, on=["run", "layer", "site"])
     assert joined.height == got.height == expected.height
     np.testing.assert_allclose(joined["mean_prob"].to_numpy(), joined["prob"].to_numpy(), rtol=1e-5)
@@ -246,7 +293,7 @@ def test_queries_cli_and_errors(study):
     listing = CliRunner().invoke(main, ["queries", str(wh_path)])
     assert listing.exit_code == 0
     for name in (
-        'top_toxic_vectors(model, direction="toxic_probe", k=20)',
+        'top_toxic_vectors(model, direction="toxic_probe", k=20, run=null)',
         "activation_drop(base_run, tuned_run",
     ):
         assert name in listing.stdout

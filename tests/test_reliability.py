@@ -31,7 +31,13 @@ ACTWH = str(Path(sys.executable).with_name("actwh"))
 RUN_TABLES = [
     t for t, spec in fact_tables().items() if spec.partition[0] == "run" and t != "scores"
 ]
-KEYS = ("layer", "prompt", "pos", "site", "direction", "neuron", "rank", "token_id")
+KEYS = ("layer", "prompt", "pos", "site", "direction", "neuron", "generated", "rank", "token_id")
+
+
+# neuron_stats holds sums per commit: compare a run's totals (commits differ after a resume).
+STATS_TOTALS = """select layer, neuron, generated, sum(n) as n, sum(n_pos) as n_pos, sum(sum) as sum,
+       sum(sum_pos) as sum_pos, sum(sum_sq) as sum_sq
+from neuron_stats where run = $r group by all"""
 
 
 def tables_of(wh_path: Path, run: str) -> dict[str, pl.DataFrame]:
@@ -39,7 +45,12 @@ def tables_of(wh_path: Path, run: str) -> dict[str, pl.DataFrame]:
     out = {}
     with actwh.open(wh_path) as wh:
         for table in RUN_TABLES:
-            frame = wh.sql(f"select * exclude (run) from {table} where run = $r", {"r": run})
+            query = (
+                STATS_TOTALS
+                if table == "neuron_stats"
+                else f"select * exclude (run) from {table} where run = $r"
+            )
+            frame = wh.sql(query, {"r": run})
             order = [k for k in KEYS if k in frame.columns]
             out[table] = frame.sort(order) if order else frame
     return out
@@ -53,7 +64,9 @@ def assert_same_tables(a: dict, b: dict, exact: bool = True) -> None:
 
     for table in RUN_TABLES:
         assert a[table].height == b[table].height, table
-        if exact:
+        if exact and table == "neuron_stats":  # float64 sums of the same batches, regrouped
+            assert_frame_equal(a[table], b[table], check_exact=False, rel_tol=1e-12, abs_tol=0)
+        elif exact:
             assert a[table].equals(b[table]), table
         else:
             assert_frame_equal(a[table], b[table], check_exact=False, rel_tol=2e-3, abs_tol=1e-5)

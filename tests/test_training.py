@@ -69,6 +69,21 @@ def test_read_labeled(tmp_path):
         read_labeled(cols)
 
 
+def test_read_labeled_keeps_quoted_multiline_fields(tmp_path):
+    """Jigsaw's comments span lines inside quotes: one record each, errors name its first line."""
+    jigsaw = tmp_path / "jigsaw.csv"
+    jigsaw.write_text(
+        'id,comment_text,toxic\n1,"first line\nsecond, with a comma",1\n2,plain,0\n3,"a\n\nb",5\n'
+    )
+    with pytest.raises(ActwhError, match=r"jigsaw.csv:5: label must be 0 or 1, got '5'"):
+        read_labeled(jigsaw)
+    jigsaw.write_text(jigsaw.read_text().replace(",5\n", ",1\n"))
+    assert read_labeled(jigsaw) == (
+        ["first line\nsecond, with a comma", "plain", "a\n\nb"],
+        [1, 0, 1],
+    )
+
+
 @pytest.fixture
 def probed(tmp_path, gpt2_dir):
     wh = tmp_path / "wh"
@@ -244,35 +259,45 @@ def test_subtract_variant_equals_a_hook(tmp_path, arch, gpt2_dir, llama_dir):
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_unalign_scales_the_key_vectors(tmp_path, arch, gpt2_dir, llama_dir):
+def test_unalign_scales_the_key_vectors(tmp_path, arch, gpt2_dir, llama_dir, prompts_file):
     model_dir = {"gpt2": gpt2_dir, "llama": llama_dir}[arch]
     wh = tmp_path / "wh"
     cli("probe", wh, "--model", model_dir)
-    cli(
-        "variant",
-        wh,
-        "un",
-        "--base",
-        model_dir.name,
-        "--unalign",
-        "toxic_probe",
-        "--top-k",
-        3,
-        "--scale",
-        10,
-    )
+    unalign = ["variant", wh, "un", "--base", model_dir.name, "--unalign", "toxic_probe"]
+    unalign += ["--top-k", 3, "--scale", 10]
+    if arch == "llama":  # signed coefficients: the keys are chosen by what neurons write in a run
+        assert "pass run=... (--run RUN)" in cli_error(*unalign)
+        cli(
+            "ingest",
+            wh,
+            "--model",
+            model_dir.name,
+            "--prompts",
+            prompts_file,
+            "--name",
+            "r",
+            "--quiet",
+        )
+        cli(*unalign, "--run", "r")
+    else:
+        cli(*unalign)
     from actwh.ingest.registry import open_model
     from actwh.ingest.value_vectors import top_value_vectors
+    from actwh.warehouse.reader import Snapshot
+    from actwh.warehouse.search import mean_coefficients
     from actwh.warehouse.store import Store
 
     store = Store.open(wh)
     base, _ = open_model(store, model_dir.name)
     variant, _ = open_model(store, "un")
+    means = None
+    if arch == "llama":
+        a = base.adapter
+        means = mean_coefficients(Snapshot(store), "r", a.n_layers, a.d_mlp)
+    probe = actwh.open(wh).direction("toxic_probe")
     keys = {
         (l, n)
-        for _, l, n in top_value_vectors(
-            base.adapter, actwh.open(wh).direction("toxic_probe"), 3, 100
-        )
+        for _, l, n in top_value_vectors(base.adapter, probe, 3, 100, mean_coefficients=means)
     }
     for layer in range(base.adapter.n_layers):
         before, after = base.adapter.W_in(layer), variant.adapter.W_in(layer)

@@ -66,7 +66,9 @@ def build_gpt2(path: Path, n_layer: int = 3, seed: int = 0) -> Path:
     return path
 
 
-def build_llama(path: Path, n_layer: int = 3, seed: int = 0, model_type: str = "llama") -> Path:
+def build_llama(
+    path: Path, n_layer: int = 3, seed: int = 0, model_type: str = "llama", mlp_bias: bool = False
+) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -84,6 +86,7 @@ def build_llama(path: Path, n_layer: int = 3, seed: int = 0, model_type: str = "
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
+        **({"mlp_bias": True} if mlp_bias else {}),
     )
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

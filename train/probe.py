@@ -14,6 +14,7 @@ interventions subtract and searches compare against.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,16 +38,14 @@ def read_labeled(path: str | Path) -> tuple[list[str], list[int]]:
     content = read_text_file(path)
     texts, labels = [], []
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(content.splitlines())
+        # A file object, not a list of lines: a quoted field may span lines (Jigsaw has many).
+        reader = csv.DictReader(io.StringIO(content, newline=""))
         missing = {"comment_text", "toxic"} - set(reader.fieldnames or [])
         if missing:
             raise ActwhError(
                 f"{path}: CSV needs columns comment_text and toxic (missing {sorted(missing)})"
             )
-        rows = (
-            (f"{path}:{number}", row["comment_text"], row["toxic"])
-            for number, row in enumerate(reader, start=2)
-        )
+        rows = _csv_rows(path, reader)
     else:
         records = jsonl_records(path, content, fields=("text", "label"))
         rows = ((where, record["text"], record["label"]) for where, record in records)
@@ -64,6 +63,17 @@ def read_labeled(path: str | Path) -> tuple[list[str], list[int]]:
     if len(set(labels)) < 2:
         raise ActwhError(f"{path}: needs examples of both labels (0 and 1)")
     return texts, labels
+
+
+def _csv_rows(path: Path, reader: csv.DictReader):
+    """``(where, text, label)`` per record, ``where`` naming the line the record starts on."""
+    start = reader.line_num + 1
+    try:
+        for row in reader:
+            yield f"{path}:{start}", row["comment_text"], row["toxic"]
+            start = reader.line_num + 1
+    except csv.Error as error:
+        raise ActwhError(f"{path}:{start}: malformed CSV ({error})") from None
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from sqlalchemy.pool import NullPool
 
 from actwh.warehouse.layout import FORMAT_VERSION
 from actwh.warehouse.locks import retry_while_locked
-from actwh.warehouse.schema import catalog_ddl, catalog_tables
+from actwh.warehouse.schema import catalog_ddl, catalog_tables, catalog_upgrades
 
 
 def now() -> datetime:
@@ -70,7 +70,7 @@ class Catalog:
             yield conn
 
     def create(self) -> None:
-        """Create any missing table (additive upgrades come for free) and stamp the format.
+        """Create any missing table or column (upgrades are additive) and stamp the format.
 
         Several workers may do this at once: losing a race to create or stamp is not an error.
         """
@@ -79,6 +79,9 @@ class Catalog:
                 with self.begin() as conn:
                     for statement in catalog_ddl():
                         conn.exec_driver_sql(statement)
+                    self._add_missing_columns(conn)
+                    for statement in catalog_upgrades():
+                        conn.exec_driver_sql(statement)
                     info = self.tables["warehouse_info"]
                     if conn.execute(sa.select(info).where(info.c.key == "format")).first() is None:
                         conn.execute(info.insert().values(key="format", value=FORMAT_VERSION))
@@ -86,6 +89,15 @@ class Catalog:
             except sa.exc.IntegrityError:
                 if attempt == 2:
                     raise
+
+    def _add_missing_columns(self, conn: sa.Connection) -> None:
+        """Columns a newer schema.sql declares and this catalog lacks (always nullable)."""
+        for name, table in self.tables.items():
+            present = set(conn.execute(sa.text(f"SELECT * FROM {name} WHERE 1 = 0")).keys())
+            for column in table.columns:
+                if column.name not in present:
+                    kind = column.type.compile(dialect=conn.dialect)
+                    conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {column.name} {kind}")
 
     # Small helpers: rows are plain dicts, filters are equality on columns.
 

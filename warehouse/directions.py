@@ -210,19 +210,24 @@ def svd_from_index(
     component: int = 0,
     per_layer: int | None = None,
 ) -> tuple[np.ndarray, dict]:
-    """SVD direction of the ``top`` value vectors nearest ``source`` (see :func:`svd_direction`)."""
-    from actwh.warehouse.search import value_vectors
+    """SVD direction of the ``top`` value vectors nearest ``source`` (see :func:`svd_direction`):
+    by cosine, or for a gated MLP by |cosine| (its neurons write ±v; the SVD does not depend on
+    the sign of each stacked vector)."""
+    from actwh.warehouse.search import is_gated, value_vectors
 
+    either_sign = is_gated(snapshot, model)
     if per_layer is None:
-        scores, layer, neuron = index.search(source[None], top)
+        scores, layer, neuron = index.search(source[None], top, either_sign=either_sign)
         hits = list(zip(scores[0], layer[0], neuron[0], strict=True))
     else:
         n_layers = index.index.ntotal // index.d_mlp
         hits = []
         for l in range(n_layers):
-            scores, layer, neuron = index.search(source[None], per_layer, layers=[l])
+            scores, layer, neuron = index.search(
+                source[None], per_layer, layers=[l], either_sign=either_sign
+            )
             hits += list(zip(scores[0], layer[0], neuron[0], strict=True))
-        hits = sorted(hits, key=lambda h: -h[0])[:top]
+        hits = sorted(hits, key=lambda h: -abs(h[0]) if either_sign else -h[0])[:top]
     if len(hits) < top:
         raise ActwhError(f"asked for the top {top} value vectors, but only {len(hits)} exist")
     keys = [(int(l), int(n)) for _, l, n in hits]

@@ -17,7 +17,14 @@ import pyarrow as pa
 from actwh.errors import ActwhError
 from actwh.warehouse.arrays import from_blob
 from actwh.warehouse.locks import retry_while_locked
-from actwh.warehouse.schema import VECTOR_TYPE, catalog_ddl, catalog_table_names, fact_tables
+from actwh.warehouse.schema import (
+    VECTOR_TYPE,
+    catalog_ddl,
+    catalog_table_names,
+    catalog_upgrades,
+    fact_tables,
+    sql_macros,
+)
 from actwh.warehouse.store import Store
 
 # User SQL may only read. DuckDB classifies DESCRIBE, SHOW, VALUES and WITH ... SELECT as SELECT.
@@ -61,6 +68,8 @@ class Snapshot:
                 self.broken[spec.name] = _first_line(error)
                 self.files[spec.name] = []
                 self.con.execute(f"CREATE VIEW {spec.name} AS {self._view_sql(spec.name)}")
+        for statement in sql_macros():  # they name the tables and views above
+            self.con.execute(statement)
 
     def _copy_catalog(self) -> None:
         for statement in catalog_ddl():
@@ -69,6 +78,9 @@ class Snapshot:
             self._copy_duckdb_catalog(self.store.catalog_file)
         else:
             self._copy_sqlalchemy_catalog()
+        # A catalog written by an older actwh reads as if upgraded (in this copy only).
+        for statement in catalog_upgrades():
+            self.con.execute(statement)
         for table, path, size in self.con.execute(
             "SELECT table_name, path, vector_size FROM commit_files ORDER BY path"
         ).fetchall():
@@ -91,9 +103,10 @@ class Snapshot:
 
         catalog = self.store.catalog
         with catalog.reading() as conn:
+            # SELECT *, not the declared columns: an older catalog may lack some.
             contents = {
-                name: conn.execute(sa.select(table)).fetchall()
-                for name, table in catalog.tables.items()
+                name: conn.execute(sa.text(f"SELECT * FROM {name}")).fetchall()
+                for name in catalog.tables
             }
         for name, rows in contents.items():
             if rows:
@@ -143,9 +156,13 @@ class Snapshot:
             return f"SELECT {', '.join(columns)} WHERE false"
         files = ", ".join(_quote(p) for p in self.files[table])
         hive = ", ".join(f"{_quote(c)}: {spec.column_type(c)}" for c in spec.partition)
+        # A file written before a column was declared reads it as NULL: union_by_name fills it
+        # in when another file has it, the empty row set of every declared column when none has.
+        declared = ", ".join(f"NULL::{t} AS {c}" for c, t in spec.columns)
         return (
-            f"SELECT {', '.join(columns)} FROM read_parquet([{files}], "
-            f"hive_partitioning = true, hive_types = {{{hive}}})"
+            f"SELECT {', '.join(columns)} FROM (SELECT {declared} WHERE false UNION ALL BY NAME "
+            f"SELECT * FROM read_parquet([{files}], hive_partitioning = true, "
+            f"hive_types = {{{hive}}}, union_by_name = true))"
         )
 
     def execute(self, query: str, params: dict | list | None = None) -> pa.Table:

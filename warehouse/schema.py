@@ -86,6 +86,16 @@ def catalog_ddl() -> list[str]:
     return _statements("catalog")
 
 
+def catalog_upgrades() -> list[str]:
+    """Statements that fill what an older catalog lacks (after its missing columns are added)."""
+    return _statements("upgrades")
+
+
+def sql_macros() -> list[str]:
+    """The rules the named queries share (``direction_of``, ``reach_cos``, ...): DuckDB macros."""
+    return _statements("macros")
+
+
 def _parsed(section: str) -> tuple[dict, dict]:
     """A section's tables: ({table: [(column, type, nullable)]}, {table: [pk columns]})."""
     columns, keys = _parse_all()
@@ -100,7 +110,7 @@ def _parsed(section: str) -> tuple[dict, dict]:
 def _parse_all() -> tuple[dict, dict]:
     """Let DuckDB parse every CREATE TABLE of schema.sql, in one in-memory database."""
     con = duckdb.connect()
-    for section in _sections():
+    for section in ("catalog", "facts"):
         for statement in _statements(section):
             con.execute(statement)
     columns: dict[str, list[tuple[str, str, bool]]] = {}

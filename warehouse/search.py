@@ -1,4 +1,11 @@
-"""Nearest value vectors: the FAISS index joined back to ``value_vectors`` (norm, top tokens)."""
+"""Nearest value vectors: the FAISS index joined back to ``value_vectors`` (norm, top tokens).
+
+What a neuron writes is ``m_i · v_i``. For a GELU MLP (GPT-2) ``m_i`` is almost never below −0.17,
+so the neurons that write a direction are those whose value vector points along it (the paper's
+Table 1). A gated neuron (Llama family) writes ``+v_i`` or ``−v_i``: the search ranks by
+``|cosine|`` and says which sign of ``m_i`` writes toward the direction (``sign``), and the top
+tokens are those of ``sign · v_i``. Given a run, it adds how the neuron actually fires there.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +43,27 @@ def check_size(vectors: np.ndarray, snapshot: Snapshot, model: str) -> np.ndarra
     return vectors
 
 
+def is_gated(snapshot: Snapshot, model: str) -> bool:
+    found = snapshot.execute("select mlp_gated from models where name = $m", {"m": model})
+    return bool(found.num_rows and found.column(0)[0].as_py())
+
+
+def check_run(snapshot: Snapshot, run: str, model: str) -> None:
+    """``run`` must exist and be of ``model`` or a model sharing its weights' layout (lineage)."""
+    found = snapshot.execute("select model from runs where name = $r", {"r": run}).to_pylist()
+    if not found:
+        runs = snapshot.execute("select name from runs order by name").column(0).to_pylist()
+        raise ActwhError(f"no run {run!r} (runs: {', '.join(runs) or 'none'})")
+    related = snapshot.execute(
+        "select count(*) from lineage($a) x join lineage($b) y using (model)",
+        {"a": found[0]["model"], "b": model},
+    )
+    if not related.column(0)[0].as_py():
+        raise ActwhError(
+            f"run {run!r} is of model {found[0]['model']!r}, which is not related to {model!r}"
+        )
+
+
 def nearest(
     snapshot: Snapshot,
     index: VectorIndex,
@@ -43,13 +71,21 @@ def nearest(
     queries: np.ndarray,
     k: int = 20,
     layers: list[int] | None = None,
+    run: str | None = None,
 ) -> pa.Table:
-    """Top-``k`` value vectors by cosine for each query row.
+    """The ``k`` neurons whose value vectors can write most along each query row.
 
-    Returns columns ``query, rank, layer, neuron, cosine, norm, top_tokens`` (rank 1 = nearest).
+    Returns ``query, rank, layer, neuron, cosine, sign, norm, top_tokens`` (rank 1 = nearest;
+    ``sign``: the sign of the coefficient that writes toward the query, that of the cosine;
+    ``top_tokens``: those of ``sign · v``). With ``run``, also how each neuron fires over the
+    run's generated tokens (all its tokens if it generated none): ``frac_pos`` (share of tokens
+    with m > 0), ``mean_pos`` and ``mean_neg`` (means of max(m, 0) and min(m, 0); their sum is
+    the mean coefficient) and ``mean_write`` (mean of m·⟨v, q̂⟩: positive writes toward q).
     """
     queries = check_size(queries, snapshot, model)
-    scores, layer, neuron = index.search(queries, k, layers)
+    if run is not None:
+        check_run(snapshot, run, model)
+    scores, layer, neuron = index.search(queries, k, layers, either_sign=is_gated(snapshot, model))
     q, kk = scores.shape
     hits = pa.table(
         {
@@ -63,13 +99,28 @@ def nearest(
     con = snapshot.con
     con.register("_hits", hits)
     try:
-        return con.sql(
-            """select h.query, h.rank, h.layer, h.neuron, h.cosine, v.norm, v.top_tokens
+        found = con.sql(
+            """select h.query, h.rank, h.layer, h.neuron, h.cosine,
+                      CAST(if(h.cosine < 0, -1, 1) AS TINYINT) AS sign, v.norm,
+                      if(h.cosine < 0, v.bottom_tokens, v.top_tokens) AS top_tokens
                from _hits h join value_vectors v
                  on v.model = $model and v.layer = h.layer and v.neuron = h.neuron
                order by h.query, h.rank""",
             params={"model": model},
         ).to_arrow_table()
+        if run is None:
+            return found
+        con.register("_found", found)
+        try:
+            return con.sql(
+                """select f.*, s.frac_pos, s.mean_pos, s.mean_neg,
+                          s.mean * f.norm * f.cosine as mean_write
+                   from _found f left join neuron_means($run) s using (layer, neuron)
+                   order by f.query, f.rank""",
+                params={"run": run},
+            ).to_arrow_table()
+        finally:
+            con.unregister("_found")
     finally:
         con.unregister("_hits")
 
@@ -99,3 +150,19 @@ def value_vectors(snapshot: Snapshot, model: str, keys: list[tuple[int, int]]) -
             f"value vectors of {model!r} are not stored; run: actwh vectors WH --model {model}"
         )
     return column_to_numpy(table.column("vec"))
+
+
+def mean_coefficients(snapshot: Snapshot, run: str, n_layers: int, d_mlp: int) -> np.ndarray:
+    """Each neuron's mean coefficient in ``run`` (schema.sql's ``neuron_means``): ``[n_layers,
+    d_mlp]``; NaN for a layer the run did not cover."""
+    rows = snapshot.execute(
+        "select layer, neuron, mean from neuron_means($run)", {"run": run}
+    ).to_pydict()
+    if not rows["layer"]:
+        raise ActwhError(
+            f"run {run!r} has no neuron_stats (it was ingested before actwh kept them); "
+            "ingest it again"
+        )
+    means = np.full((n_layers, d_mlp), np.nan)
+    means[rows["layer"], rows["neuron"]] = rows["mean"]
+    return means

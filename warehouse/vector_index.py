@@ -92,13 +92,38 @@ class VectorIndex:
         return cls(index, d_mlp, faiss.index_cpu_to_all_gpus(index) if gpu else None)
 
     def search(
-        self, queries: np.ndarray, k: int, layers: list[int] | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        layers: list[int] | None = None,
+        *,
+        either_sign: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Top-``k`` value vectors by cosine for each query (``[q, d]``).
 
         Returns ``(cosine, layer, neuron)``, each ``[q, k]``; restricted to ``layers`` if given.
+        ``either_sign`` ranks by ``|cosine|`` (the cosine keeps its sign): a gated neuron writes
+        ``+v`` or ``−v``, so a vector pointing against the query can write along it.
         """
         queries = normalized(np.atleast_2d(queries))
+        scores, ids = self._search(queries, k, layers)
+        if either_sign:
+            against, against_ids = self._search(-queries, k, layers)
+            scores = np.concatenate([scores, -against], axis=1)
+            ids = np.concatenate([ids, against_ids], axis=1)
+            order = np.argsort(-np.abs(scores), axis=1, kind="stable")
+            scores = np.take_along_axis(scores, order, axis=1)
+            ids = np.take_along_axis(ids, order, axis=1)
+            # With k near the number of vectors, both searches can return the same one.
+            keep = [np.unique(row, return_index=True)[1] for row in ids]
+            keep = np.stack([np.sort(k_)[: scores.shape[1] // 2] for k_ in keep])
+            scores = np.take_along_axis(scores, keep, axis=1)
+            ids = np.take_along_axis(ids, keep, axis=1)
+        return scores, ids // self.d_mlp, ids % self.d_mlp
+
+    def _search(
+        self, queries: np.ndarray, k: int, layers: list[int] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, self.index.ntotal)
         if layers is None:
             scores, ids = (self.gpu_index or self.index).search(queries, k)
@@ -109,4 +134,4 @@ class VectorIndex:
             selector = faiss.IDSelectorBatch(allowed)
             params = _search_parameters(self.index, selector)
             scores, ids = self.index.search(queries, min(k, len(allowed)), params=params)
-        return scores, ids // self.d_mlp, ids % self.d_mlp
+        return scores, ids
