@@ -859,6 +859,7 @@ def pairs(
     Example:
       actwh pairs --model embedded --warehouse wh --out pairs.jsonl
     """
+    from actwh.api.output import outside_warehouse
     from actwh.ingest.prompts import read_prompts, shipped_prompts
     from actwh.ingest.registry import open_model
     from actwh.train.pairs import make_pairs, write_pairs
@@ -866,6 +867,7 @@ def pairs(
     from actwh.warehouse.directions import get_direction
     from actwh.warehouse.store import Store
 
+    outside_warehouse(out, warehouse, "--out")
     prompt_set = read_prompts(prompts or shipped_prompts())
     store = Store.open(warehouse)
     loaded, _ = open_model(store, model, device=device)
@@ -950,6 +952,7 @@ def dpo(base, pairs_file, out, warehouse, name, device, **options):
     """
     from pathlib import Path
 
+    from actwh.api.output import outside_warehouse
     from actwh.ingest.models import load_model
     from actwh.ingest.registry import open_model, register_model
     from actwh.train.dpo import DPOOptions, train_dpo
@@ -957,6 +960,8 @@ def dpo(base, pairs_file, out, warehouse, name, device, **options):
     from actwh.warehouse.layout import check_name
     from actwh.warehouse.store import Store
 
+    if warehouse:
+        outside_warehouse(out, warehouse, "--out")
     loaded_pairs = read_pairs(pairs_file)
     store = Store.create(warehouse) if warehouse else None
     name = check_name("model", name or Path(out).resolve().name)
@@ -1068,11 +1073,11 @@ def variant(
         original = store.catalog.get("models", name=control_of)
         if original is None:
             raise ActwhError(f"--control-of {control_of}: no such model")
+        edit = json.loads(original["config"] or "{}").get("edit")
+        edit = control_recipe(edit, control_of, original["d_mlp"], seed)
         if base not in (None, original["parent"]):
             raise ActwhError(f"--control-of {control_of}: its base is {original['parent']}")
         loaded, _ = open_model(store, original["parent"], device=device)
-        edit = json.loads(original["config"] or "{}").get("edit")
-        edit = control_recipe(edit, control_of, loaded.adapter.d_mlp, seed)
         row = register_variant(store, name, loaded, edit, role="control")
         keys = ", ".join(f"{l}:{n}" for l, n in edit["keys"])
         click.echo(
@@ -1232,8 +1237,10 @@ def report(warehouse, out, base_run, tuned_run, direction, token, layer, scorer)
     Example:
       actwh report wh -o report.html
     """
+    from actwh.api.output import outside_warehouse
     from actwh.api.report import make_plan, write_report
 
+    outside_warehouse(out, warehouse, "-o")
     with _warehouse(warehouse) as wh:
         plan = make_plan(
             wh,

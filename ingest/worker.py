@@ -225,6 +225,26 @@ def plan_batches(sequences: list[Sequence], batch_size: int) -> list[list[Sequen
     return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
 
+def check_committed_batches(run: str, batches: list[list[Sequence]], done: set[int]) -> None:
+    """A resume skips whole batches: every committed prompt must be one of this command's, and
+    every batch committed entirely or not at all, or the run would mix two different plans."""
+    planned = {s.prompt for batch in batches for s in batch}
+    for batch in batches:
+        committed = [s.prompt in done for s in batch]
+        if any(committed) and not all(committed):
+            raise ActwhError(
+                f"run {run!r}: prompts {sorted(s.prompt for s in batch)} form one batch here, "
+                f"but only {sorted(s.prompt for s in batch if s.prompt in done)} of them were "
+                "committed; resume with the same --prompts, --batch-size and "
+                "--max-prompt-tokens, or choose another --name"
+            )
+    if done - planned:
+        raise ActwhError(
+            f"run {run!r} has committed prompts {sorted(done - planned)[:5]} that this command "
+            "does not plan; resume with the same --prompts or choose another --name"
+        )
+
+
 def _existing_store(path: str) -> Store | None:
     """The warehouse at ``path`` if there is one; validates without creating anything."""
     if (Path(path) / layout.MARKER).is_file():
@@ -284,41 +304,55 @@ class Registered:
 def _register_run(
     store: Store, loaded, prompt_set, run: str, n_prompts: int, config: dict
 ) -> Registered:
-    """Record model, prompt set and run (resuming an unfinished run of the same name)."""
+    """Record model, prompt set and run (resuming an unfinished run of the same name).
+
+    A refusal raises inside the transaction, so it registers nothing either."""
     catalog = store.catalog
+    set_name = prompt_set if isinstance(prompt_set, str) else prompt_set.name
     with catalog.begin() as conn:
         new_model = register_model(conn, catalog, loaded)
         new_set = isinstance(prompt_set, PromptSet) and _register_prompt_set(
             conn, catalog, prompt_set
         )
         previous = catalog.get("runs", conn, name=run)
-        if previous is None:
-            catalog.insert(
-                conn,
-                "runs",
-                {
-                    "name": run,
-                    "model": loaded.name,
-                    "prompt_set": prompt_set if isinstance(prompt_set, str) else prompt_set.name,
-                    "mode": "teacher_forced" if config["teacher_force"] else "generate",
-                    "source_run": config["teacher_force"],
-                    "config": to_json(config),
-                    "status": "running",
-                    "n_prompts": n_prompts,
-                    "n_tokens": 0,
-                    "created_at": now(),
-                },
-            )
-            return Registered(False, new_model, new_set)
+        if previous is not None:
+            _check_resumable(previous, loaded.name, set_name, config)
+            return Registered(True)
+        catalog.insert(
+            conn,
+            "runs",
+            {
+                "name": run,
+                "model": loaded.name,
+                "prompt_set": set_name,
+                "mode": "teacher_forced" if config["teacher_force"] else "generate",
+                "source_run": config["teacher_force"],
+                "config": to_json(config),
+                "status": "running",
+                "n_prompts": n_prompts,
+                "n_tokens": 0,
+                "created_at": now(),
+            },
+        )
+        return Registered(False, new_model, new_set)
+
+
+def _check_resumable(previous: dict, model: str, prompt_set: str, config: dict) -> None:
+    """An existing run may be resumed only by the same work: model, prompt set and options."""
+    run = previous["name"]
     if previous["status"] == "complete":
         raise ActwhError(f"run {run!r} already exists and is complete; choose another --name")
+    if previous["prompt_set"] != prompt_set:
+        raise ActwhError(
+            f"run {run!r} exists (unfinished) over prompt set {previous['prompt_set']!r}, not "
+            f"{prompt_set!r}; resume it with the same prompts or choose another --name"
+        )
     old = json.loads(previous["config"])
-    if previous["model"] != loaded.name or any(old.get(k) != config.get(k) for k in RESUME_KEYS):
+    if previous["model"] != model or any(old.get(k) != config.get(k) for k in RESUME_KEYS):
         raise ActwhError(
             f"run {run!r} exists (unfinished) with another model or other capture options; "
             "resume it with the same options or choose another --name"
         )
-    return Registered(True)
 
 
 def _forget(store: Store, run: str, registered: Registered, model: str, prompt_set: str) -> None:
@@ -418,6 +452,7 @@ def ingest(
     if resumed:
         writer.remove_orphans()
     done = {r["prompt"] for r in store.catalog.rows("commit_prompts", run=run)}
+    check_committed_batches(run, batches, done)
     index, count = shard_index
     todo = [b for i, b in enumerate(batches) if i % count == index and b[0].prompt not in done]
 

@@ -63,6 +63,12 @@ class NamedQuery:
             raise ActwhError(
                 f"query {self.name} needs {', '.join(missing)}; its parameters: {self.signature()}"
             )
+        for p in self.params:  # null is a value only where it is the default ("none")
+            if given.get(p.name, p.default) is None and p.default is not None:
+                raise ActwhError(
+                    f"query {self.name}: parameter {p.name} cannot be null; "
+                    f"its parameters: {self.signature()}"
+                )
         return {p.name: given.get(p.name, p.default) for p in self.params}
 
     def signature(self) -> str:

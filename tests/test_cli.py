@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from actwh.api.cli import main
+from actwh.errors import ActwhError
 
 
 def run(*args, input=None):
@@ -172,6 +173,43 @@ def test_sql_errors(tmp_path, gpt2_dir, prompts_file):
     bad = run("sql", wh, "select nope from tokens")
     assert bad.exit_code == 2 and bad.stderr.startswith("error: SQL error")
     assert run("sql", tmp_path, "select 1").exit_code == 2
+
+
+def test_sql_is_read_only_for_real(tmp_path, gpt2_dir, prompts_file):
+    """Enforced by DuckDB's settings, through the CLI and the library alike: no writes (a
+    data-modifying CTE is classed as SELECT), no file outside the warehouse, no extension
+    install, no change of configuration."""
+    import actwh
+
+    wh = tmp_path / "wh"
+    run("ingest", wh, "--model", gpt2_dir, "--prompts", prompts_file, "--generate", 1, "--quiet")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not yours")
+    hostile = {
+        "with x as (delete from runs returning name) select count(*) from x": "writes",
+        "with x as (insert into runs (name) values ('x') returning 1) select * from x": "writes",
+        f"select * from read_text('{outside}')": "reads only its own files",
+        f"select * from read_csv('{outside}')": "reads only its own files",
+        f"select * from glob('{tmp_path}/*')": "reads only its own files",
+        "select * from read_text('data/../../secret.txt')": "reads only its own files",
+        "select * from read_parquet('https://example.com/x.parquet')": "reads only its own files",
+        "set enable_external_access = true": "read-only",
+        "install httpfs": "read-only",
+    }
+    before = listing(wh)
+    with actwh.open(wh) as w:
+        for query, message in hostile.items():
+            result = run("sql", wh, query)
+            assert result.exit_code == 2 and message in result.stderr, (query, result.output)
+            with pytest.raises(ActwhError, match=message):
+                w.sql(query)
+        # the same open warehouse still sees every run: nothing was deleted, not even in memory
+        assert w.sql("select count(*) from runs").item() == 1
+    assert listing(wh) == before
+    # an output file never lands in the warehouse
+    result = run("sql", wh, "select 1", "--parquet", wh / "catalog.duckdb")
+    assert result.exit_code == 2 and "inside the warehouse" in result.stderr
+    assert listing(wh) == before
 
 
 def test_sql_starts_without_torch(tmp_path, gpt2_dir, prompts_file):

@@ -21,6 +21,7 @@ from tiny_models import build_gpt2
 import actwh
 from actwh.api.cli import main
 from actwh.api.demo import StudySettings, run_study
+from actwh.errors import ActwhError
 from actwh.train.dpo import DPOOptions
 
 
@@ -319,6 +320,17 @@ def test_parameters_are_bound_not_formatted(wh):
     hostile = "dpo' OR 1=1; DROP VIEW weight_diffs; --"
     assert wh.query("weight_similarity", model=hostile).height == 0
     assert wh.query("weight_similarity", model="dpo").height > 0
+
+
+def test_null_is_not_a_silent_no_filter(study, wh):
+    """``-p model=null`` used to bind NULL and match nothing (or everything), silently."""
+    out = CliRunner().invoke(
+        main, ["query", str(study[0] / "wh"), "weight_similarity", "-p", "model=null"]
+    )
+    assert out.exit_code == 2 and "parameter model cannot be null" in out.stderr
+    with pytest.raises(ActwhError, match="parameter k cannot be null"):
+        wh.query("top_toxic_vectors", model="tiny-gpt2", k=None)
+    assert wh.query("top_toxic_vectors", model="tiny-gpt2", run=None).height == 20  # its default
 
 
 def test_query_starts_without_torch(study):

@@ -194,6 +194,49 @@ def test_killed_ingestion_resumes_to_exactly_the_same_rows(setup, crash, request
     assert checked.exit_code == 0, checked.output
 
 
+def test_a_resume_proves_it_continues_the_same_prompts(setup, tmp_path):
+    """Killed after two commits, the run is resumed only by its own prompt set (it used to take
+    any file under the same --name and mix both into one run)."""
+    wh = fresh(setup, "other-prompts")
+    command = [ACTWH, "ingest", str(wh), *setup["args"]]
+    env = {**os.environ, "ACTWH_CRASH_AT": "commit.after_record:2"}
+    assert subprocess.run(command, env=env, capture_output=True).returncode == -signal.SIGKILL
+    with_prompts = lambda path: [  # noqa: E731
+        str(path) if a == str(setup["prompts"]) else a for a in setup["args"]
+    ]
+    other = tmp_path / "other.jsonl"
+    other.write_text(
+        "".join(json.dumps({"prompt": f"Another prompt {i}"}) + "\n" for i in range(24))
+    )
+    same_name = tmp_path / "elsewhere" / setup["prompts"].name
+    same_name.parent.mkdir()
+    same_name.write_text(other.read_text())
+    with actwh.open(wh) as w:
+        before = w.sql("select * from prompt_sets order by name")
+    assert "over prompt set 'prompts', not 'other'" in cli_error("ingest", wh, *with_prompts(other))
+    assert "a different prompt set is already registered as 'prompts'" in cli_error(
+        "ingest", wh, *with_prompts(same_name)
+    )
+    with actwh.open(wh) as w:  # nothing half-registered
+        assert w.sql("select * from prompt_sets order by name").equals(before)
+        assert w.sql("select count(distinct prompt_set) from prompts").item() == 1
+    resumed = subprocess.run(command, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_tables(tables_of(wh, "r"), setup["reference"])
+
+
+def test_a_resume_skips_whole_batches_only():
+    from actwh.errors import ActwhError
+    from actwh.ingest.worker import Sequence, check_committed_batches
+
+    batches = [[Sequence(0, [1], "a"), Sequence(1, [1], "b")], [Sequence(2, [1], "c")]]
+    check_committed_batches("r", batches, {0, 1})
+    with pytest.raises(ActwhError, match=r"prompts \[0, 1\] form one batch here, but only \[1\]"):
+        check_committed_batches("r", batches, {1})
+    with pytest.raises(ActwhError, match=r"committed prompts \[7\] that this command"):
+        check_committed_batches("r", batches, {0, 1, 7})
+
+
 def test_two_shards_at_once_equal_one_worker(setup):
     wh = setup["root"] / "shards"  # neither worker finds a warehouse: both create it
     shutil.rmtree(wh, ignore_errors=True)

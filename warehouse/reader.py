@@ -1,13 +1,20 @@
-"""Reading a warehouse: an in-memory DuckDB snapshot of everything committed when it was taken.
+"""Reading a warehouse: a DuckDB snapshot of everything committed when it was taken.
 
 The snapshot copies the catalog tables (they are small) and defines one view per fact table over
 exactly the Parquet files the catalog lists. It never holds the catalog open, so it never blocks
 a writer, and a commit that lands while a query runs is simply not part of that query.
+
+User SQL may only read, and only the warehouse: the rule is enforced by DuckDB, not by reading the
+SQL. The snapshot is built in a private temporary database file, which queries then open
+read-only (no statement can write, not even a data-modifying CTE), with access to files outside
+the warehouse directory disabled (no read_text('/etc/passwd'), no glob, no URLs), extension
+install and load off, and the configuration locked so no query can undo any of it.
 """
 
 from __future__ import annotations
 
 import re
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,6 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from actwh.errors import ActwhError
+from actwh.warehouse import layout
 from actwh.warehouse.arrays import from_blob
 from actwh.warehouse.locks import retry_while_locked
 from actwh.warehouse.schema import (
@@ -41,7 +49,7 @@ class Snapshot:
     Attributes
     ----------
     con
-        The in-memory DuckDB connection; its tables are the catalog's, its views the fact tables.
+        The read-only DuckDB connection; its tables are the catalog's, its views the fact tables.
     files
         For each fact table, the committed files (paths relative to the warehouse root).
     vector_sizes
@@ -50,17 +58,37 @@ class Snapshot:
 
     def __init__(self, store: Store):
         self.store = store
-        self.con = duckdb.connect()
-        # Relative paths in read_parquet() resolve against the warehouse, so views do not embed
-        # absolute paths and Hive partitions are read only from the part below the root.
-        self.con.execute(f"SET file_search_path = {_quote(str(store.root))}")
         self.files: dict[str, list[str]] = defaultdict(list)
         self.vector_sizes: dict[str, set[int]] = defaultdict(set)
+        self.broken: dict[str, str] = {}
+        self._dir = tempfile.TemporaryDirectory(prefix="actwh-snapshot-")
+        path = str(Path(self._dir.name) / "snapshot.duckdb")
+        self.con = duckdb.connect(path)
+        try:
+            self._build()
+        finally:
+            self.con.close()
+        self.con = duckdb.connect(path, read_only=True)
+        root = str(store.root)
+        for setting in (
+            # Relative paths in read_parquet() resolve against the warehouse, so Hive partitions
+            # are read only from the part below the root.
+            f"SET file_search_path = {_quote(root)}",
+            f"SET allowed_directories = [{_quote(root + '/')}, {_quote(layout.DATA_DIR + '/')}]",
+            "SET enable_external_access = false",
+            "SET autoinstall_known_extensions = false",
+            "SET autoload_known_extensions = false",
+            "SET lock_configuration = true",
+        ):
+            self.con.execute(setting)
+
+    def _build(self) -> None:
+        """Catalog tables, fact-table views and macros, in the database being built."""
+        self.con.execute(f"SET file_search_path = {_quote(str(self.store.root))}")
         self._copy_catalog()
         self._decode_directions()
         # A table whose files DuckDB cannot read (damaged on disk) does not take the others down:
         # its view is left empty and a query that names it gets the reason.
-        self.broken: dict[str, str] = {}
         for spec in fact_tables().values():
             try:
                 self.con.execute(f"CREATE VIEW {spec.name} AS {self._view_sql(spec.name)}")
@@ -191,7 +219,15 @@ class Snapshot:
             if relation is None:
                 return pa.table({})
             return relation.to_arrow_table()
+        except duckdb.PermissionException as error:
+            raise ActwhError(
+                f"refused: {_first_line(error)}; SQL on a warehouse reads only its own files"
+            ) from error
         except duckdb.Error as error:
+            if "read-only mode" in str(error):  # e.g. a data-modifying CTE, classed as SELECT
+                raise ActwhError(
+                    "refused: the statement writes; SQL on a warehouse is read-only"
+                ) from error
             raise ActwhError(f"SQL error: {_first_line(error)}") from error
 
     def absolute_files(self, table: str) -> list[Path]:
@@ -199,6 +235,7 @@ class Snapshot:
 
     def close(self) -> None:
         self.con.close()
+        self._dir.cleanup()
 
 
 def _first_line(error: Exception) -> str:
