@@ -1266,7 +1266,13 @@ def report(warehouse, out, base_run, tuned_run, direction, token, layer, scorer)
     show_default=True,
     help="--repair leaves files younger than this (seconds): a writer may be committing them.",
 )
-def check(warehouse, repair, grace):
+@click.option(
+    "--force",
+    is_flag=True,
+    help="--repair even when files are missing rather than damaged, or more than 3 commits "
+    "would be dropped (otherwise it refuses and says what it would drop).",
+)
+def check(warehouse, repair, grace, force):
     """Verify every committed file against the catalog (exists, rows, sha256); find orphans.
 
     Exit status 1 when something is wrong (after --repair: when something is left).
@@ -1279,7 +1285,7 @@ def check(warehouse, repair, grace):
     from actwh.warehouse.check import check as run_check
     from actwh.warehouse.store import Store
 
-    report = run_check(Store.open(warehouse), repair=repair, grace=grace)
+    report = run_check(Store.open(warehouse), repair=repair, grace=grace, force=force)
     click.echo(f"checked {report.files} committed files")
     for path, problem in report.problems:
         click.echo(f"damaged: {path}: {problem}")

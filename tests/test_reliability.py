@@ -532,3 +532,40 @@ def test_postgres_catalog(setup, postgres, tmp_path, gpt2_dir):
         f"r2,complete,{setup['reference']['tokens'].height}",
     ]
     assert CliRunner().invoke(main, ["check", str(wh)]).exit_code == 0
+    # one catalog serves one warehouse directory: a second is refused, and nothing is made
+    other = tmp_path / "other-wh"
+    assert "already serves the warehouse" in cli_error("init", other, "--catalog", postgres)
+    assert not other.exists()
+    # a directory whose marker names another warehouse's catalog is refused, not served
+    moved = tmp_path / "copy"
+    shutil.copytree(wh, moved)
+    marker = json.loads((moved / "warehouse.json").read_text())
+    (moved / "warehouse.json").write_text(json.dumps({**marker, "id": "0" * 32}))
+    assert "belongs to another warehouse" in cli_error("check", moved, "--repair")
+
+
+def test_repair_refuses_to_drop_what_it_cannot_see(setup):
+    """Repair used to drop every commit when data/ was missing (an unmounted share)."""
+    wh = fresh(setup, "repair-missing")
+    cli("ingest", wh, *setup["args"])
+    data = wh / "data"
+    aside = wh.parent / "repair-missing-data"
+    data.rename(aside)
+    message = cli_error("check", wh, "--repair")
+    assert "data does not exist" in message and "nothing was changed" in message
+    aside.rename(data)
+    missing = sorted((data / "tokens").rglob("*.parquet"))[0]
+    kept = missing.read_bytes()
+    missing.unlink()
+    message = cli_error("check", wh, "--repair")
+    assert "missing rather than damaged" in message and "repair would drop 1 commit(s)" in message
+    missing.write_bytes(kept)
+    for path in sorted((data / "projections").rglob("*.parquet"))[:4]:  # 4 commits damaged
+        path.write_bytes(path.read_bytes()[:-20])
+    message = cli_error("check", wh, "--repair")
+    assert "repair would drop 4 commit(s)" in message and "Pass --force" in message
+    assert run_status(wh)["status"] == "complete"  # nothing was dropped
+    forced = CliRunner().invoke(main, ["check", str(wh), "--repair", "--force", "--grace", "0"])
+    assert forced.exit_code == 0, forced.stdout
+    cli("ingest", wh, *setup["args"])
+    assert_same_tables(tables_of(wh, "r"), setup["reference"])

@@ -69,10 +69,12 @@ class Catalog:
         with self._connect(self._read_engine) as conn:
             yield conn
 
-    def create(self) -> None:
-        """Create any missing table or column (upgrades are additive) and stamp the format.
+    def create(self, *, root: str | None = None, new_id: str | None = None) -> str | None:
+        """Create any missing table or column (upgrades are additive) and stamp the format;
+        for a new warehouse, stamp its id and directory too. Returns the catalog's id.
 
-        Several workers may do this at once: losing a race to create or stamp is not an error.
+        Several workers may do this at once: losing a race to create or stamp is not an error
+        (the id first stamped is the one every worker gets).
         """
         for attempt in range(3):
             try:
@@ -82,13 +84,27 @@ class Catalog:
                     self._add_missing_columns(conn)
                     for statement in catalog_upgrades():
                         conn.exec_driver_sql(statement)
+                    stamps = {"format": FORMAT_VERSION}
+                    if new_id is not None:
+                        stamps |= {"id": new_id, "root": root}
                     info = self.tables["warehouse_info"]
-                    if conn.execute(sa.select(info).where(info.c.key == "format")).first() is None:
-                        conn.execute(info.insert().values(key="format", value=FORMAT_VERSION))
-                return
+                    for key, value in stamps.items():
+                        if conn.execute(sa.select(info).where(info.c.key == key)).first() is None:
+                            conn.execute(info.insert().values(key=key, value=value))
+                return self.info("id")
             except sa.exc.IntegrityError:
                 if attempt == 2:
                     raise
+
+    def info(self, key: str) -> str | None:
+        """A ``warehouse_info`` value (None before the catalog exists or has the key)."""
+        info = self.tables["warehouse_info"]
+        try:
+            with self.reading() as conn:
+                row = conn.execute(sa.select(info.c.value).where(info.c.key == key)).first()
+        except sa.exc.DBAPIError:  # no catalog or no table yet
+            return None
+        return row[0] if row else None
 
     def _add_missing_columns(self, conn: sa.Connection) -> None:
         """Columns a newer schema.sql declares and this catalog lacks (always nullable)."""

@@ -8,6 +8,11 @@ crash between rename and record) and ``*.tmp`` files are unfinished writes.
 belong to a writer that is committing right now), and drops every commit that has a damaged or
 missing file: its files and catalog rows go, its run goes back to ``running`` with its token count
 reduced, so ``actwh ingest`` with the same options redoes exactly those prompts.
+
+A repair never destroys what it cannot see: when ``data/`` is gone (an unmounted share, a moved
+directory), when files are missing rather than damaged, or when more than
+:data:`MAX_DROPPED_COMMITS` commits would go, it refuses and says what it would drop, unless
+``force`` is given.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from actwh.errors import ActwhError
 from actwh.warehouse import layout
 from actwh.warehouse.store import Store
 from actwh.warehouse.writer import sha256_file
@@ -54,7 +60,12 @@ def _problem(store: Store, row: dict) -> str | None:
     return None
 
 
-def check(store: Store, *, repair: bool = False, grace: float = 600.0) -> CheckReport:
+MAX_DROPPED_COMMITS = 3  # a repair that would drop more asks for force=True
+
+
+def check(
+    store: Store, *, repair: bool = False, grace: float = 600.0, force: bool = False
+) -> CheckReport:
     catalog = store.catalog
     report = CheckReport()
     committed = catalog.rows("commit_files")
@@ -72,6 +83,8 @@ def check(store: Store, *, repair: bool = False, grace: float = 600.0) -> CheckR
             report.unfinished.append(relative)
         elif relative not in known:
             report.orphans.append(relative)
+    if repair and not force:
+        _refuse_to_destroy(store, report, committed, damaged_commits)
     if repair:
         old = time.time() - grace
         for relative in [*report.orphans, *report.unfinished]:
@@ -82,6 +95,31 @@ def check(store: Store, *, repair: bool = False, grace: float = 600.0) -> CheckR
         for commit_id in sorted(damaged_commits):
             _drop_commit(store, commit_id, report)
     return report
+
+
+def _refuse_to_destroy(store: Store, report: CheckReport, committed, damaged: set[str]) -> None:
+    """Raise, saying what would go, where a repair would drop what it cannot see or too much."""
+    if not damaged:
+        return
+    files = [r for r in committed if r["commit_id"] in damaged]
+    runs = sorted({r["path"].split("/")[2] for r in files if len(r["path"].split("/")) > 2})
+    would = (
+        f"repair would drop {len(damaged)} commit(s), {len(files)} file(s) of "
+        f"{', '.join(runs)}; nothing was changed"
+    )
+    missing = [path for path, problem in report.problems if problem == "missing"]
+    if not (store.root / layout.DATA_DIR).is_dir():
+        raise ActwhError(
+            f"{store.root / layout.DATA_DIR} does not exist, so every committed file is missing "
+            f"(an unmounted share or a moved directory?); {would}. Restore it, or pass --force"
+        )
+    if missing:
+        raise ActwhError(
+            f"{len(missing)} committed file(s) are missing rather than damaged (first: "
+            f"{missing[0]}); {would}. Restore them, or pass --force to drop those commits"
+        )
+    if len(damaged) > MAX_DROPPED_COMMITS:
+        raise ActwhError(f"{would}. Pass --force to drop them")
 
 
 def _drop_commit(store: Store, commit_id: str, report: CheckReport) -> None:

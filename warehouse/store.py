@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from functools import cached_property
 from pathlib import Path
 
@@ -19,16 +20,29 @@ class Store:
     it is already there). Neither imports torch.
     """
 
-    def __init__(self, root: Path, catalog_url: str):
+    def __init__(self, root: Path, catalog_url: str, warehouse_id: str | None = None):
         self.root = root
         self.catalog_url = catalog_url
+        self.warehouse_id = warehouse_id  # also in the catalog: one catalog, one directory
 
     @cached_property
     def catalog(self):
-        """The :class:`~actwh.warehouse.catalog.Catalog` (SQLAlchemy is imported on first use)."""
+        """The :class:`~actwh.warehouse.catalog.Catalog` (SQLAlchemy is imported on first use).
+
+        A catalog outside the directory (PostgreSQL, ...) must be this warehouse's own: two
+        directories on one catalog would see, and repair, each other's commits.
+        """
         from actwh.warehouse.catalog import Catalog
 
-        return Catalog(self.catalog_url)
+        catalog = Catalog(self.catalog_url)
+        if self.catalog_file is None and self.warehouse_id is not None:
+            owner = catalog.info("id")
+            if owner is not None and owner != self.warehouse_id:
+                raise ActwhError(
+                    f"the catalog {self.catalog_url} belongs to another warehouse "
+                    f"({catalog.info('root')}), not to {self.root}"
+                )
+        return catalog
 
     @property
     def catalog_file(self) -> Path | None:
@@ -56,7 +70,7 @@ class Store:
                 f"{path} has warehouse format {version}; this actwh reads {FORMAT_VERSION}"
             )
         url = f"duckdb:///{root / layout.CATALOG_FILE}" if catalog == "duckdb" else catalog
-        return cls(root, url)
+        return cls(root, url, info.get("id"))
 
     @classmethod
     def create(cls, path: str | Path, catalog_url: str | None = None) -> Store:
@@ -77,10 +91,24 @@ class Store:
             raise ActwhError(
                 f"{path} exists, is not empty and is not an actwh warehouse; choose a new directory"
             )
-        root.mkdir(parents=True, exist_ok=True)
         store = cls(root, catalog_url or f"duckdb:///{root / layout.CATALOG_FILE}")
-        store.catalog.create()
-        marker = {"format": FORMAT_VERSION, "catalog": catalog_url or "duckdb"}
+        # A catalog outside the directory may already hold another warehouse (by its stamp;
+        # one made before stamps has a format and no root).
+        if catalog_url and store.catalog.info("format") is not None:
+            owner = store.catalog.info("root")
+            if owner != str(root):
+                raise ActwhError(
+                    f"the catalog {catalog_url} already serves the warehouse "
+                    f"{owner or 'of another directory'}; one catalog serves one warehouse "
+                    "directory (use another database)"
+                )
+        root.mkdir(parents=True, exist_ok=True)
+        store.warehouse_id = store.catalog.create(root=str(root), new_id=uuid.uuid4().hex)
+        marker = {
+            "format": FORMAT_VERSION,
+            "catalog": catalog_url or "duckdb",
+            "id": store.warehouse_id,
+        }
         tmp = root / f"{layout.MARKER}.{os.getpid()}{layout.TMP_SUFFIX}"
         tmp.write_text(json.dumps(marker, indent=2) + "\n")
         tmp.replace(root / layout.MARKER)  # the marker appears last: a half-made warehouse has none
