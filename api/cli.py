@@ -12,17 +12,20 @@ import sys
 import click
 
 from actwh.api.output import emit, output_options
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, from_os_error
 
 
 class _Group(click.Group):
-    """Prints an :class:`ActwhError` as one line and exits with status 2."""
+    """Prints an :class:`ActwhError`, or an I/O failure, as one line and exits with status 2."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except ActwhError as error:
             click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+        except OSError as error:  # an I/O failure anywhere else: one line, not a traceback
+            click.echo(f"error: {from_os_error(error)}", err=True)
             sys.exit(2)
 
 
@@ -238,7 +241,7 @@ def ingest(warehouse, model, prompts, quiet, shard, use_ray, workers, ray_addres
         )
     else:
         summary = run_ingest(warehouse, model, prompts, settings, shard=shard)
-    for warning in summary.warnings:
+    for warning in [*summary.warnings, *summary.notices]:
         click.echo(f"warning: {warning}", err=True)
     verb = "resumed" if summary.resumed else "ingested"
     click.echo(

@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
@@ -90,10 +91,14 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+            )
+        except (OSError, ValueError, KeyError) as error:  # garbage, truncated, unknown layout
+            reason = _first_line(error)
+            raise ActwhError(f"{gguf}: not a GGUF model actwh can read ({reason})") from error
         # transformers refuses to save a model it believes is quantized; the weights are already
         # dequantized to float32, so drop the quantizer and its config entry.
         model.hf_quantizer = None
@@ -191,6 +196,10 @@ def _locate(source: str) -> tuple[Path | str, str]:
     return source, "hub"
 
 
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
 def load_model(
     source: str,
     *,
@@ -208,11 +217,14 @@ def load_model(
         AutoConfig.from_pretrained(location)  # fails fast (one download attempt) if unknown
         tokenizer = AutoTokenizer.from_pretrained(location)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[dtype])
-    except (OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except (OSError, ValueError, SafetensorError) as error:
+        if isinstance(location, Path):  # the files are there but cannot be read
+            raise ActwhError(
+                f"--model {source}: cannot load the model in {location} ({_first_line(error)})"
+            ) from error
         raise ActwhError(
             f"--model {source}: could not load it as a local directory, a .gguf file, "
-            f"'{EMBEDDED}', or a Hugging Face hub id ({reason})"
+            f"'{EMBEDDED}', or a Hugging Face hub id ({_first_line(error)})"
         ) from error
     if revision == "hub":
         revision = getattr(model.config, "_commit_hash", None) or "hub"

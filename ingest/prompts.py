@@ -68,20 +68,26 @@ def read_text_file(path: Path) -> str:
     return text
 
 
+def lines(text: str) -> list[str]:
+    """The lines of a file: split at newlines only. ``str.splitlines`` also splits at U+2028,
+    U+2029, NEL and form feed, which JSON strings may hold raw (and prompts do)."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def jsonl_records(path: Path, text: str, fields: tuple[str, ...] = ()):
     """Yield ``(where, record)`` for each non-blank line of a JSONL file's ``text``.
 
     ``where`` is ``FILE:LINE``; a malformed line, or a record that is not an object or lacks one
     of ``fields``, is an error naming it.
     """
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines(text), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            message = f"{where}: malformed JSON ({error.msg} at column {error.colno})"
+            message = f"{where}: malformed JSON ({error.msg}: column {error.colno})"
             raise ActwhError(message) from None
         if not isinstance(record, dict):
             raise ActwhError(f"{where}: expected a JSON object, got {type(record).__name__}")
@@ -145,7 +151,7 @@ def _from_json(record: dict, where: str) -> Prompt:
 def _is_jsonl(path: Path, text: str) -> bool:
     if path.suffix.lower() in JSONL_SUFFIXES:
         return True
-    first = next(line for line in text.splitlines() if line.strip())
+    first = next(line for line in lines(text) if line.strip())
     return first.lstrip().startswith("{")
 
 
@@ -157,7 +163,7 @@ def read_prompts(path: str | Path, name: str | None = None) -> PromptSet:
     if _is_jsonl(path, text):
         prompts = [_from_json(record, where) for where, record in jsonl_records(path, text)]
     else:
-        prompts = [Prompt(text=line) for line in text.splitlines() if line.strip()]
+        prompts = [Prompt(text=line) for line in lines(text) if line.strip()]
     if not prompts:
         raise ActwhError(f"{path}: no prompts")
     for i, p in enumerate(prompts):

@@ -19,6 +19,7 @@ buffer (``commit_mb``), never by the number of prompts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -31,7 +32,7 @@ import sqlalchemy as sa
 import torch
 from tqdm.auto import tqdm
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, from_os_error
 from actwh.ingest.capture import Capture, Directions, Lens
 from actwh.ingest.generate import Batch, Ran, greedy, teacher_forced
 from actwh.ingest.models import LoadedModel
@@ -91,7 +92,8 @@ class RunSummary:
     n_tokens: int = 0
     seconds: float = 0.0
     resumed: bool = False
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # about the data; kept in runs.warnings
+    notices: list[str] = field(default_factory=list)  # about this invocation only
 
     @property
     def tokens_per_second(self) -> float:
@@ -449,12 +451,20 @@ def ingest(
         registered = _register_run(store, loaded, prompt_set, run, len(sequences), config)
     resumed = registered.resumed
     writer = CommitWriter(store, run=run, shard=shard_index)
+    notices = []
     if resumed:
         writer.remove_orphans()
+        if others := writer.others_orphans():
+            notices.append(
+                f"{len(others)} file(s) of run {run} belong to no commit and were written by "
+                f"workers of another --shard layout (e.g. {store.relative(others[0])}); once no "
+                "worker of this run is running, actwh check WH --repair deletes them"
+            )
     done = {r["prompt"] for r in store.catalog.rows("commit_prompts", run=run)}
     check_committed_batches(run, batches, done)
     index, count = shard_index
-    todo = [b for i, b in enumerate(batches) if i % count == index and b[0].prompt not in done]
+    mine = [b for i, b in enumerate(batches) if i % count == index]
+    todo = [b for b in mine if b[0].prompt not in done]
 
     names = sorted(directions)
     capture = Capture(
@@ -474,7 +484,12 @@ def ingest(
     job = _Job(
         loaded, options, capture, TokenText(loaded.tokenizer), writer, run, names, tracked, generate
     )
-    summary = RunSummary(run, loaded.name, set_name, resumed=resumed, warnings=warnings)
+    # "Resumed" means this worker's own share was partly done, not that another shard got here
+    # first.
+    continued = resumed and len(todo) < len(mine)
+    summary = RunSummary(
+        run, loaded.name, set_name, resumed=continued, warnings=warnings, notices=notices
+    )
     started = time.monotonic()
     bar = tqdm(
         total=sum(len(b) for b in todo),
@@ -486,13 +501,16 @@ def ingest(
     try:
         with capture, bar:
             _run_batches(job, todo, summary, bar)
-    except ActwhError:  # e.g. float16 overflow with --on-overflow error: leave no trace
+    except (ActwhError, OSError) as error:  # float16 overflow, a full disk: leave no trace
         alone = shard_index[1] == 1  # another shard may be writing this run right now
-        if alone and not resumed and not store.catalog.rows("commit_prompts", run=run):
-            if existing is None:
-                shutil.rmtree(store.root, ignore_errors=True)
-            else:
-                _forget(store, run, registered, loaded.name, set_name)
+        with contextlib.suppress(OSError, sa.exc.DBAPIError):  # the disk may refuse this too
+            if alone and not resumed and not store.catalog.rows("commit_prompts", run=run):
+                if existing is None:
+                    shutil.rmtree(store.root, ignore_errors=True)
+                else:
+                    _forget(store, run, registered, loaded.name, set_name)
+        if isinstance(error, OSError):
+            raise from_os_error(error, f"run {run}: ") from error
         raise
     summary.seconds = time.monotonic() - started
     _finish(store, run, summary.warnings)

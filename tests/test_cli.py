@@ -128,6 +128,18 @@ def test_completed_run_is_not_redone(tmp_path, gpt2_dir, prompts_file):
             r"unknown site 'resid_foo'",
         ),
         (lambda p, m: ["--model", m, "--prompts", p["good"], "--name", "a/b"], r"invalid run name"),
+        (
+            lambda p, m: ["--model", m, "--prompts", p["good"], "--name", "r" * 300],
+            r"invalid run name r{20}…: 300 characters, at most 128",
+        ),
+        (
+            lambda p, m: ["--model", p["garbage.gguf"], "--prompts", p["good"]],
+            r"garbage.gguf: not a GGUF model actwh can read \(.*magic bytes",
+        ),
+        (
+            lambda p, m: ["--model", p["truncated"], "--prompts", p["good"]],
+            r"--model .*truncated: cannot load the model in .*truncated \(Error while deserial",
+        ),
     ],
 )
 @pytest.mark.parametrize("existing", [False, True])
@@ -139,6 +151,12 @@ def test_bad_input_changes_nothing(tmp_path, gpt2_dir, prompts_file, make_args, 
     }
     files["malformed"].write_text('{"prompt": "fine"}\n{"prompt": "broken\n')
     files["empty"].write_text("")
+    files["garbage.gguf"] = tmp_path / "garbage.gguf"
+    files["garbage.gguf"].write_bytes(bytes(range(256)) * 8)
+    files["truncated"] = tmp_path / "truncated"  # a model directory with a cut safetensors file
+    __import__("shutil").copytree(gpt2_dir, files["truncated"])
+    weights = files["truncated"] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
     wh = tmp_path / "wh"
     if existing:
         assert (

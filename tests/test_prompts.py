@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_helpers import cli
 
 from actwh.errors import ActwhError
 from actwh.ingest.prompts import read_prompts, shipped_prompts
@@ -50,7 +51,11 @@ def test_sha_changes_with_content(tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("bad.jsonl", '{"prompt": "ok"}\n{"prompt": "no end\n', r"bad.jsonl:2: malformed JSON"),
+        (
+            "bad.jsonl",
+            '{"prompt": "ok"}\n{"prompt": "no end\n',
+            r"bad.jsonl:2: malformed JSON \(Unterminated string starting at: column 12\)$",
+        ),
         ("trunc.jsonl", '{"prompt": "ok"}\n{"prompt": ', r"trunc.jsonl:2: malformed JSON"),
         ("empty.jsonl", "", r"empty file"),
         ("blank.txt", "\n  \n", r"empty file"),
@@ -65,6 +70,23 @@ def test_sha_changes_with_content(tmp_path):
 def test_bad_files(tmp_path, name, content, message):
     with pytest.raises(ActwhError, match=message):
         read_prompts(write(tmp_path, name, content))
+
+
+def test_unicode_line_breaks_stay_inside_a_prompt(tmp_path):
+    """U+2028, U+2029, NEL and form feed are line breaks to str.splitlines, not to a file of
+    prompts: each prompt below stays one prompt, through actwh prompts transform and back."""
+    texts = [f"one{sep}prompt" for sep in ("\u2028", "\u2029", "\x85", "\x0c", "\x1e")]
+    jsonl = tmp_path / "breaks.jsonl"
+    jsonl.write_text("".join(json.dumps({"prompt": t}, ensure_ascii=False) + "\n" for t in texts))
+    plain = tmp_path / "breaks.txt"
+    plain.write_text("\n".join(texts) + "\n")
+    for path in (jsonl, plain):
+        assert [p.text for p in read_prompts(path).prompts] == texts
+    out = tmp_path / "encoded.jsonl"
+    cli("prompts", "transform", jsonl, "-o", out, "--rot13", "--leet")
+    transformed = read_prompts(out).prompts
+    assert len(transformed) == 3 * len(texts)
+    assert [p.text for p in transformed[: len(texts)]] == texts
 
 
 def test_missing_file(tmp_path):

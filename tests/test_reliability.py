@@ -142,8 +142,10 @@ def run_shards(wh: Path, args: list[str], count: int = 2) -> None:
         for i in range(count)
     ]
     for worker in workers:
-        _, err = worker.communicate(timeout=300)
+        out, err = worker.communicate(timeout=300)
         assert worker.returncode == 0, err
+        # a second shard joins the run: it did not resume anything of its own
+        assert out.startswith("ingested run "), out
 
 
 def run_status(wh_path: Path, run: str = "r") -> dict | None:
@@ -568,4 +570,68 @@ def test_repair_refuses_to_drop_what_it_cannot_see(setup):
     forced = CliRunner().invoke(main, ["check", str(wh), "--repair", "--force", "--grace", "0"])
     assert forced.exit_code == 0, forced.stdout
     cli("ingest", wh, *setup["args"])
+    assert_same_tables(tables_of(wh, "r"), setup["reference"])
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_half_run(setup, tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(small)]
+    if subprocess.run(mount, capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (it needs root)")
+    try:
+        args = [*setup["args"], "--store-dtype", "float32"]
+        at = args.index("--track-neurons")  # a new warehouse has no directions
+        del args[at : at + 2]
+        result = subprocess.run(
+            [ACTWH, "ingest", str(small / "wh"), *args], capture_output=True, text=True
+        )
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and "No space left on device" in result.stderr
+        assert "Traceback" not in result.stderr
+        # whatever is left is a warehouse whose committed files are whole, or nothing at all
+        if (small / "wh").exists():
+            checked = CliRunner().invoke(main, ["check", str(small / "wh")])
+            assert checked.exit_code == 0 or "unfinished write" in checked.stdout, checked.stdout
+            status = run_status(small / "wh")
+            assert status is None or run_status(small / "wh")["n_tokens"] > 0
+    finally:
+        subprocess.run(["umount", str(small)], capture_output=True)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "zeroed block"])
+def test_a_damaged_catalog_is_one_line(setup, damage):
+    wh = fresh(setup, f"damaged-catalog-{damage.replace(' ', '-')}")
+    catalog = wh / "catalog.duckdb"
+    data = bytearray(catalog.read_bytes())
+    if damage == "garbage":
+        data = bytearray(b"not a database" * 10)
+    else:
+        data[5000:9000] = bytes(4000)
+        data = data[: len(data) // 2]
+    catalog.write_bytes(bytes(data))
+    for command in (
+        ["check", str(wh)],
+        ["sql", str(wh), "select 1"],
+        ["search", str(wh), "--direction", "rnd"],
+    ):
+        result = subprocess.run([ACTWH, *command], capture_output=True, text=True)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("error: the catalog ") and result.stderr.count("\n") == 1
+        assert "is damaged" in result.stderr and "restore it from a backup" in result.stderr
+
+
+def test_a_resume_with_another_layout_reports_the_orphans_of_a_killed_shard(setup):
+    wh = fresh(setup, "orphans-of-a-shard")
+    env = {**os.environ, "ACTWH_CRASH_AT": "commit.after_files:2"}
+    command = [ACTWH, "ingest", str(wh), *setup["args"]]
+    killed = subprocess.run([*command, "--shard", "0/2"], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    resumed = subprocess.run(command, capture_output=True, text=True)  # one worker now
+    assert resumed.returncode == 0, resumed.stderr
+    assert "belong to no commit and were written by workers of another --shard layout" in (
+        resumed.stderr
+    )
+    repaired = CliRunner().invoke(main, ["check", str(wh), "--repair", "--grace", "0"])
+    assert repaired.exit_code == 0 and "removed: data/" in repaired.stdout
     assert_same_tables(tables_of(wh, "r"), setup["reference"])

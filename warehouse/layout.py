@@ -29,12 +29,19 @@ TMP_SUFFIX = ".tmp"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
+MAX_NAME = 128  # a directory name (run=NAME) must stay well under the file system's 255 bytes
+
+
 def check_name(kind: str, name: str) -> str:
     """Names of runs, models and prompt sets become directory names: keep them path-safe."""
     if not _NAME.match(name or ""):
         raise ActwhError(
             f"invalid {kind} name {name!r}: use letters, digits and _ . + - "
             "(starting with a letter or digit)"
+        )
+    if len(name) > MAX_NAME:
+        raise ActwhError(
+            f"invalid {kind} name {name[:20]}…: {len(name)} characters, at most {MAX_NAME}"
         )
     return name
 

@@ -21,8 +21,24 @@ T = TypeVar("T")
 _LOCK_MESSAGES = ("Could not set lock", "Conflicting lock", "different configuration")
 
 
+# What DuckDB says of a damaged database file.
+_DAMAGE_MESSAGES = ("Corrupt database file", "not a valid DuckDB database file")
+
+
 def is_lock_error(error: BaseException) -> bool:
     return any(m in str(error) for m in _LOCK_MESSAGES)
+
+
+def damaged(error: BaseException, what: str) -> ActwhError | None:
+    """A one-line error for a damaged database file, or None if ``error`` is something else."""
+    if not any(m in str(error) for m in _DAMAGE_MESSAGES):
+        return None
+    detail = next((line for line in str(error).splitlines() if line.strip()), "")
+    detail = detail.split(") ", 1)[-1]  # SQLAlchemy's "(module.Error) " prefix
+    return ActwhError(
+        f"{what} is damaged ({detail}); restore it from a backup: it alone says which files "
+        "under data/ are committed"
+    )
 
 
 def retry_while_locked(open_: Callable[[], T], what: str, timeout: float) -> T:
@@ -33,6 +49,8 @@ def retry_while_locked(open_: Callable[[], T], what: str, timeout: float) -> T:
         try:
             return open_()
         except Exception as error:
+            if broken := damaged(error, what):
+                raise broken from error
             if not is_lock_error(error):
                 raise
             if time.monotonic() > deadline:

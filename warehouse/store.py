@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from functools import cached_property
 from pathlib import Path
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, from_os_error
 from actwh.warehouse import layout
 from actwh.warehouse.layout import FORMAT_VERSION
 
@@ -102,16 +103,22 @@ class Store:
                     f"{owner or 'of another directory'}; one catalog serves one warehouse "
                     "directory (use another database)"
                 )
-        root.mkdir(parents=True, exist_ok=True)
-        store.warehouse_id = store.catalog.create(root=str(root), new_id=uuid.uuid4().hex)
-        marker = {
-            "format": FORMAT_VERSION,
-            "catalog": catalog_url or "duckdb",
-            "id": store.warehouse_id,
-        }
-        tmp = root / f"{layout.MARKER}.{os.getpid()}{layout.TMP_SUFFIX}"
-        tmp.write_text(json.dumps(marker, indent=2) + "\n")
-        tmp.replace(root / layout.MARKER)  # the marker appears last: a half-made warehouse has none
+        made = not root.exists()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            store.warehouse_id = store.catalog.create(root=str(root), new_id=uuid.uuid4().hex)
+            marker = {
+                "format": FORMAT_VERSION,
+                "catalog": catalog_url or "duckdb",
+                "id": store.warehouse_id,
+            }
+            tmp = root / f"{layout.MARKER}.{os.getpid()}{layout.TMP_SUFFIX}"
+            tmp.write_text(json.dumps(marker, indent=2) + "\n")
+            tmp.replace(root / layout.MARKER)  # the marker comes last: a half-made one has none
+        except OSError as error:  # a full disk, a read-only parent, a name too long
+            if made:
+                shutil.rmtree(root, ignore_errors=True)
+            raise from_os_error(error, f"cannot create the warehouse {path}: ") from error
         return store
 
     def relative(self, path: Path) -> str:

@@ -236,14 +236,25 @@ class CommitWriter:
 
     def remove_orphans(self) -> list[Path]:
         """Delete this writer's files that no commit records (left by a crash). Returns them."""
-        committed = {r["path"] for r in self.store.catalog.rows("commit_files")}
-        removed = []
-        for path in layout.writer_files(self.store.root, self.tag):
-            in_scope = self._scope() in path.relative_to(self.store.root).parts
-            if in_scope and self.store.relative(path) not in committed:
-                path.unlink()
-                removed.append(path)
+        removed = self._uncommitted(layout.writer_files(self.store.root, self.tag))
+        for path in removed:
+            path.unlink()
         return removed
+
+    def others_orphans(self) -> list[Path]:
+        """Files in this writer's scope that no commit records, written by workers of another
+        shard layout (killed ones, or ones writing right now: not ours to delete)."""
+        mine = set(layout.writer_files(self.store.root, self.tag))
+        return [p for p in self._uncommitted(layout.all_files(self.store.root)) if p not in mine]
+
+    def _uncommitted(self, paths: list[Path]) -> list[Path]:
+        committed = {r["path"] for r in self.store.catalog.rows("commit_files")}
+        return [
+            path
+            for path in paths
+            if self._scope() in path.relative_to(self.store.root).parts
+            and self.store.relative(path) not in committed
+        ]
 
 
 def _value_types(schema: pa.Schema) -> list[pa.DataType]:
