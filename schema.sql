@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS runs (
     mode VARCHAR NOT NULL,            -- generate | teacher_forced
     source_run VARCHAR,               -- teacher_forced: the run whose tokens were replayed
     config TEXT NOT NULL,             -- JSON: sites, layers, dtype, batch size, ...
-    status VARCHAR NOT NULL,          -- running | complete
+    status VARCHAR NOT NULL,          -- running | complete | stale (its source run was repaired)
     n_prompts INTEGER NOT NULL,
     n_tokens BIGINT NOT NULL,         -- committed tokens so far
     warnings TEXT,                    -- JSON list of warnings (truncated prompts, fp16 fallback)
@@ -110,6 +110,17 @@ CREATE TABLE IF NOT EXISTS commit_prompts (
     prompt INTEGER NOT NULL,
     commit_id VARCHAR NOT NULL,
     PRIMARY KEY (run, prompt)
+);
+
+-- Files a repair dropped from a commit whose other files were intact. The same ingest command
+-- redoes exactly these: it re-runs the commit's prompts, writes only these files' tables and
+-- partitions, and removes the rows in the same transaction.
+CREATE TABLE IF NOT EXISTS commit_gaps (
+    path VARCHAR PRIMARY KEY,         -- the dropped file, relative to the warehouse root
+    commit_id VARCHAR NOT NULL,       -- the commit it belonged to (its prompts are redone)
+    run VARCHAR NOT NULL,
+    table_name VARCHAR NOT NULL,
+    n_rows BIGINT NOT NULL
 );
 
 -- A named vector in a model's residual space: a probe, a value vector, an SVD component, δx.

@@ -1299,7 +1299,11 @@ def check(warehouse, repair, grace, force):
     for path in report.removed:
         click.echo(f"removed: {path}")
     for run in report.runs_to_resume:
-        click.echo(f"run {run} lost damaged commits: rerun its actwh ingest command to redo them")
+        click.echo(f"run {run} lost damaged files: rerun its actwh ingest command to redo them")
+    for run in report.stale_runs:
+        click.echo(
+            f"run {run} is stale: it replayed a repaired run; ingest it again under another name"
+        )
     for model in report.models_to_rebuild:
         click.echo(f"model {model} lost damaged commits: rerun actwh vectors / actwh diff for it")
     left = set(p for p, _ in report.problems) | set(report.orphans) | set(report.unfinished)

@@ -344,6 +344,11 @@ def _check_resumable(previous: dict, model: str, prompt_set: str, config: dict) 
     run = previous["name"]
     if previous["status"] == "complete":
         raise ActwhError(f"run {run!r} already exists and is complete; choose another --name")
+    if previous["status"] == "stale":
+        raise ActwhError(
+            f"run {run!r} is stale: the run it replayed was repaired after it was made; "
+            "ingest it again under another --name"
+        )
     if previous["prompt_set"] != prompt_set:
         raise ActwhError(
             f"run {run!r} exists (unfinished) over prompt set {previous['prompt_set']!r}, not "
@@ -465,6 +470,19 @@ def ingest(
     index, count = shard_index
     mine = [b for i, b in enumerate(batches) if i % count == index]
     todo = [b for b in mine if b[0].prompt not in done]
+    # Files a repair dropped are redone by one worker, commit by commit: the whole batches of
+    # the commit, and only the dropped files' tables and partitions.
+    redo = []
+    if index == 0:
+        gaps: dict[str, list[dict]] = {}
+        for gap in store.catalog.rows("commit_gaps", run=run):
+            gaps.setdefault(gap["commit_id"], []).append(gap)
+        prompts_of: dict[str, set[int]] = {}
+        for row in store.catalog.rows("commit_prompts", run=run):
+            prompts_of.setdefault(row["commit_id"], set()).add(row["prompt"])
+        for commit_id, commit_gaps in sorted(gaps.items()):
+            covered = prompts_of.get(commit_id, set())
+            redo.append(([b for b in batches if b[0].prompt in covered], commit_gaps))
 
     names = sorted(directions)
     capture = Capture(
@@ -500,6 +518,8 @@ def ingest(
     )
     try:
         with capture, bar:
+            for commit_batches, commit_gaps in redo:
+                _redo_gaps(job, commit_batches, commit_gaps)
             _run_batches(job, todo, summary, bar)
     except (ActwhError, OSError) as error:  # float16 overflow, a full disk: leave no trace
         alone = shard_index[1] == 1  # another shard may be writing this run right now
@@ -540,6 +560,21 @@ def _run_batches(job: _Job, todo: list, summary: RunSummary, bar) -> None:
             pending, pending_tokens, last_commit = [], 0, time.monotonic()
     job.add_neuron_stats()
     writer.commit(prompts=pending, n_tokens=pending_tokens)
+
+
+def _redo_gaps(job: _Job, batches: list, gaps: list[dict]) -> None:
+    """Run again the batches of one commit a repair left gaps in, keep only the gaps' tables
+    and partitions, and commit them in one commit that fills exactly those gaps."""
+    writer = job.writer
+    writer.only = {str(Path(g["path"]).parent) for g in gaps}
+    scratch = RunSummary(job.run, job.loaded.name, "")  # the redone prompts are not new ones
+    try:
+        n_tokens = sum(job.run_batch(batch, scratch) for batch in batches)
+        job.add_neuron_stats()
+        redid_tokens = any(g["table_name"] == "tokens" for g in gaps)
+        writer.commit(n_tokens=n_tokens if redid_tokens else 0, filled=[g["path"] for g in gaps])
+    finally:
+        writer.only = None
 
 
 def _eos_ids(loaded: LoadedModel) -> set[int]:
@@ -686,7 +721,8 @@ def _finish(store: Store, run: str, warnings: list[str]) -> None:
     with catalog.begin() as conn:
         committed = catalog.rows("commit_prompts", conn, run=run)
         row = catalog.get("runs", conn, name=run)
-        if len(committed) == row["n_prompts"]:
+        gaps = catalog.rows("commit_gaps", conn, run=run)
+        if len(committed) == row["n_prompts"] and not gaps:
             catalog.update(
                 conn,
                 "runs",

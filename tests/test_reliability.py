@@ -306,7 +306,11 @@ def test_check_finds_and_repairs(setup, tmp_path):
     wh = fresh(setup, "check")
     cli("ingest", wh, *setup["args"])
     assert CliRunner().invoke(main, ["check", str(wh)]).exit_code == 0
-    files = sorted((wh / "data" / "residuals").rglob("*.parquet"))
+    # a teacher-forced run that replayed r: it depends on r's tokens
+    replay = [a for a in setup["args"] if a != str(setup["prompts"]) and a != "--prompts"]
+    replay[replay.index("r")] = "tf"
+    cli("ingest", wh, *replay, "--teacher-force", "r")
+    files = sorted((wh / "data" / "residuals" / "run=r").rglob("*.parquet"))
     orphan = files[0].with_name("part-s0of1-0000orphan.parquet")
     shutil.copy(files[0], orphan)
     unfinished = files[0].with_name("part-s0of1-0000half.parquet.tmp")
@@ -315,6 +319,8 @@ def test_check_finds_and_repairs(setup, tmp_path):
     data = bytearray(damaged.read_bytes())
     data[len(data) // 2] ^= 0xFF
     damaged.write_bytes(bytes(data))
+    truncated = sorted((wh / "data" / "tokens" / "run=r").rglob("*.parquet"))[5]  # another commit
+    truncated.write_bytes(truncated.read_bytes()[:-30])
 
     found = CliRunner().invoke(main, ["check", str(wh)])
     assert found.exit_code == 1
@@ -322,13 +328,28 @@ def test_check_finds_and_repairs(setup, tmp_path):
     assert f"orphan (no commit lists it): {orphan.relative_to(wh)}" in found.stdout
     assert f"unfinished write: {unfinished.relative_to(wh)}" in found.stdout
 
+    before = {str(p.relative_to(wh)) for p in (wh / "data").rglob("*.parquet")} - {
+        str(orphan.relative_to(wh))
+    }
+
     repaired = CliRunner().invoke(main, ["check", str(wh), "--repair", "--grace", "0"])
     assert repaired.exit_code == 0, repaired.stdout
-    assert "run r lost damaged commits" in repaired.stdout
+    assert "run r lost damaged files" in repaired.stdout and "run tf is stale" in repaired.stdout
     assert not orphan.exists() and not unfinished.exists() and not damaged.exists()
-    assert run_status(wh)["status"] == "running"
-    cli("ingest", wh, *setup["args"])  # the same command redoes the dropped prompts
+    # only the damaged files went: the rest of their commits stays (they used to go whole)
+    after = {str(p.relative_to(wh)) for p in (wh / "data").rglob("*.parquet")}
+    assert after == before - {str(damaged.relative_to(wh)), str(truncated.relative_to(wh))}
+    assert run_status(wh)["status"] == "running" and run_status(wh, "tf")["status"] == "stale"
+    cli("ingest", wh, *setup["args"])  # the same command redoes exactly the dropped file
     assert_same_tables(tables_of(wh, "r"), setup["reference"])
+    assert run_status(wh)["status"] == "complete"
+    assert "is stale" in cli_error("ingest", wh, *replay, "--teacher-force", "r")
+    with actwh.open(wh) as w:
+        assert w.sql("select count(*) from commit_gaps").item() == 0
+        assert (
+            run_status(wh)["n_tokens"]
+            == w.sql("select count(*) from tokens where run = 'r'").item()
+        )
     assert CliRunner().invoke(main, ["check", str(wh)]).exit_code == 0
 
 
@@ -560,12 +581,12 @@ def test_repair_refuses_to_drop_what_it_cannot_see(setup):
     kept = missing.read_bytes()
     missing.unlink()
     message = cli_error("check", wh, "--repair")
-    assert "missing rather than damaged" in message and "repair would drop 1 commit(s)" in message
+    assert "missing rather than damaged" in message and "from 1 commit(s)" in message
     missing.write_bytes(kept)
     for path in sorted((data / "projections").rglob("*.parquet"))[:4]:  # 4 commits damaged
         path.write_bytes(path.read_bytes()[:-20])
     message = cli_error("check", wh, "--repair")
-    assert "repair would drop 4 commit(s)" in message and "Pass --force" in message
+    assert "repair would drop 4 file(s) from 4 commit(s)" in message and "Pass --force" in message
     assert run_status(wh)["status"] == "complete"  # nothing was dropped
     forced = CliRunner().invoke(main, ["check", str(wh), "--repair", "--force", "--grace", "0"])
     assert forced.exit_code == 0, forced.stdout

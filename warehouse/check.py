@@ -5,9 +5,11 @@ sha256 are the recorded ones. Files under ``data/`` that no commit lists are orp
 crash between rename and record) and ``*.tmp`` files are unfinished writes.
 
 ``repair`` deletes orphans and unfinished files older than ``grace`` seconds (younger ones may
-belong to a writer that is committing right now), and drops every commit that has a damaged or
-missing file: its files and catalog rows go, its run goes back to ``running`` with its token count
-reduced, so ``actwh ingest`` with the same options redoes exactly those prompts.
+belong to a writer that is committing right now), and drops the least it can. A run's damaged
+file goes alone: its catalog row becomes a *gap* (``commit_gaps``), the run goes back to
+``running``, and ``actwh ingest`` with the same options redoes exactly that file (its commit's
+prompts, its table and partition); runs that replayed the repaired run (``--teacher-force``)
+become ``stale``. A model's commit (value vectors, weight diffs) goes whole, to be rebuilt.
 
 A repair never destroys what it cannot see: when ``data/`` is gone (an unmounted share, a moved
 directory), when files are missing rather than damaged, or when more than
@@ -36,13 +38,9 @@ class CheckReport:
     orphans: list[str] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
-    dropped_commits: list[str] = field(default_factory=list)
     runs_to_resume: list[str] = field(default_factory=list)
+    stale_runs: list[str] = field(default_factory=list)
     models_to_rebuild: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.problems or self.orphans or self.unfinished)
 
 
 def _problem(store: Store, row: dict) -> str | None:
@@ -70,12 +68,12 @@ def check(
     report = CheckReport()
     committed = catalog.rows("commit_files")
     report.files = len(committed)
-    damaged_commits = set()
+    damaged: dict[str, list[dict]] = {}  # commit id → its damaged files
     for row in committed:
         problem = _problem(store, row)
         if problem:
             report.problems.append((row["path"], problem))
-            damaged_commits.add(row["commit_id"])
+            damaged.setdefault(row["commit_id"], []).append(row)
     known = {row["path"] for row in committed}
     for path in layout.all_files(store.root):
         relative = store.relative(path)
@@ -84,7 +82,7 @@ def check(
         elif relative not in known:
             report.orphans.append(relative)
     if repair and not force:
-        _refuse_to_destroy(store, report, committed, damaged_commits)
+        _refuse_to_destroy(store, report, set(damaged))
     if repair:
         old = time.time() - grace
         for relative in [*report.orphans, *report.unfinished]:
@@ -92,20 +90,20 @@ def check(
             if path.exists() and path.stat().st_mtime < old:
                 path.unlink()
                 report.removed.append(relative)
-        for commit_id in sorted(damaged_commits):
-            _drop_commit(store, commit_id, report)
+        for commit_id in sorted(damaged):
+            _drop_damaged(store, commit_id, damaged[commit_id], report)
     return report
 
 
-def _refuse_to_destroy(store: Store, report: CheckReport, committed, damaged: set[str]) -> None:
+def _refuse_to_destroy(store: Store, report: CheckReport, damaged: set[str]) -> None:
     """Raise, saying what would go, where a repair would drop what it cannot see or too much."""
     if not damaged:
         return
-    files = [r for r in committed if r["commit_id"] in damaged]
-    runs = sorted({r["path"].split("/")[2] for r in files if len(r["path"].split("/")) > 2})
+    paths = [path for path, _ in report.problems]
+    scopes = sorted({p.split("/")[2] for p in paths if len(p.split("/")) > 2})
     would = (
-        f"repair would drop {len(damaged)} commit(s), {len(files)} file(s) of "
-        f"{', '.join(runs)}; nothing was changed"
+        f"repair would drop {len(paths)} file(s) from {len(damaged)} commit(s) of "
+        f"{', '.join(scopes)}; nothing was changed"
     )
     missing = [path for path, problem in report.problems if problem == "missing"]
     if not (store.root / layout.DATA_DIR).is_dir():
@@ -122,30 +120,39 @@ def _refuse_to_destroy(store: Store, report: CheckReport, committed, damaged: se
         raise ActwhError(f"{would}. Pass --force to drop them")
 
 
-def _drop_commit(store: Store, commit_id: str, report: CheckReport) -> None:
+def _drop_damaged(store: Store, commit_id: str, files: list[dict], report: CheckReport) -> None:
+    """Drop a commit's damaged files: as gaps its run redoes, or the whole commit of a model."""
     catalog = store.catalog
     runs = catalog.tables["runs"]
     with catalog.begin() as conn:
         commit = catalog.get("commits", conn, id=commit_id)
-        files = catalog.rows("commit_files", conn, commit_id=commit_id)
-        tokens = sum(f["n_rows"] for f in files if f["table_name"] == "tokens")
-        catalog.delete(conn, "commit_files", commit_id=commit_id)
-        catalog.delete(conn, "commit_prompts", commit_id=commit_id)
-        catalog.delete(conn, "commits", id=commit_id)
-        if commit["run"] is not None:
+        run = commit["run"]
+        if run is None:  # model data: rebuilt whole by actwh vectors / actwh diff
+            files = catalog.rows("commit_files", conn, commit_id=commit_id)
+            catalog.delete(conn, "commit_files", commit_id=commit_id)
+            catalog.delete(conn, "commits", id=commit_id)
+            if commit["model"] not in report.models_to_rebuild:
+                report.models_to_rebuild.append(commit["model"])
+        else:
+            tokens = sum(f["n_rows"] for f in files if f["table_name"] == "tokens")
+            for f in files:
+                catalog.delete(conn, "commit_files", path=f["path"])
+                gap = {k: f[k] for k in ("path", "commit_id", "table_name", "n_rows")}
+                catalog.insert(conn, "commit_gaps", {**gap, "run": run})
             catalog.update(
                 conn,
                 "runs",
-                {"name": commit["run"]},
+                {"name": run},
                 status="running",
                 finished_at=None,
                 n_tokens=runs.c.n_tokens - tokens,
             )
-            if commit["run"] not in report.runs_to_resume:
-                report.runs_to_resume.append(commit["run"])
-        elif commit["model"] not in report.models_to_rebuild:
-            report.models_to_rebuild.append(commit["model"])
+            for dependant in catalog.rows("runs", conn, source_run=run):
+                catalog.update(conn, "runs", {"name": dependant["name"]}, status="stale")
+                if dependant["name"] not in report.stale_runs:
+                    report.stale_runs.append(dependant["name"])
+            if run not in report.runs_to_resume:
+                report.runs_to_resume.append(run)
     for f in files:
         Path(store.root / f["path"]).unlink(missing_ok=True)
         report.removed.append(f["path"])
-    report.dropped_commits.append(commit_id)

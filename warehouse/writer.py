@@ -81,6 +81,8 @@ class CommitWriter:
         self.tag = shard_tag(shard)
         self._buffers: dict[tuple[str, tuple], list[pa.Table]] = {}
         self._vector_sizes: dict[tuple[str, tuple], int | None] = {}
+        # When set, only rows for these partition directories are kept: a repair's gaps.
+        self.only: set[str] | None = None
 
     @property
     def buffered_bytes(self) -> int:
@@ -99,6 +101,10 @@ class CommitWriter:
         spec = fact_table(table)
         if tuple(partition) != spec.partition:
             raise ValueError(f"{table} is partitioned by {spec.partition}, got {tuple(partition)}")
+        if self.only is not None:
+            directory = layout.partition_dir(self.store.root, table, partition)
+            if self.store.relative(directory) not in self.only:
+                return
         expected = spec.arrow_schema(vector_size, dtype)
         if data.schema != expected:
             data = data.select(expected.names).cast(expected)
@@ -135,15 +141,21 @@ class CommitWriter:
         return final, sum(t.num_rows for t in tables)
 
     def commit(
-        self, *, prompts: list[int] = (), n_tokens: int = 0, replace_tables: tuple[str, ...] = ()
+        self,
+        *,
+        prompts: list[int] = (),
+        n_tokens: int = 0,
+        replace_tables: tuple[str, ...] = (),
+        filled: list[str] = (),
     ) -> str | None:
         """Write everything buffered and record it, with ``prompts``, as one commit.
 
         ``replace_tables``: earlier files of these tables in this writer's scope (its run or
         model) stop being part of the warehouse in the same transaction, then are deleted.
-        Returns the commit id, or ``None`` if nothing was buffered and no prompt is covered.
+        ``filled``: the repair gaps (paths) this commit redoes; their rows go in the same
+        transaction. Returns the commit id, or ``None`` if there was nothing to record.
         """
-        if not self._buffers and not prompts:
+        if not self._buffers and not prompts and not filled:
             return None
         commit_id = uuid.uuid4().hex[:16]
         written: list[Path] = []
@@ -165,7 +177,9 @@ class CommitWriter:
                     }
                 )
             crash_point("commit.after_files")
-            replaced = self._record(commit_id, files, list(prompts), n_tokens, replace_tables)
+            replaced = self._record(
+                commit_id, files, list(prompts), n_tokens, replace_tables, list(filled)
+            )
             crash_point("commit.after_record")
         except BaseException:
             for path in written:
@@ -188,6 +202,7 @@ class CommitWriter:
         prompts: list[int],
         n_tokens: int,
         replace_tables: tuple[str, ...] = (),
+        filled: list[str] = (),
     ) -> list[str]:
         """The catalog transaction of a commit; returns the paths it replaced."""
         catalog = self.store.catalog
@@ -212,6 +227,8 @@ class CommitWriter:
                     },
                 )
                 catalog.insert(conn, "commit_files", files)
+                for path in filled:
+                    catalog.delete(conn, "commit_gaps", path=path)
                 catalog.insert(
                     conn,
                     "commit_prompts",
