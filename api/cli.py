@@ -1054,8 +1054,6 @@ def variant(
       actwh variant wh unaligned --base dpo --unalign toxic_probe --top-k 7 --scale 10 --run dpo
       actwh variant wh unaligned-control --control-of unaligned --seed 0
     """
-    import json
-
     from actwh.ingest.interventions import (
         control_recipe,
         subtract_recipe,

@@ -465,24 +465,13 @@ def ingest(
                 f"workers of another --shard layout (e.g. {store.relative(others[0])}); once no "
                 "worker of this run is running, actwh check WH --repair deletes them"
             )
-    done = {r["prompt"] for r in store.catalog.rows("commit_prompts", run=run)}
+    committed = store.catalog.rows("commit_prompts", run=run)
+    done = {r["prompt"] for r in committed}
     check_committed_batches(run, batches, done)
     index, count = shard_index
     mine = [b for i, b in enumerate(batches) if i % count == index]
     todo = [b for b in mine if b[0].prompt not in done]
-    # Files a repair dropped are redone by one worker, commit by commit: the whole batches of
-    # the commit, and only the dropped files' tables and partitions.
-    redo = []
-    if index == 0:
-        gaps: dict[str, list[dict]] = {}
-        for gap in store.catalog.rows("commit_gaps", run=run):
-            gaps.setdefault(gap["commit_id"], []).append(gap)
-        prompts_of: dict[str, set[int]] = {}
-        for row in store.catalog.rows("commit_prompts", run=run):
-            prompts_of.setdefault(row["commit_id"], set()).add(row["prompt"])
-        for commit_id, commit_gaps in sorted(gaps.items()):
-            covered = prompts_of.get(commit_id, set())
-            redo.append(([b for b in batches if b[0].prompt in covered], commit_gaps))
+    redo = _gap_batches(store, run, batches, committed) if index == 0 else []
 
     names = sorted(directions)
     capture = Capture(
@@ -560,6 +549,24 @@ def _run_batches(job: _Job, todo: list, summary: RunSummary, bar) -> None:
             pending, pending_tokens, last_commit = [], 0, time.monotonic()
     job.add_neuron_stats()
     writer.commit(prompts=pending, n_tokens=pending_tokens)
+
+
+def _gap_batches(
+    store: Store, run: str, batches: list, committed: list[dict]
+) -> list[tuple[list, list[dict]]]:
+    """Files a repair dropped, commit by commit, with the whole batches of their commit:
+    ``[(batches, gaps)]``. One worker redoes them (shard 0), only the gaps' tables and
+    partitions."""
+    gaps: dict[str, list[dict]] = {}
+    for gap in store.catalog.rows("commit_gaps", run=run):
+        gaps.setdefault(gap["commit_id"], []).append(gap)
+    prompts_of: dict[str, set[int]] = {}
+    for row in committed:
+        prompts_of.setdefault(row["commit_id"], set()).add(row["prompt"])
+    return [
+        ([b for b in batches if b[0].prompt in prompts_of.get(commit_id, set())], commit_gaps)
+        for commit_id, commit_gaps in sorted(gaps.items())
+    ]
 
 
 def _redo_gaps(job: _Job, batches: list, gaps: list[dict]) -> None:

@@ -91,7 +91,9 @@ class Catalog:
                     for key, value in stamps.items():
                         if conn.execute(sa.select(info).where(info.c.key == key)).first() is None:
                             conn.execute(info.insert().values(key=key, value=value))
-                return self.info("id")
+                    return conn.execute(
+                        sa.select(info.c.value).where(info.c.key == "id")
+                    ).scalar_one_or_none()
             except sa.exc.IntegrityError:
                 if attempt == 2:
                     raise
