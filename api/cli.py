@@ -14,15 +14,26 @@ import click
 from actwh.api.output import emit, output_options
 from actwh.errors import ActwhError, from_os_error
 
+# Library arguments whose flag is not ``--`` + the argument's name with dashes.
+FLAGS = {"learning_rate": "--lr", "vector": "--file", "of": "--control-of"}
+
+
+def flag(argument: str) -> str:
+    """How the CLI names a library argument in an error message: its flag."""
+    context = click.get_current_context(silent=True)
+    overrides = {**FLAGS, **(context.meta.get("flags", {}) if context else {})}
+    return overrides.get(argument, "--" + argument.replace("_", "-"))
+
 
 class _Group(click.Group):
-    """Prints an :class:`ActwhError`, or an I/O failure, as one line and exits with status 2."""
+    """Prints an :class:`ActwhError`, or an I/O failure, as one line and exits with status 2;
+    the arguments an error names are shown as this CLI's flags."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except ActwhError as error:
-            click.echo(f"error: {error}", err=True)
+            click.echo(f"error: {error.render(flag)}", err=True)
             sys.exit(2)
         except OSError as error:  # an I/O failure anywhere else: one line, not a traceback
             click.echo(f"error: {from_os_error(error)}", err=True)
@@ -73,10 +84,8 @@ def init(warehouse, catalog):
     Example:
       actwh init wh --catalog postgresql+psycopg://me@dbhost/actwh
     """
-    from actwh.warehouse.store import Store
-
-    store = Store.create(warehouse, catalog_url=catalog)
-    click.echo(f"warehouse {store.root} (catalog {store.catalog_url})")
+    wh = _warehouse(warehouse, create=True, catalog=catalog)
+    click.echo(f"warehouse {wh.store.root} (catalog {wh.store.catalog_url})")
 
 
 @main.command()
@@ -136,7 +145,7 @@ def init(warehouse, catalog):
 )
 @click.option(
     "--on-overflow",
-    "overflow",
+    "on_overflow",
     type=click.Choice(["fallback", "error"]),
     default="fallback",
     show_default=True,
@@ -219,30 +228,21 @@ def ingest(warehouse, model, prompts, quiet, shard, use_ray, workers, ray_addres
       actwh ingest wh --model embedded --generate 20 --capture resid_mid,mlp_post
       actwh ingest wh --model ./dpo --name dpo --teacher-force base --capture resid_mid
     """
-    from actwh.ingest.options import IngestOptions
-    from actwh.ingest.prompts import shipped_prompts
-    from actwh.ingest.worker import ingest as run_ingest
-
-    if prompts is None and not options["teacher_force"]:
-        prompts = shipped_prompts()
-    settings = IngestOptions(progress=not quiet, **options)
-    if use_ray:
-        from actwh.ingest.ray_launcher import ingest_with_ray
-
-        if shard:
-            raise ActwhError("--ray assigns the shards itself; do not pass --shard")
-        summary = ingest_with_ray(
-            warehouse,
-            model,
-            prompts and str(prompts),
-            settings,
-            workers=workers,
-            address=ray_address,
-        )
-    else:
-        summary = run_ingest(warehouse, model, prompts, settings, shard=shard)
-    for warning in [*summary.warnings, *summary.notices]:
+    wh = _warehouse(warehouse, create=True, catalog=options.pop("catalog"))
+    summary = wh.ingest(
+        model,
+        prompts,
+        shard=shard,
+        ray=use_ray,
+        workers=workers,
+        ray_address=ray_address,
+        progress=not quiet,
+        **options,
+    )
+    for warning in summary.warnings:
         click.echo(f"warning: {warning}", err=True)
+    for notice in summary.notices:
+        click.echo(f"warning: {notice.render(flag)}", err=True)
     verb = "resumed" if summary.resumed else "ingested"
     click.echo(
         f"{verb} run {summary.run}: {summary.n_prompts} prompts, {summary.n_tokens:,} tokens "
@@ -266,11 +266,9 @@ def sql(warehouse, query, params, output):
       actwh sql wh "select layer, count(*) from residuals group by layer order by layer"
       actwh sql wh "select * from runs where model = \\$m" --param m=smollm2-135m-instruct --csv
     """
-    from actwh.api.warehouse import Warehouse
-
     if query == "-":
         query = sys.stdin.read()
-    with Warehouse(warehouse) as wh:
+    with _warehouse(warehouse) as wh:
         emit(wh.sql(query, parse_params(params) or None), output)
 
 
@@ -323,13 +321,8 @@ def tables(warehouse, output):
     Example:
       actwh tables wh
     """
-    from actwh.api.warehouse import Warehouse
-
-    with Warehouse(warehouse) as wh:
-        counts = " UNION ALL ".join(
-            f"SELECT '{t}' AS name, count(*) AS n_rows FROM {t}" for t in wh.tables()
-        )
-        emit(wh.sql(counts), output)
+    with _warehouse(warehouse) as wh:
+        emit(wh.row_counts(), output)
 
 
 @main.command()
@@ -360,10 +353,10 @@ def demo(out, quiet):
     run_study(Path(out), StudySettings(progress=not quiet))
 
 
-def _warehouse(path):
+def _warehouse(path, **kwargs):
     from actwh.api.warehouse import Warehouse
 
-    return Warehouse(path)
+    return Warehouse(path, **kwargs)
 
 
 @main.command()
@@ -402,21 +395,16 @@ def vectors(warehouse, model, kind, top_tokens, unembed, replace, device, quiet)
     Example:
       actwh vectors wh --model embedded
     """
-    from actwh.ingest.registry import open_model
-    from actwh.ingest.value_vectors import store_value_vectors
-    from actwh.warehouse.store import Store
-
-    store = Store.create(warehouse)
-    loaded, _ = open_model(store, model, device=device)
-    row = store_value_vectors(
-        store,
-        loaded,
-        kind=kind,
-        top=top_tokens,
-        unembed=unembed,
-        replace=replace,
-        progress=not quiet,
-    )
+    with _warehouse(warehouse, create=True) as wh:
+        row = wh.index_vectors(
+            model,
+            index=kind,
+            top_tokens=top_tokens,
+            unembed=unembed,
+            replace=replace,
+            device=device,
+            progress=not quiet,
+        )
     click.echo(
         f"{row['n_vectors']:,} value vectors of {row['model']} in {row['path']} ({row['kind']}, "
         f"tokens read {row['unembed'] or 'raw'})"
@@ -447,15 +435,10 @@ def search(warehouse, direction, model, k, layers, run, output):
       actwh search wh --direction toxic_probe -k 20
       actwh search wh --direction toxic_probe -k 20 --run base
     """
-    from actwh.ingest.options import parse_layers
-    from actwh.warehouse.directions import get_direction
-
     with _warehouse(warehouse) as wh:
-        owner, vector = get_direction(wh.store, direction, model)
-        model = model or owner
-        n_layers = wh.sql("select n_layers from models where name = $m", {"m": model})
-        chosen = None if layers == "all" else parse_layers(layers, n_layers["n_layers"][0])
-        hits = wh.nearest(vector, k=k, model=model, layers=chosen, run=run)
+        hits = wh.nearest(
+            direction, k=k, model=model, layers=None if layers == "all" else layers, run=run
+        )
         emit(hits.drop("query"), output)
 
 
@@ -521,97 +504,55 @@ def directions_add(
       actwh directions add wh svd0 --svd-of toxic_probe --top 128
       actwh directions add wh dx --delta base dpo
     """
-    import numpy as np
-
-    from actwh.ingest.options import parse_layers
-    from actwh.warehouse.directions import add_direction, model_row
-    from actwh.warehouse.store import Store
-
     sources = [file, value_vector, svd_of, delta, random_ or None]
     if sum(s is not None for s in sources) != 1:
         raise ActwhError("give exactly one of --file, --value-vector, --svd-of, --delta, --random")
-    store = Store.open(warehouse)
-    added = []
+    if (file or value_vector or random_) and model is None:
+        raise ActwhError("--model is required with --file, --value-vector and --random")
     with _warehouse(warehouse) as wh:
-        snapshot = wh.snapshot
         if delta:
-            base_run, tuned_run = delta
-            runs = {
-                r["name"]: r for r in wh.sql("select name, model from runs").iter_rows(named=True)
-            }
-            owner = model or runs.get(base_run, {}).get("model")
-            n_layers = model_row(store, owner)["n_layers"] if owner else 0
-            chosen = None if layers == "all" else parse_layers(layers, n_layers)
-            from actwh.warehouse.directions import delta_directions
-
-            for layer, vector in delta_directions(
-                snapshot, base_run, tuned_run, site, chosen
-            ).items():
-                meta = {"base_run": base_run, "tuned_run": tuned_run, "site": site, "layer": layer}
-                added.append(
-                    add_direction(
-                        store,
-                        owner,
-                        f"{name}.{layer}",
-                        vector,
-                        kind="delta",
-                        meta=meta,
-                        replace=replace,
-                    )
-                )
-        elif svd_of:
-            from actwh.warehouse.directions import get_direction, svd_from_index
-            from actwh.warehouse.search import load_index
-
-            owner, source = get_direction(store, svd_of, model)
-            owner = model or owner
-            vector, meta = svd_from_index(
-                snapshot,
-                load_index(snapshot, owner),
-                owner,
-                source,
+            added = wh.add_delta_directions(
+                name,
+                *delta,
+                model=model,
+                site=site,
+                layers=None if layers == "all" else layers,
+                replace=replace,
+            )
+            norms = "  ".join(f"{row['name']}:{row['norm']:.3g}" for row in added)
+            click.echo(f"added {len(added)} δx directions of {added[0]['model']} (norms {norms})")
+            return
+        if svd_of:
+            click.get_current_context().meta["flags"] = {"of": "--svd-of"}
+            row = wh.add_svd_direction(
+                name,
+                of=svd_of,
+                model=model,
                 top=top,
                 component=component,
                 per_layer=per_layer,
+                replace=replace,
             )
-            meta["source"] = svd_of
-            added.append(
-                add_direction(store, owner, name, vector, kind="svd", meta=meta, replace=replace)
+        elif file:
+            row = wh.add_direction(name, file, model=model, replace=replace)
+        elif value_vector:
+            layer, neuron = _layer_neuron(value_vector, "--value-vector")
+            row = wh.add_value_vector_direction(
+                name, model=model, layer=layer, neuron=neuron, replace=replace
             )
         else:
-            if model is None:
-                raise ActwhError("--model is required with --file, --value-vector and --random")
-            if file:
-                from actwh.ingest.vector_files import read_vector
+            row = wh.add_random_direction(name, model=model, seed=seed, replace=replace)
+    click.echo(
+        f"added direction {row['name']} ({row['kind']}) of {row['model']}: norm {row['norm']:.4g}"
+    )
 
-                vector, kind, meta = read_vector(file), "file", {"file": str(file)}
-            elif value_vector:
-                from actwh.warehouse.search import value_vectors
 
-                try:
-                    layer, neuron = (int(x) for x in value_vector.split(":"))
-                except ValueError:
-                    raise ActwhError(
-                        f"--value-vector {value_vector!r}: expected LAYER:NEURON"
-                    ) from None
-                vector = value_vectors(snapshot, model, [(layer, neuron)])[0]
-                kind, meta = "value_vector", {"layer": layer, "neuron": neuron}
-            else:
-                d_model = model_row(store, model)["d_model"]
-                vector = np.random.default_rng(seed).standard_normal(d_model).astype(np.float32)
-                kind, meta = "random", {"seed": seed}
-            added.append(
-                add_direction(store, model, name, vector, kind=kind, meta=meta, replace=replace)
-            )
-    if len(added) == 1:
-        row = added[0]
-        click.echo(
-            f"added direction {row['name']} ({row['kind']}) of {row['model']}: "
-            f"norm {row['norm']:.4g}"
-        )
-    else:
-        norms = "  ".join(f"{row['name']}:{row['norm']:.3g}" for row in added)
-        click.echo(f"added {len(added)} δx directions of {added[0]['model']} (norms {norms})")
+def _layer_neuron(spec: str, option: str) -> tuple[int, int]:
+    try:
+        layer, neuron = (int(x) for x in spec.split(":"))
+    except ValueError:
+        raise ActwhError(f"{option} {spec!r}: expected LAYER:NEURON") from None
+    return layer, neuron
 
 
 @directions.command("list")
@@ -625,13 +566,7 @@ def directions_list(warehouse, output):
       actwh directions list wh
     """
     with _warehouse(warehouse) as wh:
-        emit(
-            wh.sql(
-                "select model, name, kind, d_model, round(norm, 4) as norm, meta "
-                "from directions order by model, name"
-            ),
-            output,
-        )
+        emit(wh.directions(), output)
 
 
 @directions.command("show")
@@ -652,31 +587,24 @@ def directions_show(warehouse, name, model, tokens):
     """
     import numpy as np
 
-    from actwh.warehouse.directions import get_direction
-    from actwh.warehouse.store import Store
-
-    store = Store.open(warehouse)
-    owner, vector = get_direction(store, name, model)
-    row = store.catalog.get("directions", model=owner, name=name)
-    click.echo(
-        f"{name} ({row['kind']}) of model {owner}: d_model {row['d_model']}, norm {row['norm']:.6g}"
-    )
-    click.echo(f"meta: {row['meta']}")
-    click.echo(f"first values: {np.array2string(vector[:8], precision=4)}")
-    if tokens:
-        import torch
-
-        from actwh.ingest.registry import open_model
-        from actwh.ingest.rows import TokenText
-        from actwh.ingest.value_vectors import top_tokens
-
-        loaded, _ = open_model(store, owner)
-        # As the model's value vectors were read (an index from before the choice: raw).
-        index = store.catalog.get("vector_indexes", model=owner)
-        unembed = (index["unembed"] or "raw") if index else loaded.adapter.default_unembed
-        best, _ = top_tokens(loaded.adapter, torch.tensor(vector)[None], tokens, unembed)
-        words = TokenText(loaded.tokenizer)(best[0].tolist())
-        click.echo(f"top tokens ({unembed}): " + ", ".join(repr(t) for t in words))
+    with _warehouse(warehouse) as wh:
+        owner, vector = wh.resolve_direction(name, model)
+        row = wh.sql(
+            "select kind, d_model, norm, meta from direction_of($m, $n)", {"m": owner, "n": name}
+        ).row(0, named=True)
+        click.echo(
+            f"{name} ({row['kind']}) of model {owner}: d_model {row['d_model']}, "
+            f"norm {row['norm']:.6g}"
+        )
+        click.echo(f"meta: {row['meta']}")
+        click.echo(f"first values: {np.array2string(vector[:8], precision=4)}")
+        if tokens:
+            words = wh.direction_tokens(name, model=model, k=tokens)
+            unembed = wh.sql(
+                "select coalesce(any_value(unembed), 'raw') from vector_indexes where model = $m",
+                {"m": owner},
+            ).item()
+            click.echo(f"top tokens ({unembed}): " + ", ".join(repr(t) for t in words))
 
 
 @main.command()
@@ -694,18 +622,15 @@ def diff(warehouse, base, tuned, device):
     Example:
       actwh diff wh --base smollm2-135m-instruct --tuned dpo
     """
-    from actwh.ingest.diff import store_weight_diffs
-    from actwh.ingest.registry import open_model
-    from actwh.warehouse.store import Store
-
-    store = Store.create(warehouse)
-    base_model, _ = open_model(store, base, device=device)
-    tuned_model, _ = open_model(store, tuned, device=device)
-    params = store_weight_diffs(store, base_model, tuned_model)
-    cosine = [c for c in params.column("cosine").to_pylist() if c is not None]
+    with _warehouse(warehouse, create=True) as wh:
+        base_model, tuned_model = (
+            wh.load_model(base, device=device),
+            wh.load_model(tuned, device=device),
+        )
+        result = wh.diff(base_model, tuned_model)
     click.echo(
-        f"{tuned_model.name} vs {base_model.name}: {params.num_rows} parameters, "
-        f"min cosine {min(cosine):.6f}, max ‖Δ‖ {max(params.column('norm_diff').to_pylist()):.4g}"
+        f"{tuned_model.name} vs {base_model.name}: {result['n_parameters']} parameters, "
+        f"min cosine {result['min_cosine']:.6f}, max ‖Δ‖ {result['max_norm_diff']:.4g}"
     )
 
 
@@ -776,36 +701,22 @@ def probe(warehouse, model, data, site, layer, name, replace, batch_size, seed, 
       actwh probe wh --model embedded
       actwh search wh --direction toxic_probe -k 20
     """
-    from actwh.ingest.registry import ensure_registered, open_model
-    from actwh.train.probe import fit_probe, mean_features, read_labeled, shipped_corpus
-    from actwh.warehouse.directions import add_direction
-    from actwh.warehouse.store import Store
-
-    data = data or shipped_corpus()
-    texts, labels = read_labeled(data)
-    store = Store.create(warehouse)
-    loaded, _ = open_model(store, model, device=device)
-    ensure_registered(store, loaded)
-    features = mean_features(
-        loaded, texts, site=site, layer=layer, batch_size=batch_size, progress=True
-    )
-    result = fit_probe(features, labels, seed=seed)
-    meta = {
-        "data": str(data),
-        "site": site,
-        "layer": layer if layer is not None else loaded.adapter.n_layers - 1,
-        "bias": result.bias,
-        "val_accuracy": result.val_accuracy,
-        "train_accuracy": result.train_accuracy,
-        "n_train": result.n_train,
-        "n_val": result.n_val,
-    }
-    row = add_direction(
-        store, loaded.name, name, result.direction, kind="probe", meta=meta, replace=replace
-    )
+    with _warehouse(warehouse, create=True) as wh:
+        loaded = wh.load_model(model, device=device)
+        row = wh.train_probe(
+            loaded,
+            data=data,
+            site=site,
+            layer=layer,
+            name=name,
+            replace=replace,
+            batch_size=batch_size,
+            seed=seed,
+        )
+    meta = json.loads(row["meta"])
     click.echo(
-        f"probe {name} of {loaded.name}: validation accuracy {result.val_accuracy:.3f} "
-        f"({result.n_val} texts; train {result.train_accuracy:.3f} on {result.n_train}), "
+        f"probe {name} of {loaded.name}: validation accuracy {meta['val_accuracy']:.3f} "
+        f"({meta['n_val']} texts; train {meta['train_accuracy']:.3f} on {meta['n_train']}), "
         f"norm {row['norm']:.4g}"
     )
 
@@ -862,32 +773,21 @@ def pairs(
     Example:
       actwh pairs --model embedded --warehouse wh --out pairs.jsonl
     """
-    from actwh.api.output import outside_warehouse
-    from actwh.ingest.prompts import read_prompts, shipped_prompts
-    from actwh.ingest.registry import open_model
-    from actwh.train.pairs import make_pairs, write_pairs
-    from actwh.train.scorers import get_scorer
-    from actwh.warehouse.directions import get_direction
-    from actwh.warehouse.store import Store
-
-    outside_warehouse(out, warehouse, "--out")
-    prompt_set = read_prompts(prompts or shipped_prompts())
-    store = Store.open(warehouse)
-    loaded, _ = open_model(store, model, device=device)
-    vector = get_direction(store, direction, loaded.name)[1]
-    kept, stats = make_pairs(
-        loaded,
-        [p.text for p in prompt_set.prompts],
-        vector,
-        get_scorer(scorer),
-        layer=layer,
-        alpha=alpha,
-        relative_alpha=relative_alpha,
-        max_new_tokens=generate,
-        batch_size=batch_size,
-        seed=seed,
-    )
-    write_pairs(kept, out)
+    with _warehouse(warehouse) as wh:
+        stats = wh.make_pairs(
+            model,
+            out,
+            prompts=prompts,
+            direction=direction,
+            layer=layer,
+            alpha=alpha,
+            relative_alpha=relative_alpha,
+            scorer=scorer,
+            generate=generate,
+            batch_size=batch_size,
+            seed=seed,
+            device=device,
+        )
     click.echo(
         f"kept {stats.n_kept} of {stats.n_prompts} pairs → {out} (steered layer {stats.layer}, "
         f"α {stats.alpha:.4g}; mean {scorer} score preferred {stats.mean_preferred:.3f}, "
@@ -953,43 +853,29 @@ def dpo(base, pairs_file, out, warehouse, name, device, **options):
       actwh dpo --base embedded --pairs pairs.jsonl --out dpo-model --warehouse wh
       actwh dpo --base embedded --pairs pairs.jsonl --out dpo --lr 1e-5 --epochs 2
     """
-    from pathlib import Path
+    from actwh.train.dpo import DPOOptions
 
-    from actwh.api.output import outside_warehouse
-    from actwh.ingest.models import load_model
-    from actwh.ingest.registry import open_model, register_model
-    from actwh.train.dpo import DPOOptions, train_dpo
-    from actwh.train.pairs import read_pairs
-    from actwh.warehouse.layout import check_name
-    from actwh.warehouse.store import Store
-
+    settings = DPOOptions(**options)
     if warehouse:
-        outside_warehouse(out, warehouse, "--out")
-    loaded_pairs = read_pairs(pairs_file)
-    store = Store.create(warehouse) if warehouse else None
-    name = check_name("model", name or Path(out).resolve().name)
-    if store is not None and store.catalog.get("models", name=name) is not None:
-        raise ActwhError(f"a model named {name!r} already exists in {warehouse}; pass --name")
-    base_model, _ = open_model(store, base, device=device)
-    opts = DPOOptions(**options)
-    metrics = train_dpo(base_model, loaded_pairs, out, opts)
+        with _warehouse(warehouse, create=True) as wh:
+            metrics = wh.train_dpo(
+                base, pairs_file, out, name=name, options=settings, device=device
+            )
+    else:  # train only: the same library steps, nothing registered
+        from actwh.ingest.models import load_model
+        from actwh.train.dpo import train_dpo
+        from actwh.train.pairs import read_pairs
+
+        loaded_pairs = read_pairs(pairs_file)
+        metrics = train_dpo(load_model(base, device=device), loaded_pairs, out, settings)
     click.echo(
         f"saved {out}: {metrics['steps']} steps, train loss {metrics['train_loss']:.4f}, "
         f"best validation loss {metrics.get('best_eval_loss', float('nan')):.4f}"
     )
-    if store is not None:
-        tuned = load_model(str(Path(out).resolve()), device=device, name=name)
-        with store.catalog.begin() as conn:
-            register_model(conn, store.catalog, base_model)
-            register_model(
-                conn,
-                store.catalog,
-                tuned,
-                role="dpo",
-                parent=base_model.name,
-                config={"dpo": opts.__dict__, "metrics": metrics, "pairs": str(pairs_file)},
-            )
-        click.echo(f"registered {name} (dpo, parent {base_model.name}) in {warehouse}")
+    if warehouse:
+        click.echo(
+            f"registered {metrics['model']} (dpo, parent {metrics['parent']}) in {warehouse}"
+        )
 
 
 @main.command()
@@ -1054,61 +940,56 @@ def variant(
       actwh variant wh unaligned --base dpo --unalign toxic_probe --top-k 7 --scale 10 --run dpo
       actwh variant wh unaligned-control --control-of unaligned --seed 0
     """
-    from actwh.ingest.interventions import (
-        control_recipe,
-        subtract_recipe,
-        unalign_keys,
-        unalign_recipe,
-    )
-    from actwh.ingest.registry import open_model, register_variant
-    from actwh.warehouse.directions import get_direction
-    from actwh.warehouse.store import Store
-
     given = [x for x in (subtract_direction, unalign_direction, control_of) if x is not None]
     if len(given) != 1:
         raise ActwhError(
             "give exactly one of --subtract DIRECTION, --unalign DIRECTION, --control-of VARIANT"
         )
-    store = Store.open(warehouse)
+    if control_of is None and (base is None or scale is None):
+        raise ActwhError("--subtract and --unalign need --base MODEL and --scale")
+    context = click.get_current_context()
+    with _warehouse(warehouse) as wh:
+        if control_of is not None:
+            row = wh.control_variant(name, of=control_of, seed=seed, base=base, device=device)
+        elif subtract_direction:
+            context.meta["flags"] = {"direction": "--subtract"}
+            row = wh.subtract_variant(
+                name,
+                base=base,
+                direction=subtract_direction,
+                scale=scale,
+                layer=layer,
+                device=device,
+            )
+        else:
+            context.meta["flags"] = {"direction": "--unalign"}
+            row = wh.unalign_variant(
+                name,
+                base=base,
+                direction=unalign_direction,
+                scale=scale,
+                top_k=top_k,
+                per_layer=per_layer,
+                run=run,
+                device=device,
+            )
+    edit = json.loads(row["config"])["edit"]
+    keys = ", ".join(f"{l}:{n}" for l, n in edit.get("keys", []))
     if control_of is not None:
-        original = store.catalog.get("models", name=control_of)
-        if original is None:
-            raise ActwhError(f"--control-of {control_of}: no such model")
-        edit = json.loads(original["config"] or "{}").get("edit")
-        edit = control_recipe(edit, control_of, original["d_mlp"], seed)
-        if base not in (None, original["parent"]):
-            raise ActwhError(f"--control-of {control_of}: its base is {original['parent']}")
-        loaded, _ = open_model(store, original["parent"], device=device)
-        row = register_variant(store, name, loaded, edit, role="control")
-        keys = ", ".join(f"{l}:{n}" for l, n in edit["keys"])
         click.echo(
-            f"registered control {row['name']} of {loaded.name}: keys of {keys} "
+            f"registered control {row['name']} of {row['parent']}: keys of {keys} "
             f"scaled by {edit['scale']:g} (seed {seed})"
         )
-        return
-    if base is None or scale is None:
-        raise ActwhError("--subtract and --unalign need --base MODEL and --scale")
-    loaded, _ = open_model(store, base, device=device)
-    wanted = subtract_direction or unalign_direction
-    vector = get_direction(store, wanted, loaded.name)[1]
-    if subtract_direction:
-        layer = loaded.adapter.n_layers - 1 if layer is None else layer
-        if not 0 <= layer < loaded.adapter.n_layers:
-            raise ActwhError(f"--layer {layer}: the model has {loaded.adapter.n_layers} layers")
-        edit = subtract_recipe(wanted, vector, layer, scale)
+    elif subtract_direction:
+        click.echo(
+            f"registered variant {row['name']} of {row['parent']}: MLP output of layer "
+            f"{edit['layer']} minus {scale:g}·{subtract_direction}"
+        )
     else:
-        try:
-            keys = unalign_keys(store, loaded, vector, top_k, per_layer=per_layer, run=run)
-        except ActwhError as error:
-            raise ActwhError(f"--unalign {wanted}: {error}") from None
-        edit = unalign_recipe(wanted, keys, scale, run)
-    row = register_variant(store, name, loaded, edit)
-    detail = (
-        f"MLP output of layer {edit['layer']} minus {scale:g}·{wanted}"
-        if subtract_direction
-        else f"keys of {', '.join(f'{l}:{n}' for l, n in edit['keys'])} scaled by {scale:g}"
-    )
-    click.echo(f"registered variant {row['name']} of {loaded.name}: {detail}")
+        click.echo(
+            f"registered variant {row['name']} of {row['parent']}: keys of {keys} "
+            f"scaled by {scale:g}"
+        )
 
 
 @main.command()
@@ -1167,35 +1048,20 @@ def evaluate(
       actwh evaluate wh --model dpo
       actwh sql wh "select model, toxicity, perplexity, f1 from evaluations"
     """
-    from actwh.ingest.prompts import read_prompts, shipped_prompts
-    from actwh.ingest.registry import open_model
-    from actwh.train.evaluate import evaluate as run_evaluation
-    from actwh.warehouse.store import Store
-
-    prompt_set = read_prompts(prompts or shipped_prompts())
-    store = Store.create(warehouse)
-    loaded, _ = open_model(store, model, device=device)
-    run_evaluation(
-        store,
-        loaded,
-        prompt_set,
-        scorer=scorer,
-        generate=generate,
-        max_prompt_tokens=max_prompt_tokens,
-        batch_size=batch_size,
-        ppl_text=ppl_text,
-        f1_data=f1_data,
-        n_f1=n_f1,
-    )
-    with _warehouse(warehouse) as wh:
-        emit(
-            wh.sql(
-                "select model, prompt_set, scorer, n_prompts, round(toxicity, 4) as toxicity, "
-                "round(perplexity, 3) as perplexity, round(f1, 4) as f1 from evaluations "
-                "order by prompt_set, scorer, toxicity desc"
-            ),
-            output,
+    with _warehouse(warehouse, create=True) as wh:
+        wh.evaluate(
+            model,
+            prompts=prompts,
+            scorer=scorer,
+            generate=generate,
+            max_prompt_tokens=max_prompt_tokens,
+            ppl_text=ppl_text,
+            f1_data=f1_data,
+            n_f1=n_f1,
+            batch_size=batch_size,
+            device=device,
         )
+        emit(wh.evaluations(), output)
 
 
 @main.command()
@@ -1209,10 +1075,8 @@ def score(warehouse, run, scorer):
     Example:
       actwh score wh --run base --scorer profanity
     """
-    from actwh.train.evaluate import score_run
-    from actwh.warehouse.store import Store
-
-    mean = score_run(Store.open(warehouse), run, scorer)
+    with _warehouse(warehouse) as wh:
+        mean = wh.score(run, scorer=scorer)
     click.echo(f"run {run}: mean {scorer} score {mean:.4f}")
 
 
@@ -1238,13 +1102,10 @@ def report(warehouse, out, base_run, tuned_run, direction, token, layer, scorer)
     Example:
       actwh report wh -o report.html
     """
-    from actwh.api.output import outside_warehouse
-    from actwh.api.report import make_plan, write_report
-
-    outside_warehouse(out, warehouse, "-o")
+    click.get_current_context().meta["flags"] = {"out": "-o"}
     with _warehouse(warehouse) as wh:
-        plan = make_plan(
-            wh,
+        written = wh.report(
+            out,
             base_run=base_run,
             tuned_run=tuned_run,
             direction=direction,
@@ -1252,8 +1113,7 @@ def report(warehouse, out, base_run, tuned_run, direction, token, layer, scorer)
             layer=layer,
             scorer=scorer,
         )
-        page, pngs = write_report(wh, out, plan)
-    click.echo(f"wrote {page} and {len(pngs)} PNG charts")
+    click.echo(f"wrote {written.page} and {len(written.charts)} PNG charts")
 
 
 @main.command()
@@ -1283,10 +1143,8 @@ def check(warehouse, repair, grace, force):
       actwh check wh
       actwh check wh --repair
     """
-    from actwh.warehouse.check import check as run_check
-    from actwh.warehouse.store import Store
-
-    report = run_check(Store.open(warehouse), repair=repair, grace=grace, force=force)
+    with _warehouse(warehouse) as wh:
+        report = wh.check(repair=repair, grace=grace, force=force)
     click.echo(f"checked {report.files} committed files")
     for path, problem in report.problems:
         click.echo(f"damaged: {path}: {problem}")
@@ -1304,8 +1162,7 @@ def check(warehouse, repair, grace, force):
         )
     for model in report.models_to_rebuild:
         click.echo(f"model {model} lost damaged commits: rerun actwh vectors / actwh diff for it")
-    left = set(p for p, _ in report.problems) | set(report.orphans) | set(report.unfinished)
-    left -= set(report.removed)
+    left = report.left
     if not left:
         click.echo("ok" if not report.removed else "ok after repair")
     sys.exit(1 if left else 0)

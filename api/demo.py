@@ -30,6 +30,7 @@ from pathlib import Path
 import click
 import polars as pl
 
+from actwh.ingest.prompts import shipped_prompts
 from actwh.train.dpo import DPOOptions
 
 STEPS = 10
@@ -74,195 +75,174 @@ def split_prompts(
     return paths
 
 
+class Study:
+    """The study's steps, in order, as calls of the :class:`~actwh.api.warehouse.Warehouse`;
+    each skipped when its result is already there."""
+
+    def __init__(self, out: Path, settings: StudySettings, echo: Callable):
+        import actwh
+
+        self.out, self.s, self.echo = out, settings, echo
+        out.mkdir(parents=True, exist_ok=True)
+        self.wh = actwh.open(out / "wh", create=True)
+        self.started = time.monotonic()
+
+    def step(self, number: int, text: str) -> None:
+        self.echo(f"[{number}/{STEPS}] {text}  ({time.monotonic() - self.started:,.0f}s)")
+
+    def has(self, query: str, **params) -> bool:
+        return self.wh.sql(f"select count(*) > 0 from {query}", params).item()
+
+    def probe_and_vectors(self) -> None:
+        wh, s = self.wh, self.s
+        self.step(1, f"model: {s.model}")
+        self.base = wh.load_model(s.model)
+        self.step(2, "toxicity probe on the shipped labeled corpus")
+        if not self.has("directions where model = $m and name = 'toxic_probe'", m=self.base.name):
+            wh.train_probe(self.base, progress=s.progress)
+        probe = wh.sql("select meta from directions where name = 'toxic_probe'").item()
+        self.echo(f"      validation accuracy {json.loads(probe)['val_accuracy']:.3f}")
+        self.step(3, "value vectors, FAISS index, the top toxic value vectors (Table 1)")
+        wh.index_vectors(self.base, progress=s.progress)
+        table1 = wh.query("top_toxic_vectors", model=self.base.name, k=8)
+        self.echo("      (cos: of v with the probe; writes toward it when m > 0 (+) or m < 0 (-))")
+        for row in table1.iter_rows(named=True):
+            tokens = ", ".join(t.strip() or repr(t) for t in row["top_tokens"][:6])
+            self.echo(
+                f"      L{row['layer']:>2} #{row['neuron']:<5} cos {row['cosine']:+.3f} "
+                f"({'+' if row['sign'] > 0 else '-'})  {tokens}"
+            )
+
+    def pairs_and_dpo(self) -> None:
+        wh, s, out = self.wh, self.s, self.out
+        self.step(4, "prompts: train (pairs) / test (analysis and evaluation) split, with variants")
+        self.train, self.test, self.analysis = split_prompts(
+            shipped_prompts(), out, s.n_transformed, s.transforms
+        )
+        self.step(5, "preference pairs (greedy vs toxic-steered) from the train prompts")
+        pairs = out / "pairs.jsonl"
+        if not pairs.exists():
+            stats = wh.make_pairs(
+                self.base,
+                pairs,
+                prompts=self.train,
+                scorer=s.scorer,
+                relative_alpha=s.relative_alpha,
+                generate=s.generate,
+                batch_size=s.batch_size,
+                progress=s.progress,
+            )
+            self.echo(
+                f"      kept {stats.n_kept} of {stats.n_prompts}; mean {s.scorer} preferred "
+                f"{stats.mean_preferred:.3f}, dispreferred {stats.mean_dispreferred:.3f}"
+            )
+        n_pairs = sum(1 for line in pairs.read_text().splitlines() if line.strip())
+        self.step(
+            6, f"DPO on {n_pairs} pairs (lr {s.dpo.learning_rate:g}, {s.dpo.epochs:g} epochs)"
+        )
+        dpo_dir = out / "dpo-model"
+        if not self.has("models where name = 'dpo'"):
+            if dpo_dir.exists():  # trained by an earlier run that stopped before registering it
+                wh.register_dpo(dpo_dir, name="dpo", base=self.base)
+            else:
+                metrics = wh.train_dpo(
+                    self.base, pairs, dpo_dir, name="dpo", options=s.dpo, progress=s.progress
+                )
+                self.echo(
+                    f"      {metrics['steps']} steps, best validation loss "
+                    f"{metrics.get('best_eval_loss', float('nan')):.4f}"
+                )
+        self.tuned = wh.load_model("dpo")
+
+    def paired_runs(self) -> None:
+        s = self.s
+        self.step(7, "base run over the test prompts, DPO teacher-forced on the same tokens")
+        capture = dict(
+            capture=["resid_mid"],
+            track_neurons=f"toxic_probe:{s.track}",
+            logit_lens=s.lens_k,
+            target_tokens=s.target_tokens,
+            batch_size=s.batch_size,
+            progress=s.progress,
+        )
+        runs = (
+            ("base", self.base, dict(prompts=self.analysis, prompt_set="analysis")),
+            ("dpo", self.tuned, dict(teacher_force="base", generate=0)),
+        )
+        for name, model, how in runs:
+            if not self.has("runs where name = $r and status = 'complete'", r=name):
+                summary = self.wh.ingest(
+                    model, name=name, **{"generate": s.generate, **how}, **capture
+                )
+                self.echo(
+                    f"      {name}: {summary.n_prompts} prompts, {summary.n_tokens:,} tokens, "
+                    f"{summary.tokens_per_second:,.0f} tok/s"
+                )
+
+    def offset_and_variants(self) -> None:
+        wh, s = self.wh, self.s
+        self.step(8, "δx per layer, weight differences, the un-aligned variant and its control")
+        if not self.has("directions where kind = 'delta'"):
+            wh.add_delta_directions("dx", "base", "dpo", model=self.base.name)
+        if not self.has("weight_diffs where model = 'dpo'"):
+            wh.diff(self.base, self.tuned)
+        if not self.has("models where name = 'unaligned'"):
+            wh.unalign_variant(
+                "unaligned",
+                base=self.tuned,
+                direction="toxic_probe",
+                scale=s.unalign_scale,
+                top_k=s.unalign_top_k,
+                run="dpo",
+            )
+        if not self.has("models where name = $m", m=CONTROL):
+            wh.control_variant(CONTROL, of="unaligned", seed=0)
+        for name in ("unaligned", CONTROL):
+            config = wh.sql("select config from models where name = $m", {"m": name}).item()
+            keys = json.loads(config)["edit"]["keys"]
+            self.echo(
+                f"      {name}: keys {', '.join(f'{l}:{n}' for l, n in keys)} × {s.unalign_scale:g}"
+            )
+
+    def evaluations(self) -> None:
+        s = self.s
+        self.step(9, "evaluation: toxicity, perplexity, F1 of base, DPO, un-aligned, control")
+        loaded = {self.base.name: self.base, "dpo": self.tuned}
+        for name in (self.base.name, "dpo", "unaligned", CONTROL):
+            done = "evaluations where model = $m and prompt_set = 'test' and scorer = $s"
+            if not self.has(done, m=name, s=s.scorer):
+                self.wh.evaluate(
+                    loaded.get(name, name),
+                    prompts=self.test,
+                    prompt_set="test",
+                    scorer=s.scorer,
+                    generate=s.generate,
+                    batch_size=s.batch_size * 2,
+                    progress=s.progress,
+                )
+
+    def findings(self) -> dict:
+        self.step(10, "named analyses and the report")
+        written = self.wh.report(self.out / "report.html", scorer=self.s.scorer)
+        findings = collect_findings(self.wh, self.base.name, self.s.scorer, written.plan.layer)
+        findings["report"] = str(written.page)
+        findings["seconds"] = time.monotonic() - self.started
+        print_findings(findings, self.echo, len(written.charts))
+        return findings
+
+
 def run_study(
     out: Path, settings: StudySettings | None = None, echo: Callable = click.echo
 ) -> dict:
     """Run (or resume) the study into ``out``; returns the findings."""
-    from actwh.api.report import make_plan, write_report
-    from actwh.api.warehouse import Warehouse
-    from actwh.ingest.diff import store_weight_diffs
-    from actwh.ingest.interventions import control_recipe, unalign_keys, unalign_recipe
-    from actwh.ingest.options import IngestOptions
-    from actwh.ingest.prompts import read_prompts, shipped_prompts
-    from actwh.ingest.registry import (
-        ensure_registered,
-        open_model,
-        register_model,
-        register_variant,
-    )
-    from actwh.ingest.value_vectors import store_value_vectors
-    from actwh.ingest.worker import ingest
-    from actwh.train.dpo import train_dpo
-    from actwh.train.evaluate import evaluate
-    from actwh.train.pairs import make_pairs, read_pairs, write_pairs
-    from actwh.train.probe import fit_probe, mean_features, read_labeled, shipped_corpus
-    from actwh.train.scorers import get_scorer
-    from actwh.warehouse.directions import add_direction, delta_directions, directions_for
-    from actwh.warehouse.reader import Snapshot
-    from actwh.warehouse.store import Store
-
-    s = settings or StudySettings()
-    out.mkdir(parents=True, exist_ok=True)
-    wh_path = out / "wh"
-    started = time.monotonic()
-    clock = [started]
-
-    def step(number: int, text: str) -> None:
-        now = time.monotonic()
-        echo(f"[{number}/{STEPS}] {text}  ({now - started:,.0f}s)")
-        clock[0] = now
-
-    step(1, f"model: {s.model}")
-    store = Store.create(wh_path)
-    base, _ = open_model(store, s.model)
-    ensure_registered(store, base)
-    catalog = store.catalog
-
-    step(2, "toxicity probe on the shipped labeled corpus")
-    probe = catalog.get("directions", model=base.name, name="toxic_probe")
-    if probe is None:
-        texts, labels = read_labeled(shipped_corpus())
-        result = fit_probe(mean_features(base, texts, progress=s.progress), labels)
-        meta = {
-            "site": "resid_post",
-            "layer": base.adapter.n_layers - 1,
-            "val_accuracy": result.val_accuracy,
-            "data": "shipped",
-        }
-        probe = add_direction(
-            store, base.name, "toxic_probe", result.direction, kind="probe", meta=meta
-        )
-    accuracy = json.loads(probe["meta"])["val_accuracy"]
-    echo(f"      validation accuracy {accuracy:.3f}")
-
-    step(3, "value vectors, FAISS index, the top toxic value vectors (Table 1)")
-    store_value_vectors(store, base, progress=s.progress)
-    with Warehouse(wh_path) as wh:
-        table1 = wh.query("top_toxic_vectors", model=base.name, k=8)
-    echo("      (cos: of v with the probe; writes toward it when m > 0 (+) or m < 0 (-))")
-    for row in table1.iter_rows(named=True):
-        tokens = ", ".join(t.strip() or repr(t) for t in row["top_tokens"][:6])
-        echo(
-            f"      L{row['layer']:>2} #{row['neuron']:<5} cos {row['cosine']:+.3f} "
-            f"({'+' if row['sign'] > 0 else '-'})  {tokens}"
-        )
-
-    step(4, "prompts: train (pairs) / test (analysis and evaluation) split, with variants")
-    train, test, analysis = split_prompts(shipped_prompts(), out, s.n_transformed, s.transforms)
-
-    step(5, "preference pairs (greedy vs toxic-steered) from the train prompts")
-    pairs_file = out / "pairs.jsonl"
-    if not pairs_file.exists():
-        pairs, stats = make_pairs(
-            base,
-            [p.text for p in read_prompts(train).prompts],
-            directions_for(store, base.name)["toxic_probe"],
-            get_scorer(s.scorer),
-            relative_alpha=s.relative_alpha,
-            max_new_tokens=s.generate,
-            batch_size=s.batch_size,
-            progress=s.progress,
-        )
-        write_pairs(pairs, pairs_file)
-        echo(
-            f"      kept {stats.n_kept} of {stats.n_prompts}; mean {s.scorer} preferred "
-            f"{stats.mean_preferred:.3f}, dispreferred {stats.mean_dispreferred:.3f}"
-        )
-    pairs = read_pairs(pairs_file)
-
-    step(6, f"DPO on {len(pairs)} pairs (lr {s.dpo.learning_rate:g}, {s.dpo.epochs:g} epochs)")
-    dpo_dir = out / "dpo-model"
-    if catalog.get("models", name="dpo") is None:
-        if not dpo_dir.exists():
-            metrics = train_dpo(base, pairs, dpo_dir, s.dpo, progress=s.progress)
-            echo(
-                f"      {metrics['steps']} steps, best validation loss "
-                f"{metrics.get('best_eval_loss', float('nan')):.4f}"
-            )
-        tuned, _ = open_model(None, str(dpo_dir.resolve()), name="dpo")
-        record = json.loads((dpo_dir / "actwh_dpo.json").read_text())
-        with catalog.begin() as conn:
-            register_model(conn, catalog, tuned, role="dpo", parent=base.name, config=record)
-    tuned, _ = open_model(store, "dpo")
-
-    step(7, "base run over the test prompts, DPO teacher-forced on the same tokens")
-    capture = dict(
-        generate=s.generate,
-        capture="resid_mid",
-        track_neurons=f"toxic_probe:{s.track}",
-        logit_lens=s.lens_k,
-        target_tokens=s.target_tokens,
-        batch_size=s.batch_size,
-        progress=s.progress,
-    )
-    prompt_set = read_prompts(analysis, "analysis")
-    for name, model, options in (
-        ("base", base, IngestOptions(name="base", **capture)),
-        (
-            "dpo",
-            tuned,
-            IngestOptions(name="dpo", teacher_force="base", **{**capture, "generate": 0}),
-        ),
-    ):
-        run = catalog.get("runs", name=name)
-        if run is None or run["status"] != "complete":
-            summary = ingest(str(wh_path), model, None if name == "dpo" else prompt_set, options)
-            echo(
-                f"      {name}: {summary.n_prompts} prompts, {summary.n_tokens:,} tokens, "
-                f"{summary.tokens_per_second:,.0f} tok/s"
-            )
-
-    step(8, "δx per layer, weight differences, the un-aligned variant and its control")
-    if not catalog.rows("directions", kind="delta"):
-        snapshot = Snapshot(store)
-        try:
-            for layer, vector in delta_directions(snapshot, "base", "dpo").items():
-                meta = {"base_run": "base", "tuned_run": "dpo", "site": "resid_mid", "layer": layer}
-                add_direction(store, base.name, f"dx.{layer}", vector, kind="delta", meta=meta)
-        finally:
-            snapshot.close()
-    with Warehouse(wh_path) as wh:
-        has_diffs = wh.sql("select count(*) from weight_diffs where model = 'dpo'").item() > 0
-    if not has_diffs:
-        store_weight_diffs(store, base, tuned)
-    if catalog.get("models", name="unaligned") is None:
-        probe_vector = directions_for(store, "dpo")["toxic_probe"]
-        keys = unalign_keys(store, tuned, probe_vector, s.unalign_top_k, run="dpo")
-        edit = unalign_recipe("toxic_probe", keys, s.unalign_scale, run="dpo")
-        register_variant(store, "unaligned", tuned, edit)
-    if catalog.get("models", name=CONTROL) is None:
-        edit = json.loads(catalog.get("models", name="unaligned")["config"])["edit"]
-        control = control_recipe(edit, "unaligned", tuned.adapter.d_mlp, seed=0)
-        register_variant(store, CONTROL, tuned, control, role="control")
-    for name in ("unaligned", CONTROL):
-        keys = json.loads(catalog.get("models", name=name)["config"])["edit"]["keys"]
-        echo(f"      {name}: keys {', '.join(f'{l}:{n}' for l, n in keys)} × {s.unalign_scale:g}")
-
-    step(9, "evaluation: toxicity, perplexity, F1 of base, DPO, un-aligned, control")
-    test_set = read_prompts(test, "test")
-    for name in (base.name, "dpo", "unaligned", CONTROL):
-        done = catalog.get("evaluations", model=name, prompt_set="test", scorer=s.scorer)
-        if done is None:
-            loaded = {base.name: base, "dpo": tuned}.get(name) or open_model(store, name)[0]
-            evaluate(
-                store,
-                loaded,
-                test_set,
-                scorer=s.scorer,
-                generate=s.generate,
-                batch_size=s.batch_size * 2,
-                progress=s.progress,
-            )
-
-    step(10, "named analyses and the report")
-    with Warehouse(wh_path) as wh:
-        plan = make_plan(wh, scorer=s.scorer)
-        page, pngs = write_report(wh, out / "report.html", plan)
-        findings = collect_findings(wh, base.name, s.scorer, plan.layer)
-    findings["report"] = str(page)
-    findings["seconds"] = time.monotonic() - started
-    print_findings(findings, echo, len(pngs))
-    return findings
+    study = Study(out, settings or StudySettings(), echo)
+    with study.wh:
+        study.probe_and_vectors()
+        study.pairs_and_dpo()
+        study.paired_runs()
+        study.offset_and_variants()
+        study.evaluations()
+        return study.findings()
 
 
 def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:

@@ -37,6 +37,15 @@ class Plan:
 
 
 @dataclass
+class Written:
+    """What :func:`write_report` wrote: the page, a PNG per chart, and what it showed."""
+
+    page: Path
+    charts: list[Path]
+    plan: Plan
+
+
+@dataclass
 class Section:
     key: str
     title: str
@@ -106,162 +115,174 @@ def make_plan(
     return Plan(base_run, tuned_run, tuned_model, direction, token, layer, neuron, prefix, scorer)
 
 
-def _section(key: str, title: str, build) -> Section:
-    """Run ``build`` → (note, chart, table); a missing input becomes the section's note."""
+def _section(wh: Warehouse, plan: Plan, key: str, title: str, build) -> Section:
+    """Run ``build(wh, plan)`` → (note, chart, table); a missing input becomes the section's
+    note."""
     try:
-        note, chart, table = build()
+        note, chart, table = build(wh, plan)
     except ActwhError as error:
         return Section(key, title, f"Not available: {error}")
     return Section(key, title, note, chart, table)
 
 
+def _need(condition: bool, what: str) -> None:
+    if not condition:
+        raise ActwhError(what)
+
+
+def _paired(p: Plan) -> bool:
+    return p.base_run is not None and p.tuned_run is not None
+
+
+def _toxicity(wh: Warehouse, p: Plan):
+    table = wh.query("toxicity_table", scorer=p.scorer)
+    _need(table.height > 0, "no evaluations yet (actwh evaluate WH --model M)")
+    note = (
+        f"Mean {p.scorer} score of greedy continuations, perplexity and F1 (paper Tables 2 and 4)."
+    )
+    return (
+        note,
+        None,
+        table.select("model", "role", "parent", "n_prompts", "toxicity", "perplexity", "f1"),
+    )
+
+
+def _table1(wh: Warehouse, p: Plan):
+    models = wh.sql("select model from vector_indexes order by model")
+    _need(models.height > 0, "no value vectors (actwh vectors WH --model M)")
+    base_model = (
+        wh.sql("select model from runs where name = $r", {"r": p.base_run})["model"][0]
+        if p.base_run
+        else models["model"][0]
+    )
+    table = wh.query("top_toxic_vectors", model=base_model, direction=p.direction, k=15)
+    _need(table.height > 0, f"no direction {p.direction!r}")
+    table = table.with_columns(pl.col("top_tokens").list.join(" | "))
+    return (
+        f"Value vectors of {base_model} nearest {p.direction} and the tokens they promote "
+        "(Table 1).",
+        None,
+        table,
+    )
+
+
+def _figure1(wh: Warehouse, p: Plan):
+    _need(
+        p.token is not None,
+        "no target-token probabilities (ingest with --logit-lens K --target-tokens ...)",
+    )
+    frame = wh.query("logit_lens_target", token=p.token)
+    _need(frame.height > 0, f"no probabilities for {p.token!r}")
+    peak = frame.group_by("run").agg(pl.col("mean_prob").max().alias("peak_prob")).sort("run")
+    return (
+        f"Probability of {p.token!r} read through the final norm and unembedding at every "
+        "layer, at the last prompt token.",
+        charts.logit_lens(frame, p.token),
+        peak,
+    )
+
+
+def _figure2(wh: Warehouse, p: Plan):
+    _need(_paired(p), "no teacher-forced pair of runs (actwh ingest ... --teacher-force BASE_RUN)")
+    frame = wh.query(
+        "activation_drop",
+        base_run=p.base_run,
+        tuned_run=p.tuned_run,
+        direction=p.direction,
+        n=5,
+    )
+    _need(
+        frame.height > 0,
+        "no tracked neurons in both runs (ingest with --track-neurons toxic_probe:64)",
+    )
+    total = wh.query(
+        "tracked_write", base_run=p.base_run, tuned_run=p.tuned_run, direction=p.direction
+    ).filter(pl.col("layer").is_null())
+    note = (
+        f"The tracked neurons whose mean write m̄·v points most along {p.direction} (the "
+        "paper's cosine ranking for GPT-2; oriented by the sign of m̄ for gated MLPs): mean "
+        f"coefficient m and mean write m·⟨v, d̂⟩ over generated tokens, {p.base_run} vs "
+        f"{p.tuned_run} on the same tokens. All {total['neurons'][0]} tracked neurons write "
+        f"{total['base_write'][0]:+.3g} → {total['tuned_write'][0]:+.3g} along it."
+    )
+    return note, charts.activation_drop(frame, p.base_run, p.tuned_run), frame
+
+
+def _offset(wh: Warehouse, p: Plan):
+    _need(p.prefix is not None, "no δx directions (actwh directions add WH dx --delta BASE TUNED)")
+    frame = wh.query("residual_offset", prefix=p.prefix, direction=p.direction)
+    return (
+        f"δx = mean {p.tuned_run} − {p.base_run} resid_mid per layer; its cosine with "
+        f"{p.direction}.",
+        charts.residual_offset(frame, p.direction),
+        frame.select("layer", "dx_norm", "cos_with_direction", "shift_along_direction"),
+    )
+
+
+def _figure4(wh: Warehouse, p: Plan):
+    _need(_paired(p) and p.layer is not None, "no teacher-forced pair with resid_mid captured")
+    frame = pca_shift(wh.sql, p.base_run, p.tuned_run, p.layer, neuron=p.neuron)
+    summary = (
+        frame.group_by("run")
+        .agg(
+            pl.col("shift").mean().alias("mean_shift"),
+            pl.col("activation").mean().alias("mean_activation"),
+        )
+        .sort("run")
+    )
+    return (
+        f"resid_mid of layer {p.layer} at the last prompt token of the first 50 prompts, "
+        "z-scored, projected on the mean shift and the first principal component.",
+        charts.pca(frame, p.layer, p.neuron),
+        summary,
+    )
+
+
+def _figure5(wh: Warehouse, p: Plan):
+    _need(
+        p.tuned_model is not None and p.prefix is not None and p.layer is not None,
+        "needs δx directions and weight diffs (actwh diff WH --base B --tuned T)",
+    )
+    frame = wh.query(
+        "value_vector_shift", model=p.tuned_model, layer=p.layer, prefix=p.prefix, bins=40
+    )
+    _need(frame.height > 0, f"no value_vector_diffs for {p.tuned_model} (actwh diff)")
+    means = (
+        frame.group_by("value_layer")
+        .agg(pl.col("layer_mean", "oriented_mean", "aggregate_cos").first())
+        .sort("value_layer")
+    )
+    return (
+        f"cos(δv, δx of layer {p.layer}) for every value vector of each earlier layer; "
+        "oriented by the sign of the neuron's mean coefficient m̄ in the base run (what the "
+        "change of its write m·δv does); and cos(Σ m̄·δv, δx) per layer.",
+        charts.value_vector_shift(frame, p.layer),
+        means,
+    )
+
+
+def _weights(wh: Warehouse, p: Plan):
+    _need(p.tuned_model is not None, "no tuned model")
+    frame = wh.query("weight_similarity", model=p.tuned_model)
+    _need(frame.height > 0, f"no weight diffs for {p.tuned_model} (actwh diff)")
+    return f"How far {p.tuned_model}'s weights moved from its base (§5.1).", None, frame
+
+
+# The page, in order: (anchor, title, what builds it).
+SECTIONS = (
+    ("tables", "Tables 2 and 4 — toxicity, perplexity, F1", _toxicity),
+    ("table1", "Table 1 — top toxic value vectors", _table1),
+    ("figure1", "Figure 1 — logit lens", _figure1),
+    ("figure2", "Figure 2 — what the toxic neurons write, before and after", _figure2),
+    ("offset", "δx per layer", _offset),
+    ("figure4", "Figure 4 — the shift in the residual stream", _figure4),
+    ("figure5", "Figure 5 — value-vector changes and δx", _figure5),
+    ("weights", "§5.1 — weights barely change", _weights),
+)
+
+
 def build_sections(wh: Warehouse, plan: Plan) -> list[Section]:
-    p = plan
-    paired = p.base_run is not None and p.tuned_run is not None
-
-    def need(condition: bool, what: str) -> None:
-        if not condition:
-            raise ActwhError(what)
-
-    def toxicity():
-        table = wh.query("toxicity_table", scorer=p.scorer)
-        need(table.height > 0, "no evaluations yet (actwh evaluate WH --model M)")
-        note = (
-            f"Mean {p.scorer} score of greedy continuations, perplexity and F1 "
-            "(paper Tables 2 and 4)."
-        )
-        return (
-            note,
-            None,
-            table.select("model", "role", "parent", "n_prompts", "toxicity", "perplexity", "f1"),
-        )
-
-    def table1():
-        models = wh.sql("select model from vector_indexes order by model")
-        need(models.height > 0, "no value vectors (actwh vectors WH --model M)")
-        base_model = (
-            wh.sql("select model from runs where name = $r", {"r": p.base_run})["model"][0]
-            if p.base_run
-            else models["model"][0]
-        )
-        table = wh.query("top_toxic_vectors", model=base_model, direction=p.direction, k=15)
-        need(table.height > 0, f"no direction {p.direction!r}")
-        table = table.with_columns(pl.col("top_tokens").list.join(" | "))
-        return (
-            f"Value vectors of {base_model} nearest {p.direction} and the tokens they promote "
-            "(Table 1).",
-            None,
-            table,
-        )
-
-    def figure1():
-        need(
-            p.token is not None,
-            "no target-token probabilities (ingest with --logit-lens K --target-tokens ...)",
-        )
-        frame = wh.query("logit_lens_target", token=p.token)
-        need(frame.height > 0, f"no probabilities for {p.token!r}")
-        peak = frame.group_by("run").agg(pl.col("mean_prob").max().alias("peak_prob")).sort("run")
-        return (
-            f"Probability of {p.token!r} read through the final norm and unembedding at every "
-            "layer, at the last prompt token.",
-            charts.logit_lens(frame, p.token),
-            peak,
-        )
-
-    def figure2():
-        need(paired, "no teacher-forced pair of runs (actwh ingest ... --teacher-force BASE_RUN)")
-        frame = wh.query(
-            "activation_drop",
-            base_run=p.base_run,
-            tuned_run=p.tuned_run,
-            direction=p.direction,
-            n=5,
-        )
-        need(
-            frame.height > 0,
-            "no tracked neurons in both runs (ingest with --track-neurons toxic_probe:64)",
-        )
-        total = wh.query(
-            "tracked_write", base_run=p.base_run, tuned_run=p.tuned_run, direction=p.direction
-        ).filter(pl.col("layer").is_null())
-        note = (
-            f"The tracked neurons whose mean write m̄·v points most along {p.direction} (the "
-            "paper's cosine ranking for GPT-2; oriented by the sign of m̄ for gated MLPs): mean "
-            f"coefficient m and mean write m·⟨v, d̂⟩ over generated tokens, {p.base_run} vs "
-            f"{p.tuned_run} on the same tokens. All {total['neurons'][0]} tracked neurons write "
-            f"{total['base_write'][0]:+.3g} → {total['tuned_write'][0]:+.3g} along it."
-        )
-        return note, charts.activation_drop(frame, p.base_run, p.tuned_run), frame
-
-    def offset():
-        need(
-            p.prefix is not None, "no δx directions (actwh directions add WH dx --delta BASE TUNED)"
-        )
-        frame = wh.query("residual_offset", prefix=p.prefix, direction=p.direction)
-        return (
-            f"δx = mean {p.tuned_run} − {p.base_run} resid_mid per layer; its cosine with "
-            f"{p.direction}.",
-            charts.residual_offset(frame, p.direction),
-            frame.select("layer", "dx_norm", "cos_with_direction", "shift_along_direction"),
-        )
-
-    def figure4():
-        need(paired and p.layer is not None, "no teacher-forced pair with resid_mid captured")
-        frame = pca_shift(wh.sql, p.base_run, p.tuned_run, p.layer, neuron=p.neuron)
-        summary = (
-            frame.group_by("run")
-            .agg(
-                pl.col("shift").mean().alias("mean_shift"),
-                pl.col("activation").mean().alias("mean_activation"),
-            )
-            .sort("run")
-        )
-        return (
-            f"resid_mid of layer {p.layer} at the last prompt token of the first 50 prompts, "
-            "z-scored, projected on the mean shift and the first principal component.",
-            charts.pca(frame, p.layer, p.neuron),
-            summary,
-        )
-
-    def figure5():
-        need(
-            p.tuned_model is not None and p.prefix is not None and p.layer is not None,
-            "needs δx directions and weight diffs (actwh diff WH --base B --tuned T)",
-        )
-        frame = wh.query(
-            "value_vector_shift", model=p.tuned_model, layer=p.layer, prefix=p.prefix, bins=40
-        )
-        need(frame.height > 0, f"no value_vector_diffs for {p.tuned_model} (actwh diff)")
-        means = (
-            frame.group_by("value_layer")
-            .agg(pl.col("layer_mean", "oriented_mean", "aggregate_cos").first())
-            .sort("value_layer")
-        )
-        return (
-            f"cos(δv, δx of layer {p.layer}) for every value vector of each earlier layer; "
-            "oriented by the sign of the neuron's mean coefficient m̄ in the base run (what the "
-            "change of its write m·δv does); and cos(Σ m̄·δv, δx) per layer.",
-            charts.value_vector_shift(frame, p.layer),
-            means,
-        )
-
-    def weights():
-        need(p.tuned_model is not None, "no tuned model")
-        frame = wh.query("weight_similarity", model=p.tuned_model)
-        need(frame.height > 0, f"no weight diffs for {p.tuned_model} (actwh diff)")
-        return f"How far {p.tuned_model}'s weights moved from its base (§5.1).", None, frame
-
-    return [
-        _section("tables", "Tables 2 and 4 — toxicity, perplexity, F1", toxicity),
-        _section("table1", "Table 1 — top toxic value vectors", table1),
-        _section("figure1", "Figure 1 — logit lens", figure1),
-        _section("figure2", "Figure 2 — what the toxic neurons write, before and after", figure2),
-        _section("offset", "δx per layer", offset),
-        _section("figure4", "Figure 4 — the shift in the residual stream", figure4),
-        _section("figure5", "Figure 5 — value-vector changes and δx", figure5),
-        _section("weights", "§5.1 — weights barely change", weights),
-    ]
+    return [_section(wh, plan, key, title, build) for key, title, build in SECTIONS]
 
 
 def _html_table(frame: pl.DataFrame) -> str:
@@ -319,9 +340,7 @@ _PAGE = """<!DOCTYPE html>
 """
 
 
-def write_report(
-    wh: Warehouse, out: str | Path, plan: Plan | None = None
-) -> tuple[Path, list[Path]]:
+def write_report(wh: Warehouse, out: str | Path, plan: Plan | None = None) -> Written:
     """Write the HTML page and a PNG per chart (``NAME.KEY.png`` beside it)."""
     import vl_convert
 
@@ -357,4 +376,4 @@ def write_report(
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page)
     tmp.replace(out)
-    return out, pngs
+    return Written(out, pngs, plan)

@@ -1,52 +1,68 @@
-"""The public face of a warehouse: ``actwh.open(path)`` returns a :class:`Warehouse`."""
+"""The public face of a warehouse: ``actwh.open(path)`` returns a :class:`Warehouse`, which reads
+(SQL, named analyses, polars, numpy, FAISS) and writes (ingest, value vectors, probe, directions,
+pairs, DPO, variants, evaluation, repair, report).
+
+Heavy imports (torch, transformers) happen inside the methods that run a model, so opening a
+warehouse and querying it stays fast.
+"""
 
 from __future__ import annotations
 
+import html
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
-from actwh.errors import ActwhError
+from actwh.api.writes import Writes
+from actwh.errors import ActwhError, arg
 from actwh.queries.loader import named_queries, named_query
+from actwh.warehouse import layout
 from actwh.warehouse.arrays import column_to_numpy
+from actwh.warehouse.layout import natural_key
 from actwh.warehouse.reader import Snapshot
-from actwh.warehouse.schema import fact_table, fact_tables
+from actwh.warehouse.schema import arrow_type, fact_table, fact_tables
 from actwh.warehouse.store import Store
 
-_POLARS_TYPES = {
-    "VARCHAR": pl.String,
-    "INTEGER": pl.Int32,
-    "SMALLINT": pl.Int16,
-    "BIGINT": pl.Int64,
-    "FLOAT": pl.Float32,
-    "DOUBLE": pl.Float64,
-    "BOOLEAN": pl.Boolean,
-    "VARCHAR[]": pl.List(pl.String),
-}
+Layers = str | int | Iterable[int] | None  # None or "all": every layer; "10-20", range(10, 21), 19
 
 
-class Warehouse:
-    """A warehouse opened for reading.
+class Warehouse(Writes):
+    """A warehouse: read it (this module), write to it (:mod:`actwh.api.writes`).
 
-    Queries see a snapshot of what was committed when the warehouse was opened (or last
-    :meth:`refresh`-ed); a commit landing meanwhile is never half-visible.
+    **What a read sees.** Queries see a snapshot of what was committed when the first read after
+    opening (or after the last write through this object) ran; a commit landing meanwhile is
+    never half-visible. Every write method refreshes the snapshot when it returns, so this object
+    always shows its own writes; call :meth:`refresh` to see writes made by other processes.
+
+    Write methods take a model as a registered name, a source (``embedded``, a hub id, a local
+    directory, a ``.gguf`` file) or a model already loaded with :meth:`load_model`.
 
     Examples
     --------
     >>> import actwh
-    >>> wh = actwh.open("wh/")
+    >>> wh = actwh.open("wh/", create=True)
+    >>> wh.ingest("embedded", generate=20, capture=["resid_mid"], name="base")
     >>> wh.sql("select layer, count(*) as n from residuals group by layer order by layer")
     >>> wh.scan("tokens").filter(pl.col("is_generated")).collect()
     """
 
-    def __init__(self, path: str | Path):
-        self.store = Store.open(path)
+    def __init__(self, path: str | Path, *, create: bool = False, catalog: str | None = None):
+        self.root = Path(path).expanduser().resolve()
+        self._catalog_url = catalog
+        self._store: Store | None = None
+        if (self.root / layout.MARKER).is_file():
+            self._store = Store.open(self.root)
+            if catalog and catalog != self._store.catalog_url:
+                raise ActwhError(f"{path} already uses the catalog {self._store.catalog_url}")
+        elif not create:
+            Store.open(self.root)  # raises: says why this is not a warehouse
         self._snapshot: Snapshot | None = None
         self._indexes: dict = {}  # model → loaded FAISS index
 
-    def __repr__(self) -> str:
-        return f"Warehouse({str(self.store.root)!r})"
+    # ---- opening, the snapshot rule ---------------------------------------------------------
 
     def __enter__(self) -> Warehouse:
         return self
@@ -56,7 +72,14 @@ class Warehouse:
 
     @property
     def path(self) -> Path:
-        return self.store.root
+        return self.root
+
+    @property
+    def store(self) -> Store:
+        """The warehouse on disk (created on first use when opened with ``create=True``)."""
+        if self._store is None:
+            self._store = Store.create(self.root, catalog_url=self._catalog_url)
+        return self._store
 
     @property
     def snapshot(self) -> Snapshot:
@@ -74,6 +97,63 @@ class Warehouse:
         if self._snapshot is not None:
             self._snapshot.close()
             self._snapshot = None
+
+    def _wrote(self, result):
+        """After a write: the next read takes a new snapshot (the object shows its own writes)."""
+        self.refresh()
+        return result
+
+    # ---- notebook manners -------------------------------------------------------------------
+
+    def summary(self) -> dict:
+        """Models, runs (by status), fact tables with rows, and bytes on disk."""
+        if self._store is None:
+            return {"models": [], "runs": {}, "tables": {}, "bytes": 0}
+        models = self.sql("select name from models")["name"].to_list()
+        runs = dict(self.sql("select status, count(*) from runs group by status").iter_rows())
+        tables = {}
+        for table in sorted(fact_tables()):
+            if table not in self.snapshot.broken:
+                n = self.sql(f"select count(*) from {table}").item()
+                if n:
+                    tables[table] = n
+        size = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        return {
+            "models": sorted(models, key=natural_key),
+            "runs": runs,
+            "tables": tables,
+            "bytes": size,
+        }
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        runs = ", ".join(f"{n} {status}" for status, n in sorted(s["runs"].items())) or "none"
+        tables = ", ".join(f"{t} {n:,}" for t, n in s["tables"].items()) or "none"
+        return (
+            f"Warehouse({str(self.root)!r})\n"
+            f"  models: {', '.join(s['models']) or 'none'}\n"
+            f"  runs: {runs}\n"
+            f"  rows: {tables}\n"
+            f"  size: {_size(s['bytes'])}"
+        )
+
+    def _repr_html_(self) -> str:
+        s = self.summary()
+        rows = [
+            ("models", ", ".join(s["models"]) or "none"),
+            ("runs", ", ".join(f"{n} {st}" for st, n in sorted(s["runs"].items())) or "none"),
+            *((f"{t} rows", f"{n:,}") for t, n in s["tables"].items()),
+            ("size", _size(s["bytes"])),
+        ]
+        cells = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in rows
+        )
+        where = html.escape(str(self.root))
+        return f"<b>actwh warehouse</b> <code>{where}</code><table>{cells}</table>"
+
+    # ---- reading ----------------------------------------------------------------------------
 
     def sql(self, query: str, params: dict | list | None = None) -> pl.DataFrame:
         """Run read-only SQL (DuckDB dialect) and return a polars DataFrame.
@@ -137,6 +217,29 @@ class Warehouse:
             "table_name"
         ].to_list()
 
+    def row_counts(self) -> pl.DataFrame:
+        """Every table and view with its number of rows."""
+        counts = " UNION ALL ".join(
+            f"SELECT '{t}' AS name, count(*) AS n_rows FROM {t}" for t in self.tables()
+        )
+        return self.sql(counts)
+
+    def directions(self) -> pl.DataFrame:
+        """Registered directions (``model, name, kind, d_model, norm, meta``), names in natural
+        order (``dx.2`` before ``dx.10``)."""
+        frame = self.sql(
+            "select model, name, kind, d_model, round(norm, 4) as norm, meta from directions"
+        )
+        return natural_sort(frame, "model", "name")
+
+    def evaluations(self) -> pl.DataFrame:
+        """Toxicity, perplexity and F1 of every evaluated model (paper Tables 2 and 4)."""
+        return self.sql(
+            "select model, prompt_set, scorer, n_prompts, round(toxicity, 4) as toxicity, "
+            "round(perplexity, 3) as perplexity, round(f1, 4) as f1 from evaluations "
+            "order by prompt_set, scorer, toxicity desc"
+        )
+
     def scan(self, table: str) -> pl.LazyFrame:
         """A polars LazyFrame over a fact table's committed Parquet files.
 
@@ -155,21 +258,19 @@ class Warehouse:
             raise ActwhError(f"cannot read table {table}: {reason} (run: actwh check WH)")
         files = self.snapshot.absolute_files(table)
         sizes = self.snapshot.vector_sizes[table]
-        schema = {}
-        for column, type_ in spec.data_columns:
-            if column == spec.vector_column:
-                if len(sizes) != 1:
-                    if files:
-                        raise ActwhError(
-                            f"{table} holds vectors of several sizes {sorted(sizes)}; "
-                            "filter by run with wh.sql(...) instead"
-                        )
-                    schema[column] = pl.Array(pl.Float32, 1)
-                    continue
-                schema[column] = pl.Array(pl.Float32, next(iter(sizes)))
-            else:
-                schema[column] = _POLARS_TYPES[type_]
-        hive = {c: _POLARS_TYPES[spec.column_type(c)] for c in spec.partition}
+        if spec.vector_column and len(sizes) > 1:
+            raise ActwhError(
+                f"{table} holds vectors of several sizes {sorted(sizes)}; "
+                "filter by run with wh.sql(...) instead"
+            )
+        size = next(iter(sizes), 1)
+        schema = {
+            column: pl.Array(pl.Float32, size)
+            if column == spec.vector_column
+            else polars_type(type_)
+            for column, type_ in spec.data_columns
+        }
+        hive = {c: polars_type(spec.column_type(c)) for c in spec.partition}
         ordered = [c for c, _ in spec.columns]
         if not files:
             return pl.LazyFrame(schema={**hive, **schema}).select(ordered)
@@ -216,14 +317,41 @@ class Warehouse:
         frame = self.sql(query, params or None)
         return column_to_numpy(frame[column].to_arrow()), frame.drop(column)
 
+    def resolve_direction(self, name: str, model: str | None = None) -> tuple[str, np.ndarray]:
+        """Direction ``name`` as ``model`` sees it: its own, else its nearest ancestor's (the
+        SQL macro ``direction_of``); without a model, the only direction of that name.
+        Returns ``(model, vector)``."""
+        if model is None:
+            owners = self.sql("select model from directions where name = $n", {"n": name})
+            if owners.height != 1:
+                known = self.sql("select distinct name from directions")["name"].to_list()
+                if owners.height == 0:
+                    raise ActwhError(
+                        f"no direction {name!r} (known: "
+                        f"{', '.join(sorted(known, key=natural_key)) or 'none'})"
+                    )
+                raise ActwhError(
+                    f"direction {name!r} exists for several models "
+                    f"({', '.join(sorted(owners['model']))}); pass {arg('model')}"
+                )
+            model = owners.item()
+        found = self.sql("select vec from direction_of($m, $n)", {"m": model, "n": name})
+        if found.height == 0:
+            from actwh.warehouse.registry import unknown_direction
+
+            known = self.sql(
+                "select d.name from directions d join lineage($m) l using (model)", {"m": model}
+            )["name"].to_list()
+            raise unknown_direction(name, model, known)
+        return model, np.array(found["vec"][0], dtype=np.float32)
+
     def direction(self, name: str, *, model: str | None = None) -> np.ndarray:
-        """A registered direction as a float32 vector ``[d_model]``.
+        """A registered direction as a float32 vector ``[d_model]`` (see
+        :meth:`resolve_direction`).
 
         >>> wh.direction("toxic_probe")
         """
-        from actwh.warehouse.directions import get_direction  # the catalog, via SQLAlchemy
-
-        return get_direction(self.store, name, model)[1]
+        return self.resolve_direction(name, model)[1]
 
     def nearest(
         self,
@@ -231,7 +359,7 @@ class Warehouse:
         *,
         k: int = 20,
         model: str | None = None,
-        layers: list[int] | None = None,
+        layers: Layers = None,
         run: str | None = None,
     ) -> pl.DataFrame:
         """The neurons whose value vectors can write most along a direction (FAISS; exact by
@@ -243,23 +371,25 @@ class Warehouse:
         ``sign · v``. With ``run``, also ``frac_pos, mean_pos, mean_neg, mean_write``: how each
         neuron fires over the run's generated tokens (see :func:`actwh.warehouse.search.nearest`).
 
-        >>> wh.nearest("toxic_probe", k=10, run="base")
+        >>> wh.nearest("toxic_probe", k=10, run="base", layers=range(20, 30))
         """
-        from actwh.warehouse.directions import get_direction
+        from actwh.ingest.options import parse_layers
         from actwh.warehouse.search import load_index, nearest  # faiss, on first use
 
         if isinstance(direction_or_vector, str):
-            owner, vector = get_direction(self.store, direction_or_vector, model)
-            model = model or owner
+            model, vector = self.resolve_direction(direction_or_vector, model)
         else:
             vector = np.asarray(direction_or_vector, dtype=np.float32)
             if model is None:
                 models = self.sql("select model from vector_indexes")["model"].to_list()
                 if len(models) != 1:
                     raise ActwhError(
-                        f"pass model=...: value vectors are stored for {models or 'no model'}"
+                        f"pass {arg('model')}: value vectors are stored for {models or 'no model'}"
                     )
                 model = models[0]
+        if layers is not None:
+            n_layers = self.sql("select n_layers from models where name = $m", {"m": model})
+            layers = parse_layers(layers, n_layers["n_layers"][0] if n_layers.height else 0)
         if model not in self._indexes:
             self._indexes[model] = load_index(self.snapshot, model)
         hits = nearest(self.snapshot, self._indexes[model], model, vector, k, layers, run)
@@ -272,3 +402,23 @@ class Warehouse:
         Keep connections short: a DuckDB catalog held open blocks writers.
         """
         return self.store.catalog._read_engine
+
+
+def natural_sort(frame: pl.DataFrame, *columns: str) -> pl.DataFrame:
+    """Rows ordered by ``columns`` with numbers inside names compared as numbers."""
+    keys = [[natural_key(str(v)) for v in frame[c].to_list()] for c in columns]
+    order = sorted(range(frame.height), key=lambda i: [k[i] for k in keys])
+    return frame[order] if order else frame
+
+
+def polars_type(sql_type: str) -> pl.DataType:
+    """The polars type of a fact table's column type (from its one Arrow type)."""
+    return pl.Series(pa.array([], arrow_type(sql_type))).dtype
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n} TB"

@@ -16,25 +16,9 @@ from actwh.errors import ActwhError
 from actwh.ingest.models import LoadedModel
 from actwh.ingest.registry import ensure_registered
 from actwh.warehouse.arrays import vectors_to_column
+from actwh.warehouse.registry import check_compatible
 from actwh.warehouse.store import Store
 from actwh.warehouse.writer import CommitWriter
-
-
-def check_compatible(base: LoadedModel, tuned: LoadedModel) -> None:
-    """Same architecture, sizes and tokenizer, or a clear error."""
-    a, b = base.adapter, tuned.adapter
-    if base.architecture != tuned.architecture:
-        raise ActwhError(
-            f"{tuned.name} is a {tuned.architecture} model, {base.name} a {base.architecture}"
-        )
-    sizes = lambda x: (x.n_layers, x.d_model, x.d_mlp, x.vocab_size)  # noqa: E731
-    if sizes(a) != sizes(b):
-        raise ActwhError(
-            f"{tuned.name} has (layers, d_model, d_mlp, vocab) {sizes(b)}, "
-            f"{base.name} has {sizes(a)}"
-        )
-    if base.tokenizer_sha256 != tuned.tokenizer_sha256:
-        raise ActwhError(f"{tuned.name}'s tokenizer differs from {base.name}'s")
 
 
 @torch.no_grad()
@@ -81,7 +65,7 @@ def value_vector_diffs(base: LoadedModel, tuned: LoadedModel, layer: int) -> pa.
 
 def store_weight_diffs(store: Store, base: LoadedModel, tuned: LoadedModel) -> pa.Table:
     """Write ``weight_diffs`` and ``value_vector_diffs`` of ``tuned`` against ``base``."""
-    check_compatible(base, tuned)
+    check_compatible(base.catalog_row(), tuned.catalog_row(), "diff")
     ensure_registered(store, base)
     ensure_registered(store, tuned)
     writer = CommitWriter(store, model=tuned.name)

@@ -31,7 +31,6 @@ import numpy as np
 import torch
 
 from actwh.errors import ActwhError
-from actwh.ingest.adapters import GPT2Adapter
 from actwh.ingest.models import LoadedModel
 from actwh.warehouse.reader import Snapshot
 from actwh.warehouse.search import check_run, mean_coefficients
@@ -70,13 +69,10 @@ def scale_keys(loaded: LoadedModel, keys: list[tuple[int, int]], scale: float) -
     """Multiply the key vector of each ``(layer, neuron)`` by ``scale``."""
     adapter = loaded.adapter
     for layer, neuron in keys:
-        mlp = adapter.mlp(layer)
-        if isinstance(adapter, GPT2Adapter):
-            mlp.c_fc.weight[:, neuron] *= scale
-        else:
-            mlp.up_proj.weight[neuron, :] *= scale
-            if mlp.up_proj.bias is not None:  # m = act(gate) · up: all of up, so m scales by s
-                mlp.up_proj.bias[neuron] *= scale
+        adapter.W_in(layer)[:, neuron] *= scale  # a view of the weight: column i is MLP.k_i
+        up = adapter.mlp(layer).up_proj if adapter.gated else None
+        if up is not None and up.bias is not None:  # m = act(gate) · up: all of up, so m × s
+            up.bias[neuron] *= scale
 
 
 def apply_edit(loaded: LoadedModel, edit: dict) -> None:

@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, arg
 from actwh.ingest.adapters import Adapter, adapter_for
 
 EMBEDDED = "embedded"
@@ -41,11 +41,11 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ActwhError(f"--device {device}: CUDA is not available on this machine")
+        raise ActwhError(f"{arg('device')} {device}: CUDA is not available on this machine")
     try:
         return torch.device(device)
     except RuntimeError as error:
-        raise ActwhError(f"--device {device}: {error}") from error
+        raise ActwhError(f"{arg('device')} {device}: {error}") from error
 
 
 def fingerprint(paths: list[Path]) -> str:
@@ -181,18 +181,20 @@ def _locate(source: str) -> tuple[Path | str, str]:
     path = Path(source).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise ActwhError(f"--model {source}: no such GGUF file")
+            raise ActwhError(f"{arg('model')} {source}: no such GGUF file")
         revision = fingerprint([path])
         directory = convert_gguf(path, cache_dir() / "models" / f"gguf-{revision[3:19]}")
         return directory, revision
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ActwhError(f"--model {source}: directory has no config.json (not an HF model)")
+            raise ActwhError(
+                f"{arg('model')} {source}: directory has no config.json (not an HF model)"
+            )
         weights = [*path.glob("*.safetensors"), *path.glob("*.bin")]
         return path, fingerprint(weights) if weights else "unknown"
     looks_like_path = source.startswith((".", "/", "~")) or source.count("/") > 1
     if looks_like_path or path.exists():
-        raise ActwhError(f"--model {source}: no such model file or directory")
+        raise ActwhError(f"{arg('model')} {source}: no such model file or directory")
     return source, "hub"
 
 
@@ -209,7 +211,7 @@ def load_model(
 ) -> LoadedModel:
     """Load ``source`` for inference (eval mode, no grad), with its tokenizer and adapter."""
     if dtype not in DTYPES:
-        raise ActwhError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+        raise ActwhError(f"{arg('dtype')} {dtype}: expected one of {', '.join(DTYPES)}")
     location, revision = _locate(source)
     torch_device = resolve_device(device)
     hf_logging.disable_progress_bar()
@@ -220,10 +222,11 @@ def load_model(
     except (OSError, ValueError, SafetensorError) as error:
         if isinstance(location, Path):  # the files are there but cannot be read
             raise ActwhError(
-                f"--model {source}: cannot load the model in {location} ({_first_line(error)})"
+                f"{arg('model')} {source}: cannot load the model in {location} "
+                f"({_first_line(error)})"
             ) from error
         raise ActwhError(
-            f"--model {source}: could not load it as a local directory, a .gguf file, "
+            f"{arg('model')} {source}: could not load it as a local directory, a .gguf file, "
             f"'{EMBEDDED}', or a Hugging Face hub id ({_first_line(error)})"
         ) from error
     if revision == "hub":

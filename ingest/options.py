@@ -1,13 +1,15 @@
-"""Options of an ingestion run, and the parsing of ``--layers`` and ``--capture``."""
+"""Options of an ingestion run, and their parsing: each option takes Python values (a list of
+sites, a range of layers) or the CLI's strings (``"resid_mid,mlp_post"``, ``"10-20"``)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, arg
 from actwh.ingest.sites import RESIDUAL_SITES, SITES
 
 STORE_DTYPES = ("float16", "float32")
@@ -22,19 +24,21 @@ class IngestOptions:
     model_name: str | None = None
     prompt_set: str | None = None
     generate: int = 20
-    capture: str = ""  # sites whose full vectors are stored
-    project: str = "resid_mid,resid_post"  # sites projected on the model's directions
-    layers: str = "all"
+    capture: str | Iterable[str] = ""  # sites whose full vectors are stored
+    project: str | Iterable[str] = "resid_mid,resid_post"  # sites projected on directions
+    layers: str | int | Iterable[int] | None = "all"  # None or "all": every layer
     batch_size: int = 8
     device: str = "auto"
     dtype: str = "float32"
     store_dtype: str = "float16"
-    overflow: str = "fallback"
+    on_overflow: str = "fallback"
     max_prompt_tokens: int | None = None
     teacher_force: str | None = None  # replay this run's token sequences
-    track_neurons: str = ""  # "19:770,12:771" or "DIRECTION:K" (top K by cosine; |cos| if gated)
+    # "19:770,12:771" or [(19, 770), (12, 771)], or "DIRECTION:K" (top K by cosine; |cos| if gated)
+    track_neurons: str | Iterable[tuple[int, int]] = ""
     logit_lens: int = 0  # top-K tokens of the logit lens (0: off)
-    target_tokens: str = ""  # " crap,garbage" or "#7510": logit-lens probability of these
+    # " crap,garbage" or "#7510", or [" crap", 7510]: logit-lens probability of these tokens
+    target_tokens: str | Iterable[str | int] = ""
     lens_at: str = "last"  # last (last prompt token) | all (every position)
     prompt_logprobs: bool = False  # log-probabilities of prompt tokens too (costs ~7%)
     on_long: str = "truncate"  # a prompt longer than fits: truncate (keep its start) | refuse
@@ -46,6 +50,21 @@ class IngestOptions:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def check(self) -> None:
+        """Refuse values no model could accept."""
+        if self.batch_size < 1 or self.generate < 0 or self.logit_lens < 0:
+            raise ActwhError(
+                f"{arg('batch_size')} must be >= 1, {arg('generate')} and {arg('logit_lens')} >= 0"
+            )
+        for name, value, allowed in (
+            ("lens_at", self.lens_at, ("last", "all")),
+            ("on_long", self.on_long, ("truncate", "refuse")),
+            ("on_overflow", self.on_overflow, OVERFLOW),
+            ("store_dtype", self.store_dtype, STORE_DTYPES),
+        ):
+            if value not in allowed:
+                raise ActwhError(f"{arg(name)} {value!r}: expected {' or '.join(allowed)}")
 
 
 # What must be equal for a resumed run to continue exactly where the first one stopped.
@@ -68,25 +87,38 @@ RESUME_KEYS = (
 )
 
 
-def parse_sites(spec: str, option: str = "--capture", allowed=SITES) -> list[str]:
-    sites = [s.strip() for s in (spec or "").split(",") if s.strip()]
+def _items(spec: str | Iterable | None) -> list:
+    """A comma list as strings, or an iterable's items as they are."""
+    if spec is None:
+        return []
+    if isinstance(spec, str):
+        return [s.strip() for s in spec.split(",") if s.strip()]
+    return list(spec)
+
+
+def parse_sites(spec: str | Iterable[str], option: str = "capture", allowed=SITES) -> list[str]:
+    sites = _items(spec)
     for site in sites:
         if site not in allowed:
-            raise ActwhError(f"{option}: unknown site {site!r}; valid: {', '.join(allowed)}")
+            raise ActwhError(f"{arg(option)}: unknown site {site!r}; valid: {', '.join(allowed)}")
     return list(dict.fromkeys(sites))
 
 
-def parse_project(spec: str) -> list[str]:
-    return parse_sites(spec, "--project", RESIDUAL_SITES)
+def parse_project(spec: str | Iterable[str]) -> list[str]:
+    return parse_sites(spec, "project", RESIDUAL_SITES)
 
 
-def parse_layers(spec: str, n_layers: int, option: str = "--layers") -> list[int]:
-    """``all``, ``19``, ``10-20`` (inclusive) or a comma list of those; 0-based."""
-    spec = (spec or "all").strip()
-    if spec == "all":
+def parse_layers(
+    spec: str | int | Iterable[int] | None, n_layers: int, option: str = "layers"
+) -> list[int]:
+    """``None``/``all``, a layer (``19``), a list or range of layers, or the CLI's ``10-20``
+    (inclusive) and comma lists of those; 0-based."""
+    if isinstance(spec, int):
+        spec = [spec]
+    if spec is None or (isinstance(spec, str) and spec.strip() in ("", "all")):
         return list(range(n_layers))
-    layers: list[int] = []
-    for part in spec.split(","):
+    layers = [] if isinstance(spec, str) else [int(x) for x in spec]
+    for part in spec.split(",") if isinstance(spec, str) else []:
         part = part.strip()
         try:
             if "-" in part[1:]:
@@ -98,58 +130,71 @@ def parse_layers(spec: str, n_layers: int, option: str = "--layers") -> list[int
                 layers.append(int(part))
         except ValueError:
             raise ActwhError(
-                f"{option} {spec!r}: expected 'all', a layer like 19, a range like 10-20, "
+                f"{arg(option)} {spec!r}: expected 'all', a layer like 19, a range like 10-20, "
                 "or a comma list of those"
             ) from None
     for layer in layers:
         if not 0 <= layer < n_layers:
             raise ActwhError(
-                f"{option}: layer {layer} is out of range; the model has {n_layers} layers "
+                f"{arg(option)}: layer {layer} is out of range; the model has {n_layers} layers "
                 f"(0-{n_layers - 1})"
             )
     return sorted(set(layers))
 
 
-def parse_shard(spec: str | None) -> tuple[int, int]:
+def parse_shard(spec: str | tuple[int, int] | None) -> tuple[int, int]:
+    """``(i, N)`` or the CLI's ``"i/N"``: this worker takes every N-th batch from the i-th."""
     if not spec:
         return (0, 1)
     try:
-        index, count = (int(x) for x in spec.split("/"))
+        index, count = (int(x) for x in (spec.split("/") if isinstance(spec, str) else spec))
     except ValueError:
-        raise ActwhError(f"--shard {spec!r}: expected i/N, e.g. 0/2") from None
+        raise ActwhError(f"{arg('shard')} {spec!r}: expected i/N, e.g. 0/2") from None
     if not (count >= 1 and 0 <= index < count):
-        raise ActwhError(f"--shard {spec}: need 0 <= i < N")
+        raise ActwhError(f"{arg('shard')} {spec}: need 0 <= i < N")
     return (index, count)
 
 
-def parse_targets(spec: str, tokenizer) -> list[int]:
-    """``--target-tokens``: comma-separated strings that are one token each, or ``#id``."""
+def parse_targets(spec: str | Iterable[str | int], tokenizer) -> list[int]:
+    """``target_tokens``: strings that are one token each or token ids (``#id`` in a comma
+    list: ``" crap,#7510"``)."""
     ids = []
-    for item in (spec or "").split(","):
-        if not item.strip():
+    items = (spec or "").split(",") if isinstance(spec, str) else list(spec)
+    for item in items:
+        if isinstance(item, str) and re.fullmatch(r"#\d+", item.strip()):
+            item = int(item.strip()[1:])
+        if isinstance(item, int):
+            if not 0 <= item < len(tokenizer):
+                raise ActwhError(f"{arg('target_tokens')}: id {item} is beyond the vocabulary")
+            ids.append(item)
             continue
-        if re.fullmatch(r"#\d+", item.strip()):
-            token = int(item.strip()[1:])
-            if token >= len(tokenizer):
-                raise ActwhError(f"--target-tokens: id {token} is beyond the vocabulary")
-            ids.append(token)
+        if not item.strip():
             continue
         encoded = tokenizer(item, add_special_tokens=False)["input_ids"]
         if len(encoded) != 1:
             raise ActwhError(
-                f"--target-tokens: {item!r} is {len(encoded)} tokens {encoded}; give strings that "
-                "are one token each (mind the leading space), or #id"
+                f"{arg('target_tokens')}: {item!r} is {len(encoded)} tokens {encoded}; give "
+                "strings that are one token each (mind the leading space), or #id"
             )
         ids.append(encoded[0])
     return list(dict.fromkeys(ids))
 
 
-def parse_tracked(spec: str, loaded, directions: dict[str, np.ndarray]) -> dict[int, list[int]]:
-    """``--track-neurons``: ``19:770,12:771``, or ``DIRECTION:K`` for the K neurons that can write
-    most along a direction of the model: the value vectors most cosine-similar to it (the paper's
-    MLP.v_Toxic for ``toxic_probe:64``), or for a gated MLP, whose neurons write ±v, those with
-    the largest |cosine|."""
-    spec = (spec or "").strip()
+def tracked_spec(spec: str | Iterable[tuple[int, int]] | None) -> str:
+    """``track_neurons`` as one string: ``"19:770,12:771"`` or ``"DIRECTION:K"``."""
+    if spec is None or isinstance(spec, str):
+        return (spec or "").strip()
+    return ",".join(f"{int(layer)}:{int(neuron)}" for layer, neuron in spec)
+
+
+def parse_tracked(
+    spec: str | Iterable[tuple[int, int]], loaded, directions: dict[str, np.ndarray]
+) -> dict[int, list[int]]:
+    """``track_neurons``: ``[(19, 770), (12, 771)]`` or ``"19:770,12:771"``, or
+    ``"DIRECTION:K"`` for the K neurons that can write most along a direction of the model: the
+    value vectors most cosine-similar to it (the paper's MLP.v_Toxic for ``toxic_probe:64``), or
+    for a gated MLP, whose neurons write ±v, those with the largest |cosine|."""
+    spec = tracked_spec(spec)
     if not spec:
         return {}
     adapter = loaded.adapter
@@ -160,7 +205,7 @@ def parse_tracked(spec: str, loaded, directions: dict[str, np.ndarray]) -> dict[
             layer, neuron = (int(x) for x in pair.split(":"))
             if not (0 <= layer < adapter.n_layers and 0 <= neuron < adapter.d_mlp):
                 raise ActwhError(
-                    f"--track-neurons {pair}: out of range ({adapter.n_layers} layers, "
+                    f"{arg('track_neurons')} {pair}: out of range ({adapter.n_layers} layers, "
                     f"{adapter.d_mlp} neurons each)"
                 )
             tracked.setdefault(layer, []).append(neuron)
@@ -168,11 +213,12 @@ def parse_tracked(spec: str, loaded, directions: dict[str, np.ndarray]) -> dict[
     match = re.fullmatch(r"(.+):(\d+)", spec)
     if not match:
         raise ActwhError(
-            f"--track-neurons {spec!r}: expected LAYER:NEURON pairs (19:770,12:771) or DIRECTION:K"
+            f"{arg('track_neurons')} {spec!r}: expected LAYER:NEURON pairs (19:770,12:771) "
+            "or DIRECTION:K"
         )
     name, k = match.group(1), int(match.group(2))
     if name not in directions:
-        from actwh.warehouse.directions import unknown_direction
+        from actwh.warehouse.registry import unknown_direction
 
         raise unknown_direction(name, loaded.name, directions)
     from actwh.ingest.value_vectors import top_value_vectors

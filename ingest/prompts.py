@@ -48,6 +48,22 @@ class PromptSet:
             digest.update(json.dumps(record, sort_keys=True).encode() + b"\n")
         return digest.hexdigest()
 
+    def catalog_rows(self) -> tuple[dict, list[dict]]:
+        """The ``prompt_sets`` row and the ``prompts`` rows that record this set."""
+        prompts = [
+            {
+                "prompt_set": self.name,
+                "prompt": i,
+                "text": p.text,
+                "messages": json.dumps(p.messages, sort_keys=True) if p.messages else None,
+                "source_prompt": p.source_prompt,
+                "transform": p.transform,
+                "meta": json.dumps(p.meta, sort_keys=True) if p.meta else None,
+            }
+            for i, p in enumerate(self.prompts)
+        ]
+        return {"name": self.name, "sha256": self.sha256, "source": self.source}, prompts
+
 
 def read_text_file(path: Path) -> str:
     """A text file's content, refusing missing, binary, non-UTF-8 and empty files."""

@@ -7,7 +7,7 @@ must be on storage every node sees. Ray is an optional extra: ``pip install 'act
 
 from __future__ import annotations
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, arg
 from actwh.ingest.options import IngestOptions
 from actwh.ingest.worker import RunSummary, ingest
 
@@ -16,7 +16,7 @@ def _shard(warehouse: str, model: str, prompts: str | None, options: IngestOptio
     try:
         return ingest(warehouse, model, prompts, options, shard=shard)
     except ActwhError as error:  # crosses the process boundary as a plain message
-        return f"error: {error}"
+        return f"error: {error.template}"
 
 
 def ingest_with_ray(
@@ -32,7 +32,7 @@ def ingest_with_ray(
     try:
         import ray
     except ImportError:
-        raise ActwhError("--ray needs Ray: pip install 'actwh[ray]'") from None
+        raise ActwhError(f"{arg('ray')} needs Ray: pip install 'actwh[ray]'") from None
     ray.init(
         address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False
     )
@@ -40,7 +40,10 @@ def ingest_with_ray(
         gpus = int(ray.cluster_resources().get("GPU", 0))
         count = workers or gpus
         if not count:
-            raise ActwhError("--ray: the cluster has no GPU; pass --workers N to use N CPU workers")
+            raise ActwhError(
+                f"{arg('ray')}: the cluster has no GPU; pass {arg('workers')} N to use N CPU "
+                "workers"
+            )
         resources = {"num_gpus": 1} if gpus and not workers else {"num_cpus": 1}
         remote = ray.remote(**resources)(_shard)
         options = IngestOptions(**{**options.as_dict(), "progress": False})

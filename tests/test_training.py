@@ -183,7 +183,7 @@ def test_dpo_trains_saves_and_registers(tmp_path, probed, gpt2_dir):
     with actwh.open(wh) as w:
         row = w.sql("select role, parent, config from models where name = 'dpo-model'").row(0)
     assert row[:2] == ("dpo", "tiny-gpt2")
-    assert json.loads(row[2])["dpo"]["learning_rate"] == 1e-3
+    assert json.loads(row[2])["options"]["learning_rate"] == 1e-3
     again = cli_error(
         "dpo",
         "--base",

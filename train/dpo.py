@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from transformers import ProgressCallback, TrainerCallback
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, arg
 from actwh.ingest.models import LoadedModel
 
 
@@ -107,6 +107,47 @@ def _dataset(pairs: list[dict]):
     )
 
 
+def _config(options: DPOOptions, work: Path, base: LoadedModel, validate: bool, progress: bool):
+    """TRL's ``DPOConfig`` for ``options`` (Table 8's defaults), with ``work`` as output dir."""
+    from trl import DPOConfig
+
+    return DPOConfig(
+        output_dir=str(work / "trainer"),
+        beta=options.beta,
+        learning_rate=options.learning_rate,
+        optim=options.optimizer,
+        per_device_train_batch_size=options.batch_size,
+        per_device_eval_batch_size=options.batch_size,
+        gradient_accumulation_steps=options.gradient_accumulation_steps,
+        max_grad_norm=options.max_grad_norm,
+        num_train_epochs=options.epochs,
+        max_steps=options.max_steps or -1,
+        warmup_steps=options.warmup_steps,
+        lr_scheduler_type="constant_with_warmup",
+        eval_strategy="steps" if validate else "no",
+        eval_steps=options.eval_every,
+        save_strategy="no",
+        logging_steps=max(1, min(options.eval_every, 10)),
+        report_to="none",
+        use_cpu=base.device.type == "cpu",
+        seed=options.seed,
+        max_length=options.max_length,
+        gradient_checkpointing=options.gradient_checkpointing,
+        disable_tqdm=not progress,
+    )
+
+
+def _save(trainer, base: LoadedModel, work: Path, out: Path, record: dict) -> None:
+    """Save the tuned model, the base's tokenizer and ``actwh_dpo.json``; move it to ``out``."""
+    trainer.model.eval()
+    trainer.model.save_pretrained(work / "model")
+    base.tokenizer.save_pretrained(work / "model")
+    (work / "model" / "actwh_dpo.json").write_text(json.dumps(record, indent=2) + "\n")
+    if out.exists():
+        out.rmdir()
+    (work / "model").rename(out)
+
+
 def train_dpo(
     base: LoadedModel,
     pairs: list[dict],
@@ -121,7 +162,7 @@ def train_dpo(
     """
     import datasets
     from transformers import PrinterCallback
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     # Deprecation notices of transformers' and TRL's own internals: nothing a user can act on.
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers|trl")
@@ -129,7 +170,7 @@ def train_dpo(
     options = options or DPOOptions()
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise ActwhError(f"--out {out} exists and is not empty")
+        raise ActwhError(f"{arg('out')} {out} exists and is not empty")
     train, val = split_pairs(pairs, options.val_fraction, options.seed)
     if not train:
         raise ActwhError("no training pairs left after the validation split")
@@ -137,30 +178,7 @@ def train_dpo(
     model = copy.deepcopy(base.model)
     model.requires_grad_(True)
     model.train()
-    config = DPOConfig(
-        output_dir=str(work / "trainer"),
-        beta=options.beta,
-        learning_rate=options.learning_rate,
-        optim=options.optimizer,
-        per_device_train_batch_size=options.batch_size,
-        per_device_eval_batch_size=options.batch_size,
-        gradient_accumulation_steps=options.gradient_accumulation_steps,
-        max_grad_norm=options.max_grad_norm,
-        num_train_epochs=options.epochs,
-        max_steps=options.max_steps or -1,
-        warmup_steps=options.warmup_steps,
-        lr_scheduler_type="constant_with_warmup",
-        eval_strategy="steps" if val else "no",
-        eval_steps=options.eval_every,
-        save_strategy="no",
-        logging_steps=max(1, min(options.eval_every, 10)),
-        report_to="none",
-        use_cpu=base.device.type == "cpu",
-        seed=options.seed,
-        max_length=options.max_length,
-        gradient_checkpointing=options.gradient_checkpointing,
-        disable_tqdm=not progress,
-    )
+    config = _config(options, work, base, bool(val), progress)
     keep_best = KeepBest(options.patience)
     trainer = DPOTrainer(
         model=model,
@@ -192,14 +210,8 @@ def train_dpo(
             "n_val": len(val),
             **{f"best_{k}": v for k, v in keep_best.best_metrics.items()},
         }
-        trainer.model.eval()
-        trainer.model.save_pretrained(work / "model")
-        base.tokenizer.save_pretrained(work / "model")
         record = {"base": base.name, "options": asdict(options), "metrics": metrics}
-        (work / "model" / "actwh_dpo.json").write_text(json.dumps(record, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()
-        (work / "model").rename(out)
+        _save(trainer, base, work, out, record)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         del trainer, model

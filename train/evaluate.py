@@ -195,7 +195,7 @@ def evaluate(
             max_prompt_tokens=max_prompt_tokens,
             progress=progress,
         )
-        ingest(str(store.root), loaded, prompts, options)
+        ingest(store, loaded, prompts, options)
     toxicity = score_run(store, run, scorer, scorer_kwargs)
     steps = tqdm(total=2, desc=f"ppl, F1 {loaded.name}", disable=not progress)
     ppl, ppl_tokens = perplexity(loaded, text)

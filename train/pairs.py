@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, arg
 from actwh.ingest.capture import Capture
 from actwh.ingest.generate import Batch, greedy, teacher_forced
 from actwh.ingest.interventions import steer
@@ -52,6 +52,30 @@ def median_residual_norm(loaded: LoadedModel, batch: Batch, layer: int) -> float
     return float(x.norm(dim=-1)[batch.mask.bool()].median())
 
 
+def _continuations(
+    loaded: LoadedModel, batch: Batch, sampling: GenerationConfig, layer: int, steering
+) -> tuple[list[str], list[str]]:
+    """The greedy continuation of each row, and one sampled with ``steering`` added to layer
+    ``layer``'s output."""
+    tokenizer, width = loaded.tokenizer, batch.ids.shape[1]
+    ran = greedy(
+        loaded.model,
+        batch,
+        sampling.max_new_tokens,
+        set(sampling.eos_token_id or []),
+        sampling.pad_token_id,
+    )
+    generated = [
+        ran.ids[r, width:][: ran.n_generated[r]].tolist() for r in range(len(ran.n_generated))
+    ]
+    preferred = tokenizer.batch_decode(generated, skip_special_tokens=True)
+    with steer(loaded, layer, steering), torch.no_grad():
+        sampled = loaded.model.generate(
+            input_ids=batch.ids, attention_mask=batch.mask, generation_config=sampling
+        )
+    return preferred, tokenizer.batch_decode(sampled[:, width:], skip_special_tokens=True)
+
+
 def make_pairs(
     loaded: LoadedModel,
     prompts: list[str],
@@ -71,7 +95,7 @@ def make_pairs(
     adapter = loaded.adapter
     layer = (2 * adapter.n_layers) // 3 if layer is None else layer
     if not 0 <= layer < adapter.n_layers:
-        raise ActwhError(f"--layer {layer}: the model has {adapter.n_layers} layers")
+        raise ActwhError(f"{arg('layer')} {layer}: the model has {adapter.n_layers} layers")
     if direction.shape[0] != adapter.d_model:
         raise ActwhError(
             f"the direction has size {direction.shape[0]}, d_model is {adapter.d_model}"
@@ -93,23 +117,10 @@ def make_pairs(
     generator = torch.Generator().manual_seed(seed)
     for start in tqdm(range(0, len(prompts), batch_size), desc="pairs", disable=not progress):
         batch = Batch.left_padded(encoded[start : start + batch_size], pad, loaded.device)
-        width = batch.ids.shape[1]
         if alpha is None:
             alpha = relative_alpha * median_residual_norm(loaded, batch, layer)
-        ran = greedy(loaded.model, batch, max_new_tokens, eos, pad)
-        preferred = tokenizer.batch_decode(
-            [
-                ran.ids[r, width:][: ran.n_generated[r]].tolist()
-                for r in range(len(ran.n_generated))
-            ],
-            skip_special_tokens=True,
-        )
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        with steer(loaded, layer, alpha * unit), torch.no_grad():
-            sampled = loaded.model.generate(
-                input_ids=batch.ids, attention_mask=batch.mask, generation_config=sampling
-            )
-        dispreferred = tokenizer.batch_decode(sampled[:, width:], skip_special_tokens=True)
+        preferred, dispreferred = _continuations(loaded, batch, sampling, layer, alpha * unit)
         good, bad = scorer.score(preferred), scorer.score(dispreferred)
         preferred_scores += good
         dispreferred_scores += bad

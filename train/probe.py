@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, arg
 from actwh.ingest.capture import Capture
 from actwh.ingest.generate import Batch, teacher_forced
 from actwh.ingest.models import LoadedModel
 from actwh.ingest.prompts import jsonl_records, read_text_file
+from actwh.warehouse.store import Store
 
 PROBE_SITES = ("resid_pre", "resid_mid", "resid_post", "final")
 
@@ -91,9 +92,9 @@ def mean_features(
     adapter = loaded.adapter
     layer = adapter.n_layers - 1 if layer is None else layer
     if site not in PROBE_SITES:
-        raise ActwhError(f"--site {site}: expected one of {', '.join(PROBE_SITES)}")
+        raise ActwhError(f"{arg('site')} {site}: expected one of {', '.join(PROBE_SITES)}")
     if not 0 <= layer < adapter.n_layers:
-        raise ActwhError(f"--layer {layer}: the model has {adapter.n_layers} layers")
+        raise ActwhError(f"{arg('layer')} {layer}: the model has {adapter.n_layers} layers")
     final = site == "final"
     if final:
         site, layer = "resid_post", adapter.n_layers - 1
@@ -141,6 +142,44 @@ def fit_probe(X: np.ndarray, y: list[int], *, seed: int = 0, val_fraction: float
         train_accuracy=float(classifier.score(X_train, y_train)),
         n_train=len(y_train),
         n_val=len(y_val),
+    )
+
+
+def train_probe(
+    store: Store,
+    loaded: LoadedModel,
+    *,
+    data: str | Path | None = None,
+    site: str = "resid_post",
+    layer: int | None = None,
+    name: str = "toxic_probe",
+    replace: bool = False,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Fit the probe on ``data`` (default: the shipped corpus) and register it as direction
+    ``name`` of ``loaded``; returns the direction's row (``meta`` has the accuracies)."""
+    from actwh.warehouse.directions import add_direction
+
+    data = data or shipped_corpus()
+    texts, labels = read_labeled(data)
+    features = mean_features(
+        loaded, texts, site=site, layer=layer, batch_size=batch_size, progress=progress
+    )
+    result = fit_probe(features, labels, seed=seed)
+    meta = {
+        "data": str(data),
+        "site": site,
+        "layer": layer if layer is not None else loaded.adapter.n_layers - 1,
+        "bias": result.bias,
+        "val_accuracy": result.val_accuracy,
+        "train_accuracy": result.train_accuracy,
+        "n_train": result.n_train,
+        "n_val": result.n_val,
+    }
+    return add_direction(
+        store, loaded.name, name, result.direction, kind="probe", meta=meta, replace=replace
     )
 
 

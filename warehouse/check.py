@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, arg
 from actwh.warehouse import layout
 from actwh.warehouse.store import Store
 from actwh.warehouse.writer import sha256_file
@@ -41,6 +41,12 @@ class CheckReport:
     runs_to_resume: list[str] = field(default_factory=list)
     stale_runs: list[str] = field(default_factory=list)
     models_to_rebuild: list[str] = field(default_factory=list)
+
+    @property
+    def left(self) -> set[str]:
+        """Paths still wrong: damaged, orphaned or unfinished, and not removed."""
+        found = {p for p, _ in self.problems} | set(self.orphans) | set(self.unfinished)
+        return found - set(self.removed)
 
 
 def _problem(store: Store, row: dict) -> str | None:
@@ -109,15 +115,16 @@ def _refuse_to_destroy(store: Store, report: CheckReport, damaged: set[str]) -> 
     if not (store.root / layout.DATA_DIR).is_dir():
         raise ActwhError(
             f"{store.root / layout.DATA_DIR} does not exist, so every committed file is missing "
-            f"(an unmounted share or a moved directory?); {would}. Restore it, or pass --force"
+            f"(an unmounted share or a moved directory?); {would}. Restore it, or pass "
+            f"{arg('force')}"
         )
     if missing:
         raise ActwhError(
             f"{len(missing)} committed file(s) are missing rather than damaged (first: "
-            f"{missing[0]}); {would}. Restore them, or pass --force to drop those commits"
+            f"{missing[0]}); {would}. Restore them, or pass {arg('force')} to drop those commits"
         )
     if len(damaged) > MAX_DROPPED_COMMITS:
-        raise ActwhError(f"{would}. Pass --force to drop them")
+        raise ActwhError(f"{would}. Pass {arg('force')} to drop them")
 
 
 def _drop_damaged(store: Store, commit_id: str, files: list[dict], report: CheckReport) -> None:

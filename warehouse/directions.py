@@ -17,18 +17,11 @@ import json
 
 import numpy as np
 
-from actwh.errors import ActwhError
-from actwh.warehouse.arrays import column_to_numpy, from_blob, to_blob
+from actwh.errors import ActwhError, arg
+from actwh.warehouse.arrays import column_to_numpy, to_blob
 from actwh.warehouse.catalog import now
+from actwh.warehouse.registry import model_row
 from actwh.warehouse.store import Store
-
-
-def model_row(store: Store, model: str) -> dict:
-    row = store.catalog.get("models", name=model)
-    if row is None:
-        known = ", ".join(sorted(r["name"] for r in store.catalog.rows("models"))) or "none"
-        raise ActwhError(f"no model {model!r} in this warehouse (models: {known})")
-    return row
 
 
 def add_direction(
@@ -43,7 +36,7 @@ def add_direction(
 ) -> dict:
     """Register ``vector`` as direction ``name`` of ``model`` (its size must be d_model)."""
     vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-    d_model = model_row(store, model)["d_model"]
+    d_model = model_row(store.catalog, model)["d_model"]
     if vector.shape[0] != d_model:
         raise ActwhError(
             f"direction {name!r} has size {vector.shape[0]}, but model {model!r} has "
@@ -66,53 +59,12 @@ def add_direction(
         if catalog.get("directions", conn, model=model, name=name) is not None:
             if not replace:
                 raise ActwhError(
-                    f"model {model!r} already has a direction {name!r}; pass --replace to overwrite"
+                    f"model {model!r} already has a direction {name!r}; pass {arg('replace')} "
+                    "to overwrite"
                 )
             catalog.delete(conn, "directions", model=model, name=name)
         catalog.insert(conn, "directions", row)
     return row
-
-
-def ancestors(store: Store, model: str) -> list[str]:
-    """``model``, its parent, the parent's parent, ...: they share one residual space."""
-    chain = []
-    while model is not None and model not in chain:
-        chain.append(model)
-        row = store.catalog.get("models", name=model)
-        model = row["parent"] if row else None
-    return chain
-
-
-def directions_for(store: Store, model: str) -> dict[str, np.ndarray]:
-    """Every direction usable with ``model``: its own and those of its ancestors (own first)."""
-    found: dict[str, np.ndarray] = {}
-    for owner in ancestors(store, model):
-        for row in store.catalog.rows("directions", model=owner):
-            found.setdefault(row["name"], from_blob(row["vector"]))
-    return found
-
-
-def unknown_direction(name: str, model: str, known) -> ActwhError:
-    return ActwhError(
-        f"no direction {name!r} for model {model!r} (it has: {', '.join(sorted(known)) or 'none'})"
-    )
-
-
-def get_direction(store: Store, name: str, model: str | None = None) -> tuple[str, np.ndarray]:
-    """Find direction ``name`` (of ``model`` or its ancestors, or the only one of that name)."""
-    if model is not None:
-        found = directions_for(store, model)
-        if name not in found:
-            raise unknown_direction(name, model, found)
-        return model, found[name]
-    rows = store.catalog.rows("directions", name=name)
-    if not rows:
-        known = sorted({r["name"] for r in store.catalog.rows("directions")})
-        raise ActwhError(f"no direction {name!r} (known: {', '.join(known) or 'none'})")
-    if len(rows) > 1:
-        owners = ", ".join(sorted(r["model"] for r in rows))
-        raise ActwhError(f"direction {name!r} exists for several models ({owners}); pass --model")
-    return rows[0]["model"], from_blob(rows[0]["vector"])
 
 
 def svd_direction(
@@ -147,7 +99,7 @@ def delta_directions(
     """δx per layer: mean over paired tokens of ``tuned − base`` at ``site``.
 
     The runs must hold the same token sequences (a teacher-forced pair), and both must have
-    stored full vectors of ``site`` (``--capture``).
+    stored full vectors of ``site`` (``capture``).
     """
     runs = {r["name"]: r for r in snapshot.execute("select * from runs").to_pylist()}
     for run in (base_run, tuned_run):
@@ -165,7 +117,7 @@ def delta_directions(
         raise ActwhError(
             f"runs {base_run!r} and {tuned_run!r} do not hold the same tokens "
             f"({pairing['mismatched']} of {pairing['n']} positions differ); pair them with "
-            f"actwh ingest --teacher-force {base_run}"
+            f"an ingest with {arg('teacher_force')} {base_run}"
         )
     available = (
         snapshot.execute(
@@ -180,7 +132,7 @@ def delta_directions(
     if not available:
         raise ActwhError(
             f"runs {base_run!r} and {tuned_run!r} have no stored {site} vectors in common; "
-            f"ingest them with --capture {site}"
+            f"ingest them with {arg('capture')} {site}"
         )
     wanted = available if layers is None else [l for l in layers if l in available]
     missing = sorted(set(layers or []) - set(available))
@@ -215,19 +167,10 @@ def svd_from_index(
     the sign of each stacked vector)."""
     from actwh.warehouse.search import is_gated, value_vectors
 
-    either_sign = is_gated(snapshot, model)
-    if per_layer is None:
-        scores, layer, neuron = index.search(source[None], top, either_sign=either_sign)
-        hits = list(zip(scores[0], layer[0], neuron[0], strict=True))
-    else:
-        n_layers = index.index.ntotal // index.d_mlp
-        hits = []
-        for l in range(n_layers):
-            scores, layer, neuron = index.search(
-                source[None], per_layer, layers=[l], either_sign=either_sign
-            )
-            hits += list(zip(scores[0], layer[0], neuron[0], strict=True))
-        hits = sorted(hits, key=lambda h: -abs(h[0]) if either_sign else -h[0])[:top]
+    scores, layer, neuron = index.search(
+        source[None], top, either_sign=is_gated(snapshot, model), per_layer=per_layer
+    )
+    hits = list(zip(scores[0], layer[0], neuron[0], strict=True))
     if len(hits) < top:
         raise ActwhError(f"asked for the top {top} value vectors, but only {len(hits)} exist")
     keys = [(int(l), int(n)) for _, l, n in hits]

@@ -46,6 +46,13 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def natural_key(name: str) -> list:
+    """Sort key that compares the numbers inside names as numbers: ``dx.2`` before ``dx.10``."""
+    return [
+        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)
+    ]
+
+
 def partition_dir(root: Path, table: str, partition: dict[str, object]) -> Path:
     path = root / DATA_DIR / table
     for key, value in partition.items():

@@ -28,6 +28,12 @@ _ARROW_TYPES = {
     "INTEGER[]": pa.list_(pa.int32()),
 }
 
+
+def arrow_type(sql_type: str) -> pa.DataType:
+    """The Arrow type of a fact table's column type (``VARCHAR``, ``FLOAT``, ...)."""
+    return _ARROW_TYPES[sql_type]
+
+
 VECTOR_TYPE = "FLOAT[]"
 VECTOR_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 

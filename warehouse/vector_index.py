@@ -98,13 +98,26 @@ class VectorIndex:
         layers: list[int] | None = None,
         *,
         either_sign: bool = False,
+        per_layer: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Top-``k`` value vectors by cosine for each query (``[q, d]``).
 
         Returns ``(cosine, layer, neuron)``, each ``[q, k]``; restricted to ``layers`` if given.
         ``either_sign`` ranks by ``|cosine|`` (the cosine keeps its sign): a gated neuron writes
         ``+v`` or ``−v``, so a vector pointing against the query can write along it.
+        ``per_layer`` keeps each layer's best ``per_layer`` first, then pools them (the
+        paper's code: 100).
         """
+        if per_layer is not None:
+            n_layers = self.index.ntotal // self.d_mlp
+            parts = [
+                self.search(queries, per_layer, [l], either_sign=either_sign)
+                for l in (layers if layers is not None else range(n_layers))
+            ]
+            scores, layer, neuron = (np.concatenate([p[i] for p in parts], 1) for i in range(3))
+            key = -np.abs(scores) if either_sign else -scores
+            order = np.argsort(key, axis=1, kind="stable")[:, :k]
+            return tuple(np.take_along_axis(x, order, axis=1) for x in (scores, layer, neuron))
         queries = normalized(np.atleast_2d(queries))
         scores, ids = self._search(queries, k, layers)
         if either_sign:

@@ -246,11 +246,6 @@ class CommitWriter:
                 "writer; nothing from this batch was kept"
             ) from error
 
-    def discard(self) -> None:
-        """Drop everything buffered since the last commit."""
-        self._buffers.clear()
-        self._vector_sizes.clear()
-
     def remove_orphans(self) -> list[Path]:
         """Delete this writer's files that no commit records (left by a crash). Returns them."""
         removed = self._uncommitted(layout.writer_files(self.store.root, self.tag))

@@ -1,0 +1,640 @@
+"""What a :class:`~actwh.api.warehouse.Warehouse` writes: the study's steps as typed methods.
+
+Each method checks its input, does its work through the layer that owns it (``ingest`` runs
+models, ``train`` trains and scores, ``warehouse`` owns the bytes and the catalog) and refreshes
+the warehouse's snapshot, so the object shows what it wrote. Errors name the method's arguments
+(``teacher_force``); the CLI shows them as its flags (``--teacher-force``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from actwh.errors import ActwhError, arg
+
+if TYPE_CHECKING:  # the heavy types, for annotations only
+    from actwh.api.report import Written
+    from actwh.ingest.batches import RunSummary
+    from actwh.ingest.models import LoadedModel
+    from actwh.train.dpo import DPOOptions
+    from actwh.train.pairs import PairStats
+    from actwh.warehouse.check import CheckReport
+
+
+class Writes:
+    """The write methods of :class:`~actwh.api.warehouse.Warehouse` (see there)."""
+
+    root: Path
+
+    # ---- models -----------------------------------------------------------------------------
+
+    def load_model(
+        self, model: str, *, device: str = "auto", dtype: str = "float32", name: str | None = None
+    ) -> LoadedModel:
+        """Load a registered model by name (a variant with its edit applied), or a source
+        (``embedded``, a hub id, a directory, a ``.gguf`` file) under ``name``. Registers
+        nothing; pass the result to other methods to load it once.
+
+        >>> base = wh.load_model("embedded")
+        """
+        from actwh.ingest.registry import open_model
+
+        return open_model(self._store, model, device=device, dtype=dtype, name=name)[0]
+
+    def _model(self, model, device: str = "auto") -> LoadedModel:
+        from actwh.ingest.models import LoadedModel
+
+        return model if isinstance(model, LoadedModel) else self.load_model(model, device=device)
+
+    def _registered(self, model, device: str = "auto", **registration) -> LoadedModel:
+        from actwh.ingest.registry import ensure_registered
+
+        loaded = self._model(model, device)
+        ensure_registered(self.store, loaded, **registration)
+        return loaded
+
+    def _outside(self, path: str | Path, argument: str) -> Path:
+        """An output path never lands inside the warehouse (it could replace its files)."""
+        target = Path(path).expanduser().resolve()
+        if target == self.root or self.root in target.parents:
+            raise ActwhError(
+                f"{arg(argument)} {path}: inside the warehouse {self.root}; write it elsewhere"
+            )
+        return target
+
+    # ---- capture ----------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        model,
+        prompts=None,
+        *,
+        name: str | None = None,
+        teacher_force: str | None = None,
+        generate: int = 20,
+        capture: str | Iterable[str] = (),
+        project: str | Iterable[str] = ("resid_mid", "resid_post"),
+        layers=None,
+        track_neurons: str | Iterable[tuple[int, int]] = (),
+        logit_lens: int = 0,
+        target_tokens: str | Iterable[str | int] = (),
+        shard: str | tuple[int, int] | None = None,
+        ray: bool = False,
+        workers: int | None = None,
+        ray_address: str | None = None,
+        progress: bool = True,
+        **options,
+    ) -> RunSummary:
+        """Run ``model`` over ``prompts`` (a JSONL/text file or a PromptSet; default the shipped
+        set) or replay run ``teacher_force``'s tokens, and store what happens inside it.
+
+        ``capture``: sites whose full vectors are stored (``["resid_mid", "mlp_post"]``);
+        ``project``: residual sites projected on every direction of the model; ``layers``: all
+        (None), one, a list or a range; ``track_neurons``: ``[(19, 770)]`` or ``"toxic_probe:64"``
+        (the top 64 value vectors by cosine, |cosine| for gated MLPs); ``logit_lens``: top-K
+        tokens; ``target_tokens``: their logit-lens probability. More options (``batch_size``,
+        ``device``, ``dtype``, ``store_dtype``, ``on_overflow``, ``max_prompt_tokens``,
+        ``lens_at``, ``prompt_logprobs``, ``on_long``, ``commit_mb``, ``resume``,
+        ``model_name``, ``prompt_set``): see :class:`actwh.ingest.options.IngestOptions`.
+        An unfinished run of the same name is resumed; a new warehouse is made only once the
+        input is checked. ``shard=(i, N)`` takes every N-th batch (run N workers at once);
+        ``ray=True`` launches one worker per GPU of a Ray cluster (``workers`` CPU workers if
+        it has none) at ``ray_address`` (default: a local Ray).
+
+        >>> wh.ingest("embedded", name="base", capture=["resid_mid"], logit_lens=5)
+        >>> wh.ingest("./dpo", name="dpo", teacher_force="base", capture=["resid_mid"])
+        """
+        from actwh.ingest.options import IngestOptions
+        from actwh.ingest.prompts import shipped_prompts
+        from actwh.ingest.worker import ingest
+
+        if prompts is None and not teacher_force:
+            prompts = shipped_prompts()
+        try:
+            settings = IngestOptions(
+                name=name,
+                teacher_force=teacher_force,
+                generate=generate,
+                capture=capture,
+                project=project,
+                layers=layers,
+                track_neurons=track_neurons,
+                logit_lens=logit_lens,
+                target_tokens=target_tokens,
+                progress=progress,
+                catalog=self._catalog_url,
+                **options,
+            )
+        except TypeError as error:
+            raise ActwhError(f"ingest: {error}") from None
+        if ray:
+            summary = self._ingest_with_ray(model, prompts, settings, shard, workers, ray_address)
+        else:
+            summary = ingest(self._store or self.root, model, prompts, settings, shard=shard)
+        return self._wrote(summary)
+
+    def _ingest_with_ray(self, model, prompts, settings, shard, workers, address) -> RunSummary:
+        from actwh.ingest.ray_launcher import ingest_with_ray
+
+        if shard:
+            raise ActwhError(f"{arg('ray')} assigns the shards itself; do not pass {arg('shard')}")
+        if not isinstance(prompts, str | Path | None) or not isinstance(model, str):
+            raise ActwhError(f"{arg('ray')} takes the model and the prompts as names or paths")
+        return ingest_with_ray(
+            str(self.root),
+            model,
+            prompts and str(prompts),
+            settings,
+            workers=workers,
+            address=address,
+        )
+
+    def index_vectors(
+        self,
+        model,
+        *,
+        index: str = "flat",
+        top_tokens: int = 10,
+        unembed: str | None = None,
+        replace: bool = False,
+        device: str = "auto",
+        progress: bool = True,
+    ) -> dict:
+        """Store every MLP value vector of ``model`` (rows of W_out) with its norm and top
+        tokens, and index them with FAISS (``flat`` is exact; ``ivf``, ``hnsw`` approximate).
+        ``unembed``: read top tokens from W_U·v (``raw``) or through the final norm's gain
+        (``final_norm``); default raw for GPT-2, final_norm for gated models. Returns the
+        ``vector_indexes`` row.
+
+        >>> wh.index_vectors("embedded")
+        """
+        from actwh.ingest.value_vectors import store_value_vectors
+
+        loaded = self._model(model, device)
+        row = store_value_vectors(
+            self.store,
+            loaded,
+            kind=index,
+            top=top_tokens,
+            unembed=unembed,
+            replace=replace,
+            progress=progress,
+        )
+        return self._wrote(row)
+
+    # ---- directions -------------------------------------------------------------------------
+
+    def train_probe(
+        self,
+        model,
+        *,
+        data: str | Path | None = None,
+        site: str = "resid_post",
+        layer: int | None = None,
+        name: str = "toxic_probe",
+        replace: bool = False,
+        batch_size: int = 16,
+        seed: int = 0,
+        device: str = "auto",
+        progress: bool = True,
+    ) -> dict:
+        """Train the linear toxicity probe (logistic regression on the mean over tokens of
+        ``site`` at ``layer``, default the last; 90:10 split) on ``data`` (Jigsaw-style CSV or
+        JSONL; default the shipped corpus) and register it as direction ``name``. Returns the
+        direction's row; its ``meta`` holds the accuracies.
+
+        >>> wh.train_probe("embedded")["meta"]
+        """
+        from actwh.train.probe import train_probe
+
+        loaded = self._registered(model, device)
+        row = train_probe(
+            self.store,
+            loaded,
+            data=data,
+            site=site,
+            layer=layer,
+            name=name,
+            replace=replace,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+        )
+        return self._wrote(row)
+
+    def add_direction(
+        self,
+        name: str,
+        vector: np.ndarray | str | Path,
+        *,
+        model: str,
+        kind: str | None = None,
+        meta: dict | None = None,
+        replace: bool = False,
+    ) -> dict:
+        """Register ``vector`` (an array ``[d_model]``, or a ``.npy``/``.npz``/``.pt``/``.txt``
+        file) as direction ``name`` of the registered ``model``.
+
+        >>> wh.add_direction("probe", "probe.npy", model="smollm2-135m-instruct")
+        """
+        from actwh.warehouse.directions import add_direction
+
+        if isinstance(vector, str | Path):
+            from actwh.ingest.vector_files import read_vector
+
+            vector, kind, meta = read_vector(vector), kind or "file", {"file": str(vector)}
+        row = add_direction(
+            self.store, model, name, vector, kind=kind or "vector", meta=meta, replace=replace
+        )
+        return self._wrote(row)
+
+    def add_value_vector_direction(
+        self, name: str, *, model: str, layer: int, neuron: int, replace: bool = False
+    ) -> dict:
+        """Register the value vector MLP.v_neuron^layer of ``model`` (stored by
+        :meth:`index_vectors`) as direction ``name``."""
+        from actwh.warehouse.search import value_vectors
+
+        vector = value_vectors(self.snapshot, model, [(layer, neuron)])[0]
+        meta = {"layer": layer, "neuron": neuron}
+        return self.add_direction(
+            name, vector, model=model, kind="value_vector", meta=meta, replace=replace
+        )
+
+    def add_random_direction(
+        self, name: str, *, model: str, seed: int = 0, replace: bool = False
+    ) -> dict:
+        """Register a random Gaussian direction of ``model`` (a baseline)."""
+        from actwh.warehouse.registry import model_row
+
+        d_model = model_row(self.store.catalog, model)["d_model"]
+        vector = np.random.default_rng(seed).standard_normal(d_model).astype(np.float32)
+        return self.add_direction(
+            name, vector, model=model, kind="random", meta={"seed": seed}, replace=replace
+        )
+
+    def add_svd_direction(
+        self,
+        name: str,
+        *,
+        of: str,
+        model: str | None = None,
+        top: int = 128,
+        component: int = 0,
+        per_layer: int | None = None,
+        replace: bool = False,
+    ) -> dict:
+        """Register the ``component``-th left singular vector of the ``top`` value vectors
+        nearest direction ``of`` (each layer's best ``per_layer`` first: the paper's code, 100),
+        oriented toward ``of``."""
+        from actwh.warehouse.directions import svd_from_index
+        from actwh.warehouse.search import load_index
+
+        owner, source = self.resolve_direction(of, model)
+        vector, meta = svd_from_index(
+            self.snapshot,
+            load_index(self.snapshot, owner),
+            owner,
+            source,
+            top=top,
+            component=component,
+            per_layer=per_layer,
+        )
+        meta["source"] = of
+        return self.add_direction(name, vector, model=owner, kind="svd", meta=meta, replace=replace)
+
+    def add_delta_directions(
+        self,
+        name: str,
+        base_run: str,
+        tuned_run: str,
+        *,
+        model: str | None = None,
+        site: str = "resid_mid",
+        layers=None,
+        replace: bool = False,
+    ) -> list[dict]:
+        """Register δx per layer — the mean over paired tokens of ``tuned − base`` at ``site``
+        — as directions ``NAME.LAYER`` of ``model`` (default: the base run's model). The runs
+        must hold the same tokens (a teacher-forced pair) and store ``site``'s vectors."""
+        from actwh.ingest.options import parse_layers
+        from actwh.warehouse.directions import add_direction, delta_directions
+        from actwh.warehouse.registry import model_row
+
+        runs = dict(self.sql("select name, model from runs").iter_rows())
+        owner = model or runs.get(base_run)
+        chosen = None
+        if layers is not None:
+            n_layers = model_row(self.store.catalog, owner)["n_layers"] if owner else 0
+            chosen = parse_layers(layers, n_layers)
+        deltas = delta_directions(self.snapshot, base_run, tuned_run, site, chosen)
+        added = []
+        for layer, vector in deltas.items():
+            meta = {"base_run": base_run, "tuned_run": tuned_run, "site": site, "layer": layer}
+            added.append(
+                add_direction(
+                    self.store,
+                    owner,
+                    f"{name}.{layer}",
+                    vector,
+                    kind="delta",
+                    meta=meta,
+                    replace=replace,
+                )
+            )
+        return self._wrote(added)
+
+    def direction_tokens(self, name: str, *, model: str | None = None, k: int = 10) -> list[str]:
+        """The ``k`` vocabulary tokens direction ``name`` promotes most, read as the model's
+        value vectors were (raw, or through the final norm). Loads the model."""
+        import torch
+
+        from actwh.ingest.rows import TokenText
+        from actwh.ingest.value_vectors import top_tokens
+
+        owner, vector = self.resolve_direction(name, model)
+        loaded = self.load_model(owner)
+        index = self.store.catalog.get("vector_indexes", model=owner)
+        # As the model's value vectors were read (an index from before the choice: raw).
+        unembed = (index["unembed"] or "raw") if index else loaded.adapter.default_unembed
+        best, _ = top_tokens(loaded.adapter, torch.tensor(vector)[None], k, unembed)
+        return TokenText(loaded.tokenizer)(best[0].tolist())
+
+    # ---- preference pairs, DPO --------------------------------------------------------------
+
+    def make_pairs(
+        self,
+        model,
+        out: str | Path,
+        *,
+        prompts: str | Path | None = None,
+        direction: str = "toxic_probe",
+        layer: int | None = None,
+        alpha: float | None = None,
+        relative_alpha: float = 0.3,
+        scorer: str = "profanity",
+        generate: int = 20,
+        batch_size: int = 8,
+        seed: int = 0,
+        device: str = "auto",
+        progress: bool = True,
+    ) -> PairStats:
+        """Write DPO preference pairs to ``out`` (JSONL): the greedy continuation (preferred)
+        against one sampled while ``direction`` is added to layer ``layer``'s output
+        (dispreferred; strength ``alpha``, default ``relative_alpha`` × the median residual
+        norm there), kept where ``scorer`` rates the steered one more toxic."""
+        from actwh.ingest.prompts import read_prompts, shipped_prompts
+        from actwh.train.pairs import make_pairs, write_pairs
+        from actwh.train.scorers import get_scorer
+
+        self._outside(out, "out")
+        prompt_set = read_prompts(prompts or shipped_prompts())
+        loaded = self._model(model, device)
+        vector = self.resolve_direction(direction, loaded.name)[1]
+        kept, stats = make_pairs(
+            loaded,
+            [p.text for p in prompt_set.prompts],
+            vector,
+            get_scorer(scorer),
+            layer=layer,
+            alpha=alpha,
+            relative_alpha=relative_alpha,
+            max_new_tokens=generate,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+        )
+        write_pairs(kept, out)
+        return stats
+
+    def train_dpo(
+        self,
+        base,
+        pairs: str | Path,
+        out: str | Path,
+        *,
+        name: str | None = None,
+        options: DPOOptions | None = None,
+        device: str = "auto",
+        progress: bool = True,
+    ) -> dict:
+        """Fine-tune ``base`` with DPO (TRL) on the pairs file, save it to ``out`` and register
+        it as ``name`` (default: ``out``'s directory name), role ``dpo``, parent ``base``.
+        ``options`` default to the paper's Table 8. Returns the training metrics, with the
+        registered ``model`` and its ``parent``.
+
+        >>> wh.train_dpo("embedded", "pairs.jsonl", "dpo-model", name="dpo",
+        ...              options=DPOOptions(learning_rate=1e-5, epochs=2))
+        """
+        from actwh.train.dpo import DPOOptions, train_dpo
+        from actwh.train.pairs import read_pairs
+        from actwh.warehouse.layout import check_name
+
+        self._outside(out, "out")
+        loaded_pairs = read_pairs(pairs)
+        name = check_name("model", name or Path(out).resolve().name)
+        if self._store is not None and self._store.catalog.get("models", name=name) is not None:
+            raise ActwhError(
+                f"a model named {name!r} already exists in {self.root}; pass {arg('name')}"
+            )
+        loaded = self._model(base, device)
+        options = options or DPOOptions()
+        metrics = train_dpo(loaded, loaded_pairs, out, options, progress=progress)
+        self.register_dpo(out, name=name, base=loaded, device=device)
+        return {**metrics, "model": name, "parent": loaded.name}
+
+    def register_dpo(self, out: str | Path, *, name: str, base, device: str = "auto") -> dict:
+        """Register a model saved by DPO training (its ``actwh_dpo.json`` records how) as
+        ``name``, role ``dpo``, parent ``base``."""
+        from actwh.ingest.models import load_model
+
+        record = json.loads((Path(out) / "actwh_dpo.json").read_text())
+        base = self._registered(base, device)
+        tuned = load_model(str(Path(out).resolve()), device=device, name=name)
+        self._registered(tuned, role="dpo", parent=base.name, config=record)
+        return self._wrote(self.store.catalog.get("models", name=name))
+
+    # ---- variants ---------------------------------------------------------------------------
+
+    def subtract_variant(
+        self,
+        name: str,
+        *,
+        base,
+        direction: str,
+        scale: float,
+        layer: int | None = None,
+        device: str = "auto",
+    ) -> dict:
+        """Register ``base`` with ``scale`` × ``direction`` subtracted from layer ``layer``'s
+        MLP output (default the last; paper §3.3) as model ``name``."""
+        from actwh.ingest.interventions import subtract_recipe
+        from actwh.ingest.registry import register_variant
+
+        loaded = self._model(base, device)
+        vector = self.resolve_direction(direction, loaded.name)[1]
+        n_layers = loaded.adapter.n_layers
+        layer = n_layers - 1 if layer is None else layer
+        if not 0 <= layer < n_layers:
+            raise ActwhError(f"{arg('layer')} {layer}: the model has {n_layers} layers")
+        edit = subtract_recipe(direction, vector, layer, scale)
+        return self._wrote(register_variant(self.store, name, loaded, edit))
+
+    def unalign_variant(
+        self,
+        name: str,
+        *,
+        base,
+        direction: str,
+        scale: float,
+        top_k: int = 7,
+        per_layer: int | None = 100,
+        run: str | None = None,
+        device: str = "auto",
+    ) -> dict:
+        """Register ``base`` with the key vectors of the ``top_k`` neurons whose write points
+        most along ``direction`` scaled by ``scale`` (paper §6) as model ``name``. ``run``: rank
+        by the cosine of each neuron's mean write m̄·v in this run (needed for gated MLPs,
+        whose coefficients are signed); without it, by the cosine of v (GPT-2)."""
+        from actwh.ingest.interventions import unalign_keys, unalign_recipe
+        from actwh.ingest.registry import register_variant
+
+        loaded = self._model(base, device)
+        vector = self.resolve_direction(direction, loaded.name)[1]
+        try:
+            keys = unalign_keys(self.store, loaded, vector, top_k, per_layer=per_layer, run=run)
+        except ActwhError as error:
+            raise ActwhError(f"{arg('direction')} {direction}: {error.template}") from None
+        edit = unalign_recipe(direction, keys, scale, run)
+        return self._wrote(register_variant(self.store, name, loaded, edit))
+
+    def control_variant(
+        self, name: str, *, of: str, seed: int = 0, base=None, device: str = "auto"
+    ) -> dict:
+        """Register a control for the un-aligned variant ``of``: as many keys, in the same
+        layers, chosen at random (``seed``), the same scale, the same base (``base``, when
+        given, must be it)."""
+        from actwh.ingest.interventions import control_recipe
+        from actwh.ingest.registry import register_variant
+
+        original = self.store.catalog.get("models", name=of)
+        if original is None:
+            raise ActwhError(f"{arg('of')} {of}: no such model")
+        edit = json.loads(original["config"] or "{}").get("edit")
+        edit = control_recipe(edit, of, original["d_mlp"], seed)
+        if base is not None and getattr(base, "name", base) != original["parent"]:
+            raise ActwhError(f"{arg('of')} {of}: its base is {original['parent']}")
+        loaded = self._model(original["parent"], device)
+        row = register_variant(self.store, name, loaded, edit, role="control")
+        return self._wrote(row)
+
+    # ---- measuring --------------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        model,
+        *,
+        prompts: str | Path | None = None,
+        prompt_set: str | None = None,
+        scorer: str = "profanity",
+        generate: int = 20,
+        max_prompt_tokens: int = 32,
+        ppl_text: str | Path | None = None,
+        f1_data: str | Path | None = None,
+        n_f1: int = 200,
+        batch_size: int = 16,
+        device: str = "auto",
+        progress: bool = True,
+    ) -> dict:
+        """Toxicity of ``model``'s continuations of ``prompts`` (default the shipped set,
+        registered as ``prompt_set``, default the file's stem) by ``scorer``, perplexity on
+        ``ppl_text`` and F1 on ``f1_data`` (paper Tables 2 and 4), recorded in
+        ``evaluations`` and returned."""
+        from actwh.ingest.prompts import read_prompts, shipped_prompts
+        from actwh.train.evaluate import evaluate
+
+        prompt_set = read_prompts(prompts or shipped_prompts(), prompt_set)
+        row = evaluate(
+            self.store,
+            self._model(model, device),
+            prompt_set,
+            scorer=scorer,
+            generate=generate,
+            max_prompt_tokens=max_prompt_tokens,
+            batch_size=batch_size,
+            ppl_text=ppl_text,
+            f1_data=f1_data,
+            n_f1=n_f1,
+            progress=progress,
+        )
+        return self._wrote(row)
+
+    def score(self, run: str, *, scorer: str = "profanity") -> float:
+        """Score run ``run``'s continuations into ``scores``; returns their mean."""
+        from actwh.train.evaluate import score_run
+
+        return self._wrote(score_run(self.store, run, scorer))
+
+    def diff(self, base, tuned, *, device: str = "auto") -> dict:
+        """Store per-parameter (``weight_diffs``) and per-value-vector (``value_vector_diffs``:
+        cosine, δv) differences of ``tuned`` from ``base`` (paper §5.1, Figure 5's input).
+        Returns ``n_parameters``, ``min_cosine``, ``max_norm_diff``."""
+        from actwh.ingest.diff import store_weight_diffs
+
+        params = store_weight_diffs(
+            self.store, self._model(base, device), self._model(tuned, device)
+        )
+        cosine = [c for c in params.column("cosine").to_pylist() if c is not None]
+        summary = {
+            "n_parameters": params.num_rows,
+            "min_cosine": min(cosine),
+            "max_norm_diff": max(params.column("norm_diff").to_pylist()),
+        }
+        return self._wrote(summary)
+
+    # ---- keeping it whole -------------------------------------------------------------------
+
+    def check(
+        self, *, repair: bool = False, grace: float = 600.0, force: bool = False
+    ) -> CheckReport:
+        """Verify every committed file against the catalog (exists, rows, sha256) and find
+        orphans. ``repair`` deletes orphans and unfinished files older than ``grace`` seconds
+        and drops damaged files for the next ingest to redo; it refuses (unless ``force``) when
+        files are missing rather than damaged or more than 3 commits would go."""
+        from actwh.warehouse.check import check
+
+        return self._wrote(check(self.store, repair=repair, grace=grace, force=force))
+
+    def report(
+        self,
+        out: str | Path,
+        *,
+        base_run: str | None = None,
+        tuned_run: str | None = None,
+        direction: str = "toxic_probe",
+        token: str | None = None,
+        layer: int | None = None,
+        scorer: str = "profanity",
+    ) -> Written:
+        """Write the paper's figures and tables as one offline HTML page (and a PNG per chart
+        beside it). Defaults come from the warehouse: the first teacher-forced pair of runs,
+        the first logit-lens target token, the layer of the top toxic value vector. Returns
+        the ``page``, the ``charts`` and the ``plan`` (what it chose)."""
+        from actwh.api.report import make_plan, write_report
+
+        self._outside(out, "out")
+        plan = make_plan(
+            self,
+            base_run=base_run,
+            tuned_run=tuned_run,
+            direction=direction,
+            token=token,
+            layer=layer,
+            scorer=scorer,
+        )
+        return write_report(self, out, plan)

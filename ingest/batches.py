@@ -1,0 +1,251 @@
+"""The batch runner: one batch of a run through the model and the capture hooks, into rows the
+commit writer buffers; committing whenever enough is buffered or enough time has passed.
+
+Memory is bounded by one batch plus the commit buffer (``commit_mb``), never by the number of
+prompts. A repair's gaps are redone commit by commit, with the whole batches of their commit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from actwh.errors import Notice
+from actwh.ingest.capture import Capture
+from actwh.ingest.generate import Batch, Ran, greedy, teacher_forced
+from actwh.ingest.models import LoadedModel
+from actwh.ingest.options import IngestOptions
+from actwh.ingest.rows import (
+    Flat,
+    TokenText,
+    coefficient_sums,
+    lens_tables,
+    neuron_stats_table,
+    neuron_tables,
+    projection_tables,
+    tokens_table,
+    vector_tables,
+)
+from actwh.ingest.sequences import Sequence
+from actwh.warehouse.faults import crash_point
+from actwh.warehouse.store import Store
+from actwh.warehouse.writer import CommitWriter
+
+
+@dataclass
+class RunSummary:
+    run: str
+    model: str
+    prompt_set: str
+    n_prompts: int = 0
+    n_tokens: int = 0
+    seconds: float = 0.0
+    resumed: bool = False
+    warnings: list[str] = field(default_factory=list)  # about the data; kept in runs.warnings
+    notices: list[Notice] = field(default_factory=list)  # about this invocation only
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.n_tokens / self.seconds if self.seconds else 0.0
+
+
+def run_batches(job: BatchRunner, todo: list, summary: RunSummary, bar) -> None:
+    """Run the batches, committing whenever enough is buffered or enough time has passed."""
+    writer, options = job.writer, job.options
+    started = last_commit = time.monotonic()
+    pending: list[int] = []
+    pending_tokens = 0
+    for batch in todo:
+        n = job.run_batch(batch, summary)
+        crash_point("batch.done")
+        pending += [s.prompt for s in batch]
+        pending_tokens += n
+        summary.n_prompts += len(batch)
+        summary.n_tokens += n
+        bar.update(len(batch))
+        elapsed = time.monotonic() - started
+        bar.set_postfix_str(f"{summary.n_tokens / max(elapsed, 1e-9):,.0f} tok/s", refresh=False)
+        due = time.monotonic() - last_commit > options.commit_seconds
+        if writer.buffered_bytes >= options.commit_mb << 20 or due:
+            job.add_neuron_stats()
+            writer.commit(prompts=pending, n_tokens=pending_tokens)
+            pending, pending_tokens, last_commit = [], 0, time.monotonic()
+    job.add_neuron_stats()
+    writer.commit(prompts=pending, n_tokens=pending_tokens)
+
+
+def gap_batches(
+    store: Store, run: str, batches: list, committed: list[dict]
+) -> list[tuple[list, list[dict]]]:
+    """Files a repair dropped, commit by commit, with the whole batches of their commit:
+    ``[(batches, gaps)]``. One worker redoes them (shard 0), only the gaps' tables and
+    partitions."""
+    gaps: dict[str, list[dict]] = {}
+    for gap in store.catalog.rows("commit_gaps", run=run):
+        gaps.setdefault(gap["commit_id"], []).append(gap)
+    prompts_of: dict[str, set[int]] = {}
+    for row in committed:
+        prompts_of.setdefault(row["commit_id"], set()).add(row["prompt"])
+    return [
+        ([b for b in batches if b[0].prompt in prompts_of.get(commit_id, set())], commit_gaps)
+        for commit_id, commit_gaps in sorted(gaps.items())
+    ]
+
+
+def redo_gaps(job: BatchRunner, batches: list, gaps: list[dict]) -> None:
+    """Run again the batches of one commit a repair left gaps in, keep only the gaps' tables
+    and partitions, and commit them in one commit that fills exactly those gaps."""
+    writer = job.writer
+    writer.only = {str(Path(g["path"]).parent) for g in gaps}
+    scratch = RunSummary(job.run, job.loaded.name, "")  # the redone prompts are not new ones
+    try:
+        n_tokens = sum(job.run_batch(batch, scratch) for batch in batches)
+        job.add_neuron_stats()
+        redid_tokens = any(g["table_name"] == "tokens" for g in gaps)
+        writer.commit(n_tokens=n_tokens if redid_tokens else 0, filled=[g["path"] for g in gaps])
+    finally:
+        writer.only = None
+
+
+def _eos_ids(loaded: LoadedModel) -> set[int]:
+    ids = loaded.model.generation_config.eos_token_id
+    ids = set(ids if isinstance(ids, list) else [ids]) - {None}
+    if loaded.tokenizer.eos_token_id is not None:
+        ids.add(loaded.tokenizer.eos_token_id)
+    return ids
+
+
+@dataclass
+class BatchRunner:
+    """What every batch of one run needs."""
+
+    loaded: LoadedModel
+    options: IngestOptions
+    capture: Capture
+    text: TokenText
+    writer: CommitWriter
+    run: str
+    direction_names: list[str]
+    tracked: dict[int, list[int]]
+    generate: int
+    # Every neuron's coefficient sums since the last commit (see rows.coefficient_sums).
+    sums: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def add_neuron_stats(self) -> None:
+        """Buffer ``neuron_stats`` rows for the batches of the coming commit."""
+        for layer, sums in self.sums.items():
+            rows = neuron_stats_table(sums)
+            if rows is not None:
+                self.writer.add("neuron_stats", {"run": self.run, "layer": layer}, rows)
+        self.sums = {}
+
+    def run_batch(self, batch: list[Sequence], summary: RunSummary) -> int:
+        """Run one batch and buffer its rows; returns the number of tokens it stored."""
+        loaded, options, run = self.loaded, self.options, self.run
+        pad = loaded.tokenizer.pad_token_id
+        padded = Batch.left_padded([s.ids for s in batch], pad, loaded.device)
+        width = padded.ids.shape[1]
+        replay = batch[0].n_prompt is not None
+        # The logit lens (--lens-at last) reads the last prompt token of every row.
+        if replay:
+            last = [width - len(s.ids) + s.n_prompt - 1 for s in batch]
+        else:
+            last = [width - 1] * len(batch)
+        self.capture.start_batch(torch.tensor(last, device=loaded.device))
+        if replay:
+            ran = teacher_forced(loaded.model, padded)
+            n_prompt = torch.tensor([[s.n_prompt] for s in batch], device=loaded.device)
+            ran.generated = ran.valid & (ran.pos >= n_prompt)
+            ran.n_generated = [len(s.ids) - s.n_prompt for s in batch]
+        else:
+            ran = greedy(
+                loaded.model,
+                padded,
+                self.generate,
+                _eos_ids(loaded),
+                pad,
+                prompt_logprobs=options.prompt_logprobs,
+            )
+        captured = self.capture.collect()
+        prompt_ids = [s.prompt for s in batch]
+        flat = Flat.of(ran, prompt_ids)
+        partition = {"run": run}
+        self.writer.add(
+            "tokens", partition, tokens_table(flat, ran, self.text, _turns(batch, ran, width))
+        )
+        self.writer.add("generations", partition, self._generations(batch, ran, width, replay))
+        for table, layer, rows, size, used in vector_tables(
+            flat, captured, options.store_dtype, options.on_overflow
+        ):
+            self.writer.add(table, {"run": run, "layer": layer}, rows, vector_size=size, dtype=used)
+            if used != options.store_dtype:
+                note = f"{table} layer {layer}: values beyond float16 range stored as float32"
+                if note not in summary.warnings:
+                    summary.warnings.append(note)
+        for layer, rows in projection_tables(flat, captured, self.direction_names):
+            self.writer.add("projections", {"run": run, "layer": layer}, rows)
+        for layer, rows in neuron_tables(flat, captured, self.tracked):
+            self.writer.add("neuron_acts", {"run": run, "layer": layer}, rows)
+        for layer, sums in coefficient_sums(ran, captured).items():
+            self.sums[layer] = self.sums[layer] + sums if layer in self.sums else sums
+        if captured.lens_ids:
+            if options.lens_at == "last":
+                rows_ = torch.arange(len(batch))
+                lens_flat = Flat.at(ran, prompt_ids, rows_, torch.tensor(last))
+                take = lambda t: t  # noqa: E731 - already one row per prompt
+            else:
+                lens_flat, take = flat, flat.take
+            for layer, lens, probs in lens_tables(
+                lens_flat, captured, take, self.text, self.capture.lens.targets
+            ):
+                self.writer.add("logit_lens", {"run": run, "layer": layer}, lens)
+                if probs is not None:
+                    self.writer.add("token_probs", {"run": run, "layer": layer}, probs)
+        return len(flat)
+
+    def _generations(self, batch: list[Sequence], ran: Ran, width: int, replay: bool) -> pa.Table:
+        tokenizer = self.loaded.tokenizer
+        if replay:
+            continuation = [s.continuation for s in batch]
+            n_prompt = [s.n_prompt for s in batch]
+            stop = ["teacher_forced"] * len(batch)
+        else:
+            generated = [
+                ran.ids[r, width:][: ran.n_generated[r]].tolist() for r in range(len(batch))
+            ]
+            continuation = tokenizer.batch_decode(generated, skip_special_tokens=True)
+            n_prompt = [len(s.ids) for s in batch]
+            stop = [
+                "none" if self.generate == 0 else ("eos" if e else "length")
+                for e in ran.stopped_at_eos
+            ]
+        return pa.table(
+            {
+                "prompt": pa.array([s.prompt for s in batch], pa.int32()),
+                "prompt_text": [s.text for s in batch],
+                "continuation": continuation,
+                "n_prompt_tokens": pa.array(n_prompt, pa.int32()),
+                "n_generated": pa.array(ran.n_generated, pa.int32()),
+                "truncated": [s.truncated for s in batch],
+                "stop": stop,
+            }
+        )
+
+
+def _turns(batch: list[Sequence], ran: Ran, prompt_width: int) -> torch.Tensor | None:
+    """Turn index of every position (padded layout, -1 where unknown), or None without chats."""
+    if all(s.turns is None for s in batch):
+        return None
+    turns = torch.full(ran.ids.shape, -1, dtype=torch.long)
+    for row, s in enumerate(batch):
+        if s.turns is None:
+            continue
+        start = prompt_width - len(s.ids)
+        turns[row, start:prompt_width] = torch.tensor(s.turns)
+        turns[row, prompt_width:] = s.reply_turn if s.reply_turn is not None else s.turns[-1]
+    return turns.to(ran.ids.device)
