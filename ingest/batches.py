@@ -11,26 +11,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import torch
 
 from actwh.errors import Notice
 from actwh.ingest.capture import Capture
 from actwh.ingest.generate import Batch, Ran, greedy, teacher_forced
+from actwh.ingest.kinds.base import RanBatch, Rows
 from actwh.ingest.models import LoadedModel
 from actwh.ingest.options import IngestOptions
-from actwh.ingest.rows import (
-    Flat,
-    TokenText,
-    coefficient_sums,
-    lens_tables,
-    neuron_stats_table,
-    neuron_tables,
-    projection_tables,
-    tokens_table,
-    vector_tables,
-)
+from actwh.ingest.rows import Flat, TokenText, tokens_table
 from actwh.ingest.sequences import Sequence
 from actwh.warehouse.faults import crash_point
 from actwh.warehouse.store import Store
@@ -72,10 +62,10 @@ def run_batches(job: BatchRunner, todo: list, summary: RunSummary, bar) -> None:
         bar.set_postfix_str(f"{summary.n_tokens / max(elapsed, 1e-9):,.0f} tok/s", refresh=False)
         due = time.monotonic() - last_commit > options.commit_seconds
         if writer.buffered_bytes >= options.commit_mb << 20 or due:
-            job.add_neuron_stats()
+            job.before_commit()
             writer.commit(prompts=pending, n_tokens=pending_tokens)
             pending, pending_tokens, last_commit = [], 0, time.monotonic()
-    job.add_neuron_stats()
+    job.before_commit()
     writer.commit(prompts=pending, n_tokens=pending_tokens)
 
 
@@ -105,7 +95,7 @@ def redo_gaps(job: BatchRunner, batches: list, gaps: list[dict]) -> None:
     scratch = RunSummary(job.run, job.loaded.name, "")  # the redone prompts are not new ones
     try:
         n_tokens = sum(job.run_batch(batch, scratch) for batch in batches)
-        job.add_neuron_stats()
+        job.before_commit()
         redid_tokens = any(g["table_name"] == "tokens" for g in gaps)
         writer.commit(n_tokens=n_tokens if redid_tokens else 0, filled=[g["path"] for g in gaps])
     finally:
@@ -130,19 +120,13 @@ class BatchRunner:
     text: TokenText
     writer: CommitWriter
     run: str
-    direction_names: list[str]
-    tracked: dict[int, list[int]]
     generate: int
-    # Every neuron's coefficient sums since the last commit (see rows.coefficient_sums).
-    sums: dict[int, np.ndarray] = field(default_factory=dict)
 
-    def add_neuron_stats(self) -> None:
-        """Buffer ``neuron_stats`` rows for the batches of the coming commit."""
-        for layer, sums in self.sums.items():
-            rows = neuron_stats_table(sums)
-            if rows is not None:
-                self.writer.add("neuron_stats", {"run": self.run, "layer": layer}, rows)
-        self.sums = {}
+    def before_commit(self) -> None:
+        """Buffer what the kinds accumulate over the batches of the coming commit."""
+        for kind in self.capture.kinds:
+            for rows in kind.before_commit():
+                self.writer.add(rows.table, {"run": self.run, "layer": rows.layer}, rows.rows)
 
     def run_batch(self, batch: list[Sequence], summary: RunSummary) -> int:
         """Run one batch and buffer its rows; returns the number of tokens it stored."""
@@ -151,12 +135,13 @@ class BatchRunner:
         padded = Batch.left_padded([s.ids for s in batch], pad, loaded.device)
         width = padded.ids.shape[1]
         replay = batch[0].n_prompt is not None
-        # The logit lens (--lens-at last) reads the last prompt token of every row.
+        # The logit lens (lens_at="last") reads the last prompt token of every row.
         if replay:
             last = [width - len(s.ids) + s.n_prompt - 1 for s in batch]
         else:
             last = [width - 1] * len(batch)
-        self.capture.start_batch(torch.tensor(last, device=loaded.device))
+        last = torch.tensor(last, device=loaded.device)
+        self.capture.start_batch(last)
         if replay:
             ran = teacher_forced(loaded.model, padded)
             n_prompt = torch.tensor([[s.n_prompt] for s in batch], device=loaded.device)
@@ -171,42 +156,26 @@ class BatchRunner:
                 pad,
                 prompt_logprobs=options.prompt_logprobs,
             )
-        captured = self.capture.collect()
-        prompt_ids = [s.prompt for s in batch]
-        flat = Flat.of(ran, prompt_ids)
+        prompts = [s.prompt for s in batch]
+        flat = Flat.of(ran, prompts)
         partition = {"run": run}
-        self.writer.add(
-            "tokens", partition, tokens_table(flat, ran, self.text, _turns(batch, ran, width))
-        )
+        turns = _turns(batch, ran, width)
+        self.writer.add("tokens", partition, tokens_table(flat, ran, self.text, turns))
         self.writer.add("generations", partition, self._generations(batch, ran, width, replay))
-        for table, layer, rows, size, used in vector_tables(
-            flat, captured, options.store_dtype, options.on_overflow
-        ):
-            self.writer.add(table, {"run": run, "layer": layer}, rows, vector_size=size, dtype=used)
-            if used != options.store_dtype:
-                note = f"{table} layer {layer}: values beyond float16 range stored as float32"
-                if note not in summary.warnings:
-                    summary.warnings.append(note)
-        for layer, rows in projection_tables(flat, captured, self.direction_names):
-            self.writer.add("projections", {"run": run, "layer": layer}, rows)
-        for layer, rows in neuron_tables(flat, captured, self.tracked):
-            self.writer.add("neuron_acts", {"run": run, "layer": layer}, rows)
-        for layer, sums in coefficient_sums(ran, captured).items():
-            self.sums[layer] = self.sums[layer] + sums if layer in self.sums else sums
-        if captured.lens_ids:
-            if options.lens_at == "last":
-                rows_ = torch.arange(len(batch))
-                lens_flat = Flat.at(ran, prompt_ids, rows_, torch.tensor(last))
-                take = lambda t: t  # noqa: E731 - already one row per prompt
-            else:
-                lens_flat, take = flat, flat.take
-            for layer, lens, probs in lens_tables(
-                lens_flat, captured, take, self.text, self.capture.lens.targets
-            ):
-                self.writer.add("logit_lens", {"run": run, "layer": layer}, lens)
-                if probs is not None:
-                    self.writer.add("token_probs", {"run": run, "layer": layer}, probs)
+        ran_batch = RanBatch(ran, flat, prompts, last, self.text)
+        for kind in self.capture.kinds:
+            for rows in kind.rows(ran_batch):
+                self._add(rows, summary)
         return len(flat)
+
+    def _add(self, rows: Rows, summary: RunSummary) -> None:
+        size, used = rows.vector_size, rows.dtype
+        where = {"run": self.run, "layer": rows.layer}
+        self.writer.add(rows.table, where, rows.rows, vector_size=size, dtype=used)
+        if used is not None and used != self.options.store_dtype:
+            note = f"{rows.table} layer {rows.layer}: values beyond float16 range stored as float32"
+            if note not in summary.warnings:
+                summary.warnings.append(note)
 
     def _generations(self, batch: list[Sequence], ran: Ran, width: int, replay: bool) -> pa.Table:
         tokenizer = self.loaded.tokenizer

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
-import torch
 from tqdm.auto import tqdm
 
 from actwh.errors import ActwhError, Notice, arg, from_os_error
 from actwh.ingest.batches import BatchRunner, RunSummary, gap_batches, redo_gaps, run_batches
-from actwh.ingest.capture import Capture, Directions, Lens
+from actwh.ingest.capture import Capture
+from actwh.ingest.kinds import Request, kinds_for
 from actwh.ingest.models import LoadedModel
 from actwh.ingest.options import (
     RESUME_KEYS,
@@ -200,21 +200,22 @@ def register_run(store: Store, plan: RunPlan) -> Registered:
 
 
 def _capture(plan: RunPlan) -> Capture:
-    loaded, config, names = plan.loaded, plan.config, sorted(plan.directions)
-    vectors = [plan.directions[n] for n in names]
-    lens = config["logit_lens"]
-    return Capture(
-        loaded.adapter,
+    """Hooks for every capture kind the run asks for (see :mod:`actwh.ingest.kinds`)."""
+    config, adapter = plan.config, plan.loaded.adapter
+    request = Request(
+        adapter,
         config["layers"],
-        store=config["capture"],
+        capture=config["capture"],
         project=config["project"],
-        directions=Directions(names, torch.tensor(np.stack(vectors), device=loaded.device))
-        if names
-        else None,
-        neurons=plan.tracked,
-        coefficients=config["layers"],
-        lens=Lens(lens, config["target_tokens"], config["lens_at"]) if lens else None,
+        directions=plan.directions,
+        tracked=plan.tracked,
+        lens_k=config["logit_lens"],
+        targets=config["target_tokens"],
+        lens_at=config["lens_at"],
+        store_dtype=config["store_dtype"],
+        on_overflow=config["on_overflow"],
     )
+    return Capture(adapter, kinds_for(request))
 
 
 def _open_for_writing(
@@ -328,15 +329,7 @@ def _run(
     redo = gap_batches(store, run, batches, committed) if index == 0 else []
     capture = _capture(plan)
     runner = BatchRunner(
-        loaded,
-        options,
-        capture,
-        TokenText(loaded.tokenizer),
-        writer,
-        run,
-        sorted(plan.directions),
-        plan.tracked,
-        plan.generate,
+        loaded, options, capture, TokenText(loaded.tokenizer), writer, run, plan.generate
     )
     # "Resumed" means this worker's own share was partly done, not that another shard got here
     # first.

@@ -27,6 +27,7 @@ from actwh.errors import ActwhError, arg
 from actwh.ingest.capture import Capture
 from actwh.ingest.generate import Batch, greedy, teacher_forced
 from actwh.ingest.interventions import steer
+from actwh.ingest.kinds.vectors import FullVectors
 from actwh.ingest.models import LoadedModel
 from actwh.train.scorers import Scorer
 
@@ -45,10 +46,11 @@ class PairStats:
 
 @torch.no_grad()
 def median_residual_norm(loaded: LoadedModel, batch: Batch, layer: int) -> float:
-    with Capture(loaded.adapter, [layer], store=["resid_post"]) as capture:
+    vectors = FullVectors(["resid_post"], [layer])
+    with Capture(loaded.adapter, [vectors]) as capture:
         capture.start_batch()
         teacher_forced(loaded.model, batch)
-        x = capture.collect().vectors[("resid_post", layer)]
+        x = vectors.collect()[("resid_post", layer)]
     return float(x.norm(dim=-1)[batch.mask.bool()].median())
 
 

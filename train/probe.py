@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from actwh.errors import ActwhError, arg
 from actwh.ingest.capture import Capture
 from actwh.ingest.generate import Batch, teacher_forced
+from actwh.ingest.kinds.vectors import FullVectors
 from actwh.ingest.models import LoadedModel
 from actwh.ingest.prompts import jsonl_records, read_text_file
 from actwh.warehouse.store import Store
@@ -100,14 +101,15 @@ def mean_features(
         site, layer = "resid_post", adapter.n_layers - 1
     encoded = loaded.tokenizer(texts, truncation=True, max_length=max_tokens)["input_ids"]
     features = []
-    with Capture(adapter, [layer], store=[site]) as capture:
+    vectors = FullVectors([site], [layer])
+    with Capture(adapter, [vectors]) as capture:
         for start in tqdm(range(0, len(texts), batch_size), desc="features", disable=not progress):
             batch = Batch.left_padded(
                 encoded[start : start + batch_size], loaded.tokenizer.pad_token_id, loaded.device
             )
             capture.start_batch()
             teacher_forced(loaded.model, batch)
-            x = capture.collect().vectors[(site, layer)].float()
+            x = vectors.collect()[(site, layer)].float()
             if final:
                 x = adapter.final_norm(x)
             mask = batch.mask[..., None].float()

@@ -1,0 +1,101 @@
+"""What every capture kind is: the hook points it reads, what its hook keeps, the rows it writes.
+
+A *capture kind* is one thing a run can keep from inside the model (full vectors, projections on
+directions, tracked neurons, neuron statistics, the logit lens). Its module declares:
+
+* ``make(request)``: the kind for a run, or ``None`` when the run does not ask for it;
+* ``keys()``: the hook points it reads, ``(site, layer)``;
+* ``on(key, x)``: what the hook keeps of ``x`` (``[batch, pos, ...]``, on the device) during one
+  forward call — a batch makes one call for the prompt, then one per generated token;
+* ``rows(batch)``: the fact-table rows of one batch (padding dropped), as :class:`Rows`;
+* ``before_commit()``: rows it accumulates over several batches (statistics), once per commit.
+
+A new kind is one module here, listed in :data:`actwh.ingest.kinds.KINDS`, plus its table in
+``schema.sql``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from actwh.ingest.adapters import Adapter
+from actwh.ingest.generate import Ran
+from actwh.ingest.rows import Flat, TokenText
+
+Key = tuple[str, int]  # (site, layer)
+
+
+@dataclass
+class Request:
+    """What a run asks to capture, resolved against its model."""
+
+    adapter: Adapter
+    layers: list[int]
+    capture: list[str] = field(default_factory=list)  # sites whose full vectors are stored
+    project: list[str] = field(default_factory=list)  # residual sites projected / lensed
+    directions: dict[str, np.ndarray] = field(default_factory=dict)
+    tracked: dict[int, list[int]] = field(default_factory=dict)
+    lens_k: int = 0
+    targets: list[int] = field(default_factory=list)
+    lens_at: str = "last"
+    store_dtype: str = "float16"
+    on_overflow: str = "fallback"
+
+    @property
+    def device(self) -> torch.device:
+        return self.adapter.W_U.device
+
+
+@dataclass
+class RanBatch:
+    """One batch, run: what a kind needs to turn what it kept into rows."""
+
+    ran: Ran
+    flat: Flat  # every real position of the batch
+    prompts: list[int]  # prompt id of each row
+    last: torch.Tensor  # [batch]: column of each row's last prompt token
+    text: TokenText
+
+
+@dataclass
+class Rows:
+    """Rows for one partition of one fact table."""
+
+    table: str
+    layer: int | None
+    rows: pa.Table
+    vector_size: int | None = None
+    dtype: str | None = None  # the stored dtype of vectors, when it differs from the asked one
+
+
+class CaptureKind:
+    """Base of the capture kinds: per-key buffers of what the hook kept, emptied per batch."""
+
+    def __init__(self, keys: list[Key]):
+        self._keys = list(dict.fromkeys(keys))
+        self.parts: dict[Key, list[torch.Tensor]] = {key: [] for key in self._keys}
+
+    def keys(self) -> list[Key]:
+        return self._keys
+
+    def start_batch(self, last: torch.Tensor | None = None) -> None:
+        for parts in self.parts.values():
+            parts.clear()
+
+    def on(self, key: Key, x: torch.Tensor) -> None:
+        self.parts[key].append(x)
+
+    def joined(self, key: Key) -> torch.Tensor:
+        """What the hook kept at ``key`` this batch, along the sequence axis."""
+        return torch.cat(self.parts[key], dim=1)
+
+    def rows(self, batch: RanBatch) -> Iterator[Rows]:
+        raise NotImplementedError
+
+    def before_commit(self) -> Iterator[Rows]:
+        return iter(())

@@ -1,0 +1,93 @@
+"""The logit lens (``logit_lens``, ``token_probs``): residual sites (``project``) read through
+the model's final norm and unembedding — the top-k tokens and their probabilities, and the
+probability of chosen target tokens — at the last prompt token of each row (``at="last"``: what
+predicts the first generated token) or at every position (``"all"``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from actwh.ingest.kinds.base import CaptureKind, RanBatch, Request, Rows
+from actwh.ingest.rows import Flat, long_table, strings
+from actwh.ingest.sites import LENS_SITES
+
+TABLES = ("logit_lens", "token_probs")
+
+
+class LogitLens(CaptureKind):
+    def __init__(self, adapter, sites, layers, k: int, targets: list[int], at: str = "last"):
+        super().__init__([(s, l) for s in sites for l in layers])
+        self.adapter, self.k, self.targets, self.at = adapter, k, targets, at
+        self.probs_of: dict = {key: [] for key in self.parts}  # top-k probabilities
+        self.targets_of: dict = {key: [] for key in self.parts}  # target-token probabilities
+        self.columns: torch.Tensor | None = None
+
+    def start_batch(self, last: torch.Tensor | None = None) -> None:
+        super().start_batch(last)
+        for buffers in (self.probs_of, self.targets_of):
+            for parts in buffers.values():
+                parts.clear()
+        self.columns = last
+
+    @torch.no_grad()
+    def on(self, key, x: torch.Tensor) -> None:
+        if self.at == "last":
+            if self.parts[key]:  # only the first forward call of a batch holds the prompt
+                return
+            rows = torch.arange(x.shape[0], device=x.device)
+            x = x[rows, self.columns.to(x.device)]  # [batch, d]
+        logits = self.adapter.final_norm(x) @ self.adapter.W_U
+        probs = torch.softmax(logits.float(), dim=-1)
+        top = probs.topk(self.k, dim=-1)
+        self.parts[key].append(top.indices)
+        self.probs_of[key].append(top.values)
+        if self.targets:
+            self.targets_of[key].append(probs[..., self.targets])
+
+    def _joined(self, buffer: dict, key) -> torch.Tensor:
+        parts = buffer[key]
+        return parts[0] if self.at == "last" else torch.cat(parts, dim=1)
+
+    def rows(self, batch: RanBatch) -> Iterator[Rows]:
+        if self.at == "last":
+            rows = torch.arange(len(batch.prompts))
+            flat = Flat.at(batch.ran, batch.prompts, rows, batch.last.cpu())
+            take = lambda t: t  # noqa: E731 - already one row per prompt
+        else:
+            flat, take = batch.flat, batch.flat.take
+        text = batch.text
+        for key, parts in self.parts.items():
+            if not parts:
+                continue
+            site, layer = key
+            ids = take(self._joined(self.parts, key)).cpu().numpy().astype(np.int32)
+            k = ids.shape[1]
+            columns = {
+                "site": strings(site, ids.size),
+                "rank": np.tile(np.arange(1, k + 1, dtype=np.int16), len(flat)),
+                "token_id": ids.reshape(-1),
+                "token": text(ids.reshape(-1).tolist()),
+                "prob": take(self._joined(self.probs_of, key)).reshape(-1).cpu().numpy(),
+            }
+            yield Rows("logit_lens", layer, long_table(flat, k, columns))
+            if self.targets:
+                n = len(self.targets)
+                columns = {
+                    "site": strings(site, len(flat) * n),
+                    "token_id": np.tile(np.asarray(self.targets, dtype=np.int32), len(flat)),
+                    "token": text(self.targets) * len(flat),
+                    "prob": take(self._joined(self.targets_of, key)).reshape(-1).cpu().numpy(),
+                }
+                yield Rows("token_probs", layer, long_table(flat, n, columns))
+
+
+def make(request: Request) -> LogitLens | None:
+    sites = [s for s in request.project if s in LENS_SITES]
+    if not request.lens_k or not sites:
+        return None
+    return LogitLens(
+        request.adapter, sites, request.layers, request.lens_k, request.targets, request.lens_at
+    )

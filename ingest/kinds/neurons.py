@@ -1,0 +1,108 @@
+"""What the MLP neurons do, read off their coefficients m_i (``mlp_post``, the input of the
+output projection): ``neuron_acts``, the coefficient of tracked neurons at every token, and
+``neuron_stats``, every neuron's sums (count, positive count, sum, positive sum, sum of squares)
+over prompt and generated tokens — one set of rows per commit; queries sum across rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from actwh.ingest.generate import Ran
+from actwh.ingest.kinds.base import CaptureKind, RanBatch, Request, Rows
+from actwh.ingest.rows import long_table
+from actwh.ingest.sites import NEURON_SITE
+
+TABLES = ("neuron_acts", "neuron_stats")
+
+# neuron_stats columns, in the order coefficient_sums stacks them.
+STAT_COLUMNS = ("n", "n_pos", "sum", "sum_pos", "sum_sq")
+
+
+class TrackedNeurons(CaptureKind):
+    def __init__(self, tracked: dict[int, list[int]], device):
+        super().__init__([(NEURON_SITE, layer) for layer in sorted(tracked)])
+        self.ids = {
+            layer: torch.tensor(sorted(ids), dtype=torch.long, device=device)
+            for layer, ids in tracked.items()
+        }
+
+    def rows(self, batch: RanBatch) -> Iterator[Rows]:
+        flat = batch.flat
+        for (_, layer), parts in self.parts.items():
+            if not parts:
+                continue
+            acts = self.joined((NEURON_SITE, layer))[..., self.ids[layer]].float()
+            neurons = self.ids[layer].cpu().numpy().astype(np.int32)
+            columns = {
+                "neuron": np.tile(neurons, len(flat)),
+                "act": flat.take(acts).reshape(-1).cpu().numpy(),
+            }
+            yield Rows("neuron_acts", layer, long_table(flat, len(neurons), columns))
+
+
+def coefficient_sums(ran: Ran, m: torch.Tensor) -> np.ndarray:
+    """Every neuron's sums over one batch's coefficients ``m`` (``[batch, pos, d_mlp]``):
+    ``[2, 5, d_mlp]`` float64, for prompt tokens (0) and generated tokens (1), in the order of
+    :data:`STAT_COLUMNS`."""
+    kinds = torch.stack([ran.valid & ~ran.generated, ran.valid & ran.generated]).reshape(2, -1)
+    m = m.reshape(-1, m.shape[-1]).float()  # [batch · pos, d_mlp]
+    w = kinds.to(m)  # [2, batch · pos]: which tokens each sum counts
+    sums = torch.stack([w @ (m > 0).to(m), w @ m, w @ m.clamp_min(0), w @ (m * m)], dim=1)
+    n = w.sum(1)[:, None, None].expand(2, 1, m.shape[1])
+    return torch.cat([n, sums], dim=1).double().cpu().numpy()
+
+
+def neuron_stats_table(sums: np.ndarray) -> pa.Table | None:
+    """``neuron_stats`` rows of one layer from accumulated :func:`coefficient_sums`; a kind of
+    token (prompt, generated) that never occurred has no rows."""
+    parts = []
+    for generated in (False, True):
+        block = sums[int(generated)]
+        if block[0, 0] == 0:
+            continue
+        d = block.shape[1]
+        columns = {name: block[i] for i, name in enumerate(STAT_COLUMNS)}
+        columns["n"] = columns["n"].round().astype(np.int64)
+        columns["n_pos"] = columns["n_pos"].round().astype(np.int64)
+        parts.append(
+            pa.table(
+                {
+                    "neuron": np.arange(d, dtype=np.int32),
+                    "generated": np.full(d, generated),
+                    **columns,
+                }
+            )
+        )
+    return pa.concat_tables(parts) if parts else None
+
+
+class NeuronStats(CaptureKind):
+    def __init__(self, layers: list[int]):
+        super().__init__([(NEURON_SITE, layer) for layer in layers])
+        self.sums: dict[int, np.ndarray] = {}  # since the last commit
+
+    def rows(self, batch: RanBatch) -> Iterator[Rows]:
+        for (_, layer), parts in self.parts.items():
+            if parts:
+                sums = coefficient_sums(batch.ran, self.joined((NEURON_SITE, layer)))
+                self.sums[layer] = self.sums[layer] + sums if layer in self.sums else sums
+        return iter(())
+
+    def before_commit(self) -> Iterator[Rows]:
+        for layer, sums in self.sums.items():
+            rows = neuron_stats_table(sums)
+            if rows is not None:
+                yield Rows("neuron_stats", layer, rows)
+        self.sums = {}
+
+
+def make_tracked(request: Request) -> TrackedNeurons | None:
+    return TrackedNeurons(request.tracked, request.device) if request.tracked else None
+
+
+def make_stats(request: Request) -> NeuronStats:
+    return NeuronStats(request.layers)

@@ -1,0 +1,53 @@
+"""Full vectors of chosen sites (``capture``): ``residuals`` (``[d_model]``) and ``mlp_acts``
+(``mlp_post``, the neuron coefficients, ``[d_mlp]``), stored as float16 or float32."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+import torch
+
+from actwh.ingest.kinds.base import CaptureKind, RanBatch, Request, Rows
+from actwh.ingest.rows import vector_array
+from actwh.ingest.sites import NEURON_SITE
+
+TABLES = ("residuals", "mlp_acts")
+
+
+def site_table(site: str) -> str:
+    """The fact table that holds a site's full vectors."""
+    return "mlp_acts" if site == NEURON_SITE else "residuals"
+
+
+class FullVectors(CaptureKind):
+    def __init__(self, sites, layers, dtype: str = "float32", on_overflow: str = "fallback"):
+        super().__init__([(s, l) for s in sites for l in layers])
+        self.dtype, self.on_overflow = dtype, on_overflow
+
+    def on(self, key, x: torch.Tensor) -> None:
+        # The MLP's intermediate is its own tensor, never written to after the output
+        # projection; the residual stream may be added to in place, so it is copied.
+        self.parts[key].append(x if key[0] == NEURON_SITE else x.clone())
+
+    def collect(self) -> dict:
+        """This batch's vectors per ``(site, layer)``, ``[batch, pos, d]`` (padded layout)."""
+        return {key: self.joined(key) for key, parts in self.parts.items() if parts}
+
+    def rows(self, batch: RanBatch) -> Iterator[Rows]:
+        flat = batch.flat
+        for (site, layer), x in self.collect().items():
+            table = site_table(site)
+            where = f"{site} layer {layer}"
+            array, used = vector_array(flat.take(x), self.dtype, where, self.on_overflow)
+            columns = {"prompt": flat.prompt, "pos": flat.pos}
+            if table == "residuals":
+                columns["site"] = pa.array([site] * len(flat), pa.string())
+            columns["vec"] = array
+            yield Rows(table, layer, pa.table(columns), x.shape[-1], used)
+
+
+def make(request: Request) -> FullVectors | None:
+    if not request.capture:
+        return None
+    return FullVectors(request.capture, request.layers, request.store_dtype, request.on_overflow)
