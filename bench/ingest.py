@@ -20,12 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from actwh.ingest.batches import eos_ids
 from actwh.ingest.generate import Batch
 from actwh.ingest.models import load_model
 from actwh.ingest.options import IngestOptions
 from actwh.ingest.prompts import PromptSet, read_prompts, shipped_prompts
 from actwh.ingest.registry import ensure_registered
-from actwh.ingest.worker import _eos_ids, encode_prompts, ingest, plan_batches
+from actwh.ingest.sequences import encode_prompts, plan_batches
+from actwh.ingest.worker import ingest
 from actwh.warehouse.directions import add_direction
 from actwh.warehouse.store import Store
 from bench.report import record, table
@@ -37,7 +39,7 @@ def generated_batches(loaded, prompts: PromptSet, generate: int, batch_size: int
     budget = loaded.adapter.context_length - generate
     sequences, _ = encode_prompts(loaded, prompts.prompts, budget)
     pad = loaded.tokenizer.pad_token_id
-    eos = sorted(_eos_ids(loaded))
+    eos = sorted(eos_ids(loaded))
     for batch in plan_batches(sequences, batch_size):
         padded = Batch.left_padded([s.ids for s in batch], pad, loaded.device)
         with torch.inference_mode():

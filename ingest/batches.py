@@ -102,7 +102,7 @@ def redo_gaps(job: BatchRunner, batches: list, gaps: list[dict]) -> None:
         writer.only = None
 
 
-def _eos_ids(loaded: LoadedModel) -> set[int]:
+def eos_ids(loaded: LoadedModel) -> set[int]:
     ids = loaded.model.generation_config.eos_token_id
     ids = set(ids if isinstance(ids, list) else [ids]) - {None}
     if loaded.tokenizer.eos_token_id is not None:
@@ -152,7 +152,7 @@ class BatchRunner:
                 loaded.model,
                 padded,
                 self.generate,
-                _eos_ids(loaded),
+                eos_ids(loaded),
                 pad,
                 prompt_logprobs=options.prompt_logprobs,
             )
