@@ -599,11 +599,7 @@ def directions_show(warehouse, name, model, tokens):
         click.echo(f"meta: {row['meta']}")
         click.echo(f"first values: {np.array2string(vector[:8], precision=4)}")
         if tokens:
-            words = wh.direction_tokens(name, model=model, k=tokens)
-            unembed = wh.sql(
-                "select coalesce(any_value(unembed), 'raw') from vector_indexes where model = $m",
-                {"m": owner},
-            ).item()
+            words, unembed = wh.direction_tokens(name, model=model, k=tokens)
             click.echo(f"top tokens ({unembed}): " + ", ".join(repr(t) for t in words))
 
 

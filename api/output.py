@@ -23,21 +23,14 @@ def output_options(command):
     @functools.wraps(command)
     def wrapper(*args, fmt, parquet, **kwargs):
         if parquet and kwargs.get("warehouse"):
-            outside_warehouse(parquet, kwargs["warehouse"], "--parquet")
+            from pathlib import Path
+
+            from actwh.warehouse.layout import outside
+
+            outside(parquet, Path(kwargs["warehouse"]).expanduser().resolve(), "parquet")
         return command(*args, output=("parquet" if parquet else fmt, parquet), **kwargs)
 
     return wrapper
-
-
-def outside_warehouse(path: str, warehouse: str, option: str) -> None:
-    """An output file never lands inside a warehouse directory (it could replace its files)."""
-    from pathlib import Path
-
-    from actwh.errors import ActwhError
-
-    target, root = Path(path).expanduser().resolve(), Path(warehouse).expanduser().resolve()
-    if target == root or root in target.parents:
-        raise ActwhError(f"{option} {path}: inside the warehouse {warehouse}; write it elsewhere")
 
 
 def emit(frame: pl.DataFrame, output: tuple[str, str | None]) -> None:

@@ -59,13 +59,9 @@ class Writes:
         return loaded
 
     def _outside(self, path: str | Path, argument: str) -> Path:
-        """An output path never lands inside the warehouse (it could replace its files)."""
-        target = Path(path).expanduser().resolve()
-        if target == self.root or self.root in target.parents:
-            raise ActwhError(
-                f"{arg(argument)} {path}: inside the warehouse {self.root}; write it elsewhere"
-            )
-        return target
+        from actwh.warehouse.layout import outside
+
+        return outside(path, self.root, argument)
 
     # ---- capture ----------------------------------------------------------------------------
 
@@ -349,9 +345,12 @@ class Writes:
             )
         return self._wrote(added)
 
-    def direction_tokens(self, name: str, *, model: str | None = None, k: int = 10) -> list[str]:
+    def direction_tokens(
+        self, name: str, *, model: str | None = None, k: int = 10
+    ) -> tuple[list[str], str]:
         """The ``k`` vocabulary tokens direction ``name`` promotes most, read as the model's
-        value vectors were (raw, or through the final norm). Loads the model."""
+        value vectors were (``raw``, or through the ``final_norm``), and which of the two.
+        Loads the model."""
         import torch
 
         from actwh.ingest.rows import TokenText
@@ -363,7 +362,7 @@ class Writes:
         # As the model's value vectors were read (an index from before the choice: raw).
         unembed = (index["unembed"] or "raw") if index else loaded.adapter.default_unembed
         best, _ = top_tokens(loaded.adapter, torch.tensor(vector)[None], k, unembed)
-        return TokenText(loaded.tokenizer)(best[0].tolist())
+        return TokenText(loaded.tokenizer)(best[0].tolist()), unembed
 
     # ---- preference pairs, DPO --------------------------------------------------------------
 

@@ -108,6 +108,14 @@ def test_names_sort_naturally_and_the_warehouse_summarises_itself(tmp_path, gpt2
     printed = CliRunner().invoke(main, ["directions", "list", str(tmp_path / "wh")]).output
     assert printed.index("r.2") < printed.index("r.10")
     assert np.allclose(wh.direction("r.2"), actwh.open(tmp_path / "wh").direction("r.2"))
+    words, unembed = wh.direction_tokens("r.2", k=3)
+    assert len(words) == 3 and unembed == "raw"  # GPT-2's value vectors are read raw
+    shown = CliRunner().invoke(
+        main, ["directions", "show", str(tmp_path / "wh"), "r.2", "--tokens", "3"]
+    )
+    assert (
+        shown.exit_code == 0 and f"top tokens (raw): {', '.join(map(repr, words))}" in shown.output
+    )
     text = repr(wh)
     assert "models: tiny-gpt2" in text and "value_vectors 384" in text and "size:" in text
     page = wh._repr_html_()

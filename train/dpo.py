@@ -180,6 +180,9 @@ def train_dpo(
     model.train()
     config = _config(options, work, base, bool(val), progress)
     keep_best = KeepBest(options.patience)
+    bars_were_on = not datasets.are_progress_bars_disabled()
+    if not progress:  # the trainer tokenizes the pairs as it is made
+        datasets.disable_progress_bars()
     trainer = DPOTrainer(
         model=model,
         args=config,
@@ -193,7 +196,6 @@ def train_dpo(
         trainer.add_callback(QuietProgress)
     else:
         trainer.remove_callback(PrinterCallback)
-        datasets.disable_progress_bars()
     try:
         result = trainer.train()
         if val:
@@ -214,6 +216,8 @@ def train_dpo(
         _save(trainer, base, work, out, record)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if bars_were_on:
+            datasets.enable_progress_bars()
         del trainer, model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

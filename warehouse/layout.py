@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, arg
 
 FORMAT_VERSION = "1"
 MARKER = "warehouse.json"
@@ -51,6 +51,15 @@ def natural_key(name: str) -> list:
     return [
         (0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)
     ]
+
+
+def outside(path: str | Path, root: Path, argument: str) -> Path:
+    """``path``, resolved, refused when it lies inside the warehouse at ``root`` (an output file
+    there could replace the warehouse's own files)."""
+    target = Path(path).expanduser().resolve()
+    if target == root or root in target.parents:
+        raise ActwhError(f"{arg(argument)} {path}: inside the warehouse {root}; write it elsewhere")
+    return target
 
 
 def partition_dir(root: Path, table: str, partition: dict[str, object]) -> Path:
