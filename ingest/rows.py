@@ -61,8 +61,9 @@ class Flat:
         return len(self.pos)
 
     def take(self, x: torch.Tensor) -> torch.Tensor:
-        """``x[batch, pos, ...]`` → ``[n_rows, ...]``."""
-        return x[self.batch_row, self.column]
+        """``x[batch, pos, ...]`` → ``[n_rows, ...]`` (one gather of whole rows)."""
+        index = self.batch_row.to(x.device) * x.shape[1] + self.column.to(x.device)
+        return x.flatten(0, 1).index_select(0, index)
 
 
 def tokens_table(flat: Flat, ran: Ran, text: TokenText, turns: torch.Tensor | None) -> pa.Table:
@@ -95,8 +96,9 @@ def vector_array(x: torch.Tensor, dtype: str, where: str, overflow: str) -> tupl
     as float32 instead (returned dtype says which), with ``"error"`` it is refused. Never inf.
     """
     if dtype == "float16":
-        peak = float(x.abs().max()) if x.numel() else 0.0
-        if peak > FLOAT16_MAX or not np.isfinite(peak):
+        low, high = torch.aminmax(x) if x.numel() else (torch.tensor(0.0), torch.tensor(0.0))
+        peak = max(-float(low), float(high))  # one pass, no copy; NaN stays NaN
+        if not peak <= FLOAT16_MAX:
             if overflow == "error":
                 raise ActwhError(
                     f"{where}: activation {peak:.4g} does not fit float16 (max 65504); "

@@ -349,7 +349,8 @@ def _run(
         disable=not options.progress,
         dynamic_ncols=True,
     )
-    with capture, bar:
+    # The model runs the next batches while the commit before writes its files.
+    with capture, bar, writer.in_background():
         for commit_batches, commit_gaps in redo:
             redo_gaps(runner, commit_batches, commit_gaps)
         run_batches(runner, todo, summary, bar)

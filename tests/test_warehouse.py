@@ -123,6 +123,55 @@ def test_failed_commit_leaves_nothing_visible(store, monkeypatch):
         assert wh.sql("select count(*) as n from residuals")["n"][0] == 0
 
 
+def test_background_commits_land_in_order_and_a_failed_one_leaves_nothing(store, monkeypatch):
+    writer = new_run(store)
+    with writer.in_background():
+        for prompt in range(3):
+            rows = residual_rows([prompt])[0]
+            writer.add("residuals", {"run": "r", "layer": 0}, rows, vector_size=4)
+            writer.commit(prompts=[prompt], n_tokens=1)
+    with actwh.open(store.root) as wh:
+        assert wh.sql("select count(*) from residuals").item() == 3
+        assert wh.sql("select n_tokens from runs").item() == 3
+    record = writer._record
+
+    def crash(commit_id, *args):
+        if args[1] == [4]:
+            raise OSError(28, "No space left on device")
+        return record(commit_id, *args)
+
+    monkeypatch.setattr(writer, "_record", crash)
+    with pytest.raises(OSError, match="No space"), writer.in_background():
+        for prompt in (3, 4, 5):
+            rows = residual_rows([prompt])[0]
+            writer.add("residuals", {"run": "r", "layer": 0}, rows, vector_size=4)
+            writer.commit(prompts=[prompt], n_tokens=1)  # 5's waits for 4's and raises
+    with actwh.open(store.root) as wh:
+        committed = wh.sql("select prompt from commit_prompts order by prompt")["prompt"]
+        assert committed.to_list() == [0, 1, 2, 3]
+        assert wh.sql("select count(*) from residuals").item() == 4
+    assert len(layout.all_files(store.root)) == 4  # the failed commit's file is gone
+
+
+def test_a_commit_whose_one_file_fails_keeps_none_of_its_files(store, monkeypatch):
+    writer = new_run(store)
+    for layer in range(4):
+        rows = residual_rows([0])[0]
+        writer.add("residuals", {"run": "r", "layer": layer}, rows, vector_size=4)
+    write = writer._write
+
+    def fail_layer_2(table, partition, tables, commit_id):
+        if dict(partition)["layer"] == 2:
+            raise OSError(28, "No space left on device")
+        return write(table, partition, tables, commit_id)
+
+    monkeypatch.setattr(writer, "_write", fail_layer_2)
+    with pytest.raises(OSError):
+        writer.commit(prompts=[0])
+    assert layout.all_files(store.root) == []
+    assert store.catalog.rows("commits") == []
+
+
 def test_orphans_are_invisible_and_removed(store):
     writer = new_run(store)
     writer.add("residuals", {"run": "r", "layer": 0}, residual_rows([0])[0], vector_size=4)

@@ -92,7 +92,8 @@ class CaptureKind:
 
     def joined(self, key: Key) -> torch.Tensor:
         """What the hook kept at ``key`` this batch, along the sequence axis."""
-        return torch.cat(self.parts[key], dim=1)
+        parts = self.parts[key]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def rows(self, batch: RanBatch) -> Iterator[Rows]:
         raise NotImplementedError

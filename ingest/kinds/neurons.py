@@ -51,7 +51,8 @@ def coefficient_sums(ran: Ran, m: torch.Tensor) -> np.ndarray:
     kinds = torch.stack([ran.valid & ~ran.generated, ran.valid & ran.generated]).reshape(2, -1)
     m = m.reshape(-1, m.shape[-1]).float()  # [batch · pos, d_mlp]
     w = kinds.to(m)  # [2, batch · pos]: which tokens each sum counts
-    sums = torch.stack([w @ (m > 0).to(m), w @ m, w @ m.clamp_min(0), w @ (m * m)], dim=1)
+    positive = m.clamp_min(0)
+    sums = torch.stack([w @ positive.sign(), w @ m, w @ positive, w @ m.square()], dim=1)
     n = w.sum(1)[:, None, None].expand(2, 1, m.shape[1])
     return torch.cat([n, sums], dim=1).double().cpu().numpy()
 

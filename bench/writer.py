@@ -1,0 +1,269 @@
+"""(e) The writer: vectors to Parquet, through actwh's own commit writer, next to the ceilings.
+
+Four measurements, all in one run on the same machine:
+
+1. **Encodings** of one vector column (``FixedSizeList<float16|float32>``, 20,000 × 1536, one
+   core): pyarrow with zstd and statistics (actwh's first writer), without statistics, without
+   compression, and the raw-bytes ceiling (the same bytes with ``ndarray.tofile`` + fsync).
+2. **actwh's writer** (:class:`~actwh.warehouse.writer.CommitWriter`): the same vectors as
+   ``residuals`` rows (prompt, pos, site, vec), buffered and committed (files, fsync, catalog).
+3. **The capture pipeline's ceiling** for a GPT-2-medium-shaped full capture (24 layers,
+   d_model 1024, d_mlp 4096, ``resid_mid`` + ``mlp_post`` at every layer, ~240 KiB a token):
+   synthetic activations fed through everything after the model — the capture kinds' hooks and
+   rows (with the neuron statistics every run keeps), the writer's buffers and commits.
+4. **Reading back**: ``wh.vectors(...)`` of one layer, and a DuckDB scan of every vector.
+
+Run: ``python -m bench.writer``. Targets (issue 13): the writer sustains at least 250 MB/s of
+float16 vectors per core; the pipeline ceiling is at least 1,000 tokens/s on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from bench.report import record, table
+
+ROWS, DIM = 20_000, 1536
+
+
+def best_of(repeats: int, run) -> float:
+    """Best wall time of ``repeats`` calls of ``run()``."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def fsynced(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def encodings(work: Path, dtype: str, repeats: int) -> list[dict]:
+    """MB/s of one vector column written by pyarrow in several ways, and the raw ceiling."""
+    from actwh.warehouse.arrays import vectors_to_column
+
+    values = np.random.default_rng(0).standard_normal((ROWS, DIM)).astype(dtype)
+    column = vectors_to_column(values)
+    data = pa.table({"vec": column})
+    size = values.nbytes / 1e6
+    path = work / "v.parquet"
+
+    def parquet(**options):
+        def run():
+            pq.write_table(data, path, **options)
+            fsynced(path)
+
+        return run
+
+    def raw():
+        values.tofile(work / "v.bin")
+        fsynced(work / "v.bin")
+
+    ways = {
+        "zstd, statistics (the first writer)": parquet(compression="zstd", use_dictionary=False),
+        "zstd, no statistics": parquet(
+            compression="zstd", use_dictionary=False, write_statistics=False
+        ),
+        "uncompressed, no statistics": parquet(
+            compression="none", use_dictionary=False, write_statistics=False
+        ),
+        "raw bytes (ndarray.tofile + fsync)": raw,
+    }
+    rows = []
+    for name, run in ways.items():
+        seconds = best_of(repeats, run)
+        on_disk = (work / "v.bin").stat().st_size if "raw" in name else path.stat().st_size
+        rows.append(
+            {
+                "vectors": dtype,
+                "how": name,
+                "MB/s": f"{size / seconds:,.0f}",
+                "M elements/s": f"{values.size / seconds / 1e6:,.0f}",
+                "size on disk": f"{on_disk / values.nbytes:.2f}×",
+            }
+        )
+    return rows
+
+
+def through_writer(work: Path, dtype: str, repeats: int) -> dict:
+    """MB/s of the same vectors as ``residuals`` rows through CommitWriter (commit included)."""
+    from actwh.warehouse.arrays import vectors_to_column
+    from actwh.warehouse.store import Store
+    from actwh.warehouse.writer import CommitWriter
+
+    values = np.random.default_rng(0).standard_normal((ROWS, DIM)).astype(dtype)
+    rows = pa.table(
+        {
+            "prompt": np.arange(ROWS, dtype=np.int32),
+            "pos": np.zeros(ROWS, dtype=np.int32),
+            "site": pa.array(["resid_mid"] * ROWS),
+            "vec": vectors_to_column(values),
+        }
+    )
+    store = Store.create(work / f"wh-{dtype}")
+    counter = iter(range(1_000_000))
+
+    def run():
+        writer = CommitWriter(store, run=f"r{next(counter)}")
+        writer.add("residuals", {"run": writer.run, "layer": 0}, rows, vector_size=DIM, dtype=dtype)
+        writer.commit()
+
+    seconds = best_of(repeats, run)
+    return {
+        "vectors": dtype,
+        "how": "actwh CommitWriter (residuals rows, commit)",
+        "MB/s": f"{values.nbytes / 1e6 / seconds:,.0f}",
+        "M elements/s": f"{values.size / seconds / 1e6:,.0f}",
+        "size on disk": "",
+    }
+
+
+def pipeline(work: Path, batches: int, batch: int = 8, width: int = 128) -> dict:
+    """Tokens/s of everything after the model for a GPT-2-medium-shaped full capture."""
+    from actwh.ingest.generate import Ran
+    from actwh.ingest.kinds import Request, kinds_for
+    from actwh.warehouse.store import Store
+    from actwh.warehouse.writer import CommitWriter
+
+    class Shape:  # what the kinds read of an adapter
+        W_U = torch.zeros(1)
+
+    n_layers, d_model, d_mlp = 24, 1024, 4096
+    request = Request(Shape(), list(range(n_layers)), capture=["resid_mid", "mlp_post"])
+    kinds = kinds_for(request)
+    store = Store.create(work / "pipeline")
+    writer = CommitWriter(store, run="p")
+    generator = torch.Generator().manual_seed(0)
+    mid = torch.randn(batch, width, d_model, generator=generator)
+    post = torch.randn(batch, width, d_mlp, generator=generator)
+    valid = torch.ones(batch, width, dtype=torch.bool)
+    generated = torch.zeros(batch, width, dtype=torch.bool)
+    generated[:, width // 2 :] = True
+    ran = Ran(
+        torch.zeros(batch, width, dtype=torch.long),
+        valid,
+        generated,
+        None,
+        [width // 2] * batch,
+        [False] * batch,
+    )
+    tokens, started = 0, time.perf_counter()
+    with writer.in_background():  # as ingestion does: the next batch while a commit writes
+        _feed(kinds, writer, ran, mid, post, batches, batch, width, n_layers)
+        tokens = batches * batch * width
+    seconds = time.perf_counter() - started
+    per_token = n_layers * (d_model + d_mlp) * 2
+    return {
+        "shape": f"{n_layers} layers, d_model {d_model}, d_mlp {d_mlp} (float16)",
+        "tokens": f"{tokens:,}",
+        "tokens/s": f"{tokens / seconds:,.0f}",
+        "MB/s of vectors": f"{tokens * per_token / 1e6 / seconds:,.0f}",
+    }
+
+
+def _feed(kinds, writer, ran, mid, post, batches: int, batch: int, width: int, n_layers: int):
+    """What the batch runner does with each batch after the model, with fixed activations."""
+    from actwh.ingest.kinds.base import RanBatch
+    from actwh.ingest.rows import Flat
+
+    for index in range(batches):
+        prompts = list(range(index * batch, (index + 1) * batch))
+        for kind in kinds:
+            kind.start_batch()
+        for layer in range(n_layers):  # what the hooks receive, one forward call
+            for kind in kinds:
+                for key in kind.keys():
+                    if key == ("resid_mid", layer):
+                        kind.on(key, mid)
+                    elif key == ("mlp_post", layer):
+                        kind.on(key, post)
+        flat = Flat.of(ran, prompts)
+        ran_batch = RanBatch(ran, flat, prompts, torch.full((batch,), width - 1), None)
+        for kind in kinds:
+            for rows in kind.rows(ran_batch):
+                writer.add(
+                    rows.table,
+                    {"run": "p", "layer": rows.layer},
+                    rows.rows,
+                    vector_size=rows.vector_size,
+                    dtype=rows.dtype,
+                )
+        if writer.buffered_bytes >= 128 << 20 or index == batches - 1:
+            for kind in kinds:
+                for rows in kind.before_commit():
+                    writer.add(rows.table, {"run": "p", "layer": rows.layer}, rows.rows)
+            writer.commit(prompts=prompts, n_tokens=len(flat))
+
+
+def reading(work: Path) -> list[dict]:
+    """``wh.vectors`` of one layer and a DuckDB scan of every vector, next to reading the raw
+    bytes back (``np.fromfile``)."""
+    import actwh
+
+    wh = actwh.open(work / "pipeline")
+    n = wh.sql("select count(*) from mlp_acts where layer = 0").item()
+    size = n * 4096 * 2 / 1e6
+    one = best_of(3, lambda: wh.vectors("mlp_acts", run="p", layer=0))
+    total = wh.sql("select count(*) from mlp_acts").item() * 4096 * 2 / 1e6
+    scan = best_of(3, lambda: wh.sql("select max(vec[1]) from mlp_acts"))
+    blob = work / "raw.bin"
+    np.zeros(int(size * 1e6) // 2, dtype=np.float16).tofile(blob)
+    raw = best_of(3, lambda: np.fromfile(blob, dtype=np.float16))
+    wh.close()
+    return [
+        {
+            "what": "raw bytes back (np.fromfile, page cache)",
+            "MB": f"{size:,.0f}",
+            "MB/s": f"{size / raw:,.0f}",
+        },
+        {
+            "what": "wh.vectors('mlp_acts', layer=0) → numpy float32",
+            "MB": f"{size:,.0f}",
+            "MB/s": f"{size / one:,.0f}",
+        },
+        {
+            "what": "DuckDB scan of every mlp_acts vector",
+            "MB": f"{total:,.0f}",
+            "MB/s": f"{total / scan:,.0f}",
+        },
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=24, help="pipeline: batches of 8 × 128")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        written = []
+        for dtype in ("float16", "float32"):
+            written += encodings(work, dtype, args.repeats)
+            written.append(through_writer(work, dtype, args.repeats))
+        flow = pipeline(work, args.batches)
+        read = reading(work)
+    body = (
+        f"{ROWS:,} × {DIM} random vectors, one core, best of {args.repeats}.\n\n"
+        f"{table(written)}\n\n"
+        f"The capture pipeline after the model, {args.batches} batches of 8 × 128 synthetic "
+        "tokens:\n\n"
+        f"{table([flow])}\n\n"
+        f"Reading back what the pipeline wrote:\n\n{table(read)}\n"
+    )
+    record("writer-cpu", "(e) The writer and the capture pipeline's ceiling (cpu)", body)
+
+
+if __name__ == "__main__":
+    main()
