@@ -37,6 +37,7 @@ bench: setup
 	$(BIN)/python -m bench.sql
 	$(BIN)/python -m bench.search
 	$(BIN)/python -m bench.memory
+	$(BIN)/python -m bench.writer
 
 clean:
 	rm -rf $(VENV) demo-out

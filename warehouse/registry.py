@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from actwh.errors import ActwhError, arg
 from actwh.warehouse.arrays import from_blob
 from actwh.warehouse.catalog import Catalog, now, to_json
-from actwh.warehouse.layout import check_name
+from actwh.warehouse.layout import check_name, natural_key
 
 SHAPE_KEYS = ("architecture", "n_layers", "d_model", "d_mlp", "vocab_size")
 
@@ -86,7 +86,8 @@ def register_model(
 def model_row(catalog: Catalog, model: str) -> dict:
     row = catalog.get("models", name=model)
     if row is None:
-        known = ", ".join(sorted(r["name"] for r in catalog.rows("models"))) or "none"
+        known = ", ".join(sorted((r["name"] for r in catalog.rows("models")), key=natural_key))
+        known = known or "none"
         raise ActwhError(f"no model {model!r} in this warehouse (models: {known})")
     return row
 
@@ -115,7 +116,8 @@ def directions_for(catalog: Catalog, model: str) -> dict[str, np.ndarray]:
 
 def unknown_direction(name: str, model: str, known) -> ActwhError:
     return ActwhError(
-        f"no direction {name!r} for model {model!r} (it has: {', '.join(sorted(known)) or 'none'})"
+        f"no direction {name!r} for model {model!r} "
+        f"(it has: {', '.join(sorted(known, key=natural_key)) or 'none'})"
     )
 
 
@@ -131,7 +133,7 @@ def resolve_direction(
         return model, found[name]
     rows = catalog.rows("directions", name=name)
     if not rows:
-        known = sorted({r["name"] for r in catalog.rows("directions")})
+        known = sorted({r["name"] for r in catalog.rows("directions")}, key=natural_key)
         raise ActwhError(f"no direction {name!r} (known: {', '.join(known) or 'none'})")
     if len(rows) > 1:
         owners = ", ".join(sorted(r["model"] for r in rows))
