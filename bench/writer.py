@@ -1,4 +1,4 @@
-"""(e) The writer: vectors to Parquet, through actwh's own commit writer, next to the ceilings.
+"""(f) The writer: vectors to Parquet, through actwh's own commit writer, next to the ceilings.
 
 Four measurements, all in one run on the same machine:
 
@@ -262,7 +262,7 @@ def main() -> None:
         f"{table([flow])}\n\n"
         f"Reading back what the pipeline wrote:\n\n{table(read)}\n"
     )
-    record("writer-cpu", "(e) The writer and the capture pipeline's ceiling (cpu)", body)
+    record("writer-cpu", "(f) The writer and the capture pipeline's ceiling (cpu)", body)
 
 
 if __name__ == "__main__":
