@@ -322,8 +322,10 @@ class Writes:
         from actwh.warehouse.directions import add_direction, delta_directions
         from actwh.warehouse.registry import model_row
 
-        runs = dict(self.sql("select name, model from runs").iter_rows())
-        owner = model or runs.get(base_run)
+        owner = (
+            model
+            or self.sql("select any_value(model) from runs where name = $r", {"r": base_run}).item()
+        )
         chosen = None
         if layers is not None:
             n_layers = model_row(self.store.catalog, owner)["n_layers"] if owner else 0

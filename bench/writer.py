@@ -131,9 +131,16 @@ def through_writer(work: Path, dtype: str, repeats: int) -> dict:
 
 
 def pipeline(work: Path, batches: int, batch: int = 8, width: int = 128) -> dict:
-    """Tokens/s of everything after the model for a GPT-2-medium-shaped full capture."""
+    """Tokens/s of everything after the model for a GPT-2-medium-shaped full capture: the
+    batch runner's own rows and commits (in the background, as ingestion does), fed fixed
+    activations where the hooks would hand it the model's."""
+    from actwh.ingest.batches import BatchRunner, RunSummary
+    from actwh.ingest.capture import Capture
     from actwh.ingest.generate import Ran
     from actwh.ingest.kinds import Request, kinds_for
+    from actwh.ingest.kinds.base import RanBatch
+    from actwh.ingest.options import IngestOptions
+    from actwh.ingest.rows import Flat
     from actwh.warehouse.store import Store
     from actwh.warehouse.writer import CommitWriter
 
@@ -142,28 +149,34 @@ def pipeline(work: Path, batches: int, batch: int = 8, width: int = 128) -> dict
 
     n_layers, d_model, d_mlp = 24, 1024, 4096
     request = Request(Shape(), list(range(n_layers)), capture=["resid_mid", "mlp_post"])
-    kinds = kinds_for(request)
-    store = Store.create(work / "pipeline")
-    writer = CommitWriter(store, run="p")
+    capture = Capture(Shape(), kinds_for(request))
+    writer = CommitWriter(Store.create(work / "pipeline"), run="p")
+    runner = BatchRunner(None, IngestOptions(), capture, None, writer, "p", 0)
+    summary = RunSummary("p", "synthetic", "synthetic")
     generator = torch.Generator().manual_seed(0)
-    mid = torch.randn(batch, width, d_model, generator=generator)
-    post = torch.randn(batch, width, d_mlp, generator=generator)
-    valid = torch.ones(batch, width, dtype=torch.bool)
+    x = {
+        "resid_mid": torch.randn(batch, width, d_model, generator=generator),
+        "mlp_post": torch.randn(batch, width, d_mlp, generator=generator),
+    }
     generated = torch.zeros(batch, width, dtype=torch.bool)
     generated[:, width // 2 :] = True
-    ran = Ran(
-        torch.zeros(batch, width, dtype=torch.long),
-        valid,
-        generated,
-        None,
-        [width // 2] * batch,
-        [False] * batch,
-    )
-    tokens, started = 0, time.perf_counter()
-    with writer.in_background():  # as ingestion does: the next batch while a commit writes
-        _feed(kinds, writer, ran, mid, post, batches, batch, width, n_layers)
-        tokens = batches * batch * width
+    valid = torch.ones(batch, width, dtype=torch.bool)
+    ids = torch.zeros(batch, width, dtype=torch.long)
+    ran = Ran(ids, valid, generated, None, [width // 2] * batch, [False] * batch)
+    last = torch.full((batch,), width - 1)
+    started = time.perf_counter()
+    with writer.in_background():
+        for index in range(batches):
+            prompts = list(range(index * batch, (index + 1) * batch))
+            capture.start_batch(last)
+            for key, readers in capture.readers.items():  # what the hooks hand over
+                for kind in readers:
+                    kind.on(key, x[key[0]])
+            runner.buffer_kinds(RanBatch(ran, Flat.of(ran, prompts), prompts, last, None), summary)
+            if writer.buffered_bytes >= IngestOptions().commit_mb << 20 or index == batches - 1:
+                runner.commit(prompts=prompts, n_tokens=batch * width)
     seconds = time.perf_counter() - started
+    tokens = batches * batch * width
     per_token = n_layers * (d_model + d_mlp) * 2
     return {
         "shape": f"{n_layers} layers, d_model {d_model}, d_mlp {d_mlp} (float16)",
@@ -171,40 +184,6 @@ def pipeline(work: Path, batches: int, batch: int = 8, width: int = 128) -> dict
         "tokens/s": f"{tokens / seconds:,.0f}",
         "MB/s of vectors": f"{tokens * per_token / 1e6 / seconds:,.0f}",
     }
-
-
-def _feed(kinds, writer, ran, mid, post, batches: int, batch: int, width: int, n_layers: int):
-    """What the batch runner does with each batch after the model, with fixed activations."""
-    from actwh.ingest.kinds.base import RanBatch
-    from actwh.ingest.rows import Flat
-
-    for index in range(batches):
-        prompts = list(range(index * batch, (index + 1) * batch))
-        for kind in kinds:
-            kind.start_batch()
-        for layer in range(n_layers):  # what the hooks receive, one forward call
-            for kind in kinds:
-                for key in kind.keys():
-                    if key == ("resid_mid", layer):
-                        kind.on(key, mid)
-                    elif key == ("mlp_post", layer):
-                        kind.on(key, post)
-        flat = Flat.of(ran, prompts)
-        ran_batch = RanBatch(ran, flat, prompts, torch.full((batch,), width - 1), None)
-        for kind in kinds:
-            for rows in kind.rows(ran_batch):
-                writer.add(
-                    rows.table,
-                    {"run": "p", "layer": rows.layer},
-                    rows.rows,
-                    vector_size=rows.vector_size,
-                    dtype=rows.dtype,
-                )
-        if writer.buffered_bytes >= 128 << 20 or index == batches - 1:
-            for kind in kinds:
-                for rows in kind.before_commit():
-                    writer.add(rows.table, {"run": "p", "layer": rows.layer}, rows.rows)
-            writer.commit(prompts=prompts, n_tokens=len(flat))
 
 
 def reading(work: Path) -> list[dict]:

@@ -62,11 +62,9 @@ def run_batches(job: BatchRunner, todo: list, summary: RunSummary, bar) -> None:
         bar.set_postfix_str(f"{summary.n_tokens / max(elapsed, 1e-9):,.0f} tok/s", refresh=False)
         due = time.monotonic() - last_commit > options.commit_seconds
         if writer.buffered_bytes >= options.commit_mb << 20 or due:
-            job.before_commit()
-            writer.commit(prompts=pending, n_tokens=pending_tokens)
+            job.commit(prompts=pending, n_tokens=pending_tokens)
             pending, pending_tokens, last_commit = [], 0, time.monotonic()
-    job.before_commit()
-    writer.commit(prompts=pending, n_tokens=pending_tokens)
+    job.commit(prompts=pending, n_tokens=pending_tokens)
 
 
 def gap_batches(
@@ -95,9 +93,8 @@ def redo_gaps(job: BatchRunner, batches: list, gaps: list[dict]) -> None:
     scratch = RunSummary(job.run, job.loaded.name, "")  # the redone prompts are not new ones
     try:
         n_tokens = sum(job.run_batch(batch, scratch) for batch in batches)
-        job.before_commit()
         redid_tokens = any(g["table_name"] == "tokens" for g in gaps)
-        writer.commit(n_tokens=n_tokens if redid_tokens else 0, filled=[g["path"] for g in gaps])
+        job.commit(n_tokens=n_tokens if redid_tokens else 0, filled=[g["path"] for g in gaps])
     finally:
         writer.only = None
 
@@ -122,11 +119,18 @@ class BatchRunner:
     run: str
     generate: int
 
-    def before_commit(self) -> None:
-        """Buffer what the kinds accumulate over the batches of the coming commit."""
+    def commit(self, **commit) -> None:
+        """Commit what is buffered, with what the kinds accumulated over its batches."""
         for kind in self.capture.kinds:
             for rows in kind.before_commit():
                 self.writer.add(rows.table, {"run": self.run, "layer": rows.layer}, rows.rows)
+        self.writer.commit(**commit)
+
+    def buffer_kinds(self, batch: RanBatch, summary: RunSummary) -> None:
+        """Buffer the rows every capture kind makes of one batch."""
+        for kind in self.capture.kinds:
+            for rows in kind.rows(batch):
+                self._add(rows, summary)
 
     def run_batch(self, batch: list[Sequence], summary: RunSummary) -> int:
         """Run one batch and buffer its rows; returns the number of tokens it stored."""
@@ -162,10 +166,7 @@ class BatchRunner:
         turns = _turns(batch, ran, width)
         self.writer.add("tokens", partition, tokens_table(flat, ran, self.text, turns))
         self.writer.add("generations", partition, self._generations(batch, ran, width, replay))
-        ran_batch = RanBatch(ran, flat, prompts, last, self.text)
-        for kind in self.capture.kinds:
-            for rows in kind.rows(ran_batch):
-                self._add(rows, summary)
+        self.buffer_kinds(RanBatch(ran, flat, prompts, last, self.text), summary)
         return len(flat)
 
     def _add(self, rows: Rows, summary: RunSummary) -> None:

@@ -87,8 +87,9 @@ def encode_prompts(
 
 def replay_sequences(
     existing: Store | None, run: str, loaded: LoadedModel
-) -> tuple[str, list[Sequence]]:
-    """The token sequences of an earlier run, for teacher forcing: ``(prompt set, sequences)``."""
+) -> tuple[dict, list[Sequence]]:
+    """The token sequences of an earlier run, for teacher forcing: ``(its runs row,
+    sequences)``."""
     if existing is None:
         raise ActwhError(f"{arg('teacher_force')} {run}: the warehouse does not exist yet")
     source = existing.catalog.get("runs", name=run)
@@ -122,7 +123,7 @@ def replay_sequences(
         )
         for r in rows
     ]
-    return source["prompt_set"], sequences
+    return source, sequences
 
 
 def plan_batches(sequences: list[Sequence], batch_size: int) -> list[list[Sequence]]:

@@ -92,13 +92,12 @@ class RunPlan:
         return self.prompt_set if isinstance(self.prompt_set, str) else self.prompt_set.name
 
 
-def _tracked_neurons(existing: Store | None, loaded, options: IngestOptions, directions: dict):
-    """Resolve ``track_neurons``. Replaying a run that tracked neurons with the same spec
-    tracks exactly its neurons: the top value vectors of the base model, measured in both."""
-    spec = tracked_spec(options.track_neurons)
-    if options.teacher_force and existing is not None and spec:
-        source = existing.catalog.get("runs", name=options.teacher_force)
-        config = json.loads(source["config"]) if source else {}
+def _tracked_neurons(loaded, spec: str, directions: dict, replayed: dict | None):
+    """Resolve ``track_neurons``. Replaying a run (``replayed``: its runs row) that tracked
+    neurons with the same spec tracks exactly its neurons: the top value vectors of the base
+    model, measured in both."""
+    if replayed is not None and spec:
+        config = json.loads(replayed["config"])
         if config.get("track_neurons_spec") == spec:
             return {int(layer): neurons for layer, neurons in config["track_neurons"].items()}
     return parse_tracked(spec, loaded, directions)
@@ -121,12 +120,12 @@ def plan_run(
     layers = parse_layers(options.layers, loaded.adapter.n_layers)
     check_name("model", loaded.name)
     warnings: list[str] = []
-    parent = None
+    parent = replayed = None
     if options.teacher_force:
-        set_name, sequences = replay_sequences(existing, options.teacher_force, loaded)
-        prompt_set, generate = set_name, 0
-        parent = existing.catalog.get("runs", name=options.teacher_force)["model"]
-        parent = None if parent == loaded.name else parent
+        replayed, sequences = replay_sequences(existing, options.teacher_force, loaded)
+        prompt_set = set_name = replayed["prompt_set"]
+        generate = 0
+        parent = None if replayed["model"] == loaded.name else replayed["model"]
     else:
         prompt_set, set_name = prompts, check_name("prompt set", prompts.name)
         budget = loaded.adapter.context_length - options.generate
@@ -139,7 +138,8 @@ def plan_run(
         sequences, warnings = encode_prompts(loaded, prompts.prompts, max_tokens, options.on_long)
         generate = options.generate
     directions = _directions(existing, loaded.name, parent)
-    tracked = _tracked_neurons(existing, loaded, options, directions)
+    spec = tracked_spec(options.track_neurons)
+    tracked = _tracked_neurons(loaded, spec, directions, replayed)
     targets = parse_targets(options.target_tokens, loaded.tokenizer)
     if targets and not options.logit_lens:
         raise ActwhError(f"{arg('target_tokens')} needs {arg('logit_lens')} K")
@@ -150,7 +150,7 @@ def plan_run(
         "project": parse_project(options.project),
         "directions": sorted(directions),
         "track_neurons": {str(k): v for k, v in tracked.items()},
-        "track_neurons_spec": tracked_spec(options.track_neurons),
+        "track_neurons_spec": spec,
         "target_tokens": targets,
     }
     config.pop("progress")

@@ -11,7 +11,8 @@ Rules kept here and nowhere else:
 * two models are *compatible* (teacher forcing, weight diffs, a tuned model and its parent) when
   they share architecture, sizes and tokenizer;
 * direction ``name`` for model ``M`` is ``M``'s own, else its parent's, else the parent's
-  parent's, ... (the ``lineage``; the SQL macro ``direction_of`` is the same rule).
+  parent's, ... (the ``lineage``): :func:`directions_for` here, for the catalog; the SQL macro
+  ``direction_of`` over a snapshot (``Warehouse.resolve_direction``) is the same rule.
 """
 
 from __future__ import annotations
@@ -119,28 +120,6 @@ def unknown_direction(name: str, model: str, known) -> ActwhError:
         f"no direction {name!r} for model {model!r} "
         f"(it has: {', '.join(sorted(known, key=natural_key)) or 'none'})"
     )
-
-
-def resolve_direction(
-    catalog: Catalog, name: str, model: str | None = None
-) -> tuple[str, np.ndarray]:
-    """Direction ``name`` as ``model`` sees it (the lineage rule); without a model, the only
-    direction of that name. Returns the model it is resolved for and the vector."""
-    if model is not None:
-        found = directions_for(catalog, model)
-        if name not in found:
-            raise unknown_direction(name, model, found)
-        return model, found[name]
-    rows = catalog.rows("directions", name=name)
-    if not rows:
-        known = sorted({r["name"] for r in catalog.rows("directions")}, key=natural_key)
-        raise ActwhError(f"no direction {name!r} (known: {', '.join(known) or 'none'})")
-    if len(rows) > 1:
-        owners = ", ".join(sorted(r["model"] for r in rows))
-        raise ActwhError(
-            f"direction {name!r} exists for several models ({owners}); pass {arg('model')}"
-        )
-    return rows[0]["model"], from_blob(rows[0]["vector"])
 
 
 # ---- prompt sets --------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pyarrow as pa
@@ -101,12 +101,15 @@ class CommitWriter:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="actwh-commit")
         try:
             yield self
+        except BaseException:
+            # The commit in flight lands whole or not at all; the error that got us here is the
+            # one to see.
+            with suppress(BaseException):
+                self.wait()
+            raise
+        else:
             self.wait()
         finally:
-            try:
-                self.wait()  # after an error elsewhere: the commit in flight lands whole or not
-            except BaseException:  # noqa: S110 - the error that got us here is the one to see
-                pass
             self._executor.shutdown(wait=True)
             self._executor = None
 
@@ -229,26 +232,25 @@ class CommitWriter:
                     key: pool.submit(self._write, key[0], key[1], tables, commit_id)
                     for key, tables in buffers.items()
                 }
-                for (table, partition), job in jobs.items():
-                    try:
-                        path, n_rows, sha256 = job.result()
-                    except BaseException:
-                        for other in jobs.values():  # keep every file that was written ...
-                            if other.exception() is None:  # (waits for it) ... to delete it
-                                written.append(other.result()[0])
-                        raise
-                    written.append(path)
-                    files.append(
-                        {
-                            "path": self.store.relative(path),
-                            "commit_id": commit_id,
-                            "table_name": table,
-                            "n_rows": n_rows,
-                            "n_bytes": path.stat().st_size,
-                            "sha256": sha256,
-                            "vector_size": sizes[(table, partition)],
-                        }
-                    )
+            # Leaving the pool waited for every file: keep what was written, to delete it if
+            # any other failed.
+            written = [job.result()[0] for job in jobs.values() if job.exception() is None]
+            for job in jobs.values():
+                if job.exception() is not None:
+                    raise job.exception()
+            for (table, partition), job in jobs.items():
+                path, n_rows, sha256 = job.result()
+                files.append(
+                    {
+                        "path": self.store.relative(path),
+                        "commit_id": commit_id,
+                        "table_name": table,
+                        "n_rows": n_rows,
+                        "n_bytes": path.stat().st_size,
+                        "sha256": sha256,
+                        "vector_size": sizes[(table, partition)],
+                    }
+                )
             crash_point("commit.after_files")
             replaced = self._record(commit_id, files, prompts, n_tokens, replace_tables, filled)
             crash_point("commit.after_record")

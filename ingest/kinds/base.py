@@ -74,25 +74,38 @@ class Rows:
 
 
 class CaptureKind:
-    """Base of the capture kinds: per-key buffers of what the hook kept, emptied per batch."""
+    """Base of the capture kinds: what the hook kept, per buffer (a kind may keep several things
+    per call, e.g. dots and norms) and per key, emptied at every batch."""
+
+    buffers: tuple[str, ...] = ("kept",)
 
     def __init__(self, keys: list[Key]):
         self._keys = list(dict.fromkeys(keys))
-        self.parts: dict[Key, list[torch.Tensor]] = {key: [] for key in self._keys}
+        self.parts: dict[str, dict[Key, list[torch.Tensor]]] = {
+            buffer: {key: [] for key in self._keys} for buffer in self.buffers
+        }
 
     def keys(self) -> list[Key]:
         return self._keys
 
     def start_batch(self, last: torch.Tensor | None = None) -> None:
-        for parts in self.parts.values():
-            parts.clear()
+        for buffer in self.parts.values():
+            for parts in buffer.values():
+                parts.clear()
+
+    def keep(self, key: Key, x: torch.Tensor, buffer: str = "kept") -> None:
+        self.parts[buffer][key].append(x)
 
     def on(self, key: Key, x: torch.Tensor) -> None:
-        self.parts[key].append(x)
+        self.keep(key, x)
 
-    def joined(self, key: Key) -> torch.Tensor:
+    def kept_keys(self) -> list[Key]:
+        """The keys whose hook ran this batch."""
+        return [key for key, parts in self.parts[self.buffers[0]].items() if parts]
+
+    def joined(self, key: Key, buffer: str = "kept") -> torch.Tensor:
         """What the hook kept at ``key`` this batch, along the sequence axis."""
-        parts = self.parts[key]
+        parts = self.parts[buffer][key]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def rows(self, batch: RanBatch) -> Iterator[Rows]:

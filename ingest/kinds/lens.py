@@ -18,40 +18,34 @@ TABLES = ("logit_lens", "token_probs")
 
 
 class LogitLens(CaptureKind):
+    buffers = ("ids", "probs", "targets")  # top-k ids, their probabilities, the targets'
+
     def __init__(self, adapter, sites, layers, k: int, targets: list[int], at: str = "last"):
         super().__init__([(s, l) for s in sites for l in layers])
         self.adapter, self.k, self.targets, self.at = adapter, k, targets, at
-        self.probs_of: dict = {key: [] for key in self.parts}  # top-k probabilities
-        self.targets_of: dict = {key: [] for key in self.parts}  # target-token probabilities
         self.columns: torch.Tensor | None = None
 
     def start_batch(self, last: torch.Tensor | None = None) -> None:
         super().start_batch(last)
-        for buffers in (self.probs_of, self.targets_of):
-            for parts in buffers.values():
-                parts.clear()
         self.columns = last
 
     @torch.no_grad()
     def on(self, key, x: torch.Tensor) -> None:
         if self.at == "last":
-            if self.parts[key]:  # only the first forward call of a batch holds the prompt
+            if self.parts["ids"][key]:  # only the first forward call of a batch holds the prompt
                 return
             rows = torch.arange(x.shape[0], device=x.device)
             x = x[rows, self.columns.to(x.device)]  # [batch, d]
         logits = self.adapter.final_norm(x) @ self.adapter.W_U
         probs = torch.softmax(logits.float(), dim=-1)
         top = probs.topk(self.k, dim=-1)
-        self.parts[key].append(top.indices)
-        self.probs_of[key].append(top.values)
+        self.keep(key, top.indices, "ids")
+        self.keep(key, top.values, "probs")
         if self.targets:
-            self.targets_of[key].append(probs[..., self.targets])
-
-    def _joined(self, buffer: dict, key) -> torch.Tensor:
-        parts = buffer[key]
-        return parts[0] if self.at == "last" else torch.cat(parts, dim=1)
+            self.keep(key, probs[..., self.targets], "targets")
 
     def rows(self, batch: RanBatch) -> Iterator[Rows]:
+        # At the last prompt token one call kept one row per prompt: nothing to gather.
         if self.at == "last":
             rows = torch.arange(len(batch.prompts))
             flat = Flat.at(batch.ran, batch.prompts, rows, batch.last.cpu())
@@ -59,18 +53,16 @@ class LogitLens(CaptureKind):
         else:
             flat, take = batch.flat, batch.flat.take
         text = batch.text
-        for key, parts in self.parts.items():
-            if not parts:
-                continue
+        for key in self.kept_keys():
             site, layer = key
-            ids = take(self._joined(self.parts, key)).cpu().numpy().astype(np.int32)
+            ids = take(self.joined(key, "ids")).cpu().numpy().astype(np.int32)
             k = ids.shape[1]
             columns = {
                 "site": strings(site, ids.size),
                 "rank": np.tile(np.arange(1, k + 1, dtype=np.int16), len(flat)),
                 "token_id": ids.reshape(-1),
                 "token": text(ids.reshape(-1).tolist()),
-                "prob": take(self._joined(self.probs_of, key)).reshape(-1).cpu().numpy(),
+                "prob": take(self.joined(key, "probs")).reshape(-1).cpu().numpy(),
             }
             yield Rows("logit_lens", layer, long_table(flat, k, columns))
             if self.targets:
@@ -79,7 +71,7 @@ class LogitLens(CaptureKind):
                     "site": strings(site, len(flat) * n),
                     "token_id": np.tile(np.asarray(self.targets, dtype=np.int32), len(flat)),
                     "token": text(self.targets) * len(flat),
-                    "prob": take(self._joined(self.targets_of, key)).reshape(-1).cpu().numpy(),
+                    "prob": take(self.joined(key, "targets")).reshape(-1).cpu().numpy(),
                 }
                 yield Rows("token_probs", layer, long_table(flat, n, columns))
 

@@ -32,10 +32,9 @@ class TrackedNeurons(CaptureKind):
 
     def rows(self, batch: RanBatch) -> Iterator[Rows]:
         flat = batch.flat
-        for (_, layer), parts in self.parts.items():
-            if not parts:
-                continue
-            acts = self.joined((NEURON_SITE, layer))[..., self.ids[layer]].float()
+        for key in self.kept_keys():
+            layer = key[1]
+            acts = self.joined(key)[..., self.ids[layer]].float()
             neurons = self.ids[layer].cpu().numpy().astype(np.int32)
             columns = {
                 "neuron": np.tile(neurons, len(flat)),
@@ -87,10 +86,9 @@ class NeuronStats(CaptureKind):
         self.sums: dict[int, np.ndarray] = {}  # since the last commit
 
     def rows(self, batch: RanBatch) -> Iterator[Rows]:
-        for (_, layer), parts in self.parts.items():
-            if parts:
-                sums = coefficient_sums(batch.ran, self.joined((NEURON_SITE, layer)))
-                self.sums[layer] = self.sums[layer] + sums if layer in self.sums else sums
+        for key in self.kept_keys():
+            layer, sums = key[1], coefficient_sums(batch.ran, self.joined(key))
+            self.sums[layer] = self.sums[layer] + sums if layer in self.sums else sums
         return iter(())
 
     def before_commit(self) -> Iterator[Rows]:

@@ -17,31 +17,24 @@ TABLES = ("projections",)
 
 
 class Projections(CaptureKind):
+    buffers = ("dots", "norms")
+
     def __init__(self, sites, layers, names: list[str], vectors: torch.Tensor):
         super().__init__([(s, l) for s in sites for l in layers])
         self.names, self.vectors = names, vectors  # [n, d_model] on the device
         self.norms = vectors.norm(dim=-1)
-        self.norms_of: dict = {key: [] for key in self.parts}  # ‖x‖ per position
-
-    def start_batch(self, last=None) -> None:
-        super().start_batch(last)
-        for parts in self.norms_of.values():
-            parts.clear()
 
     def on(self, key, x: torch.Tensor) -> None:
         # Hooks run ~60 times per forward call: only the ops that must see x now.
         x32 = x.float()
-        self.parts[key].append(x32 @ self.vectors.T)
-        self.norms_of[key].append(torch.linalg.vector_norm(x32, dim=-1, keepdim=True))
+        self.keep(key, x32 @ self.vectors.T, "dots")
+        self.keep(key, torch.linalg.vector_norm(x32, dim=-1, keepdim=True), "norms")
 
     def rows(self, batch: RanBatch) -> Iterator[Rows]:
         flat, n = batch.flat, len(self.names)
-        for key, parts in self.parts.items():
-            if not parts:
-                continue
-            dots = self.joined(key)
-            norms = torch.cat(self.norms_of[key], dim=1) * self.norms
-            cos = dots / norms.clamp_min(1e-12)
+        for key in self.kept_keys():
+            dots = self.joined(key, "dots")
+            cos = dots / (self.joined(key, "norms") * self.norms).clamp_min(1e-12)
             columns = {
                 "site": strings(key[0], len(flat) * n),
                 "direction": pa.array(self.names * len(flat), pa.string()),

@@ -28,11 +28,11 @@ class FullVectors(CaptureKind):
     def on(self, key, x: torch.Tensor) -> None:
         # The MLP's intermediate is its own tensor, never written to after the output
         # projection; the residual stream may be added to in place, so it is copied.
-        self.parts[key].append(x if key[0] == NEURON_SITE else x.clone())
+        self.keep(key, x if key[0] == NEURON_SITE else x.clone())
 
     def collect(self) -> dict:
         """This batch's vectors per ``(site, layer)``, ``[batch, pos, d]`` (padded layout)."""
-        return {key: self.joined(key) for key, parts in self.parts.items() if parts}
+        return {key: self.joined(key) for key in self.kept_keys()}
 
     def rows(self, batch: RanBatch) -> Iterator[Rows]:
         flat = batch.flat
