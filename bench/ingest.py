@@ -140,9 +140,10 @@ def main() -> None:
         f"{'met' if f / b <= 1.10 else 'NOT met'} ({(f / b - 1) * 100:+.0f}% best to best, "
         f"{(mf / mb - 1) * 100:+.0f}% median to median)."
     )
+    where = loaded.device.type if args.model == "embedded" else f"{loaded.device.type}, {loaded.name}"
     record(
-        f"ingest-{loaded.device.type}",
-        f"(a) Ingestion overhead over bare generation ({loaded.device.type})",
+        "ingest-" + where.replace(", ", "-"),
+        f"(a) Ingestion overhead over bare generation ({where})",
         body,
     )
 

@@ -241,7 +241,12 @@ def main() -> None:
         f"{table([flow])}\n\n"
         f"Reading back what the pipeline wrote:\n\n{table(read)}\n"
     )
-    record("writer-cpu", "(f) The writer and the capture pipeline's ceiling (cpu)", body)
+    cores = os.cpu_count()
+    record(
+        "writer-cpu" if cores == 2 else f"writer-{cores}-cores",
+        f"(f) The writer and the capture pipeline's ceiling (cpu, {cores} cores)",
+        body,
+    )
 
 
 if __name__ == "__main__":
