@@ -34,9 +34,14 @@ CREATE TABLE IF NOT EXISTS models (
     name VARCHAR PRIMARY KEY,
     source VARCHAR NOT NULL,          -- hub id, local directory, .gguf file, or "embedded"
     revision VARCHAR,                 -- hub commit, or sha256 of the weight files
-    architecture VARCHAR NOT NULL,    -- HF model_type: gpt2, llama, mistral, qwen2
+    architecture VARCHAR NOT NULL,    -- HF model_type: gpt2, gpt_neox, llama, gemma2, phi3, ...
     mlp_gated BOOLEAN,                -- true: m_i = act(gate)·up is signed, so a neuron writes
-                                      -- +v_i or −v_i (Llama family); false: GELU, m_i ≥ −0.17
+                                      -- +v_i or −v_i (Llama, Gemma, ...); false: GELU, m_i ≥ −0.17
+    mlp_reads VARCHAR,                -- the residual site the MLP reads through its norm:
+                                      -- resid_mid, or resid_pre where attention and MLP run in
+                                      -- parallel (GPT-NeoX: such a model has no resid_mid)
+    mlp_post_norm BOOLEAN,            -- a norm follows the MLP (Gemma 2/3, OLMo 2): the residual
+                                      -- receives γ⊙y/rms(y), and value_vectors.vec is γ⊙v_i
     n_layers INTEGER NOT NULL,
     d_model INTEGER NOT NULL,
     d_mlp INTEGER NOT NULL,
@@ -294,6 +299,8 @@ CREATE TABLE token_probs (
 );
 
 -- Every MLP value vector MLP.v_i^l (row i of W_out), with the vocabulary it promotes most.
+-- Where a norm with gain γ follows the MLP (models.mlp_post_norm), vec is γ⊙v_i: the direction
+-- the neuron writes into the residual stream (its write at a token is m_i·γ⊙v_i/rms(y)).
 -- partition: model, layer
 CREATE TABLE value_vectors (
     model VARCHAR,
@@ -335,6 +342,9 @@ CREATE TABLE value_vector_diffs (
 
 -- Format 1 knew two MLP families only: GPT-2 (GELU) and the Llama family (gated).
 UPDATE models SET mlp_gated = (architecture <> 'gpt2') WHERE mlp_gated IS NULL;
+-- Format 2's models all read resid_mid and had no norm after the MLP.
+UPDATE models SET mlp_reads = 'resid_mid' WHERE mlp_reads IS NULL;
+UPDATE models SET mlp_post_norm = false WHERE mlp_post_norm IS NULL;
 
 -- section: macros
 
@@ -348,6 +358,11 @@ CREATE MACRO lineage(model_name) AS TABLE
         WHERE m.parent IS NOT NULL AND c.depth < 64
     )
     SELECT model, depth FROM chain;
+
+-- The residual site the MLP of `run_name`'s model reads: resid_mid, or resid_pre (GPT-NeoX).
+CREATE MACRO mlp_input(run_name) AS
+    (SELECT coalesce(m.mlp_reads, 'resid_mid') FROM runs r JOIN models m ON m.name = r.model
+     WHERE r.name = run_name);
 
 -- Direction `direction_name` as `model_name` sees it: its own, else its nearest ancestor's.
 CREATE MACRO direction_of(model_name, direction_name) AS TABLE

@@ -122,9 +122,9 @@ def init(warehouse, catalog):
 )
 @click.option(
     "--project",
-    default="resid_mid,resid_post",
-    show_default=True,
-    help="Residual sites projected on the model's directions.",
+    default=None,
+    help="Residual sites projected on the model's directions (comma list). Default: the site "
+    "the MLP reads (resid_mid; resid_pre for GPT-NeoX) and resid_post.",
 )
 @click.option("--layers", default="all", show_default=True, help="all, 19, 10-20, or a comma list.")
 @click.option("--batch-size", default=8, show_default=True)
@@ -473,7 +473,12 @@ def directions():
     metavar="BASE_RUN TUNED_RUN",
     help="δx per layer: mean tuned − base over paired tokens; adds NAME.LAYER for each layer.",
 )
-@click.option("--site", default="resid_mid", show_default=True, help="--delta: the residual site.")
+@click.option(
+    "--site",
+    default=None,
+    help="--delta: the residual site (default: what the MLP reads, resid_mid; resid_pre for "
+    "GPT-NeoX).",
+)
 @click.option("--layers", default="all", show_default=True, help="--delta: layers.")
 @click.option("--random", "random_", is_flag=True, help="A random Gaussian direction (a baseline).")
 @click.option("--seed", default=0, show_default=True, help="--random: seed.")

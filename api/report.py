@@ -212,15 +212,15 @@ def _offset(wh: Warehouse, p: Plan):
     _need(p.prefix is not None, "no δx directions (actwh directions add WH dx --delta BASE TUNED)")
     frame = wh.query("residual_offset", prefix=p.prefix, direction=p.direction)
     return (
-        f"δx = mean {p.tuned_run} − {p.base_run} resid_mid per layer; its cosine with "
-        f"{p.direction}.",
+        f"δx = mean {p.tuned_run} − {p.base_run} per layer, at the residual site the MLP reads; "
+        f"its cosine with {p.direction}.",
         charts.residual_offset(frame, p.direction),
         frame.select("layer", "dx_norm", "cos_with_direction", "shift_along_direction"),
     )
 
 
 def _figure4(wh: Warehouse, p: Plan):
-    _need(_paired(p) and p.layer is not None, "no teacher-forced pair with resid_mid captured")
+    _need(_paired(p) and p.layer is not None, "no teacher-forced pair with residuals captured")
     frame = pca_shift(wh.sql, p.base_run, p.tuned_run, p.layer, neuron=p.neuron)
     summary = (
         frame.group_by("run")
@@ -231,8 +231,9 @@ def _figure4(wh: Warehouse, p: Plan):
         .sort("run")
     )
     return (
-        f"resid_mid of layer {p.layer} at the last prompt token of the first 50 prompts, "
-        "z-scored, projected on the mean shift and the first principal component.",
+        f"The MLP's input (resid_mid; resid_pre for GPT-NeoX) of layer {p.layer} at the last "
+        "prompt token of the first 50 prompts, z-scored, projected on the mean shift and the "
+        "first principal component.",
         charts.pca(frame, p.layer, p.neuron),
         summary,
     )
@@ -246,7 +247,10 @@ def _figure5(wh: Warehouse, p: Plan):
     frame = wh.query(
         "value_vector_shift", model=p.tuned_model, layer=p.layer, prefix=p.prefix, bins=40
     )
-    _need(frame.height > 0, f"no value_vector_diffs for {p.tuned_model} (actwh diff)")
+    _need(
+        frame.height > 0,
+        f"no value_vector_diffs of {p.tuned_model} in layers before {p.layer} (actwh diff)",
+    )
     means = (
         frame.group_by("value_layer")
         .agg(pl.col("layer_mean", "oriented_mean", "aggregate_cos").first())

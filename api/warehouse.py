@@ -178,12 +178,13 @@ class Warehouse(Writes):
         tuned_run: str,
         layer: int,
         *,
-        site: str = "resid_mid",
+        site: str | None = None,
         n_prompts: int = 50,
         neuron: tuple[int, int] | None = None,
     ) -> pl.DataFrame:
-        """Figure 4: resid_mid of paired runs at the last prompt token, z-scored, projected on
-        the mean shift (tuned − base) and the first principal component.
+        """Figure 4: ``site`` (default: what the MLP reads, resid_mid; resid_pre for GPT-NeoX) of
+        paired runs at the last prompt token, z-scored, projected on the mean shift
+        (tuned − base) and the first principal component.
 
         Returns ``prompt, run, shift, pc1, activation`` (the coefficient of ``neuron`` =
         ``(layer, index)`` there, when it was tracked).

@@ -74,7 +74,7 @@ class Writes:
         teacher_force: str | None = None,
         generate: int = 20,
         capture: str | Iterable[str] = (),
-        project: str | Iterable[str] = ("resid_mid", "resid_post"),
+        project: str | Iterable[str] | None = None,
         layers=None,
         track_neurons: str | Iterable[tuple[int, int]] = (),
         logit_lens: int = 0,
@@ -90,10 +90,12 @@ class Writes:
         set) or replay run ``teacher_force``'s tokens, and store what happens inside it.
 
         ``capture``: sites whose full vectors are stored (``["resid_mid", "mlp_post"]``);
-        ``project``: residual sites projected on every direction of the model; ``layers``: all
-        (None), one, a list or a range; ``track_neurons``: ``[(19, 770)]`` or ``"toxic_probe:64"``
-        (the top 64 value vectors by cosine, |cosine| for gated MLPs); ``logit_lens``: top-K
-        tokens; ``target_tokens``: their logit-lens probability. More options (``batch_size``,
+        ``project``: residual sites projected on every direction of the model (default: the
+        site the MLP reads — ``resid_mid``, ``resid_pre`` for GPT-NeoX — and ``resid_post``);
+        ``layers``: all (None), one, a list or a range; ``track_neurons``: ``[(19, 770)]`` or
+        ``"toxic_probe:64"`` (the top 64 value vectors by cosine, |cosine| for gated MLPs);
+        ``logit_lens``: top-K tokens; ``target_tokens``: their logit-lens probability. More
+        options (``batch_size``,
         ``device``, ``dtype``, ``store_dtype``, ``on_overflow``, ``max_prompt_tokens``,
         ``lens_at``, ``prompt_logprobs``, ``on_long``, ``commit_mb``, ``resume``,
         ``model_name``, ``prompt_set``): see :class:`actwh.ingest.options.IngestOptions`.
@@ -311,13 +313,14 @@ class Writes:
         tuned_run: str,
         *,
         model: str | None = None,
-        site: str = "resid_mid",
+        site: str | None = None,
         layers=None,
         replace: bool = False,
     ) -> list[dict]:
         """Register δx per layer — the mean over paired tokens of ``tuned − base`` at ``site``
-        — as directions ``NAME.LAYER`` of ``model`` (default: the base run's model). The runs
-        must hold the same tokens (a teacher-forced pair) and store ``site``'s vectors."""
+        (default: the site the MLP reads, resid_mid; resid_pre for GPT-NeoX) — as directions
+        ``NAME.LAYER`` of ``model`` (default: the base run's model). The runs must hold the same
+        tokens (a teacher-forced pair) and store ``site``'s vectors."""
         from actwh.ingest.options import parse_layers
         from actwh.warehouse.directions import add_direction, delta_directions
         from actwh.warehouse.registry import model_row
@@ -330,6 +333,7 @@ class Writes:
         if layers is not None:
             n_layers = model_row(self.store.catalog, owner)["n_layers"] if owner else 0
             chosen = parse_layers(layers, n_layers)
+        site = site or self.sql("select mlp_input($r)", {"r": base_run}).item()
         deltas = delta_directions(self.snapshot, base_run, tuned_run, site, chosen)
         added = []
         for layer, vector in deltas.items():

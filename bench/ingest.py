@@ -140,7 +140,9 @@ def main() -> None:
         f"{'met' if f / b <= 1.10 else 'NOT met'} ({(f / b - 1) * 100:+.0f}% best to best, "
         f"{(mf / mb - 1) * 100:+.0f}% median to median)."
     )
-    where = loaded.device.type if args.model == "embedded" else f"{loaded.device.type}, {loaded.name}"
+    where = (
+        loaded.device.type if args.model == "embedded" else f"{loaded.device.type}, {loaded.name}"
+    )
     record(
         "ingest-" + where.replace(", ", "-"),
         f"(a) Ingestion overhead over bare generation ({where})",

@@ -49,8 +49,8 @@ def parameter_diffs(base: LoadedModel, tuned: LoadedModel) -> pa.Table:
 
 @torch.no_grad()
 def value_vector_diffs(base: LoadedModel, tuned: LoadedModel, layer: int) -> pa.Table:
-    v_base = base.adapter.W_out(layer).detach().float()
-    v_tuned = tuned.adapter.W_out(layer).detach().float()
+    v_base = base.adapter.write_vectors(layer).detach().float()
+    v_tuned = tuned.adapter.write_vectors(layer).detach().float()
     delta = (v_tuned - v_base).cpu().numpy()
     cos = torch.nn.functional.cosine_similarity(v_base, v_tuned, dim=1).cpu().numpy()
     return pa.table(

@@ -6,9 +6,14 @@
   every position. Realised as a weight edit, ``bias -= α · v`` on the MLP's output projection, so
   the edited model is an ordinary model (for the last layer this equals the paper's hook; the
   paper's generation protocol edits only the newest position, which is the same thing there).
+  Where a norm follows the MLP (Gemma 2/3, OLMo 2) a bias before it would be normalised away, so
+  the shift is a hook on that norm's output: the same change of the residual stream.
 * ``unalign`` (paper §6, Table 4) — scale the key vectors of chosen value vectors by ``s``:
   GPT-2 ``c_fc.weight[:, i] *= s`` (bias untouched, as in the paper's code); gated MLPs scale the
-  linear "up" row (W2), which scales the neuron's coefficient by ``s`` (the paper's "SCALE W2").
+  linear "up" row (W2), which scales the neuron's coefficient by ``s`` (the paper's "SCALE W2";
+  Phi-3's up half of ``gate_up_proj``). Where a norm follows the MLP, scaling ``m_i`` scales the
+  neuron's share of the MLP's output, but the norm rescales the whole output (``/ rms(y)``), so
+  its write into the residual stream changes by less than ``s`` and the others' by a little.
   The neurons are those whose write points most along the direction (:func:`unalign_keys`).
   Scaling multiplies ``m_i`` whatever its sign, so for a gated MLP that needs a run: a neuron
   whose value vector points along the direction but which mostly fires negatively writes
@@ -56,9 +61,16 @@ def steer(loaded: LoadedModel, layer: int, vector: torch.Tensor) -> Iterator[Non
 
 @torch.no_grad()
 def subtract(loaded: LoadedModel, layer: int, vector: torch.Tensor, scale: float) -> None:
-    """Make layer ``layer``'s MLP output ``α · vector`` smaller, at every position."""
-    proj = loaded.adapter.mlp_out_proj(layer)
+    """Make what layer ``layer``'s MLP adds to the residual stream ``α · vector`` smaller, at
+    every position: a bias on its output projection, or — where a norm follows the MLP, which
+    would undo a shift before it — a hook on that norm's output."""
+    adapter = loaded.adapter
+    norm = adapter.post_mlp_norm(layer)
+    proj = adapter.mlp_out_proj(layer)
     shift = (scale * vector).to(proj.weight.device, proj.weight.dtype)
+    if norm is not None:
+        norm.register_forward_hook(lambda module, args, output: output - shift)
+        return
     if proj.bias is None:
         proj.bias = torch.nn.Parameter(torch.zeros_like(shift), requires_grad=False)
     proj.bias -= shift
@@ -70,9 +82,9 @@ def scale_keys(loaded: LoadedModel, keys: list[tuple[int, int]], scale: float) -
     adapter = loaded.adapter
     for layer, neuron in keys:
         adapter.W_in(layer)[:, neuron] *= scale  # a view of the weight: column i is MLP.k_i
-        up = adapter.mlp(layer).up_proj if adapter.gated else None
-        if up is not None and up.bias is not None:  # m = act(gate) · up: all of up, so m × s
-            up.bias[neuron] *= scale
+        bias = adapter.up_bias(layer) if adapter.gated else None
+        if bias is not None:  # m = act(gate) · up: all of up, so m × s
+            bias[neuron] *= scale
 
 
 def apply_edit(loaded: LoadedModel, edit: dict) -> None:

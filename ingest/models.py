@@ -155,6 +155,8 @@ class LoadedModel:
             "revision": self.revision,
             "architecture": self.architecture,
             "mlp_gated": a.gated,
+            "mlp_reads": a.mlp_reads,
+            "mlp_post_norm": a.post_mlp_norm_name is not None,
             "n_layers": a.n_layers,
             "d_model": a.d_model,
             "d_mlp": a.d_mlp,

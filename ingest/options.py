@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from actwh.errors import ActwhError, arg
+from actwh.ingest.adapters import Adapter
 from actwh.ingest.sites import RESIDUAL_SITES, SITES
 
 STORE_DTYPES = ("float16", "float32")
@@ -25,7 +26,8 @@ class IngestOptions:
     prompt_set: str | None = None
     generate: int = 20
     capture: str | Iterable[str] = ""  # sites whose full vectors are stored
-    project: str | Iterable[str] = "resid_mid,resid_post"  # sites projected on directions
+    # sites projected on directions (None: the site the MLP reads and resid_post)
+    project: str | Iterable[str] | None = None
     layers: str | int | Iterable[int] | None = "all"  # None or "all": every layer
     batch_size: int = 8
     device: str = "auto"
@@ -96,16 +98,22 @@ def _items(spec: str | Iterable | None) -> list:
     return list(spec)
 
 
-def parse_sites(spec: str | Iterable[str], option: str = "capture", allowed=SITES) -> list[str]:
+def parse_sites(
+    spec: str | Iterable[str], adapter: Adapter, option: str = "capture", allowed=SITES
+) -> list[str]:
     sites = _items(spec)
     for site in sites:
         if site not in allowed:
             raise ActwhError(f"{arg(option)}: unknown site {site!r}; valid: {', '.join(allowed)}")
+        if site not in adapter.sites:
+            raise ActwhError(f"{arg(option)} {site}: {adapter.missing_site(site)}")
     return list(dict.fromkeys(sites))
 
 
-def parse_project(spec: str | Iterable[str]) -> list[str]:
-    return parse_sites(spec, "project", RESIDUAL_SITES)
+def parse_project(spec: str | Iterable[str] | None, adapter: Adapter) -> list[str]:
+    if spec is None:
+        spec = [adapter.mlp_reads, "resid_post"]
+    return parse_sites(spec, adapter, "project", RESIDUAL_SITES)
 
 
 def parse_layers(

@@ -1,6 +1,8 @@
 """MLP value vectors from a model's weights: stored with their top tokens, indexed with FAISS.
 
-``MLP.v_i^l`` is row i of ``W_out`` (``[d_mlp, d_model]``). Its top tokens are those with the
+``MLP.v_i^l`` is row i of ``W_out`` (``[d_mlp, d_model]``); where a norm follows the MLP, what is
+stored and searched is the direction it writes into the residual stream, ``γ ⊙ v_i``
+(:meth:`~actwh.ingest.adapters.Adapter.write_vectors`). Its top tokens are those with the
 highest logit ``W_U[:, w] · u``, where ``u`` is ``v`` itself (``unembed="raw"``: the paper's
 Table 1 method; for GPT-2 the unembedding is the tied token embedding) or what the final norm
 passes on of it (``"final_norm"``: ``γ ⊙ v`` for RMSNorm); each architecture has a default (see
@@ -54,7 +56,7 @@ def top_value_vectors(
     d = torch.as_tensor(direction, dtype=torch.float32, device=adapter.W_U.device)
     cos = torch.stack(
         [
-            torch.nn.functional.cosine_similarity(adapter.W_out(l).float(), d[None], dim=1)
+            torch.nn.functional.cosine_similarity(adapter.write_vectors(l).float(), d[None], dim=1)
             for l in range(adapter.n_layers)
         ]
     )  # [n_layers, d_mlp]
@@ -125,7 +127,7 @@ def store_value_vectors(
     for layer in tqdm(
         range(adapter.n_layers), desc=f"value vectors {loaded.name}", disable=not progress
     ):
-        W = adapter.W_out(layer).detach().float()
+        W = adapter.write_vectors(layer).detach().float()
         best, worst = (ids.cpu().numpy() for ids in top_tokens(adapter, W, top, unembed))
         vectors = W.cpu().numpy()
         blocks.append(vectors)

@@ -146,8 +146,8 @@ def plan_run(
     config = {
         **options.as_dict(),
         "layers": layers,
-        "capture": parse_sites(options.capture),
-        "project": parse_project(options.project),
+        "capture": parse_sites(options.capture, loaded.adapter),
+        "project": parse_project(options.project, loaded.adapter),
         "directions": sorted(directions),
         "track_neurons": {str(k): v for k, v in tracked.items()},
         "track_neurons_spec": spec,

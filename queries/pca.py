@@ -32,12 +32,14 @@ def pca_shift(
     tuned_run: str,
     layer: int,
     *,
-    site: str = "resid_mid",
+    site: str | None = None,
     n_prompts: int = 50,
     neuron: tuple[int, int] | None = None,
 ) -> pl.DataFrame:
     """``sql`` runs a query with parameters (``Warehouse.sql``). Returns one row per point:
     ``prompt, run, shift, pc1, activation``."""
+    if site is None:
+        site = sql("select mlp_input($r) as site", {"r": base_run})["site"][0]
     frames = {}
     for run in (base_run, tuned_run):
         frames[run] = sql(

@@ -91,3 +91,49 @@ def build_llama(
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# The families beyond GPT-2 and Llama: each config's own names for a tiny size.
+FAMILIES = {
+    "gpt_neox": dict(intermediate_size=64, rotary_pct=0.5, use_parallel_residual=True),
+    "gemma": dict(intermediate_size=48, num_key_value_heads=2, head_dim=8),
+    "gemma2": dict(
+        intermediate_size=48, num_key_value_heads=2, head_dim=8, final_logit_softcapping=0.5
+    ),
+    "gemma3_text": dict(intermediate_size=48, num_key_value_heads=2, head_dim=8),
+    "phi3": dict(intermediate_size=48, num_key_value_heads=2),
+    "olmo2": dict(intermediate_size=48, num_key_value_heads=2),
+}
+
+
+def build_family(path: Path, model_type: str, n_layer: int = 3, seed: int = 0) -> Path:
+    """A tiny random model of ``model_type`` (a key of :data:`FAMILIES`). Its norms' gains are
+    random too (Gemma initialises them to 0, i.e. a gain of 1), so an analysis that forgets a
+    norm gets a different number. Gemma 2's soft-cap is low (0.5: random logits stay under ~1)
+    so that it changes them."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tokenizer = _train_tokenizer(with_bos=True)
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=n_layer,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+        **FAMILIES[model_type],
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                param.uniform_(0.5, 1.5)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

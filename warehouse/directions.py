@@ -94,7 +94,7 @@ def mean_difference(base: np.ndarray, tuned: np.ndarray) -> np.ndarray:
 
 
 def delta_directions(
-    snapshot, base_run: str, tuned_run: str, site: str = "resid_mid", layers=None
+    snapshot, base_run: str, tuned_run: str, site: str, layers=None
 ) -> dict[int, np.ndarray]:
     """δx per layer: mean over paired tokens of ``tuned − base`` at ``site``.
 

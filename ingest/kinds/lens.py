@@ -36,7 +36,7 @@ class LogitLens(CaptureKind):
                 return
             rows = torch.arange(x.shape[0], device=x.device)
             x = x[rows, self.columns.to(x.device)]  # [batch, d]
-        logits = self.adapter.final_norm(x) @ self.adapter.W_U
+        logits = self.adapter.logits(x)
         probs = torch.softmax(logits.float(), dim=-1)
         top = probs.topk(self.k, dim=-1)
         self.keep(key, top.indices, "ids")
