@@ -233,3 +233,22 @@ def test_gemma3_with_vision_is_refused_with_the_reason(tmp_path):
     with pytest.raises(ActwhError, match="gemma3_text") as error:
         adapter_for(Gemma3ForConditionalGeneration(config))
     assert "gpt_neox" in str(error.value) and "olmo2" in str(error.value)
+
+
+def test_value_vector_tokens_are_read_through_the_models_own_final_norm(family):
+    """RMSNorm families read a value vector's tokens through the final norm by default: the
+    order of W_U · final_norm(vec), the model's own module (Gemma's gain is 1 + w)."""
+    wh, loaded = family
+    adapter = loaded.adapter
+    if adapter.centred_norm:  # LayerNorm's bias is not the vector's: read raw by default
+        assert adapter.default_unembed == "raw"
+        return
+    wh.index_vectors(loaded, progress=False)
+    stored = wh.sql(
+        "select neuron, top_tokens from value_vectors where layer = 1 order by neuron limit 8"
+    )
+    vectors = torch.tensor(wh.vectors("value_vectors", model=loaded.name, layer=1)[0][:8])
+    with torch.no_grad():
+        ids = (adapter.final_norm(vectors) @ adapter.W_U).topk(3, dim=-1).indices
+    for row, expected in zip(stored.iter_rows(named=True), ids.tolist(), strict=True):
+        assert row["top_tokens"][:3] == [loaded.tokenizer.decode([i]) for i in expected]
