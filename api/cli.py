@@ -326,6 +326,120 @@ def tables(warehouse, output):
 
 
 @main.command()
+@click.argument("warehouse", type=click.Path(file_okay=False))
+@click.argument("table")
+@click.option("--run", "runs", multiple=True, help="Only this run's files (repeatable).")
+@click.option("--layers", help="Only these layers: 19, 10-20, or a comma list.")
+@click.option("--model", "models", multiple=True, help="Only this model's files (repeatable).")
+def files(warehouse, table, runs, layers, models):
+    """List the committed Parquet files of TABLE, one absolute path per line.
+
+    Exactly what actwh's own queries read: never an orphan left by a crash, nor a file being
+    written. For engines that take a file list (Spark, Trino, DuckDB).
+
+    \b
+    Example:
+      actwh files wh tokens --run base
+      actwh files wh residuals --run base --layers 17-19 | xargs du -ch | tail -1
+    """
+    flags = {"table": "TABLE", "runs": "--run", "models": "--model"}
+    click.get_current_context().meta["flags"] = flags
+    with _warehouse(warehouse) as wh:
+        listed = wh.files(table, runs=runs or None, layers=layers, models=models or None)
+    for path in listed:
+        click.echo(path)
+
+
+@main.command()
+@click.argument("warehouse", type=click.Path(file_okay=False))
+@click.argument("table")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--run", "runs", multiple=True, help="Only this run's rows (repeatable).")
+@click.option("--layers", help="Only these layers: 19, 10-20, or a comma list.")
+@click.option("--site", "sites", multiple=True, help="Only this site's rows (repeatable).")
+@click.option("--model", "models", multiple=True, help="Only this model's rows (repeatable).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def export(warehouse, table, out, runs, layers, sites, models, quiet):
+    """Write TABLE (or part of it) to the new directory OUT as plain Parquet for other engines.
+
+    Only committed rows; vectors as float32 (Spark cannot read the warehouse's float16);
+    Hive-partitioned like the warehouse (OUT/run=base/layer=19/part-*.parquet); OUT/_manifest.json
+    lists the files. Spark reads it with spark.read.parquet(OUT).
+
+    \b
+    Example:
+      actwh export wh residuals export/residuals --run base --layers 17-19
+    """
+    flags = {
+        "table": "TABLE",
+        "out": "OUT",
+        "runs": "--run",
+        "sites": "--site",
+        "models": "--model",
+    }
+    click.get_current_context().meta["flags"] = flags
+    with _warehouse(warehouse) as wh:
+        manifest = wh.export(
+            table,
+            out,
+            runs=runs or None,
+            layers=layers,
+            sites=sites or None,
+            models=models or None,
+            progress=not quiet,
+        )
+    click.echo(
+        f"exported {manifest['rows']:,} rows of {table} in {len(manifest['files'])} files to {out}"
+    )
+
+
+@main.command()
+@click.argument("warehouse", type=click.Path(file_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--run", required=True, help="The run whose vectors are exported.")
+@click.option(
+    "--sites", required=True, help="Captured sites (comma list): resid_mid, mlp_post, ..."
+)
+@click.option("--layers", required=True, help="19, 10-20, a comma list, or all.")
+@click.option(
+    "--layout",
+    type=click.Choice(["tokens", "saelens"]),
+    default="tokens",
+    show_default=True,
+    help="tokens: a row per token (run, prompt, pos, token_id, a vector per hook); saelens: "
+    "rows of --context-size tokens, SAELens's cached-activation layout.",
+)
+@click.option(
+    "--context-size", default=128, show_default=True, help="--layout saelens: tokens a row."
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def dataset(warehouse, out, run, sites, layers, layout, context_size, quiet):
+    """Write a run's stored vectors to OUT as a Hugging Face datasets dataset (save_to_disk).
+
+    Columns are named by TransformerLens hook (blocks.19.hook_resid_mid, blocks.19.mlp.hook_post),
+    float32. Load it with datasets.load_from_disk(OUT); train a SAE on it with SAELens
+    (use_cached_activations=True, cached_activations_path=OUT, hook_name, context_size, d_in).
+
+    \b
+    Example:
+      actwh dataset wh sae-data --run base --sites resid_mid --layers 19 --layout saelens
+    """
+    click.get_current_context().meta["flags"] = {"out": "OUT"}
+    with _warehouse(warehouse) as wh:
+        written = wh.export_dataset(
+            out,
+            run=run,
+            sites=sites,
+            layers=layers,
+            layout=layout,
+            context_size=context_size,
+            progress=not quiet,
+        )
+    hooks = [c for c in written.column_names if c.startswith("blocks.")]
+    click.echo(f"wrote {written.num_rows:,} rows ({', '.join(hooks)}) to {out}")
+
+
+@main.command()
 @click.option(
     "--out",
     type=click.Path(file_okay=False),

@@ -27,6 +27,7 @@ from actwh.warehouse.schema import arrow_type, fact_table, fact_tables
 from actwh.warehouse.store import Store
 
 Layers = str | int | Iterable[int] | None  # None or "all": every layer; "10-20", range(10, 21), 19
+_FILTER_ARGS = {"run": "runs", "layer": "layers", "site": "sites", "model": "models"}
 
 
 class Warehouse(Writes):
@@ -317,6 +318,119 @@ class Warehouse(Writes):
         query += f" ORDER BY {', '.join(keys)}"
         frame = self.sql(query, params or None)
         return column_to_numpy(frame[column].to_arrow()), frame.drop(column)
+
+    # ---- other engines and tools --------------------------------------------------------------
+
+    def files(
+        self,
+        table: str,
+        *,
+        runs: str | Iterable[str] | None = None,
+        layers: Layers = None,
+        models: str | Iterable[str] | None = None,
+    ) -> list[Path]:
+        """The committed Parquet files of ``table`` (absolute paths), optionally only those of
+        some runs, layers or models: exactly what a query reads, never an orphan a crash left
+        or a file being written. For engines that take a file list (Spark: pass
+        ``basePath=WH/data/TABLE`` to keep the partition columns).
+
+        >>> wh.files("tokens", runs="base")
+        """
+        from actwh.warehouse.export import check_filters, committed_files, table_spec
+
+        filters = self._export_filters(runs=runs, layers=layers, models=models)
+        check_filters(table_spec(table), filters, _FILTER_ARGS)
+        return [self.root / p for p in committed_files(self.snapshot, table, filters)]
+
+    def export(
+        self,
+        table: str,
+        out: str | Path,
+        *,
+        runs: str | Iterable[str] | None = None,
+        layers: Layers = None,
+        sites: str | Iterable[str] | None = None,
+        models: str | Iterable[str] | None = None,
+        progress: bool = True,
+    ) -> dict:
+        """Write ``table`` (or the rows of some runs, layers, sites or models) to the new
+        directory ``out`` as Parquet any engine reads as is: committed rows only, float32
+        vectors, Hive-partitioned like the warehouse, with ``out/_manifest.json`` listing the
+        files. Streams (memory stays flat); whole or absent. Returns the manifest.
+
+        >>> wh.export("residuals", "export/residuals", runs="base", layers=[17, 18, 19])
+        """
+        from actwh.warehouse.export import check_filters, export_table, table_spec
+
+        target = self._outside(out, "out")
+        filters = self._export_filters(runs=runs, layers=layers, sites=sites, models=models)
+        check_filters(table_spec(table), filters, _FILTER_ARGS)
+        return export_table(self.snapshot, table, target, filters, progress)
+
+    def export_dataset(
+        self,
+        out: str | Path,
+        *,
+        run: str,
+        sites: str | Iterable[str],
+        layers: Layers,
+        layout: str = "tokens",
+        context_size: int = 128,
+        progress: bool = True,
+    ):
+        """Write ``run``'s stored vectors of ``sites`` at ``layers`` as a Hugging Face
+        ``datasets`` dataset (``save_to_disk``) in the new directory ``out``, float32, one column
+        per TransformerLens hook (``blocks.19.hook_resid_mid``). ``layout="tokens"``: a row per
+        token with ``run``, ``prompt``, ``pos``, ``token_id``; ``"saelens"``: SAELens's
+        cached-activation layout (rows of ``context_size`` tokens, ``token_ids``). Returns the
+        dataset. See :mod:`actwh.warehouse.hf_dataset`.
+
+        >>> wh.export_dataset("sae-data", run="base", sites="resid_mid", layers=19,
+        ...                   layout="saelens", context_size=128)
+        """
+        from actwh.ingest.options import parse_layers
+        from actwh.warehouse.hf_dataset import export_dataset
+
+        target = self._outside(out, "out")
+        found = self.sql("select model from runs where name = $r", {"r": run})
+        if found.is_empty():
+            raise ActwhError(f"{arg('run')} {run}: no such run")
+        n_layers = self.sql(
+            "select n_layers from models where name = $m", {"m": found["model"][0]}
+        ).item()
+        chosen = parse_layers(layers, n_layers)
+        names = [sites] if isinstance(sites, str) else list(sites)
+        names = [s.strip() for name in names for s in name.split(",") if s.strip()]
+        points = [(site, layer) for site in names for layer in chosen]
+        return export_dataset(
+            self.sql, target, run, points, layout, context_size, progress=progress
+        )
+
+    def _export_filters(self, **filters) -> dict[str, list]:
+        """Export filters by column: ``runs`` → ``run``; a name or a list, layers as usual."""
+        from actwh.ingest.options import parse_layers
+
+        columns = {}
+        for name, value in filters.items():
+            if value is None:
+                continue
+            if name == "layers":
+                most = self.sql("select coalesce(max(n_layers), 0) from models").item()
+                columns["layer"] = parse_layers(value, most)
+            else:
+                items = [value] if isinstance(value, str) else list(value)
+                columns[name.removesuffix("s")] = [
+                    v.strip() for item in items for v in item.split(",") if v.strip()
+                ]
+        for column, table in (("run", "runs"), ("model", "models")):
+            known = set(self.sql(f"select name from {table}")["name"])
+            unknown = [v for v in columns.get(column, []) if v not in known]
+            if unknown:
+                listing = ", ".join(sorted(known, key=natural_key)) or "none"
+                raise ActwhError(
+                    f"{arg(table)} {unknown[0]}: no such {column} ({table}: {listing})"
+                )
+        return columns
 
     def resolve_direction(self, name: str, model: str | None = None) -> tuple[str, np.ndarray]:
         """Direction ``name`` as ``model`` sees it: its own, else its nearest ancestor's (the

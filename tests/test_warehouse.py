@@ -181,11 +181,14 @@ def test_orphans_are_invisible_and_removed(store):
     partition = layout.partition_dir(store.root, "residuals", {"run": "r", "layer": 0})
     orphan = partition / layout.file_name(writer.tag, "deadbeef")
     orphan.write_bytes((next(partition.glob("*.parquet"))).read_bytes())
-    half_written = partition / (layout.file_name(writer.tag, "cafe") + layout.TMP_SUFFIX)
+    half_written = layout.tmp_path(partition / layout.file_name(writer.tag, "cafe"))
     half_written.write_bytes(b"PAR1 partial")
+    assert half_written.name.startswith("_")  # directory readers (Spark, Hive) skip it
+    older = partition / (layout.file_name(writer.tag, "beef") + layout.TMP_SUFFIX)  # before the _
+    older.write_bytes(b"PAR1 partial")
     with actwh.open(store.root) as wh:
         assert wh.sql("select count(*) as n from residuals")["n"][0] == 1
-    assert set(writer.remove_orphans()) == {orphan, half_written}
+    assert set(writer.remove_orphans()) == {orphan, half_written, older}
     assert len(layout.all_files(store.root)) == 1
 
 

@@ -8,8 +8,10 @@
       data/<table>/run=<run>/layer=<layer>/part-<writer>-<commit>.parquet
       index/<model>.faiss   FAISS index of a model's value vectors
 
-Files are written as ``*.parquet.tmp`` and renamed into place before their commit is recorded in
-the catalog; readers only ever open files the catalog lists, so an unfinished write is invisible.
+Files are written as ``_part-*.parquet.tmp`` and renamed into place before their commit is
+recorded in the catalog; readers only ever open files the catalog lists, so an unfinished write is
+invisible. The leading ``_`` hides it from directory readers too (Spark, Trino and Hive skip names
+that start with ``_`` or ``.``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ MARKER = "warehouse.json"
 CATALOG_FILE = "catalog.duckdb"
 DATA_DIR = "data"
 INDEX_DIR = "index"
+TMP_PREFIX = "_"  # directory readers (Spark, Trino, Hive) skip names starting with _ or .
 TMP_SUFFIX = ".tmp"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -73,13 +76,20 @@ def file_name(writer_tag: str, commit_id: str) -> str:
     return f"part-{writer_tag}-{commit_id}.parquet"
 
 
+def tmp_path(final: Path) -> Path:
+    """Where ``final`` is written before it is renamed into place."""
+    return final.with_name(TMP_PREFIX + final.name + TMP_SUFFIX)
+
+
 def writer_files(root: Path, writer_tag: str) -> list[Path]:
-    """Every data file (committed or not, finished or not) a writer with this tag produced."""
+    """Every data file (committed or not, finished or not) a writer with this tag produced.
+    Unfinished ones from before the ``_`` prefix (``part-*.parquet.tmp``) are found too."""
     data = root / DATA_DIR
     if not data.exists():
         return []
     pattern = f"part-{writer_tag}-*.parquet"
-    return sorted([*data.rglob(pattern), *data.rglob(pattern + TMP_SUFFIX)])
+    unfinished = [*data.rglob(pattern + TMP_SUFFIX), *data.rglob(TMP_PREFIX + pattern + TMP_SUFFIX)]
+    return sorted([*data.rglob(pattern), *unfinished])
 
 
 def all_files(root: Path) -> list[Path]:

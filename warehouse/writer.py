@@ -1,7 +1,7 @@
 """Writing fact tables: Parquet files that become visible all at once, or not at all.
 
 A :class:`CommitWriter` buffers Arrow tables per (table, partition). :meth:`CommitWriter.commit`
-writes each buffer to ``*.parquet.tmp``, fsyncs it, renames it into place, and only then records
+writes each buffer to ``_*.parquet.tmp``, fsyncs it, renames it into place, and only then records
 the commit in the catalog, in one transaction together with the prompts it covers. Inside
 :meth:`CommitWriter.in_background`, commits run in a background thread, one at a time and in
 order, while the caller buffers the next one (pyarrow, zstd, hashing and fsync release the GIL).
@@ -154,7 +154,7 @@ class CommitWriter:
         directory = layout.partition_dir(self.store.root, table, dict(partition))
         directory.mkdir(parents=True, exist_ok=True)
         final = directory / layout.file_name(self.tag, commit_id)
-        tmp = final.with_name(final.name + layout.TMP_SUFFIX)
+        tmp = layout.tmp_path(final)
         schema = tables[0].schema
         vectors = {f.name for f in schema if pa.types.is_fixed_size_list(f.type)}
         scalar = [f.name for f in schema if f.name not in vectors]
