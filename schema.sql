@@ -381,6 +381,17 @@ CREATE MACRO reach_cos(cosine, gated) AS CASE WHEN gated THEN abs(cosine) ELSE c
 CREATE MACRO write_cos(cosine, gated, mean_coefficient) AS
     CASE WHEN gated THEN sign(mean_coefficient) * cosine ELSE cosine END;
 
+-- One neuron's coefficient m_i at every stored token of a run: from neuron_acts if the run tracked
+-- it, else from mlp_acts if the run captured its layer's mlp_post.
+CREATE MACRO neuron_coefficients(run_name, layer_index, neuron_index) AS TABLE
+    SELECT prompt, pos, act FROM neuron_acts
+    WHERE run = run_name AND layer = layer_index AND neuron = neuron_index
+    UNION ALL
+    SELECT prompt, pos, vec[neuron_index + 1] AS act FROM mlp_acts
+    WHERE run = run_name AND layer = layer_index
+      AND NOT EXISTS (SELECT 1 FROM neuron_acts
+                      WHERE run = run_name AND layer = layer_index AND neuron = neuron_index);
+
 -- How each neuron fires in a run, over its generated tokens (all its tokens if it generated none):
 -- share of tokens with m_i > 0, mean of m_i, of max(m_i, 0) and of min(m_i, 0), and std of m_i.
 CREATE MACRO neuron_means(run_name) AS TABLE

@@ -18,9 +18,10 @@ def logit_lens(frame: pl.DataFrame, token: str) -> alt.Chart:
         alt.Chart(_data(frame))
         .mark_line(point=True)
         .encode(
-            x=alt.X("point:Q", title="3 × layer + site (resid_pre 0, resid_mid 1, resid_post 2)"),
+            x=alt.X("layer:Q", title="layer", axis=alt.Axis(tickMinStep=1)),
             y=alt.Y("mean_prob:Q", title=f"mean P({token!r})", scale=alt.Scale(type="log")),
             color=alt.Color("run:N", title="run"),
+            strokeDash=alt.StrokeDash("site:N", title="site"),
             tooltip=["run:N", "layer:Q", "site:N", "mean_prob:Q", "ci95:Q", "n:Q"],
         )
         .properties(
@@ -176,4 +177,20 @@ def residual_offset(frame: pl.DataFrame, direction: str) -> alt.Chart:
             width=WIDTH,
             height=260,
         )
+    )
+
+
+def neuron_histogram(frame: pl.DataFrame, layer: int, neuron: int) -> alt.Chart:
+    """A neuron's coefficient over every stored token (``neuron_histogram``), one colour per
+    run: the share of each run's tokens in each bin."""
+    return (
+        alt.Chart(_data(frame))
+        .mark_line(interpolate="step-after", point=True)
+        .encode(
+            x=alt.X("bin_lo:Q", title=f"coefficient m of L{layer} #{neuron}"),
+            y=alt.Y("share:Q", title="share of tokens", scale=alt.Scale(type="symlog")),
+            color=alt.Color("run:N", title="run"),
+            tooltip=["run:N", "bin_lo:Q", "bin_hi:Q", "tokens:Q", "share:Q"],
+        )
+        .properties(title=f"L{layer} #{neuron}: coefficient distribution", width=380, height=200)
     )

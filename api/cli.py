@@ -1208,14 +1208,26 @@ def score(warehouse, run, scorer):
     "--layer", type=int, help="Layer for Figures 4 and 5 (default: the top toxic vector's)."
 )
 @click.option("--scorer", default="profanity", show_default=True)
-def report(warehouse, out, base_run, tuned_run, direction, token, layer, scorer):
+@click.option("--neuron", "neurons", multiple=True, help="Add a page for neuron L:I (repeatable).")
+@click.option(
+    "--prompt",
+    "prompts",
+    multiple=True,
+    type=int,
+    help="Add a token view of prompt N (repeatable).",
+)
+def report(warehouse, out, base_run, tuned_run, direction, token, layer, scorer, neurons, prompts):
     """Write the paper's figures and tables, computed from WAREHOUSE, as one HTML page.
 
-    The page works offline (JavaScript inlined); each chart is also saved as a PNG beside it.
+    With them: a page per top value vector of the direction (its tokens, coefficient histogram
+    in both runs, top contexts, cosines with δx) and a token-by-token view of the prompts tuning
+    changed most. The page works offline (JavaScript inlined); each chart is also saved as a PNG
+    beside it. Anchors: #neuron-L19-770, #prompt-12.
 
     \b
     Example:
       actwh report wh -o report.html
+      actwh report wh -o report.html --neuron 19:770 --prompt 12
     """
     click.get_current_context().meta["flags"] = {"out": "-o"}
     with _warehouse(warehouse) as wh:
@@ -1227,8 +1239,14 @@ def report(warehouse, out, base_run, tuned_run, direction, token, layer, scorer)
             token=token,
             layer=layer,
             scorer=scorer,
+            neurons=[_layer_neuron(n, "--neuron") for n in neurons],
+            prompts=prompts,
         )
-    click.echo(f"wrote {written.page} and {len(written.charts)} PNG charts")
+    plan = written.plan
+    click.echo(
+        f"wrote {written.page} and {len(written.charts)} PNG charts; "
+        f"{len(plan.neurons)} neuron pages, {len(plan.prompts)} prompt views"
+    )
 
 
 @main.command()

@@ -7,7 +7,8 @@ its result is already in the warehouse, so a rerun resumes where the last one st
  2. the toxicity probe on the shipped labeled corpus → direction ``toxic_probe``
  3. every value vector and the FAISS index; the top toxic value vectors (Table 1)
  4. prompts: the shipped set split in two — ``train`` for preference pairs, ``test`` for
-    everything else — plus ROT13/Base64/leet variants of some test prompts
+    everything else — plus ROT13/Base64/leet variants of some test prompts and a few multi-turn
+    chats (``analysis``)
  5. preference pairs from the train prompts (greedy vs probe-steered)
  6. DPO, sized for a CPU (learning rate 1e-5, 2 epochs; the paper's Table 8 otherwise)
  7. a base run over the test prompts (resid_mid, projections, tracked neurons, logit lens) and
@@ -30,7 +31,7 @@ from pathlib import Path
 import click
 import polars as pl
 
-from actwh.ingest.prompts import shipped_prompts
+from actwh.ingest.prompts import shipped_chats, shipped_prompts
 from actwh.train.dpo import DPOOptions
 
 STEPS = 10
@@ -58,10 +59,11 @@ class StudySettings:
 
 
 def split_prompts(
-    source: Path, out: Path, n_transformed: int, transforms
+    source: Path, out: Path, n_transformed: int, transforms, chats: Path | None = None
 ) -> tuple[Path, Path, Path]:
     """Even prompts → train (pairs), odd → test (evaluation); the analysis set is the test set
-    plus encoded variants of its first ``n_transformed`` non-neutral prompts, linked to them."""
+    plus encoded variants of its first ``n_transformed`` non-neutral prompts, linked to them,
+    and the multi-turn ``chats`` (if given)."""
     from actwh.ingest.prompts import read_prompts, write_prompts
     from actwh.ingest.transforms import transformed
 
@@ -69,8 +71,9 @@ def split_prompts(
     train, test = shipped[0::2], shipped[1::2]
     chosen = [i for i, p in enumerate(test) if p.meta.get("category") != "neutral"][:n_transformed]
     variants = [transformed(test[i], name, i) for name in transforms for i in chosen]
+    extra = read_prompts(chats).prompts if chats else []
     paths = out / "prompts-train.jsonl", out / "prompts-test.jsonl", out / "prompts-analysis.jsonl"
-    for prompts, path in zip((train, test, test + variants), paths, strict=True):
+    for prompts, path in zip((train, test, test + variants + extra), paths, strict=True):
         write_prompts(prompts, path)
     return paths
 
@@ -116,8 +119,11 @@ class Study:
     def pairs_and_dpo(self) -> None:
         wh, s, out = self.wh, self.s, self.out
         self.step(4, "prompts: train (pairs) / test (analysis and evaluation) split, with variants")
+        chats = shipped_chats() if self.base.tokenizer.chat_template else None
+        if chats is None:
+            self.echo("      (no chat template: the multi-turn chats are left out)")
         self.train, self.test, self.analysis = split_prompts(
-            shipped_prompts(), out, s.n_transformed, s.transforms
+            shipped_prompts(), out, s.n_transformed, s.transforms, chats
         )
         self.step(5, "preference pairs (greedy vs toxic-steered) from the train prompts")
         pairs = out / "pairs.jsonl"
@@ -263,6 +269,10 @@ def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
         "select min(cosine) as min_cos, avg(cosine) as mean_cos, avg(delta_norm) as mean_shift "
         "from value_vector_diffs where model = 'dpo'"
     ).row(0, named=True)
+    gaps = {"layer": layer, "site": wh.sql("select mlp_input('base')").item()}
+    for query in ("transform_gap", "turn_gap"):
+        frame = wh.query(query, **runs, layer=layer, site=gaps["site"])
+        gaps[query] = frame.to_dicts()
     return {
         "evaluations": {
             m: {k: table[m][k] for k in ("toxicity", "perplexity", "f1")}
@@ -277,6 +287,7 @@ def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
         ),
         "figure5": {"layer": layer, "per_layer": shift.to_dicts()},
         "value_vectors": vectors,
+        "gaps": gaps,
     }
 
 
@@ -336,5 +347,20 @@ def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
         f"  value vectors base vs DPO: min cosine {v['min_cos']:.6f}, mean {v['mean_cos']:.6f}, "
         f"mean ‖δv‖ {v['mean_shift']:.3g}"
     )
+    gaps = f["gaps"]
+    where = f"at {gaps['site']} {gaps['layer']}"
+    encoded = "; ".join(
+        f"{r['transform']} ({r['prompts']}) {r['base_dot']:+.2f} → {r['tuned_dot']:+.2f} "
+        f"({r['gap']:+.2f})"
+        for r in gaps["transform_gap"]
+    )
+    echo(f"  mean projection on toxic_probe {where}, generated tokens, base → DPO (gap):")
+    echo(f"    by prompt encoding: {encoded or 'no runs'}")
+    turns = "; ".join(
+        f"{r['part']} {r['base_dot']:+.2f} → {r['tuned_dot']:+.2f} ({r['gap']:+.2f})"
+        for r in gaps["turn_gap"]
+    )
+    chats = gaps["turn_gap"][0]["prompts"] if gaps["turn_gap"] else 0
+    echo(f"    in {chats} multi-turn chats, by message (all their tokens): {turns or 'none'}")
     echo(f"  report: {f['report']} ({n_charts} charts as PNG beside it)")
     echo(f"  total time {f['seconds'] / 60:.1f} min")

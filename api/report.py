@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import altair as alt
 import polars as pl
 
 from actwh.api import charts
+from actwh.api.pages import default_neurons, default_prompts, neuron_page, prompt_view
 from actwh.api.warehouse import Warehouse
 from actwh.errors import ActwhError
 from actwh.queries.pca import pca_shift
@@ -34,6 +35,8 @@ class Plan:
     neuron: tuple[int, int] | None
     prefix: str | None
     scorer: str
+    neurons: list[tuple[int, int]] = field(default_factory=list)  # a page each
+    prompts: list[int] = field(default_factory=list)  # a token view each
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Section:
     note: str
     chart: alt.TopLevelMixin | None = None
     table: pl.DataFrame | None = None
+    html: str = ""  # more of the section, already HTML (escaped where it holds data)
 
 
 def make_plan(
@@ -63,6 +67,8 @@ def make_plan(
     token: str | None = None,
     layer: int | None = None,
     scorer: str = "profanity",
+    neurons: list[tuple[int, int]] = (),
+    prompts: list[int] = (),
 ) -> Plan:
     pairs = wh.sql(
         "select name, source_run, model from runs where mode = 'teacher_forced' "
@@ -112,7 +118,11 @@ def make_plan(
             "select count(*) from directions where name like $p", {"p": prefix + ".%"}
         ).item()
         layer = (2 * n) // 3
-    return Plan(base_run, tuned_run, tuned_model, direction, token, layer, neuron, prefix, scorer)
+    plan = Plan(base_run, tuned_run, tuned_model, direction, token, layer, neuron, prefix, scorer)
+    chosen = default_neurons(wh, base_run, tuned_run, direction) + [tuple(n) for n in neurons]
+    plan.neurons = list(dict.fromkeys((int(l), int(i)) for l, i in chosen))
+    plan.prompts = list(dict.fromkeys([*default_prompts(wh, plan), *map(int, prompts)]))
+    return plan
 
 
 def _section(wh: Warehouse, plan: Plan, key: str, title: str, build) -> Section:
@@ -286,7 +296,22 @@ SECTIONS = (
 
 
 def build_sections(wh: Warehouse, plan: Plan) -> list[Section]:
-    return [_section(wh, plan, key, title, build) for key, title, build in SECTIONS]
+    sections = [_section(wh, plan, key, title, build) for key, title, build in SECTIONS]
+    for layer, neuron in plan.neurons:
+        key, title = f"neuron-L{layer}-{neuron}", f"Neuron L{layer} #{neuron}"
+        try:
+            note, chart, more = neuron_page(wh, plan, layer, neuron)
+            sections.append(Section(key, title, note, chart, html=more))
+        except ActwhError as error:
+            sections.append(Section(key, title, f"Not available: {error}"))
+    for prompt in plan.prompts:
+        key, title = f"prompt-{prompt}", f"Prompt {prompt}, token by token"
+        try:
+            note, more = prompt_view(wh, plan, prompt)
+            sections.append(Section(key, title, note, html=more))
+        except ActwhError as error:
+            sections.append(Section(key, title, f"Not available: {error}"))
+    return sections
 
 
 def _html_table(frame: pl.DataFrame) -> str:
@@ -316,6 +341,14 @@ _PAGE = """<!DOCTYPE html>
   th {{ background: #f4f4f4; }}
   .note {{ color: #555; }}
   #status {{ color: #888; font-size: 12px; }}
+  nav {{ font-size: 13px; columns: 3; }}
+  nav a {{ display: block; }}
+  table.contexts td.text {{ text-align: left; white-space: pre-wrap; font-family: monospace; }}
+  mark {{ background: #fdd49e; font-weight: bold; }}
+  .tokens p {{ white-space: pre-wrap; font-family: monospace; font-size: 13px; line-height: 1.7; }}
+  .tokens .gen {{ border-bottom: 2px solid #555; }}
+  .tokens .turn {{ font-size: 10px; color: #fff; background: #777; border-radius: 3px;
+                   padding: 0 4px; margin: 0 4px; }}
 </style>
 <script type="text/javascript">
 {bundle}
@@ -324,6 +357,7 @@ _PAGE = """<!DOCTYPE html>
 <body>
 <h1>actwh report</h1>
 <p class="note">{summary}</p>
+<nav>{index}</nav>
 {sections}
 <p id="status">rendering…</p>
 <script type="text/javascript">
@@ -357,14 +391,16 @@ def write_report(wh: Warehouse, out: str | Path, plan: Plan | None = None) -> Wr
         body = f'<p class="note">{html.escape(s.note)}</p><div class="row">'
         if s.chart is not None:
             spec = s.chart.to_dict()
-            specs[s.key] = spec
-            body += f'<div id="{s.key}"></div>'
+            specs[f"chart-{s.key}"] = spec
+            body += f'<div id="chart-{s.key}"></div>'
             png = out.with_name(f"{out.stem}.{s.key}.png")
             png.write_bytes(vl_convert.vegalite_to_png(json.dumps(spec), scale=2))
             pngs.append(png)
         if s.table is not None:
             body += _html_table(s.table)
-        parts.append(f"<section><h2>{html.escape(s.title)}</h2>{body}</div></section>")
+        body += s.html
+        parts.append(f'<section id="{s.key}"><h2>{html.escape(s.title)}</h2>{body}</div></section>')
+    index = "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
     summary = (
         f"Warehouse {html.escape(str(wh.path))}: base run {plan.base_run}, "
         f"tuned run {plan.tuned_run}, "
@@ -374,6 +410,7 @@ def write_report(wh: Warehouse, out: str | Path, plan: Plan | None = None) -> Wr
         title=html.escape(wh.path.name),
         bundle=vl_convert.javascript_bundle(),
         summary=summary,
+        index=index,
         sections="\n".join(parts),
         specs=json.dumps(specs),
     )

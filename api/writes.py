@@ -625,11 +625,16 @@ class Writes:
         token: str | None = None,
         layer: int | None = None,
         scorer: str = "profanity",
+        neurons: Iterable[tuple[int, int]] = (),
+        prompts: Iterable[int] = (),
     ) -> Written:
         """Write the paper's figures and tables as one offline HTML page (and a PNG per chart
-        beside it). Defaults come from the warehouse: the first teacher-forced pair of runs,
+        beside it), with a page per top value vector of the direction and a token-by-token
+        view of the prompts tuning changed most; ``neurons`` (``[(19, 770)]``) and ``prompts``
+        add more. Defaults come from the warehouse: the first teacher-forced pair of runs,
         the first logit-lens target token, the layer of the top toxic value vector. Returns
-        the ``page``, the ``charts`` and the ``plan`` (what it chose)."""
+        the ``page``, the ``charts`` and the ``plan`` (what it chose). Anchors:
+        ``#neuron-L19-770``, ``#prompt-12``."""
         from actwh.api.report import make_plan, write_report
 
         self._outside(out, "out")
@@ -641,5 +646,7 @@ class Writes:
             token=token,
             layer=layer,
             scorer=scorer,
+            neurons=list(neurons),
+            prompts=list(prompts),
         )
         return write_report(self, out, plan)

@@ -216,3 +216,10 @@ def shipped_prompts() -> Path:
     from importlib.resources import files
 
     return Path(str(files("actwh.data") / "prompts.jsonl"))
+
+
+def shipped_chats() -> Path:
+    """Six multi-turn chats that ship with actwh (see data/PROVENANCE.md)."""
+    from importlib.resources import files
+
+    return Path(str(files("actwh.data") / "chats.jsonl"))

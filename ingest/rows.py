@@ -6,11 +6,13 @@ the same thing everywhere and padding can never leak into a row.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import torch
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from actwh.errors import ActwhError, arg
 from actwh.ingest.generate import Ran
@@ -20,7 +22,10 @@ FLOAT16_MAX = 65504.0
 
 
 class TokenText:
-    """Each token decoded on its own, cached (decoding is the slow part of building rows)."""
+    """Each token decoded on its own, readably, cached (decoding is the slow part of building
+    rows). A token that holds part of a UTF-8 character decodes to "�" on its own: it is shown
+    as its bytes instead, ``<0xE2>`` (a byte-level BPE piece such as ``âĢ`` → ``<0xE2><0x80>``;
+    a SentencePiece byte token is already named so)."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
@@ -30,8 +35,23 @@ class TokenText:
         missing = sorted({i for i in ids if i not in self._cache})
         if missing:
             decoded = self.tokenizer.batch_decode([[i] for i in missing])
-            self._cache.update(zip(missing, decoded, strict=True))
+            for i, text in zip(missing, decoded, strict=True):
+                self._cache[i] = self._bytes(i) if "\ufffd" in text else text
         return [self._cache[i] for i in ids]
+
+    def _bytes(self, token_id: int) -> str:
+        piece = self.tokenizer.convert_ids_to_tokens(token_id)
+        if _BYTE_TOKEN.fullmatch(piece):
+            return piece
+        if not all(c in _BYTE_DECODER for c in piece):
+            return piece  # not byte-level: its vocabulary entry is the most readable
+        raw = bytes(_BYTE_DECODER[c] for c in piece).decode("utf-8", errors="backslashreplace")
+        raw = raw.replace("\ufffd", "<0xEF><0xBF><0xBD>")  # the replacement character itself
+        return re.sub(r"\\x([0-9a-f]{2})", lambda m: f"<0x{m.group(1).upper()}>", raw)
+
+
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-F]{2}>")
+_BYTE_DECODER = {c: b for b, c in bytes_to_unicode().items()}  # GPT-2's byte ↔ character map
 
 
 @dataclass

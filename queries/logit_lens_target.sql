@@ -10,7 +10,6 @@ WITH selected AS (
     WHERE t.run = $selected_by AND t.pos = g.n_prompt_tokens AND t.token = $token
 )
 SELECT run, layer, site,
-       3 * layer + CASE site WHEN 'resid_pre' THEN 0 WHEN 'resid_mid' THEN 1 ELSE 2 END AS point,
        avg(prob) AS mean_prob,
        1.96 * stddev_samp(prob) / sqrt(count(*)) AS ci95,
        count(*) AS n
@@ -19,4 +18,4 @@ JOIN generations g USING (run, prompt)
 WHERE p.token = $token AND p.pos = g.n_prompt_tokens - 1
   AND ($selected_by IS NULL OR p.prompt IN (SELECT prompt FROM selected))
 GROUP BY run, layer, site
-ORDER BY run, point
+ORDER BY run, layer, CASE site WHEN 'resid_pre' THEN 0 WHEN 'resid_mid' THEN 1 ELSE 2 END

@@ -168,3 +168,22 @@ def test_prompt_logprobs_are_opt_in(tmp_path, gpt2_dir, prompts_file):
     )
     counts = {r[0]: r[1:] for r in rows.iter_rows()}
     assert counts[False][0] == 0 and counts[True][0] == counts[True][1] > 0
+
+
+def test_tokens_that_split_a_character_show_as_bytes(gpt2_dir):
+    """A byte-level token holding part of a UTF-8 character reads as <0xE6>, never as "�"; the
+    pieces of a text still spell it."""
+    import re
+
+    from actwh.ingest.rows import TokenText
+
+    tokenizer = load_model(str(gpt2_dir), device="cpu").tokenizer
+    text = " naïve 日本 — ok"
+    ids = tokenizer(text)["input_ids"]
+    shown = TokenText(tokenizer)(ids)
+    assert not any("\ufffd" in piece for piece in shown)
+    assert any(re.fullmatch(r"(<0x[0-9A-F]{2}>)+", piece) for piece in shown)
+    spelled = re.sub(
+        rb"<0x([0-9A-F]{2})>", lambda m: bytes([int(m.group(1), 16)]), "".join(shown).encode()
+    )
+    assert spelled.decode() == text

@@ -7,6 +7,7 @@ by hand (numpy / polars) from the stored rows.
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 import subprocess
@@ -81,6 +82,10 @@ def test_every_named_query_is_non_empty_and_typed(wh):
         "weight_similarity": {"model": "dpo"},
         "toxicity_table": {},
         "transform_gap": {"base_run": "base", "tuned_run": "dpo", "layer": 2},
+        "turn_gap": {"base_run": "base", "tuned_run": "dpo", "layer": 2},
+        "prompt_shift": {"base_run": "base", "tuned_run": "dpo", "layer": 2},
+        "neuron_contexts": {"base_run": "base", "tuned_run": "dpo", **tracked(wh)},
+        "neuron_histogram": {"base_run": "base", "tuned_run": "dpo", **tracked(wh)},
     }
     assert set(params) == set(wh.queries()["name"])
     for name, given in params.items():
@@ -373,3 +378,98 @@ def test_report_renders_in_headless_chromium(study, tmp_path):
     for key in specs:
         chart = dom.split(f'id="{key}"', 1)[1].split("</section>", 1)[0]
         assert "<svg" in chart, key
+
+
+def tracked(wh) -> dict:
+    """The first neuron the base run tracked."""
+    row = wh.sql("select layer, neuron from neuron_acts where run = 'base' order by all limit 1")
+    return row.row(0, named=True)
+
+
+def test_a_neuron_page_agrees_with_neuron_acts(wh):
+    layer, neuron = tracked(wh).values()
+    acts = wh.sql(
+        "select run, prompt, pos, act from neuron_acts where layer = $l and neuron = $n "
+        "and run in ('base', 'dpo')",
+        {"l": layer, "n": neuron},
+    )
+    base = acts.filter(pl.col("run") == "base")
+    tuned = dict(
+        zip(
+            zip(*acts.filter(pl.col("run") == "dpo").select("prompt", "pos"), strict=True),
+            acts.filter(pl.col("run") == "dpo")["act"],
+            strict=True,
+        )
+    )
+    for sign in (1, -1):
+        got = wh.query(
+            "neuron_contexts",
+            base_run="base",
+            tuned_run="dpo",
+            layer=layer,
+            neuron=neuron,
+            sign=sign,
+            k=5,
+            window=3,
+        )
+        ranked = base.filter(pl.col("pos") >= 1).sort(
+            [pl.col("act") * sign, "prompt", "pos"], descending=[True, False, False]
+        )
+        assert got.select("prompt", "pos").rows() == ranked.select("prompt", "pos").head(5).rows()
+        np.testing.assert_allclose(got["base_act"], ranked["act"].head(5))
+        np.testing.assert_allclose(
+            got["tuned_act"], [tuned[(p, q)] for p, q in got.select("prompt", "pos").rows()]
+        )
+    first = got.row(0, named=True)
+    text = wh.sql(
+        "select string_agg(token, '' order by pos) from tokens where run = 'base' "
+        "and prompt = $p and pos between $a and $b",
+        {"p": first["prompt"], "a": first["pos"] - 3, "b": first["pos"] + 3},
+    ).item()
+    assert first["before"] + first["token"] + first["after"] == text
+    histogram = wh.query(
+        "neuron_histogram", base_run="base", tuned_run="dpo", layer=layer, neuron=neuron, bins=7
+    )
+    edges = np.linspace(acts["act"].min(), acts["act"].max(), 8)
+    for run in ("base", "dpo"):
+        counts, _ = np.histogram(acts.filter(pl.col("run") == run)["act"].to_numpy(), edges)
+        got = histogram.filter(pl.col("run") == run)
+        assert dict(zip(got["bin"], got["tokens"], strict=True)) == {
+            i: c for i, c in enumerate(counts.tolist()) if c
+        }
+        assert got["share"].sum() == pytest.approx(1.0)
+
+
+def test_the_report_has_neuron_pages_and_token_views(study, wh, tmp_path):
+    layer, neuron = tracked(wh).values()
+    written = wh.report(tmp_path / "r.html", neurons=[(layer, neuron)], prompts=[0])
+    page = written.page.read_text()
+    plan = written.plan
+    assert (layer, neuron) in plan.neurons and 0 in plan.prompts and len(plan.prompts) > 1
+    for l, n in plan.neurons:
+        assert f'<section id="neuron-L{l}-{n}">' in page and f'href="#neuron-L{l}-{n}"' in page
+    assert '<section id="prompt-0">' in page and 'href="#prompt-0"' in page
+    assert "Not available" not in page.split('<section id="neuron-L', 1)[1]
+    # the token view shows the stored projection of each token on hover
+    row = wh.sql(
+        "select p.pos, t.token, p.dot from projections p join tokens t using (run, prompt, pos) "
+        "where p.run = 'base' and p.prompt = 0 and p.layer = $l and p.site = 'resid_mid' "
+        "and p.direction = 'toxic_probe' and p.pos = 1",
+        {"l": plan.layer},
+    ).row(0, named=True)
+    title = f"{row['token']!r} pos 1: {row['dot']:+.3f}"
+    assert html.escape(title, quote=True) in page
+    # the most changed prompts come first
+    shift = wh.query("prompt_shift", base_run="base", tuned_run="dpo", layer=plan.layer)
+    assert plan.prompts[0] == shift["prompt"][0]
+    assert written.page.stat().st_size < 10e6
+    # a chat's view marks its messages; an encoded prompt names its transform
+    chat = wh.sql("select prompt from tokens where run = 'base' and turn = 2 limit 1").item()
+    encoded = wh.sql(
+        "select prompt, transform from prompts where transform is not null limit 1"
+    ).row(0, named=True)
+    page = wh.report(tmp_path / "s.html", prompts=[chat, encoded["prompt"]]).page.read_text()
+    view = page.split(f'<section id="prompt-{chat}">', 1)[1].split("</section>", 1)[0]
+    assert "a chat of 3 messages" in view and "message 2</span>" in view
+    view = page.split(f'<section id="prompt-{encoded["prompt"]}">', 1)[1].split("</section>")[0]
+    assert f"({encoded['transform']} of prompt" in view

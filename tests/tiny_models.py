@@ -41,9 +41,17 @@ def _train_tokenizer(with_bos: bool):
             single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
         )
     kwargs = {"bos_token": "<s>"} if with_bos else {}
-    return PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>", **kwargs
     )
+    tokenizer.chat_template = CHAT_TEMPLATE  # so that chat prompts work on tiny models too
+    return tokenizer
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
 
 
 def build_gpt2(path: Path, n_layer: int = 3, seed: int = 0) -> Path:
