@@ -392,6 +392,10 @@ CREATE MACRO neuron_coefficients(run_name, layer_index, neuron_index) AS TABLE
       AND NOT EXISTS (SELECT 1 FROM neuron_acts
                       WHERE run = run_name AND layer = layer_index AND neuron = neuron_index);
 
+-- Draw j of bootstrap replicate b over n items: a deterministic pseudo-random index in [0, n),
+-- so a bootstrap in SQL gives the same interval every time it runs.
+CREATE MACRO bootstrap_index(b, j, n) AS CAST(hash(b, j) % n AS BIGINT);
+
 -- How each neuron fires in a run, over its generated tokens (all its tokens if it generated none):
 -- share of tokens with m_i > 0, mean of m_i, of max(m_i, 0) and of min(m_i, 0), and std of m_i.
 CREATE MACRO neuron_means(run_name) AS TABLE

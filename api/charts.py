@@ -194,3 +194,21 @@ def neuron_histogram(frame: pl.DataFrame, layer: int, neuron: int) -> alt.Chart:
         )
         .properties(title=f"L{layer} #{neuron}: coefficient distribution", width=380, height=200)
     )
+
+
+def toxicity(frame: pl.DataFrame) -> alt.Chart:
+    """Tables 2 and 4: mean toxicity per model with its 95% interval, one colour per scorer."""
+    base = alt.Chart(_data(frame)).encode(
+        y=alt.Y("model:N", title=None, sort=frame["model"].unique(maintain_order=True).to_list()),
+        yOffset="scorer:N",
+        color=alt.Color("scorer:N", title="scorer"),
+    )
+    bars = base.mark_rule().encode(
+        x=alt.X("toxicity_lo:Q", title="mean toxicity (95% bootstrap interval)"),
+        x2="toxicity_hi:Q",
+    )
+    points = base.mark_point(filled=True, size=60).encode(
+        x="toxicity:Q",
+        tooltip=["model:N", "scorer:N", "toxicity:Q", "toxicity_lo:Q", "toxicity_hi:Q"],
+    )
+    return (bars + points).properties(title="Toxicity by scorer", width=WIDTH, height=180)

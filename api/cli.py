@@ -859,6 +859,12 @@ def probe(warehouse, model, data, site, layer, name, replace, batch_size, seed, 
 )
 @click.option("--relative-alpha", default=0.3, show_default=True)
 @click.option("--scorer", default="profanity", show_default=True)
+@click.option(
+    "--min-margin",
+    default=0.05,
+    show_default=True,
+    help="Keep a pair only if the steered continuation scores this much above the greedy one.",
+)
 @click.option("--generate", default=20, show_default=True)
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--seed", default=0, show_default=True)
@@ -873,6 +879,7 @@ def pairs(
     alpha,
     relative_alpha,
     scorer,
+    min_margin,
     generate,
     batch_size,
     seed,
@@ -881,7 +888,8 @@ def pairs(
     """Write DPO preference pairs: greedy (preferred) vs toxic-steered (dispreferred).
 
     A cheap stand-in for the paper's PPLM: the direction is added to the residual stream while
-    sampling. Pairs are kept where the scorer rates the steered continuation more toxic.
+    sampling. Pairs are kept where the scorer rates the steered continuation more toxic by at
+    least --min-margin; the summary gives the margins of the kept pairs.
     Format: prompt_text, unpert_gen_text (preferred), pert_gen_text (dispreferred).
 
     \b
@@ -898,16 +906,13 @@ def pairs(
             alpha=alpha,
             relative_alpha=relative_alpha,
             scorer=scorer,
+            min_margin=min_margin,
             generate=generate,
             batch_size=batch_size,
             seed=seed,
             device=device,
         )
-    click.echo(
-        f"kept {stats.n_kept} of {stats.n_prompts} pairs → {out} (steered layer {stats.layer}, "
-        f"α {stats.alpha:.4g}; mean {scorer} score preferred {stats.mean_preferred:.3f}, "
-        f"dispreferred {stats.mean_dispreferred:.3f})"
-    )
+    click.echo(f"{stats.summary(scorer)} → {out}")
 
 
 @main.command()
@@ -1116,7 +1121,10 @@ def variant(
     help="Prompts for toxicity (default: the shipped set).",
 )
 @click.option(
-    "--scorer", default="profanity", show_default=True, help="profanity, detoxify or perspective."
+    "--scorer",
+    default="profanity",
+    show_default=True,
+    help="profanity, wordlist, detoxify or perspective; a comma list scores with each.",
 )
 @click.option("--generate", default=20, show_default=True)
 @click.option(

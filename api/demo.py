@@ -54,7 +54,8 @@ class StudySettings:
     n_transformed: int = 20
     unalign_top_k: int = 7
     unalign_scale: float = 10.0
-    scorer: str = "profanity"
+    scorer: str = "profanity"  # chooses the preference pairs
+    eval_scorers: tuple[str, ...] = ("profanity", "wordlist")  # the second is independent
     progress: bool = True
 
 
@@ -138,10 +139,7 @@ class Study:
                 batch_size=s.batch_size,
                 progress=s.progress,
             )
-            self.echo(
-                f"      kept {stats.n_kept} of {stats.n_prompts}; mean {s.scorer} preferred "
-                f"{stats.mean_preferred:.3f}, dispreferred {stats.mean_dispreferred:.3f}"
-            )
+            self.echo(f"      {stats.summary(s.scorer)}")
         n_pairs = sum(1 for line in pairs.read_text().splitlines() if line.strip())
         self.step(
             6, f"DPO on {n_pairs} pairs (lr {s.dpo.learning_rate:g}, {s.dpo.epochs:g} epochs)"
@@ -215,13 +213,13 @@ class Study:
         self.step(9, "evaluation: toxicity, perplexity, F1 of base, DPO, un-aligned, control")
         loaded = {self.base.name: self.base, "dpo": self.tuned}
         for name in (self.base.name, "dpo", "unaligned", CONTROL):
-            done = "evaluations where model = $m and prompt_set = 'test' and scorer = $s"
-            if not self.has(done, m=name, s=s.scorer):
+            done = "evaluations where model = $m and prompt_set = 'test'"
+            if not all(self.has(f"{done} and scorer = $s", m=name, s=x) for x in s.eval_scorers):
                 self.wh.evaluate(
                     loaded.get(name, name),
                     prompts=self.test,
                     prompt_set="test",
-                    scorer=s.scorer,
+                    scorer=s.eval_scorers,
                     generate=s.generate,
                     batch_size=s.batch_size * 2,
                     progress=s.progress,
@@ -253,8 +251,14 @@ def run_study(
 
 def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
     """The study's numbers, from the named analyses (``layer``: δx's layer for Figure 5)."""
-    table = {r["model"]: r for r in wh.query("toxicity_table", scorer=scorer).iter_rows(named=True)}
     order = [base_model, "dpo", "unaligned", CONTROL]
+    evaluations: dict = {}
+    for r in wh.query("toxicity_table").iter_rows(named=True):
+        row = evaluations.setdefault(
+            r["model"], {"perplexity": r["perplexity"], "f1": r["f1"], "toxicity": {}}
+        )
+        keys = ("toxicity", "toxicity_lo", "toxicity_hi", "toxicity_change", "change_lo")
+        row["toxicity"][r["scorer"]] = {k: r[k] for k in (*keys, "change_hi")}
     runs = {"base_run": "base", "tuned_run": "dpo"}
     drop = wh.query("activation_drop", **runs, n=5)
     total = wh.query("tracked_write", **runs).filter(pl.col("layer").is_null()).row(0, named=True)
@@ -274,11 +278,8 @@ def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
         frame = wh.query(query, **runs, layer=layer, site=gaps["site"])
         gaps[query] = frame.to_dicts()
     return {
-        "evaluations": {
-            m: {k: table[m][k] for k in ("toxicity", "perplexity", "f1")}
-            for m in order
-            if m in table
-        },
+        "evaluations": {m: evaluations[m] for m in order if m in evaluations},
+        "pairs_scorer": scorer,
         "activation_drop": drop.to_dicts(),
         "tracked_write": total,
         "dx_norm": dict(zip(offset["layer"].to_list(), offset["dx_norm"].to_list(), strict=True)),
@@ -295,7 +296,27 @@ def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
     ev = f["evaluations"]
     models = [m for m in ev if m != CONTROL]
     echo("\nFindings")
-    for metric in ("toxicity", "perplexity", "f1"):
+    scorers = sorted(
+        {s for m in ev.values() for s in m["toxicity"]}, key=lambda s: s != f["pairs_scorer"]
+    )
+    for scorer in scorers:
+        role = "chose the pairs" if scorer == f["pairs_scorer"] else "independent"
+        echo(f"  toxicity by {scorer} ({role}), mean [95% bootstrap interval over prompts]:")
+        for m in [*models, CONTROL]:
+            t = ev.get(m, {}).get("toxicity", {}).get(scorer)
+            if t is None:
+                continue
+            change = (
+                ""
+                if t["toxicity_change"] is None
+                else f"   change from its parent {t['toxicity_change']:+.3f} "
+                f"[{t['change_lo']:+.3f}, {t['change_hi']:+.3f}]"
+            )
+            echo(
+                f"    {m:<22} {t['toxicity']:.3f} [{t['toxicity_lo']:.3f}, {t['toxicity_hi']:.3f}]"
+                f"{change}"
+            )
+    for metric in ("perplexity", "f1"):
         chain = " → ".join(f"{m} {ev[m][metric]:.3f}" for m in models)
         control = f"   ({CONTROL} {ev[CONTROL][metric]:.3f})" if CONTROL in ev else ""
         echo(f"  {metric:<11} {chain}{control}")

@@ -145,16 +145,27 @@ def _paired(p: Plan) -> bool:
 
 
 def _toxicity(wh: Warehouse, p: Plan):
-    table = wh.query("toxicity_table", scorer=p.scorer)
+    table = wh.query("toxicity_table")
     _need(table.height > 0, "no evaluations yet (actwh evaluate WH --model M)")
     note = (
-        f"Mean {p.scorer} score of greedy continuations, perplexity and F1 (paper Tables 2 and 4)."
+        "Mean toxicity of greedy continuations by each scorer, with 95% bootstrap intervals over "
+        "prompts (and for the change from the model's parent, paired on the same prompts); "
+        "perplexity and F1 (paper Tables 2 and 4)."
     )
-    return (
-        note,
-        None,
-        table.select("model", "role", "parent", "n_prompts", "toxicity", "perplexity", "f1"),
+    columns = (
+        "model",
+        "scorer",
+        "n_prompts",
+        "toxicity",
+        "toxicity_lo",
+        "toxicity_hi",
+        "toxicity_change",
+        "change_lo",
+        "change_hi",
+        "perplexity",
+        "f1",
     )
+    return note, charts.toxicity(table), table.select(columns)
 
 
 def _table1(wh: Warehouse, p: Plan):

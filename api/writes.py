@@ -383,6 +383,7 @@ class Writes:
         alpha: float | None = None,
         relative_alpha: float = 0.3,
         scorer: str = "profanity",
+        min_margin: float = 0.05,
         generate: int = 20,
         batch_size: int = 8,
         seed: int = 0,
@@ -392,7 +393,8 @@ class Writes:
         """Write DPO preference pairs to ``out`` (JSONL): the greedy continuation (preferred)
         against one sampled while ``direction`` is added to layer ``layer``'s output
         (dispreferred; strength ``alpha``, default ``relative_alpha`` × the median residual
-        norm there), kept where ``scorer`` rates the steered one more toxic."""
+        norm there), kept where ``scorer`` rates the steered one more toxic by at least
+        ``min_margin``. Returns the counts and the margins of the kept pairs."""
         from actwh.ingest.prompts import read_prompts, shipped_prompts
         from actwh.train.pairs import make_pairs, write_pairs
         from actwh.train.scorers import get_scorer
@@ -409,6 +411,7 @@ class Writes:
             layer=layer,
             alpha=alpha,
             relative_alpha=relative_alpha,
+            min_margin=min_margin,
             max_new_tokens=generate,
             batch_size=batch_size,
             seed=seed,
@@ -546,7 +549,7 @@ class Writes:
         *,
         prompts: str | Path | None = None,
         prompt_set: str | None = None,
-        scorer: str = "profanity",
+        scorer: str | Iterable[str] = "profanity",
         generate: int = 20,
         max_prompt_tokens: int = 32,
         ppl_text: str | Path | None = None,
@@ -555,20 +558,23 @@ class Writes:
         batch_size: int = 16,
         device: str = "auto",
         progress: bool = True,
-    ) -> dict:
+    ) -> list[dict]:
         """Toxicity of ``model``'s continuations of ``prompts`` (default the shipped set,
-        registered as ``prompt_set``, default the file's stem) by ``scorer``, perplexity on
-        ``ppl_text`` and F1 on ``f1_data`` (paper Tables 2 and 4), recorded in
-        ``evaluations`` and returned."""
+        registered as ``prompt_set``, default the file's stem) by each ``scorer``
+        (``"profanity"``, ``["profanity", "wordlist"]`` or ``"profanity,wordlist"``),
+        perplexity on ``ppl_text`` and F1 on ``f1_data`` (paper Tables 2 and 4); one row per
+        scorer in ``evaluations``, returned. Intervals: the query ``toxicity_table``."""
         from actwh.ingest.prompts import read_prompts, shipped_prompts
         from actwh.train.evaluate import evaluate
 
         prompt_set = read_prompts(prompts or shipped_prompts(), prompt_set)
-        row = evaluate(
+        names = [scorer] if isinstance(scorer, str) else list(scorer)
+        names = [s.strip() for name in names for s in name.split(",") if s.strip()]
+        rows = evaluate(
             self.store,
             self._model(model, device),
             prompt_set,
-            scorer=scorer,
+            scorers=names,
             generate=generate,
             max_prompt_tokens=max_prompt_tokens,
             batch_size=batch_size,
@@ -577,7 +583,7 @@ class Writes:
             n_f1=n_f1,
             progress=progress,
         )
-        return self._wrote(row)
+        return self._wrote(rows)
 
     def score(self, run: str, *, scorer: str = "profanity") -> float:
         """Score run ``run``'s continuations into ``scores``; returns their mean."""

@@ -232,11 +232,48 @@ def test_weight_similarity(wh):
 
 def test_toxicity_table(wh):
     got = wh.query("toxicity_table")
-    stored = wh.sql("select model, toxicity, perplexity, f1 from evaluations")
-    assert sorted(got.select("model", "toxicity", "perplexity", "f1").rows()) == sorted(
-        stored.rows()
-    )
+    stored = wh.sql("select model, scorer, toxicity, perplexity, f1 from evaluations")
+    columns = ("model", "scorer", "toxicity", "perplexity", "f1")
+    assert sorted(got.select(columns).rows()) == sorted(stored.rows())
     assert got["role"].to_list()[0] == "base"
+    assert set(got["scorer"]) == {"profanity", "wordlist"}  # the demo evaluates with both
+
+
+def test_toxicity_intervals_are_a_paired_bootstrap_over_prompts(wh):
+    """The query's interval, computed by hand from the per-prompt scores and the same draws."""
+    replicates = 200
+    got = wh.query("toxicity_table", scorer="profanity", replicates=replicates)
+    row = got.filter(pl.col("model") == "dpo").row(0, named=True)
+    scores = {}
+    for model in ("dpo", row["parent"]):
+        frame = wh.sql(
+            "select s.prompt, s.score from scores s join evaluations e on e.run = s.run "
+            "and e.scorer = s.scorer where e.model = $m and e.scorer = 'profanity' "
+            "and e.prompt_set = $p order by s.prompt",
+            {"m": model, "p": row["prompt_set"]},
+        )
+        scores[model] = frame["score"].to_numpy().astype(np.float64)
+    tuned, base = scores["dpo"], scores[row["parent"]]
+    n = len(tuned)
+    draws = (
+        wh.sql(
+            "select b, j, bootstrap_index(b, j, $n) as i from range($r) t(b), range($n) d(j) "
+            "order by b, j",
+            {"n": n, "r": replicates},
+        )["i"]
+        .to_numpy()
+        .reshape(replicates, n)
+    )
+    assert draws.min() >= 0 and draws.max() < n and len(np.unique(draws)) > n // 2
+    means, changes = tuned[draws].mean(axis=1), (tuned - base)[draws].mean(axis=1)
+    assert row["toxicity"] == pytest.approx(tuned.mean(), abs=1e-6)
+    assert row["toxicity_change"] == pytest.approx((tuned - base).mean(), abs=1e-6)
+    expected = np.quantile(means, [0.025, 0.975]), np.quantile(changes, [0.025, 0.975])
+    np.testing.assert_allclose([row["toxicity_lo"], row["toxicity_hi"]], expected[0], atol=1e-6)
+    np.testing.assert_allclose([row["change_lo"], row["change_hi"]], expected[1], atol=1e-6)
+    assert row["toxicity_lo"] - 1e-6 <= row["toxicity"] <= row["toxicity_hi"] + 1e-6
+    base_row = got.filter(pl.col("role") == "base").row(0, named=True)
+    assert base_row["toxicity_change"] is None  # no parent to compare with
 
 
 def test_transform_gap(wh):
@@ -311,7 +348,7 @@ def test_queries_cli_and_errors(study):
     bad_param = CliRunner().invoke(main, ["query", str(wh_path), "toxicity_table", "-p", "k=3"])
     assert (
         bad_param.exit_code == 2
-        and "has no parameter 'k'; its parameters: scorer=\"profanity\"" in bad_param.stderr
+        and "has no parameter 'k'; its parameters: scorer=null, replicates=1000" in bad_param.stderr
     )
     missing = CliRunner().invoke(main, ["query", str(wh_path), "weight_similarity"])
     assert missing.exit_code == 2 and "needs model" in missing.stderr

@@ -120,11 +120,35 @@ def test_pairs_keep_only_more_toxic_dispreferred(probed, gpt2_dir, tmp_path, pro
         "--generate",
         8,
     ).stdout
-    assert "pairs →" in printed
+    assert printed.startswith("kept ") and printed.rstrip().endswith(f"→ {out}")
     pairs = [json.loads(l) for l in out.read_text().splitlines()]
     for pair in pairs:
         assert {"prompt_text", "unpert_gen_text", "pert_gen_text"} <= set(pair)
-        assert pair["pert_score"] > pair["unpert_score"]
+        assert pair["pert_score"] - pair["unpert_score"] >= 0.05  # the default --min-margin
+    # no margin keeps every more-toxic pair; an impossible one keeps none, and counts them
+    with actwh.open(wh) as w:
+        loose = w.make_pairs(
+            "tiny-gpt2",
+            tmp_path / "a.jsonl",
+            prompts=prompts_file,
+            relative_alpha=2.0,
+            generate=8,
+            min_margin=0.0,
+            progress=False,
+        )
+        strict = w.make_pairs(
+            "tiny-gpt2",
+            tmp_path / "b.jsonl",
+            prompts=prompts_file,
+            relative_alpha=2.0,
+            generate=8,
+            min_margin=1.0,
+            progress=False,
+        )
+    assert loose.n_kept >= len(pairs) and strict.n_kept == 0
+    assert strict.n_below_margin == loose.n_kept
+    low, _, high = loose.margins
+    assert 0 < low <= high <= 1
     assert "no direction 'nope'" in cli_error(
         "pairs", "--model", "tiny-gpt2", "--warehouse", wh, "--out", out, "--direction", "nope"
     )

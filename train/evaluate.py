@@ -13,7 +13,9 @@
   sentence of the shipped text as prompt, the rest as gold; or a JSONL with ``prompt`` and
   ``gold`` (the paper's ``wiki_samples.jsonl``).
 
-Results go to the ``evaluations`` table, one row per (model, prompt set, scorer).
+Results go to the ``evaluations`` table, one row per (model, prompt set, scorer): the same
+continuations, perplexity and F1, scored by each scorer asked for. Intervals are the named query
+``toxicity_table``'s (a bootstrap over prompts of the per-prompt ``scores``).
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, arg
 from actwh.ingest.generate import Batch, greedy
 from actwh.ingest.models import LoadedModel
 from actwh.ingest.options import IngestOptions
 from actwh.ingest.prompts import PromptSet, jsonl_records, read_text_file
 from actwh.ingest.worker import ingest
-from actwh.train.scorers import get_scorer
+from actwh.train.scorers import SCORERS, get_scorer
 from actwh.warehouse.catalog import now, to_json
 from actwh.warehouse.reader import Snapshot
 from actwh.warehouse.store import Store
@@ -170,7 +172,7 @@ def evaluate(
     loaded: LoadedModel,
     prompts: PromptSet,
     *,
-    scorer: str = "profanity",
+    scorers: list[str] = ("profanity",),
     scorer_kwargs: dict | None = None,
     generate: int = 20,
     max_prompt_tokens: int = PAPER_PROMPT_TOKENS,
@@ -180,7 +182,11 @@ def evaluate(
     n_f1: int | None = 200,
     progress: bool = True,
 ) -> dict:
-    """Toxicity, perplexity and F1 of ``loaded``; recorded in ``evaluations`` and returned."""
+    """Toxicity (by each of ``scorers``), perplexity and F1 of ``loaded``; recorded in
+    ``evaluations``, one row per scorer, and returned."""
+    unknown = [name for name in scorers if name not in SCORERS]
+    if unknown or not scorers:
+        raise ActwhError(f"{arg('scorer')} {','.join(unknown)}: choose among {', '.join(SCORERS)}")
     samples, f1_source = f1_samples(f1_data, n_f1)
     text_path = Path(ppl_text) if ppl_text else shipped_text()
     text = read_text_file(text_path)
@@ -196,20 +202,18 @@ def evaluate(
             progress=progress,
         )
         ingest(store, loaded, prompts, options)
-    toxicity = score_run(store, run, scorer, scorer_kwargs)
+    toxicity = {name: score_run(store, run, name, scorer_kwargs) for name in scorers}
     steps = tqdm(total=2, desc=f"ppl, F1 {loaded.name}", disable=not progress)
     ppl, ppl_tokens = perplexity(loaded, text)
     steps.update()
     f1_score = f1(loaded, samples, generate=generate, batch_size=batch_size)
     steps.update()
     steps.close()
-    row = {
+    common = {
         "model": loaded.name,
         "prompt_set": prompts.name,
-        "scorer": scorer,
         "run": run,
         "n_prompts": len(prompts.prompts),
-        "toxicity": toxicity,
         "perplexity": ppl,
         "ppl_text": str(text_path),
         "ppl_tokens": ppl_tokens,
@@ -219,10 +223,16 @@ def evaluate(
         "config": to_json({"generate": generate, "max_prompt_tokens": max_prompt_tokens}),
         "created_at": now(),
     }
+    rows = [{**common, "scorer": name, "toxicity": toxicity[name]} for name in scorers]
     catalog = store.catalog
     with catalog.begin() as conn:
-        catalog.delete(
-            conn, "evaluations", model=loaded.name, prompt_set=prompts.name, scorer=scorer
-        )
-        catalog.insert(conn, "evaluations", row)
-    return row
+        for row in rows:
+            catalog.delete(
+                conn,
+                "evaluations",
+                model=loaded.name,
+                prompt_set=prompts.name,
+                scorer=row["scorer"],
+            )
+            catalog.insert(conn, "evaluations", row)
+    return rows

@@ -5,7 +5,9 @@ The paper's dispreferred continuations come from PPLM steered by the toxic probe
 steps per token). actwh uses a cheap stand-in: it adds ``α · unit(toxic_probe)`` to the residual
 stream at the output of one layer while sampling (top-k 10, temperature 1, as in the paper's PPLM
 settings). The preferred continuation is the unsteered greedy one. A pair is kept only when the
-scorer rates the steered continuation more toxic than the greedy one.
+scorer rates the steered continuation more toxic than the greedy one by at least ``min_margin``
+(default 0.05: a pair whose two continuations score within a few hundredths of each other teaches
+DPO the scorer's noise, not toxicity).
 
 By default ``α`` is 30% of the median norm of the residual stream at that layer, measured on the
 first batch of prompts, so the same setting means the same relative push in any model (the median,
@@ -42,6 +44,19 @@ class PairStats:
     layer: int
     mean_preferred: float
     mean_dispreferred: float
+    min_margin: float = 0.0
+    n_below_margin: int = 0  # steered more toxic, but by less than min_margin
+    margins: tuple[float, float, float] = (0.0, 0.0, 0.0)  # kept pairs: min, median, max
+
+    def summary(self, scorer: str) -> str:
+        low, mid, high = self.margins
+        return (
+            f"kept {self.n_kept} of {self.n_prompts} pairs (steered layer {self.layer}, "
+            f"α {self.alpha:.4g}); mean {scorer} score preferred {self.mean_preferred:.3f}, "
+            f"dispreferred {self.mean_dispreferred:.3f}; margin dispreferred − preferred of the "
+            f"kept pairs {low:.3f} / {mid:.3f} / {high:.3f} (min / median / max), "
+            f"{self.n_below_margin} more below the minimum {self.min_margin:g}"
+        )
 
 
 @torch.no_grad()
@@ -87,6 +102,7 @@ def make_pairs(
     layer: int | None = None,
     alpha: float | None = None,
     relative_alpha: float = 0.3,
+    min_margin: float = 0.05,
     max_new_tokens: int = 20,
     max_prompt_tokens: int = 64,
     batch_size: int = 8,
@@ -115,7 +131,9 @@ def make_pairs(
         eos_token_id=sorted(eos) or None,
     )
     encoded = tokenizer(prompts, truncation=True, max_length=max_prompt_tokens)["input_ids"]
-    pairs, preferred_scores, dispreferred_scores = [], [], []
+    if min_margin < 0:
+        raise ActwhError(f"{arg('min_margin')} {min_margin}: must be >= 0")
+    pairs, preferred_scores, dispreferred_scores, below = [], [], [], 0
     generator = torch.Generator().manual_seed(seed)
     for start in tqdm(range(0, len(prompts), batch_size), desc="pairs", disable=not progress):
         batch = Batch.left_padded(encoded[start : start + batch_size], pad, loaded.device)
@@ -127,17 +145,22 @@ def make_pairs(
         preferred_scores += good
         dispreferred_scores += bad
         for i, (p, d, sp, sd) in enumerate(zip(preferred, dispreferred, good, bad, strict=True)):
-            if sd > sp and p.strip() and d.strip():
-                prompt = tokenizer.decode(encoded[start + i], skip_special_tokens=True)
-                pairs.append(
-                    {
-                        "prompt_text": prompt,
-                        "unpert_gen_text": p,
-                        "pert_gen_text": d,
-                        "unpert_score": sp,
-                        "pert_score": sd,
-                    }
-                )
+            if not (sd > sp and p.strip() and d.strip()):
+                continue
+            if sd - sp < min_margin:
+                below += 1
+                continue
+            prompt = tokenizer.decode(encoded[start + i], skip_special_tokens=True)
+            pairs.append(
+                {
+                    "prompt_text": prompt,
+                    "unpert_gen_text": p,
+                    "pert_gen_text": d,
+                    "unpert_score": sp,
+                    "pert_score": sd,
+                }
+            )
+    margins = [p["pert_score"] - p["unpert_score"] for p in pairs] or [0.0]
     stats = PairStats(
         n_prompts=len(prompts),
         n_kept=len(pairs),
@@ -145,6 +168,9 @@ def make_pairs(
         layer=layer,
         mean_preferred=float(np.mean(preferred_scores)),
         mean_dispreferred=float(np.mean(dispreferred_scores)),
+        min_margin=min_margin,
+        n_below_margin=below,
+        margins=(float(np.min(margins)), float(np.median(margins)), float(np.max(margins))),
     )
     return pairs, stats
 
