@@ -206,8 +206,22 @@ CREATE TABLE generations (
 CREATE TABLE scores (
     run VARCHAR,
     prompt INTEGER,
-    scorer VARCHAR,                   -- profanity | detoxify | perspective
+    scorer VARCHAR,                   -- profanity | wordlist | detoxify | perspective
     score FLOAT                       -- in [0, 1]
+);
+
+-- What perplexity and F1 are averages of, per item, for bootstrap intervals (toxicity_table):
+-- metric 'nll': one paragraph of the perplexity text, value its tokens' NLL (the paper's window
+-- weighting), weight its tokens, so exp(Σ value / Σ weight) is the perplexity; metric 'f1': one
+-- F1 sample, value its F1, weight 1.
+-- partition: run
+CREATE TABLE eval_items (
+    run VARCHAR,                      -- the evaluation run
+    metric VARCHAR,                   -- nll | f1
+    source VARCHAR,                   -- the perplexity text or the F1 data it came from
+    item INTEGER,
+    value DOUBLE,
+    weight DOUBLE
 );
 
 -- partition: run, layer

@@ -449,7 +449,14 @@ def dataset(warehouse, out, run, sites, layers, layout, context_size, quiet):
     "a rerun reuses finished steps.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo(out, quiet):
+@click.option(
+    "--seeds",
+    default=1,
+    show_default=True,
+    help="Repeat pairs → DPO → evaluation with this many seeds and report the spread (a rerun "
+    "with more seeds adds only the new ones).",
+)
+def demo(out, quiet, seeds):
     """The whole study on the embedded SmolLM2-135M-Instruct, offline, on a CPU.
 
     Probe, value vectors and search, preference pairs, DPO, base and DPO runs over the same
@@ -459,12 +466,15 @@ def demo(out, quiet):
     \b
     Example:
       actwh demo --out demo-out
+      actwh demo --out demo-out --seeds 3
     """
     from pathlib import Path
 
     from actwh.api.demo import StudySettings, run_study
 
-    run_study(Path(out), StudySettings(progress=not quiet))
+    if seeds < 1:
+        raise ActwhError(f"--seeds {seeds}: at least 1")
+    run_study(Path(out), StudySettings(progress=not quiet, seeds=seeds))
 
 
 def _warehouse(path, **kwargs):

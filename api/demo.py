@@ -25,10 +25,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import click
+import numpy as np
 import polars as pl
 
 from actwh.ingest.prompts import shipped_chats, shipped_prompts
@@ -56,6 +57,7 @@ class StudySettings:
     unalign_scale: float = 10.0
     scorer: str = "profanity"  # chooses the preference pairs
     eval_scorers: tuple[str, ...] = ("profanity", "wordlist")  # the second is independent
+    seeds: int = 1  # pairs → DPO → evaluation repeated with this many seeds (0 is the study's)
     progress: bool = True
 
 
@@ -127,7 +129,18 @@ class Study:
             shipped_prompts(), out, s.n_transformed, s.transforms, chats
         )
         self.step(5, "preference pairs (greedy vs toxic-steered) from the train prompts")
-        pairs = out / "pairs.jsonl"
+        pairs = self._pairs(0)
+        n_pairs = sum(1 for line in pairs.read_text().splitlines() if line.strip())
+        self.step(
+            6, f"DPO on {n_pairs} pairs (lr {s.dpo.learning_rate:g}, {s.dpo.epochs:g} epochs)"
+        )
+        self._dpo(0, pairs)
+        self.tuned = wh.load_model("dpo")
+
+    def _pairs(self, seed: int) -> Path:
+        """Preference pairs sampled with ``seed`` (0: the study's own ``pairs.jsonl``)."""
+        wh, s = self.wh, self.s
+        pairs = self.out / ("pairs.jsonl" if seed == 0 else f"pairs-seed{seed}.jsonl")
         if not pairs.exists():
             stats = wh.make_pairs(
                 self.base,
@@ -137,26 +150,31 @@ class Study:
                 relative_alpha=s.relative_alpha,
                 generate=s.generate,
                 batch_size=s.batch_size,
+                seed=seed,
                 progress=s.progress,
             )
             self.echo(f"      {stats.summary(s.scorer)}")
-        n_pairs = sum(1 for line in pairs.read_text().splitlines() if line.strip())
-        self.step(
-            6, f"DPO on {n_pairs} pairs (lr {s.dpo.learning_rate:g}, {s.dpo.epochs:g} epochs)"
-        )
-        dpo_dir = out / "dpo-model"
-        if not self.has("models where name = 'dpo'"):
+        return pairs
+
+    def _dpo(self, seed: int, pairs: Path) -> str:
+        """DPO on ``pairs`` with seed ``dpo.seed + seed``; returns the model's name (``dpo`` for
+        seed 0, the study's own; ``dpo.seed1``, ... otherwise)."""
+        wh, s = self.wh, self.s
+        suffix, name = ("", "dpo") if seed == 0 else (f"-seed{seed}", f"dpo.seed{seed}")
+        dpo_dir = self.out / f"dpo-model{suffix}"
+        if not self.has("models where name = $m", m=name):
             if dpo_dir.exists():  # trained by an earlier run that stopped before registering it
-                wh.register_dpo(dpo_dir, name="dpo", base=self.base)
+                wh.register_dpo(dpo_dir, name=name, base=self.base)
             else:
+                options = replace(s.dpo, seed=s.dpo.seed + seed)
                 metrics = wh.train_dpo(
-                    self.base, pairs, dpo_dir, name="dpo", options=s.dpo, progress=s.progress
+                    self.base, pairs, dpo_dir, name=name, options=options, progress=s.progress
                 )
                 self.echo(
-                    f"      {metrics['steps']} steps, best validation loss "
+                    f"      {name}: {metrics['steps']} steps, best validation loss "
                     f"{metrics.get('best_eval_loss', float('nan')):.4f}"
                 )
-        self.tuned = wh.load_model("dpo")
+        return name
 
     def paired_runs(self) -> None:
         s = self.s
@@ -213,17 +231,26 @@ class Study:
         self.step(9, "evaluation: toxicity, perplexity, F1 of base, DPO, un-aligned, control")
         loaded = {self.base.name: self.base, "dpo": self.tuned}
         for name in (self.base.name, "dpo", "unaligned", CONTROL):
-            done = "evaluations where model = $m and prompt_set = 'test'"
-            if not all(self.has(f"{done} and scorer = $s", m=name, s=x) for x in s.eval_scorers):
-                self.wh.evaluate(
-                    loaded.get(name, name),
-                    prompts=self.test,
-                    prompt_set="test",
-                    scorer=s.eval_scorers,
-                    generate=s.generate,
-                    batch_size=s.batch_size * 2,
-                    progress=s.progress,
-                )
+            self._evaluate(loaded.get(name, name))
+        if s.seeds > 1:
+            self.echo(f"      {s.seeds - 1} more seeds: pairs → DPO → evaluation")
+        for seed in range(1, s.seeds):
+            self._evaluate(self._dpo(seed, self._pairs(seed)))
+
+    def _evaluate(self, model) -> None:
+        s = self.s
+        name = model if isinstance(model, str) else model.name
+        done = "evaluations where model = $m and prompt_set = 'test'"
+        if not all(self.has(f"{done} and scorer = $s", m=name, s=x) for x in s.eval_scorers):
+            self.wh.evaluate(
+                model,
+                prompts=self.test,
+                prompt_set="test",
+                scorer=s.eval_scorers,
+                generate=s.generate,
+                batch_size=s.batch_size * 2,
+                progress=s.progress,
+            )
 
     def findings(self) -> dict:
         self.step(10, "named analyses and the report")
@@ -254,11 +281,12 @@ def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
     order = [base_model, "dpo", "unaligned", CONTROL]
     evaluations: dict = {}
     for r in wh.query("toxicity_table").iter_rows(named=True):
-        row = evaluations.setdefault(
-            r["model"], {"perplexity": r["perplexity"], "f1": r["f1"], "toxicity": {}}
-        )
-        keys = ("toxicity", "toxicity_lo", "toxicity_hi", "toxicity_change", "change_lo")
-        row["toxicity"][r["scorer"]] = {k: r[k] for k in (*keys, "change_hi")}
+        row = evaluations.setdefault(r["model"], {"toxicity": {}})
+        for metric in ("perplexity", "f1"):
+            row[metric] = {k.replace(metric, "value"): v for k, v in r.items() if metric in k}
+        row["toxicity"][r["scorer"]] = {
+            k.replace("toxicity", "value"): v for k, v in r.items() if k.startswith("toxicity")
+        }
     runs = {"base_run": "base", "tuned_run": "dpo"}
     drop = wh.query("activation_drop", **runs, n=5)
     total = wh.query("tracked_write", **runs).filter(pl.col("layer").is_null()).row(0, named=True)
@@ -279,6 +307,11 @@ def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
         gaps[query] = frame.to_dicts()
     return {
         "evaluations": {m: evaluations[m] for m in order if m in evaluations},
+        "seeds": wh.sql(
+            "select model, scorer, toxicity, perplexity, f1 from evaluations "
+            "where prompt_set = 'test' and (model = 'dpo' or model like 'dpo.seed%') "
+            "order by scorer, model = 'dpo' desc, model"
+        ).to_dicts(),
         "pairs_scorer": scorer,
         "activation_drop": drop.to_dicts(),
         "tracked_write": total,
@@ -292,6 +325,38 @@ def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
     }
 
 
+def _print_seeds(rows: list[dict], echo: Callable) -> None:
+    """The DPO model of every seed: each scorer's toxicity, perplexity, F1; mean and spread."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    if len(models) < 2:
+        return
+
+    def spread(values: list[float]) -> str:
+        listed = " / ".join(f"{v:.3f}" for v in values)
+        return f"{listed} (mean {np.mean(values):.3f}, sd {np.std(values, ddof=1):.3f})"
+
+    echo(f"  DPO over {len(models)} seeds of pairs → DPO ({', '.join(models)}):")
+    for scorer in dict.fromkeys(r["scorer"] for r in rows):
+        values = [r["toxicity"] for r in rows if r["scorer"] == scorer]
+        echo(f"    toxicity by {scorer:<10} {spread(values)}")
+    first = [r for r in rows if r["scorer"] == rows[0]["scorer"]]
+    echo(f"    perplexity             {spread([r['perplexity'] for r in first])}")
+    echo(f"    f1                     {spread([r['f1'] for r in first])}")
+
+
+def _interval(t: dict) -> str:
+    """``0.025 [0.019, 0.032]   change from its parent -0.076 [-0.123, -0.038]``."""
+
+    def span(lo, hi, sign=""):
+        return "" if lo is None else f" [{lo:{sign}.3f}, {hi:{sign}.3f}]"
+
+    text = f"{t['value']:.3f}{span(t['value_lo'], t['value_hi'])}"
+    if t["value_change"] is not None:
+        text += f"   change from its parent {t['value_change']:+.3f}"
+        text += span(t["value_change_lo"], t["value_change_hi"], "+")
+    return text
+
+
 def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
     ev = f["evaluations"]
     models = [m for m in ev if m != CONTROL]
@@ -303,23 +368,14 @@ def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
         role = "chose the pairs" if scorer == f["pairs_scorer"] else "independent"
         echo(f"  toxicity by {scorer} ({role}), mean [95% bootstrap interval over prompts]:")
         for m in [*models, CONTROL]:
-            t = ev.get(m, {}).get("toxicity", {}).get(scorer)
-            if t is None:
-                continue
-            change = (
-                ""
-                if t["toxicity_change"] is None
-                else f"   change from its parent {t['toxicity_change']:+.3f} "
-                f"[{t['change_lo']:+.3f}, {t['change_hi']:+.3f}]"
-            )
-            echo(
-                f"    {m:<22} {t['toxicity']:.3f} [{t['toxicity_lo']:.3f}, {t['toxicity_hi']:.3f}]"
-                f"{change}"
-            )
-    for metric in ("perplexity", "f1"):
-        chain = " → ".join(f"{m} {ev[m][metric]:.3f}" for m in models)
-        control = f"   ({CONTROL} {ev[CONTROL][metric]:.3f})" if CONTROL in ev else ""
-        echo(f"  {metric:<11} {chain}{control}")
+            if scorer in ev.get(m, {}).get("toxicity", {}):
+                echo(f"    {m:<22} {_interval(ev[m]['toxicity'][scorer])}")
+    _print_seeds(f["seeds"], echo)
+    for metric, over in (("perplexity", "paragraphs of the text"), ("f1", "samples")):
+        echo(f"  {metric} [95% bootstrap interval over {over}]:")
+        for m in [*models, CONTROL]:
+            if m in ev:
+                echo(f"    {m:<22} {_interval(ev[m][metric])}")
     total = f["tracked_write"]
     echo(
         f"  neurons writing toward toxic_probe: the top 5 of {total['neurons']} tracked, by the "

@@ -155,15 +155,18 @@ def _toxicity(wh: Warehouse, p: Plan):
     columns = (
         "model",
         "scorer",
-        "n_prompts",
         "toxicity",
         "toxicity_lo",
         "toxicity_hi",
         "toxicity_change",
-        "change_lo",
-        "change_hi",
+        "toxicity_change_lo",
+        "toxicity_change_hi",
         "perplexity",
+        "perplexity_lo",
+        "perplexity_hi",
         "f1",
+        "f1_lo",
+        "f1_hi",
     )
     return note, charts.toxicity(table), table.select(columns)
 

@@ -270,10 +270,33 @@ def test_toxicity_intervals_are_a_paired_bootstrap_over_prompts(wh):
     assert row["toxicity_change"] == pytest.approx((tuned - base).mean(), abs=1e-6)
     expected = np.quantile(means, [0.025, 0.975]), np.quantile(changes, [0.025, 0.975])
     np.testing.assert_allclose([row["toxicity_lo"], row["toxicity_hi"]], expected[0], atol=1e-6)
-    np.testing.assert_allclose([row["change_lo"], row["change_hi"]], expected[1], atol=1e-6)
+    np.testing.assert_allclose(
+        [row["toxicity_change_lo"], row["toxicity_change_hi"]], expected[1], atol=1e-6
+    )
     assert row["toxicity_lo"] - 1e-6 <= row["toxicity"] <= row["toxicity_hi"] + 1e-6
     base_row = got.filter(pl.col("role") == "base").row(0, named=True)
     assert base_row["toxicity_change"] is None  # no parent to compare with
+
+
+def test_perplexity_and_f1_items_add_up_to_the_evaluation(wh):
+    """The items the intervals resample are exactly what the numbers average."""
+    frame = wh.sql(
+        "select e.model, any_value(e.perplexity) as perplexity, any_value(e.f1) as f1, "
+        "exp(sum(i.value) filter (where i.metric = 'nll') "
+        "    / sum(i.weight) filter (where i.metric = 'nll')) as from_items, "
+        "avg(i.value) filter (where i.metric = 'f1') as f1_items, "
+        "count(*) filter (where i.metric = 'nll') as paragraphs "
+        "from evaluations e join eval_items i on i.run = e.run "
+        "where e.scorer = 'profanity' group by e.model"
+    )
+    assert frame.height == 4 and frame["paragraphs"].min() > 1
+    np.testing.assert_allclose(frame["from_items"], frame["perplexity"], rtol=1e-6)
+    np.testing.assert_allclose(frame["f1_items"], frame["f1"], rtol=1e-6)
+    table = wh.query("toxicity_table", scorer="profanity", replicates=100)
+    for row in table.iter_rows(named=True):
+        assert row["perplexity_lo"] <= row["perplexity"] * (1 + 1e-9)
+        assert row["perplexity"] <= row["perplexity_hi"] * (1 + 1e-9)
+        assert row["f1_lo"] - 1e-9 <= row["f1"] <= row["f1_hi"] + 1e-9
 
 
 def test_transform_gap(wh):
@@ -510,3 +533,38 @@ def test_the_report_has_neuron_pages_and_token_views(study, wh, tmp_path):
     assert "a chat of 3 messages" in view and "message 2</span>" in view
     view = page.split(f'<section id="prompt-{encoded["prompt"]}">', 1)[1].split("</section>")[0]
     assert f"({encoded['transform']} of prompt" in view
+
+
+def test_more_seeds_add_only_the_new_ones_and_report_the_spread(study):
+    """Last: it adds a model. A rerun with --seeds 2 repeats pairs → DPO → evaluation once more
+    (seed 1), reusing everything else, and the findings give each seed's numbers."""
+    out = study[0]
+    with actwh.open(out / "wh") as w:
+        before = set(w.sql("select name from models")["name"])
+    lines = []
+    settings = StudySettings(
+        model=str(out.parent / "tiny-gpt2"),
+        generate=6,
+        track=8,
+        target_tokens="#5,#9",
+        n_transformed=6,
+        dpo=DPOOptions(learning_rate=1e-3, max_steps=6, eval_every=2, batch_size=4),
+        unalign_top_k=3,
+        progress=False,
+        seeds=2,
+    )
+    findings = run_study(out, settings, echo=lines.append)
+    with actwh.open(out / "wh") as w:
+        added = set(w.sql("select name from models")["name"]) - before
+        assert added == {"dpo.seed1"}
+        assert w.sql("select role, parent from models where name = 'dpo.seed1'").row(0) == (
+            "dpo",
+            "tiny-gpt2",
+        )
+    assert (out / "pairs-seed1.jsonl").is_file()
+    seeds = pl.DataFrame(findings["seeds"])
+    assert sorted(seeds["model"].unique()) == ["dpo", "dpo.seed1"]
+    assert set(seeds["scorer"]) == {"profanity", "wordlist"}
+    text = "\n".join(lines)
+    assert "DPO over 2 seeds of pairs → DPO (dpo, dpo.seed1)" in text
+    assert "toxicity by wordlist" in text and "(independent)" in text

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,21 +54,39 @@ def shipped_text() -> Path:
 
 
 @torch.no_grad()
-def perplexity(loaded: LoadedModel, text: str, window: int = 1024) -> tuple[float, int]:
-    """Perplexity over ``text`` in non-overlapping windows; returns (ppl, tokens)."""
-    ids = loaded.tokenizer(text, return_tensors="pt")["input_ids"][0]
+def perplexity(
+    loaded: LoadedModel, text: str, window: int = 1024
+) -> tuple[float, int, list[tuple[float, float]]]:
+    """Perplexity over ``text`` in non-overlapping windows; returns (ppl, tokens, paragraphs).
+
+    Each window's mean loss counts once per token of the window (the paper's code). The same
+    sum is split over the text's paragraphs (blank-line separated): ``paragraphs[k]`` is
+    ``(Σ NLL, tokens)`` of paragraph k, with each window's loss spread over the tokens it
+    predicts, so ``exp(Σ NLL / Σ tokens)`` over all of them is the perplexity itself.
+    """
+    encoded = loaded.tokenizer(text, return_tensors="pt", return_offsets_mapping=True)
+    ids = encoded["input_ids"][0]
+    starts = [0] + [m.end() for m in re.finditer(r"\n\s*\n", text)]
+    paragraph = [bisect_right(starts, int(s)) - 1 for s, _ in encoded["offset_mapping"][0]]
     window = min(window, loaded.adapter.context_length)
     if len(ids) < 2:
         raise ActwhError("the perplexity text has fewer than 2 tokens")
+    nll, weight = [0.0] * len(starts), [0.0] * len(starts)
     total = 0.0
     for begin in range(0, len(ids), window):
         chunk = ids[begin : begin + window][None].to(loaded.device)
         if chunk.shape[1] < 2:
             break
-        loss = loaded.model(chunk, labels=chunk).loss
-        total += float(loss) * chunk.shape[1]
-        end = begin + chunk.shape[1]
-    return math.exp(total / end), end
+        logits = loaded.model(chunk).logits[0, :-1].float()
+        losses = torch.nn.functional.cross_entropy(logits, chunk[0, 1:], reduction="none")
+        n = chunk.shape[1]
+        total += float(losses.mean()) * n
+        for offset, loss in enumerate(losses.tolist(), start=begin + 1):
+            nll[paragraph[offset]] += loss * n / (n - 1)
+        for offset in range(begin, begin + n):
+            weight[paragraph[offset]] += 1
+        end = begin + n
+    return math.exp(total / end), end, [(v, w) for v, w in zip(nll, weight, strict=True) if w]
 
 
 @dataclass
@@ -127,7 +146,38 @@ def f1(
                 t for t in golds[start + row][: PAPER_PROMPT_TOKENS + generate] if t not in special
             ]
             scores.append(bag_f1(pred, gold) if pred and gold else 0.0)
-    return float(np.mean(scores))
+    return scores
+
+
+def _store_items(
+    store: Store, run: str, metric: str, source: str, items: list[tuple[float, float]]
+) -> None:
+    """Record ``(value, weight)`` per item of ``metric`` for ``run``, once per source."""
+    snapshot = Snapshot(store)
+    try:
+        stored = snapshot.execute(
+            "select count(*) as n from eval_items where run = $r and metric = $m and source = $s",
+            {"r": run, "m": metric, "s": source},
+        ).to_pylist()[0]["n"]
+    finally:
+        snapshot.close()
+    if stored:
+        return
+    writer = CommitWriter(store, run=run)
+    writer.add(
+        "eval_items",
+        {"run": run},
+        pa.table(
+            {
+                "metric": [metric] * len(items),
+                "source": [source] * len(items),
+                "item": pa.array(range(len(items)), pa.int32()),
+                "value": pa.array([v for v, _ in items], pa.float64()),
+                "weight": pa.array([w for _, w in items], pa.float64()),
+            }
+        ),
+    )
+    writer.commit()
 
 
 def score_run(store: Store, run: str, scorer_name: str, scorer_kwargs: dict | None = None) -> float:
@@ -204,11 +254,13 @@ def evaluate(
         ingest(store, loaded, prompts, options)
     toxicity = {name: score_run(store, run, name, scorer_kwargs) for name in scorers}
     steps = tqdm(total=2, desc=f"ppl, F1 {loaded.name}", disable=not progress)
-    ppl, ppl_tokens = perplexity(loaded, text)
+    ppl, ppl_tokens, paragraphs = perplexity(loaded, text)
     steps.update()
-    f1_score = f1(loaded, samples, generate=generate, batch_size=batch_size)
+    f1_scores = f1(loaded, samples, generate=generate, batch_size=batch_size)
     steps.update()
     steps.close()
+    _store_items(store, run, "nll", str(text_path), paragraphs)
+    _store_items(store, run, "f1", f1_source, [(score, 1.0) for score in f1_scores])
     common = {
         "model": loaded.name,
         "prompt_set": prompts.name,
@@ -217,7 +269,7 @@ def evaluate(
         "perplexity": ppl,
         "ppl_text": str(text_path),
         "ppl_tokens": ppl_tokens,
-        "f1": f1_score,
+        "f1": float(np.mean(f1_scores)),
         "f1_data": f1_source,
         "n_f1": len(samples),
         "config": to_json({"generate": generate, "max_prompt_tokens": max_prompt_tokens}),

@@ -78,6 +78,7 @@ class Snapshot:
             "SET enable_external_access = false",
             "SET autoinstall_known_extensions = false",
             "SET autoload_known_extensions = false",
+            "SET enable_progress_bar = false",  # a long query must not draw on stdout
             "SET lock_configuration = true",
         ):
             self.con.execute(setting)
