@@ -1,5 +1,5 @@
 -- name: transform_gap
--- answers: Do encoded prompts (ROT13, Base64, leetspeak) escape the DPO offset? For each transform, the mean projection of the residual stream on a direction over generated tokens, base vs tuned on the same tokens, and the gap.
+-- answers: Do encoded prompts (ROT13, Base64, leetspeak) escape the DPO offset? For each transform (plain, each encoding, and chat for multi-turn prompts), the mean projection of the residual stream on a direction over generated tokens, base vs tuned on the same tokens, and the gap.
 -- paper: an open question of §11 (not in the paper)
 -- needs: prompts from actwh prompts transform; a base run and a tuned run --teacher-force BASE_RUN, both projecting on the direction
 -- param base_run: the base model's run over plain and transformed prompts
@@ -8,7 +8,9 @@
 -- param direction = "toxic_probe": the direction projected on
 -- param site = "resid_post": the residual site
 WITH variant AS (
-    SELECT p.prompt, coalesce(p.transform, 'plain') AS transform
+    SELECT p.prompt,
+           coalesce(p.transform, CASE WHEN p.messages IS NULL THEN 'plain' ELSE 'chat' END)
+             AS transform
     FROM prompts p JOIN runs r ON r.prompt_set = p.prompt_set
     WHERE r.name = $base_run
 ),

@@ -8,15 +8,19 @@
 -- param direction = "toxic_probe": the direction projected on
 -- param site = null: the residual site (default: the one the MLP reads, resid_mid or resid_pre)
 WITH chats AS (
-    SELECT prompt FROM tokens
-    WHERE run = $base_run AND NOT is_generated AND turn IS NOT NULL
-    GROUP BY prompt HAVING count(DISTINCT turn) >= 2
+    SELECT p.prompt, json_array_length(p.messages) AS messages
+    FROM prompts p JOIN runs r ON r.prompt_set = p.prompt_set
+    WHERE r.name = $base_run AND json_array_length(p.messages) >= 2
 ),
+-- A chat's tokens: each message's, the template's reply header ("assistant" turn), the reply.
 labelled AS (
     SELECT t.prompt, t.pos,
-           CASE WHEN t.is_generated THEN 'reply' ELSE 'message ' || t.turn END AS part,
-           CASE WHEN t.is_generated THEN 1000 ELSE t.turn END AS part_order
-    FROM tokens t JOIN chats USING (prompt)
+           CASE WHEN t.is_generated THEN 'reply'
+                WHEN t.turn >= c.messages THEN 'reply header'
+                ELSE 'message ' || t.turn END AS part,
+           CASE WHEN t.is_generated THEN 1001 WHEN t.turn >= c.messages THEN 1000
+                ELSE t.turn END AS part_order
+    FROM tokens t JOIN chats c USING (prompt)
     WHERE t.run = $base_run
 )
 SELECT l.part, min(l.part_order) AS part_order, count(DISTINCT l.prompt) AS prompts,

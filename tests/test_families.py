@@ -16,6 +16,7 @@ import actwh
 from actwh.errors import ActwhError
 from actwh.ingest.interventions import scale_keys
 from actwh.ingest.models import load_model
+from actwh.ingest.rows import TokenText
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -250,5 +251,6 @@ def test_value_vector_tokens_are_read_through_the_models_own_final_norm(family):
     vectors = torch.tensor(wh.vectors("value_vectors", model=loaded.name, layer=1)[0][:8])
     with torch.no_grad():
         ids = (adapter.final_norm(vectors) @ adapter.W_U).topk(3, dim=-1).indices
+    text = TokenText(loaded.tokenizer)
     for row, expected in zip(stored.iter_rows(named=True), ids.tolist(), strict=True):
-        assert row["top_tokens"][:3] == [loaded.tokenizer.decode([i]) for i in expected]
+        assert row["top_tokens"][:3] == text(expected)

@@ -301,9 +301,10 @@ def test_perplexity_and_f1_items_add_up_to_the_evaluation(wh):
 
 def test_transform_gap(wh):
     got = wh.query("transform_gap", base_run="base", tuned_run="dpo", layer=2)
-    assert got["transform"].to_list() == ["plain", "base64", "leet", "rot13"]
+    assert got["transform"].to_list() == ["plain", "base64", "chat", "leet", "rot13"]
     prompts = wh.sql(
-        "select prompt, coalesce(transform, 'plain') as transform from prompts where prompt_set = 'analysis'"
+        "select prompt, coalesce(transform, case when messages is null then 'plain' "
+        "else 'chat' end) as transform from prompts where prompt_set = 'analysis'"
     )
     proj = (
         wh.scan("projections")
@@ -328,6 +329,24 @@ def test_transform_gap(wh):
         tuned = mine.filter(pl.col("run") == "dpo")["dot"].mean()
         assert row["base_dot"] == pytest.approx(base, rel=1e-5)
         assert row["gap"] == pytest.approx(tuned - base, rel=1e-4, abs=1e-6)
+
+
+def test_turn_gap(wh):
+    got = wh.query("turn_gap", base_run="base", tuned_run="dpo", layer=2, site="resid_mid")
+    assert got["part"].to_list() == ["message 0", "message 1", "message 2", "reply header", "reply"]
+    messages = got.filter(pl.col("part").str.starts_with("message"))
+    assert set(messages["prompts"]) == {6}  # the six shipped chats, three messages each
+    rows = wh.sql(
+        "select p.run, p.dot, t.turn, t.is_generated from projections p "
+        "join tokens t on t.run = 'base' and t.prompt = p.prompt and t.pos = p.pos "
+        "where p.layer = 2 and p.site = 'resid_mid' and p.direction = 'toxic_probe' "
+        "and t.turn = 1 and not t.is_generated"
+    )
+    base = rows.filter(pl.col("run") == "base")["dot"].mean()
+    tuned = rows.filter(pl.col("run") == "dpo")["dot"].mean()
+    second = got.row(1, named=True)
+    assert second["base_dot"] == pytest.approx(base, rel=1e-5)
+    assert second["gap"] == pytest.approx(tuned - base, rel=1e-4, abs=1e-6)
 
 
 def test_pca(wh):
