@@ -30,7 +30,14 @@ from actwh.train.dpo import DPOOptions
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     model = build_gpt2(root / "tiny-gpt2")
-    settings = StudySettings(
+    lines = []
+    findings = run_study(root / "out", tiny_settings(model), echo=lines.append)
+    return root / "out", findings, lines
+
+
+def tiny_settings(model, **more) -> StudySettings:
+    """The demo's settings, sized for a tiny model."""
+    return StudySettings(
         model=str(model),
         generate=6,
         track=8,
@@ -39,10 +46,8 @@ def study(tmp_path_factory):
         dpo=DPOOptions(learning_rate=1e-3, max_steps=6, eval_every=2, batch_size=4),
         unalign_top_k=3,
         progress=False,
+        **more,
     )
-    lines = []
-    findings = run_study(root / "out", settings, echo=lines.append)
-    return root / "out", findings, lines
 
 
 @pytest.fixture
@@ -561,18 +566,7 @@ def test_more_seeds_add_only_the_new_ones_and_report_the_spread(study):
     with actwh.open(out / "wh") as w:
         before = set(w.sql("select name from models")["name"])
     lines = []
-    settings = StudySettings(
-        model=str(out.parent / "tiny-gpt2"),
-        generate=6,
-        track=8,
-        target_tokens="#5,#9",
-        n_transformed=6,
-        dpo=DPOOptions(learning_rate=1e-3, max_steps=6, eval_every=2, batch_size=4),
-        unalign_top_k=3,
-        progress=False,
-        seeds=2,
-    )
-    findings = run_study(out, settings, echo=lines.append)
+    findings = run_study(out, tiny_settings(out.parent / "tiny-gpt2", seeds=2), echo=lines.append)
     with actwh.open(out / "wh") as w:
         added = set(w.sql("select name from models")["name"]) - before
         assert added == {"dpo.seed1"}

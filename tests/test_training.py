@@ -127,23 +127,17 @@ def test_pairs_keep_only_more_toxic_dispreferred(probed, gpt2_dir, tmp_path, pro
         assert pair["pert_score"] - pair["unpert_score"] >= 0.05  # the default --min-margin
     # no margin keeps every more-toxic pair; an impossible one keeps none, and counts them
     with actwh.open(wh) as w:
-        loose = w.make_pairs(
-            "tiny-gpt2",
-            tmp_path / "a.jsonl",
-            prompts=prompts_file,
-            relative_alpha=2.0,
-            generate=8,
-            min_margin=0.0,
-            progress=False,
-        )
-        strict = w.make_pairs(
-            "tiny-gpt2",
-            tmp_path / "b.jsonl",
-            prompts=prompts_file,
-            relative_alpha=2.0,
-            generate=8,
-            min_margin=1.0,
-            progress=False,
+        loose, strict = (
+            w.make_pairs(
+                "tiny-gpt2",
+                tmp_path / f"margin-{margin}.jsonl",
+                prompts=prompts_file,
+                relative_alpha=2.0,
+                generate=8,
+                min_margin=margin,
+                progress=False,
+            )
+            for margin in (0.0, 1.0)
         )
     assert loose.n_kept >= len(pairs) and strict.n_kept == 0
     assert strict.n_below_margin == loose.n_kept

@@ -15,8 +15,6 @@ into place at the end, so an export is whole or absent.
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from tqdm.auto import tqdm
 
 from actwh.errors import ActwhError, arg
 from actwh.warehouse.arrays import column_to_numpy, vectors_to_column
+from actwh.warehouse.layout import staged
 from actwh.warehouse.schema import VECTOR_TYPE, FactTable, arrow_type, fact_tables
 
 MANIFEST = "_manifest.json"
@@ -77,8 +76,6 @@ def export_table(
     """Write the committed rows of ``table`` that pass ``filters`` under ``out`` (which must not
     exist) with a manifest; returns the manifest."""
     spec = table_spec(table)
-    if out.exists():
-        raise ActwhError(f"{arg('out')} {out}: already exists; export into a new directory")
     files = committed_files(snapshot, table, filters)
     if not files:
         raise ActwhError(f"nothing to export: no committed files of {table} match the filters")
@@ -89,16 +86,15 @@ def export_table(
             for c, t in spec.data_columns
         ]
     )
-    work = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     written = []
-    try:
+    with staged(out, "the export") as result:
         for relative in tqdm(files, desc=f"export {table}", unit="file", disable=not progress):
-            target = work / Path(relative).relative_to(Path("data") / table)
+            target = result / Path(relative).relative_to(Path("data") / table)
             rows = _copy(snapshot.store.root / relative, target, schema, row_filters)
             if rows:
                 written.append(
                     {
-                        "path": str(target.relative_to(work)),
+                        "path": str(target.relative_to(result)),
                         "rows": rows,
                         "bytes": target.stat().st_size,
                         "source": relative,
@@ -116,14 +112,7 @@ def export_table(
             "rows": sum(f["rows"] for f in written),
             "files": written,
         }
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        work.rename(out)
-    except OSError as error:
-        raise ActwhError(
-            f"{arg('out')} {out}: cannot write the export ({error.strerror or error})"
-        ) from error
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        (result / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 

@@ -19,8 +19,6 @@ temporary directory renamed into place at the end: it is whole or absent.
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +26,7 @@ from tqdm.auto import tqdm
 
 from actwh.errors import ActwhError, arg
 from actwh.warehouse.arrays import column_to_numpy
+from actwh.warehouse.layout import staged
 
 LAYOUTS = ("tokens", "saelens")
 CHUNK_PROMPTS = 64
@@ -64,42 +63,34 @@ def export_dataset(
         raise ActwhError(f"{arg('layout')} {layout!r}: expected {' or '.join(LAYOUTS)}")
     if layout == "saelens" and context_size < 1:
         raise ActwhError(f"{arg('context_size')} must be >= 1")
-    if out.exists():
-        raise ActwhError(f"{arg('out')} {out}: already exists; export into a new directory")
     sizes = _vector_sizes(sql, run, points)
     prompts = sql("select distinct prompt from tokens where run = $r order by prompt", {"r": run})
     prompts = prompts["prompt"].to_list()
-    work = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     datasets.disable_progress_bars()  # one bar, ours, over prompts
     try:
-        shards, carry = [], None
-        chunks = range(0, len(prompts), CHUNK_PROMPTS)
-        for i, start in enumerate(tqdm(chunks, desc=f"dataset {run}", disable=not progress)):
-            chosen = prompts[start : start + CHUNK_PROMPTS]
-            columns = _chunk(sql, run, points, chosen[0], chosen[-1])
-            if layout == "saelens":
-                columns, carry = _pack(columns, carry, context_size)
-            if columns is None:
-                continue
-            shard = _dataset(columns, layout, run, points, sizes, context_size)
-            shard.save_to_disk(str(work / f"shard-{i:06d}"))
-            shards.append(work / f"shard-{i:06d}")
-        if not shards:
-            raise ActwhError(
-                f"nothing to export: run {run} has fewer than {context_size} tokens "
-                f"({arg('context_size')})"
-                if layout == "saelens"
-                else f"nothing to export: run {run} has no tokens"
-            )
-        joined = concatenate_datasets([load_from_disk(str(s)) for s in shards])
-        joined.save_to_disk(str(work / "dataset"))
-        (work / "dataset").rename(out)
-    except OSError as error:
-        raise ActwhError(
-            f"{arg('out')} {out}: cannot write the dataset ({error.strerror or error})"
-        ) from error
+        with staged(out, "the dataset") as result:
+            shards, carry = [], None
+            chunks = range(0, len(prompts), CHUNK_PROMPTS)
+            for i, start in enumerate(tqdm(chunks, desc=f"dataset {run}", disable=not progress)):
+                chosen = prompts[start : start + CHUNK_PROMPTS]
+                columns = _chunk(sql, run, points, chosen[0], chosen[-1])
+                if layout == "saelens":
+                    columns, carry = _pack(columns, carry, context_size)
+                if columns is None:
+                    continue
+                shard = result.with_name(f"shard-{i:06d}")
+                _dataset(columns, layout, run, points, sizes, context_size).save_to_disk(str(shard))
+                shards.append(shard)
+            if not shards:
+                raise ActwhError(
+                    f"nothing to export: run {run} has fewer than {context_size} tokens "
+                    f"({arg('context_size')})"
+                    if layout == "saelens"
+                    else f"nothing to export: run {run} has no tokens"
+                )
+            joined = concatenate_datasets([load_from_disk(str(s)) for s in shards])
+            joined.save_to_disk(str(result))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
         datasets.enable_progress_bars()
     return load_from_disk(str(out))
 

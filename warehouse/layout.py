@@ -17,6 +17,10 @@ that start with ``_`` or ``.``).
 from __future__ import annotations
 
 import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from actwh.errors import ActwhError, arg
@@ -74,6 +78,24 @@ def partition_dir(root: Path, table: str, partition: dict[str, object]) -> Path:
 
 def file_name(writer_tag: str, commit_id: str) -> str:
     return f"part-{writer_tag}-{commit_id}.parquet"
+
+
+@contextmanager
+def staged(out: Path, what: str) -> Iterator[Path]:
+    """Where to build the new directory ``out``: a path beside it, renamed to ``out`` when the
+    block ends without error and removed otherwise, so ``out`` is whole or absent. An I/O
+    failure (permissions, a full disk) becomes one line naming ``out``."""
+    if out.exists():
+        raise ActwhError(f"{arg('out')} {out}: already exists; write {what} to a new directory")
+    work = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield work / "result"
+        (work / "result").rename(out)
+    except OSError as error:
+        reason = error.strerror or error
+        raise ActwhError(f"{arg('out')} {out}: cannot write {what} ({reason})") from error
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def tmp_path(final: Path) -> Path:
