@@ -344,6 +344,24 @@ def _print_seeds(rows: list[dict], echo: Callable) -> None:
     echo(f"    f1                     {spread([r['f1'] for r in first])}")
 
 
+def _print_gaps(gaps: dict, echo: Callable) -> None:
+    """The DPO offset along the probe by prompt encoding and by chat message."""
+    where = f"at {gaps['site']} {gaps['layer']}"
+    encoded = "; ".join(
+        f"{r['transform']} ({r['prompts']}) {r['base_dot']:+.2f} → {r['tuned_dot']:+.2f} "
+        f"({r['gap']:+.2f})"
+        for r in gaps["transform_gap"]
+    )
+    echo(f"  mean projection on toxic_probe {where}, generated tokens, base → DPO (gap):")
+    echo(f"    by prompt encoding: {encoded or 'no runs'}")
+    turns = "; ".join(
+        f"{r['part']} {r['base_dot']:+.2f} → {r['tuned_dot']:+.2f} ({r['gap']:+.2f})"
+        for r in gaps["turn_gap"]
+    )
+    chats = gaps["turn_gap"][0]["prompts"] if gaps["turn_gap"] else 0
+    echo(f"    in {chats} multi-turn chats, by message (all their tokens): {turns or 'none'}")
+
+
 def _interval(t: dict) -> str:
     """``0.025 [0.019, 0.032]   change from its parent -0.076 [-0.123, -0.038]``."""
 
@@ -424,20 +442,6 @@ def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
         f"  value vectors base vs DPO: min cosine {v['min_cos']:.6f}, mean {v['mean_cos']:.6f}, "
         f"mean ‖δv‖ {v['mean_shift']:.3g}"
     )
-    gaps = f["gaps"]
-    where = f"at {gaps['site']} {gaps['layer']}"
-    encoded = "; ".join(
-        f"{r['transform']} ({r['prompts']}) {r['base_dot']:+.2f} → {r['tuned_dot']:+.2f} "
-        f"({r['gap']:+.2f})"
-        for r in gaps["transform_gap"]
-    )
-    echo(f"  mean projection on toxic_probe {where}, generated tokens, base → DPO (gap):")
-    echo(f"    by prompt encoding: {encoded or 'no runs'}")
-    turns = "; ".join(
-        f"{r['part']} {r['base_dot']:+.2f} → {r['tuned_dot']:+.2f} ({r['gap']:+.2f})"
-        for r in gaps["turn_gap"]
-    )
-    chats = gaps["turn_gap"][0]["prompts"] if gaps["turn_gap"] else 0
-    echo(f"    in {chats} multi-turn chats, by message (all their tokens): {turns or 'none'}")
+    _print_gaps(f["gaps"], echo)
     echo(f"  report: {f['report']} ({n_charts} charts as PNG beside it)")
     echo(f"  total time {f['seconds'] / 60:.1f} min")
