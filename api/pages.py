@@ -27,20 +27,10 @@ N_NEURONS = 5  # pages for the top value vectors of the direction, by write
 N_PROMPTS = 4  # views of the prompts whose projection tuning changed most
 
 
-def default_neurons(wh: Warehouse, base_run: str | None, tuned_run: str | None, direction: str):
-    """The top value vectors of ``direction`` by the cosine of their mean write (the tracked
-    neurons of a teacher-forced pair), else by reach (``top_toxic_vectors``)."""
+def top_vectors(wh: Warehouse, base_run: str | None, direction: str) -> list[tuple[int, int]]:
+    """The top value vectors of ``direction`` by reach (``top_toxic_vectors``): the pages to
+    show where no teacher-forced pair ranks tracked neurons by their mean write."""
     try:
-        if base_run and tuned_run:
-            drop = wh.query(
-                "activation_drop",
-                base_run=base_run,
-                tuned_run=tuned_run,
-                direction=direction,
-                n=N_NEURONS,
-            )
-            if drop.height:
-                return list(zip(drop["layer"].to_list(), drop["neuron"].to_list(), strict=True))
         model = _base_model(wh, base_run)
         top = wh.query("top_toxic_vectors", model=model, direction=direction, k=N_NEURONS)
         return list(zip(top["layer"].to_list(), top["neuron"].to_list(), strict=True))

@@ -18,7 +18,7 @@ import altair as alt
 import polars as pl
 
 from actwh.api import charts
-from actwh.api.pages import default_neurons, default_prompts, neuron_page, prompt_view
+from actwh.api.pages import N_NEURONS, default_prompts, neuron_page, prompt_view, top_vectors
 from actwh.api.warehouse import Warehouse
 from actwh.errors import ActwhError
 from actwh.queries.pca import pca_shift
@@ -92,16 +92,22 @@ def make_plan(
     if token is None and base_run is not None:
         tokens = wh.sql("select min(token) as t from token_probs where run = $r", {"r": base_run})
         token = tokens["t"][0]
-    neuron = None
+    # The tracked neurons whose mean write points most along the direction: the first is the
+    # plan's neuron, all get a page.
+    tracked: list[tuple[int, int]] = []
     if base_run and tuned_run:
         try:
             drop = wh.query(
-                "activation_drop", base_run=base_run, tuned_run=tuned_run, direction=direction, n=1
+                "activation_drop",
+                base_run=base_run,
+                tuned_run=tuned_run,
+                direction=direction,
+                n=N_NEURONS,
             )
-            if drop.height:
-                neuron = (int(drop["layer"][0]), int(drop["neuron"][0]))
+            tracked = list(zip(drop["layer"].to_list(), drop["neuron"].to_list(), strict=True))
         except ActwhError:
             pass
+    neuron = tracked[0] if tracked else None
     if layer is None and neuron is not None:
         layer = neuron[0]
     prefix = None
@@ -119,7 +125,7 @@ def make_plan(
         ).item()
         layer = (2 * n) // 3
     plan = Plan(base_run, tuned_run, tuned_model, direction, token, layer, neuron, prefix, scorer)
-    chosen = default_neurons(wh, base_run, tuned_run, direction) + [tuple(n) for n in neurons]
+    chosen = (tracked or top_vectors(wh, base_run, direction)) + [tuple(n) for n in neurons]
     plan.neurons = list(dict.fromkeys((int(l), int(i)) for l, i in chosen))
     plan.prompts = list(dict.fromkeys([*default_prompts(wh, plan), *map(int, prompts)]))
     return plan

@@ -388,7 +388,7 @@ class Warehouse(Writes):
         >>> wh.export_dataset("sae-data", run="base", sites="resid_mid", layers=19,
         ...                   layout="saelens", context_size=128)
         """
-        from actwh.ingest.options import parse_layers
+        from actwh.ingest.options import names, parse_layers
         from actwh.warehouse.hf_dataset import export_dataset
 
         target = self._outside(out, "out")
@@ -399,16 +399,14 @@ class Warehouse(Writes):
             "select n_layers from models where name = $m", {"m": found["model"][0]}
         ).item()
         chosen = parse_layers(layers, n_layers)
-        names = [sites] if isinstance(sites, str) else list(sites)
-        names = [s.strip() for name in names for s in name.split(",") if s.strip()]
-        points = [(site, layer) for site in names for layer in chosen]
+        points = [(site, layer) for site in names(sites) for layer in chosen]
         return export_dataset(
             self.sql, target, run, points, layout, context_size, progress=progress
         )
 
     def _export_filters(self, **filters) -> dict[str, list]:
         """Export filters by column: ``runs`` → ``run``; a name or a list, layers as usual."""
-        from actwh.ingest.options import parse_layers
+        from actwh.ingest.options import names, parse_layers
 
         columns = {}
         for name, value in filters.items():
@@ -418,10 +416,7 @@ class Warehouse(Writes):
                 most = self.sql("select coalesce(max(n_layers), 0) from models").item()
                 columns["layer"] = parse_layers(value, most)
             else:
-                items = [value] if isinstance(value, str) else list(value)
-                columns[name.removesuffix("s")] = [
-                    v.strip() for item in items for v in item.split(",") if v.strip()
-                ]
+                columns[name.removesuffix("s")] = names(value)
         for column, table in (("run", "runs"), ("model", "models")):
             known = set(self.sql(f"select name from {table}")["name"])
             unknown = [v for v in columns.get(column, []) if v not in known]

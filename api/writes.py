@@ -564,17 +564,16 @@ class Writes:
         (``"profanity"``, ``["profanity", "wordlist"]`` or ``"profanity,wordlist"``),
         perplexity on ``ppl_text`` and F1 on ``f1_data`` (paper Tables 2 and 4); one row per
         scorer in ``evaluations``, returned. Intervals: the query ``toxicity_table``."""
+        from actwh.ingest.options import names
         from actwh.ingest.prompts import read_prompts, shipped_prompts
         from actwh.train.evaluate import evaluate
 
         prompt_set = read_prompts(prompts or shipped_prompts(), prompt_set)
-        names = [scorer] if isinstance(scorer, str) else list(scorer)
-        names = [s.strip() for name in names for s in name.split(",") if s.strip()]
         rows = evaluate(
             self.store,
             self._model(model, device),
             prompt_set,
-            scorers=names,
+            scorers=names(scorer),
             generate=generate,
             max_prompt_tokens=max_prompt_tokens,
             batch_size=batch_size,

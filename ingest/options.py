@@ -98,6 +98,13 @@ def _items(spec: str | Iterable | None) -> list:
     return list(spec)
 
 
+def names(spec: str | Iterable[str]) -> list[str]:
+    """Names given as one comma list, or as an iterable of names or comma lists (what a CLI
+    option that repeats, ``--run a --run b,c``, hands over): ``["a", "b", "c"]``."""
+    given = [spec] if isinstance(spec, str) else list(spec)
+    return [n.strip() for item in given for n in item.split(",") if n.strip()]
+
+
 def parse_sites(
     spec: str | Iterable[str], adapter: Adapter, option: str = "capture", allowed=SITES
 ) -> list[str]:

@@ -101,8 +101,7 @@ def _vector_sizes(sql, run: str, points: list[tuple[str, int]]) -> dict[tuple[st
     for site, layer in points:
         table, where = _source(site)
         found = sql(
-            f"select len(vec) as d, count(*) as n from {table} "
-            f"where run = $r and layer = $l {where} group by all",
+            f"select len(vec) as d from {table} where run = $r and layer = $l {where} limit 1",
             {"r": run, "l": layer, **({"s": site} if where else {})},
         )
         if found.is_empty():
