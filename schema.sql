@@ -426,8 +426,9 @@ CREATE MACRO neuron_means(run_name) AS TABLE
 
 -- Per tracked neuron, over the generated tokens of `base_run` (the tuned run holds the same
 -- tokens): the mean coefficient in each run, the cosine of the base model's value vector with the
--- direction, and the mean write along it, mean(m_i)·⟨v_i, d̂⟩. The tuned write uses the tuned
--- model's value vector, v_i + δv_i, when `actwh diff` stored δv (DPO barely moves it).
+-- direction, and the mean write along it, mean(m_i)·⟨v_i, d̂⟩ (base_dot is ⟨v_i, d̂⟩). The tuned
+-- write uses the tuned model's value vector, v_i + δv_i (tuned_dot), when `actwh diff` stored δv
+-- (DPO barely moves it).
 CREATE MACRO tracked_writes(base_run, tuned_run, direction_name) AS TABLE
     WITH base AS (
         SELECT r.model, m.mlp_gated AS gated FROM runs r JOIN models m ON m.name = r.model
@@ -452,10 +453,11 @@ CREATE MACRO tracked_writes(base_run, tuned_run, direction_name) AS TABLE
            write_cos(list_cosine_similarity(v.vec::FLOAT[], d.v), (SELECT gated FROM base),
                      m.base_mean) AS write_cosine,
            m.base_mean, m.tuned_mean, m.n_tokens,
-           m.base_mean * list_dot_product(v.vec::FLOAT[], d.v) / d.norm AS base_write,
-           m.tuned_mean * (list_dot_product(v.vec::FLOAT[], d.v)
-                           + coalesce(list_dot_product(dv.delta::FLOAT[], d.v), 0)) / d.norm
-             AS tuned_write
+           list_dot_product(v.vec::FLOAT[], d.v) / d.norm AS base_dot,
+           (list_dot_product(v.vec::FLOAT[], d.v)
+            + coalesce(list_dot_product(dv.delta::FLOAT[], d.v), 0)) / d.norm AS tuned_dot,
+           m.base_mean * base_dot AS base_write,
+           m.tuned_mean * tuned_dot AS tuned_write
     FROM means m
     JOIN value_vectors v
       ON v.model = (SELECT model FROM base) AND v.layer = m.layer AND v.neuron = m.neuron

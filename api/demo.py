@@ -291,12 +291,8 @@ def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
     drop = wh.query("activation_drop", **runs, n=5)
     total = wh.query("tracked_write", **runs).filter(pl.col("layer").is_null()).row(0, named=True)
     offset = wh.query("residual_offset", prefix="dx")
-    shift = (
-        wh.query("value_vector_shift", model="dpo", layer=layer, prefix="dx")
-        .group_by("value_layer")
-        .agg(pl.col("layer_mean", "oriented_mean", "aggregate_cos").first())
-        .sort("value_layer")
-    )
+    offset_cos = wh.query("residual_offset_intervals", prefix="dx")
+    shift = wh.query("value_vector_shift_intervals", model="dpo", layer=layer, prefix="dx")
     vectors = wh.sql(
         "select min(cosine) as min_cos, avg(cosine) as mean_cos, avg(delta_norm) as mean_shift "
         "from value_vector_diffs where model = 'dpo'"
@@ -316,9 +312,7 @@ def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
         "activation_drop": drop.to_dicts(),
         "tracked_write": total,
         "dx_norm": dict(zip(offset["layer"].to_list(), offset["dx_norm"].to_list(), strict=True)),
-        "dx_cos": dict(
-            zip(offset["layer"].to_list(), offset["cos_with_direction"].to_list(), strict=True)
-        ),
+        "dx_cos": offset_cos.to_dicts(),
         "figure5": {"layer": layer, "per_layer": shift.to_dicts()},
         "value_vectors": vectors,
         "gaps": gaps,
@@ -375,6 +369,12 @@ def _interval(t: dict) -> str:
     return text
 
 
+def _ci(row: dict, value: str, bounds: str | None = None) -> str:
+    """``-0.282 [-0.294, -0.269]``: ``row[value]`` and its interval ``row[bounds + '_lo']``..."""
+    bounds = bounds or value
+    return f"{row[value]:+.3f} [{row[bounds + '_lo']:+.3f}, {row[bounds + '_hi']:+.3f}]"
+
+
 def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
     ev = f["evaluations"]
     models = [m for m in ev if m != CONTROL]
@@ -399,12 +399,16 @@ def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
         f"  neurons writing toward toxic_probe: the top 5 of {total['neurons']} tracked, by the "
         "cosine of their mean write m̄·v with it;"
     )
-    echo("  mean coefficient m and mean write m·⟨v, d̂⟩ over generated tokens, base → DPO:")
+    echo(
+        "  mean coefficient m and mean write m·⟨v, d̂⟩ over generated tokens, base → DPO "
+        "(change [95% bootstrap interval over prompts]):"
+    )
     for row in f["activation_drop"]:
         echo(
             f"    L{row['layer']:>2} #{row['neuron']:<5} cos(v, d) {row['cosine']:+.3f}  "
-            f"m {row['base_mean']:+.3f} → {row['tuned_mean']:+.3f}  "
-            f"write {row['base_write']:+.3f} → {row['tuned_write']:+.3f}"
+            f"m {row['base_mean']:+.3f} → {row['tuned_mean']:+.3f} "
+            f"({_ci(row, 'change')})  write {row['base_write']:+.3f} → "
+            f"{row['tuned_write']:+.3f} ({_ci(row, 'write_change')})"
         )
     if not f["activation_drop"]:
         echo("    (no tracked neurons in both runs)")
@@ -415,28 +419,34 @@ def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
     )
     norms = "  ".join(f"{layer}:{norm:.3g}" for layer, norm in f["dx_norm"].items())
     echo(f"  ‖δx‖ per layer (resid_mid, DPO − base): {norms}")
-    cosines = list(f["dx_cos"].values())
-    last = max(f["dx_cos"])
+    *layers, mean = f["dx_cos"]
     echo(
-        f"  cos(δx, toxic_probe): {f['dx_cos'][last]:+.3f} at layer {last}, "
-        f"mean over layers {sum(cosines) / len(cosines):+.3f}"
+        f"  cos(δx, toxic_probe) [95% bootstrap interval over prompts]: "
+        f"{_ci(layers[-1], 'cos_with_direction', 'cos')} at layer {layers[-1]['layer']}, "
+        f"mean over layers {_ci(mean, 'cos_with_direction', 'cos')}"
     )
     fig5 = f["figure5"]
     rows = fig5["per_layer"]
     if rows:
-        raw = [r["layer_mean"] for r in rows]
+        low = min(rows, key=lambda r: r["layer_mean"])
+        high = max(rows, key=lambda r: r["layer_mean"])
         best = max(rows, key=lambda r: r["oriented_mean"] or -2)
         echo(
-            f"  Figure 5, δv of layers < {fig5['layer']} against δx of layer {fig5['layer']}: "
-            f"mean cos(δv, δx) {min(raw):+.3f} to {max(raw):+.3f}; oriented by sign(m̄) up to "
-            f"{best['oriented_mean']:+.3f} (layer {best['value_layer']})"
+            f"  Figure 5, δv of layers < {fig5['layer']} against δx of layer {fig5['layer']} "
+            "[95% bootstrap interval over δx's prompts]:"
         )
-        aggregate = "  ".join(
-            f"{r['value_layer']}:{r['aggregate_cos']:+.2f}"
-            for r in rows
-            if r["aggregate_cos"] is not None
+        echo(
+            f"    mean cos(δv, δx) from {_ci(low, 'layer_mean')} (layer {low['value_layer']}) "
+            f"to {_ci(high, 'layer_mean')} (layer {high['value_layer']}); oriented by sign(m̄) "
+            f"up to {_ci(best, 'oriented_mean')} (layer {best['value_layer']})"
         )
-        echo(f"  cos(Σ_i m̄_i·δv_i, δx) per layer: {aggregate}")
+        aggregate = [r for r in rows if r["aggregate_cos"] is not None]
+        top = max(aggregate, key=lambda r: r["aggregate_cos"])
+        per_layer = "  ".join(f"{r['value_layer']}:{r['aggregate_cos']:+.2f}" for r in aggregate)
+        echo(
+            f"    cos(Σ_i m̄_i·δv_i, δx) highest {_ci(top, 'aggregate_cos')} at layer "
+            f"{top['value_layer']}; per layer: {per_layer}"
+        )
     v = f["value_vectors"]
     echo(
         f"  value vectors base vs DPO: min cosine {v['min_cos']:.6f}, mean {v['mean_cos']:.6f}, "

@@ -241,11 +241,15 @@ def _figure2(wh: Warehouse, p: Plan):
 def _offset(wh: Warehouse, p: Plan):
     _need(p.prefix is not None, "no δx directions (actwh directions add WH dx --delta BASE TUNED)")
     frame = wh.query("residual_offset", prefix=p.prefix, direction=p.direction)
+    intervals = wh.query("residual_offset_intervals", prefix=p.prefix, direction=p.direction)
+    table = frame.select("layer", "dx_norm", "cos_with_direction", "shift_along_direction").join(
+        intervals.select("layer", "cos_lo", "cos_hi"), on="layer", how="left"
+    )
     return (
         f"δx = mean {p.tuned_run} − {p.base_run} per layer, at the residual site the MLP reads; "
-        f"its cosine with {p.direction}.",
+        f"its cosine with {p.direction}, with a 95% bootstrap interval over prompts.",
         charts.residual_offset(frame, p.direction),
-        frame.select("layer", "dx_norm", "cos_with_direction", "shift_along_direction"),
+        table,
     )
 
 
@@ -281,15 +285,14 @@ def _figure5(wh: Warehouse, p: Plan):
         frame.height > 0,
         f"no value_vector_diffs of {p.tuned_model} in layers before {p.layer} (actwh diff)",
     )
-    means = (
-        frame.group_by("value_layer")
-        .agg(pl.col("layer_mean", "oriented_mean", "aggregate_cos").first())
-        .sort("value_layer")
+    means = wh.query(
+        "value_vector_shift_intervals", model=p.tuned_model, layer=p.layer, prefix=p.prefix
     )
     return (
         f"cos(δv, δx of layer {p.layer}) for every value vector of each earlier layer; "
         "oriented by the sign of the neuron's mean coefficient m̄ in the base run (what the "
-        "change of its write m·δv does); and cos(Σ m̄·δv, δx) per layer.",
+        "change of its write m·δv does); and cos(Σ m̄·δv, δx) per layer. The table: each "
+        "layer's means, with 95% bootstrap intervals over the prompts δx averages.",
         charts.value_vector_shift(frame, p.layer),
         means,
     )

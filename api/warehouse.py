@@ -171,6 +171,8 @@ class Warehouse(Writes):
         >>> wh.query("activation_drop", base_run="base", tuned_run="dpo", n=5)
         """
         named = named_query(name)
+        if named.run is not None:  # a Python analysis (queries/loader.py)
+            return named.run(self.sql, **named.bind(params))
         return self.sql(named.sql, named.bind(params) or None)
 
     def pca(

@@ -1,5 +1,9 @@
 """Named queries: one ``queries/NAME.sql`` file per analysis, with a header that documents it.
 
+An analysis SQL cannot express at a sensible cost (a bootstrap over vectors) is a Python function
+with the same header, listed in a module's ``ANALYSES`` (see :data:`PYTHON_MODULES`); it is named,
+documented, bound and run exactly as a SQL one (``actwh query``, ``wh.query``).
+
 Header lines (SQL comments at the top of the file)::
 
     -- name: activation_drop
@@ -15,8 +19,11 @@ the SQL uses must be declared (checked when the file is loaded).
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
@@ -27,6 +34,7 @@ _HEADER = re.compile(r"^--\s*(name|answers|paper|needs):\s*(.*)$")
 _PARAM = re.compile(r"^--\s*param\s+(\w+)\s*(?:=\s*(.+?))?\s*:\s*(.*)$")
 _USED = re.compile(r"\$([A-Za-z_]\w*)")
 _REQUIRED = object()
+PYTHON_MODULES = ("actwh.queries.offset_intervals",)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class NamedQuery:
     needs: str
     sql: str
     params: tuple[Param, ...] = field(default_factory=tuple)
+    run: Callable | None = None  # a Python analysis: run(sql, **params) -> polars.DataFrame
 
     def bind(self, given: dict) -> dict:
         """Defaults filled in; unknown or missing parameters are an error naming the valid ones."""
@@ -77,10 +86,10 @@ class NamedQuery:
         )
 
 
-def parse(name: str, text: str) -> NamedQuery:
+def _header(text: str) -> tuple[dict[str, str], tuple[Param, ...]]:
     header: dict[str, str] = {}
     params = []
-    for line in text.splitlines():
+    for line in text.strip().splitlines():
         if not line.startswith("--"):
             break
         if match := _PARAM.match(line):
@@ -89,20 +98,41 @@ def parse(name: str, text: str) -> NamedQuery:
             params.append(Param(pname, description.strip(), value))
         elif match := _HEADER.match(line):
             header[match.group(1)] = match.group(2).strip()
+    return header, tuple(params)
+
+
+def _named(header: dict, params: tuple, **body) -> NamedQuery:
+    return NamedQuery(
+        name=header["name"],
+        answers=header.get("answers", ""),
+        paper=header.get("paper", ""),
+        needs=header.get("needs", ""),
+        params=params,
+        **body,
+    )
+
+
+def parse(name: str, text: str) -> NamedQuery:
+    header, params = _header(text)
     if header.get("name") != name:
         raise ValueError(f"queries/{name}.sql declares name {header.get('name')!r}")
     used = set(_USED.findall(text))
     declared = {p.name for p in params}
     if used != declared:
         raise ValueError(f"queries/{name}.sql uses {sorted(used)} but declares {sorted(declared)}")
-    return NamedQuery(
-        name=name,
-        answers=header.get("answers", ""),
-        paper=header.get("paper", ""),
-        needs=header.get("needs", ""),
-        sql=text,
-        params=tuple(params),
-    )
+    return _named(header, params, sql=text)
+
+
+def parse_python(text: str, function: Callable) -> NamedQuery:
+    """A Python analysis: ``function(sql, **params)``, its header in ``text``."""
+    header, params = _header(text)
+    takes = list(inspect.signature(function).parameters)[1:]
+    if "name" not in header or takes != [p.name for p in params]:
+        raise ValueError(
+            f"{function.__qualname__} takes {takes} but its header declares "
+            f"{[p.name for p in params]} (name {header.get('name')!r})"
+        )
+    return _named(header, params, sql="", run=function)
 
 
 @cache
@@ -112,7 +142,11 @@ def named_queries() -> dict[str, NamedQuery]:
         if entry.name.endswith(".sql"):
             name = entry.name[: -len(".sql")]
             found[name] = parse(name, entry.read_text())
-    return found
+    for module in PYTHON_MODULES:
+        for text, function in importlib.import_module(module).ANALYSES:
+            named = parse_python(text, function)
+            found[named.name] = named
+    return dict(sorted(found.items()))
 
 
 def named_query(name: str) -> NamedQuery:

@@ -83,6 +83,8 @@ def test_every_named_query_is_non_empty_and_typed(wh):
         "tracked_write": {"base_run": "base", "tuned_run": "dpo"},
         "residual_offset": {},
         "value_vector_shift": {"model": "dpo", "layer": 2},
+        "residual_offset_intervals": {"replicates": 20},
+        "value_vector_shift_intervals": {"model": "dpo", "layer": 2, "replicates": 20},
         "logit_lens_target": {"token": wh.sql("select min(token) from token_probs").item()},
         "weight_similarity": {"model": "dpo"},
         "toxicity_table": {},
@@ -159,6 +161,64 @@ def test_activation_drop(wh):
     assert got["cosine"].to_list() == sorted(got["cosine"].to_list(), reverse=True)
 
 
+def bootstrap_draws(wh, n: int, replicates: int) -> np.ndarray:
+    """``[replicates, n]``: the prompts (by rank) each replicate draws — the macro's draws."""
+    draws = (
+        wh.sql(
+            "select b, j, bootstrap_index(b, j, $n) as i from range($r) t(b), range($n) d(j) "
+            "order by b, j",
+            {"n": n, "r": replicates},
+        )["i"]
+        .to_numpy()
+        .reshape(replicates, n)
+    )
+    assert draws.min() >= 0 and draws.max() < n and len(np.unique(draws)) > n // 2
+    return draws
+
+
+def test_activation_drop_intervals_are_a_paired_bootstrap_over_prompts(wh):
+    """Each neuron's change, and its write's, resampled by hand over the base run's prompts."""
+    replicates = 200
+    got = wh.query("activation_drop", base_run="base", tuned_run="dpo", n=3, replicates=replicates)
+    generated = wh.sql("select prompt, pos from tokens where run = 'base' and is_generated")
+    prompts = np.unique(generated["prompt"].to_numpy())
+    draws = bootstrap_draws(wh, len(prompts), replicates)
+    d = wh.direction("toxic_probe")
+    d = d / np.linalg.norm(d)
+    vectors, keys = wh.vectors("value_vectors", model="tiny-gpt2")
+    delta, _ = wh.vectors("value_vector_diffs", model="dpo")
+    for row in got.iter_rows(named=True):
+        acts = {
+            run: wh.scan("neuron_acts")
+            .filter(run=run, layer=row["layer"], neuron=row["neuron"])
+            .collect()
+            .join(generated, on=["prompt", "pos"])
+            .group_by("prompt")
+            .agg(pl.col("act").sum(), pl.len().alias("n"))
+            .sort("prompt")
+            for run in ("base", "dpo")
+        }
+        assert acts["base"]["prompt"].to_list() == prompts.tolist()
+        n = acts["base"]["n"].to_numpy()[draws].sum(axis=1)
+        base = acts["base"]["act"].to_numpy()[draws].sum(axis=1) / n
+        tuned = acts["dpo"]["act"].to_numpy()[draws].sum(axis=1) / n
+        at = ((keys["layer"] == row["layer"]) & (keys["neuron"] == row["neuron"])).arg_true()[0]
+        base_dot, tuned_dot = vectors[at] @ d, (vectors[at] + delta[at]) @ d
+        expected = {
+            "change": tuned - base,
+            "write_change": tuned * tuned_dot - base * base_dot,
+        }
+        for column, values in expected.items():
+            np.testing.assert_allclose(
+                [row[f"{column}_lo"], row[f"{column}_hi"]],
+                np.quantile(values, [0.025, 0.975]),
+                rtol=1e-4,
+                atol=1e-6,
+            )
+            assert row[f"{column}_lo"] - 1e-6 <= row[column] <= row[f"{column}_hi"] + 1e-6
+        assert row["change"] == pytest.approx(row["tuned_mean"] - row["base_mean"], abs=1e-9)
+
+
 def test_tracked_write(wh):
     got = wh.query("tracked_write", base_run="base", tuned_run="dpo")
     total = got.filter(pl.col("layer").is_null()).row(0, named=True)
@@ -181,6 +241,89 @@ def test_residual_offset(wh):
         # the mean projection shift measured at ingest equals δx · unit(probe)
         assert row["shift_along_direction"] == pytest.approx(
             dx @ probe / np.linalg.norm(probe), rel=2e-2, abs=1e-4
+        )
+
+
+def resampled_offsets(wh, layer: int, draws: np.ndarray) -> np.ndarray:
+    """δx of each replicate, by hand: the mean over the token rows of the prompts it drew."""
+    frames = [
+        wh.sql(
+            "select prompt, vec from residuals where run = $r and layer = $l "
+            "and site = 'resid_mid' order by prompt, pos",
+            {"r": run, "l": layer},
+        )
+        for run in ("base", "dpo")
+    ]
+    diff = np.vstack(frames[1]["vec"].to_list()) - np.vstack(frames[0]["vec"].to_list())
+    prompts = frames[0]["prompt"].to_numpy()
+    rows = [np.flatnonzero(prompts == p) for p in np.unique(prompts)]
+    return np.array([diff[np.concatenate([rows[i] for i in drawn])].mean(0) for drawn in draws])
+
+
+def test_residual_offset_intervals_resample_prompts(wh):
+    replicates = 100
+    got = wh.query("residual_offset_intervals", replicates=replicates)
+    offset = wh.query("residual_offset")
+    layers = got.filter(pl.col("layer").is_not_null())
+    assert layers["layer"].to_list() == offset["layer"].to_list()
+    np.testing.assert_allclose(
+        layers["cos_with_direction"], offset["cos_with_direction"], atol=1e-5
+    )
+    n_prompts = wh.sql("select count(distinct prompt) from tokens where run = 'base'").item()
+    assert set(got["n_prompts"]) == {n_prompts}
+    probe = wh.direction("toxic_probe")
+    replicate_cos = []
+    for layer in layers["layer"]:
+        dx = resampled_offsets(wh, layer, bootstrap_draws(wh, n_prompts, replicates))
+        replicate_cos.append(cos(dx, probe))
+        row = layers.filter(pl.col("layer") == layer).row(0, named=True)
+        np.testing.assert_allclose(
+            [row["cos_lo"], row["cos_hi"]],
+            np.quantile(replicate_cos[-1], [0.025, 0.975]),
+            atol=1e-5,
+        )
+        assert row["cos_lo"] - 1e-6 <= row["cos_with_direction"] <= row["cos_hi"] + 1e-6
+    mean = got.filter(pl.col("layer").is_null()).row(0, named=True)
+    assert mean["cos_with_direction"] == pytest.approx(layers["cos_with_direction"].mean())
+    np.testing.assert_allclose(
+        [mean["cos_lo"], mean["cos_hi"]],
+        np.quantile(np.mean(replicate_cos, axis=0), [0.025, 0.975]),
+        atol=1e-5,
+    )
+
+
+def test_value_vector_shift_intervals_resample_prompts(wh):
+    replicates = 100
+    got = wh.query("value_vector_shift_intervals", model="dpo", layer=2, replicates=replicates)
+    shift = (
+        wh.query("value_vector_shift", model="dpo", layer=2)
+        .group_by("value_layer")
+        .agg(pl.col("layer_mean", "oriented_mean", "aggregate_cos").first())
+        .sort("value_layer")
+    )
+    assert got["value_layer"].to_list() == shift["value_layer"].to_list() == [0, 1]
+    for column in ("layer_mean", "oriented_mean", "aggregate_cos"):
+        np.testing.assert_allclose(got[column], shift[column], atol=1e-5)
+    n_prompts = wh.sql("select count(distinct prompt) from tokens where run = 'base'").item()
+    dx = resampled_offsets(wh, 2, bootstrap_draws(wh, n_prompts, replicates))
+    delta, keys = wh.vectors("value_vector_diffs", model="dpo")
+    m = wh.sql(
+        "select sum(sum) / sum(n) as m from neuron_stats where run = 'base' and layer = 0 "
+        "group by neuron order by neuron"
+    )["m"].to_numpy()
+    mine = delta[(keys["layer"] == 0).to_numpy()]
+    unit = mine / np.linalg.norm(mine, axis=1, keepdims=True)
+    replicate_values = {
+        "layer_mean": [cos(unit, x).mean() for x in dx],
+        "oriented_mean": [(np.sign(m) * cos(unit, x)).mean() for x in dx],
+        "aggregate_cos": [cos(m @ mine, x) for x in dx],
+    }
+    row = got.row(0, named=True)
+    for column, values in replicate_values.items():
+        np.testing.assert_allclose(
+            [row[f"{column}_lo"], row[f"{column}_hi"]],
+            np.quantile(values, [0.025, 0.975]),
+            atol=1e-5,
         )
 
 
@@ -259,17 +402,7 @@ def test_toxicity_intervals_are_a_paired_bootstrap_over_prompts(wh):
         )
         scores[model] = frame["score"].to_numpy().astype(np.float64)
     tuned, base = scores["dpo"], scores[row["parent"]]
-    n = len(tuned)
-    draws = (
-        wh.sql(
-            "select b, j, bootstrap_index(b, j, $n) as i from range($r) t(b), range($n) d(j) "
-            "order by b, j",
-            {"n": n, "r": replicates},
-        )["i"]
-        .to_numpy()
-        .reshape(replicates, n)
-    )
-    assert draws.min() >= 0 and draws.max() < n and len(np.unique(draws)) > n // 2
+    draws = bootstrap_draws(wh, len(tuned), replicates)
     means, changes = tuned[draws].mean(axis=1), (tuned - base)[draws].mean(axis=1)
     assert row["toxicity"] == pytest.approx(tuned.mean(), abs=1e-6)
     assert row["toxicity_change"] == pytest.approx((tuned - base).mean(), abs=1e-6)
@@ -403,6 +536,16 @@ def test_queries_cli_and_errors(study):
         main, ["query", str(wh_path), "weight_similarity", "-p", "model=dpo", "--csv"]
     )
     assert ok.exit_code == 0 and ok.stdout.startswith("part,tensors,parameters,min_cosine")
+
+
+def test_a_python_analysis_declares_what_its_function_takes():
+    from actwh.queries.loader import named_query, parse_python
+
+    header = "-- name: example\n-- answers: x\n-- param model: the model\n"
+    assert parse_python(header, lambda sql, model: sql).params[0].name == "model"
+    with pytest.raises(ValueError, match="takes \\['layer'\\]"):
+        parse_python(header, lambda sql, layer: sql)
+    assert named_query("residual_offset_intervals").run is not None
 
 
 def test_parameters_are_bound_not_formatted(wh):
