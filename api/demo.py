@@ -61,6 +61,19 @@ class StudySettings:
     progress: bool = True
 
 
+def seed_names(seed: int) -> dict[str, str]:
+    """What seed k's pairs → DPO → paired run are called; seed 0 is the study's own. The DPO
+    model's run (teacher-forced on ``base``) has the model's name; δx is directions DX.LAYER."""
+    if seed == 0:
+        return {"pairs": "pairs.jsonl", "dir": "dpo-model", "model": "dpo", "dx": "dx"}
+    return {
+        "pairs": f"pairs-seed{seed}.jsonl",
+        "dir": f"dpo-model-seed{seed}",
+        "model": f"dpo.seed{seed}",
+        "dx": f"dx_seed{seed}",  # not "dx.seed1": the study's δx are every "dx.%"
+    }
+
+
 def split_prompts(
     source: Path, out: Path, n_transformed: int, transforms, chats: Path | None = None
 ) -> tuple[Path, Path, Path]:
@@ -140,7 +153,7 @@ class Study:
     def _pairs(self, seed: int) -> Path:
         """Preference pairs sampled with ``seed`` (0: the study's own ``pairs.jsonl``)."""
         wh, s = self.wh, self.s
-        pairs = self.out / ("pairs.jsonl" if seed == 0 else f"pairs-seed{seed}.jsonl")
+        pairs = self.out / seed_names(seed)["pairs"]
         if not pairs.exists():
             stats = wh.make_pairs(
                 self.base,
@@ -160,8 +173,7 @@ class Study:
         """DPO on ``pairs`` with seed ``dpo.seed + seed``; returns the model's name (``dpo`` for
         seed 0, the study's own; ``dpo.seed1``, ... otherwise)."""
         wh, s = self.wh, self.s
-        suffix, name = ("", "dpo") if seed == 0 else (f"-seed{seed}", f"dpo.seed{seed}")
-        dpo_dir = self.out / f"dpo-model{suffix}"
+        name, dpo_dir = seed_names(seed)["model"], self.out / seed_names(seed)["dir"]
         if not self.has("models where name = $m", m=name):
             if dpo_dir.exists():  # trained by an earlier run that stopped before registering it
                 wh.register_dpo(dpo_dir, name=name, base=self.base)
@@ -177,9 +189,19 @@ class Study:
         return name
 
     def paired_runs(self) -> None:
-        s = self.s
         self.step(7, "base run over the test prompts, DPO teacher-forced on the same tokens")
-        capture = dict(
+        self._run("base", self.base, prompts=self.analysis, prompt_set="analysis")
+        self._run("dpo", self.tuned, teacher_force="base", generate=0)
+
+    def _run(self, name: str, model, **how) -> None:
+        """Ingest run ``name`` of ``model`` with the study's capture, unless it is complete."""
+        s = self.s
+        if self.has("runs where name = $r and status = 'complete'", r=name):
+            return
+        summary = self.wh.ingest(
+            model,
+            name=name,
+            **{"generate": s.generate, **how},
             capture=["resid_mid"],
             track_neurons=f"toxic_probe:{s.track}",
             logit_lens=s.lens_k,
@@ -187,19 +209,10 @@ class Study:
             batch_size=s.batch_size,
             progress=s.progress,
         )
-        runs = (
-            ("base", self.base, dict(prompts=self.analysis, prompt_set="analysis")),
-            ("dpo", self.tuned, dict(teacher_force="base", generate=0)),
+        self.echo(
+            f"      {name}: {summary.n_prompts} prompts, {summary.n_tokens:,} tokens, "
+            f"{summary.tokens_per_second:,.0f} tok/s"
         )
-        for name, model, how in runs:
-            if not self.has("runs where name = $r and status = 'complete'", r=name):
-                summary = self.wh.ingest(
-                    model, name=name, **{"generate": s.generate, **how}, **capture
-                )
-                self.echo(
-                    f"      {name}: {summary.n_prompts} prompts, {summary.n_tokens:,} tokens, "
-                    f"{summary.tokens_per_second:,.0f} tok/s"
-                )
 
     def offset_and_variants(self) -> None:
         wh, s = self.wh, self.s
@@ -233,9 +246,24 @@ class Study:
         for name in (self.base.name, "dpo", "unaligned", CONTROL):
             self._evaluate(loaded.get(name, name))
         if s.seeds > 1:
-            self.echo(f"      {s.seeds - 1} more seeds: pairs → DPO → evaluation")
+            self.echo(
+                f"      {s.seeds - 1} more seeds: pairs → DPO → evaluation, and the DPO model "
+                "teacher-forced on the base run (its δx and tracked neurons)"
+            )
         for seed in range(1, s.seeds):
-            self._evaluate(self._dpo(seed, self._pairs(seed)))
+            tuned = self.wh.load_model(self._dpo(seed, self._pairs(seed)))
+            self._evaluate(tuned)
+            self._mechanism(seed, tuned)
+
+    def _mechanism(self, seed: int, tuned) -> None:
+        """Seed ``seed``'s DPO model as step 7 and 8 treat ``dpo``: teacher-forced on the base
+        run, its weight differences, its δx — so the mechanism's numbers have a spread too."""
+        names = seed_names(seed)
+        self._run(names["model"], tuned, teacher_force="base", generate=0)
+        if not self.has("weight_diffs where model = $m", m=tuned.name):
+            self.wh.diff(self.base, tuned)
+        if not self.has("directions where kind = 'delta' and name like $p", p=names["dx"] + ".%"):
+            self.wh.add_delta_directions(names["dx"], "base", tuned.name, model=self.base.name)
 
     def _evaluate(self, model) -> None:
         s = self.s
@@ -308,6 +336,7 @@ def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
             "where prompt_set = 'test' and (model = 'dpo' or model like 'dpo.seed%') "
             "order by scorer, model = 'dpo' desc, model"
         ).to_dicts(),
+        "seed_mechanism": _seed_mechanism(wh),
         "pairs_scorer": scorer,
         "activation_drop": drop.to_dicts(),
         "tracked_write": total,
@@ -317,6 +346,30 @@ def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
         "value_vectors": vectors,
         "gaps": gaps,
     }
+
+
+def _seed_mechanism(wh) -> list[dict]:
+    """Per seed whose DPO model was teacher-forced on the base run and has δx: the net write of
+    the tracked neurons (base → that model) and cos(δx, toxic_probe) at the last layer."""
+    runs = set(wh.sql("select name from runs where status = 'complete'")["name"])
+    deltas = set(wh.sql("select name from directions where kind = 'delta'")["name"])
+    found = []
+    for seed in range(100):
+        names = seed_names(seed)
+        if names["model"] not in runs:
+            break
+        if not any(d.startswith(names["dx"] + ".") for d in deltas):
+            continue
+        total = wh.query("tracked_write", base_run="base", tuned_run=names["model"])
+        offset = wh.query("residual_offset_intervals", prefix=names["dx"])
+        found.append(
+            {
+                "model": names["model"],
+                **total.filter(pl.col("layer").is_null()).row(0, named=True),
+                "dx_cos": offset.filter(pl.col("layer").is_not_null()).row(-1, named=True),
+            }
+        )
+    return found
 
 
 def _print_seeds(rows: list[dict], echo: Callable) -> None:
@@ -336,6 +389,20 @@ def _print_seeds(rows: list[dict], echo: Callable) -> None:
     first = [r for r in rows if r["scorer"] == rows[0]["scorer"]]
     echo(f"    perplexity             {spread([r['perplexity'] for r in first])}")
     echo(f"    f1                     {spread([r['f1'] for r in first])}")
+
+
+def _print_seed_mechanism(rows: list[dict], echo: Callable) -> None:
+    """Each seed's DPO model teacher-forced on the base run: net write and cos(δx, probe)."""
+    if len(rows) < 2:
+        return
+    writes = " / ".join(f"{r['tuned_write']:+.2f}" for r in rows)
+    echo(
+        f"    net write of the {rows[0]['neurons']} tracked neurons along toxic_probe, base "
+        f"{rows[0]['base_write']:+.2f} → {writes}"
+    )
+    layer = rows[0]["dx_cos"]["layer"]
+    cosines = " / ".join(_ci(r["dx_cos"], "cos_with_direction", "cos") for r in rows)
+    echo(f"    cos(δx, toxic_probe) at layer {layer}: {cosines}")
 
 
 def _print_gaps(gaps: dict, echo: Callable) -> None:
@@ -389,6 +456,7 @@ def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
             if scorer in ev.get(m, {}).get("toxicity", {}):
                 echo(f"    {m:<22} {_interval(ev[m]['toxicity'][scorer])}")
     _print_seeds(f["seeds"], echo)
+    _print_seed_mechanism(f["seed_mechanism"], echo)
     for metric, over in (("perplexity", "paragraphs of the text"), ("f1", "samples")):
         echo(f"  {metric} [95% bootstrap interval over {over}]:")
         for m in [*models, CONTROL]:

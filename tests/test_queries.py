@@ -723,4 +723,17 @@ def test_more_seeds_add_only_the_new_ones_and_report_the_spread(study):
     assert set(seeds["scorer"]) == {"profanity", "wordlist"}
     text = "\n".join(lines)
     assert "DPO over 2 seeds of pairs → DPO (dpo, dpo.seed1)" in text
+    # the seed's DPO model also ran teacher-forced on the base run: its own δx and neurons
+    mechanism = findings["seed_mechanism"]
+    assert [r["model"] for r in mechanism] == ["dpo", "dpo.seed1"]
+    with actwh.open(out / "wh") as w:
+        n_layers = w.sql("select n_layers from models where name = 'tiny-gpt2'").item()
+        assert w.query("residual_offset", prefix="dx").height == n_layers  # not dx_seed1's
+        seed_total = w.query("tracked_write", base_run="base", tuned_run="dpo.seed1")
+        dx = w.direction(f"dx_seed1.{n_layers - 1}")
+        probe = w.direction("toxic_probe")
+    assert mechanism[1]["tuned_write"] == seed_total["tuned_write"][-1]
+    assert mechanism[1]["base_write"] == pytest.approx(mechanism[0]["base_write"])
+    assert mechanism[1]["dx_cos"]["cos_with_direction"] == pytest.approx(cos(dx, probe), abs=1e-5)
+    assert f"cos(δx, toxic_probe) at layer {n_layers - 1}: " in text
     assert "toxicity by wordlist" in text and "(independent)" in text
