@@ -58,19 +58,23 @@ def residual_offset_intervals(sql, prefix: str, direction: str, replicates: int)
     counts = None
     for layer, meta in deltas.select("layer", "meta").iter_rows():
         sums, n = paired_sums(sql, json.loads(meta), layer)
-        counts = resample_counts(sql, len(n), replicates) if counts is None else counts
+        if counts is None:  # every layer resamples the same prompts the same way
+            counts = resample_counts(sql, len(n), replicates)
+        elif len(n) != counts.shape[1]:
+            raise ActwhError(f"δx {prefix}.{layer} pairs {len(n)} prompts, not {counts.shape[1]}")
         point, reps = _cosines(_resampled(sums, n, counts), sums.sum(0), d)
         replicate_cos.append(reps)
-        rows.append({"layer": layer, "cos_with_direction": point, **_interval(reps, "cos")})
-        rows[-1] |= {"n_prompts": len(n), "n_tokens": int(n.sum())}
-    mean = np.mean(replicate_cos, axis=0)
+        sizes = {"n_prompts": len(n), "n_tokens": int(n.sum())}
+        rows.append(
+            {"layer": layer, "cos_with_direction": point, **_interval(reps, "cos"), **sizes}
+        )
+    mean = float(np.mean([r["cos_with_direction"] for r in rows]))
     rows.append(
         {
             "layer": None,
-            "cos_with_direction": float(np.mean([r["cos_with_direction"] for r in rows])),
-            **_interval(mean, "cos"),
-            "n_prompts": rows[0]["n_prompts"],
-            "n_tokens": rows[0]["n_tokens"],
+            "cos_with_direction": mean,
+            **_interval(np.mean(replicate_cos, axis=0), "cos"),
+            **sizes,
         }
     )
     return pl.DataFrame(rows, schema_overrides={"layer": pl.Int32})
