@@ -36,8 +36,15 @@ def activation_drop(frame: pl.DataFrame, base_run: str, tuned_run: str) -> alt.C
     """Figure 2: the mean write m·⟨v, d̂⟩ of the top neurons along the direction, base vs tuned
     (for GPT-2 this is the paper's mean activation times a positive constant per neuron)."""
     long = frame.with_columns(vector=pl.format("L{} #{}", "layer", "neuron")).unpivot(
-        index=["vector", "cosine", "base_mean", "tuned_mean", "write_change"]
-        + ["write_change_lo", "write_change_hi"],
+        index=[
+            "vector",
+            "cosine",
+            "base_mean",
+            "tuned_mean",
+            "write_change",
+            "write_change_lo",
+            "write_change_hi",
+        ],
         on=["base_write", "tuned_write"],
         variable_name="run",
         value_name="write",
@@ -53,8 +60,17 @@ def activation_drop(frame: pl.DataFrame, base_run: str, tuned_run: str) -> alt.C
             xOffset="run:N",
             y=alt.Y("write:Q", title="mean write along the direction, m·⟨v, d̂⟩"),
             color=alt.Color("run:N", title="run"),
-            tooltip=["vector:N", "run:N", "write:Q", "base_mean:Q", "tuned_mean:Q", "cosine:Q"]
-            + ["write_change:Q", "write_change_lo:Q", "write_change_hi:Q"],
+            tooltip=[
+                "vector:N",
+                "run:N",
+                "write:Q",
+                "base_mean:Q",
+                "tuned_mean:Q",
+                "cosine:Q",
+                "write_change:Q",
+                "write_change_lo:Q",
+                "write_change_hi:Q",
+            ],
         )
         .properties(
             title="Figure 2 — what the top toxic neurons write, over generated tokens",

@@ -22,6 +22,7 @@ its result is already in the warehouse, so a rerun resumes where the last one st
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -320,6 +321,8 @@ def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
     total = wh.query("tracked_write", **runs).filter(pl.col("layer").is_null()).row(0, named=True)
     offset = wh.query("residual_offset", prefix="dx")
     offset_cos = wh.query("residual_offset_intervals", prefix="dx")
+    last_layer = offset_cos.filter(pl.col("layer").is_not_null()).row(-1, named=True)
+    seed0 = {"model": "dpo", **total, "dx_cos": last_layer}
     shift = wh.query("value_vector_shift_intervals", model="dpo", layer=layer, prefix="dx")
     vectors = wh.sql(
         "select min(cosine) as min_cos, avg(cosine) as mean_cos, avg(delta_norm) as mean_shift "
@@ -336,7 +339,7 @@ def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
             "where prompt_set = 'test' and (model = 'dpo' or model like 'dpo.seed%') "
             "order by scorer, model = 'dpo' desc, model"
         ).to_dicts(),
-        "seed_mechanism": _seed_mechanism(wh),
+        "seed_mechanism": [seed0, *_seed_mechanism(wh)],
         "pairs_scorer": scorer,
         "activation_drop": drop.to_dicts(),
         "tracked_write": total,
@@ -349,12 +352,13 @@ def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
 
 
 def _seed_mechanism(wh) -> list[dict]:
-    """Per seed whose DPO model was teacher-forced on the base run and has δx: the net write of
-    the tracked neurons (base → that model) and cos(δx, toxic_probe) at the last layer."""
+    """Per seed after the study's own (``--seeds``) whose DPO model was teacher-forced on the base
+    run and has δx: the net write of the tracked neurons (base → that model) and cos(δx,
+    toxic_probe) at the last layer."""
     runs = set(wh.sql("select name from runs where status = 'complete'")["name"])
     deltas = set(wh.sql("select name from directions where kind = 'delta'")["name"])
     found = []
-    for seed in range(100):
+    for seed in itertools.count(1):
         names = seed_names(seed)
         if names["model"] not in runs:
             break
@@ -401,7 +405,7 @@ def _print_seed_mechanism(rows: list[dict], echo: Callable) -> None:
         f"{rows[0]['base_write']:+.2f} → {writes}"
     )
     layer = rows[0]["dx_cos"]["layer"]
-    cosines = " / ".join(_ci(r["dx_cos"], "cos_with_direction", "cos") for r in rows)
+    cosines = " / ".join(_ci(r["dx_cos"], "cos_with_direction") for r in rows)
     echo(f"    cos(δx, toxic_probe) at layer {layer}: {cosines}")
 
 
@@ -436,10 +440,9 @@ def _interval(t: dict) -> str:
     return text
 
 
-def _ci(row: dict, value: str, bounds: str | None = None) -> str:
-    """``-0.282 [-0.294, -0.269]``: ``row[value]`` and its interval ``row[bounds + '_lo']``..."""
-    bounds = bounds or value
-    return f"{row[value]:+.3f} [{row[bounds + '_lo']:+.3f}, {row[bounds + '_hi']:+.3f}]"
+def _ci(row: dict, value: str) -> str:
+    """``-0.282 [-0.294, -0.269]``: ``row[value]`` and its interval (``VALUE_lo``, ``VALUE_hi``)."""
+    return f"{row[value]:+.3f} [{row[value + '_lo']:+.3f}, {row[value + '_hi']:+.3f}]"
 
 
 def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
@@ -490,8 +493,8 @@ def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
     *layers, mean = f["dx_cos"]
     echo(
         f"  cos(δx, toxic_probe) [95% bootstrap interval over prompts]: "
-        f"{_ci(layers[-1], 'cos_with_direction', 'cos')} at layer {layers[-1]['layer']}, "
-        f"mean over layers {_ci(mean, 'cos_with_direction', 'cos')}"
+        f"{_ci(layers[-1], 'cos_with_direction')} at layer {layers[-1]['layer']}, "
+        f"mean over layers {_ci(mean, 'cos_with_direction')}"
     )
     fig5 = f["figure5"]
     rows = fig5["per_layer"]

@@ -243,7 +243,9 @@ def _offset(wh: Warehouse, p: Plan):
     frame = wh.query("residual_offset", prefix=p.prefix, direction=p.direction)
     intervals = wh.query("residual_offset_intervals", prefix=p.prefix, direction=p.direction)
     table = frame.select("layer", "dx_norm", "cos_with_direction", "shift_along_direction").join(
-        intervals.select("layer", "cos_lo", "cos_hi"), on="layer", how="left"
+        intervals.select("layer", "cos_with_direction_lo", "cos_with_direction_hi"),
+        on="layer",
+        how="left",
     )
     return (
         f"δx = mean {p.tuned_run} − {p.base_run} per layer, at the residual site the MLP reads; "

@@ -66,14 +66,19 @@ def residual_offset_intervals(sql, prefix: str, direction: str, replicates: int)
         replicate_cos.append(reps)
         sizes = {"n_prompts": len(n), "n_tokens": int(n.sum())}
         rows.append(
-            {"layer": layer, "cos_with_direction": point, **_interval(reps, "cos"), **sizes}
+            {
+                "layer": layer,
+                "cos_with_direction": point,
+                **_interval(reps, "cos_with_direction"),
+                **sizes,
+            }
         )
     mean = float(np.mean([r["cos_with_direction"] for r in rows]))
     rows.append(
         {
             "layer": None,
             "cos_with_direction": mean,
-            **_interval(np.mean(replicate_cos, axis=0), "cos"),
+            **_interval(np.mean(replicate_cos, axis=0), "cos_with_direction"),
             **sizes,
         }
     )

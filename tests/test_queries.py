@@ -278,15 +278,19 @@ def test_residual_offset_intervals_resample_prompts(wh):
         replicate_cos.append(cos(dx, probe))
         row = layers.filter(pl.col("layer") == layer).row(0, named=True)
         np.testing.assert_allclose(
-            [row["cos_lo"], row["cos_hi"]],
+            [row["cos_with_direction_lo"], row["cos_with_direction_hi"]],
             np.quantile(replicate_cos[-1], [0.025, 0.975]),
             atol=1e-5,
         )
-        assert row["cos_lo"] - 1e-6 <= row["cos_with_direction"] <= row["cos_hi"] + 1e-6
+        assert (
+            row["cos_with_direction_lo"] - 1e-6
+            <= row["cos_with_direction"]
+            <= row["cos_with_direction_hi"] + 1e-6
+        )
     mean = got.filter(pl.col("layer").is_null()).row(0, named=True)
     assert mean["cos_with_direction"] == pytest.approx(layers["cos_with_direction"].mean())
     np.testing.assert_allclose(
-        [mean["cos_lo"], mean["cos_hi"]],
+        [mean["cos_with_direction_lo"], mean["cos_with_direction_hi"]],
         np.quantile(np.mean(replicate_cos, axis=0), [0.025, 0.975]),
         atol=1e-5,
     )
