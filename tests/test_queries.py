@@ -736,7 +736,8 @@ def test_more_seeds_add_only_the_new_ones_and_report_the_spread(study):
         seed_total = w.query("tracked_write", base_run="base", tuned_run="dpo.seed1")
         dx = w.direction(f"dx_seed1.{n_layers - 1}")
         probe = w.direction("toxic_probe")
-    assert mechanism[1]["tuned_write"] == seed_total["tuned_write"][-1]
+    # the same sums in another query: DuckDB adds in parallel, so the last bits may differ
+    assert mechanism[1]["tuned_write"] == pytest.approx(seed_total["tuned_write"][-1], rel=1e-12)
     assert mechanism[1]["base_write"] == pytest.approx(mechanism[0]["base_write"])
     assert mechanism[1]["dx_cos"]["cos_with_direction"] == pytest.approx(cos(dx, probe), abs=1e-5)
     assert f"cos(δx, toxic_probe) at layer {n_layers - 1}: " in text

@@ -112,8 +112,11 @@ def test_search_and_table1(planted):
         # which way it fires in a run: the search and Table 1's query say the same
         fired = w.nearest("d", k=400, run="base")
         same = w.query("top_toxic_vectors", model="planted", direction="d", k=400, run="base")
-        columns = ["layer", "neuron", "sign", "frac_pos", "mean_pos", "mean_neg"]
+        columns = ["layer", "neuron", "sign"]
         assert fired.select(columns).equals(same.select(columns))
+        # DuckDB sums in parallel: the same means may differ in their last bits
+        for column in ["frac_pos", "mean_pos", "mean_neg"]:
+            np.testing.assert_allclose(fired[column], same[column], rtol=1e-12, atol=0)
         np.testing.assert_allclose(fired["mean_write"], same["mean_write"], rtol=1e-4, atol=1e-9)
         assert table1["frac_pos"].null_count() == table1.height  # no run, no coefficients
         row = fired.filter((pl.col("layer") == LAYER) & (pl.col("neuron") == NEURON)).row(
