@@ -2,9 +2,11 @@
 
 Four measurements, all in one run on the same machine:
 
-1. **Encodings** of one vector column (``FixedSizeList<float16|float32>``, 20,000 × 1536, one
-   core): pyarrow with zstd and statistics (actwh's first writer), without statistics, without
-   compression, and the raw-bytes ceiling (the same bytes with ``ndarray.tofile`` + fsync).
+1. **Encodings** of one vector column (``FixedSizeList<float16|float32>``, 20,000 × 1536):
+   pyarrow as actwh's first two writers used it, polars with and without compression and
+   min/max statistics (actwh's writer: uncompressed, no min/max), and the raw-bytes ceiling (the
+   same bytes with ``ndarray.tofile`` + fsync). Wall MB/s, and MB per CPU-second of all
+   threads together: the per-core rate.
 2. **actwh's writer** (:class:`~actwh.warehouse.writer.CommitWriter`): the same vectors as
    ``residuals`` rows (prompt, pos, site, vec), buffered and committed (files, fsync, catalog).
 3. **The capture pipeline's ceiling** for a GPT-2-medium-shaped full capture (24 layers,
@@ -26,74 +28,84 @@ import time
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from actwh.warehouse.writer import NULL_COUNTS_ONLY
 from bench.report import record, table
 
 ROWS, DIM = 20_000, 1536
 
 
-def best_of(repeats: int, run) -> float:
-    """Best wall time of ``repeats`` calls of ``run()``."""
-    times = []
+def best_of(repeats: int, run) -> tuple[float, float]:
+    """Wall and CPU seconds (all threads) of the fastest of ``repeats`` calls of ``run()``."""
+    best = (float("inf"), float("inf"))
     for _ in range(repeats):
-        started = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         run()
-        times.append(time.perf_counter() - started)
-    return min(times)
+        best = min(best, (time.perf_counter() - wall, time.process_time() - cpu))
+    return best
 
 
-def fsynced(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
+def speed(dtype: str, how: str, values: np.ndarray, seconds: tuple[float, float]) -> dict:
+    wall, cpu = seconds
+    return {
+        "vectors": dtype,
+        "how": how,
+        "MB/s": f"{values.nbytes / 1e6 / wall:,.0f}",
+        "MB per CPU-second": f"{values.nbytes / 1e6 / cpu:,.0f}",
+        "M elements/s": f"{values.size / wall / 1e6:,.0f}",
+    }
 
 
 def encodings(work: Path, dtype: str, repeats: int) -> list[dict]:
-    """MB/s of one vector column written by pyarrow in several ways, and the raw ceiling."""
+    """MB/s of one vector column written in several ways, and the raw ceiling."""
     from actwh.warehouse.arrays import vectors_to_column
 
     values = np.random.default_rng(0).standard_normal((ROWS, DIM)).astype(dtype)
-    column = vectors_to_column(values)
-    data = pa.table({"vec": column})
-    size = values.nbytes / 1e6
+    data = pa.table({"vec": vectors_to_column(values)})
+    frame = pl.from_arrow(data)
     path = work / "v.parquet"
 
-    def parquet(**options):
+    def fsynced(write):
         def run():
-            pq.write_table(data, path, **options)
-            fsynced(path)
+            write()
+            with open(path, "rb+") as f:
+                os.fsync(f.fileno())
 
         return run
 
-    def raw():
-        values.tofile(work / "v.bin")
-        fsynced(work / "v.bin")
+    def pyarrow(**options):
+        return fsynced(lambda: pq.write_table(data, path, use_dictionary=False, **options))
+
+    def polars(**options):
+        return fsynced(lambda: frame.write_parquet(path, **options))
 
     ways = {
-        "zstd, statistics (the first writer)": parquet(compression="zstd", use_dictionary=False),
-        "zstd, no statistics": parquet(
-            compression="zstd", use_dictionary=False, write_statistics=False
+        "pyarrow, zstd, statistics (the first writer)": pyarrow(compression="zstd"),
+        "pyarrow, uncompressed, no statistics (the second)": pyarrow(
+            compression="none", write_statistics=False
         ),
-        "uncompressed, no statistics": parquet(
-            compression="none", use_dictionary=False, write_statistics=False
+        "polars, zstd, no min/max": polars(compression="zstd", statistics=NULL_COUNTS_ONLY),
+        "polars, uncompressed, min/max": polars(compression="uncompressed", statistics=True),
+        "polars, uncompressed, no min/max (actwh's writer)": polars(
+            compression="uncompressed", statistics=NULL_COUNTS_ONLY
         ),
-        "raw bytes (ndarray.tofile + fsync)": raw,
     }
     rows = []
     for name, run in ways.items():
-        seconds = best_of(repeats, run)
-        on_disk = (work / "v.bin").stat().st_size if "raw" in name else path.stat().st_size
-        rows.append(
-            {
-                "vectors": dtype,
-                "how": name,
-                "MB/s": f"{size / seconds:,.0f}",
-                "M elements/s": f"{values.size / seconds / 1e6:,.0f}",
-                "size on disk": f"{on_disk / values.nbytes:.2f}×",
-            }
-        )
+        rows.append(speed(dtype, name, values, best_of(repeats, run)))
+        rows[-1]["size on disk"] = f"{path.stat().st_size / values.nbytes:.2f}×"
+
+    def raw():
+        values.tofile(path)
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+
+    rows.append(speed(dtype, "raw bytes (ndarray.tofile + fsync)", values, best_of(repeats, raw)))
+    rows[-1]["size on disk"] = "1.00×"
     return rows
 
 
@@ -120,14 +132,8 @@ def through_writer(work: Path, dtype: str, repeats: int) -> dict:
         writer.add("residuals", {"run": writer.run, "layer": 0}, rows, vector_size=DIM, dtype=dtype)
         writer.commit()
 
-    seconds = best_of(repeats, run)
-    return {
-        "vectors": dtype,
-        "how": "actwh CommitWriter (residuals rows, commit)",
-        "MB/s": f"{values.nbytes / 1e6 / seconds:,.0f}",
-        "M elements/s": f"{values.size / seconds / 1e6:,.0f}",
-        "size on disk": "",
-    }
+    how = "actwh CommitWriter (residuals rows, commit: fsync, sha256, catalog)"
+    return {**speed(dtype, how, values, best_of(repeats, run)), "size on disk": ""}
 
 
 def pipeline(work: Path, batches: int, batch: int = 8, width: int = 128) -> dict:
@@ -194,12 +200,12 @@ def reading(work: Path) -> list[dict]:
     wh = actwh.open(work / "pipeline")
     n = wh.sql("select count(*) from mlp_acts where layer = 0").item()
     size = n * 4096 * 2 / 1e6
-    one = best_of(3, lambda: wh.vectors("mlp_acts", run="p", layer=0))
+    one, _ = best_of(3, lambda: wh.vectors("mlp_acts", run="p", layer=0))
     total = wh.sql("select count(*) from mlp_acts").item() * 4096 * 2 / 1e6
-    scan = best_of(3, lambda: wh.sql("select max(vec[1]) from mlp_acts"))
+    scan, _ = best_of(3, lambda: wh.sql("select max(vec[1]) from mlp_acts"))
     blob = work / "raw.bin"
     np.zeros(int(size * 1e6) // 2, dtype=np.float16).tofile(blob)
-    raw = best_of(3, lambda: np.fromfile(blob, dtype=np.float16))
+    raw, _ = best_of(3, lambda: np.fromfile(blob, dtype=np.float16))
     wh.close()
     return [
         {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -169,6 +171,27 @@ def test_a_commit_whose_one_file_fails_keeps_none_of_its_files(store, monkeypatc
     with pytest.raises(OSError):
         writer.commit(prompts=[0])
     assert layout.all_files(store.root) == []
+    assert store.catalog.rows("commits") == []
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_under_the_parquet_writer_is_an_os_error_naming_the_file(store, monkeypatch):
+    """polars reports a failed write as a ComputeError; the writer turns it back into the
+    OSError it was (one line at the CLI) and leaves no file behind."""
+    writer = new_run(store)
+    writer.add("residuals", {"run": "r", "layer": 0}, residual_rows([0])[0], vector_size=4)
+    tmp_path = layout.tmp_path
+
+    def onto_a_full_disk(final):
+        tmp = tmp_path(final)
+        tmp.symlink_to("/dev/full")  # every write to it fails with ENOSPC
+        return tmp
+
+    monkeypatch.setattr(layout, "tmp_path", onto_a_full_disk)
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        writer.commit(prompts=[0])
+    assert raised.value.errno == 28 and raised.value.filename.endswith(".parquet.tmp")
+    assert list((store.root / "data").rglob("*parquet*")) == []
     assert store.catalog.rows("commits") == []
 
 
