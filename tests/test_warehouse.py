@@ -110,6 +110,42 @@ def test_float16_and_float32_files_read_as_one_table(store):
     assert np.isfinite(got).all()
 
 
+def test_vectors_come_in_key_order_whatever_order_they_were_committed_in(store):
+    writer = new_run(store)
+    committed = {}
+    for prompt in (3, 1, 2):
+        rows, vec = residual_rows([prompt], dtype=np.float16, seed=prompt)
+        writer.add("residuals", {"run": "r", "layer": 0}, rows, vector_size=4, dtype="float16")
+        writer.commit(prompts=[prompt])
+        committed[prompt] = vec[0]
+    with actwh.open(store.root) as wh:
+        X, keys = wh.vectors("residuals", run="r", layer=0)
+    assert keys["prompt"].to_list() == [1, 2, 3]
+    np.testing.assert_array_equal(X, np.stack([committed[p] for p in (1, 2, 3)]))
+
+
+def test_vector_files_are_plain_and_other_files_compressed_with_statistics(store):
+    """What bench/writer.py chose: a file with vectors stores them uncompressed, with null
+    counts but no min/max; a file without vectors is zstd with min/max for pruning."""
+    import pyarrow.parquet as pq
+
+    writer = new_run(store)
+    writer.add("residuals", {"run": "r", "layer": 0}, residual_rows([0, 1])[0], vector_size=4)
+    acts = {"prompt": [0, 1], "pos": [0, 0], "neuron": [7, 7], "act": [0.5, -0.5]}
+    writer.add("neuron_acts", {"run": "r", "layer": 0}, pa.table(acts))
+    writer.commit(prompts=[0, 1])
+    (vectors,) = (store.root / "data" / "residuals").rglob("*.parquet")
+    (plain,) = (store.root / "data" / "neuron_acts").rglob("*.parquet")
+    group = pq.ParquetFile(vectors).metadata.row_group(0)
+    columns = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    vec = next(c for name, c in columns.items() if name.startswith("vec"))
+    assert vec.compression == "UNCOMPRESSED"
+    assert vec.statistics.null_count == 0 and not vec.statistics.has_min_max
+    prompt = pq.ParquetFile(plain).metadata.row_group(0).column(0)
+    assert prompt.compression == "ZSTD" and (prompt.statistics.min, prompt.statistics.max) == (0, 1)
+    assert pq.read_schema(vectors).field("vec").type == pa.list_(pa.float32(), 4)
+
+
 def test_failed_commit_leaves_nothing_visible(store, monkeypatch):
     writer = new_run(store)
     writer.add("residuals", {"run": "r", "layer": 0}, residual_rows([0])[0], vector_size=4)
