@@ -240,7 +240,8 @@ def main() -> None:
         flow = pipeline(work, args.batches)
         read = reading(work)
     body = (
-        f"{ROWS:,} × {DIM} random vectors, one core, best of {args.repeats}.\n\n"
+        f"{ROWS:,} × {DIM} random vectors, best of {args.repeats}; MB per CPU-second counts the "
+        "time of every thread (the rate per core).\n\n"
         f"{table(written)}\n\n"
         f"The capture pipeline after the model, {args.batches} batches of 8 × 128 synthetic "
         "tokens:\n\n"
