@@ -168,7 +168,7 @@ class CommitWriter:
         final = directory / layout.file_name(self.tag, commit_id)
         tmp = layout.tmp_path(final)
         has_vectors = any(pa.types.is_fixed_size_list(f.type) for f in tables[0].schema)
-        data = pl.from_arrow(pa.concat_tables(tables), rechunk=False)  # no copy of the rows
+        data = pl.from_arrow(pa.concat_tables(tables), rechunk=False)  # vectors: not copied
         try:
             data.write_parquet(
                 tmp,
