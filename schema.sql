@@ -410,6 +410,12 @@ CREATE MACRO neuron_coefficients(run_name, layer_index, neuron_index) AS TABLE
 -- so a bootstrap in SQL gives the same interval every time it runs.
 CREATE MACRO bootstrap_index(b, j, n) AS CAST(hash(b, j) % n AS BIGINT);
 
+-- Each neuron's mean coefficient m̄_i over every token of a run, prompt and generated alike: the
+-- weight Figure 5 gives the change of its value vector δv_i.
+CREATE MACRO mean_coefficients(run_name) AS TABLE
+    SELECT layer, neuron, sum(sum) / sum(n) AS m FROM neuron_stats
+    WHERE run = run_name GROUP BY layer, neuron;
+
 -- How each neuron fires in a run, over its generated tokens (all its tokens if it generated none):
 -- share of tokens with m_i > 0, mean of m_i, of max(m_i, 0) and of min(m_i, 0), and std of m_i.
 CREATE MACRO neuron_means(run_name) AS TABLE

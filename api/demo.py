@@ -429,20 +429,18 @@ def _print_gaps(gaps: dict, echo: Callable) -> None:
 
 def _interval(t: dict) -> str:
     """``0.025 [0.019, 0.032]   change from its parent -0.076 [-0.123, -0.038]``."""
-
-    def span(lo, hi, sign=""):
-        return "" if lo is None else f" [{lo:{sign}.3f}, {hi:{sign}.3f}]"
-
-    text = f"{t['value']:.3f}{span(t['value_lo'], t['value_hi'])}"
+    text = _ci(t, "value", sign="")
     if t["value_change"] is not None:
-        text += f"   change from its parent {t['value_change']:+.3f}"
-        text += span(t["value_change_lo"], t["value_change_hi"], "+")
+        text += f"   change from its parent {_ci(t, 'value_change')}"
     return text
 
 
-def _ci(row: dict, value: str) -> str:
-    """``-0.282 [-0.294, -0.269]``: ``row[value]`` and its interval (``VALUE_lo``, ``VALUE_hi``)."""
-    return f"{row[value]:+.3f} [{row[value + '_lo']:+.3f}, {row[value + '_hi']:+.3f}]"
+def _ci(row: dict, value: str, sign: str = "+") -> str:
+    """``-0.282 [-0.294, -0.269]``: ``row[value]`` and its interval (``VALUE_lo``, ``VALUE_hi``),
+    if it has one."""
+    lo, hi = row[value + "_lo"], row[value + "_hi"]
+    span = "" if lo is None else f" [{lo:{sign}.3f}, {hi:{sign}.3f}]"
+    return f"{row[value]:{sign}.3f}{span}"
 
 
 def print_findings(f: dict, echo: Callable, n_charts: int) -> None:

@@ -93,19 +93,12 @@ def encodings(work: Path, dtype: str, repeats: int) -> list[dict]:
         "polars, uncompressed, no min/max (actwh's writer)": polars(
             compression="uncompressed", statistics=NULL_COUNTS_ONLY
         ),
+        "raw bytes (ndarray.tofile + fsync)": fsynced(lambda: values.tofile(path)),
     }
     rows = []
     for name, run in ways.items():
         rows.append(speed(dtype, name, values, best_of(repeats, run)))
         rows[-1]["size on disk"] = f"{path.stat().st_size / values.nbytes:.2f}×"
-
-    def raw():
-        values.tofile(path)
-        with open(path, "rb+") as f:
-            os.fsync(f.fileno())
-
-    rows.append(speed(dtype, "raw bytes (ndarray.tofile + fsync)", values, best_of(repeats, raw)))
-    rows[-1]["size on disk"] = "1.00×"
     return rows
 
 

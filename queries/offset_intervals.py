@@ -102,12 +102,8 @@ def value_vector_shift_intervals(
     dx = _resampled(sums, n, resample_counts(sql, len(n), replicates))
     dx_all = sums.sum(0)
     shifts = sql(
-        """WITH means AS (
-               SELECT layer, neuron, sum(sum) / sum(n) AS m FROM neuron_stats
-               WHERE run = $run GROUP BY layer, neuron
-           )
-           SELECT d.layer, d.delta, d.delta_norm, means.m
-           FROM value_vector_diffs d LEFT JOIN means USING (layer, neuron)
+        """SELECT d.layer, d.delta, d.delta_norm, means.m
+           FROM value_vector_diffs d LEFT JOIN mean_coefficients($run) means USING (layer, neuron)
            WHERE d.model = $model AND d.layer < $layer ORDER BY d.layer, d.neuron""",
         {"run": meta["base_run"], "model": model, "layer": layer},
     )

@@ -10,11 +10,7 @@ WITH dx AS (
     SELECT vec::FLOAT[] AS v, json_extract_string(meta, '$.base_run') AS base_run
     FROM direction_of($model, $prefix || '.' || CAST($layer AS VARCHAR))
 ),
-means AS (
-    SELECT layer, neuron, sum(sum) / sum(n) AS m
-    FROM neuron_stats WHERE run = (SELECT base_run FROM dx)
-    GROUP BY layer, neuron
-),
+means AS (SELECT * FROM mean_coefficients((SELECT base_run FROM dx))),
 cosines AS (
     SELECT d.layer AS value_layer, list_cosine_similarity(d.delta::FLOAT[], dx.v) AS c,
            sign(means.m) * list_cosine_similarity(d.delta::FLOAT[], dx.v) AS oc

@@ -24,6 +24,7 @@ import math
 import re
 from bisect import bisect_right
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,7 +223,7 @@ def evaluate(
     loaded: LoadedModel,
     prompts: PromptSet,
     *,
-    scorers: list[str] = ("profanity",),
+    scorers: Sequence[str] = ("profanity",),
     scorer_kwargs: dict | None = None,
     generate: int = 20,
     max_prompt_tokens: int = PAPER_PROMPT_TOKENS,
@@ -231,7 +232,7 @@ def evaluate(
     f1_data: str | Path | None = None,
     n_f1: int | None = 200,
     progress: bool = True,
-) -> dict:
+) -> list[dict]:
     """Toxicity (by each of ``scorers``), perplexity and F1 of ``loaded``; recorded in
     ``evaluations``, one row per scorer, and returned."""
     unknown = [name for name in scorers if name not in SCORERS]
