@@ -109,24 +109,36 @@ def _nullable(turns: torch.Tensor) -> pa.Array:
     return pa.array(values, mask=values < 0)
 
 
-def vector_array(x: torch.Tensor, dtype: str, where: str, overflow: str) -> tuple[pa.Array, str]:
-    """``[n, d]`` → fixed-size-list array in ``dtype``.
+def vector_array(
+    flat: Flat, x: torch.Tensor, dtype: str, where: str, overflow: str
+) -> tuple[pa.Array, str]:
+    """The rows of ``x`` (``[batch, pos, d]``) at ``flat``'s positions → a fixed-size-list array
+    in ``dtype``.
 
     float16 cannot hold values beyond ±65504: with ``overflow="fallback"`` such a block is stored
     as float32 instead (returned dtype says which), with ``"error"`` it is refused. Never inf.
     """
     if dtype == "float16":
-        low, high = torch.aminmax(x) if x.numel() else (torch.tensor(0.0), torch.tensor(0.0))
-        peak = max(-float(low), float(high))  # one pass, no copy; NaN stays NaN
-        if not peak <= FLOAT16_MAX:
-            if overflow == "error":
-                raise ActwhError(
-                    f"{where}: activation {peak:.4g} does not fit float16 (max 65504); "
-                    f"use {arg('store_dtype')} float32"
-                )
-            dtype = "float32"
-    values = x.to(torch.float16 if dtype == "float16" else torch.float32).cpu().numpy()
-    return vectors_to_column(values), dtype
+        # Narrowed before the gather, so that the gather moves half the bytes. A value beyond
+        # float16's range became inf (one within it rounds to at most 65504); NaN stays NaN.
+        half = flat.take(x.to(torch.float16))
+        if _peak(half) <= FLOAT16_MAX:
+            return vectors_to_column(half.cpu().numpy()), dtype
+        if overflow == "error":
+            raise ActwhError(
+                f"{where}: activation {_peak(flat.take(x)):.4g} does not fit float16 (max 65504); "
+                f"use {arg('store_dtype')} float32"
+            )
+        dtype = "float32"
+    return vectors_to_column(flat.take(x).to(torch.float32).cpu().numpy()), dtype
+
+
+def _peak(x: torch.Tensor) -> float:
+    """The largest magnitude in ``x`` (one pass, no copy); NaN if there is a NaN."""
+    if not x.numel():
+        return 0.0
+    low, high = torch.aminmax(x)
+    return max(-float(low), float(high))
 
 
 def long_table(flat: Flat, n: int, columns: dict) -> pa.Table:

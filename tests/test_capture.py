@@ -187,3 +187,32 @@ def test_tokens_that_split_a_character_show_as_bytes(gpt2_dir):
         rb"<0x([0-9A-F]{2})>", lambda m: bytes([int(m.group(1), 16)]), "".join(shown).encode()
     )
     assert spelled.decode() == text
+
+
+def test_vectors_keep_real_positions_and_fall_back_only_for_them():
+    """float16 unless a stored value is beyond its range (then float32, or refused); what sits at
+    a padding position never counts."""
+    from actwh.errors import ActwhError
+    from actwh.ingest.generate import Ran
+    from actwh.ingest.rows import Flat, vector_array
+
+    valid = torch.tensor([[False, True, True], [True, True, True]])
+    ran = Ran(torch.zeros(2, 3, dtype=torch.long), valid, torch.zeros_like(valid), None, [0, 0], [])
+    flat = Flat.of(ran, [7, 8])
+    x = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0))
+    x[0, 0] = 1e6  # padding
+    real = x[valid].numpy()
+
+    def stored(x, overflow="fallback"):
+        array, dtype = vector_array(flat, x, "float16", "resid_mid layer 0", overflow)
+        return array.flatten().to_numpy().reshape(len(flat), -1), dtype
+
+    values, dtype = stored(x)
+    assert dtype == "float16" and values.dtype == np.float16
+    np.testing.assert_allclose(values, real, rtol=1e-3)
+    x[1, 2, 3] = -7e4
+    values, dtype = stored(x)
+    assert dtype == "float32" and values[-1, 3] == -7e4
+    np.testing.assert_array_equal(values, x[valid].numpy())
+    with pytest.raises(ActwhError, match="activation 7e\\+04 does not fit float16"):
+        stored(x, overflow="error")

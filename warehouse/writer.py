@@ -100,6 +100,7 @@ class CommitWriter:
         self.tag = shard_tag(shard)
         self._buffers: dict[tuple[str, tuple], list[pa.Table]] = {}
         self._vector_sizes: dict[tuple[str, tuple], int | None] = {}
+        self.buffered_bytes = 0  # of the rows buffered since the last commit
         # When set, only rows for these partition directories are kept: a repair's gaps.
         self.only: set[str] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -131,10 +132,6 @@ class CommitWriter:
         if pending is not None:
             pending.result()
 
-    @property
-    def buffered_bytes(self) -> int:
-        return sum(t.nbytes for tables in self._buffers.values() for t in tables)
-
     def add(
         self,
         table: str,
@@ -157,6 +154,7 @@ class CommitWriter:
             data = data.select(expected.names).cast(expected)
         key = (table, tuple(partition.items()))
         self._buffers.setdefault(key, []).append(data)
+        self.buffered_bytes += data.nbytes
         self._vector_sizes[key] = vector_size
 
     def _write(self, table: str, partition: tuple, tables: list[pa.Table], commit_id: str):
@@ -210,7 +208,7 @@ class CommitWriter:
             return None
         commit_id = uuid.uuid4().hex[:16]
         buffers, sizes = self._buffers, self._vector_sizes
-        self._buffers, self._vector_sizes = {}, {}
+        self._buffers, self._vector_sizes, self.buffered_bytes = {}, {}, 0
         args = (commit_id, buffers, sizes, list(prompts), n_tokens, replace_tables, list(filled))
         if self._executor is None:
             self._commit(*args)

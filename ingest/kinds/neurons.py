@@ -50,8 +50,13 @@ def coefficient_sums(ran: Ran, m: torch.Tensor) -> np.ndarray:
     kinds = torch.stack([ran.valid & ~ran.generated, ran.valid & ran.generated]).reshape(2, -1)
     m = m.reshape(-1, m.shape[-1]).float()  # [batch · pos, d_mlp]
     w = kinds.to(m)  # [2, batch · pos]: which tokens each sum counts
-    positive = m.clamp_min(0)
-    sums = torch.stack([w @ positive.sign(), w @ m, w @ positive, w @ m.square()], dim=1)
+    # One scratch tensor, reused in place: on a CPU, allocating a fresh one per term cost more
+    # than the sums themselves (bench/writer.py's pipeline).
+    scratch = m.relu()
+    sum_pos = w @ scratch
+    n_pos = w @ scratch.sign_()
+    sum_sq = w @ torch.square(m, out=scratch)
+    sums = torch.stack([n_pos, w @ m, sum_pos, sum_sq], dim=1)
     n = w.sum(1)[:, None, None].expand(2, 1, m.shape[1])
     return torch.cat([n, sums], dim=1).double().cpu().numpy()
 

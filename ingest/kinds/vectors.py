@@ -39,7 +39,7 @@ class FullVectors(CaptureKind):
         for (site, layer), x in self.collect().items():
             table = site_table(site)
             where = f"{site} layer {layer}"
-            array, used = vector_array(flat.take(x), self.dtype, where, self.on_overflow)
+            array, used = vector_array(flat, x, self.dtype, where, self.on_overflow)
             columns = {"prompt": flat.prompt, "pos": flat.pos}
             if table == "residuals":
                 columns["site"] = pa.array([site] * len(flat), pa.string())
