@@ -149,34 +149,33 @@ def pipeline(root: Path, batches: int) -> float:
     class Shape:  # what the kinds read of an adapter
         W_U = torch.zeros(1)
 
-    n_layers, d_model, d_mlp, batch, width = N_LAYERS, D_MODEL, D_MLP, BATCH, WIDTH
-    request = Request(Shape(), list(range(n_layers)), capture=["resid_mid", "mlp_post"])
+    request = Request(Shape(), list(range(N_LAYERS)), capture=["resid_mid", "mlp_post"])
     capture = Capture(Shape(), kinds_for(request))
     writer = CommitWriter(Store.create(root), run="p")
     runner = BatchRunner(None, IngestOptions(), capture, None, writer, "p", 0)
     summary = RunSummary("p", "synthetic", "synthetic")
     generator = torch.Generator().manual_seed(0)
     x = {
-        "resid_mid": torch.randn(batch, width, d_model, generator=generator),
-        "mlp_post": torch.randn(batch, width, d_mlp, generator=generator),
+        "resid_mid": torch.randn(BATCH, WIDTH, D_MODEL, generator=generator),
+        "mlp_post": torch.randn(BATCH, WIDTH, D_MLP, generator=generator),
     }
-    generated = torch.zeros(batch, width, dtype=torch.bool)
-    generated[:, width // 2 :] = True
-    valid = torch.ones(batch, width, dtype=torch.bool)
-    ids = torch.zeros(batch, width, dtype=torch.long)
-    ran = Ran(ids, valid, generated, None, [width // 2] * batch, [False] * batch)
-    last = torch.full((batch,), width - 1)
+    generated = torch.zeros(BATCH, WIDTH, dtype=torch.bool)
+    generated[:, WIDTH // 2 :] = True
+    valid = torch.ones(BATCH, WIDTH, dtype=torch.bool)
+    ids = torch.zeros(BATCH, WIDTH, dtype=torch.long)
+    ran = Ran(ids, valid, generated, None, [WIDTH // 2] * BATCH, [False] * BATCH)
+    last = torch.full((BATCH,), WIDTH - 1)
     started = time.perf_counter()
     with writer.in_background():
         for index in range(batches):
-            prompts = list(range(index * batch, (index + 1) * batch))
+            prompts = list(range(index * BATCH, (index + 1) * BATCH))
             capture.start_batch(last)
             for key, readers in capture.readers.items():  # what the hooks hand over
                 for kind in readers:
                     kind.on(key, x[key[0]])
             runner.buffer_kinds(RanBatch(ran, Flat.of(ran, prompts), prompts, last, None), summary)
             if writer.buffered_bytes >= IngestOptions().commit_mb << 20 or index == batches - 1:
-                runner.commit(prompts=prompts, n_tokens=batch * width)
+                runner.commit(prompts=prompts, n_tokens=BATCH * WIDTH)
     return time.perf_counter() - started
 
 
@@ -233,7 +232,9 @@ def reading(work: Path) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batches", type=int, default=24, help="pipeline: batches of 8 × 128")
+    parser.add_argument(
+        "--batches", type=int, default=24, help=f"pipeline: batches of {BATCH} × {WIDTH}"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
