@@ -60,6 +60,23 @@ class ActwhError(Exception):
         return self.render()
 
 
+def unknown(what: str, value, known, *, argument: str | None = None, hint: str = "") -> ActwhError:
+    """One line for a name that is not there: the bad value, close matches, the known ones and
+    (``hint``) how to make one. ``argument`` names the option the value came from."""
+    import difflib
+
+    from actwh.warehouse.layout import natural_key
+
+    known = sorted({str(k) for k in known}, key=natural_key)
+    close = difflib.get_close_matches(str(value), known, n=1, cutoff=0.6)
+    shown = ", ".join(known[:12]) + (f", … ({len(known)} in all)" if len(known) > 12 else "")
+    where = f"{arg(argument)} {value!r}" if argument else repr(value)
+    near = f" (did you mean {close[0]!r}?)" if close else ""
+    return ActwhError(
+        f"{where}: no such {what}{near}; known: {shown or 'none'}{'; ' + hint if hint else ''}"
+    )
+
+
 def from_os_error(error: OSError, doing: str = "") -> ActwhError:
     """One line for an I/O failure (a full disk, a read-only directory, a name too long): what
     was being done, on which file, and why."""

@@ -81,12 +81,14 @@ CREATE TABLE IF NOT EXISTS runs (
     mode VARCHAR NOT NULL,            -- generate | teacher_forced
     source_run VARCHAR,               -- teacher_forced: the run whose tokens were replayed
     config TEXT NOT NULL,             -- JSON: sites, layers, dtype, batch size, ...
-    status VARCHAR NOT NULL,          -- running | complete | stale (its source run was repaired)
+    status VARCHAR NOT NULL,          -- running | complete | failed (see error; the same command
+                                      -- resumes it) | stale (its source run was repaired)
     n_prompts INTEGER NOT NULL,
     n_tokens BIGINT NOT NULL,         -- committed tokens so far
     warnings TEXT,                    -- JSON list of warnings (truncated prompts, fp16 fallback)
     created_at TIMESTAMP NOT NULL,
-    finished_at TIMESTAMP
+    finished_at TIMESTAMP,
+    error TEXT                        -- why it failed (status failed)
 );
 
 -- One row per commit: a set of Parquet files that became visible together.

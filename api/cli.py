@@ -7,12 +7,14 @@ and other read-only commands start fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
 
-from actwh.api.output import emit, output_options
+from actwh.api.output import emit, output_options, rate
 from actwh.errors import ActwhError, from_os_error
+from actwh.warehouse.store import shown_url
 
 # Library arguments whose flag is not ``--`` + the argument's name with dashes.
 FLAGS = {"learning_rate": "--lr", "vector": "--file", "of": "--control-of"}
@@ -35,6 +37,9 @@ class _Group(click.Group):
         except ActwhError as error:
             click.echo(f"error: {error.render(flag)}", err=True)
             sys.exit(2)
+        except BrokenPipeError:  # the reader left (actwh sql ... | head): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except OSError as error:  # an I/O failure anywhere else: one line, not a traceback
             click.echo(f"error: {from_os_error(error)}", err=True)
             sys.exit(2)
@@ -85,7 +90,7 @@ def init(warehouse, catalog):
       actwh init wh --catalog postgresql+psycopg://me@dbhost/actwh
     """
     wh = _warehouse(warehouse, create=True, catalog=catalog)
-    click.echo(f"warehouse {wh.store.root} (catalog {wh.store.catalog_url})")
+    click.echo(f"warehouse {wh.store.root} (catalog {shown_url(wh.store.catalog_url)})")
 
 
 @main.command()
@@ -244,9 +249,10 @@ def ingest(warehouse, model, prompts, quiet, shard, use_ray, workers, ray_addres
     for notice in summary.notices:
         click.echo(f"warning: {notice.render(flag)}", err=True)
     verb = "resumed" if summary.resumed else "ingested"
+    redone = f" ({summary.n_redone} redone after a repair)" if summary.n_redone else ""
     click.echo(
-        f"{verb} run {summary.run}: {summary.n_prompts} prompts, {summary.n_tokens:,} tokens "
-        f"in {summary.seconds:.1f}s ({summary.tokens_per_second:,.0f} tok/s)"
+        f"{verb} run {summary.run}: {summary.n_prompts} prompts{redone}, "
+        f"{summary.n_tokens:,} tokens in {summary.seconds:.1f}s ({rate(summary.tokens_per_second)})"
     )
 
 
@@ -269,7 +275,7 @@ def sql(warehouse, query, params, output):
     if query == "-":
         query = sys.stdin.read()
     with _warehouse(warehouse) as wh:
-        emit(wh.sql(query, parse_params(params) or None), output)
+        emit(wh.sql_batches(query, parse_params(params) or None), output)
 
 
 @main.command()
@@ -286,7 +292,7 @@ def query(warehouse, name, params, output):
       actwh query wh toxicity_table --csv
     """
     with _warehouse(warehouse) as wh:
-        emit(wh.query(name, **parse_params(params)), output)
+        emit(wh.query_batches(name, **parse_params(params)), output)
 
 
 @main.command()
@@ -772,7 +778,8 @@ def prompts():
 @click.option("--rot13", is_flag=True)
 @click.option("--base64", "b64", is_flag=True)
 @click.option("--leet", is_flag=True)
-def prompts_transform(source, out, rot13, b64, leet):
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def prompts_transform(source, out, rot13, b64, leet, force):
     """Write SOURCE's prompts followed by encoded variants linked to them.
 
     Each variant line has "transform" and "source_prompt" (the index of its original in OUT),
@@ -787,7 +794,7 @@ def prompts_transform(source, out, rot13, b64, leet):
     names = [n for n, on in (("rot13", rot13), ("base64", b64), ("leet", leet)) if on]
     if not names:
         raise ActwhError("choose at least one of --rot13, --base64, --leet")
-    n = transform_file(source, out, names)
+    n = transform_file(source, out, names, force=force)
     click.echo(f"wrote {n} prompts to {out} (originals, then {', '.join(names)})")
 
 
@@ -879,6 +886,7 @@ def probe(warehouse, model, data, site, layer, name, replace, batch_size, seed, 
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def pairs(
     model,
     warehouse,
@@ -894,6 +902,7 @@ def pairs(
     batch_size,
     seed,
     device,
+    force,
 ):
     """Write DPO preference pairs: greedy (preferred) vs toxic-steered (dispreferred).
 
@@ -921,6 +930,7 @@ def pairs(
             batch_size=batch_size,
             seed=seed,
             device=device,
+            force=force,
         )
     click.echo(f"{stats.summary(scorer)} → {out}")
 
@@ -995,7 +1005,9 @@ def dpo(base, pairs_file, out, warehouse, name, device, **options):
         from actwh.ingest.models import load_model
         from actwh.train.dpo import train_dpo
         from actwh.train.pairs import read_pairs
+        from actwh.warehouse.layout import outside
 
+        outside(out, "out")
         loaded_pairs = read_pairs(pairs_file)
         metrics = train_dpo(load_model(base, device=device), loaded_pairs, out, settings)
     click.echo(
@@ -1220,7 +1232,7 @@ def score(warehouse, run, scorer):
 )
 @click.option("--base-run", help="Default: the source of the first teacher-forced run.")
 @click.option("--tuned-run", help="Default: the first teacher-forced run.")
-@click.option("--direction", default="toxic_probe", show_default=True)
+@click.option("--direction", help="The direction the figures are about (default: toxic_probe).")
 @click.option("--token", help="Logit-lens target token (default: the first one stored).")
 @click.option(
     "--layer", type=int, help="Layer for Figures 4 and 5 (default: the top toxic vector's)."
@@ -1234,7 +1246,10 @@ def score(warehouse, run, scorer):
     type=int,
     help="Add a token view of prompt N (repeatable).",
 )
-def report(warehouse, out, base_run, tuned_run, direction, token, layer, scorer, neurons, prompts):
+@click.option("--force", is_flag=True, help="Replace OUT even if it is not an earlier report.")
+def report(
+    warehouse, out, base_run, tuned_run, direction, token, layer, scorer, neurons, prompts, force
+):
     """Write the paper's figures and tables, computed from WAREHOUSE, as one HTML page.
 
     With them: a page per top value vector of the direction (its tokens, coefficient histogram
@@ -1247,7 +1262,8 @@ def report(warehouse, out, base_run, tuned_run, direction, token, layer, scorer,
       actwh report wh -o report.html
       actwh report wh -o report.html --neuron 19:770 --prompt 12
     """
-    click.get_current_context().meta["flags"] = {"out": "-o"}
+    flags = {"out": "-o", "neurons": "--neuron", "prompts": "--prompt"}
+    click.get_current_context().meta["flags"] = flags
     with _warehouse(warehouse) as wh:
         written = wh.report(
             out,
@@ -1259,12 +1275,29 @@ def report(warehouse, out, base_run, tuned_run, direction, token, layer, scorer,
             scorer=scorer,
             neurons=[_layer_neuron(n, "--neuron") for n in neurons],
             prompts=prompts,
+            force=force,
         )
     plan = written.plan
     click.echo(
         f"wrote {written.page} and {len(written.charts)} PNG charts; "
         f"{len(plan.neurons)} neuron pages, {len(plan.prompts)} prompt views"
     )
+
+
+@main.command()
+@click.argument("warehouse", type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Even if the old directory still holds the warehouse.")
+def rehome(warehouse, force):
+    """After moving a warehouse whose catalog is a server (PostgreSQL), make the catalog serve
+    its new directory. One catalog serves one directory: a copy needs a catalog of its own.
+
+    \b
+    Example:
+      mv /data/wh /bigdisk/wh && actwh rehome /bigdisk/wh
+    """
+    with _warehouse(warehouse) as wh:
+        old = wh.rehome(force=force)
+    click.echo(f"the catalog now serves {wh.root} (it served {old})")
 
 
 @main.command()
@@ -1303,6 +1336,8 @@ def check(warehouse, repair, grace, force):
         click.echo(f"orphan (no commit lists it): {path}")
     for path in report.unfinished:
         click.echo(f"unfinished write: {path}")
+    for path in report.foreign:
+        click.echo(f"not written by actwh (left alone): {path}")
     for path in report.removed:
         click.echo(f"removed: {path}")
     for run in report.runs_to_resume:

@@ -33,6 +33,7 @@ import click
 import numpy as np
 import polars as pl
 
+from actwh.api.output import rate
 from actwh.ingest.prompts import shipped_chats, shipped_prompts
 from actwh.train.dpo import DPOOptions
 
@@ -212,7 +213,7 @@ class Study:
         )
         self.echo(
             f"      {name}: {summary.n_prompts} prompts, {summary.n_tokens:,} tokens, "
-            f"{summary.tokens_per_second:,.0f} tok/s"
+            f"{rate(summary.tokens_per_second)}"
         )
 
     def offset_and_variants(self) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Iterable
+from pathlib import Path
 
 import click
 import polars as pl
+import pyarrow.parquet as pq
 
 
 def output_options(command):
@@ -20,41 +23,69 @@ def output_options(command):
     @click.option(
         "--parquet", "parquet", type=click.Path(dir_okay=False), help="Write a Parquet file."
     )
+    @click.option("--force", "force", is_flag=True, help="--parquet: replace the file.")
     @functools.wraps(command)
-    def wrapper(*args, fmt, parquet, **kwargs):
-        if parquet and kwargs.get("warehouse"):
-            from pathlib import Path
+    def wrapper(*args, fmt, parquet, force, **kwargs):
+        if parquet:
+            from actwh.warehouse.layout import output_file
 
-            from actwh.warehouse.layout import outside
-
-            outside(parquet, Path(kwargs["warehouse"]).expanduser().resolve(), "parquet")
+            output_file(parquet, "parquet", force=force)
         return command(*args, output=("parquet" if parquet else fmt, parquet), **kwargs)
 
     return wrapper
 
 
-def emit(frame: pl.DataFrame, output: tuple[str, str | None]) -> None:
+def emit(frames: pl.DataFrame | Iterable[pl.DataFrame], output: tuple[str, str | None]) -> None:
+    """Print a result (a DataFrame, or a stream of them: memory stays flat) as ``output`` says:
+    a table per chunk of rows, CSV with one header, JSON lines, or a Parquet file."""
+    frames = [frames] if isinstance(frames, pl.DataFrame) else frames
     fmt, path = output
     if fmt == "parquet":
-        frame.write_parquet(path)
-        click.echo(f"wrote {frame.height} rows to {path}", err=True)
+        rows = _write_parquet(frames, path)
+        click.echo(f"wrote {rows} rows to {path}", err=True)
     elif fmt == "csv":
-        sys.stdout.write(_flatten(frame).write_csv())
+        for i, frame in enumerate(frames):
+            sys.stdout.write(_flatten(frame).write_csv(include_header=i == 0))
     elif fmt == "json":
-        sys.stdout.write(frame.write_ndjson())
+        for frame in frames:
+            sys.stdout.write(frame.write_ndjson())
     else:
-        frame = frame.with_columns(pl.col(pl.String).str.replace_all("\n", "⏎", literal=True))
-        with pl.Config(
-            tbl_rows=-1,
-            tbl_cols=-1,
-            fmt_str_lengths=60,
-            fmt_table_cell_list_len=10,
-            tbl_width_chars=200,
-            tbl_hide_dataframe_shape=True,
-            tbl_hide_column_data_types=True,
-            tbl_formatting="ASCII_MARKDOWN",
-        ):
-            click.echo(frame)
+        for frame in frames:
+            _print_table(frame)
+
+
+def _print_table(frame: pl.DataFrame) -> None:
+    frame = frame.with_columns(pl.col(pl.String).str.replace_all("\n", "⏎", literal=True))
+    with pl.Config(
+        tbl_rows=-1,
+        tbl_cols=-1,
+        fmt_str_lengths=60,
+        fmt_table_cell_list_len=10,
+        tbl_width_chars=200,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+        tbl_formatting="ASCII_MARKDOWN",
+    ):
+        click.echo(frame)
+
+
+def _write_parquet(frames: Iterable[pl.DataFrame], path: str) -> int:
+    """Stream ``frames`` into the Parquet file ``path``, whole or absent; returns the rows."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    rows, writer = 0, None
+    try:
+        for frame in frames:
+            table = frame.to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+            writer.write_table(table)
+            rows += frame.height
+        writer.close()
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows
 
 
 def _flatten(frame: pl.DataFrame) -> pl.DataFrame:
@@ -69,3 +100,10 @@ def _flatten(frame: pl.DataFrame) -> pl.DataFrame:
             column = pl.format("[{}]", items.list.join(", ")).alias(name)
         columns.append(column)
     return frame.select(columns)
+
+
+def rate(per_second: float, unit: str = "tok/s") -> str:
+    """A rate with the digits that make it non-zero: 1,234 tok/s, 12.3 tok/s, 0.042 tok/s."""
+    if per_second >= 100 or per_second == 0:
+        return f"{per_second:,.0f} {unit}"
+    return f"{per_second:.3g} {unit}"

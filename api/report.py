@@ -20,8 +20,9 @@ import polars as pl
 from actwh.api import charts
 from actwh.api.pages import N_NEURONS, default_prompts, neuron_page, prompt_view, top_vectors
 from actwh.api.warehouse import Warehouse
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, arg, unknown
 from actwh.queries.pca import pca_shift
+from actwh.warehouse.layout import output_file
 
 
 @dataclass
@@ -63,13 +64,17 @@ def make_plan(
     *,
     base_run: str | None = None,
     tuned_run: str | None = None,
-    direction: str = "toxic_probe",
+    direction: str | None = None,
     token: str | None = None,
     layer: int | None = None,
     scorer: str = "profanity",
     neurons: list[tuple[int, int]] = (),
     prompts: list[int] = (),
 ) -> Plan:
+    """What the report shows. Every value given is checked against the warehouse (a typo is an
+    error naming it, never a page that says "Not available"); the rest is chosen from it."""
+    _check_asked(wh, base_run, tuned_run, direction, token)
+    direction = direction or DEFAULT_DIRECTION
     pairs = wh.sql(
         "select name, source_run, model from runs where mode = 'teacher_forced' "
         "and status = 'complete' order by created_at"
@@ -85,8 +90,6 @@ def make_plan(
     tuned_model = None
     if tuned_run is not None:
         found = wh.sql("select model, source_run from runs where name = $r", {"r": tuned_run})
-        if found.is_empty():
-            raise ActwhError(f"no run {tuned_run!r}")
         tuned_model = found["model"][0]
         base_run = base_run or found["source_run"][0]
     if token is None and base_run is not None:
@@ -128,7 +131,61 @@ def make_plan(
     chosen = (tracked or top_vectors(wh, base_run, direction)) + [tuple(n) for n in neurons]
     plan.neurons = list(dict.fromkeys((int(l), int(i)) for l, i in chosen))
     plan.prompts = list(dict.fromkeys([*default_prompts(wh, plan), *map(int, prompts)]))
+    _check_pages(wh, plan, neurons, prompts)
     return plan
+
+
+DEFAULT_DIRECTION = "toxic_probe"
+
+
+def _check_asked(wh: Warehouse, base_run, tuned_run, direction, token) -> None:
+    """The runs, direction and target token the caller named must be in the warehouse."""
+    runs = wh.sql("select name from runs")["name"].to_list()
+    for argument, run in (("base_run", base_run), ("tuned_run", tuned_run)):
+        if run is not None and run not in runs:
+            raise unknown("run", run, runs, argument=argument)
+    if direction is not None:
+        known = wh.sql("select distinct name from directions")["name"].to_list()
+        if direction not in known:
+            raise unknown("direction", direction, known, argument="direction")
+    if token is not None:
+        known = wh.sql("select distinct token from token_probs")["token"].to_list()
+        if token not in known:
+            hint = "ingest with --logit-lens K --target-tokens TOKENS to store one"
+            raise unknown("logit-lens target token", token, known, argument="token", hint=hint)
+
+
+def _check_pages(wh: Warehouse, plan: Plan, neurons, prompts) -> None:
+    """The neurons and prompts the caller asked pages for must exist."""
+    model = plan.base_run and wh.sql(
+        "select m.n_layers, m.d_mlp from runs r join models m on m.name = r.model "
+        "where r.name = $r",
+        {"r": plan.base_run},
+    )
+    sizes = model.row(0) if model is not None and model.height else None
+    for layer, neuron in neurons:
+        if sizes is None:
+            raise ActwhError(f"{arg('neurons')} {layer}:{neuron}: needs a base run")
+        if not (0 <= layer < sizes[0] and 0 <= neuron < sizes[1]):
+            raise ActwhError(
+                f"{arg('neurons')} {layer}:{neuron}: out of range (the model of "
+                f"{plan.base_run} has {sizes[0]} layers of {sizes[1]} neurons)"
+            )
+    if prompts and not _paired(plan):
+        raise ActwhError(
+            f"{arg('prompts')}: a token view needs a teacher-forced pair of runs "
+            "(actwh ingest ... --teacher-force BASE_RUN)"
+        )
+    if prompts:
+        known = wh.sql("select distinct prompt from tokens where run = $r", {"r": plan.base_run})[
+            "prompt"
+        ].to_list()
+        for prompt in prompts:
+            if prompt not in known:
+                raise ActwhError(
+                    f"{arg('prompts')} {prompt}: no such prompt in run {plan.base_run} (it holds "
+                    f"{len(known)} prompts, {min(known, default=0)}-{max(known, default=0)})"
+                )
 
 
 def _section(wh: Warehouse, plan: Plan, key: str, title: str, build) -> Section:
@@ -356,6 +413,7 @@ _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta name="generator" content="actwh report">
 <title>actwh report — {title}</title>
 <style>
   body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }}
@@ -403,32 +461,62 @@ _PAGE = """<!DOCTYPE html>
 """
 
 
-def write_report(wh: Warehouse, out: str | Path, plan: Plan | None = None) -> Written:
-    """Write the HTML page and a PNG per chart (``NAME.KEY.png`` beside it)."""
+def script_json(value) -> str:
+    """``value`` as JSON that is safe inside a ``<script>`` block: ``<``, ``>`` and ``&`` are
+    written as ``\\u003c`` ..., so no string in it (a token, a name) can close the block."""
+    text = json.dumps(value)  # ensure_ascii: U+2028 and U+2029 are escaped already
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+GENERATOR = '<meta name="generator" content="actwh report">'
+
+
+def is_report(path: Path) -> bool:
+    """Whether ``path`` is a page ``actwh report`` wrote (it may be replaced)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return GENERATOR in f.read(4096)
+    except OSError:
+        return False
+
+
+def report_files(out: str | Path, force: bool = False) -> Path:
+    """Where the page goes: not inside a warehouse, and not over a file other than an earlier
+    report unless ``force``."""
+    return output_file(out, "out", force=force, ours=is_report)
+
+
+def write_report(
+    wh: Warehouse, out: str | Path, plan: Plan | None = None, force: bool = False
+) -> Written:
+    """Write the HTML page and a PNG per chart (``NAME.KEY.png`` beside it). The page may
+    replace an earlier report (see :func:`report_files`); a chart replaces a PNG only when it
+    does."""
     import vl_convert
 
     plan = plan or make_plan(wh)
     sections = build_sections(wh, plan)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = report_files(out, force)
     specs, parts, pngs = {}, [], []
     for s in sections:
         body = f'<p class="note">{html.escape(s.note)}</p><div class="row">'
         if s.chart is not None:
-            spec = s.chart.to_dict()
-            specs[f"chart-{s.key}"] = spec
+            specs[f"chart-{s.key}"] = s.chart.to_dict()
             body += f'<div id="chart-{s.key}"></div>'
-            png = out.with_name(f"{out.stem}.{s.key}.png")
-            png.write_bytes(vl_convert.vegalite_to_png(json.dumps(spec), scale=2))
-            pngs.append(png)
+            pngs.append(out.with_name(f"{out.stem}.{s.key}.png"))
         if s.table is not None:
             body += _html_table(s.table)
         body += s.html
         parts.append(f'<section id="{s.key}"><h2>{html.escape(s.title)}</h2>{body}</div></section>')
+    clash = [png for png in pngs if png.exists()] if not (force or is_report(out)) else []
+    if clash:
+        raise ActwhError(
+            f"{arg('out')} {out}: {clash[0].name} exists beside it and no earlier report wrote "
+            f"it; pass {arg('force')} to replace it, or write the report elsewhere"
+        )
     index = "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
-    summary = (
-        f"Warehouse {html.escape(str(wh.path))}: base run {plan.base_run}, "
-        f"tuned run {plan.tuned_run}, "
+    summary = html.escape(
+        f"Warehouse {wh.path}: base run {plan.base_run}, tuned run {plan.tuned_run}, "
         f"direction {plan.direction}, layer {plan.layer}, target token {plan.token!r}."
     )
     page = _PAGE.format(
@@ -437,8 +525,11 @@ def write_report(wh: Warehouse, out: str | Path, plan: Plan | None = None) -> Wr
         summary=summary,
         index=index,
         sections="\n".join(parts),
-        specs=json.dumps(specs),
+        specs=script_json(specs),
     )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for png, spec in zip(pngs, specs.values(), strict=True):
+        png.write_bytes(vl_convert.vegalite_to_png(json.dumps(spec), scale=2))
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page)
     tmp.replace(out)

@@ -9,7 +9,7 @@ warehouse and querying it stays fast.
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +17,21 @@ import polars as pl
 import pyarrow as pa
 
 from actwh.api.writes import Writes
+from actwh.arguments import check, checks_arguments
 from actwh.errors import ActwhError, arg
 from actwh.queries.loader import named_queries, named_query
 from actwh.warehouse import layout
 from actwh.warehouse.arrays import column_to_numpy
-from actwh.warehouse.layout import natural_key
+from actwh.warehouse.layout import natural_key, outside
 from actwh.warehouse.reader import Snapshot
 from actwh.warehouse.schema import arrow_type, fact_table, fact_tables
-from actwh.warehouse.store import Store
+from actwh.warehouse.store import Store, shown_url
 
 Layers = str | int | Iterable[int] | None  # None or "all": every layer; "10-20", range(10, 21), 19
 _FILTER_ARGS = {"run": "runs", "layer": "layers", "site": "sites", "model": "models"}
 
 
+@checks_arguments
 class Warehouse(Writes):
     """A warehouse: read it (this module), write to it (:mod:`actwh.api.writes`).
 
@@ -51,13 +53,17 @@ class Warehouse(Writes):
     """
 
     def __init__(self, path: str | Path, *, create: bool = False, catalog: str | None = None):
+        check("path", path, str | Path)
+        check("catalog", catalog, str | None)
         self.root = Path(path).expanduser().resolve()
         self._catalog_url = catalog
         self._store: Store | None = None
         if (self.root / layout.MARKER).is_file():
             self._store = Store.open(self.root)
             if catalog and catalog != self._store.catalog_url:
-                raise ActwhError(f"{path} already uses the catalog {self._store.catalog_url}")
+                raise ActwhError(
+                    f"{path} already uses the catalog {shown_url(self._store.catalog_url)}"
+                )
         elif not create:
             Store.open(self.root)  # raises: says why this is not a warehouse
         self._snapshot: Snapshot | None = None
@@ -165,6 +171,30 @@ class Warehouse(Writes):
         """
         return pl.from_arrow(self.snapshot.execute(query, params))
 
+    def sql_batches(
+        self, query: str, params: dict | list | None = None, *, rows: int = 65_536
+    ) -> Iterator[pl.DataFrame]:
+        """:meth:`sql`, streamed: the result in DataFrames of at most ``rows`` rows (at least
+        one, empty when the result is), so memory stays flat however large the result.
+
+        >>> for chunk in wh.sql_batches("select * from residuals"): ...
+        """
+        schema, batches = self.snapshot.stream(query, params, rows)
+        empty = True
+        for batch in batches:
+            empty = False
+            yield pl.from_arrow(batch)
+        if empty:
+            yield pl.from_arrow(schema.empty_table())
+
+    def query_batches(self, name: str, **params) -> Iterator[pl.DataFrame]:
+        """:meth:`query`, streamed like :meth:`sql_batches` (a Python analysis comes whole)."""
+        named = named_query(name)
+        if named.run is not None:
+            yield self.query(name, **params)
+            return
+        yield from self.sql_batches(named.sql, named.bind(params) or None)
+
     def query(self, name: str, **params) -> pl.DataFrame:
         """Run a named analysis from ``queries/`` (see :meth:`queries`), parameters bound.
 
@@ -260,7 +290,7 @@ class Warehouse(Writes):
         if table in self.snapshot.broken:
             reason = self.snapshot.broken[table]
             raise ActwhError(f"cannot read table {table}: {reason} (run: actwh check WH)")
-        files = self.snapshot.absolute_files(table)
+        files = self.snapshot.read_paths(table)
         sizes = self.snapshot.vector_sizes[table]
         if spec.vector_column and len(sizes) > 1:
             raise ActwhError(
@@ -364,7 +394,7 @@ class Warehouse(Writes):
         """
         from actwh.warehouse.export import check_filters, export_table, table_spec
 
-        target = self._outside(out, "out")
+        target = outside(out, "out")
         filters = self._export_filters(runs=runs, layers=layers, sites=sites, models=models)
         check_filters(table_spec(table), filters, _FILTER_ARGS)
         return export_table(self.snapshot, table, target, filters, progress)
@@ -393,7 +423,7 @@ class Warehouse(Writes):
         from actwh.ingest.options import names, parse_layers
         from actwh.warehouse.hf_dataset import export_dataset
 
-        target = self._outside(out, "out")
+        target = outside(out, "out")
         found = self.sql("select model from runs where name = $r", {"r": run})
         if found.is_empty():
             raise ActwhError(f"{arg('run')} {run}: no such run")
@@ -401,6 +431,8 @@ class Warehouse(Writes):
             "select n_layers from models where name = $m", {"m": found["model"][0]}
         ).item()
         chosen = parse_layers(layers, n_layers)
+        if not names(sites):
+            raise ActwhError(f"{arg('sites')}: no site given (e.g. resid_mid, mlp_post)")
         points = [(site, layer) for site in names(sites) for layer in chosen]
         return export_dataset(
             self.sql, target, run, points, layout, context_size, progress=progress

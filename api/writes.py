@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from actwh.arguments import checks_arguments
 from actwh.errors import ActwhError, arg
+from actwh.ingest.prompts import PromptSet
 
 if TYPE_CHECKING:  # the heavy types, for annotations only
     from actwh.api.report import Written
@@ -26,6 +28,7 @@ if TYPE_CHECKING:  # the heavy types, for annotations only
     from actwh.warehouse.check import CheckReport
 
 
+@checks_arguments
 class Writes:
     """The write methods of :class:`~actwh.api.warehouse.Warehouse` (see there)."""
 
@@ -34,7 +37,12 @@ class Writes:
     # ---- models -----------------------------------------------------------------------------
 
     def load_model(
-        self, model: str, *, device: str = "auto", dtype: str = "float32", name: str | None = None
+        self,
+        model: str | Path,
+        *,
+        device: str = "auto",
+        dtype: str = "float32",
+        name: str | None = None,
     ) -> LoadedModel:
         """Load a registered model by name (a variant with its edit applied), or a source
         (``embedded``, a hub id, a directory, a ``.gguf`` file) under ``name``. Registers
@@ -58,17 +66,12 @@ class Writes:
         ensure_registered(self.store, loaded, **registration)
         return loaded
 
-    def _outside(self, path: str | Path, argument: str) -> Path:
-        from actwh.warehouse.layout import outside
-
-        return outside(path, self.root, argument)
-
     # ---- capture ----------------------------------------------------------------------------
 
     def ingest(
         self,
         model,
-        prompts=None,
+        prompts: str | Path | PromptSet | None = None,
         *,
         name: str | None = None,
         teacher_force: str | None = None,
@@ -388,18 +391,21 @@ class Writes:
         batch_size: int = 8,
         seed: int = 0,
         device: str = "auto",
+        force: bool = False,
         progress: bool = True,
     ) -> PairStats:
         """Write DPO preference pairs to ``out`` (JSONL): the greedy continuation (preferred)
         against one sampled while ``direction`` is added to layer ``layer``'s output
         (dispreferred; strength ``alpha``, default ``relative_alpha`` × the median residual
         norm there), kept where ``scorer`` rates the steered one more toxic by at least
-        ``min_margin``. Returns the counts and the margins of the kept pairs."""
+        ``min_margin``. Returns the counts and the margins of the kept pairs. An existing
+        ``out`` is replaced only with ``force``."""
         from actwh.ingest.prompts import read_prompts, shipped_prompts
         from actwh.train.pairs import make_pairs, write_pairs
         from actwh.train.scorers import get_scorer
+        from actwh.warehouse.layout import output_file
 
-        self._outside(out, "out")
+        output_file(out, "out", force=force)
         prompt_set = read_prompts(prompts or shipped_prompts())
         loaded = self._model(model, device)
         vector = self.resolve_direction(direction, loaded.name)[1]
@@ -441,9 +447,9 @@ class Writes:
         """
         from actwh.train.dpo import DPOOptions, train_dpo
         from actwh.train.pairs import read_pairs
-        from actwh.warehouse.layout import check_name
+        from actwh.warehouse.layout import check_name, outside
 
-        self._outside(out, "out")
+        outside(out, "out")
         loaded_pairs = read_pairs(pairs)
         name = check_name("model", name or Path(out).resolve().name)
         if self._store is not None and self._store.catalog.get("models", name=name) is not None:
@@ -620,29 +626,38 @@ class Writes:
 
         return self._wrote(check(self.store, repair=repair, grace=grace, force=force))
 
+    def rehome(self, *, force: bool = False) -> str | None:
+        """Make this directory the one its server catalog (PostgreSQL, ...) serves, after the
+        warehouse was moved; returns the directory it served before. A copy is refused (it
+        needs a catalog of its own) unless ``force``."""
+        return self._wrote(self.store.rehome(force=force))
+
     def report(
         self,
         out: str | Path,
         *,
         base_run: str | None = None,
         tuned_run: str | None = None,
-        direction: str = "toxic_probe",
+        direction: str | None = None,
         token: str | None = None,
         layer: int | None = None,
         scorer: str = "profanity",
         neurons: Iterable[tuple[int, int]] = (),
         prompts: Iterable[int] = (),
+        force: bool = False,
     ) -> Written:
         """Write the paper's figures and tables as one offline HTML page (and a PNG per chart
         beside it), with a page per top value vector of the direction and a token-by-token
         view of the prompts tuning changed most; ``neurons`` (``[(19, 770)]``) and ``prompts``
-        add more. Defaults come from the warehouse: the first teacher-forced pair of runs,
+        add more. Every value given must be in the warehouse. ``direction`` defaults to
+        ``toxic_probe``; other defaults come from the warehouse: the first teacher-forced pair,
         the first logit-lens target token, the layer of the top toxic value vector. Returns
         the ``page``, the ``charts`` and the ``plan`` (what it chose). Anchors:
-        ``#neuron-L19-770``, ``#prompt-12``."""
-        from actwh.api.report import make_plan, write_report
+        ``#neuron-L19-770``, ``#prompt-12``. An existing file is replaced when it is an actwh
+        report (and its charts), otherwise only with ``force``."""
+        from actwh.api.report import make_plan, report_files, write_report
 
-        self._outside(out, "out")
+        report_files(out, force)
         plan = make_plan(
             self,
             base_run=base_run,
@@ -654,4 +669,4 @@ class Writes:
             neurons=list(neurons),
             prompts=list(prompts),
         )
-        return write_report(self, out, plan)
+        return write_report(self, out, plan, force)

@@ -34,6 +34,7 @@ class RunSummary:
     prompt_set: str
     n_prompts: int = 0
     n_tokens: int = 0
+    n_redone: int = 0  # prompts run again to fill what a repair dropped
     seconds: float = 0.0
     resumed: bool = False
     warnings: list[str] = field(default_factory=list)  # about the data; kept in runs.warnings
@@ -59,7 +60,7 @@ def run_batches(job: BatchRunner, todo: list, summary: RunSummary, bar) -> None:
         summary.n_tokens += n
         bar.update(len(batch))
         elapsed = time.monotonic() - started
-        bar.set_postfix_str(f"{summary.n_tokens / max(elapsed, 1e-9):,.0f} tok/s", refresh=False)
+        bar.set_postfix_str(f"{summary.n_tokens / max(elapsed, 1e-9):,.1f} tok/s", refresh=False)
         due = time.monotonic() - last_commit > options.commit_seconds
         if writer.buffered_bytes >= options.commit_mb << 20 or due:
             job.commit(prompts=pending, n_tokens=pending_tokens)
@@ -85,7 +86,7 @@ def gap_batches(
     ]
 
 
-def redo_gaps(job: BatchRunner, batches: list, gaps: list[dict]) -> None:
+def redo_gaps(job: BatchRunner, batches: list, gaps: list[dict], summary: RunSummary) -> None:
     """Run again the batches of one commit a repair left gaps in, keep only the gaps' tables
     and partitions, and commit them in one commit that fills exactly those gaps."""
     writer = job.writer
@@ -95,6 +96,7 @@ def redo_gaps(job: BatchRunner, batches: list, gaps: list[dict]) -> None:
         n_tokens = sum(job.run_batch(batch, scratch) for batch in batches)
         redid_tokens = any(g["table_name"] == "tokens" for g in gaps)
         job.commit(n_tokens=n_tokens if redid_tokens else 0, filled=[g["path"] for g in gaps])
+        summary.n_redone += sum(len(batch) for batch in batches)
     finally:
         writer.only = None
 

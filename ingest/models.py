@@ -200,6 +200,22 @@ def _locate(source: str) -> tuple[Path | str, str]:
     return source, "hub"
 
 
+def _check_tokenizer(source: str, tokenizer, model) -> None:
+    """A tokenizer that fits the model: a folder without tokenizer files loads one that holds
+    nothing but special tokens; one bigger than the embedding makes ids the model cannot read."""
+    n_embed = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) < 2:
+        raise ActwhError(
+            f"{arg('model')} {source}: its tokenizer is empty ({len(tokenizer)} token); the "
+            "folder lacks its tokenizer files (tokenizer.json, or vocab and merges)"
+        )
+    if len(tokenizer) > n_embed:
+        raise ActwhError(
+            f"{arg('model')} {source}: its tokenizer has {len(tokenizer):,} tokens, more than "
+            f"the {n_embed:,} rows of the model's embedding; the tokenizer is another model's"
+        )
+
+
 def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
@@ -221,16 +237,20 @@ def load_model(
         AutoConfig.from_pretrained(location)  # fails fast (one download attempt) if unknown
         tokenizer = AutoTokenizer.from_pretrained(location)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[dtype])
-    except (OSError, ValueError, SafetensorError) as error:
+    except (OSError, ValueError, SafetensorError, RuntimeError) as error:
+        # RuntimeError: weights whose shapes config.json does not describe
         if isinstance(location, Path):  # the files are there but cannot be read
+            reason = _first_line(error)
+            if "ignore_mismatched_sizes" in reason:
+                reason = "the weights' shapes are not those config.json describes"
             raise ActwhError(
-                f"{arg('model')} {source}: cannot load the model in {location} "
-                f"({_first_line(error)})"
+                f"{arg('model')} {source}: cannot load the model in {location} ({reason})"
             ) from error
         raise ActwhError(
             f"{arg('model')} {source}: could not load it as a local directory, a .gguf file, "
             f"'{EMBEDDED}', or a Hugging Face hub id ({_first_line(error)})"
         ) from error
+    _check_tokenizer(source, tokenizer, model)
     if revision == "hub":
         revision = getattr(model.config, "_commit_hash", None) or "hub"
     model.to(torch_device).eval()

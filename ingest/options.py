@@ -4,11 +4,13 @@ sites, a range of layers) or the CLI's strings (``"resid_mid,mlp_post"``, ``"10-
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from actwh.arguments import check
 from actwh.errors import ActwhError, arg
 from actwh.ingest.adapters import Adapter
 from actwh.ingest.sites import RESIDUAL_SITES, SITES
@@ -54,7 +56,10 @@ class IngestOptions:
         return asdict(self)
 
     def check(self) -> None:
-        """Refuse values no model could accept."""
+        """Refuse values no model could accept (and values of the wrong type, by name)."""
+        hints = typing.get_type_hints(IngestOptions)
+        for option in fields(self):
+            check(option.name, getattr(self, option.name), hints[option.name])
         if self.batch_size < 1 or self.generate < 0 or self.logit_lens < 0:
             raise ActwhError(
                 f"{arg('batch_size')} must be >= 1, {arg('generate')} and {arg('logit_lens')} >= 0"
@@ -127,34 +132,52 @@ def parse_layers(
     spec: str | int | Iterable[int] | None, n_layers: int, option: str = "layers"
 ) -> list[int]:
     """``None``/``all``, a layer (``19``), a list or range of layers, or the CLI's ``10-20``
-    (inclusive) and comma lists of those; 0-based."""
-    if isinstance(spec, int):
-        spec = [spec]
+    (inclusive) and comma lists of those; 0-based. Each layer is checked before any range is
+    expanded, so ``0-999999999`` or ``range(10**12)`` is refused at once."""
     if spec is None or (isinstance(spec, str) and spec.strip() in ("", "all")):
         return list(range(n_layers))
-    layers = [] if isinstance(spec, str) else [int(x) for x in spec]
-    for part in spec.split(",") if isinstance(spec, str) else []:
-        part = part.strip()
-        try:
-            if "-" in part[1:]:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                if lo > hi:
-                    raise ValueError
-                layers.extend(range(lo, hi + 1))
-            else:
-                layers.append(int(part))
-        except ValueError:
-            raise ActwhError(
-                f"{arg(option)} {spec!r}: expected 'all', a layer like 19, a range like 10-20, "
-                "or a comma list of those"
-            ) from None
-    for layer in layers:
-        if not 0 <= layer < n_layers:
-            raise ActwhError(
-                f"{arg(option)}: layer {layer} is out of range; the model has {n_layers} layers "
-                f"(0-{n_layers - 1})"
-            )
-    return sorted(set(layers))
+    if isinstance(spec, str):
+        spans = [_span(part.strip(), spec, option) for part in spec.split(",")]
+    elif isinstance(spec, range):  # its ends bound it: they are checked before it is expanded
+        spans = [(spec[0], spec[0]), (spec[-1], spec[-1])] if len(spec) else []
+    else:
+        items = list(spec) if isinstance(spec, Iterable) else [spec]
+        spans = [(_layer(item, option),) * 2 for item in items]
+    if not spans:
+        raise ActwhError(f"{arg(option)}: no layer given")
+    for lo, hi in spans:
+        for layer in (lo, hi):
+            if not 0 <= layer < n_layers:
+                raise ActwhError(
+                    f"{arg(option)}: layer {layer} is out of range; the model has {n_layers} "
+                    f"layers (0-{n_layers - 1})"
+                )
+    if isinstance(spec, range):
+        return sorted(set(spec))
+    return sorted({layer for lo, hi in spans for layer in range(lo, hi + 1)})
+
+
+def _span(part: str, spec: str, option: str) -> tuple[int, int]:
+    """One item of the CLI's layer list: ``19`` or ``10-20``."""
+    try:
+        if "-" in part[1:]:
+            lo, hi = (int(x) for x in part.split("-", 1))
+            if lo > hi:
+                raise ValueError
+            return lo, hi
+        return int(part), int(part)
+    except ValueError:
+        raise ActwhError(
+            f"{arg(option)} {spec!r}: expected 'all', a layer like 19, a range like 10-20, "
+            "or a comma list of those"
+        ) from None
+
+
+def _layer(item, option: str) -> int:
+    """A layer given as a Python value: an int (not a bool, not 1.5)."""
+    if isinstance(item, bool) or not isinstance(item, int | np.integer):
+        raise ActwhError(f"{arg(option)}: {item!r} is not a layer number (0-based int)")
+    return int(item)
 
 
 def parse_shard(spec: str | tuple[int, int] | None) -> tuple[int, int]:

@@ -56,9 +56,8 @@ def encode_prompts(
     tokens (``on_long="truncate"``, with a warning) or is refused (``"refuse"``)."""
     tokenizer = loaded.tokenizer
     plain = [i for i, p in enumerate(prompts) if p.messages is None]
-    encoded = dict(
-        zip(plain, tokenizer([prompts[i].text for i in plain])["input_ids"], strict=True)
-    )
+    texts = [prompts[i].text for i in plain]
+    encoded = dict(zip(plain, tokenizer(texts)["input_ids"] if texts else [], strict=True))
     sequences = []
     for index, prompt in enumerate(prompts):
         turns = reply = None

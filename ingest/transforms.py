@@ -58,8 +58,14 @@ def transformed(prompt: Prompt, name: str, source: int) -> Prompt:
     )
 
 
-def transform_file(source: str | Path, out: str | Path, names: list[str]) -> int:
-    """Write the originals of ``source`` then each variant to ``out``; returns the line count."""
+def transform_file(
+    source: str | Path, out: str | Path, names: list[str], force: bool = False
+) -> int:
+    """Write the originals of ``source`` then each variant to ``out`` (not inside a warehouse;
+    an existing file only with ``force``); returns the line count."""
+    from actwh.warehouse.layout import output_file
+
+    output_file(out, "out", force=force)
     originals = [p for p in read_prompts(source).prompts if p.transform is None]
     prompts = list(originals)
     for name in names:

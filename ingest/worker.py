@@ -62,6 +62,7 @@ from actwh.warehouse.layout import check_name
 from actwh.warehouse.registry import (
     check_resumable,
     directions_for,
+    fail_run,
     finish_run,
     forget_run,
     register_model,
@@ -143,6 +144,11 @@ def plan_run(
     targets = parse_targets(options.target_tokens, loaded.tokenizer)
     if targets and not options.logit_lens:
         raise ActwhError(f"{arg('target_tokens')} needs {arg('logit_lens')} K")
+    if options.logit_lens > loaded.adapter.vocab_size:
+        raise ActwhError(
+            f"{arg('logit_lens')} {options.logit_lens}: more than the model's vocabulary of "
+            f"{loaded.adapter.vocab_size:,} tokens"
+        )
     config = {
         **options.as_dict(),
         "layers": layers,
@@ -182,6 +188,7 @@ def register_run(store: Store, plan: RunPlan) -> Registered:
         previous = catalog.get("runs", conn, name=plan.run)
         if previous is not None:
             check_resumable(previous, loaded.name, plan.set_name, plan.config, RESUME_KEYS)
+            catalog.update(conn, "runs", {"name": plan.run}, status="running", error=None)
             return Registered(True)
         start_run(
             conn,
@@ -285,11 +292,10 @@ def ingest(
     store, registered = _open_for_writing(root, existing, plan, options)
     try:
         summary = _run(store, plan, options, shard_index, registered.resumed)
-    except (ActwhError, OSError) as error:  # float16 overflow, a full disk: leave no trace
+    except BaseException as error:  # an error, a full disk, Ctrl-C: never a stuck run
         alone = shard_index[1] == 1  # another shard may be writing this run right now
-        with contextlib.suppress(OSError, sa.exc.DBAPIError):  # the disk may refuse this too
-            if alone and not registered.resumed:
-                _undo(store, plan, registered, created=existing is None)
+        with contextlib.suppress(Exception):  # the disk or the catalog may refuse this too
+            _after_failure(store, plan, registered, existing is None, alone, error)
         if isinstance(error, OSError):
             raise from_os_error(error, f"run {plan.run}: ") from error
         raise
@@ -297,19 +303,25 @@ def ingest(
     return summary
 
 
-def _undo(store: Store, plan: RunPlan, registered: Registered, created: bool) -> None:
-    """Forget a new run that committed nothing (a warehouse it created goes entirely)."""
-    if store.catalog.rows("commit_prompts", run=plan.run):
+def _after_failure(
+    store: Store, plan: RunPlan, registered: Registered, created: bool, alone: bool, error
+) -> None:
+    """A new run that committed nothing is forgotten (a warehouse it created goes entirely);
+    any other is marked failed with the reason, and the same command resumes it."""
+    committed = store.catalog.rows("commit_prompts", run=plan.run)
+    if alone and not registered.resumed and not committed:
+        if created:
+            shutil.rmtree(store.root, ignore_errors=True)
+            return
+        forget_run(
+            store.catalog,
+            plan.run,
+            prompt_set=plan.set_name if registered.new_prompt_set else None,
+            model=plan.loaded.name if registered.new_model else None,
+        )
         return
-    if created:
-        shutil.rmtree(store.root, ignore_errors=True)
-        return
-    forget_run(
-        store.catalog,
-        plan.run,
-        prompt_set=plan.set_name if registered.new_prompt_set else None,
-        model=plan.loaded.name if registered.new_model else None,
-    )
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    fail_run(store.catalog, plan.run, f"{type(error).__name__}: {reason}")
 
 
 def _run(
@@ -352,7 +364,7 @@ def _run(
     # The model runs the next batches while the commit before writes its files.
     with capture, bar, writer.in_background():
         for commit_batches, commit_gaps in redo:
-            redo_gaps(runner, commit_batches, commit_gaps)
+            redo_gaps(runner, commit_batches, commit_gaps, summary)
         run_batches(runner, todo, summary, bar)
     summary.seconds = time.monotonic() - started
     return summary

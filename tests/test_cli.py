@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -140,6 +141,22 @@ def test_completed_run_is_not_redone(tmp_path, gpt2_dir, prompts_file):
             lambda p, m: ["--model", p["truncated"], "--prompts", p["good"]],
             r"--model .*truncated: cannot load the model in .*truncated \(Error while deserial",
         ),
+        (
+            lambda p, m: ["--model", p["no-tokenizer"], "--prompts", p["good"]],
+            r"--model .*no-tokenizer: its tokenizer is empty",
+        ),
+        (
+            lambda p, m: ["--model", p["wrong-config"], "--prompts", p["good"]],
+            r"--model .*wrong-config: cannot load .*shapes are not those config.json describes",
+        ),
+        (
+            lambda p, m: ["--model", m, "--prompts", p["good"], "--logit-lens", 100000],
+            r"--logit-lens 100000: more than the model's vocabulary",
+        ),
+        (
+            lambda p, m: ["--model", m, "--prompts", p["good"], "--layers", "0-999999999"],
+            r"layer 999999999 is out of range",
+        ),
     ],
 )
 @pytest.mark.parametrize("existing", [False, True])
@@ -157,6 +174,14 @@ def test_bad_input_changes_nothing(tmp_path, gpt2_dir, prompts_file, make_args, 
     __import__("shutil").copytree(gpt2_dir, files["truncated"])
     weights = files["truncated"] / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
+    files["no-tokenizer"] = tmp_path / "no-tokenizer"  # a model folder without tokenizer files
+    __import__("shutil").copytree(gpt2_dir, files["no-tokenizer"])
+    for path in files["no-tokenizer"].glob("tokenizer*"):
+        path.unlink()
+    files["wrong-config"] = tmp_path / "wrong-config"  # config.json of another size
+    __import__("shutil").copytree(gpt2_dir, files["wrong-config"])
+    config = files["wrong-config"] / "config.json"
+    config.write_text(config.read_text().replace('"n_embd": 32', '"n_embd": 64'))
     wh = tmp_path / "wh"
     if existing:
         assert (
@@ -193,24 +218,34 @@ def test_sql_errors(tmp_path, gpt2_dir, prompts_file):
     assert run("sql", tmp_path, "select 1").exit_code == 2
 
 
-def test_sql_is_read_only_for_real(tmp_path, gpt2_dir, prompts_file):
+def test_sql_is_read_only_for_real(tmp_path, gpt2_dir, prompts_file, monkeypatch):
     """Enforced by DuckDB's settings, through the CLI and the library alike: no writes (a
-    data-modifying CTE is classed as SELECT), no file outside the warehouse, no extension
-    install, no change of configuration."""
+    data-modifying CTE is classed as SELECT), no file but the committed ones (not one beside
+    them, not one relative to the working directory), no extension install, no change of
+    configuration."""
     import actwh
 
     wh = tmp_path / "wh"
     run("ingest", wh, "--model", gpt2_dir, "--prompts", prompts_file, "--generate", 1, "--quiet")
     outside = tmp_path / "secret.txt"
     outside.write_text("not yours")
+    # the working directory holds a data/ folder (a warehouse's layout) with a secret in it
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "secret.txt").write_text("not yours either")
+    monkeypatch.chdir(tmp_path)
+    orphan = next((wh / "data" / "tokens").rglob("*.parquet")).with_name("part-orphan.parquet")
+    orphan.write_bytes(next((wh / "data" / "tokens").rglob("*.parquet")).read_bytes())
     hostile = {
         "with x as (delete from runs returning name) select count(*) from x": "writes",
         "with x as (insert into runs (name) values ('x') returning 1) select * from x": "writes",
-        f"select * from read_text('{outside}')": "reads only its own files",
-        f"select * from read_csv('{outside}')": "reads only its own files",
-        f"select * from glob('{tmp_path}/*')": "reads only its own files",
-        "select * from read_text('data/../../secret.txt')": "reads only its own files",
-        "select * from read_parquet('https://example.com/x.parquet')": "reads only its own files",
+        f"select * from read_text('{outside}')": "reads only its committed files",
+        f"select * from read_csv('{outside}')": "reads only its committed files",
+        f"select * from glob('{tmp_path}/*')": "reads only its committed files",
+        "select * from read_text('data/secret.txt')": "reads only its committed files",
+        "select * from read_text('./data/secret.txt')": "reads only its committed files",
+        "select * from read_text('data/../../secret.txt')": "reads only its committed files",
+        f"select * from read_parquet('{orphan}')": "reads only its committed files",
+        "select * from read_parquet('https://example.com/x.parquet')": "reads only its committed files",
         "set enable_external_access = true": "read-only",
         "install httpfs": "read-only",
     }
@@ -221,6 +256,11 @@ def test_sql_is_read_only_for_real(tmp_path, gpt2_dir, prompts_file):
             assert result.exit_code == 2 and message in result.stderr, (query, result.output)
             with pytest.raises(ActwhError, match=message):
                 w.sql(query)
+        # a parameter is a value, never a way around the rule
+        with pytest.raises(ActwhError, match="reads only its committed files"):
+            w.sql("select * from read_text($f)", {"f": "data/secret.txt"})
+        result = run("sql", wh, "select * from read_text($f)", "-p", "f=data/secret.txt")
+        assert result.exit_code == 2 and "reads only its committed files" in result.stderr
         # the same open warehouse still sees every run: nothing was deleted, not even in memory
         assert w.sql("select count(*) from runs").item() == 1
     assert listing(wh) == before
@@ -243,3 +283,28 @@ def test_sql_starts_without_torch(tmp_path, gpt2_dir, prompts_file):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[1].isdigit()
+
+
+def peak_rss_kb(*command) -> int:
+    """Peak resident memory of ``command`` (kB), its stdout thrown away."""
+    code = (
+        "import resource, subprocess, sys\n"
+        "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *map(str, command)], capture_output=True)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout)
+
+
+def test_sql_output_streams_in_flat_memory(tmp_path, gpt2_dir, prompts_file):
+    """CSV, JSON and table output used to hold the whole result (1.9 GB for 1 M rows of 32
+    floats); now they stream record batches, so 10× the rows cost about the same memory."""
+    wh = tmp_path / "wh"
+    run("ingest", wh, "--model", gpt2_dir, "--prompts", prompts_file, "--generate", 1, "--quiet")
+    actwh_bin = Path(sys.executable).with_name("actwh")
+    query = "select range as i, list_transform(range(32), lambda x: (x + range)::FLOAT) as v "
+    for fmt in ("--csv", "--json", "--table"):
+        small = peak_rss_kb(actwh_bin, "sql", wh, query + "from range(100000)", fmt)
+        large = peak_rss_kb(actwh_bin, "sql", wh, query + "from range(1000000)", fmt)
+        assert large < 1.5 * small, (fmt, small, large)

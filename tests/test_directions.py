@@ -413,3 +413,17 @@ def test_chat_prompts_keep_turn_indices(tmp_path, gpt2_dir):
     assert "".join(by_turn[2]) == "user: You are such a piece of\n"
     assert turns == sorted(turns) and set(rows.filter(rows["is_generated"])["turn"]) == {3}
     assert loaded.tokenizer.decode(loaded.tokenizer("x")["input_ids"]) == "x"
+
+
+def test_a_file_of_chats_alone_ingests(tmp_path, gpt2_dir):
+    """Every test file used to mix in a plain prompt; a file of chats alone raised IndexError."""
+    from actwh.ingest.prompts import shipped_chats
+
+    wh = tmp_path / "wh"
+    cli("ingest", wh, "--model", gpt2_dir, "--prompts", shipped_chats(), "--generate", 2, "--quiet")
+    with actwh.open(wh) as w:
+        counts = w.sql(
+            "select count(distinct prompt) as prompts, count(*) filter (where turn is null) "
+            "as without_turn from tokens"
+        ).row(0)
+    assert counts == (6, 0)

@@ -52,9 +52,9 @@ def test_files_are_the_committed_ones_whatever_lies_beside_them(tmp_path, wh):
     assert before and all(p.is_file() and p.suffix == ".parquet" for p in before)
     assert {p.parent.parent.name for p in before} == {"run=base"}
     # a crash can leave an orphan (renamed, not recorded) and an unfinished temporary file
-    orphan = before[0].with_name("part-s0of1-0000dead.parquet")
+    orphan = before[0].with_name("part-s0of1-000000000000dead.parquet")
     shutil.copy(before[0], orphan)
-    unfinished = layout.tmp_path(before[0].with_name("part-s0of1-0000half.parquet"))
+    unfinished = layout.tmp_path(before[0].with_name("part-s0of1-000000000000cafe.parquet"))
     unfinished.write_bytes(b"PAR1 partial")
     try:
         assert unfinished.name.startswith("_")  # hidden from Spark's and Hive's directory reads
@@ -66,7 +66,7 @@ def test_files_are_the_committed_ones_whatever_lies_beside_them(tmp_path, wh):
         rows = wh.sql("select count(*) from residuals where run = 'base'").item()
         assert manifest["rows"] == rows
         assert ds.dataset(out, format="parquet", partitioning="hive").count_rows() == rows
-        assert "0000dead" not in json.dumps(manifest)
+        assert "000000000000dead" not in json.dumps(manifest)
     finally:
         orphan.unlink()
         unfinished.unlink()

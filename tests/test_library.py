@@ -159,3 +159,40 @@ def test_options_take_python_values_or_cli_strings(tmp_path, gpt2_dir, prompts_f
     for key in ("capture", "layers", "track_neurons", "target_tokens", "directions"):
         assert configs[0][key] == configs[1][key], key
     assert configs[0]["layers"] == [1, 2] and configs[0]["track_neurons"] == {"1": [3], "2": [5]}
+
+
+def test_a_wrong_type_is_an_error_naming_the_argument(tmp_path, gpt2_dir, prompts_file):
+    """They used to be raw AttributeError/TypeError without the argument, or worse, quietly
+    taken (layers=True was layer 1, layers=[1.5] layer 1)."""
+    wh = actwh.open(tmp_path / "wh", create=True)
+    cases = {
+        "prompts: expected str or Path or PromptSet or None, got int 123": lambda: wh.ingest(
+            gpt2_dir, 123
+        ),
+        "prompts: expected str or Path or PromptSet or None, got list": lambda: wh.ingest(
+            gpt2_dir, ["a", "b"]
+        ),
+        "generate: expected int, got str '5'": lambda: wh.ingest(
+            gpt2_dir, prompts_file, generate="5"
+        ),
+        "name: expected str or None, got int 5": lambda: wh.ingest(gpt2_dir, prompts_file, name=5),
+        "layers: expected str or int or a list of int or None, got list [1.5]": lambda: wh.ingest(
+            gpt2_dir, prompts_file, layers=[1.5]
+        ),
+        "layers: expected str or int or a list of int or None, got bool True": lambda: wh.ingest(
+            gpt2_dir, prompts_file, layers=True
+        ),
+        "layers: layer 999999999999 is out of range": lambda: wh.ingest(
+            gpt2_dir, prompts_file, layers=range(10**12)
+        ),
+        "out: expected str or Path, got NoneType None": lambda: wh.export("tokens", None),
+        "runs: expected str or a list of str or None, got int 5": lambda: wh.files(
+            "tokens", runs=5
+        ),
+        "path: expected str or Path, got int 5": lambda: actwh.open(5),
+    }
+    for message, call in cases.items():
+        with pytest.raises(ActwhError) as error:
+            call()
+        assert str(error.value).startswith(message), (message, str(error.value))
+    assert not (tmp_path / "wh").exists()  # nothing was made

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import html
 import json
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import polars as pl
 import pytest
+from browser import CHROMIUM, NO_CHROMIUM, dump_dom
 from click.testing import CliRunner
 from tiny_models import build_gpt2
 
@@ -580,31 +580,13 @@ def test_query_starts_without_torch(study):
     assert out.stdout.startswith("model,role,parent")
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package: chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_report_renders_in_headless_chromium(study, tmp_path):
     page = study[0] / "report.html"
     html = page.read_text()
     assert "<script src=" not in html and "cdn" not in html.lower()  # nothing fetched
     specs = json.loads(html.split("const specs = ", 1)[1].split(";\n", 1)[0])
-    command = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=30000",
-        "--dump-dom",
-        page.as_uri(),
-    ]
-    dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
+    dom = dump_dom(page, tmp_path / "profile")
     assert f'<p id="status">rendered {len(specs)} charts; errors: 0</p>' in dom
     for key in specs:
         chart = dom.split(f'id="{key}"', 1)[1].split("</section>", 1)[0]
@@ -669,6 +651,44 @@ def test_a_neuron_page_agrees_with_neuron_acts(wh):
             i: c for i, c in enumerate(counts.tolist()) if c
         }
         assert got["share"].sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--base-run", "bsae"], "--base-run 'bsae': no such run (did you mean 'base'?); known: "),
+        (["--tuned-run", "nope"], "--tuned-run 'nope': no such run"),
+        (["--direction", "toxic_prob"], "(did you mean 'toxic_probe'?)"),
+        (["--token", "garbage"], "--token 'garbage': no such logit-lens target token"),
+        (["--neuron", "99:0"], "--neuron 99:0: out of range (the model of base has 3 layers"),
+        (["--prompt", "999"], "--prompt 999: no such prompt in run base"),
+    ],
+)
+def test_a_report_asked_for_what_is_not_there_names_it(study, tmp_path, args, message):
+    """These used to exit 0 with pages that said "Not available" (or a traceback)."""
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(main, ["report", str(study[0] / "wh"), "-o", str(out), *args])
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert result.stderr.count("\n") == 1 and not out.exists()
+
+
+def test_a_report_replaces_only_an_earlier_report(study, wh, tmp_path):
+    mine = tmp_path / "notes.html"
+    mine.write_text("my notes")
+    with pytest.raises(ActwhError, match="the file exists; pass force"):
+        wh.report(mine)
+    assert mine.read_text() == "my notes"
+    with pytest.raises(ActwhError, match="inside the warehouse"):
+        wh.report(study[0] / "wh" / "report.html")
+    first = wh.report(tmp_path / "r.html")
+    again = wh.report(tmp_path / "r.html")  # an earlier report and its charts: replaced
+    assert again.charts == first.charts and all(p.exists() for p in again.charts)
+    stray = tmp_path / f"s.{first.charts[0].name.split('.', 1)[1]}"
+    stray.write_bytes(b"someone's chart")
+    with pytest.raises(ActwhError, match="exists beside it and no earlier report wrote it"):
+        wh.report(tmp_path / "s.html")
+    assert not (tmp_path / "s.html").exists() and stray.read_bytes() == b"someone's chart"
+    assert wh.report(tmp_path / "s.html", force=True).page.exists()
 
 
 def test_the_report_has_neuron_pages_and_token_views(study, wh, tmp_path):

@@ -311,10 +311,12 @@ def test_check_finds_and_repairs(setup, tmp_path):
     replay[replay.index("r")] = "tf"
     cli("ingest", wh, *replay, "--teacher-force", "r")
     files = sorted((wh / "data" / "residuals" / "run=r").rglob("*.parquet"))
-    orphan = files[0].with_name("part-s0of1-0000orphan.parquet")
+    orphan = files[0].with_name("part-s0of1-00000000000000aa.parquet")
     shutil.copy(files[0], orphan)
-    unfinished = files[0].with_name("part-s0of1-0000half.parquet.tmp")
+    unfinished = files[0].with_name("_part-s0of1-00000000000000bb.parquet.tmp")
     unfinished.write_bytes(b"PAR1")
+    foreign = files[0].with_name("someone-elses.parquet")  # never actwh's to delete
+    shutil.copy(files[0], foreign)
     damaged = files[1]
     data = bytearray(damaged.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -327,6 +329,7 @@ def test_check_finds_and_repairs(setup, tmp_path):
     assert f"damaged: {damaged.relative_to(wh)}: checksum differs" in found.stdout
     assert f"orphan (no commit lists it): {orphan.relative_to(wh)}" in found.stdout
     assert f"unfinished write: {unfinished.relative_to(wh)}" in found.stdout
+    assert f"not written by actwh (left alone): {foreign.relative_to(wh)}" in found.stdout
 
     before = {str(p.relative_to(wh)) for p in (wh / "data").rglob("*.parquet")} - {
         str(orphan.relative_to(wh))
@@ -340,7 +343,9 @@ def test_check_finds_and_repairs(setup, tmp_path):
     after = {str(p.relative_to(wh)) for p in (wh / "data").rglob("*.parquet")}
     assert after == before - {str(damaged.relative_to(wh)), str(truncated.relative_to(wh))}
     assert run_status(wh)["status"] == "running" and run_status(wh, "tf")["status"] == "stale"
-    cli("ingest", wh, *setup["args"])  # the same command redoes exactly the dropped file
+    # the same command redoes exactly the dropped files, and says so (it used to say "0 prompts")
+    redone = cli("ingest", wh, *setup["args"]).stdout
+    assert "resumed run r: 0 prompts (4 redone after a repair)" in redone, redone
     assert_same_tables(tables_of(wh, "r"), setup["reference"])
     assert run_status(wh)["status"] == "complete"
     assert "is stale" in cli_error("ingest", wh, *replay, "--teacher-force", "r")
@@ -367,6 +372,12 @@ def test_a_corrupted_parquet_file_is_a_clear_error(setup):
     assert (
         cli("sql", wh, "select count(*) from generations", "--csv").stdout.splitlines()[1] == "24"
     )
+    # the file list and an export of the damaged table are errors, never an empty answer
+    for command in (["files", wh, "tokens"], ["export", wh, "tokens", wh.parent / "out"]):
+        message = cli_error(*command)
+        assert "cannot read table tokens" in message and "actwh check" in message, command
+    assert not (wh.parent / "out").exists()
+    assert len(cli("files", wh, "generations").stdout.splitlines()) > 0
 
 
 def test_prompts_longer_than_the_context(setup, gpt2_dir, tmp_path):
@@ -565,6 +576,94 @@ def test_postgres_catalog(setup, postgres, tmp_path, gpt2_dir):
     marker = json.loads((moved / "warehouse.json").read_text())
     (moved / "warehouse.json").write_text(json.dumps({**marker, "id": "0" * 32}))
     assert "belongs to another warehouse" in cli_error("check", moved, "--repair")
+    # a plain copy (the same marker) is detected: it used to write into the original's catalog,
+    # which then listed files the original does not have
+    copy = tmp_path / "plain-copy"
+    shutil.copytree(wh, copy)
+    for command in (["sql", copy, "select 1"], ["ingest", copy, *base, "--name", "r3"]):
+        assert "is a copy of it or was moved" in cli_error(*command)
+    assert "still holds this warehouse" in cli_error("rehome", copy)
+    assert_same_tables(tables_of(wh, "r"), setup["reference"])
+    # a warehouse that was moved is re-homed explicitly, and reads as before
+    shutil.rmtree(copy)
+    home = tmp_path / "new-home"
+    wh.rename(home)
+    assert "was moved" in cli_error("sql", home, "select 1")
+    assert str(wh) in cli("rehome", home).stdout
+    assert_same_tables(tables_of(home, "r"), setup["reference"])
+    assert CliRunner().invoke(main, ["check", str(home)]).exit_code == 0
+
+
+@pytest.mark.parametrize("fail_at", [1, 3])
+def test_a_failed_run_is_never_left_running(setup, fail_at, monkeypatch):
+    """An error that is nobody's fault in particular (here a RuntimeError in the 1st or 3rd
+    batch): a new run that committed nothing is forgotten, one that committed is marked failed
+    with the reason; the same command then completes it. It used to stay 'running'."""
+    from actwh.ingest.batches import BatchRunner
+
+    wh = fresh(setup, f"fail-at-{fail_at}")
+    run_batch, calls = BatchRunner.run_batch, []
+
+    def failing(self, batch, summary):
+        calls.append(1)
+        if len(calls) == fail_at:
+            raise RuntimeError("the device fell over")
+        return run_batch(self, batch, summary)
+
+    monkeypatch.setattr(BatchRunner, "run_batch", failing)
+    result = CliRunner().invoke(main, ["ingest", str(wh), *setup["args"]])
+    assert isinstance(result.exception, RuntimeError)
+    status = run_status(wh)
+    if fail_at == 1:
+        assert status is None
+    else:
+        assert status["status"] == "failed"
+        assert status["error"] == "RuntimeError: the device fell over"
+    monkeypatch.setattr(BatchRunner, "run_batch", run_batch)
+    cli("ingest", wh, *setup["args"])
+    assert run_status(wh)["status"] == "complete" and run_status(wh)["error"] is None
+    assert_same_tables(tables_of(wh, "r"), setup["reference"])
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("nosuch://x", "Can't load plugin: sqlalchemy.dialects:nosuch"),
+        ("mysql://u@h/db", "No module named 'MySQLdb'"),
+        ("::::", "Could not parse SQLAlchemy URL"),
+    ],
+)
+def test_a_bad_catalog_url_is_one_line(tmp_path, url, message):
+    error = cli_error("init", tmp_path / "wh", "--catalog", url)
+    assert error.startswith(f"error: the catalog URL {url}: {message}"), error
+    assert error.count("\n") == 1 and not (tmp_path / "wh").exists()
+
+
+def test_a_catalog_that_cannot_be_written_is_one_line(setup):
+    """Its write-ahead log on a full disk (here: a link to /dev/full)."""
+    wh = fresh(setup, "full-wal")
+    (wh / "catalog.duckdb.wal").symlink_to("/dev/full")
+    error = cli_error("directions", "add", wh, "rnd2", "--model", "tiny-gpt2", "--random")
+    assert error.startswith("error: the catalog duckdb:///") and error.count("\n") == 1
+    assert "No space left on device" in error
+    (wh / "catalog.duckdb.wal").unlink()
+    assert "rnd2" not in cli("directions", "list", wh, "--csv").stdout
+
+
+def test_a_catalog_server_that_is_down_is_one_line(setup, tmp_path):
+    pytest.importorskip(
+        "psycopg", reason="psycopg is not installed (pip install 'actwh[postgres]')"
+    )
+    wh = tmp_path / "wh"
+    url = f"postgresql+psycopg://actwh:s3cret@127.0.0.1:{_free_port()}/catalog"
+    assert "Connection refused" in cli_error("init", wh, "--catalog", url)
+    assert not wh.exists()
+    wh.mkdir()  # a warehouse whose server has gone away since it was made
+    (wh / "warehouse.json").write_text(json.dumps({"format": "1", "catalog": url, "id": "x"}))
+    for command in (["sql", wh, "select 1"], ["ingest", wh, *setup["args"]], ["check", wh]):
+        message = cli_error(*command)
+        assert message.startswith("error: the catalog postgresql+psycopg://actwh:***@")
+        assert "s3cret" not in message and len(message.strip().splitlines()) == 1
 
 
 def test_repair_refuses_to_drop_what_it_cannot_see(setup):
@@ -620,13 +719,15 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_run(setup, tmp_path):
         subprocess.run(["umount", str(small)], capture_output=True)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "zeroed block"])
+@pytest.mark.parametrize("damage", ["garbage", "zeroed block", "truncated"])
 def test_a_damaged_catalog_is_one_line(setup, damage):
     wh = fresh(setup, f"damaged-catalog-{damage.replace(' ', '-')}")
     catalog = wh / "catalog.duckdb"
     data = bytearray(catalog.read_bytes())
     if damage == "garbage":
         data = bytearray(b"not a database" * 10)
+    elif damage == "truncated":
+        data = data[:5000]
     else:
         data[5000:9000] = bytes(4000)
         data = data[: len(data) // 2]

@@ -143,8 +143,14 @@ def test_pairs_keep_only_more_toxic_dispreferred(probed, gpt2_dir, tmp_path, pro
     assert strict.n_below_margin == loose.n_kept
     low, _, high = loose.margins
     assert 0 < low <= high <= 1
+    other = tmp_path / "other.jsonl"
     assert "no direction 'nope'" in cli_error(
-        "pairs", "--model", "tiny-gpt2", "--warehouse", wh, "--out", out, "--direction", "nope"
+        "pairs", "--model", "tiny-gpt2", "--warehouse", wh, "--out", other, "--direction", "nope"
+    )
+    assert not other.exists()
+    # an existing file is replaced only when asked
+    assert "the file exists; pass --force" in cli_error(
+        "pairs", "--model", "tiny-gpt2", "--warehouse", wh, "--out", out
     )
 
 

@@ -251,6 +251,70 @@ def test_orphans_are_invisible_and_removed(store):
     assert len(layout.all_files(store.root)) == 1
 
 
+def test_a_repair_waits_for_a_commit_in_flight(store, monkeypatch):
+    """Files renamed into place but not yet recorded are not orphans while their writer lives:
+    a repair (even with no grace) waits for the commit, which lands whole. It used to delete
+    them, and the writer recorded files that were gone."""
+    import threading
+
+    from actwh.warehouse import writer as writer_module
+    from actwh.warehouse.check import check
+
+    renamed, release = threading.Event(), threading.Event()
+
+    def pause(point):
+        if point == "commit.after_files":
+            renamed.set()
+            release.wait(10)
+
+    monkeypatch.setattr(writer_module, "crash_point", pause)
+    writer = new_run(store)
+    writer.add("residuals", {"run": "r", "layer": 0}, residual_rows([0])[0], vector_size=4)
+    committing = threading.Thread(target=writer.commit, kwargs={"prompts": [0]})
+    committing.start()
+    assert renamed.wait(10)
+    reports = []
+    repairing = threading.Thread(target=lambda: reports.append(check(store, repair=True, grace=0)))
+    repairing.start()
+    repairing.join(0.5)
+    assert repairing.is_alive()  # waiting for the commit lock
+    release.set()
+    committing.join(10)
+    repairing.join(10)
+    assert reports[0].removed == [] and reports[0].orphans == []
+    assert check(store).left == set() and check(store).files == 1
+    with actwh.open(store.root) as wh:
+        assert wh.sql("select count(*) from residuals").item() == 1
+
+
+def test_a_repair_deletes_only_what_actwh_writes(store):
+    """Only a writer's own file names in a table's partition folders are orphans; anything
+    else under data/ is reported as foreign and left alone."""
+    from actwh.warehouse.check import check
+
+    writer = new_run(store)
+    writer.add("residuals", {"run": "r", "layer": 0}, residual_rows([0])[0], vector_size=4)
+    writer.commit(prompts=[0])
+    partition = layout.partition_dir(store.root, "residuals", {"run": "r", "layer": 0})
+    committed = next(partition.glob("*.parquet")).read_bytes()
+    orphan = partition / layout.file_name(writer.tag, "0123456789abcdef")
+    foreign = [
+        partition / "notes.parquet",  # a name actwh never gives
+        store.root / "data" / "mine" / "x.parquet",  # a folder that is no table
+        store.root / "data" / "residuals" / "run=r" / orphan.name,  # no layer= folder
+        store.root / "data" / "residuals" / "run=r" / "lay=0" / orphan.name,
+    ]
+    for path in [orphan, *foreign]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(committed)
+    found = check(store)
+    assert found.orphans == [store.relative(orphan)]
+    assert sorted(found.foreign) == sorted(store.relative(p) for p in foreign)
+    repaired = check(store, repair=True, grace=0)
+    assert repaired.removed == [store.relative(orphan)]
+    assert all(p.exists() for p in foreign) and not orphan.exists()
+
+
 def test_a_prompt_commits_once(store):
     writer = new_run(store)
     writer.add("residuals", {"run": "r", "layer": 0}, residual_rows([0])[0], vector_size=4)
@@ -302,3 +366,56 @@ def test_sql_params_and_errors(store):
         assert wh.scan("tokens").collect().columns[:3] == ["run", "prompt", "pos"]
         with pytest.raises(ActwhError, match="no fact table"):
             wh.scan("runs")
+
+
+def test_one_statement_at_a_time_and_the_warehouse_object_stays_usable(store):
+    """Several statements used to run the first and fail the second with DuckDB's "unfinished
+    result", and every later query of the same object failed until refresh()."""
+    writer = new_run(store)
+    writer.add("residuals", {"run": "r", "layer": 0}, residual_rows([0])[0], vector_size=4)
+    writer.commit(prompts=[0])
+    with actwh.open(store.root) as wh:
+        with pytest.raises(ActwhError, match="2 SQL statements given; run one at a time"):
+            wh.sql("select 1; select 2")
+        with pytest.raises(ActwhError, match="refused: DROP statement"):
+            wh.sql("select 1; drop view residuals")
+        assert wh.sql("select count(*) from residuals").item() == 1
+        assert wh.sql("select 1 as x;")["x"].to_list() == [1]  # a trailing ; is one statement
+
+
+@pytest.mark.parametrize("where", ["data on another disk", "a folder named a=b"])
+def test_a_warehouse_reads_wherever_its_files_are(tmp_path, where):
+    """A data/ folder that is a link (to a bigger disk) was refused on every read, blaming the
+    query; a warehouse under a folder that looks like a Hive partition read its name as one."""
+    root = tmp_path / ("run=x" if "a=b" in where else "plain") / "wh"
+    store = Store.create(root)
+    if "another disk" in where:
+        (tmp_path / "disk" / "data").mkdir(parents=True)
+        (root / "data").symlink_to(tmp_path / "disk" / "data")
+    writer = new_run(store, "r1")
+    rows, vec = residual_rows([0, 1])
+    writer.add("residuals", {"run": "r1", "layer": 3}, rows, vector_size=4)
+    writer.commit(prompts=[0, 1])
+    with actwh.open(root) as wh:
+        got = wh.sql("select run, layer, vec from residuals order by prompt")
+        assert got["run"].to_list() == ["r1", "r1"] and got["layer"].to_list() == [3, 3]
+        np.testing.assert_allclose(np.array(got["vec"].to_list()), vec)
+        X, keys = wh.vectors("residuals", run="r1")
+        np.testing.assert_allclose(X, vec)
+        assert wh.scan("residuals").select("run").collect()["run"].to_list() == ["r1", "r1"]
+
+
+def test_a_catalog_of_an_older_actwh_takes_writes(tmp_path):
+    """A column a newer schema.sql declares (runs.error) is added before the first write."""
+    import duckdb
+
+    store = Store.create(tmp_path / "wh")
+    with duckdb.connect(str(store.catalog_file)) as con:
+        con.execute("ALTER TABLE runs DROP COLUMN error")
+    older = Store.open(store.root)
+    new_run(older).commit(prompts=[0])
+    from actwh.warehouse.registry import fail_run
+
+    fail_run(older.catalog, "r", "RuntimeError: boom")
+    with actwh.open(store.root) as wh:
+        assert wh.sql("select status, error from runs").row(0) == ("failed", "RuntimeError: boom")

@@ -54,11 +54,14 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_gpt2(path: Path, n_layer: int = 3, seed: int = 0) -> Path:
+def build_gpt2(path: Path, n_layer: int = 3, seed: int = 0, extra_tokens: list[str] = ()) -> Path:
+    """A tiny GPT-2; ``extra_tokens`` are added to its vocabulary whole (as a hub model's
+    tokenizer may hold any string)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tokenizer = _train_tokenizer(with_bos=False)
+    tokenizer.add_tokens(list(extra_tokens))
     torch.manual_seed(seed)
     config = GPT2Config(
         vocab_size=len(tokenizer),

@@ -17,9 +17,18 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from actwh.errors import ActwhError
 from actwh.warehouse.layout import FORMAT_VERSION
-from actwh.warehouse.locks import retry_while_locked
+from actwh.warehouse.locks import damaged, retry_while_locked
 from actwh.warehouse.schema import catalog_ddl, catalog_tables, catalog_upgrades
+from actwh.warehouse.store import shown_url
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of what the database or driver said, without SQLAlchemy's wrapping."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    line = next((l for l in text.splitlines() if l.strip()), type(error).__name__)
+    return line.split("(Background on this error", 1)[0].strip()
 
 
 def now() -> datetime:
@@ -44,30 +53,53 @@ class Catalog:
 
     def __init__(self, url: str, *, lock_timeout: float = 300.0):
         self.url = url
+        self.shown = shown_url(url)
         self.lock_timeout = lock_timeout
         self.tables = catalog_tables()
+        self._upgraded = False  # see begin()
         self.is_duckdb = url.startswith("duckdb")
-        self._engine = sa.create_engine(url, poolclass=NullPool)
-        self._read_engine = (
-            sa.create_engine(url, poolclass=NullPool, connect_args={"read_only": True})
-            if self.is_duckdb
-            else self._engine
-        )
+        try:
+            self._engine = sa.create_engine(url, poolclass=NullPool)
+            self._read_engine = (
+                sa.create_engine(url, poolclass=NullPool, connect_args={"read_only": True})
+                if self.is_duckdb
+                else self._engine
+            )
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as error:
+            raise ActwhError(f"the catalog URL {self.shown}: {_reason(error)}") from error
 
     def _connect(self, engine: sa.Engine) -> sa.Connection:
-        return retry_while_locked(engine.connect, f"the catalog {self.url}", self.lock_timeout)
+        return retry_while_locked(engine.connect, f"the catalog {self.shown}", self.lock_timeout)
 
     @contextmanager
     def begin(self) -> Iterator[sa.Connection]:
-        """A read-write transaction: committed when the block ends, rolled back on error."""
-        with self._connect(self._engine) as conn, conn.begin():
+        """A read-write transaction: committed when the block ends, rolled back on error. The
+        first one brings a catalog written by an older actwh up to date (:meth:`create`)."""
+        if not self._upgraded:
+            self._upgraded = True
+            self.create()
+        with self._errors(), self._connect(self._engine) as conn, conn.begin():
             yield conn
 
     @contextmanager
     def reading(self) -> Iterator[sa.Connection]:
         """A read-only connection (on DuckDB, one that other readers can share)."""
-        with self._connect(self._read_engine) as conn:
+        with self._errors(), self._connect(self._read_engine) as conn:
             yield conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """A database that cannot be reached, read or written is one line naming the catalog
+        (a server gone, a read-only or full disk, a damaged file); an integrity error (a race
+        another writer won) is left to the caller."""
+        try:
+            yield
+        except sa.exc.IntegrityError:
+            raise
+        except sa.exc.DBAPIError as error:
+            if broken := damaged(error, f"the catalog {self.shown}"):
+                raise broken from error
+            raise ActwhError(f"the catalog {self.shown}: {_reason(error)}") from error
 
     def create(self, *, root: str | None = None, new_id: str | None = None) -> str | None:
         """Create any missing table or column (upgrades are additive) and stamp the format;
@@ -99,14 +131,21 @@ class Catalog:
                     raise
 
     def info(self, key: str) -> str | None:
-        """A ``warehouse_info`` value (None before the catalog exists or has the key)."""
+        """A ``warehouse_info`` value (None before the catalog has the table or the key)."""
         info = self.tables["warehouse_info"]
-        try:
-            with self.reading() as conn:
+        with self.reading() as conn:
+            try:
                 row = conn.execute(sa.select(info.c.value).where(info.c.key == key)).first()
-        except sa.exc.DBAPIError:  # no catalog or no table yet
-            return None
+            except sa.exc.ProgrammingError:  # no table yet
+                return None
         return row[0] if row else None
+
+    def set_info(self, key: str, value: str) -> None:
+        """Set a ``warehouse_info`` value."""
+        info = self.tables["warehouse_info"]
+        with self.begin() as conn:
+            conn.execute(info.delete().where(info.c.key == key))
+            conn.execute(info.insert().values(key=key, value=value))
 
     def _add_missing_columns(self, conn: sa.Connection) -> None:
         """Columns a newer schema.sql declares and this catalog lacks (always nullable)."""

@@ -2,10 +2,13 @@
 
 For each file the catalog lists: it exists, Parquet can read its footer, its row count and its
 sha256 are the recorded ones. Files under ``data/`` that no commit lists are orphans (left by a
-crash between rename and record) and ``*.tmp`` files are unfinished writes.
+crash between rename and record) and ``*.tmp`` files are unfinished writes — when they are what a
+writer of actwh leaves: its file names, in a table's partition folders. Any other file is
+*foreign*: reported, never deleted (actwh did not write it).
 
-``repair`` deletes orphans and unfinished files older than ``grace`` seconds (younger ones may
-belong to a writer that is committing right now), and drops the least it can. A run's damaged
+``repair`` takes the commit lock exclusively (writers take it shared while they commit), looks
+again, deletes orphans and unfinished files older than ``grace`` seconds, and drops the least it
+can. A run's damaged
 file goes alone: its catalog row becomes a *gap* (``commit_gaps``), the run goes back to
 ``running``, and ``actwh ingest`` with the same options redoes exactly that file (its commit's
 prompts, its table and partition); runs that replayed the repaired run (``--teacher-force``)
@@ -27,6 +30,7 @@ import pyarrow.parquet as pq
 
 from actwh.errors import ActwhError, arg
 from actwh.warehouse import layout
+from actwh.warehouse.schema import fact_tables
 from actwh.warehouse.store import Store
 from actwh.warehouse.writer import sha256_file
 
@@ -37,6 +41,7 @@ class CheckReport:
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, what is wrong)
     orphans: list[str] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)  # not actwh's: left alone
     removed: list[str] = field(default_factory=list)
     runs_to_resume: list[str] = field(default_factory=list)
     stale_runs: list[str] = field(default_factory=list)
@@ -70,26 +75,13 @@ MAX_DROPPED_COMMITS = 3  # a repair that would drop more asks for force=True
 def check(
     store: Store, *, repair: bool = False, grace: float = 600.0, force: bool = False
 ) -> CheckReport:
-    catalog = store.catalog
-    report = CheckReport()
-    committed = catalog.rows("commit_files")
-    report.files = len(committed)
-    damaged: dict[str, list[dict]] = {}  # commit id → its damaged files
-    for row in committed:
-        problem = _problem(store, row)
-        if problem:
-            report.problems.append((row["path"], problem))
-            damaged.setdefault(row["commit_id"], []).append(row)
-    known = {row["path"] for row in committed}
-    for path in layout.all_files(store.root):
-        relative = store.relative(path)
-        if relative.endswith(layout.TMP_SUFFIX):
-            report.unfinished.append(relative)
-        elif relative not in known:
-            report.orphans.append(relative)
-    if repair and not force:
-        _refuse_to_destroy(store, report, set(damaged))
-    if repair:
+    if not repair:
+        return _inspect(store)
+    with layout.commit_lock(store.root, exclusive=True):  # no writer is between write and record
+        report = _inspect(store)
+        damaged = _damaged_commits(store, report)
+        if not force:
+            _refuse_to_destroy(store, report, set(damaged))
         old = time.time() - grace
         for relative in [*report.orphans, *report.unfinished]:
             path = store.root / relative
@@ -99,6 +91,51 @@ def check(
         for commit_id in sorted(damaged):
             _drop_damaged(store, commit_id, damaged[commit_id], report)
     return report
+
+
+def _inspect(store: Store) -> CheckReport:
+    """Every committed file checked; orphans, unfinished writes and foreign files found."""
+    report = CheckReport()
+    committed = store.catalog.rows("commit_files")
+    report.files = len(committed)
+    for row in committed:
+        problem = _problem(store, row)
+        if problem:
+            report.problems.append((row["path"], problem))
+    known = {row["path"] for row in committed}
+    for path in layout.all_files(store.root):
+        relative = store.relative(path)
+        if relative in known:
+            continue
+        if not _written_by_actwh(relative):
+            report.foreign.append(relative)
+        elif relative.endswith(layout.TMP_SUFFIX):
+            report.unfinished.append(relative)
+        else:
+            report.orphans.append(relative)
+    return report
+
+
+def _damaged_commits(store: Store, report: CheckReport) -> dict[str, list[dict]]:
+    """Commit id → its damaged files (catalog rows)."""
+    bad = {path for path, _ in report.problems}
+    damaged: dict[str, list[dict]] = {}
+    for row in store.catalog.rows("commit_files"):
+        if row["path"] in bad:
+            damaged.setdefault(row["commit_id"], []).append(row)
+    return damaged
+
+
+def _written_by_actwh(relative: str) -> bool:
+    """Whether a writer of actwh could have left ``relative``: one of its file names, in the
+    partition folders of a table (``data/residuals/run=R/layer=L/part-….parquet``)."""
+    parts = relative.split("/")
+    spec = fact_tables().get(parts[1]) if len(parts) > 2 else None
+    if spec is None or not layout.is_data_file_name(parts[-1]):
+        return False
+    folders = parts[2:-1]
+    keys = [folder.split("=", 1)[0] for folder in folders if "=" in folder]
+    return len(keys) == len(folders) and tuple(keys) == spec.partition
 
 
 def _refuse_to_destroy(store: Store, report: CheckReport, damaged: set[str]) -> None:

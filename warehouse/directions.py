@@ -20,6 +20,7 @@ import numpy as np
 from actwh.errors import ActwhError, arg
 from actwh.warehouse.arrays import column_to_numpy, to_blob
 from actwh.warehouse.catalog import now
+from actwh.warehouse.layout import check_name
 from actwh.warehouse.registry import model_row
 from actwh.warehouse.store import Store
 
@@ -35,6 +36,7 @@ def add_direction(
     replace: bool = False,
 ) -> dict:
     """Register ``vector`` as direction ``name`` of ``model`` (its size must be d_model)."""
+    check_name("direction", name)
     vector = np.asarray(vector, dtype=np.float32).reshape(-1)
     d_model = model_row(store.catalog, model)["d_model"]
     if vector.shape[0] != d_model:

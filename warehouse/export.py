@@ -62,6 +62,7 @@ def committed_files(snapshot, table: str, filters: dict[str, list]) -> list[str]
     """The committed files of ``table`` (paths relative to the warehouse), keeping those whose
     partition values pass ``filters`` (filters on other columns do not narrow files)."""
     spec = table_spec(table)
+    snapshot.check_readable(table)  # a damaged table is an error, never an empty listing
     wanted = {c: {str(v) for v in values} for c, values in filters.items() if c in spec.partition}
     return [
         path

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,8 +40,9 @@ MAX_NAME = 128  # a directory name (run=NAME) must stay well under the file syst
 
 
 def check_name(kind: str, name: str) -> str:
-    """Names of runs, models and prompt sets become directory names: keep them path-safe."""
-    if not _NAME.match(name or ""):
+    """Names of runs, models and prompt sets become directory names, and every name reaches
+    SQL, HTML and the shell: keep them plain (letters, digits, ``_ . + -``)."""
+    if not isinstance(name, str) or not _NAME.match(name):
         raise ActwhError(
             f"invalid {kind} name {name!r}: use letters, digits and _ . + - "
             "(starting with a letter or digit)"
@@ -60,12 +61,33 @@ def natural_key(name: str) -> list:
     ]
 
 
-def outside(path: str | Path, root: Path, argument: str) -> Path:
-    """``path``, resolved, refused when it lies inside the warehouse at ``root`` (an output file
-    there could replace the warehouse's own files)."""
+def holding_warehouse(path: Path) -> Path | None:
+    """The warehouse ``path`` lies in (or is), if any: the nearest folder with a marker."""
+    return next((f for f in [path, *path.parents] if (f / MARKER).is_file()), None)
+
+
+def outside(path: str | Path, argument: str) -> Path:
+    """``path``, resolved, refused when it lies inside a warehouse (any: an output there could
+    replace the warehouse's own files, or become a file no commit lists)."""
     target = Path(path).expanduser().resolve()
-    if target == root or root in target.parents:
-        raise ActwhError(f"{arg(argument)} {path}: inside the warehouse {root}; write it elsewhere")
+    home = holding_warehouse(target)
+    if home is not None:
+        raise ActwhError(f"{arg(argument)} {path}: inside the warehouse {home}; write it elsewhere")
+    return target
+
+
+def output_file(
+    path: str | Path, argument: str, *, force: bool = False, ours: Callable[[Path], bool] = None
+) -> Path:
+    """Where a command may write the file ``path``: not inside a warehouse, not a directory, and
+    not over an existing file unless ``force`` or ``ours(path)`` says actwh wrote it."""
+    target = outside(path, argument)
+    if target.is_dir():
+        raise ActwhError(f"{arg(argument)} {path}: is a directory; give a file name")
+    if target.exists() and not force and not (ours is not None and ours(target)):
+        raise ActwhError(
+            f"{arg(argument)} {path}: the file exists; pass {arg('force')} to replace it"
+        )
     return target
 
 
@@ -78,6 +100,15 @@ def partition_dir(root: Path, table: str, partition: dict[str, object]) -> Path:
 
 def file_name(writer_tag: str, commit_id: str) -> str:
     return f"part-{writer_tag}-{commit_id}.parquet"
+
+
+# Every name a writer gives a data file: final, unfinished, and unfinished before the "_" prefix.
+_FILE = re.compile(r"_?part-s\d+of\d+-[0-9a-f]{4,32}\.parquet(\.tmp)?")
+
+
+def is_data_file_name(name: str) -> bool:
+    """Whether ``name`` is one a writer gives a data file (:func:`file_name`, :func:`tmp_path`)."""
+    return _FILE.fullmatch(name) is not None
 
 
 @contextmanager
@@ -115,7 +146,27 @@ def writer_files(root: Path, writer_tag: str) -> list[Path]:
 
 
 def all_files(root: Path) -> list[Path]:
+    """Every Parquet file under ``data/``, finished or not, actwh's or not."""
     data = root / DATA_DIR
     if not data.exists():
         return []
     return sorted([*data.rglob("*.parquet"), *data.rglob("*.parquet" + TMP_SUFFIX)])
+
+
+LOCK_FILE = "commits.lock"
+
+
+@contextmanager
+def commit_lock(root: Path, *, exclusive: bool) -> Iterator[None]:
+    """Writers committing (shared) and a repair deleting what no commit lists (exclusive)
+    exclude each other, so a repair never deletes a file a live writer is about to record.
+    An advisory lock on ``WH/commits.lock``: on one machine, or a file system that keeps
+    locks (NFS v4)."""
+    import fcntl
+
+    with open(root / LOCK_FILE, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -22,7 +22,11 @@ _LOCK_MESSAGES = ("Could not set lock", "Conflicting lock", "different configura
 
 
 # What DuckDB says of a damaged database file.
-_DAMAGE_MESSAGES = ("Corrupt database file", "not a valid DuckDB database file")
+_DAMAGE_MESSAGES = (
+    "Corrupt database file",
+    "not a valid DuckDB database file",
+    "Could not read enough bytes",  # a truncated file
+)
 
 
 def is_lock_error(error: BaseException) -> bool:

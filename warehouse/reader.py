@@ -4,11 +4,16 @@ The snapshot copies the catalog tables (they are small) and defines one view per
 exactly the Parquet files the catalog lists. It never holds the catalog open, so it never blocks
 a writer, and a commit that lands while a query runs is simply not part of that query.
 
-User SQL may only read, and only the warehouse: the rule is enforced by DuckDB, not by reading the
-SQL. The snapshot is built in a private temporary database file, which queries then open
-read-only (no statement can write, not even a data-modifying CTE), with access to files outside
-the warehouse directory disabled (no read_text('/etc/passwd'), no glob, no URLs), extension
+User SQL may only read, and only the warehouse's committed files: the rule is enforced by DuckDB,
+not by reading the SQL. The snapshot is built in a private temporary database file, which queries
+then open read-only (no statement can write, not even a data-modifying CTE), with external access
+off and ``allowed_paths`` set to exactly the committed files (no read_text('/etc/passwd'), no
+relative path resolved against the working directory, no orphan, no glob, no URL), extension
 install and load off, and the configuration locked so no query can undo any of it.
+
+DuckDB is given absolute paths. It reads Hive partitions (``run=base/``) from the whole path, so
+a warehouse whose own path holds a ``key=value`` folder is read through a link to it inside the
+snapshot's private directory.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ from __future__ import annotations
 import re
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
 from actwh.errors import ActwhError
-from actwh.warehouse import layout
 from actwh.warehouse.arrays import from_blob
 from actwh.warehouse.locks import retry_while_locked
 from actwh.warehouse.schema import (
@@ -62,6 +68,7 @@ class Snapshot:
         self.vector_sizes: dict[str, set[int]] = defaultdict(set)
         self.broken: dict[str, str] = {}
         self._dir = tempfile.TemporaryDirectory(prefix="actwh-snapshot-")
+        self.read_root = _read_root(store.root, Path(self._dir.name))
         path = str(Path(self._dir.name) / "snapshot.duckdb")
         self.con = duckdb.connect(path)
         try:
@@ -69,12 +76,9 @@ class Snapshot:
         finally:
             self.con.close()
         self.con = duckdb.connect(path, read_only=True)
-        root = str(store.root)
+        readable = ", ".join(_quote(str(p)) for t in self.files for p in self.read_paths(t))
         for setting in (
-            # Relative paths in read_parquet() resolve against the warehouse, so Hive partitions
-            # are read only from the part below the root.
-            f"SET file_search_path = {_quote(root)}",
-            f"SET allowed_directories = [{_quote(root + '/')}, {_quote(layout.DATA_DIR + '/')}]",
+            f"SET allowed_paths = [{readable}]",
             "SET enable_external_access = false",
             "SET autoinstall_known_extensions = false",
             "SET autoload_known_extensions = false",
@@ -85,18 +89,16 @@ class Snapshot:
 
     def _build(self) -> None:
         """Catalog tables, fact-table views and macros, in the database being built."""
-        self.con.execute(f"SET file_search_path = {_quote(str(self.store.root))}")
         self._copy_catalog()
         self._decode_directions()
         # A table whose files DuckDB cannot read (damaged on disk) does not take the others down:
-        # its view is left empty and a query that names it gets the reason.
+        # its view is left empty, and a query or a file listing that names it gets the reason.
         for spec in fact_tables().values():
             try:
                 self.con.execute(f"CREATE VIEW {spec.name} AS {self._view_sql(spec.name)}")
             except duckdb.Error as error:
                 self.broken[spec.name] = _first_line(error)
-                self.files[spec.name] = []
-                self.con.execute(f"CREATE VIEW {spec.name} AS {self._view_sql(spec.name)}")
+                self.con.execute(f"CREATE VIEW {spec.name} AS {self._view_sql(spec.name, [])}")
         for statement in sql_macros():  # they name the tables and views above
             self.con.execute(statement)
 
@@ -120,7 +122,10 @@ class Snapshot:
     def _copy_duckdb_catalog(self, path: Path) -> None:
         # Attached directly rather than through SQLAlchemy: `actwh sql` must start fast.
         attach = f"ATTACH {_quote(str(path))} AS stored_catalog (READ_ONLY)"
-        retry_while_locked(lambda: self.con.execute(attach), f"the catalog {path}", 300.0)
+        try:
+            retry_while_locked(lambda: self.con.execute(attach), f"the catalog {path}", 300.0)
+        except duckdb.Error as error:  # unreadable for another reason (permissions, ...)
+            raise ActwhError(f"the catalog {path} cannot be read: {_first_line(error)}") from error
         try:
             for name in catalog_table_names():
                 self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM stored_catalog.{name}")
@@ -168,22 +173,28 @@ class Snapshot:
         )
         self.con.execute("DROP TABLE direction_vectors")
 
-    def _view_sql(self, table: str) -> str:
+    def read_paths(self, table: str) -> list[Path]:
+        """The committed files of ``table`` as a reader (DuckDB, polars) opens them: absolute,
+        through the link when the warehouse's own path looks like a partition."""
+        return [self.read_root / p for p in self.files[table]]
+
+    def _view_sql(self, table: str, paths: list[Path] | None = None) -> str:
         spec = fact_tables()[table]
+        paths = self.read_paths(table) if paths is None else paths
         sizes = self.vector_sizes[table]
         columns = []
         for column, type_ in spec.columns:
             if type_ == VECTOR_TYPE and len(sizes) == 1:
                 type_ = f"FLOAT[{next(iter(sizes))}]"
-            if not self.files[table]:
+            if not paths:
                 columns.append(f"NULL::{type_} AS {column}")
             elif type_ != spec.column_type(column):
                 columns.append(f"{column}::{type_} AS {column}")
             else:
                 columns.append(column)
-        if not self.files[table]:
+        if not paths:
             return f"SELECT {', '.join(columns)} WHERE false"
-        files = ", ".join(_quote(p) for p in self.files[table])
+        files = ", ".join(_quote(str(p)) for p in paths)
         hive = ", ".join(f"{_quote(c)}: {spec.column_type(c)}" for c in spec.partition)
         # A file written before a column was declared reads it as NULL: union_by_name fills it
         # in when another file has it, the empty row set of every declared column when none has.
@@ -195,48 +206,91 @@ class Snapshot:
         )
 
     def execute(self, query: str, params: dict | list | None = None) -> pa.Table:
-        """Run read-only SQL; several statements run in order and the last one's result returns."""
+        """Run one read-only SQL statement; return its result."""
+        with _sql_errors():
+            return self._relation(query, params).to_arrow_table()
+
+    def stream(
+        self, query: str, params: dict | list | None = None, rows: int = 65_536
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """Run one read-only SQL statement; its result's schema, and its rows in record batches
+        of at most ``rows`` (memory stays flat however large the result)."""
+        with _sql_errors():
+            reader = self._relation(query, params).to_arrow_reader(rows)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            with _sql_errors():
+                yield from reader
+
+        return reader.schema, batches()
+
+    def _relation(self, query: str, params: dict | list | None) -> duckdb.DuckDBPyRelation:
+        """One read-only statement as a DuckDB relation; refuses anything else."""
         try:
             statements = self.con.extract_statements(query)
         except duckdb.Error as error:
             raise ActwhError(f"SQL error: {_first_line(error)}") from error
         if not statements:
             raise ActwhError("no SQL statement given")
-        for table, reason in self.broken.items():
-            if re.search(rf"\b{table}\b", query, flags=re.I):
-                raise ActwhError(f"cannot read table {table}: {reason} (run: actwh check WH)")
         for statement in statements:
-            kind = statement.type.name
-            if kind not in _READ_ONLY:
+            if statement.type.name not in _READ_ONLY:
                 raise ActwhError(
-                    f"refused: {kind} statement; SQL on a warehouse is read-only "
+                    f"refused: {statement.type.name} statement; SQL on a warehouse is read-only "
                     "(SELECT, WITH, DESCRIBE, SHOW)"
                 )
-        try:
-            for statement in statements[:-1]:
-                self.con.execute(statement.query)
-            last = statements[-1].query
-            relation = self.con.sql(last, params=params) if params else self.con.sql(last)
-            if relation is None:
-                return pa.table({})
-            return relation.to_arrow_table()
-        except duckdb.PermissionException as error:
+        if len(statements) > 1:
             raise ActwhError(
-                f"refused: {_first_line(error)}; SQL on a warehouse reads only its own files"
-            ) from error
-        except duckdb.Error as error:
-            if "read-only mode" in str(error):  # e.g. a data-modifying CTE, classed as SELECT
-                raise ActwhError(
-                    "refused: the statement writes; SQL on a warehouse is read-only"
-                ) from error
-            raise ActwhError(f"SQL error: {_first_line(error)}") from error
+                f"{len(statements)} SQL statements given; run one at a time (SQL on a warehouse "
+                "only reads, so a statement before the last would change nothing)"
+            )
+        for table in self.broken:
+            if re.search(rf"\b{table}\b", query, flags=re.I):
+                self.check_readable(table)
+        query = statements[0].query
+        return self.con.sql(query, params=params) if params else self.con.sql(query)
 
-    def absolute_files(self, table: str) -> list[Path]:
-        return [self.store.root / p for p in self.files[table]]
+    def check_readable(self, table: str) -> None:
+        """Raise, naming ``actwh check``, when ``table``'s committed files cannot be read."""
+        if table in self.broken:
+            raise ActwhError(
+                f"cannot read table {table}: {self.broken[table]} (run: actwh check WH)"
+            )
 
     def close(self) -> None:
         self.con.close()
         self._dir.cleanup()
+
+
+@contextmanager
+def _sql_errors() -> Iterator[None]:
+    """DuckDB's errors as one line each; a refused file access says why."""
+    try:
+        yield
+    except duckdb.PermissionException as error:
+        raise ActwhError(
+            f"refused: {_first_line(error)}; SQL on a warehouse reads only its committed files"
+        ) from error
+    except duckdb.Error as error:
+        if "read-only mode" in str(error):  # e.g. a data-modifying CTE, classed as SELECT
+            raise ActwhError(
+                "refused: the statement writes; SQL on a warehouse is read-only"
+            ) from error
+        raise ActwhError(f"SQL error: {_first_line(error)}") from error
+
+
+def _read_root(root: Path, private: Path) -> Path:
+    """The path DuckDB opens the warehouse by: ``root``, or a link to it in the snapshot's
+    ``private`` directory when a folder of ``root`` looks like a Hive partition (``a=b``)."""
+    if not any("=" in part for part in root.parts):
+        return root
+    link = private / "warehouse"
+    if any("=" in part for part in link.parts):
+        raise ActwhError(
+            f"{root}: DuckDB would read the '=' in its path as a partition, and the temporary "
+            f"directory {private.parent} has one too; set TMPDIR to a path without '='"
+        )
+    link.symlink_to(root, target_is_directory=True)
+    return link
 
 
 def _first_line(error: Exception) -> str:

@@ -6,8 +6,10 @@ Rules kept here and nowhere else:
 * a name means one thing: a model name one set of weights and tokenizer, a prompt set name one
   content;
 * a run goes ``running`` → ``complete`` (every prompt committed, no gaps left by a repair), or
-  ``stale`` when the run it replayed was repaired; an unfinished run is resumed only by the same
-  work (model, prompt set, capture options); a new run that committed nothing is forgotten;
+  ``failed`` (with the reason) when its worker stops on an error after committing, or ``stale``
+  when the run it replayed was repaired; an unfinished (running or failed) run is resumed only by
+  the same work (model, prompt set, capture options); a new run that committed nothing before it
+  failed is forgotten;
 * two models are *compatible* (teacher forcing, weight diffs, a tuned model and its parent) when
   they share architecture, sizes and tokenizer;
 * direction ``name`` for model ``M`` is ``M``'s own, else its parent's, else the parent's
@@ -181,6 +183,12 @@ def start_run(conn: sa.Connection, catalog: Catalog, run: dict) -> None:
     catalog.insert(conn, "runs", {**run, "status": "running", "n_tokens": 0, "created_at": now()})
 
 
+def fail_run(catalog: Catalog, run: str, reason: str) -> None:
+    """Mark ``run`` failed with ``reason``; the same ingest command resumes it."""
+    with catalog.begin() as conn:
+        catalog.update(conn, "runs", {"name": run}, status="failed", error=reason[:2000])
+
+
 def finish_run(catalog: Catalog, run: str, warnings: list[str]) -> bool:
     """Mark ``run`` complete when every prompt is committed and no repair gap is left."""
     with catalog.begin() as conn:
@@ -194,6 +202,7 @@ def finish_run(catalog: Catalog, run: str, warnings: list[str]) -> bool:
             "runs",
             {"name": run},
             status="complete",
+            error=None,
             finished_at=now(),
             warnings=to_json(warnings) if warnings else None,
         )

@@ -8,10 +8,19 @@ import shutil
 import uuid
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-from actwh.errors import ActwhError, from_os_error
+from actwh.errors import ActwhError, arg, from_os_error
 from actwh.warehouse import layout
 from actwh.warehouse.layout import FORMAT_VERSION
+
+
+def shown_url(url: str) -> str:
+    """A catalog URL as it may be printed: its password hidden."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 class Store:
@@ -37,13 +46,46 @@ class Store:
 
         catalog = Catalog(self.catalog_url)
         if self.catalog_file is None and self.warehouse_id is not None:
-            owner = catalog.info("id")
+            owner, home = catalog.info("id"), catalog.info("root")
             if owner is not None and owner != self.warehouse_id:
                 raise ActwhError(
-                    f"the catalog {self.catalog_url} belongs to another warehouse "
-                    f"({catalog.info('root')}), not to {self.root}"
+                    f"the catalog {catalog.shown} belongs to another warehouse ({home}), "
+                    f"not to {self.root}"
+                )
+            if home is not None and home != str(self.root):
+                raise ActwhError(
+                    f"the catalog {catalog.shown} serves the warehouse directory {home}, and "
+                    f"{self.root} is a copy of it or was moved from there: one catalog serves "
+                    f"one directory. If it was moved, make this its home: actwh rehome "
+                    f"{self.root}"
                 )
         return catalog
+
+    def rehome(self, *, force: bool = False) -> str | None:
+        """Make this directory the one its (server) catalog serves, after a move; returns the
+        directory it served before. Refused while that directory still holds this warehouse
+        (a copy must get a catalog of its own), unless ``force``."""
+        if self.catalog_file is not None:
+            raise ActwhError(f"{self.root}: its catalog is a file inside it; it has no other home")
+        from actwh.warehouse.catalog import Catalog
+
+        catalog = Catalog(self.catalog_url)
+        owner, home = catalog.info("id"), catalog.info("root")
+        if owner != self.warehouse_id:
+            raise ActwhError(
+                f"the catalog {catalog.shown} belongs to another warehouse ({home}), "
+                f"not to {self.root}"
+            )
+        marker = Path(home or "") / layout.MARKER
+        if home and home != str(self.root) and marker.is_file() and not force:
+            raise ActwhError(
+                f"{home} still holds this warehouse: {self.root} is a copy, and a copy needs a "
+                "catalog of its own (actwh init NEW --catalog OTHER_URL, then ingest); pass "
+                f"{arg('force')} to move the catalog here anyway"
+            )
+        catalog.set_info("root", str(self.root))
+        self.__dict__.pop("catalog", None)  # the cached catalog checked the old home
+        return home
 
     @property
     def catalog_file(self) -> Path | None:
@@ -80,7 +122,7 @@ class Store:
         if (root / layout.MARKER).exists():
             store = cls.open(root)
             if catalog_url and catalog_url != store.catalog_url:
-                raise ActwhError(f"{path} already uses the catalog {store.catalog_url}")
+                raise ActwhError(f"{path} already uses the catalog {shown_url(store.catalog_url)}")
             store.catalog.create()  # adds tables a newer actwh declares
             return store
 
@@ -99,7 +141,7 @@ class Store:
             owner = store.catalog.info("root")
             if owner != str(root):
                 raise ActwhError(
-                    f"the catalog {catalog_url} already serves the warehouse "
+                    f"the catalog {shown_url(catalog_url)} already serves the warehouse "
                     f"{owner or 'of another directory'}; one catalog serves one warehouse "
                     "directory (use another database)"
                 )

@@ -217,7 +217,13 @@ class CommitWriter:
             self._pending = self._executor.submit(self._commit, *args)
         return commit_id
 
-    def _commit(
+    def _commit(self, *args) -> None:
+        """One commit (arguments: see :meth:`_commit_locked`), holding the commit lock shared:
+        a repair waits until the commit is recorded."""
+        with layout.commit_lock(self.store.root, exclusive=False):
+            self._commit_locked(*args)
+
+    def _commit_locked(
         self,
         commit_id: str,
         buffers: dict,
@@ -227,6 +233,7 @@ class CommitWriter:
         replace_tables: tuple[str, ...],
         filled: list[str],
     ) -> None:
+        """Write the buffered files, check they are there, record them: one commit."""
         written: list[Path] = []
         files = []
         crash_point("commit.before_files")
@@ -258,6 +265,9 @@ class CommitWriter:
                     }
                 )
             crash_point("commit.after_files")
+            gone = [f["path"] for f in files if not (self.store.root / f["path"]).is_file()]
+            if gone:  # deleted under us (by a repair on a file system without locks)
+                raise ActwhError(f"{gone[0]} vanished before its commit was recorded")
             replaced = self._record(commit_id, files, prompts, n_tokens, replace_tables, filled)
             crash_point("commit.after_record")
         except BaseException:
