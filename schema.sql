@@ -153,6 +153,9 @@ CREATE TABLE IF NOT EXISTS vector_indexes (
     sha256 VARCHAR NOT NULL,
     unembed VARCHAR,                  -- how top tokens were read: raw (W_U·v) | final_norm
                                       -- (W_U·(γ⊙v), through the final norm's gain)
+    readout VARCHAR,                  -- the readout U (.npy, float32 [vocab, d_model], under
+                                      -- index/): logits = U·v (see the vocabulary table)
+    readout_sha256 VARCHAR,
     created_at TIMESTAMP NOT NULL
 );
 
@@ -189,6 +192,8 @@ CREATE TABLE tokens (
     logprob FLOAT,                    -- log P(token | tokens before); NULL at pos 0, and for prompt
                                       -- tokens of a generate run without --prompt-logprobs
     turn SMALLINT                     -- chat prompts: index of the message the token belongs to
+                                      -- (-1: text the template inserted itself, such as a
+                                      -- default system prompt)
 );
 
 -- partition: run
@@ -226,6 +231,12 @@ CREATE TABLE eval_items (
     weight DOUBLE
 );
 
+-- A vector column `vec` may have a `vec_scale` column beside it: the stored values times
+-- vec_scale are the vector. It is a power of two, set only on rows whose values exceed float16's
+-- ±65504 (Gemma's residual stream reaches 1e5), so float16 keeps its size and its precision
+-- relative to each row's largest value; NULL means 1. Readers apply it (the views, wh.scan,
+-- wh.vectors, exports) and do not show it.
+
 -- partition: run, layer
 CREATE TABLE residuals (
     run VARCHAR,
@@ -233,7 +244,8 @@ CREATE TABLE residuals (
     prompt INTEGER,
     pos INTEGER,
     site VARCHAR,
-    vec FLOAT[]                       -- [d_model]
+    vec FLOAT[],                      -- [d_model]
+    vec_scale FLOAT
 );
 
 -- partition: run, layer
@@ -242,7 +254,8 @@ CREATE TABLE mlp_acts (
     layer SMALLINT,
     prompt INTEGER,
     pos INTEGER,
-    vec FLOAT[]                       -- [d_mlp]: the coefficients m_i of every value vector
+    vec FLOAT[],                      -- [d_mlp]: the coefficients m_i of every value vector
+    vec_scale FLOAT
 );
 
 -- Dot product and cosine of a residual-space site with every direction of the model, computed on
@@ -314,9 +327,11 @@ CREATE TABLE token_probs (
     prob FLOAT
 );
 
--- Every MLP value vector MLP.v_i^l (row i of W_out), with the vocabulary it promotes most.
--- Where a norm with gain γ follows the MLP (models.mlp_post_norm), vec is γ⊙v_i: the direction
--- the neuron writes into the residual stream (its write at a token is m_i·γ⊙v_i/rms(y)).
+-- Every MLP value vector MLP.v_i^l (row i of W_out). Where a norm with gain γ follows the MLP
+-- (models.mlp_post_norm), vec is γ⊙v_i: the direction the neuron writes into the residual
+-- stream (its write at a token is m_i·γ⊙v_i/rms(y)). The tokens a vector promotes are read when
+-- asked, through the model's readout: vector_tokens(model, vec, 1, 10) are those of v_i,
+-- vector_tokens(model, vec, -1, 10) those of −v_i (what a gated neuron promotes when m_i < 0).
 -- partition: model, layer
 CREATE TABLE value_vectors (
     model VARCHAR,
@@ -324,9 +339,20 @@ CREATE TABLE value_vectors (
     neuron INTEGER,
     vec FLOAT[],                      -- [d_model]
     norm FLOAT,
-    top_tokens VARCHAR[],             -- tokens v_i promotes most (highest logit), best first
-    bottom_tokens VARCHAR[]           -- tokens −v_i promotes most (lowest logit of v_i): what the
-                                      -- neuron promotes when m_i < 0 (gated MLPs)
+    top_tokens VARCHAR[],             -- stored by an actwh older than the readout (NULL since):
+    bottom_tokens VARCHAR[]           -- the 10 tokens v_i, and −v_i, promote most
+);
+
+-- The tokens of a model (decoded one by one), for reading vectors as tokens: the tokens a vector
+-- v promotes are those with the highest logit U·v, where U is the model's readout (a float32
+-- matrix [vocab, d_model], vector_indexes.readout): the unembedding's columns W_U[:, w]
+-- (vector_indexes.unembed raw, the paper's Table 1), or with the final norm's gain folded in
+-- (final_norm: γ⊙W_U[:, w], centred for a LayerNorm). The SQL function vector_tokens reads them.
+-- partition: model
+CREATE TABLE vocabulary (
+    model VARCHAR,
+    token_id INTEGER,
+    token VARCHAR                     -- the token decoded on its own
 );
 
 -- Per parameter tensor: how far a tuned model moved from its base (paper §5.1).

@@ -151,10 +151,11 @@ def init(warehouse, catalog):
 @click.option(
     "--on-overflow",
     "on_overflow",
-    type=click.Choice(["fallback", "error"]),
-    default="fallback",
+    type=click.Choice(["scale", "float32", "error"]),
+    default="scale",
     show_default=True,
-    help="float16 storage of values beyond ±65504: store that block as float32, or stop.",
+    help="float16 storage of a row with values beyond ±65504: divide it by a power of two "
+    "(kept as its vec_scale; readers apply it), store the block as float32, or stop.",
 )
 @click.option(
     "--max-prompt-tokens",
@@ -503,9 +504,6 @@ def _warehouse(path, **kwargs):
     help="flat is exact; ivf and hnsw are approximate, for millions of vectors.",
 )
 @click.option(
-    "--top-tokens", default=10, show_default=True, help="Vocabulary tokens kept per value vector."
-)
-@click.option(
     "--unembed",
     type=click.Choice(["raw", "final_norm"]),
     help="Read top tokens from W_U·v (raw, the paper's Table 1) or through the final norm's "
@@ -514,12 +512,14 @@ def _warehouse(path, **kwargs):
 @click.option("--replace", is_flag=True, help="Rebuild even if this model's vectors are stored.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def vectors(warehouse, model, kind, top_tokens, unembed, replace, device, quiet):
+def vectors(warehouse, model, kind, unembed, replace, device, quiet):
     """Store every MLP value vector of a model and index them with FAISS.
 
-    Each value vector MLP.v_i^l (row i of W_out) goes to the value_vectors table with its norm,
-    the tokens it promotes most (top_tokens) and those its negation promotes most (bottom_tokens:
-    what a gated neuron writes when its coefficient is negative).
+    Each value vector MLP.v_i^l (row i of W_out) goes to the value_vectors table with its norm;
+    the model's readout (index/MODEL.readout.npy) and tokens (the vocabulary table) read a
+    vector as the tokens it promotes when asked: search, the report, top_toxic_vectors, or in
+    SQL vector_tokens(model, vec, 1, 10) (-1: those of −v, what a gated neuron writes when its
+    coefficient is negative).
 
     \b
     Example:
@@ -529,7 +529,6 @@ def vectors(warehouse, model, kind, top_tokens, unembed, replace, device, quiet)
         row = wh.index_vectors(
             model,
             index=kind,
-            top_tokens=top_tokens,
             unembed=unembed,
             replace=replace,
             device=device,

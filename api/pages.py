@@ -68,7 +68,9 @@ def neuron_page(wh: Warehouse, plan, layer: int, neuron: int):
     """(note, chart, html) of one neuron's page."""
     model = _base_model(wh, plan.base_run)
     found = wh.sql(
-        "select v.top_tokens, v.bottom_tokens, v.norm, m.mlp_gated as gated, "
+        "select coalesce(vector_tokens(v.model, v.vec, 1, 10), v.top_tokens) as top_tokens, "
+        "coalesce(vector_tokens(v.model, v.vec, -1, 10), v.bottom_tokens) as bottom_tokens, "
+        "v.norm, m.mlp_gated as gated, "
         "list_cosine_similarity(v.vec::FLOAT[], d.vec::FLOAT[]) as cosine "
         "from value_vectors v join models m on m.name = v.model "
         "left join direction_of($m, $d) d on true "
@@ -250,7 +252,8 @@ def _text_row(label: str, tokens: pl.DataFrame, values: dict[int, float], scale:
     for t in tokens.iter_rows(named=True):
         if t["turn"] is not None and t["turn"] != turn and not t["is_generated"]:
             turn = t["turn"]
-            spans.append(f"<span class='turn'>message {turn}</span>")
+            what = "template" if turn < 0 else f"message {turn}"  # a default system prompt
+            spans.append(f"<span class='turn'>{what}</span>")
         value = values.get(t["pos"])
         shown = "no value" if value is None else f"{value:+.3f}"
         style = "" if value is None else f" style='background:{_colour(value, scale)}'"

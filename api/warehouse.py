@@ -305,16 +305,21 @@ class Warehouse(Writes):
             for column, type_ in spec.data_columns
         }
         hive = {c: polars_type(spec.column_type(c)) for c in spec.partition}
-        ordered = [c for c, _ in spec.columns]
+        shown = [c for c, _ in spec.read_columns]
         if not files:
-            return pl.LazyFrame(schema={**hive, **schema}).select(ordered)
-        return pl.scan_parquet(
+            return pl.LazyFrame(schema={**hive, **schema}).select(shown)
+        frame = pl.scan_parquet(
             files,
             schema=schema,
             hive_partitioning=True,
             hive_schema=hive,
+            missing_columns="insert",  # a file written before a column was declared
             cast_options=pl.ScanCastOptions(float_cast="upcast"),
-        ).select(ordered)
+        )
+        if spec.scale_column:  # see schema.sql: stored × scale, where a row has one
+            vec, scale = pl.col(spec.vector_column), pl.col(spec.scale_column)
+            frame = frame.with_columns(pl.when(scale.is_null()).then(vec).otherwise(vec * scale))
+        return frame.select(shown)
 
     def vectors(
         self, table: str, *, column: str | None = None, **filters
@@ -333,8 +338,9 @@ class Warehouse(Writes):
                 f"{table!r} has no vectors; tables with vectors: {', '.join(with_vectors)}"
             )
         column = column or spec.vector_column
-        names = [c for c, _ in spec.columns]
-        keys = [c for c, t in spec.columns if t in ("VARCHAR", "INTEGER", "SMALLINT", "BIGINT")]
+        names = [c for c, _ in spec.read_columns]
+        integers_or_text = ("VARCHAR", "INTEGER", "SMALLINT", "BIGINT")
+        keys = [c for c, t in spec.read_columns if t in integers_or_text]
         unknown = sorted(set(filters) - set(names))
         if unknown:
             raise ActwhError(f"{table} has no column {unknown[0]!r}; columns: {', '.join(names)}")
@@ -420,7 +426,7 @@ class Warehouse(Writes):
         >>> wh.export_dataset("sae-data", run="base", sites="resid_mid", layers=19,
         ...                   layout="saelens", context_size=128)
         """
-        from actwh.ingest.options import names, parse_layers
+        from actwh.arguments import names, parse_layers
         from actwh.warehouse.hf_dataset import export_dataset
 
         target = outside(out, "out")
@@ -440,7 +446,7 @@ class Warehouse(Writes):
 
     def _export_filters(self, **filters) -> dict[str, list]:
         """Export filters by column: ``runs`` → ``run``; a name or a list, layers as usual."""
-        from actwh.ingest.options import names, parse_layers
+        from actwh.arguments import names, parse_layers
 
         columns = {}
         for name, value in filters.items():
@@ -517,7 +523,7 @@ class Warehouse(Writes):
 
         >>> wh.nearest("toxic_probe", k=10, run="base", layers=range(20, 30))
         """
-        from actwh.ingest.options import parse_layers
+        from actwh.arguments import parse_layers
         from actwh.warehouse.search import load_index, nearest  # faiss, on first use
 
         if isinstance(direction_or_vector, str):

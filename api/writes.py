@@ -160,17 +160,17 @@ class Writes:
         model,
         *,
         index: str = "flat",
-        top_tokens: int = 10,
         unembed: str | None = None,
         replace: bool = False,
         device: str = "auto",
         progress: bool = True,
     ) -> dict:
-        """Store every MLP value vector of ``model`` (rows of W_out) with its norm and top
-        tokens, and index them with FAISS (``flat`` is exact; ``ivf``, ``hnsw`` approximate).
-        ``unembed``: read top tokens from W_U·v (``raw``) or through the final norm's gain
-        (``final_norm``); default raw for GPT-2, final_norm for gated models. Returns the
-        ``vector_indexes`` row.
+        """Store every MLP value vector of ``model`` (rows of W_out) with its norm, index them
+        with FAISS (``flat`` is exact; ``ivf``, ``hnsw`` approximate), and store the readout
+        that turns a vector into the tokens it promotes (``index/MODEL.readout.npy`` and the
+        ``vocabulary`` table; queries read tokens through it with ``vector_tokens``). ``unembed``: read tokens from W_U·v
+        (``raw``) or through the final norm's gain (``final_norm``); default raw for GPT-2,
+        final_norm for gated models. Returns the ``vector_indexes`` row.
 
         >>> wh.index_vectors("embedded")
         """
@@ -181,7 +181,6 @@ class Writes:
             self.store,
             loaded,
             kind=index,
-            top=top_tokens,
             unembed=unembed,
             replace=replace,
             progress=progress,
@@ -324,7 +323,7 @@ class Writes:
         (default: the site the MLP reads, resid_mid; resid_pre for GPT-NeoX) — as directions
         ``NAME.LAYER`` of ``model`` (default: the base run's model). The runs must hold the same
         tokens (a teacher-forced pair) and store ``site``'s vectors."""
-        from actwh.ingest.options import parse_layers
+        from actwh.arguments import parse_layers
         from actwh.warehouse.directions import add_direction, delta_directions
         from actwh.warehouse.registry import model_row
 
@@ -570,7 +569,7 @@ class Writes:
         (``"profanity"``, ``["profanity", "wordlist"]`` or ``"profanity,wordlist"``),
         perplexity on ``ppl_text`` and F1 on ``f1_data`` (paper Tables 2 and 4); one row per
         scorer in ``evaluations``, returned. Intervals: the query ``toxicity_table``."""
-        from actwh.ingest.options import names
+        from actwh.arguments import names
         from actwh.ingest.prompts import read_prompts, shipped_prompts
         from actwh.train.evaluate import evaluate
 

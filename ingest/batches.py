@@ -20,7 +20,7 @@ from actwh.ingest.generate import Batch, Ran, greedy, teacher_forced
 from actwh.ingest.kinds.base import RanBatch, Rows
 from actwh.ingest.models import LoadedModel
 from actwh.ingest.options import IngestOptions
-from actwh.ingest.rows import Flat, TokenText, tokens_table
+from actwh.ingest.rows import NO_TURN, Flat, TokenText, tokens_table
 from actwh.ingest.sequences import Sequence
 from actwh.warehouse.faults import crash_point
 from actwh.warehouse.store import Store
@@ -210,10 +210,11 @@ class BatchRunner:
 
 
 def _turns(batch: list[Sequence], ran: Ran, prompt_width: int) -> torch.Tensor | None:
-    """Turn index of every position (padded layout, -1 where unknown), or None without chats."""
+    """Turn index of every position (padded layout, :data:`NO_TURN` where there is none), or
+    None without chats."""
     if all(s.turns is None for s in batch):
         return None
-    turns = torch.full(ran.ids.shape, -1, dtype=torch.long)
+    turns = torch.full(ran.ids.shape, NO_TURN, dtype=torch.long)
     for row, s in enumerate(batch):
         if s.turns is None:
             continue

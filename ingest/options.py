@@ -16,7 +16,7 @@ from actwh.ingest.adapters import Adapter
 from actwh.ingest.sites import RESIDUAL_SITES, SITES
 
 STORE_DTYPES = ("float16", "float32")
-OVERFLOW = ("fallback", "error")
+OVERFLOW = ("scale", "float32", "error")
 
 
 @dataclass
@@ -35,7 +35,7 @@ class IngestOptions:
     device: str = "auto"
     dtype: str = "float32"
     store_dtype: str = "float16"
-    on_overflow: str = "fallback"
+    on_overflow: str = "scale"
     max_prompt_tokens: int | None = None
     teacher_force: str | None = None  # replay this run's token sequences
     # "19:770,12:771" or [(19, 770), (12, 771)], or "DIRECTION:K" (top K by cosine; |cos| if gated)
@@ -103,13 +103,6 @@ def _items(spec: str | Iterable | None) -> list:
     return list(spec)
 
 
-def names(spec: str | Iterable[str]) -> list[str]:
-    """Names given as one comma list, or as an iterable of names or comma lists (what a CLI
-    option that repeats, ``--run a --run b,c``, hands over): ``["a", "b", "c"]``."""
-    given = [spec] if isinstance(spec, str) else list(spec)
-    return [n.strip() for item in given for n in item.split(",") if n.strip()]
-
-
 def parse_sites(
     spec: str | Iterable[str], adapter: Adapter, option: str = "capture", allowed=SITES
 ) -> list[str]:
@@ -126,58 +119,6 @@ def parse_project(spec: str | Iterable[str] | None, adapter: Adapter) -> list[st
     if spec is None:
         spec = [adapter.mlp_reads, "resid_post"]
     return parse_sites(spec, adapter, "project", RESIDUAL_SITES)
-
-
-def parse_layers(
-    spec: str | int | Iterable[int] | None, n_layers: int, option: str = "layers"
-) -> list[int]:
-    """``None``/``all``, a layer (``19``), a list or range of layers, or the CLI's ``10-20``
-    (inclusive) and comma lists of those; 0-based. Each layer is checked before any range is
-    expanded, so ``0-999999999`` or ``range(10**12)`` is refused at once."""
-    if spec is None or (isinstance(spec, str) and spec.strip() in ("", "all")):
-        return list(range(n_layers))
-    if isinstance(spec, str):
-        spans = [_span(part.strip(), spec, option) for part in spec.split(",")]
-    elif isinstance(spec, range):  # its ends bound it: they are checked before it is expanded
-        spans = [(spec[0], spec[0]), (spec[-1], spec[-1])] if len(spec) else []
-    else:
-        items = list(spec) if isinstance(spec, Iterable) else [spec]
-        spans = [(_layer(item, option),) * 2 for item in items]
-    if not spans:
-        raise ActwhError(f"{arg(option)}: no layer given")
-    for lo, hi in spans:
-        for layer in (lo, hi):
-            if not 0 <= layer < n_layers:
-                raise ActwhError(
-                    f"{arg(option)}: layer {layer} is out of range; the model has {n_layers} "
-                    f"layers (0-{n_layers - 1})"
-                )
-    if isinstance(spec, range):
-        return sorted(set(spec))
-    return sorted({layer for lo, hi in spans for layer in range(lo, hi + 1)})
-
-
-def _span(part: str, spec: str, option: str) -> tuple[int, int]:
-    """One item of the CLI's layer list: ``19`` or ``10-20``."""
-    try:
-        if "-" in part[1:]:
-            lo, hi = (int(x) for x in part.split("-", 1))
-            if lo > hi:
-                raise ValueError
-            return lo, hi
-        return int(part), int(part)
-    except ValueError:
-        raise ActwhError(
-            f"{arg(option)} {spec!r}: expected 'all', a layer like 19, a range like 10-20, "
-            "or a comma list of those"
-        ) from None
-
-
-def _layer(item, option: str) -> int:
-    """A layer given as a Python value: an int (not a bool, not 1.5)."""
-    if isinstance(item, bool) or not isinstance(item, int | np.integer):
-        raise ActwhError(f"{arg(option)}: {item!r} is not a layer number (0-based int)")
-    return int(item)
 
 
 def parse_shard(spec: str | tuple[int, int] | None) -> tuple[int, int]:

@@ -104,33 +104,54 @@ def tokens_table(flat: Flat, ran: Ran, text: TokenText, turns: torch.Tensor | No
     )
 
 
+NO_TURN = -32768  # a position of no chat (a plain prompt beside chats in a batch): NULL
+
+
 def _nullable(turns: torch.Tensor) -> pa.Array:
     values = turns.cpu().numpy().astype(np.int16)
-    return pa.array(values, mask=values < 0)
+    return pa.array(values, mask=values == NO_TURN)
 
 
 def vector_array(
     flat: Flat, x: torch.Tensor, dtype: str, where: str, overflow: str
-) -> tuple[pa.Array, str]:
+) -> tuple[pa.Array, str, pa.Array]:
     """The rows of ``x`` (``[batch, pos, d]``) at ``flat``'s positions → a fixed-size-list array
-    in ``dtype``.
+    in ``dtype``, the dtype used, and each row's scale (``vec_scale``, schema.sql).
 
-    float16 cannot hold values beyond ±65504: with ``overflow="fallback"`` such a block is stored
-    as float32 instead (returned dtype says which), with ``"error"`` it is refused. Never inf.
+    float16 cannot hold values beyond ±65504. A row that has one is stored divided by a power of
+    two that brings it within range, and that power is its scale (``overflow="scale"``: the size
+    of float16, and its precision relative to the row's largest value); or the block is stored
+    as float32 (``"float32"``); or it is refused (``"error"``). Never inf. Rows within range have
+    no scale (NULL).
     """
+    rows = len(flat)
     if dtype == "float16":
         # Narrowed before the gather, so that the gather moves half the bytes. A value beyond
         # float16's range became inf (one within it rounds to at most 65504); NaN stays NaN.
         half = flat.take(x.to(torch.float16))
         if _peak(half) <= FLOAT16_MAX:
-            return vectors_to_column(half.cpu().numpy()), dtype
+            return vectors_to_column(half.cpu().numpy()), dtype, pa.nulls(rows, pa.float32())
         if overflow == "error":
             raise ActwhError(
                 f"{where}: activation {_peak(flat.take(x)):.4g} does not fit float16 (max 65504); "
-                f"use {arg('store_dtype')} float32"
+                f"use {arg('on_overflow')} scale, or {arg('store_dtype')} float32"
             )
+        if overflow == "scale":
+            return _scaled_half(flat.take(x).to(torch.float32))
         dtype = "float32"
-    return vectors_to_column(flat.take(x).to(torch.float32).cpu().numpy()), dtype
+    whole = flat.take(x).to(torch.float32).cpu().numpy()
+    return vectors_to_column(whole), dtype, pa.nulls(rows, pa.float32())
+
+
+def _scaled_half(rows: torch.Tensor) -> tuple[pa.Array, str, pa.Array]:
+    """``rows`` (``[n, d]``, float32) as float16 divided by a power of two per row, and those
+    powers (NULL for a row already within range)."""
+    peak = torch.nan_to_num(rows.abs().amax(dim=1), nan=0.0, posinf=torch.finfo().max)
+    exponent = torch.ceil(torch.log2(peak / FLOAT16_MAX)).clamp_min(0)
+    scale = torch.exp2(exponent)  # a power of two: dividing by it is exact
+    half = (rows / scale[:, None]).to(torch.float16).cpu().numpy()
+    scale = scale.cpu().numpy()
+    return vectors_to_column(half), "float16", pa.array(scale, mask=scale == 1.0)
 
 
 def _peak(x: torch.Tensor) -> float:

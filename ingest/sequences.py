@@ -33,20 +33,55 @@ class Sequence:
     continuation: str | None = None  # teacher forced: the replayed continuation
 
 
+TEMPLATE_TURN = -1  # tokens.turn of the text a chat template inserts itself (schema.sql)
+_MARK = "\u2063actwh-system\u2063"  # a system message no template would write on its own
+
+
 def encode_chat(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
     """Render a chat with the model's template; return token ids and each token's turn index.
 
     A token belongs to the message whose rendering contains it; the generation prompt (and what
-    the model generates) is turn ``len(messages)``.
+    the model generates) is turn ``len(messages)``; what the template inserts before the first
+    message on its own — a default system prompt, as Qwen's does — is turn ``-1``.
     """
     if not getattr(tokenizer, "chat_template", None):
         raise ActwhError("this model's tokenizer has no chat template; chat prompts need one")
     render = tokenizer.apply_chat_template
     full = render(messages, add_generation_prompt=True, tokenize=False)
     ends = [len(render(messages[: i + 1], tokenize=False)) for i in range(len(messages))]
+    inserted = _inserted_system(render, messages)
     encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    turns = [sum(start >= end for end in ends) for start, _ in encoded["offset_mapping"]]
+    turns = [
+        TEMPLATE_TURN if start < inserted else sum(start >= end for end in ends)
+        for start, _ in encoded["offset_mapping"]
+    ]
     return list(encoded["input_ids"]), turns
+
+
+def _inserted_system(render, messages: list[dict]) -> int:
+    """How many leading characters of the chat's rendering the template inserted itself: a
+    default system message, where the chat has none. Found by rendering the chat again with a
+    system message of its own: if what stands before the first message differs only where that
+    message's content stands, the template put its default there (0 when it differs otherwise,
+    as where a template folds a system message into the first user turn, or when the template
+    refuses a system message)."""
+    if messages[0]["role"] == "system":
+        return 0
+    system = [{"role": "system", "content": _MARK}]
+    try:
+        alone = render(system, tokenize=False)
+        explicit = render([*system, *messages], tokenize=False)
+    except Exception:  # noqa: BLE001 - a template may refuse a system role in any way it likes
+        return 0
+    original = render(messages, tokenize=False)
+    tail = explicit[len(alone) :]  # the chat's own messages, after a system message
+    if not explicit.startswith(alone) or not original.endswith(tail):
+        return 0
+    head = original[: len(original) - len(tail)]
+    before, mark, after = alone.partition(_MARK)
+    if mark and len(head) >= len(alone) - len(_MARK):
+        return len(head) if head.startswith(before) and head.endswith(after) else 0
+    return 0
 
 
 def encode_prompts(

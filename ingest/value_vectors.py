@@ -1,4 +1,5 @@
-"""MLP value vectors from a model's weights: stored with their top tokens, indexed with FAISS.
+"""MLP value vectors from a model's weights: stored with the readout that reads them as tokens,
+and indexed with FAISS.
 
 ``MLP.v_i^l`` is row i of ``W_out`` (``[d_mlp, d_model]``); where a norm follows the MLP, what is
 stored and searched is the direction it writes into the residual stream, ``γ ⊙ v_i``
@@ -8,6 +9,13 @@ Table 1 method; for GPT-2 the unembedding is the tied token embedding) or what t
 passes on of it (``"final_norm"``: ``γ ⊙ v`` for RMSNorm); each architecture has a default (see
 :class:`~actwh.ingest.adapters.Adapter`). Its bottom tokens are the top tokens of ``−v``: what a
 gated neuron promotes when its coefficient is negative.
+
+The tokens of every vector at once cost ``n_vectors × vocab × d_model`` (12.6 minutes for Gemma
+3 270M's 36,864 vectors and 262,144 tokens on two cores; out of reach at Llama-3-8B's size), and
+only the vectors someone looks at need them. So what is stored is the readout ``U`` with
+``logits = U · v`` (:func:`readout`; a ``.npy`` file beside the FAISS index, memory-mapped by
+readers) and the model's tokens (the ``vocabulary`` table), and the tokens of a vector are read
+when a query, a search or a page asks (the SQL function ``vector_tokens``, in numpy).
 """
 
 from __future__ import annotations
@@ -77,22 +85,32 @@ def top_value_vectors(
 
 
 @torch.no_grad()
+def readout(adapter: Adapter, unembed: str = "raw") -> torch.Tensor:
+    """``U`` (``[vocab, d_model]``, float32) with ``U · v`` the logits of what a vector ``v``
+    promotes, read ``unembed`` (see the module's docstring): ``W_U``'s columns, or with the final
+    norm's gain folded in (and centred, for a LayerNorm, as the norm centres ``v``)."""
+    if unembed not in UNEMBED:
+        raise ActwhError(f"unembed {unembed!r}: expected one of {', '.join(UNEMBED)}")
+    U = adapter.W_U.float().T
+    if unembed == "final_norm":
+        U = U * adapter.gain(adapter.final_norm).float()
+        if adapter.centred_norm:  # (v − mean v)·u = v·(u − mean u)
+            U = U - U.mean(dim=1, keepdim=True)
+    return U.contiguous()
+
+
+@torch.no_grad()
 def top_tokens(
     adapter: Adapter, vectors: torch.Tensor, k: int, unembed: str = "raw"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids each vector (``[n, d]``) promotes most, and those its negation promotes most:
     two ``[n, k]`` tensors (see the module's docstring for ``unembed``)."""
-    if unembed not in UNEMBED:
-        raise ActwhError(f"unembed {unembed!r}: expected one of {', '.join(UNEMBED)}")
-    W_U = adapter.W_U.float()
+    U = readout(adapter, unembed)
     top, bottom = [], []
     for chunk in vectors.split(CHUNK):
-        chunk = chunk.float()
-        if unembed == "final_norm":
-            chunk = adapter.through_final_norm(chunk).float()
-        logits = chunk @ W_U
+        logits = chunk.float() @ U.T
         top.append(logits.topk(k, dim=-1).indices)
-        bottom.append((-logits).topk(k, dim=-1).indices)
+        bottom.append(logits.topk(k, dim=-1, largest=False).indices)
     return torch.cat(top), torch.cat(bottom)
 
 
@@ -101,58 +119,58 @@ def store_value_vectors(
     loaded: LoadedModel,
     *,
     kind: str = "flat",
-    top: int = 10,
     unembed: str | None = None,
     replace: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Write every value vector of ``loaded`` to ``value_vectors`` and build its FAISS index.
+    """Write every value vector of ``loaded`` to ``value_vectors`` and the model's tokens to
+    ``vocabulary`` (one commit), and beside the FAISS index the readout that reads a vector as
+    tokens.
 
-    ``unembed`` says how top tokens are read (default: the architecture's). Returns the
+    ``unembed`` says how tokens are read (default: the architecture's). Returns the
     ``vector_indexes`` row. If the model's vectors are already stored and ``replace`` is false,
     nothing is done.
     """
     unembed = unembed or loaded.adapter.default_unembed
-    if unembed not in UNEMBED:
-        raise ActwhError(f"unembed {unembed!r}: expected one of {', '.join(UNEMBED)}")
+    U = readout(loaded.adapter, unembed)  # checks unembed
     ensure_registered(store, loaded)
     existing = store.catalog.get("vector_indexes", model=loaded.name)
     if existing is not None and not replace:
         return existing
     adapter = loaded.adapter
-    text = TokenText(loaded.tokenizer)
     writer = CommitWriter(store, model=loaded.name)
     writer.remove_orphans()
     blocks = []
     for layer in tqdm(
         range(adapter.n_layers), desc=f"value vectors {loaded.name}", disable=not progress
     ):
-        W = adapter.write_vectors(layer).detach().float()
-        best, worst = (ids.cpu().numpy() for ids in top_tokens(adapter, W, top, unembed))
-        vectors = W.cpu().numpy()
+        vectors = adapter.write_vectors(layer).detach().float().cpu().numpy()
         blocks.append(vectors)
-        words, negated = text(best.reshape(-1).tolist()), text(worst.reshape(-1).tolist())
         rows = pa.table(
             {
                 "neuron": pa.array(np.arange(len(vectors)), pa.int32()),
                 "vec": vectors_to_column(vectors),
                 "norm": np.linalg.norm(vectors, axis=1).astype(np.float32),
-                "top_tokens": [words[i * top : (i + 1) * top] for i in range(len(vectors))],
-                "bottom_tokens": [negated[i * top : (i + 1) * top] for i in range(len(vectors))],
+                "top_tokens": pa.nulls(len(vectors), pa.list_(pa.string())),
+                "bottom_tokens": pa.nulls(len(vectors), pa.list_(pa.string())),
             }
         )
-        writer.add(
-            "value_vectors",
-            {"model": loaded.name, "layer": layer},
-            rows,
-            vector_size=vectors.shape[1],
-        )
+        where = {"model": loaded.name, "layer": layer}
+        writer.add("value_vectors", where, rows, vector_size=vectors.shape[1])
+    ids = np.arange(U.shape[0], dtype=np.int32)
+    tokens = pa.table({"token_id": ids, "token": TokenText(loaded.tokenizer)(ids.tolist())})
+    writer.add("vocabulary", {"model": loaded.name}, tokens)
     index = vector_index.build(np.concatenate(blocks), kind)
     directory = store.root / layout.INDEX_DIR
     directory.mkdir(exist_ok=True)
     path = directory / f"{loaded.name}.faiss"
     vector_index.save(index, path)
-    writer.commit(replace_tables=("value_vectors",))
+    readout_path = directory / f"{loaded.name}.readout.npy"
+    tmp = readout_path.with_name(readout_path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, U.cpu().numpy())
+    tmp.replace(readout_path)
+    writer.commit(replace_tables=("value_vectors", "vocabulary"))
     row = {
         "model": loaded.name,
         "path": store.relative(path),
@@ -161,6 +179,8 @@ def store_value_vectors(
         "d_mlp": adapter.d_mlp,
         "sha256": sha256_file(path),
         "unembed": unembed,
+        "readout": store.relative(readout_path),
+        "readout_sha256": sha256_file(readout_path),
         "created_at": now(),
     }
     with store.catalog.begin() as conn:

@@ -30,6 +30,7 @@ import numpy as np
 import sqlalchemy as sa
 from tqdm.auto import tqdm
 
+from actwh.arguments import parse_layers
 from actwh.errors import ActwhError, Notice, arg, from_os_error
 from actwh.ingest.batches import BatchRunner, RunSummary, gap_batches, redo_gaps, run_batches
 from actwh.ingest.capture import Capture
@@ -38,7 +39,6 @@ from actwh.ingest.models import LoadedModel
 from actwh.ingest.options import (
     RESUME_KEYS,
     IngestOptions,
-    parse_layers,
     parse_project,
     parse_shard,
     parse_sites,

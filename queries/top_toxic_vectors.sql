@@ -9,7 +9,7 @@
 WITH d AS (SELECT vec::FLOAT[] AS v FROM direction_of($model, $direction)),
 scored AS (
     SELECT v.layer, v.neuron, list_cosine_similarity(v.vec::FLOAT[], d.v) AS cosine,
-           v.norm, v.top_tokens, v.bottom_tokens
+           v.vec, v.norm, v.top_tokens, v.bottom_tokens
     FROM value_vectors v CROSS JOIN d
     WHERE v.model = $model
 ),
@@ -18,7 +18,8 @@ top AS (
     FROM scored ORDER BY reach DESC, layer, neuron LIMIT $k
 )
 SELECT t.layer, t.neuron, t.cosine, CAST(if(t.cosine < 0, -1, 1) AS TINYINT) AS sign, t.norm,
-       if(t.cosine < 0, t.bottom_tokens, t.top_tokens) AS top_tokens,
+       coalesce(vector_tokens($model, t.vec, if(t.cosine < 0, -1, 1), 10),
+                if(t.cosine < 0, t.bottom_tokens, t.top_tokens)) AS top_tokens,
        s.frac_pos, s.mean_pos, s.mean_neg, s.mean * t.norm * t.cosine AS mean_write
 FROM top t LEFT JOIN neuron_means($run) s USING (layer, neuron)
 ORDER BY t.reach DESC, t.layer, t.neuron

@@ -1,5 +1,5 @@
 -- name: turn_gap
--- answers: Does the tuned model's offset along a direction hold in every turn of a multi-turn chat? Over chat prompts with two or more turns, per message index (turn) and for the generated reply, the mean projection on the direction in the base run and in the tuned run on the same tokens, and the gap.
+-- answers: Does the tuned model's offset along a direction hold in every turn of a multi-turn chat? Over chat prompts with two or more turns, per message index (turn), for what the template inserted itself (a default system prompt, apart), and for the generated reply, the mean projection on the direction in the base run and in the tuned run on the same tokens, and the gap.
 -- paper: an open question (not in the paper: its prompts are single-turn)
 -- needs: chat prompts ("messages") in the base run's prompt set; a tuned run --teacher-force BASE_RUN; both projecting on the direction
 -- param base_run: the base run
@@ -12,11 +12,13 @@ WITH chats AS (
     FROM prompts p JOIN runs r ON r.prompt_set = p.prompt_set
     WHERE r.name = $base_run AND json_array_length(p.messages) >= 2
 ),
--- A chat's tokens: each message's, the template's reply header ("assistant" turn), the reply.
+-- A chat's tokens: what the template inserted itself (a default system prompt, turn -1), each
+-- message's, the template's reply header ("assistant" turn), the reply.
 labelled AS (
     SELECT t.prompt, t.pos,
            CASE WHEN t.is_generated THEN 'reply'
                 WHEN t.turn >= c.messages THEN 'reply header'
+                WHEN t.turn < 0 THEN 'system (template)'
                 ELSE 'message ' || t.turn END AS part,
            CASE WHEN t.is_generated THEN 1001 WHEN t.turn >= c.messages THEN 1000
                 ELSE t.turn END AS part_order

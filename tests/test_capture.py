@@ -189,9 +189,10 @@ def test_tokens_that_split_a_character_show_as_bytes(gpt2_dir):
     assert spelled.decode() == text
 
 
-def test_vectors_keep_real_positions_and_fall_back_only_for_them():
-    """float16 unless a stored value is beyond its range (then float32, or refused); what sits at
-    a padding position never counts."""
+def test_vectors_keep_real_positions_and_scale_only_rows_beyond_float16():
+    """float16; a row with a value beyond its range is stored divided by a power of two (its
+    vec_scale), or the block as float32, or refused; what sits at a padding position never
+    counts."""
     from actwh.errors import ActwhError
     from actwh.ingest.generate import Ran
     from actwh.ingest.rows import Flat, vector_array
@@ -203,16 +204,26 @@ def test_vectors_keep_real_positions_and_fall_back_only_for_them():
     x[0, 0] = 1e6  # padding
     real = x[valid].numpy()
 
-    def stored(x, overflow="fallback"):
-        array, dtype = vector_array(flat, x, "float16", "resid_mid layer 0", overflow)
-        return array.flatten().to_numpy().reshape(len(flat), -1), dtype
+    def stored(x, overflow="scale"):
+        array, dtype, scale = vector_array(flat, x, "float16", "resid_mid layer 0", overflow)
+        values = array.flatten().to_numpy().reshape(len(flat), -1)
+        return values, dtype, scale.to_numpy(zero_copy_only=False)
 
-    values, dtype = stored(x)
-    assert dtype == "float16" and values.dtype == np.float16
+    values, dtype, scale = stored(x)
+    assert dtype == "float16" and values.dtype == np.float16 and np.isnan(scale).all()
     np.testing.assert_allclose(values, real, rtol=1e-3)
     x[1, 2, 3] = -7e4
-    values, dtype = stored(x)
-    assert dtype == "float32" and values[-1, 3] == -7e4
+    x[1, 1, 0] = 3e5
+    values, dtype, scale = stored(x)
+    assert dtype == "float16" and values.dtype == np.float16
+    np.testing.assert_array_equal(np.isnan(scale), [True, True, True, False, False])
+    assert list(scale[3:]) == [8.0, 2.0]  # 3e5 / 8 and 7e4 / 2 fit below 65504
+    restored = values.astype(np.float32) * np.nan_to_num(scale, nan=1.0)[:, None]
+    truth = x[valid].numpy()
+    peak = np.abs(truth).max(axis=1, keepdims=True)
+    assert (np.abs(restored - truth) / peak).max() <= 2**-11  # float16's precision, per row
+    values, dtype, _ = stored(x, overflow="float32")
+    assert dtype == "float32"
     np.testing.assert_array_equal(values, x[valid].numpy())
-    with pytest.raises(ActwhError, match="activation 7e\\+04 does not fit float16"):
+    with pytest.raises(ActwhError, match="activation 3e\\+05 does not fit float16"):
         stored(x, overflow="error")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from cli_helpers import cli, cli_error
@@ -427,3 +428,45 @@ def test_a_file_of_chats_alone_ingests(tmp_path, gpt2_dir):
             "as without_turn from tokens"
         ).row(0)
     assert counts == (6, 0)
+
+
+QWEN_LIKE = (
+    "{%- if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant."
+    "<|im_end|>\n{% endif %}{%- for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_what_a_chat_template_inserts_is_its_own_turn(tmp_path, gpt2_dir):
+    """A template that adds a default system prompt to a chat without one (as Qwen's does): its
+    tokens used to count as the first message's, mixing boilerplate into per-message analyses."""
+    import shutil
+
+    model = tmp_path / "qwen-like"
+    shutil.copytree(gpt2_dir, model)
+    (model / "chat_template.jinja").write_text(QWEN_LIKE)
+    chats = tmp_path / "chats.jsonl"
+    talk = [
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}],
+        [{"role": "user", "content": "Holy cow"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+    ]
+    chats.write_text("".join(json.dumps({"messages": m}) + "\n" for m in talk))
+    parts = {}
+    for where, source in (("wh", model), ("plain-wh", gpt2_dir)):
+        cli("ingest", tmp_path / where, "--model", source, "--prompts", chats, "--generate", 1)
+        with actwh.open(tmp_path / where) as w:
+            parts[where] = w.sql(
+                "select prompt, turn, string_agg(token, '' order by pos) as text from tokens "
+                "where not is_generated group by prompt, turn order by prompt, turn"
+            )
+    qwen = {(p, t): text for p, t, text in parts["wh"].iter_rows()}
+    default = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    assert qwen[(0, -1)] == default and qwen[(1, -1)] == default
+    assert qwen[(0, 0)] == "<|im_start|>user\nHi<|im_end|>\n"
+    assert qwen[(1, 0)] == "<|im_start|>user\nHoly cow<|im_end|>\n"
+    assert qwen[(2, 0)] == "<|im_start|>system\nBe brief.<|im_end|>\n"  # its own: message 0
+    assert (2, -1) not in qwen
+    # a template that inserts nothing has no such turn (the tiny models' own)
+    assert parts["plain-wh"].filter(pl.col("turn") < 0).height == 0

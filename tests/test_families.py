@@ -246,7 +246,8 @@ def test_value_vector_tokens_are_read_through_the_models_own_final_norm(family):
         return
     wh.index_vectors(loaded, progress=False)
     stored = wh.sql(
-        "select neuron, top_tokens from value_vectors where layer = 1 order by neuron limit 8"
+        "select neuron, vector_tokens(model, vec, 1, 3) as top_tokens from value_vectors "
+        "where layer = 1 order by neuron limit 8"
     )
     vectors = torch.tensor(wh.vectors("value_vectors", model=loaded.name, layer=1)[0][:8])
     with torch.no_grad():

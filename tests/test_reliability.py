@@ -450,7 +450,7 @@ def loud_model(tmp_path_factory):
     return path
 
 
-def test_float16_overflow_falls_back_or_stops(setup, tmp_path, loud_model):
+def test_float16_overflow_is_scaled_or_widened_or_stops(setup, tmp_path, loud_model):
     wh = tmp_path / "wh"
     args = [
         "--model",
@@ -467,16 +467,27 @@ def test_float16_overflow_falls_back_or_stops(setup, tmp_path, loud_model):
     ]
     message = cli_error("ingest", wh, *args, "--on-overflow", "error")
     assert "does not fit float16 (max 65504)" in message and not wh.exists()
-    result = CliRunner().invoke(main, ["ingest", str(wh), *map(str, args)])
-    assert result.exit_code == 0, result.output
-    assert "values beyond float16 range stored as float32" in result.stderr
-    with actwh.open(wh) as w:
-        X, _ = w.vectors("residuals", layer=0)
-        assert np.isfinite(X).all() and np.abs(X).max() > 65504
     import pyarrow.parquet as pq
 
-    file = next((wh / "data" / "residuals").rglob("*.parquet"))
-    assert str(pq.read_schema(file).field("vec").type.value_type) == "float"
+    stored = {}
+    for overflow in ("scale", "float32"):
+        where = wh.with_name(f"{wh.name}-{overflow}")
+        command = ["ingest", str(where), *map(str, args), "--on-overflow", overflow]
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 0, result.output
+        with actwh.open(where) as w:
+            stored[overflow], _ = w.vectors("residuals", layer=0)
+            frame = w.scan("residuals").sort("prompt", "pos").collect()
+            scan = np.stack(frame["vec"].to_numpy())
+            np.testing.assert_array_equal(scan, stored[overflow])
+        file = next((where / "data" / "residuals").rglob("*.parquet"))
+        dtype = str(pq.read_schema(file).field("vec").type.value_type)
+        assert dtype == ("halffloat" if overflow == "scale" else "float")
+    assert "values beyond float16 range stored as float32" in result.stderr
+    exact = stored["float32"]
+    assert np.isfinite(stored["scale"]).all() and np.abs(exact).max() > 65504
+    error = np.abs(stored["scale"] - exact) / np.abs(exact).max(axis=1, keepdims=True)
+    assert error.max() <= 2**-11
 
 
 def _free_port() -> int:

@@ -18,6 +18,8 @@ from cli_helpers import cli, cli_error
 from tiny_models import build_gpt2, build_llama
 
 import actwh
+from actwh.ingest.models import load_model
+from actwh.ingest.rows import TokenText
 
 LAYER, NEURON = 1, 5
 
@@ -103,12 +105,15 @@ def test_search_and_table1(planted):
             else:  # GELU: the paper's ranking by cosine, where it comes last
                 assert keys[-1] == (LAYER, NEURON)
                 assert sorted(frame["cosine"], reverse=True) == frame["cosine"].to_list()
-        # its top tokens are those of −v, the vector it writes toward d (its stored bottom tokens)
-        stored = w.sql(
-            "select bottom_tokens from value_vectors where layer = $l and neuron = $n",
-            {"l": LAYER, "n": NEURON},
-        ).item()
-        assert list(row["top_tokens"]) == list(stored)
+        # its top tokens are those of −v, the vector it writes toward d: read by hand through
+        # the model's unembedding
+        v = w.vectors("value_vectors", layer=LAYER, neuron=NEURON)[0][0]
+        model = load_model(str(wh.parent / "planted"), device="cpu")
+        u = torch.tensor(-v)[None]
+        if model.adapter.default_unembed == "final_norm":  # gated models: through its gain
+            u = model.adapter.through_final_norm(u)
+        words = TokenText(model.tokenizer)((u @ model.adapter.W_U)[0].topk(10).indices.tolist())
+        assert list(row["top_tokens"]) == words
         # which way it fires in a run: the search and Table 1's query say the same
         fired = w.nearest("d", k=400, run="base")
         same = w.query("top_toxic_vectors", model="planted", direction="d", k=400, run="base")

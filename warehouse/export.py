@@ -49,12 +49,12 @@ def partition_values(relative: str) -> dict[str, str]:
 
 def check_filters(spec: FactTable, filters: dict[str, list], names: dict[str, str]) -> None:
     """Refuse a filter on a column the table lacks; ``names`` maps columns to argument names."""
-    columns = {c for c, _ in spec.columns}
+    columns = {c for c, _ in spec.read_columns}
     for column in filters:
         if column not in columns:
             raise ActwhError(
                 f"{arg(names.get(column, column))}: table {spec.name} has no column {column}; "
-                f"its columns: {', '.join(c for c, _ in spec.columns)}"
+                f"its columns: {', '.join(c for c, _ in spec.read_columns)}"
             )
 
 
@@ -85,13 +85,15 @@ def export_table(
         [
             (c, pa.list_(pa.float32()) if t == VECTOR_TYPE else arrow_type(t))
             for c, t in spec.data_columns
+            if c != spec.scale_column  # applied to the vectors (see schema.sql)
         ]
     )
     written = []
     with staged(out, "the export") as result:
         for relative in tqdm(files, desc=f"export {table}", unit="file", disable=not progress):
             target = result / Path(relative).relative_to(Path("data") / table)
-            rows = _copy(snapshot.store.root / relative, target, schema, row_filters)
+            source = snapshot.store.root / relative
+            rows = _copy(source, target, schema, row_filters, spec.scale_column)
             if rows:
                 written.append(
                     {
@@ -117,8 +119,11 @@ def export_table(
     return manifest
 
 
-def _copy(source: Path, target: Path, schema: pa.Schema, row_filters: dict[str, list]) -> int:
-    """Stream ``source``'s rows that pass ``row_filters`` into ``target`` in ``schema``."""
+def _copy(
+    source: Path, target: Path, schema: pa.Schema, row_filters: dict[str, list], scale: str | None
+) -> int:
+    """Stream ``source``'s rows that pass ``row_filters`` into ``target`` in ``schema``, its
+    vectors times their ``scale`` column where a row has one."""
     rows = 0
     writer = None
     try:
@@ -130,7 +135,7 @@ def _copy(source: Path, target: Path, schema: pa.Schema, row_filters: dict[str, 
             if writer is None:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 writer = pq.ParquetWriter(target, schema, compression="zstd")
-            writer.write_table(_conform(batch, schema))
+            writer.write_table(_conform(batch, schema, scale))
             rows += batch.num_rows
     finally:
         if writer is not None:
@@ -138,15 +143,18 @@ def _copy(source: Path, target: Path, schema: pa.Schema, row_filters: dict[str, 
     return rows
 
 
-def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
+def _conform(batch: pa.RecordBatch, schema: pa.Schema, scale: str | None) -> pa.Table:
     """A batch with every column of ``schema`` (NULL where an older file lacks one), vectors as
-    float32 lists."""
+    float32 lists, scaled."""
     columns = []
     for field in schema:
         if field.name not in batch.schema.names:
             columns.append(pa.nulls(batch.num_rows, field.type))
         elif pa.types.is_list(field.type):
             vectors = column_to_numpy(batch.column(field.name)).astype(np.float32, copy=False)
+            if scale in batch.schema.names:
+                factor = batch.column(scale).to_numpy(zero_copy_only=False)
+                vectors = vectors * np.nan_to_num(factor, nan=1.0)[:, None].astype(np.float32)
             columns.append(vectors_to_column(vectors).cast(field.type))
         else:
             columns.append(batch.column(field.name).cast(field.type))

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+from duckdb.sqltypes import FLOAT, INTEGER, VARCHAR
 
 from actwh.errors import ActwhError
 from actwh.warehouse.arrays import from_blob
@@ -40,6 +41,7 @@ from actwh.warehouse.schema import (
     sql_macros,
 )
 from actwh.warehouse.store import Store
+from actwh.warehouse.vector_tokens import Readouts
 
 # User SQL may only read. DuckDB classifies DESCRIBE, SHOW, VALUES and WITH ... SELECT as SELECT.
 _READ_ONLY = {"SELECT"}
@@ -76,6 +78,16 @@ class Snapshot:
         finally:
             self.con.close()
         self.con = duckdb.connect(path, read_only=True)
+        self.readouts = Readouts(self._readout_files(), self.read_paths("vocabulary"))
+        self.con.create_function(
+            "vector_tokens",
+            self.readouts.sql_function,
+            [VARCHAR, duckdb.list_type(FLOAT), INTEGER, INTEGER],
+            duckdb.list_type(VARCHAR),
+            type="arrow",
+            null_handling="special",  # NULL in, NULL out, row by row (not the whole call)
+            side_effects=False,
+        )
         readable = ", ".join(_quote(str(p)) for t in self.files for p in self.read_paths(t))
         for setting in (
             f"SET allowed_paths = [{readable}]",
@@ -173,6 +185,13 @@ class Snapshot:
         )
         self.con.execute("DROP TABLE direction_vectors")
 
+    def _readout_files(self) -> dict[str, Path]:
+        """Each model's readout file (see :mod:`actwh.warehouse.vector_tokens`)."""
+        rows = self.con.execute(
+            "SELECT model, readout FROM vector_indexes WHERE readout IS NOT NULL"
+        ).fetchall()
+        return {model: self.read_root / path for model, path in rows}
+
     def read_paths(self, table: str) -> list[Path]:
         """The committed files of ``table`` as a reader (DuckDB, polars) opens them: absolute,
         through the link when the warehouse's own path looks like a partition."""
@@ -183,11 +202,18 @@ class Snapshot:
         paths = self.read_paths(table) if paths is None else paths
         sizes = self.vector_sizes[table]
         columns = []
-        for column, type_ in spec.columns:
+        for column, type_ in spec.read_columns:
             if type_ == VECTOR_TYPE and len(sizes) == 1:
                 type_ = f"FLOAT[{next(iter(sizes))}]"
             if not paths:
                 columns.append(f"NULL::{type_} AS {column}")
+            elif column == spec.vector_column and spec.scale_column:
+                scale = spec.scale_column  # applied only where a row has one (see schema.sql)
+                scaled = f"list_transform({column}, lambda x: x * {scale})"
+                columns.append(
+                    f"(CASE WHEN {scale} IS NULL THEN {column} ELSE {scaled} END)::{type_} "
+                    f"AS {column}"
+                )
             elif type_ != spec.column_type(column):
                 columns.append(f"{column}::{type_} AS {column}")
             else:

@@ -55,6 +55,17 @@ class FactTable:
     def vector_column(self) -> str | None:
         return next((c for c, t in self.columns if t == VECTOR_TYPE), None)
 
+    @property
+    def scale_column(self) -> str | None:
+        """The column whose value times the stored vector is the vector (schema.sql), if any."""
+        name = f"{self.vector_column}_scale"
+        return name if self.vector_column and name in dict(self.columns) else None
+
+    @property
+    def read_columns(self) -> list[tuple[str, str]]:
+        """What readers show: every column but the scale, which they apply to the vector."""
+        return [(c, t) for c, t in self.columns if c != self.scale_column]
+
     def column_type(self, column: str) -> str:
         return dict(self.columns)[column]
 

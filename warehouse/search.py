@@ -1,4 +1,4 @@
-"""Nearest value vectors: the FAISS index joined back to ``value_vectors`` (norm, top tokens).
+"""Nearest value vectors: the FAISS index joined back to ``value_vectors`` (norm), with tokens.
 
 What a neuron writes is ``m_i · v_i``. For a GELU MLP (GPT-2) ``m_i`` is almost never below −0.17,
 so the neurons that write a direction are those whose value vector points along it (the paper's
@@ -102,7 +102,8 @@ def nearest(
         found = con.sql(
             """select h.query, h.rank, h.layer, h.neuron, h.cosine,
                       CAST(if(h.cosine < 0, -1, 1) AS TINYINT) AS sign, v.norm,
-                      if(h.cosine < 0, v.bottom_tokens, v.top_tokens) AS top_tokens
+                      coalesce(vector_tokens($model, v.vec, if(h.cosine < 0, -1, 1), 10),
+                               if(h.cosine < 0, v.bottom_tokens, v.top_tokens)) AS top_tokens
                from _hits h join value_vectors v
                  on v.model = $model and v.layer = h.layer and v.neuron = h.neuron
                order by h.query, h.rank""",

@@ -150,6 +150,8 @@ class CommitWriter:
             if self.store.relative(directory) not in self.only:
                 return
         expected = spec.arrow_schema(vector_size, dtype)
+        if spec.scale_column and spec.scale_column not in data.column_names:  # none is scaled
+            data = data.append_column(spec.scale_column, pa.nulls(data.num_rows, pa.float32()))
         if data.schema != expected:
             data = data.select(expected.names).cast(expected)
         key = (table, tuple(partition.items()))

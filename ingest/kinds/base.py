@@ -44,7 +44,7 @@ class Request:
     targets: list[int] = field(default_factory=list)
     lens_at: str = "last"
     store_dtype: str = "float16"
-    on_overflow: str = "fallback"
+    on_overflow: str = "scale"
 
     @property
     def device(self) -> torch.device:

@@ -1,5 +1,6 @@
 """Full vectors of chosen sites (``capture``): ``residuals`` (``[d_model]``) and ``mlp_acts``
-(``mlp_post``, the neuron coefficients, ``[d_mlp]``), stored as float16 or float32."""
+(``mlp_post``, the neuron coefficients, ``[d_mlp]``), stored as float16 (a row beyond its range
+scaled by a power of two: ``vec_scale``) or float32."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def site_table(site: str) -> str:
 
 
 class FullVectors(CaptureKind):
-    def __init__(self, sites, layers, dtype: str = "float32", on_overflow: str = "fallback"):
+    def __init__(self, sites, layers, dtype: str = "float32", on_overflow: str = "scale"):
         super().__init__([(s, l) for s in sites for l in layers])
         self.dtype, self.on_overflow = dtype, on_overflow
 
@@ -39,11 +40,11 @@ class FullVectors(CaptureKind):
         for (site, layer), x in self.collect().items():
             table = site_table(site)
             where = f"{site} layer {layer}"
-            array, used = vector_array(flat, x, self.dtype, where, self.on_overflow)
+            array, used, scale = vector_array(flat, x, self.dtype, where, self.on_overflow)
             columns = {"prompt": flat.prompt, "pos": flat.pos}
             if table == "residuals":
                 columns["site"] = pa.array([site] * len(flat), pa.string())
-            columns["vec"] = array
+            columns["vec"], columns["vec_scale"] = array, scale
             yield Rows(table, layer, pa.table(columns), x.shape[-1], used)
 
 

@@ -1,0 +1,75 @@
+"""The tokens a vector promotes, read through a model's stored readout (numpy, no model).
+
+``vector_tokens(model, vec, sign, k)`` is a SQL function of every snapshot: the ``k`` tokens with
+the highest logit ``U · (sign · vec)``, best first, where ``U`` is the model's readout
+(``vector_indexes.readout``, memory-mapped) and the tokens its ``vocabulary``. It is computed
+when a query asks, for the rows it asks about: a search or a report page reads the tokens of a
+few dozen vectors in milliseconds, where storing them for every vector of a model costs a pass
+over its whole vocabulary per vector. NULL where the model has no readout (a warehouse written
+before there was one: its ``value_vectors`` hold the tokens).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from actwh.warehouse.arrays import column_to_numpy
+
+ROWS = 256  # vectors per product with the readout, to bound memory ([ROWS, vocab] floats)
+
+
+class Readouts:
+    """The readouts of a snapshot's models, each opened on first use."""
+
+    def __init__(self, readouts: dict[str, Path], vocabularies: list[Path]):
+        self.readouts = readouts  # model → its readout (.npy)
+        self.vocabularies = vocabularies  # the committed files of the vocabulary table
+        self._loaded: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
+
+    def of(self, model: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(U [vocab, d] float32, tokens [vocab])`` of ``model``, or None if not stored."""
+        if model not in self._loaded:
+            files = [p for p in self.vocabularies if f"model={model}" in p.parts]
+            if model not in self.readouts or not files:
+                self._loaded[model] = None
+            else:
+                table = pa.concat_tables(pq.read_table(f) for f in files).sort_by("token_id")
+                tokens = np.array(table.column("token").to_pylist(), dtype=object)
+                U = np.load(self.readouts[model], mmap_mode="r")  # pages in as products read it
+                self._loaded[model] = (U, tokens)
+        return self._loaded[model]
+
+    def tokens(self, model: str, vectors: np.ndarray, k: int) -> list[list[str]] | None:
+        """The ``k`` tokens each row of ``vectors`` (``[n, d]``) promotes most, best first."""
+        found = self.of(model)
+        if found is None:
+            return None
+        U, words = found
+        k = min(k, U.shape[0])
+        out: list[list[str]] = []
+        for start in range(0, len(vectors), ROWS):
+            logits = vectors[start : start + ROWS] @ U.T
+            best = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+            order = np.argsort(-np.take_along_axis(logits, best, axis=1), axis=1, kind="stable")
+            out += words[np.take_along_axis(best, order, axis=1)].tolist()
+        return out
+
+    def sql_function(self, model: pa.Array, vec: pa.Array, sign: pa.Array, k: pa.Array):
+        """``vector_tokens`` over a batch of rows (DuckDB passes Arrow arrays): one product
+        with the readout per model and ``k``."""
+        models, signs, ks = model.to_pylist(), sign.to_pylist(), k.to_pylist()
+        groups: dict[tuple[str, int], list[int]] = {}
+        for i, key in enumerate(zip(models, ks, strict=True)):
+            if None not in key and signs[i] is not None and vec[i].is_valid:
+                groups.setdefault(key, []).append(i)
+        result: list[list[str] | None] = [None] * len(models)
+        for (name, count), rows in groups.items():
+            flip = np.sign(np.array([signs[i] for i in rows], dtype=np.float32))[:, None]
+            found = self.tokens(name, column_to_numpy(vec.take(rows)) * flip, count)
+            for i, words in zip(rows, found or [None] * len(rows), strict=True):
+                result[i] = words
+        return pa.array(result, pa.list_(pa.string()))
