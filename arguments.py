@@ -71,7 +71,9 @@ def _matches_items(value, container, params) -> bool:
         return False
     if container is not Iterable and not isinstance(value, container):
         return False
-    if not isinstance(value, list | tuple | set | frozenset | range):
+    if isinstance(value, range):
+        return matches(0, params[0]) if params else True  # its items are ints, however many
+    if not isinstance(value, list | tuple | set | frozenset):
         return True  # a generator is not consumed to check it
     if container is tuple and params and params[-1] is not Ellipsis:
         return len(value) == len(params) and all(map(matches, value, params))

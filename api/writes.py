@@ -168,9 +168,10 @@ class Writes:
         """Store every MLP value vector of ``model`` (rows of W_out) with its norm, index them
         with FAISS (``flat`` is exact; ``ivf``, ``hnsw`` approximate), and store the readout
         that turns a vector into the tokens it promotes (``index/MODEL.readout.npy`` and the
-        ``vocabulary`` table; queries read tokens through it with ``vector_tokens``). ``unembed``: read tokens from W_U·v
-        (``raw``) or through the final norm's gain (``final_norm``); default raw for GPT-2,
-        final_norm for gated models. Returns the ``vector_indexes`` row.
+        ``vocabulary`` table; queries read tokens through it with ``vector_tokens``).
+        ``unembed``: read tokens from W_U·v (``raw``) or through the final norm's gain
+        (``final_norm``); default raw for GPT-2, final_norm for gated models. Returns the
+        ``vector_indexes`` row.
 
         >>> wh.index_vectors("embedded")
         """
