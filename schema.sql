@@ -458,12 +458,38 @@ CREATE MACRO neuron_means(run_name) AS TABLE
     WHERE run = run_name AND generated = (SELECT generated FROM pick)
     GROUP BY layer, neuron;
 
+-- The arm of each prompt of a run: its encoding (rot13, base64, leet, ...), 'chat' for a
+-- multi-turn chat, else 'plain'. Analyses read one arm (plain unless asked) and never pool them.
+CREATE MACRO prompt_arms(run_name) AS TABLE
+    SELECT p.prompt,
+           coalesce(p.transform, CASE WHEN p.messages IS NULL THEN 'plain' ELSE 'chat' END) AS arm
+    FROM prompts p JOIN runs r ON r.prompt_set = p.prompt_set
+    WHERE r.name = run_name;
+
+-- The prompts of `run_name` in arm `arm_name` ('all': every prompt). A run or arm with no prompts
+-- is an error that names it and lists the arms there are, never an empty answer.
+CREATE MACRO arm_prompts(run_name, arm_name) AS TABLE
+    SELECT prompt FROM prompt_arms(run_name) WHERE arm_name = 'all' OR arm = arm_name
+    UNION ALL
+    SELECT CAST(error('actwh: ' ||
+        CASE WHEN NOT EXISTS (SELECT 1 FROM runs WHERE name = run_name)
+             THEN 'no run ' || coalesce('''' || run_name || '''', 'NULL') || ' (runs: '
+                  || coalesce((SELECT string_agg(name, ', ' ORDER BY name) FROM runs), 'none')
+                  || ')'
+             ELSE 'run ' || run_name || ' has no prompts in arm '
+                  || coalesce('''' || arm_name || '''', 'NULL') || ' (its arms: '
+                  || (SELECT string_agg(DISTINCT arm, ', ' ORDER BY arm)
+                      FROM prompt_arms(run_name)) || ', or all)'
+        END) AS INTEGER)
+    WHERE NOT EXISTS (SELECT 1 FROM prompt_arms(run_name)
+                      WHERE arm_name = 'all' OR arm = arm_name);
+
 -- Per tracked neuron, over the generated tokens of `base_run` (the tuned run holds the same
 -- tokens): the mean coefficient in each run, the cosine of the base model's value vector with the
 -- direction, and the mean write along it, mean(m_i)·⟨v_i, d̂⟩ (base_dot is ⟨v_i, d̂⟩). The tuned
 -- write uses the tuned model's value vector, v_i + δv_i (tuned_dot), when `actwh diff` stored δv
--- (DPO barely moves it).
-CREATE MACRO tracked_writes(base_run, tuned_run, direction_name) AS TABLE
+-- (DPO barely moves it). Only the prompts of arm `arm_name` count.
+CREATE MACRO tracked_writes(base_run, tuned_run, direction_name, arm_name) AS TABLE
     WITH base AS (
         SELECT r.model, m.mlp_gated AS gated FROM runs r JOIN models m ON m.name = r.model
         WHERE r.name = base_run
@@ -472,7 +498,11 @@ CREATE MACRO tracked_writes(base_run, tuned_run, direction_name) AS TABLE
     d AS (
         SELECT vec::FLOAT[] AS v, norm FROM direction_of((SELECT model FROM base), direction_name)
     ),
-    generated AS (SELECT prompt, pos FROM tokens WHERE run = base_run AND is_generated),
+    generated AS (
+        SELECT prompt, pos FROM tokens
+        WHERE run = base_run AND is_generated
+          AND prompt IN (SELECT prompt FROM arm_prompts(base_run, arm_name))
+    ),
     means AS (
         SELECT a.layer, a.neuron,
                avg(a.act) FILTER (WHERE a.run = base_run) AS base_mean,

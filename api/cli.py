@@ -609,6 +609,13 @@ def directions():
     "GPT-NeoX).",
 )
 @click.option("--layers", default="all", show_default=True, help="--delta: layers.")
+@click.option(
+    "--arm",
+    default="plain",
+    show_default=True,
+    help="--delta: the prompts averaged over: plain, an encoding (rot13, base64, leet), chat, "
+    "or all.",
+)
 @click.option("--random", "random_", is_flag=True, help="A random Gaussian direction (a baseline).")
 @click.option("--seed", default=0, show_default=True, help="--random: seed.")
 @click.option("--replace", is_flag=True, help="Overwrite a direction of the same name.")
@@ -625,6 +632,7 @@ def directions_add(
     delta,
     site,
     layers,
+    arm,
     random_,
     seed,
     replace,
@@ -651,6 +659,7 @@ def directions_add(
                 model=model,
                 site=site,
                 layers=None if layers == "all" else layers,
+                arm=arm,
                 replace=replace,
             )
             norms = "  ".join(f"{row['name']}:{row['norm']:.3g}" for row in added)

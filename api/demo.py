@@ -34,11 +34,13 @@ import numpy as np
 import polars as pl
 
 from actwh.api.output import rate
+from actwh.errors import ActwhError
 from actwh.ingest.prompts import shipped_chats, shipped_prompts
 from actwh.train.dpo import DPOOptions
 
 STEPS = 10
 CONTROL = "unaligned-control"
+LAYER_RUN = "base.last-layer"  # the base model teacher-forced on base: mlp_post of its last layer
 
 
 @dataclass
@@ -52,7 +54,10 @@ class StudySettings:
     )
     track: int = 64
     lens_k: int = 5
-    target_tokens: str = " garbage, trash, stupid"
+    # the logit lens's target tokens; None: those the base model says first in its continuations
+    # scored toxic (query toxic_tokens on its evaluation), so that Figure 1 tracks what it says
+    target_tokens: str | None = None
+    n_targets: int = 3
     transforms: tuple[str, ...] = ("rot13", "base64", "leet")
     n_transformed: int = 20
     unalign_top_k: int = 7
@@ -191,23 +196,68 @@ class Study:
         return name
 
     def paired_runs(self) -> None:
-        self.step(7, "base run over the test prompts, DPO teacher-forced on the same tokens")
+        self.step(
+            7,
+            "base run over the test prompts, DPO teacher-forced on the same tokens, and every "
+            "neuron of the last layer on them (for selectivity)",
+        )
+        self.targets = self._target_tokens()
         self._run("base", self.base, prompts=self.analysis, prompt_set="analysis")
         self._run("dpo", self.tuned, teacher_force="base", generate=0)
+        last = self.base.adapter.n_layers - 1
+        self._run(
+            LAYER_RUN,
+            self.base,
+            teacher_force="base",
+            generate=0,
+            capture=["mlp_post"],
+            layers=[last],
+            track_neurons="",
+            logit_lens=0,
+            target_tokens="",
+        )
+
+    def _target_tokens(self) -> str:
+        """The settings' target tokens, or the first tokens of the base model's continuations
+        scored toxic on the test prompts (evaluating it now: step 9 then reuses it)."""
+        s = self.s
+        if s.target_tokens is not None:
+            return s.target_tokens
+        started = self.wh.sql("select config from runs where name = 'base'")
+        if started.height:  # resumed: the tokens it chose when it started
+            return ",".join(f"#{i}" for i in json.loads(started.item())["target_tokens"])
+        from actwh.train.evaluate import eval_run_name
+
+        self._evaluate(self.base)
+        found = self.wh.query(
+            "toxic_tokens", run=eval_run_name(self.base.name, "test"), scorer=s.scorer
+        ).head(s.n_targets)
+        if found.is_empty():
+            self.echo("      logit-lens targets: none (no continuation was scored toxic)")
+            return ""
+        self.echo(
+            "      logit-lens targets, the first tokens of its continuations scored toxic: "
+            + ", ".join(repr(t) for t in found["token"])
+        )
+        return ",".join(f"#{i}" for i in found["token_id"])
 
     def _run(self, name: str, model, **how) -> None:
-        """Ingest run ``name`` of ``model`` with the study's capture, unless it is complete."""
+        """Ingest run ``name`` of ``model`` with the study's capture (or ``how``'s), unless it is
+        complete."""
         s = self.s
         if self.has("runs where name = $r and status = 'complete'", r=name):
             return
+        study = {
+            "generate": s.generate,
+            "capture": ["resid_mid", "resid_post"],  # resid_post: δx's decomposition
+            "track_neurons": f"toxic_probe:{s.track}",
+            "logit_lens": s.lens_k,
+            "target_tokens": self.targets,
+        }
         summary = self.wh.ingest(
             model,
             name=name,
-            **{"generate": s.generate, **how},
-            capture=["resid_mid"],
-            track_neurons=f"toxic_probe:{s.track}",
-            logit_lens=s.lens_k,
-            target_tokens=s.target_tokens,
+            **(study | how),
             batch_size=s.batch_size,
             progress=s.progress,
         )
@@ -284,6 +334,8 @@ class Study:
 
     def findings(self) -> dict:
         self.step(10, "named analyses and the report")
+        if not self.has("scores where run = 'base' and scorer = $s", s=self.s.scorer):
+            self.wh.score("base", scorer=self.s.scorer)  # labels for selectivity
         written = self.wh.report(self.out / "report.html", scorer=self.s.scorer)
         findings = collect_findings(self.wh, self.base.name, self.s.scorer, written.plan.layer)
         findings["report"] = str(written.page)
@@ -319,6 +371,7 @@ def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
         }
     runs = {"base_run": "base", "tuned_run": "dpo"}
     drop = wh.query("activation_drop", **runs, n=5)
+    paper_rank = wh.query("activation_drop", **runs, n=5, rank="cosine", replicates=1)
     total = wh.query("tracked_write", **runs).filter(pl.col("layer").is_null()).row(0, named=True)
     offset = wh.query("residual_offset", prefix="dx")
     offset_cos = wh.query("residual_offset_intervals", prefix="dx")
@@ -343,13 +396,72 @@ def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
         "seed_mechanism": [seed0, *_seed_mechanism(wh)],
         "pairs_scorer": scorer,
         "activation_drop": drop.to_dicts(),
+        "paper_rank": paper_rank.select("layer", "neuron", "base_mean").to_dicts(),
+        "drop_baseline": wh.query("drop_baseline", **runs, n=5).to_dicts(),
+        "selectivity": _selectivity(wh, scorer),
         "tracked_write": total,
         "dx_norm": dict(zip(offset["layer"].to_list(), offset["dx_norm"].to_list(), strict=True)),
         "dx_cos": offset_cos.to_dicts(),
         "figure5": {"layer": layer, "per_layer": shift.to_dicts()},
+        "decomposition": _decomposition(wh),
+        "figure1": _figure1(wh),
         "value_vectors": vectors,
         "gaps": gaps,
     }
+
+
+def _figure1(wh) -> list[dict]:
+    """Per target token of the base run's logit lens: the highest mean probability over layers
+    at the last prompt position in base and DPO, and how often the base run generates it."""
+    found = []
+    for token in wh.sql("select distinct token from token_probs where run = 'base' order by 1")[
+        "token"
+    ]:
+        lens = wh.query("logit_lens_target", token=token).filter(
+            pl.col("run").is_in(["base", "dpo"])
+        )
+        peaks = {
+            run: lens.filter(pl.col("run") == run).sort("mean_prob").row(-1, named=True)
+            for run in ("base", "dpo")
+            if lens.filter(pl.col("run") == run).height
+        }
+        said = wh.sql(
+            "select count(*) from tokens where run = 'base' and is_generated and token = $t",
+            {"t": token},
+        ).item()
+        found.append({"token": token, "peaks": peaks, "generated": said})
+    return found
+
+
+def _decomposition(wh) -> list[dict]:
+    """dx_decomposition of the last δx layer, or nothing if the runs lack resid_post."""
+    try:
+        return wh.query("dx_decomposition", prefix="dx").to_dicts()
+    except ActwhError:
+        return []
+
+
+SELECTIVITY_LABELS = ("score:{scorer}", "category:provocative")
+
+
+def _selectivity(wh, scorer: str) -> list[dict]:
+    """selectivity_null and the three most selective neurons, for the tracked neurons (base run)
+    and every neuron of the last layer (LAYER_RUN), by continuation score and prompt category."""
+    found = []
+    runs = set(wh.sql("select name from runs where status = 'complete'")["name"])
+    for run in ("base", LAYER_RUN):
+        for labels in SELECTIVITY_LABELS:
+            if run not in runs:
+                continue
+            given = {"run": run, "labels": labels.format(scorer=scorer)}
+            try:
+                null = wh.query("selectivity_null", **given).row(0, named=True)
+                top = wh.query("selectivity", **given).head(3)
+            except ActwhError as e:  # e.g. too few continuations scored toxic
+                found.append({**given, "not_computed": str(e)})
+                continue
+            found.append({**given, **null, "top": top.to_dicts()})
+    return found
 
 
 def _seed_mechanism(wh) -> list[dict]:
@@ -410,12 +522,126 @@ def _print_seed_mechanism(rows: list[dict], echo: Callable) -> None:
     echo(f"    cos(δx, toxic_probe) at layer {layer}: {cosines}")
 
 
+def _flag_breakage(ev: dict, echo: Callable) -> None:
+    """An un-aligned model whose perplexity interval lies above its control's is broken, not
+    un-aligned: its toxicity change is flagged, not reported as un-aligning."""
+    if "unaligned" not in ev or CONTROL not in ev:
+        return
+    edit, control = ev["unaligned"]["perplexity"], ev[CONTROL]["perplexity"]
+    if edit["value_lo"] is not None and control["value_hi"] is not None:
+        broken = edit["value_lo"] > control["value_hi"]
+    else:
+        broken = edit["value"] > control["value"]
+    if broken:
+        echo(
+            f"  flagged: the un-aligned model's perplexity ({edit['value']:.1f}) is beyond its "
+            f"control's ({control['value']:.1f}): its toxicity change comes with breakage and is "
+            "not reported as un-aligning"
+        )
+    else:
+        echo("  un-aligning: perplexity within its control's; the toxicity change stands")
+
+
+def _print_baseline(rows: list[dict], echo: Callable) -> None:
+    """drop_baseline: is the drop specific to the selected neurons and to toxic prompts?"""
+    if not rows:
+        return
+    echo(
+        "  control: the same change for neurons not selected and for neutral prompts — Σ write "
+        "along toxic_probe and Σ|m̄|, base → DPO (relative change), plain prompts:"
+    )
+    for r in rows:
+        who = f"{r['neurons']} ({r['n_neurons']})"
+        echo(
+            f"    {who:<26} {r['prompts']:<12} write {r['base_write']:+8.2f} → "
+            f"{r['tuned_write']:+8.2f} ({r['write_relative_change']:+.1%})   "
+            f"|m̄| {r['abs_relative_change']:+.1%}"
+        )
+
+
+def _print_selectivity(rows: list[dict], echo: Callable) -> None:
+    """selectivity_null: selective neurons against shuffled labels, and the top three."""
+    if not rows:
+        return
+    echo(
+        "  selectivity: mean write along toxic_probe on toxic minus clean prompts (plain), per "
+        "neuron; selective when |Welch t| > 3, against the same count under label shuffles:"
+    )
+    for r in rows:
+        if "not_computed" in r:
+            echo(f"    {r['run']}, labels {r['labels']}: not computed: {r['not_computed']}")
+            continue
+        where = "tracked neurons" if r["run"] == "base" else f"neurons of {r['run']}"
+        echo(
+            f"    {r['neurons']} {where}, labels {r['labels']} ({r['n_toxic']} toxic, "
+            f"{r['n_clean']} clean): {r['selective']} selective ({r['toward']} toward, "
+            f"{r['away']} away) against {r['null_mean']:.1f} under {r['permutations']} shuffles "
+            f"(95th percentile {r['null_p95']:.0f}, p {r['null_p']:.3f}); split-half r "
+            f"{_optional(r['split_half_r'])}"
+        )
+        top = "; ".join(
+            f"L{t['layer']} #{t['neuron']} t {t['t']:+.1f} (p_perm {t['p_perm']:.3f})"
+            for t in r["top"]
+        )
+        echo(f"      most toward: {top}")
+
+
+def _print_decomposition(rows: list[dict], echo: Callable) -> None:
+    """dx_decomposition: which blocks' output changes make δx of the last layer."""
+    if not rows:
+        echo("  δx decomposition: not computed (the runs did not store resid_post)")
+        return
+    attn = sum(r["attn_share"] for r in rows)
+    mlp = sum(r["mlp_share"] or 0 for r in rows)
+    top = sorted(
+        [(r["attn_share"], f"attn {r['block']}") for r in rows]
+        + [(r["mlp_share"], f"mlp {r['block']}") for r in rows if r["mlp_share"] is not None],
+        reverse=True,
+    )[:4]
+    largest = ", ".join(f"{name} {share:+.1%}" for share, name in top)
+    echo(
+        f"  δx of layer {rows[0]['dx_layer']} (‖δx‖ {rows[0]['dx_norm']:.1f}) decomposed exactly "
+        f"into the blocks' output changes, as shares along δx: attention {attn:+.1%} (with the "
+        f"embedding's), MLPs {mlp:+.1%}; largest: {largest} (sum error "
+        f"{rows[0]['sum_error']:.1e})"
+    )
+
+
+def _print_figure1(rows: list[dict], echo: Callable) -> None:
+    """Figure 1: the lens's target tokens, how likely they get, and whether the model says them."""
+    if not rows:
+        return
+    echo(
+        "  Figure 1, logit lens at the last prompt position: the highest mean probability of each "
+        "target token over layers, base → DPO (and how often the base run generates it):"
+    )
+    for r in rows:
+        peaks = r["peaks"]
+        text = " → ".join(
+            f"{peaks[run]['mean_prob']:.2e} (layer {peaks[run]['layer']} {peaks[run]['site']})"
+            for run in ("base", "dpo")
+            if run in peaks
+        )
+        echo(f"    {r['token']!r:<12} {text}; generated {r['generated']} times")
+
+
+def _optional(value, spec: str = "+.2f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def _print_gaps(gaps: dict, echo: Callable) -> None:
     """The DPO offset along the probe by prompt encoding and by chat message."""
     where = f"at {gaps['site']} {gaps['layer']}"
     encoded = "; ".join(
         f"{r['transform']} ({r['prompts']}) {r['base_dot']:+.2f} → {r['tuned_dot']:+.2f} "
-        f"({r['gap']:+.2f})"
+        f"({r['gap']:+.2f}"
+        + (
+            ""
+            if r["source_gap"] is None
+            else f"; their plain sources {r['source_gap']:+.2f}, "
+            f"{r['gap'] / r['source_gap']:.0%} of it"
+        )
+        + ")"
         for r in gaps["transform_gap"]
     )
     echo(f"  mean projection on toxic_probe {where}, generated tokens, base → DPO (gap):")
@@ -464,14 +690,15 @@ def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
         for m in [*models, CONTROL]:
             if m in ev:
                 echo(f"    {m:<22} {_interval(ev[m][metric])}")
+    _flag_breakage(ev, echo)
     total = f["tracked_write"]
     echo(
-        f"  neurons writing toward toxic_probe: the top 5 of {total['neurons']} tracked, by the "
-        "cosine of their mean write m̄·v with it;"
+        f"  neurons writing toward toxic_probe: the top 5 of {total['neurons']} tracked, by their "
+        "mean write m̄·⟨v, d̂⟩ in the base run;"
     )
     echo(
-        "  mean coefficient m and mean write m·⟨v, d̂⟩ over generated tokens, base → DPO "
-        "(change [95% bootstrap interval over prompts]):"
+        "  mean coefficient m and mean write m·⟨v, d̂⟩ over generated tokens of the plain prompts, "
+        "base → DPO (change [95% bootstrap interval over prompts]):"
     )
     for row in f["activation_drop"]:
         echo(
@@ -482,6 +709,12 @@ def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
         )
     if not f["activation_drop"]:
         echo("    (no tracked neurons in both runs)")
+    paper = ", ".join(
+        f"L{r['layer']} #{r['neuron']} (m̄ {r['base_mean']:+.3f})" for r in f["paper_rank"]
+    )
+    echo(f"    (the paper's rule, by cosine alone, picks: {paper})")
+    _print_baseline(f["drop_baseline"], echo)
+    _print_selectivity(f["selectivity"], echo)
     echo(
         f"  net write of all {total['neurons']} tracked neurons along toxic_probe: "
         f"{total['base_write']:+.2f} → {total['tuned_write']:+.2f} "
@@ -497,10 +730,11 @@ def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
     )
     fig5 = f["figure5"]
     rows = fig5["per_layer"]
-    if rows:
-        low = min(rows, key=lambda r: r["layer_mean"])
-        high = max(rows, key=lambda r: r["layer_mean"])
-        best = max(rows, key=lambda r: r["oriented_mean"] or -2)
+    causal = [r for r in rows if r["causal"]]
+    if causal:
+        low = min(causal, key=lambda r: r["layer_mean"])
+        high = max(causal, key=lambda r: r["layer_mean"])
+        best = max(causal, key=lambda r: r["oriented_mean"] or -2)
         echo(
             f"  Figure 5, δv of layers < {fig5['layer']} against δx of layer {fig5['layer']} "
             "[95% bootstrap interval over δx's prompts]:"
@@ -510,13 +744,28 @@ def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
             f"to {_ci(high, 'layer_mean')} (layer {high['value_layer']}); oriented by sign(m̄) "
             f"up to {_ci(best, 'oriented_mean')} (layer {best['value_layer']})"
         )
-        aggregate = [r for r in rows if r["aggregate_cos"] is not None]
+        aggregate = [r for r in causal if r["aggregate_cos"] is not None]
         top = max(aggregate, key=lambda r: r["aggregate_cos"])
         per_layer = "  ".join(f"{r['value_layer']}:{r['aggregate_cos']:+.2f}" for r in aggregate)
         echo(
             f"    cos(Σ_i m̄_i·δv_i, δx) highest {_ci(top, 'aggregate_cos')} at layer "
             f"{top['value_layer']}; per layer: {per_layer}"
         )
+        own = [r for r in rows if not r["causal"]]
+        null = (
+            f"layer {own[0]['value_layer']} itself, after δx (cannot cause it): "
+            f"{_ci(own[0], 'aggregate_cos')}; "
+            if own
+            else ""
+        )
+        share = sum(r["aggregate_share"] for r in aggregate)
+        echo(
+            f"    its controls: {null}a random direction: |cos| < "
+            f"{rows[0]['random_cos_p95']:.3f} (95%); share of δx along itself that Σ over layers "
+            f"< {fig5['layer']} of Σ_i m̄_i·δv_i makes: {share:+.1%}"
+        )
+    _print_decomposition(f["decomposition"], echo)
+    _print_figure1(f["figure1"], echo)
     v = f["value_vectors"]
     echo(
         f"  value vectors base vs DPO: min cosine {v['min_cos']:.6f}, mean {v['mean_cos']:.6f}, "

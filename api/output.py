@@ -37,7 +37,7 @@ def output_options(command):
 
 def emit(frames: pl.DataFrame | Iterable[pl.DataFrame], output: tuple[str, str | None]) -> None:
     """Print a result (a DataFrame, or a stream of them: memory stays flat) as ``output`` says:
-    a table per chunk of rows, CSV with one header, JSON lines, or a Parquet file."""
+    a table per 10,000 rows, CSV with one header, JSON lines, or a Parquet file."""
     frames = [frames] if isinstance(frames, pl.DataFrame) else frames
     fmt, path = output
     if fmt == "parquet":
@@ -50,8 +50,26 @@ def emit(frames: pl.DataFrame | Iterable[pl.DataFrame], output: tuple[str, str |
         for frame in frames:
             sys.stdout.write(frame.write_ndjson())
     else:
-        for frame in frames:
+        for frame in _regrouped(frames, TABLE_ROWS):
             _print_table(frame)
+
+
+TABLE_ROWS = 10_000  # a table gets a header per this many rows; a smaller result, one table
+
+
+def _regrouped(frames: Iterable[pl.DataFrame], rows: int) -> Iterable[pl.DataFrame]:
+    """The stream's rows in frames of at least ``rows`` (the last may be smaller): DuckDB hands
+    back batches of any size, even a few rows each for a short result."""
+    held: list[pl.DataFrame] = []
+    count = 0
+    for frame in frames:
+        held.append(frame)
+        count += frame.height
+        if count >= rows:
+            yield pl.concat(held, how="vertical_relaxed")
+            held, count = [], 0
+    if held:
+        yield pl.concat(held, how="vertical_relaxed")
 
 
 def _print_table(frame: pl.DataFrame) -> None:

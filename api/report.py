@@ -75,9 +75,10 @@ def make_plan(
     error naming it, never a page that says "Not available"); the rest is chosen from it."""
     _check_asked(wh, base_run, tuned_run, direction, token)
     direction = direction or DEFAULT_DIRECTION
-    pairs = wh.sql(
-        "select name, source_run, model from runs where mode = 'teacher_forced' "
-        "and status = 'complete' order by created_at"
+    pairs = wh.sql(  # another model replaying a run (not the same model capturing more of it)
+        "select r.name, r.source_run, r.model from runs r join runs s on s.name = r.source_run "
+        "where r.mode = 'teacher_forced' and r.status = 'complete' and r.model <> s.model "
+        "order by r.created_at"
     )
     if tuned_run is None and pairs.height:
         row = (
@@ -351,7 +352,10 @@ def _figure5(wh: Warehouse, p: Plan):
         f"cos(δv, δx of layer {p.layer}) for every value vector of each earlier layer; "
         "oriented by the sign of the neuron's mean coefficient m̄ in the base run (what the "
         "change of its write m·δv does); and cos(Σ m̄·δv, δx) per layer. The table: each "
-        "layer's means, with 95% bootstrap intervals over the prompts δx averages.",
+        "layer's means, with 95% bootstrap intervals over the prompts δx averages, and their "
+        f"nulls: the row of layer {p.layer} itself (causal false: its MLP comes after δx, so it "
+        "cannot cause it) and random_cos_p95 (|cos| of δx with random directions, 95th "
+        "percentile); aggregate_share is the part of δx along itself that a layer's Σ m̄·δv makes.",
         charts.value_vector_shift(frame, p.layer),
         means,
     )

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from actwh.api.writes import Writes
 from actwh.arguments import check, checks_arguments
-from actwh.errors import ActwhError, arg
+from actwh.errors import ActwhError, arg, unknown
 from actwh.queries.loader import named_queries, named_query
 from actwh.warehouse import layout
 from actwh.warehouse.arrays import column_to_numpy
@@ -189,21 +189,43 @@ class Warehouse(Writes):
 
     def query_batches(self, name: str, **params) -> Iterator[pl.DataFrame]:
         """:meth:`query`, streamed like :meth:`sql_batches` (a Python analysis comes whole)."""
-        named = named_query(name)
+        named, bound = self._bound(name, params)
         if named.run is not None:
-            yield self.query(name, **params)
+            yield named.run(self.sql, **bound)
             return
-        yield from self.sql_batches(named.sql, named.bind(params) or None)
+        yield from self.sql_batches(named.sql, bound or None)
 
     def query(self, name: str, **params) -> pl.DataFrame:
         """Run a named analysis from ``queries/`` (see :meth:`queries`), parameters bound.
 
         >>> wh.query("activation_drop", base_run="base", tuned_run="dpo", n=5)
         """
-        named = named_query(name)
+        named, bound = self._bound(name, params)
         if named.run is not None:  # a Python analysis (queries/loader.py)
-            return named.run(self.sql, **named.bind(params))
-        return self.sql(named.sql, named.bind(params) or None)
+            return named.run(self.sql, **bound)
+        return self.sql(named.sql, bound or None)
+
+    def _bound(self, name: str, params: dict):
+        """The named query and its parameters, bound and checked."""
+        named = named_query(name)
+        bound = named.bind(params)
+        self._check_names(bound)
+        return named, bound
+
+    RUN_PARAMS = ("run", "base_run", "tuned_run", "selected_by")
+
+    def _check_names(self, params: dict) -> None:
+        """A named query's runs and arm must be there: a typo is an error naming it, never an
+        empty answer (SQL that finds no rows cannot tell a typo from nothing)."""
+        runs = self.sql("select name from runs")["name"].to_list()
+        for key in self.RUN_PARAMS:
+            if params.get(key) is not None and params[key] not in runs:
+                raise unknown(f"run for {key}", params[key], runs)
+        if params.get("arm") not in (None, "all"):
+            run = params.get("base_run") or params.get("run")
+            arms = self.sql("select distinct arm from prompt_arms($r)", {"r": run})["arm"]
+            if params["arm"] not in arms:
+                raise unknown(f"arm of run {run}", params["arm"], [*arms, "all"])
 
     def pca(
         self,

@@ -318,12 +318,14 @@ class Writes:
         model: str | None = None,
         site: str | None = None,
         layers=None,
+        arm: str = "plain",
         replace: bool = False,
     ) -> list[dict]:
         """Register δx per layer — the mean over paired tokens of ``tuned − base`` at ``site``
-        (default: the site the MLP reads, resid_mid; resid_pre for GPT-NeoX) — as directions
-        ``NAME.LAYER`` of ``model`` (default: the base run's model). The runs must hold the same
-        tokens (a teacher-forced pair) and store ``site``'s vectors."""
+        (default: the site the MLP reads, resid_mid; resid_pre for GPT-NeoX) over the prompts of
+        ``arm`` (plain, an encoding such as rot13, chat, or all) — as directions ``NAME.LAYER``
+        of ``model`` (default: the base run's model). The runs must hold the same tokens (a
+        teacher-forced pair) and store ``site``'s vectors."""
         from actwh.arguments import parse_layers
         from actwh.warehouse.directions import add_direction, delta_directions
         from actwh.warehouse.registry import model_row
@@ -337,10 +339,16 @@ class Writes:
             n_layers = model_row(self.store.catalog, owner)["n_layers"] if owner else 0
             chosen = parse_layers(layers, n_layers)
         site = site or self.sql("select mlp_input($r)", {"r": base_run}).item()
-        deltas = delta_directions(self.snapshot, base_run, tuned_run, site, chosen)
+        deltas = delta_directions(self.snapshot, base_run, tuned_run, site, chosen, arm)
         added = []
         for layer, vector in deltas.items():
-            meta = {"base_run": base_run, "tuned_run": tuned_run, "site": site, "layer": layer}
+            meta = {
+                "base_run": base_run,
+                "tuned_run": tuned_run,
+                "site": site,
+                "layer": layer,
+                "arm": arm,
+            }
             added.append(
                 add_direction(
                     self.store,

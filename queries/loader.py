@@ -31,10 +31,15 @@ from importlib.resources import files
 from actwh.errors import ActwhError
 
 _HEADER = re.compile(r"^--\s*(name|answers|paper|needs):\s*(.*)$")
-_PARAM = re.compile(r"^--\s*param\s+(\w+)\s*(?:=\s*(.+?))?\s*:\s*(.*)$")
+# A default is JSON: a quoted string (which may hold a colon) or a bare value.
+_PARAM = re.compile(r'^--\s*param\s+(\w+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|.+?))?\s*:\s*(.*)$')
 _USED = re.compile(r"\$([A-Za-z_]\w*)")
 _REQUIRED = object()
-PYTHON_MODULES = ("actwh.queries.offset_intervals",)
+PYTHON_MODULES = (
+    "actwh.queries.offset_intervals",
+    "actwh.queries.selectivity",
+    "actwh.queries.decomposition",
+)
 
 
 @dataclass(frozen=True)

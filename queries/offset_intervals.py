@@ -32,7 +32,7 @@ RESIDUAL_OFFSET_INTERVALS = """
 
 VALUE_VECTOR_SHIFT_INTERVALS = """
 -- name: value_vector_shift_intervals
--- answers: How sure are Figure 5's summaries? For every layer j below δx's layer ℓ: layer_mean, the mean cos(δv_i, δx^ℓ); oriented_mean, the mean sign(m̄_i)·cos(δv_i, δx^ℓ); aggregate_cos, cos(Σ_i m̄_i·δv_i, δx^ℓ) — each with a 95% bootstrap interval over the prompts δx was averaged over (δv and m̄ held fixed). The point values equal value_vector_shift's.
+-- answers: How sure are Figure 5's summaries, and do they beat their nulls? For every layer j up to δx's layer ℓ: layer_mean, the mean cos(δv_i, δx^ℓ); oriented_mean, the mean sign(m̄_i)·cos(δv_i, δx^ℓ); aggregate_cos, cos(Σ_i m̄_i·δv_i, δx^ℓ) — each with a 95% bootstrap interval over the prompts δx was averaged over (δv and m̄ held fixed) — and aggregate_share, the part of δx^ℓ that Σ_i m̄_i·δv_i makes up along δx^ℓ (its projection on δx̂^ℓ over ‖δx^ℓ‖). Nulls: the row of layer ℓ itself (causal false: its MLP comes after resid_mid ℓ, so it cannot cause δx^ℓ), and random_cos_p95, the 95th percentile of |cos| between δx^ℓ and 1,000 random Gaussian directions. The point values equal value_vector_shift's.
 -- paper: Figure 5, with the error bars the paper does not give
 -- needs: as value_vector_shift, and the runs' stored vectors at δx's site
 -- param model: the tuned model
@@ -104,7 +104,7 @@ def value_vector_shift_intervals(
     shifts = sql(
         """SELECT d.layer, d.delta, d.delta_norm, means.m
            FROM value_vector_diffs d LEFT JOIN mean_coefficients($run) means USING (layer, neuron)
-           WHERE d.model = $model AND d.layer < $layer ORDER BY d.layer, d.neuron""",
+           WHERE d.model = $model AND d.layer <= $layer ORDER BY d.layer, d.neuron""",
         {"run": meta["base_run"], "model": model, "layer": layer},
     )
     if shifts.is_empty():
@@ -115,6 +115,10 @@ def value_vector_shift_intervals(
     m = shifts["m"].fill_null(np.nan).to_numpy()
     fired = ~np.isnan(m)
     layers = shifts["layer"].to_numpy()
+    rng = np.random.default_rng(0)
+    random = rng.standard_normal((1000, dx_all.shape[0]))
+    random_p95 = float(np.quantile(np.abs(_cosines(random, dx_all, dx_all)[1]), 0.95))
+    dx_mean = dx_all / n.sum()  # δx itself: the mean over tokens
     rows = []
     for j in np.unique(layers):
         at = layers == j
@@ -131,7 +135,13 @@ def value_vector_shift_intervals(
             ),
             "aggregate_cos": ((m[at & fired, None] * delta[at & fired]).sum(0), True),
         }
-        row = {"value_layer": int(j)}
+        written = (m[at & fired, None] * delta[at & fired]).sum(0)
+        row = {
+            "value_layer": int(j),
+            "causal": bool(j < layer),
+            "aggregate_share": float(written @ dx_mean / (dx_mean @ dx_mean)),
+            "random_cos_p95": random_p95,
+        }
         for name, (vector, normalise) in summaries.items():
             if vector is None:
                 row |= {name: None, f"{name}_lo": None, f"{name}_hi": None}
@@ -149,13 +159,22 @@ ANALYSES = [
 
 
 def paired_sums(sql, meta: dict, layer: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per prompt of δx's runs (``meta``: base_run, tuned_run, site): the summed difference
-    tuned − base over its tokens at ``layer`` (``[P, d]``, float64) and its token count."""
+    """Per prompt of δx's runs (``meta``: base_run, tuned_run, site, arm): the summed difference
+    tuned − base over its tokens at ``layer`` (``[P, d]``, float64) and its token count. δx
+    registered before arms existed averaged every prompt (arm all)."""
     frames = [
         sql(
             """SELECT prompt, vec FROM residuals
-               WHERE run = $run AND layer = $layer AND site = $site ORDER BY prompt, pos""",
-            {"run": meta[run], "layer": layer, "site": meta["site"]},
+               WHERE run = $run AND layer = $layer AND site = $site
+                 AND prompt IN (SELECT prompt FROM arm_prompts($base, $arm))
+               ORDER BY prompt, pos""",
+            {
+                "run": meta[run],
+                "layer": layer,
+                "site": meta["site"],
+                "base": meta["base_run"],
+                "arm": meta.get("arm", "all"),
+            },
         )
         for run in ("base_run", "tuned_run")
     ]

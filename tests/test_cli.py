@@ -308,3 +308,14 @@ def test_sql_output_streams_in_flat_memory(tmp_path, gpt2_dir, prompts_file):
         small = peak_rss_kb(actwh_bin, "sql", wh, query + "from range(100000)", fmt)
         large = peak_rss_kb(actwh_bin, "sql", wh, query + "from range(1000000)", fmt)
         assert large < 1.5 * small, (fmt, small, large)
+
+
+def test_a_short_result_is_one_table_however_duckdb_batches_it(capsys):
+    """DuckDB hands back a GROUP BY's rows in batches of a few rows: still one table, one header."""
+    import polars as pl
+
+    from actwh.api.output import emit
+
+    emit(iter([pl.DataFrame({"run": ["a", "b"]}), pl.DataFrame({"run": ["c"]})]), ("table", None))
+    out = capsys.readouterr().out
+    assert out.count("| run") == 1 and all(f"| {r} " in out for r in "abc")

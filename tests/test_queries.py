@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import subprocess
 import sys
 
@@ -93,6 +94,11 @@ def test_every_named_query_is_non_empty_and_typed(wh):
         "prompt_shift": {"base_run": "base", "tuned_run": "dpo", "layer": 2},
         "neuron_contexts": {"base_run": "base", "tuned_run": "dpo", **tracked(wh)},
         "neuron_histogram": {"base_run": "base", "tuned_run": "dpo", **tracked(wh)},
+        "drop_baseline": {"base_run": "base", "tuned_run": "dpo"},
+        "selectivity": {"run": "base", "labels": "category:provocative", "permutations": 20},
+        "selectivity_null": {"run": "base", "labels": "category:provocative", "permutations": 20},
+        "dx_decomposition": {},
+        "toxic_tokens": {"run": "eval.tiny-gpt2.test", "threshold": 0.0, "first": False},
     }
     assert set(params) == set(wh.queries()["name"])
     for name, given in params.items():
@@ -119,16 +125,31 @@ def test_top_toxic_vectors(wh):
     )
 
 
-def mean_writes(wh, run: str, along_tuned: bool = False) -> dict:
-    """By hand: per tracked neuron, mean m over the base run's generated tokens, and mean m·⟨v, d̂⟩
-    (v + δv, the tuned model's value vector, with ``along_tuned``)."""
-    acts = wh.scan("neuron_acts").filter(pl.col("run") == run).collect()
-    generated = (
+def plain_prompts(wh) -> list[int]:
+    """By hand: the base run's prompts that are neither an encoded variant nor a chat."""
+    return wh.sql(
+        "select prompt from prompts where prompt_set = 'analysis' "
+        "and transform is null and messages is null order by prompt"
+    )["prompt"].to_list()
+
+
+def generated_tokens(wh, prompts: list[int] | None = None) -> pl.DataFrame:
+    """``prompt, pos`` of the base run's generated tokens (of ``prompts``; default: plain ones)."""
+    prompts = plain_prompts(wh) if prompts is None else prompts
+    return (
         wh.scan("tokens")
-        .filter(pl.col("run") == "base", pl.col("is_generated"))
+        .filter(pl.col("run") == "base", pl.col("is_generated"), pl.col("prompt").is_in(prompts))
         .select("prompt", "pos")
         .collect()
     )
+
+
+def mean_writes(wh, run: str, along_tuned: bool = False, prompts=None) -> dict:
+    """By hand: per tracked neuron, mean m over the base run's generated tokens (of ``prompts``;
+    default: the plain ones), and mean m·⟨v, d̂⟩ (v + δv, the tuned model's value vector, with
+    ``along_tuned``)."""
+    acts = wh.scan("neuron_acts").filter(pl.col("run") == run).collect()
+    generated = generated_tokens(wh, prompts)
     means = (
         acts.join(generated, on=["prompt", "pos"])
         .group_by("layer", "neuron")
@@ -146,9 +167,14 @@ def mean_writes(wh, run: str, along_tuned: bool = False) -> dict:
 
 
 def test_activation_drop(wh):
-    got = wh.query("activation_drop", base_run="base", tuned_run="dpo", n=3)
+    got = wh.query("activation_drop", base_run="base", tuned_run="dpo", n=3, rank="cosine")
     base, tuned = mean_writes(wh, "base"), mean_writes(wh, "dpo", along_tuned=True)
-    n_generated = wh.sql("select count(*) from tokens where run = 'base' and is_generated").item()
+    n_generated = generated_tokens(wh).height
+    assert (
+        0
+        < n_generated
+        < wh.sql("select count(*) from tokens where run = 'base' and is_generated").item()
+    )
     for row in got.iter_rows(named=True):
         key = (row["layer"], row["neuron"])
         assert row["base_mean"] == pytest.approx(base[key][0], rel=1e-5, abs=1e-7)
@@ -156,9 +182,54 @@ def test_activation_drop(wh):
         assert row["base_write"] == pytest.approx(base[key][1], rel=1e-4, abs=1e-7)
         assert row["tuned_write"] == pytest.approx(tuned[key][1], rel=1e-4, abs=1e-7)
         assert row["n_tokens"] == n_generated
-    # GPT-2 (GELU): ranked by the cosine of the value vector, as in the paper
+    # GPT-2 (GELU): rank cosine is the paper's, by the cosine of the value vector
     assert got["write_cosine"].to_list() == got["cosine"].to_list()
     assert got["cosine"].to_list() == sorted(got["cosine"].to_list(), reverse=True)
+    # by default, by the base run's mean write: the largest writers toward the direction
+    by_write = wh.query("activation_drop", base_run="base", tuned_run="dpo", n=3)
+    np.testing.assert_allclose(
+        by_write["base_write"], sorted(w for _, w in base.values())[::-1][:3], rtol=1e-4
+    )
+    # every arm is its own: the base64 variants alone, or every prompt pooled
+    for arm, prompts in (
+        ("base64", "select prompt from prompts where transform = 'base64'"),
+        ("all", "select prompt from prompts where prompt_set = 'analysis'"),
+    ):
+        chosen = wh.sql(prompts)["prompt"].to_list()
+        by_hand = mean_writes(wh, "base", prompts=chosen)
+        for row in wh.query("activation_drop", base_run="base", tuned_run="dpo", arm=arm).iter_rows(
+            named=True
+        ):
+            assert row["base_write"] == pytest.approx(
+                by_hand[(row["layer"], row["neuron"])][1], rel=1e-4, abs=1e-7
+            )
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (
+            {"arm": "rot31"},
+            "'rot31': no such arm of run base (did you mean 'rot13'?); known: all, base64, chat",
+        ),
+        (
+            {"base_run": "bsae"},
+            "'bsae': no such run for base_run (did you mean 'base'?); known: base",
+        ),
+        ({"rank": "size"}, "activation_drop: rank 'size': expected write or cosine"),
+    ],
+)
+def test_a_mistyped_arm_run_or_rank_is_an_error_that_names_it(wh, params, message):
+    given = {"base_run": "base", "tuned_run": "dpo", **params}
+    for query in ("activation_drop", "drop_baseline", "tracked_write"):
+        if query == "tracked_write" and "rank" in params:
+            continue
+        expected = message.replace("activation_drop", query)
+        with pytest.raises(ActwhError, match="^" + re.escape(expected)):  # the message, as it is
+            wh.query(query, **given)
+    # SQL of one's own that reads an arm gets the macro's error, as it is
+    with pytest.raises(ActwhError, match=re.escape("run base has no prompts in arm 'rot31'")):
+        wh.sql("select * from arm_prompts('base', 'rot31')")
 
 
 def bootstrap_draws(wh, n: int, replicates: int) -> np.ndarray:
@@ -180,7 +251,7 @@ def test_activation_drop_intervals_are_a_paired_bootstrap_over_prompts(wh):
     """Each neuron's change, and its write's, resampled by hand over the base run's prompts."""
     replicates = 200
     got = wh.query("activation_drop", base_run="base", tuned_run="dpo", n=3, replicates=replicates)
-    generated = wh.sql("select prompt, pos from tokens where run = 'base' and is_generated")
+    generated = generated_tokens(wh)
     prompts = np.unique(generated["prompt"].to_numpy())
     draws = bootstrap_draws(wh, len(prompts), replicates)
     d = wh.direction("toxic_probe")
@@ -236,6 +307,10 @@ def test_residual_offset(wh):
     probe = wh.direction("toxic_probe")
     for row in got.iter_rows(named=True):
         dx = wh.direction(f"dx.{row['layer']}")
+        # δx is the mean over the plain prompts' tokens only
+        by_hand = resampled_offsets(wh, row["layer"], np.arange(len(plain_prompts(wh)))[None])[0]
+        np.testing.assert_allclose(dx, by_hand, rtol=1e-4, atol=1e-6)
+        assert row["arm"] == "plain"
         assert row["dx_norm"] == pytest.approx(np.linalg.norm(dx), rel=1e-5)
         assert row["cos_with_direction"] == pytest.approx(cos(dx, probe), abs=1e-5)
         # the mean projection shift measured at ingest equals δx · unit(probe)
@@ -249,8 +324,8 @@ def resampled_offsets(wh, layer: int, draws: np.ndarray) -> np.ndarray:
     frames = [
         wh.sql(
             "select prompt, vec from residuals where run = $r and layer = $l "
-            "and site = 'resid_mid' order by prompt, pos",
-            {"r": run, "l": layer},
+            "and site = 'resid_mid' and prompt in (select unnest($p)) order by prompt, pos",
+            {"r": run, "l": layer, "p": plain_prompts(wh)},
         )
         for run in ("base", "dpo")
     ]
@@ -258,6 +333,77 @@ def resampled_offsets(wh, layer: int, draws: np.ndarray) -> np.ndarray:
     prompts = frames[0]["prompt"].to_numpy()
     rows = [np.flatnonzero(prompts == p) for p in np.unique(prompts)]
     return np.array([diff[np.concatenate([rows[i] for i in drawn])].mean(0) for drawn in draws])
+
+
+def test_dx_decomposition_adds_up_to_the_stored_offset(wh):
+    """Each block's output change by hand from the stored means (plain prompts): attention k is
+    δresid_mid_k − δresid_post_{k−1}, MLP k is δresid_post_k − δresid_mid_k; they sum to δx."""
+    got = wh.query("dx_decomposition")
+    layer = got["dx_layer"][0]
+    assert got["block"].to_list() == list(range(layer + 1))
+    dx = wh.direction(f"dx.{layer}")
+    plain = plain_prompts(wh)
+
+    def delta(site, k):
+        means = [
+            np.vstack(
+                wh.sql(
+                    "select vec from residuals where run = $r and site = $s and layer = $l "
+                    "and prompt in (select unnest($p))",
+                    {"r": run, "s": site, "l": k, "p": plain},
+                )["vec"].to_list()
+            )
+            .astype(np.float64)
+            .mean(0)
+            for run in ("base", "dpo")
+        ]
+        return means[1] - means[0]
+
+    parts = [delta("resid_mid", 0)]
+    for k in range(layer):
+        parts.append(delta("resid_post", k) - delta("resid_mid", k))  # MLP k
+        parts.append(delta("resid_mid", k + 1) - delta("resid_post", k))  # attention k + 1
+    total = np.sum(parts, axis=0)
+    assert np.linalg.norm(total - dx) / np.linalg.norm(dx) < 1e-3  # the acceptance bound
+    assert got["sum_error"][0] < 1e-3
+    shares = got["attn_share"].sum() + got["mlp_share"].sum()
+    assert shares == pytest.approx(1.0, abs=1e-3)
+    for k in range(layer):
+        row = got.row(k, named=True)
+        mlp = delta("resid_post", k) - delta("resid_mid", k)
+        assert row["mlp_share"] == pytest.approx(mlp @ dx / (dx @ dx), abs=1e-5)
+        assert row["mlp_norm"] == pytest.approx(np.linalg.norm(mlp), rel=1e-4, abs=1e-7)
+    assert got["mlp_share"][layer] is None  # MLP ℓ comes after resid_mid ℓ
+    with pytest.raises(ActwhError, match=re.escape("no δx direction dx.99 (layers: 0-2)")):
+        wh.query("dx_decomposition", layer=99)
+
+
+def test_toxic_tokens_are_the_first_tokens_of_toxic_continuations(wh):
+    run = "eval.tiny-gpt2.test"
+    scores = wh.sql(
+        "select prompt, score from scores where run = $r and scorer = 'profanity'", {"r": run}
+    )
+    threshold = float(np.median(scores["score"]))  # about half the continuations count as toxic
+    got = wh.query("toxic_tokens", run=run, threshold=threshold, n=1000)
+    first = wh.sql(
+        "select t.prompt, t.token_id, t.token from tokens t join generations g using (run, prompt) "
+        "where t.run = $r and t.pos = g.n_prompt_tokens",
+        {"r": run},
+    ).join(scores, on="prompt")
+    first = first.filter(pl.col("token").str.contains(r"^\s.*[[:alnum:]]"))
+    by_hand = (
+        first.group_by("token_id")
+        .agg(
+            (pl.col("score") >= threshold).sum().alias("in_toxic"),
+            (pl.col("score") < threshold).sum().alias("in_clean"),
+        )
+        .filter(pl.col("in_toxic") > 0)
+        .sort(["in_toxic", "in_clean", "token_id"], descending=[True, False, False])
+    )
+    assert got["token_id"].to_list() == by_hand["token_id"].to_list()
+    assert got["in_toxic"].to_list() == by_hand["in_toxic"].to_list()
+    with pytest.raises(ActwhError, match="^run base has no wordlist scores"):
+        wh.query("toxic_tokens", run="base", scorer="wordlist")
 
 
 def test_residual_offset_intervals_resample_prompts(wh):
@@ -269,7 +415,7 @@ def test_residual_offset_intervals_resample_prompts(wh):
     np.testing.assert_allclose(
         layers["cos_with_direction"], offset["cos_with_direction"], atol=1e-5
     )
-    n_prompts = wh.sql("select count(distinct prompt) from tokens where run = 'base'").item()
+    n_prompts = len(plain_prompts(wh))  # δx is the plain arm's
     assert set(got["n_prompts"]) == {n_prompts}
     probe = wh.direction("toxic_probe")
     replicate_cos = []
@@ -305,10 +451,14 @@ def test_value_vector_shift_intervals_resample_prompts(wh):
         .agg(pl.col("layer_mean", "oriented_mean", "aggregate_cos").first())
         .sort("value_layer")
     )
-    assert got["value_layer"].to_list() == shift["value_layer"].to_list() == [0, 1]
+    # layer 2 itself is the null row: its MLP comes after δx of layer 2
+    assert got["value_layer"].to_list() == [0, 1, 2]
+    assert got["causal"].to_list() == [True, True, False]
+    causal = got.filter("causal")
+    assert causal["value_layer"].to_list() == shift["value_layer"].to_list() == [0, 1]
     for column in ("layer_mean", "oriented_mean", "aggregate_cos"):
-        np.testing.assert_allclose(got[column], shift[column], atol=1e-5)
-    n_prompts = wh.sql("select count(distinct prompt) from tokens where run = 'base'").item()
+        np.testing.assert_allclose(causal[column], shift[column], atol=1e-5)
+    n_prompts = len(plain_prompts(wh))
     dx = resampled_offsets(wh, 2, bootstrap_draws(wh, n_prompts, replicates))
     delta, keys = wh.vectors("value_vector_diffs", model="dpo")
     m = wh.sql(
@@ -329,6 +479,13 @@ def test_value_vector_shift_intervals_resample_prompts(wh):
             np.quantile(values, [0.025, 0.975]),
             atol=1e-5,
         )
+    # the part of δx along itself that Σ m̄·δv of layer 0 makes; a random direction's |cos|
+    dx_mean = wh.direction("dx.2").astype(np.float64)
+    assert row["aggregate_share"] == pytest.approx(
+        (m @ mine) @ dx_mean / (dx_mean @ dx_mean), rel=1e-3, abs=1e-6
+    )
+    d_model = len(dx_mean)
+    assert 1 / np.sqrt(d_model) < row["random_cos_p95"] < 3 / np.sqrt(d_model)
 
 
 def test_value_vector_shift(wh):
@@ -527,7 +684,7 @@ def test_queries_cli_and_errors(study):
     unknown = CliRunner().invoke(main, ["query", str(wh_path), "nope"])
     assert (
         unknown.exit_code == 2
-        and "named queries: activation_drop, logit_lens_target" in unknown.stderr
+        and "named queries: activation_drop, drop_baseline, dx_decomposition" in unknown.stderr
     )
     bad_param = CliRunner().invoke(main, ["query", str(wh_path), "toxicity_table", "-p", "k=3"])
     assert (

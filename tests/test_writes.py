@@ -138,7 +138,9 @@ def test_search_and_table1(planted):
 def test_activation_drop_writes(planted):
     arch, wh, d = planted
     with actwh.open(wh) as w:
-        drop = w.query("activation_drop", base_run="base", tuned_run="tuned", direction="d", n=400)
+        runs = {"base_run": "base", "tuned_run": "tuned", "direction": "d", "n": 400}
+        drop = w.query("activation_drop", **runs, rank="cosine")
+        by_write = w.query("activation_drop", **runs)
         total = w.query("tracked_write", base_run="base", tuned_run="tuned", direction="d")
         acts = w.sql(
             """select layer, neuron, avg(act) as m from neuron_acts a
@@ -165,6 +167,9 @@ def test_activation_drop_writes(planted):
         assert planted_row["write_cosine"] == planted_row["cosine"]
         assert planted_row["base_write"] == pytest.approx(-0.5 * 2.996, rel=1e-3)
     assert drop["write_cosine"].to_list() == sorted(drop["write_cosine"], reverse=True)
+    # by default, by the write itself: the planted neuron first (llama) or last (gpt2) again
+    assert by_write["base_write"].to_list() == sorted(by_write["base_write"], reverse=True)
+    assert by_write.row(0 if arch == "llama" else -1, named=True)["neuron"] == NEURON
     whole = total.filter(pl.col("layer").is_null()).row(0, named=True)
     assert whole["base_write"] == pytest.approx(sum(by_hand.values()), rel=1e-4)
     assert whole["neurons"] == len(by_hand)

@@ -181,6 +181,11 @@ def _store_items(
     writer.commit()
 
 
+def eval_run_name(model: str, prompt_set: str) -> str:
+    """The run an evaluation generates its continuations in."""
+    return f"eval.{model}.{prompt_set}"
+
+
 def score_run(store: Store, run: str, scorer_name: str, scorer_kwargs: dict | None = None) -> float:
     """Score a run's continuations (once per scorer) and return their mean."""
     snapshot = Snapshot(store)
@@ -241,7 +246,7 @@ def evaluate(
     samples, f1_source = f1_samples(f1_data, n_f1)
     text_path = Path(ppl_text) if ppl_text else shipped_text()
     text = read_text_file(text_path)
-    run = f"eval.{loaded.name}.{prompts.name}"
+    run = eval_run_name(loaded.name, prompts.name)
     existing = store.catalog.get("runs", name=run)
     if existing is None or existing["status"] != "complete":
         options = IngestOptions(

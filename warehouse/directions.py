@@ -96,9 +96,10 @@ def mean_difference(base: np.ndarray, tuned: np.ndarray) -> np.ndarray:
 
 
 def delta_directions(
-    snapshot, base_run: str, tuned_run: str, site: str, layers=None
+    snapshot, base_run: str, tuned_run: str, site: str, layers=None, arm: str = "plain"
 ) -> dict[int, np.ndarray]:
-    """δx per layer: mean over paired tokens of ``tuned − base`` at ``site``.
+    """δx per layer: mean over paired tokens of ``tuned − base`` at ``site``, over the prompts of
+    ``arm`` (plain, an encoding, chat, or all: see the ``arm_prompts`` macro).
 
     The runs must hold the same token sequences (a teacher-forced pair), and both must have
     stored full vectors of ``site`` (``capture``).
@@ -142,11 +143,13 @@ def delta_directions(
         raise ActwhError(f"{site} is not stored for layers {missing} of both runs")
     deltas = {}
     query = """select vec from residuals where run = $run and layer = $layer and site = $site
-               order by prompt, pos"""
+               and prompt in (select prompt from arm_prompts($base, $arm)) order by prompt, pos"""
     for layer in wanted:
         base, tuned = (
             column_to_numpy(
-                snapshot.execute(query, {"run": r, "layer": layer, "site": site}).column("vec")
+                snapshot.execute(
+                    query, {"run": r, "layer": layer, "site": site, "base": base_run, "arm": arm}
+                ).column("vec")
             )
             for r in (base_run, tuned_run)
         )

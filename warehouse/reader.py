@@ -301,7 +301,15 @@ def _sql_errors() -> Iterator[None]:
             raise ActwhError(
                 "refused: the statement writes; SQL on a warehouse is read-only"
             ) from error
-        raise ActwhError(f"SQL error: {_first_line(error)}") from error
+        line = _first_line(error)
+        if f"Error: {OWN_ERROR}" in line:  # a macro's or named query's: the message is the error
+            raise ActwhError(line.split(f"Error: {OWN_ERROR}", 1)[1]) from error
+        raise ActwhError(f"SQL error: {line}") from error
+
+
+# What SQL of actwh's own (schema.sql's macros, queries/) starts an error(...) message with, so
+# that the message reaches the user as it is, not as DuckDB's "SQL error: Invalid Input Error".
+OWN_ERROR = "actwh: "
 
 
 def _read_root(root: Path, private: Path) -> Path:
