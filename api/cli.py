@@ -1066,6 +1066,14 @@ def dpo(base, pairs_file, out, warehouse, name, device, **options):
     "for gated MLPs, whose coefficients are signed; GPT-2 ranks by the cosine of v).",
 )
 @click.option("--seed", default=0, show_default=True, help="--control-of: the random seed.")
+@click.option(
+    "--match",
+    type=click.Choice(["scale", "write"]),
+    default="scale",
+    show_default=True,
+    help="--control-of: scale the random keys by the same factor, or by a factor per layer "
+    "that adds as much write (mean |m|·‖v‖ in the variant's --run, times s − 1) as the edit.",
+)
 @click.option("--device", default="auto", show_default=True)
 def variant(
     warehouse,
@@ -1080,6 +1088,7 @@ def variant(
     per_layer,
     run,
     seed,
+    match,
     device,
 ):
     """Register a derived model: an intervention the rest of actwh treats like any model.
@@ -1088,7 +1097,7 @@ def variant(
     Examples:
       actwh variant wh minus-probe --base embedded --subtract toxic_probe --scale 50
       actwh variant wh unaligned --base dpo --unalign toxic_probe --top-k 7 --scale 10 --run dpo
-      actwh variant wh unaligned-control --control-of unaligned --seed 0
+      actwh variant wh unaligned-control --control-of unaligned --seed 0 --match write
     """
     given = [x for x in (subtract_direction, unalign_direction, control_of) if x is not None]
     if len(given) != 1:
@@ -1100,7 +1109,9 @@ def variant(
     context = click.get_current_context()
     with _warehouse(warehouse) as wh:
         if control_of is not None:
-            row = wh.control_variant(name, of=control_of, seed=seed, base=base, device=device)
+            row = wh.control_variant(
+                name, of=control_of, seed=seed, match=match, base=base, device=device
+            )
         elif subtract_direction:
             context.meta["flags"] = {"direction": "--subtract"}
             row = wh.subtract_variant(
@@ -1126,9 +1137,11 @@ def variant(
     edit = json.loads(row["config"])["edit"]
     keys = ", ".join(f"{l}:{n}" for l, n in edit.get("keys", []))
     if control_of is not None:
+        from actwh.ingest.interventions import scaling
+
         click.echo(
             f"registered control {row['name']} of {row['parent']}: keys of {keys} "
-            f"scaled by {edit['scale']:g} (seed {seed})"
+            f"{scaling(edit)} (seed {seed})"
         )
     elif subtract_direction:
         click.echo(

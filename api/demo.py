@@ -11,18 +11,19 @@ its result is already in the warehouse, so a rerun resumes where the last one st
     chats (``analysis``)
  5. preference pairs from the train prompts (greedy vs probe-steered)
  6. DPO, sized for a CPU (learning rate 1e-5, 2 epochs; the paper's Table 8 otherwise)
- 7. a base run over the test prompts (resid_mid, projections, tracked neurons, logit lens) and
-    the DPO model teacher-forced on the same tokens
+ 7. a base run over the analysis prompts (resid_mid and resid_post, projections, tracked
+    neurons, the logit lens on the tokens the base model says first when it is toxic — it is
+    evaluated first for that), the DPO model teacher-forced on the same tokens, and the base
+    model teacher-forced again to store every neuron of its last layer (for selectivity)
  8. δx per layer, weight differences, the un-aligned variant of the DPO model (the keys of the 7
     neurons whose mean write in the DPO run points most along the probe, ×10) and its control
-    (7 keys in the same layers chosen at random, ×10)
+    (7 keys in the same layers chosen at random, scaled to add as much write per layer)
  9. evaluation of base, DPO, un-aligned and control: toxicity, perplexity, F1
-10. the named analyses, a findings summary, and the report
+10. the named analyses, the findings with their controls (api/findings.py), and the report
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from collections.abc import Callable
@@ -30,11 +31,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import click
-import numpy as np
-import polars as pl
 
 from actwh.api.output import rate
-from actwh.errors import ActwhError
 from actwh.ingest.prompts import shipped_chats, shipped_prompts
 from actwh.train.dpo import DPOOptions
 
@@ -283,13 +281,15 @@ class Study:
                 run="dpo",
             )
         if not self.has("models where name = $m", m=CONTROL):
-            wh.control_variant(CONTROL, of="unaligned", seed=0)
+            # random keys in the same layers, scaled to add as much write as the edit there
+            wh.control_variant(CONTROL, of="unaligned", seed=0, match="write")
+        from actwh.ingest.interventions import scaling
+
         for name in ("unaligned", CONTROL):
             config = wh.sql("select config from models where name = $m", {"m": name}).item()
-            keys = json.loads(config)["edit"]["keys"]
-            self.echo(
-                f"      {name}: keys {', '.join(f'{l}:{n}' for l, n in keys)} × {s.unalign_scale:g}"
-            )
+            edit = json.loads(config)["edit"]
+            keys = ", ".join(f"{l}:{n}" for l, n in edit["keys"])
+            self.echo(f"      {name}: keys {keys} {scaling(edit)}")
 
     def evaluations(self) -> None:
         s = self.s
@@ -337,6 +337,8 @@ class Study:
         if not self.has("scores where run = 'base' and scorer = $s", s=self.s.scorer):
             self.wh.score("base", scorer=self.s.scorer)  # labels for selectivity
         written = self.wh.report(self.out / "report.html", scorer=self.s.scorer)
+        from actwh.api.findings import collect_findings, print_findings
+
         findings = collect_findings(self.wh, self.base.name, self.s.scorer, written.plan.layer)
         findings["report"] = str(written.page)
         findings["seconds"] = time.monotonic() - self.started
@@ -356,421 +358,3 @@ def run_study(
         study.offset_and_variants()
         study.evaluations()
         return study.findings()
-
-
-def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
-    """The study's numbers, from the named analyses (``layer``: δx's layer for Figure 5)."""
-    order = [base_model, "dpo", "unaligned", CONTROL]
-    evaluations: dict = {}
-    for r in wh.query("toxicity_table").iter_rows(named=True):
-        row = evaluations.setdefault(r["model"], {"toxicity": {}})
-        for metric in ("perplexity", "f1"):
-            row[metric] = {k.replace(metric, "value"): v for k, v in r.items() if metric in k}
-        row["toxicity"][r["scorer"]] = {
-            k.replace("toxicity", "value"): v for k, v in r.items() if k.startswith("toxicity")
-        }
-    runs = {"base_run": "base", "tuned_run": "dpo"}
-    drop = wh.query("activation_drop", **runs, n=5)
-    paper_rank = wh.query("activation_drop", **runs, n=5, rank="cosine", replicates=1)
-    total = wh.query("tracked_write", **runs).filter(pl.col("layer").is_null()).row(0, named=True)
-    offset = wh.query("residual_offset", prefix="dx")
-    offset_cos = wh.query("residual_offset_intervals", prefix="dx")
-    last_layer = offset_cos.filter(pl.col("layer").is_not_null()).row(-1, named=True)
-    seed0 = {"model": "dpo", **total, "dx_cos": last_layer}
-    shift = wh.query("value_vector_shift_intervals", model="dpo", layer=layer, prefix="dx")
-    vectors = wh.sql(
-        "select min(cosine) as min_cos, avg(cosine) as mean_cos, avg(delta_norm) as mean_shift "
-        "from value_vector_diffs where model = 'dpo'"
-    ).row(0, named=True)
-    gaps = {"layer": layer, "site": wh.sql("select mlp_input('base')").item()}
-    for query in ("transform_gap", "turn_gap"):
-        frame = wh.query(query, **runs, layer=layer, site=gaps["site"])
-        gaps[query] = frame.to_dicts()
-    return {
-        "evaluations": {m: evaluations[m] for m in order if m in evaluations},
-        "seeds": wh.sql(
-            "select model, scorer, toxicity, perplexity, f1 from evaluations "
-            "where prompt_set = 'test' and (model = 'dpo' or model like 'dpo.seed%') "
-            "order by scorer, model = 'dpo' desc, model"
-        ).to_dicts(),
-        "seed_mechanism": [seed0, *_seed_mechanism(wh)],
-        "pairs_scorer": scorer,
-        "activation_drop": drop.to_dicts(),
-        "paper_rank": paper_rank.select("layer", "neuron", "base_mean").to_dicts(),
-        "drop_baseline": wh.query("drop_baseline", **runs, n=5).to_dicts(),
-        "selectivity": _selectivity(wh, scorer),
-        "tracked_write": total,
-        "dx_norm": dict(zip(offset["layer"].to_list(), offset["dx_norm"].to_list(), strict=True)),
-        "dx_cos": offset_cos.to_dicts(),
-        "figure5": {"layer": layer, "per_layer": shift.to_dicts()},
-        "decomposition": _decomposition(wh),
-        "figure1": _figure1(wh),
-        "value_vectors": vectors,
-        "gaps": gaps,
-    }
-
-
-def _figure1(wh) -> list[dict]:
-    """Per target token of the base run's logit lens: the highest mean probability over layers
-    at the last prompt position in base and DPO, and how often the base run generates it."""
-    found = []
-    for token in wh.sql("select distinct token from token_probs where run = 'base' order by 1")[
-        "token"
-    ]:
-        lens = wh.query("logit_lens_target", token=token).filter(
-            pl.col("run").is_in(["base", "dpo"])
-        )
-        peaks = {
-            run: lens.filter(pl.col("run") == run).sort("mean_prob").row(-1, named=True)
-            for run in ("base", "dpo")
-            if lens.filter(pl.col("run") == run).height
-        }
-        said = wh.sql(
-            "select count(*) from tokens where run = 'base' and is_generated and token = $t",
-            {"t": token},
-        ).item()
-        found.append({"token": token, "peaks": peaks, "generated": said})
-    return found
-
-
-def _decomposition(wh) -> list[dict]:
-    """dx_decomposition of the last δx layer, or nothing if the runs lack resid_post."""
-    try:
-        return wh.query("dx_decomposition", prefix="dx").to_dicts()
-    except ActwhError:
-        return []
-
-
-SELECTIVITY_LABELS = ("score:{scorer}", "category:provocative")
-
-
-def _selectivity(wh, scorer: str) -> list[dict]:
-    """selectivity_null and the three most selective neurons, for the tracked neurons (base run)
-    and every neuron of the last layer (LAYER_RUN), by continuation score and prompt category."""
-    found = []
-    runs = set(wh.sql("select name from runs where status = 'complete'")["name"])
-    for run in ("base", LAYER_RUN):
-        for labels in SELECTIVITY_LABELS:
-            if run not in runs:
-                continue
-            given = {"run": run, "labels": labels.format(scorer=scorer)}
-            try:
-                null = wh.query("selectivity_null", **given).row(0, named=True)
-                top = wh.query("selectivity", **given).head(3)
-            except ActwhError as e:  # e.g. too few continuations scored toxic
-                found.append({**given, "not_computed": str(e)})
-                continue
-            found.append({**given, **null, "top": top.to_dicts()})
-    return found
-
-
-def _seed_mechanism(wh) -> list[dict]:
-    """Per seed after the study's own (``--seeds``) whose DPO model was teacher-forced on the base
-    run and has δx: the net write of the tracked neurons (base → that model) and cos(δx,
-    toxic_probe) at the last layer."""
-    runs = set(wh.sql("select name from runs where status = 'complete'")["name"])
-    deltas = set(wh.sql("select name from directions where kind = 'delta'")["name"])
-    found = []
-    for seed in itertools.count(1):
-        names = seed_names(seed)
-        if names["model"] not in runs:
-            break
-        if not any(d.startswith(names["dx"] + ".") for d in deltas):
-            continue
-        total = wh.query("tracked_write", base_run="base", tuned_run=names["model"])
-        offset = wh.query("residual_offset_intervals", prefix=names["dx"])
-        found.append(
-            {
-                "model": names["model"],
-                **total.filter(pl.col("layer").is_null()).row(0, named=True),
-                "dx_cos": offset.filter(pl.col("layer").is_not_null()).row(-1, named=True),
-            }
-        )
-    return found
-
-
-def _print_seeds(rows: list[dict], echo: Callable) -> None:
-    """The DPO model of every seed: each scorer's toxicity, perplexity, F1; mean and spread."""
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    if len(models) < 2:
-        return
-
-    def spread(values: list[float]) -> str:
-        listed = " / ".join(f"{v:.3f}" for v in values)
-        return f"{listed} (mean {np.mean(values):.3f}, sd {np.std(values, ddof=1):.3f})"
-
-    echo(f"  DPO over {len(models)} seeds of pairs → DPO ({', '.join(models)}):")
-    for scorer in dict.fromkeys(r["scorer"] for r in rows):
-        values = [r["toxicity"] for r in rows if r["scorer"] == scorer]
-        echo(f"    toxicity by {scorer:<10} {spread(values)}")
-    first = [r for r in rows if r["scorer"] == rows[0]["scorer"]]
-    echo(f"    perplexity             {spread([r['perplexity'] for r in first])}")
-    echo(f"    f1                     {spread([r['f1'] for r in first])}")
-
-
-def _print_seed_mechanism(rows: list[dict], echo: Callable) -> None:
-    """Each seed's DPO model teacher-forced on the base run: net write and cos(δx, probe)."""
-    if len(rows) < 2:
-        return
-    writes = " / ".join(f"{r['tuned_write']:+.2f}" for r in rows)
-    echo(
-        f"    net write of the {rows[0]['neurons']} tracked neurons along toxic_probe, base "
-        f"{rows[0]['base_write']:+.2f} → {writes}"
-    )
-    layer = rows[0]["dx_cos"]["layer"]
-    cosines = " / ".join(_ci(r["dx_cos"], "cos_with_direction") for r in rows)
-    echo(f"    cos(δx, toxic_probe) at layer {layer}: {cosines}")
-
-
-def _flag_breakage(ev: dict, echo: Callable) -> None:
-    """An un-aligned model whose perplexity interval lies above its control's is broken, not
-    un-aligned: its toxicity change is flagged, not reported as un-aligning."""
-    if "unaligned" not in ev or CONTROL not in ev:
-        return
-    edit, control = ev["unaligned"]["perplexity"], ev[CONTROL]["perplexity"]
-    if edit["value_lo"] is not None and control["value_hi"] is not None:
-        broken = edit["value_lo"] > control["value_hi"]
-    else:
-        broken = edit["value"] > control["value"]
-    if broken:
-        echo(
-            f"  flagged: the un-aligned model's perplexity ({edit['value']:.1f}) is beyond its "
-            f"control's ({control['value']:.1f}): its toxicity change comes with breakage and is "
-            "not reported as un-aligning"
-        )
-    else:
-        echo("  un-aligning: perplexity within its control's; the toxicity change stands")
-
-
-def _print_baseline(rows: list[dict], echo: Callable) -> None:
-    """drop_baseline: is the drop specific to the selected neurons and to toxic prompts?"""
-    if not rows:
-        return
-    echo(
-        "  control: the same change for neurons not selected and for neutral prompts — Σ write "
-        "along toxic_probe and Σ|m̄|, base → DPO (relative change), plain prompts:"
-    )
-    for r in rows:
-        who = f"{r['neurons']} ({r['n_neurons']})"
-        echo(
-            f"    {who:<26} {r['prompts']:<12} write {r['base_write']:+8.2f} → "
-            f"{r['tuned_write']:+8.2f} ({r['write_relative_change']:+.1%})   "
-            f"|m̄| {r['abs_relative_change']:+.1%}"
-        )
-
-
-def _print_selectivity(rows: list[dict], echo: Callable) -> None:
-    """selectivity_null: selective neurons against shuffled labels, and the top three."""
-    if not rows:
-        return
-    echo(
-        "  selectivity: mean write along toxic_probe on toxic minus clean prompts (plain), per "
-        "neuron; selective when |Welch t| > 3, against the same count under label shuffles:"
-    )
-    for r in rows:
-        if "not_computed" in r:
-            echo(f"    {r['run']}, labels {r['labels']}: not computed: {r['not_computed']}")
-            continue
-        where = "tracked neurons" if r["run"] == "base" else f"neurons of {r['run']}"
-        echo(
-            f"    {r['neurons']} {where}, labels {r['labels']} ({r['n_toxic']} toxic, "
-            f"{r['n_clean']} clean): {r['selective']} selective ({r['toward']} toward, "
-            f"{r['away']} away) against {r['null_mean']:.1f} under {r['permutations']} shuffles "
-            f"(95th percentile {r['null_p95']:.0f}, p {r['null_p']:.3f}); split-half r "
-            f"{_optional(r['split_half_r'])}"
-        )
-        top = "; ".join(
-            f"L{t['layer']} #{t['neuron']} t {t['t']:+.1f} (p_perm {t['p_perm']:.3f})"
-            for t in r["top"]
-        )
-        echo(f"      most toward: {top}")
-
-
-def _print_decomposition(rows: list[dict], echo: Callable) -> None:
-    """dx_decomposition: which blocks' output changes make δx of the last layer."""
-    if not rows:
-        echo("  δx decomposition: not computed (the runs did not store resid_post)")
-        return
-    attn = sum(r["attn_share"] for r in rows)
-    mlp = sum(r["mlp_share"] or 0 for r in rows)
-    top = sorted(
-        [(r["attn_share"], f"attn {r['block']}") for r in rows]
-        + [(r["mlp_share"], f"mlp {r['block']}") for r in rows if r["mlp_share"] is not None],
-        reverse=True,
-    )[:4]
-    largest = ", ".join(f"{name} {share:+.1%}" for share, name in top)
-    echo(
-        f"  δx of layer {rows[0]['dx_layer']} (‖δx‖ {rows[0]['dx_norm']:.1f}) decomposed exactly "
-        f"into the blocks' output changes, as shares along δx: attention {attn:+.1%} (with the "
-        f"embedding's), MLPs {mlp:+.1%}; largest: {largest} (sum error "
-        f"{rows[0]['sum_error']:.1e})"
-    )
-
-
-def _print_figure1(rows: list[dict], echo: Callable) -> None:
-    """Figure 1: the lens's target tokens, how likely they get, and whether the model says them."""
-    if not rows:
-        return
-    echo(
-        "  Figure 1, logit lens at the last prompt position: the highest mean probability of each "
-        "target token over layers, base → DPO (and how often the base run generates it):"
-    )
-    for r in rows:
-        peaks = r["peaks"]
-        text = " → ".join(
-            f"{peaks[run]['mean_prob']:.2e} (layer {peaks[run]['layer']} {peaks[run]['site']})"
-            for run in ("base", "dpo")
-            if run in peaks
-        )
-        echo(f"    {r['token']!r:<12} {text}; generated {r['generated']} times")
-
-
-def _optional(value, spec: str = "+.2f") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def _print_gaps(gaps: dict, echo: Callable) -> None:
-    """The DPO offset along the probe by prompt encoding and by chat message."""
-    where = f"at {gaps['site']} {gaps['layer']}"
-    encoded = "; ".join(
-        f"{r['transform']} ({r['prompts']}) {r['base_dot']:+.2f} → {r['tuned_dot']:+.2f} "
-        f"({r['gap']:+.2f}"
-        + (
-            ""
-            if r["source_gap"] is None
-            else f"; their plain sources {r['source_gap']:+.2f}, "
-            f"{r['gap'] / r['source_gap']:.0%} of it"
-        )
-        + ")"
-        for r in gaps["transform_gap"]
-    )
-    echo(f"  mean projection on toxic_probe {where}, generated tokens, base → DPO (gap):")
-    echo(f"    by prompt encoding: {encoded or 'no runs'}")
-    turns = "; ".join(
-        f"{r['part']} {r['base_dot']:+.2f} → {r['tuned_dot']:+.2f} ({r['gap']:+.2f})"
-        for r in gaps["turn_gap"]
-    )
-    chats = gaps["turn_gap"][0]["prompts"] if gaps["turn_gap"] else 0
-    echo(f"    in {chats} multi-turn chats, by message (all their tokens): {turns or 'none'}")
-
-
-def _interval(t: dict) -> str:
-    """``0.025 [0.019, 0.032]   change from its parent -0.076 [-0.123, -0.038]``."""
-    text = _ci(t, "value", sign="")
-    if t["value_change"] is not None:
-        text += f"   change from its parent {_ci(t, 'value_change')}"
-    return text
-
-
-def _ci(row: dict, value: str, sign: str = "+") -> str:
-    """``-0.282 [-0.294, -0.269]``: ``row[value]`` and its interval (``VALUE_lo``, ``VALUE_hi``),
-    if it has one."""
-    lo, hi = row[value + "_lo"], row[value + "_hi"]
-    span = "" if lo is None else f" [{lo:{sign}.3f}, {hi:{sign}.3f}]"
-    return f"{row[value]:{sign}.3f}{span}"
-
-
-def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
-    ev = f["evaluations"]
-    models = [m for m in ev if m != CONTROL]
-    echo("\nFindings")
-    scorers = sorted(
-        {s for m in ev.values() for s in m["toxicity"]}, key=lambda s: s != f["pairs_scorer"]
-    )
-    for scorer in scorers:
-        role = "chose the pairs" if scorer == f["pairs_scorer"] else "independent"
-        echo(f"  toxicity by {scorer} ({role}), mean [95% bootstrap interval over prompts]:")
-        for m in [*models, CONTROL]:
-            if scorer in ev.get(m, {}).get("toxicity", {}):
-                echo(f"    {m:<22} {_interval(ev[m]['toxicity'][scorer])}")
-    _print_seeds(f["seeds"], echo)
-    _print_seed_mechanism(f["seed_mechanism"], echo)
-    for metric, over in (("perplexity", "paragraphs of the text"), ("f1", "samples")):
-        echo(f"  {metric} [95% bootstrap interval over {over}]:")
-        for m in [*models, CONTROL]:
-            if m in ev:
-                echo(f"    {m:<22} {_interval(ev[m][metric])}")
-    _flag_breakage(ev, echo)
-    total = f["tracked_write"]
-    echo(
-        f"  neurons writing toward toxic_probe: the top 5 of {total['neurons']} tracked, by their "
-        "mean write m̄·⟨v, d̂⟩ in the base run;"
-    )
-    echo(
-        "  mean coefficient m and mean write m·⟨v, d̂⟩ over generated tokens of the plain prompts, "
-        "base → DPO (change [95% bootstrap interval over prompts]):"
-    )
-    for row in f["activation_drop"]:
-        echo(
-            f"    L{row['layer']:>2} #{row['neuron']:<5} cos(v, d) {row['cosine']:+.3f}  "
-            f"m {row['base_mean']:+.3f} → {row['tuned_mean']:+.3f} "
-            f"({_ci(row, 'change')})  write {row['base_write']:+.3f} → "
-            f"{row['tuned_write']:+.3f} ({_ci(row, 'write_change')})"
-        )
-    if not f["activation_drop"]:
-        echo("    (no tracked neurons in both runs)")
-    paper = ", ".join(
-        f"L{r['layer']} #{r['neuron']} (m̄ {r['base_mean']:+.3f})" for r in f["paper_rank"]
-    )
-    echo(f"    (the paper's rule, by cosine alone, picks: {paper})")
-    _print_baseline(f["drop_baseline"], echo)
-    _print_selectivity(f["selectivity"], echo)
-    echo(
-        f"  net write of all {total['neurons']} tracked neurons along toxic_probe: "
-        f"{total['base_write']:+.2f} → {total['tuned_write']:+.2f} "
-        f"({total['writing_toward']} of them write toward it in the base run)"
-    )
-    norms = "  ".join(f"{layer}:{norm:.3g}" for layer, norm in f["dx_norm"].items())
-    echo(f"  ‖δx‖ per layer (resid_mid, DPO − base): {norms}")
-    *layers, mean = f["dx_cos"]
-    echo(
-        f"  cos(δx, toxic_probe) [95% bootstrap interval over prompts]: "
-        f"{_ci(layers[-1], 'cos_with_direction')} at layer {layers[-1]['layer']}, "
-        f"mean over layers {_ci(mean, 'cos_with_direction')}"
-    )
-    fig5 = f["figure5"]
-    rows = fig5["per_layer"]
-    causal = [r for r in rows if r["causal"]]
-    if causal:
-        low = min(causal, key=lambda r: r["layer_mean"])
-        high = max(causal, key=lambda r: r["layer_mean"])
-        best = max(causal, key=lambda r: r["oriented_mean"] or -2)
-        echo(
-            f"  Figure 5, δv of layers < {fig5['layer']} against δx of layer {fig5['layer']} "
-            "[95% bootstrap interval over δx's prompts]:"
-        )
-        echo(
-            f"    mean cos(δv, δx) from {_ci(low, 'layer_mean')} (layer {low['value_layer']}) "
-            f"to {_ci(high, 'layer_mean')} (layer {high['value_layer']}); oriented by sign(m̄) "
-            f"up to {_ci(best, 'oriented_mean')} (layer {best['value_layer']})"
-        )
-        aggregate = [r for r in causal if r["aggregate_cos"] is not None]
-        top = max(aggregate, key=lambda r: r["aggregate_cos"])
-        per_layer = "  ".join(f"{r['value_layer']}:{r['aggregate_cos']:+.2f}" for r in aggregate)
-        echo(
-            f"    cos(Σ_i m̄_i·δv_i, δx) highest {_ci(top, 'aggregate_cos')} at layer "
-            f"{top['value_layer']}; per layer: {per_layer}"
-        )
-        own = [r for r in rows if not r["causal"]]
-        null = (
-            f"layer {own[0]['value_layer']} itself, after δx (cannot cause it): "
-            f"{_ci(own[0], 'aggregate_cos')}; "
-            if own
-            else ""
-        )
-        share = sum(r["aggregate_share"] for r in aggregate)
-        echo(
-            f"    its controls: {null}a random direction: |cos| < "
-            f"{rows[0]['random_cos_p95']:.3f} (95%); share of δx along itself that Σ over layers "
-            f"< {fig5['layer']} of Σ_i m̄_i·δv_i makes: {share:+.1%}"
-        )
-    _print_decomposition(f["decomposition"], echo)
-    _print_figure1(f["figure1"], echo)
-    v = f["value_vectors"]
-    echo(
-        f"  value vectors base vs DPO: min cosine {v['min_cos']:.6f}, mean {v['mean_cos']:.6f}, "
-        f"mean ‖δv‖ {v['mean_shift']:.3g}"
-    )
-    _print_gaps(f["gaps"], echo)
-    echo(f"  report: {f['report']} ({n_charts} charts as PNG beside it)")
-    echo(f"  total time {f['seconds'] / 60:.1f} min")

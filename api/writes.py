@@ -536,24 +536,58 @@ class Writes:
         return self._wrote(register_variant(self.store, name, loaded, edit))
 
     def control_variant(
-        self, name: str, *, of: str, seed: int = 0, base=None, device: str = "auto"
+        self,
+        name: str,
+        *,
+        of: str,
+        seed: int = 0,
+        match: str = "scale",
+        base=None,
+        device: str = "auto",
     ) -> dict:
         """Register a control for the un-aligned variant ``of``: as many keys, in the same
-        layers, chosen at random (``seed``), the same scale, the same base (``base``, when
-        given, must be it)."""
-        from actwh.ingest.interventions import control_recipe
+        layers, chosen at random (``seed``), the same base (``base``, when given, must be it),
+        scaled by the same factor (``match="scale"``) or by a factor per layer that adds as much
+        write as the edit does there (``match="write"``: mean |m|·‖v‖ of each key in the run
+        the edit chose its keys in, times s − 1)."""
+        from actwh.ingest.interventions import control_recipe, unaligning
         from actwh.ingest.registry import register_variant
 
         original = self.store.catalog.get("models", name=of)
         if original is None:
             raise ActwhError(f"{arg('of')} {of}: no such model")
-        edit = json.loads(original["config"] or "{}").get("edit")
-        edit = control_recipe(edit, of, original["d_mlp"], seed)
+        if match not in ("scale", "write"):
+            raise ActwhError(f"{arg('match')} {match!r}: expected scale or write")
+        edit = unaligning(json.loads(original["config"] or "{}").get("edit"), of)
         if base is not None and getattr(base, "name", base) != original["parent"]:
             raise ActwhError(f"{arg('of')} {of}: its base is {original['parent']}")
         loaded = self._model(original["parent"], device)
+        sizes = self._write_sizes(loaded, edit) if match == "write" else None
+        edit = control_recipe(edit, of, original["d_mlp"], seed, sizes)
         row = register_variant(self.store, name, loaded, edit, role="control")
         return self._wrote(row)
+
+    def _write_sizes(self, loaded, edit: dict | None):
+        """``[n_layers, d_mlp]``: each neuron's mean |m| in the run the edit chose its keys in,
+        times the norm of what it writes (NaN-free: 0 where it never fired)."""
+        import torch
+
+        from actwh.warehouse.search import mean_abs_coefficients
+
+        if not edit or not edit.get("run"):
+            raise ActwhError(
+                f"{arg('match')} write needs the run the un-aligned variant chose its keys in "
+                "(actwh variant --unalign ... --run RUN)"
+            )
+        a = loaded.adapter
+        mean_abs = np.nan_to_num(
+            mean_abs_coefficients(self.snapshot, edit["run"], a.n_layers, a.d_mlp)
+        )
+        with torch.no_grad():
+            norms = np.stack(
+                [a.write_vectors(l).float().norm(dim=1).cpu().numpy() for l in range(a.n_layers)]
+            )
+        return mean_abs * norms
 
     # ---- measuring --------------------------------------------------------------------------
 

@@ -97,7 +97,12 @@ def apply_edit(loaded: LoadedModel, edit: dict) -> None:
             )
         subtract(loaded, edit["layer"], vector, edit["scale"])
     elif edit["kind"] == "unalign":
-        scale_keys(loaded, [tuple(k) for k in edit["keys"]], edit["scale"])
+        by_layer = edit.get("layer_scales")  # a control matched on the added write
+        if by_layer is None:
+            scale_keys(loaded, [tuple(k) for k in edit["keys"]], edit["scale"])
+        else:
+            for l, n in edit["keys"]:
+                scale_keys(loaded, [(l, n)], by_layer[str(l)])
     else:
         raise ActwhError(f"unknown edit kind {edit['kind']!r}")
 
@@ -166,11 +171,32 @@ def unalign_recipe(
     }
 
 
-def control_recipe(edit: dict | None, variant: str, d_mlp: int, seed: int) -> dict:
-    """As many keys as the un-aligning ``edit`` of ``variant`` scales, in the same layers, the
-    same scale, chosen at random (``seed``) among the other neurons of those layers."""
+def scaling(edit: dict) -> str:
+    """How an un-aligning edit or its control scales its keys, in words."""
+    scales = edit.get("layer_scales")
+    if scales is None:
+        return f"scaled by {edit['scale']:g}"
+    return "scaled to add the edit's write: " + ", ".join(
+        f"×{v:.3g} in layer {k}" for k, v in scales.items()
+    )
+
+
+def unaligning(edit: dict | None, variant: str) -> dict:
+    """``variant``'s edit, if it is an un-aligning one (not a control); else an error."""
     if not edit or edit.get("kind") != "unalign" or "control_of" in edit:
         raise ActwhError(f"{variant!r} is not an un-aligned variant (actwh variant --unalign)")
+    return edit
+
+
+def control_recipe(
+    edit: dict | None, variant: str, d_mlp: int, seed: int, sizes: np.ndarray | None = None
+) -> dict:
+    """As many keys as the un-aligning ``edit`` of ``variant`` scales, in the same layers, chosen
+    at random (``seed``) among the other neurons of those layers; scaled by the same factor, or,
+    given ``sizes`` (``[n_layers, d_mlp]``: each neuron's mean |m|·‖v‖ in the edit's run), by a
+    factor per layer that makes the write they add, (s − 1)·Σ mean|m|·‖v‖, the edit's there.
+    Scaling a key multiplies m exactly in a gated MLP, and about so in a GELU one."""
+    edit = unaligning(edit, variant)
     rng = np.random.default_rng(seed)
     chosen = {tuple(k) for k in edit["keys"]}
     keys = []
@@ -178,7 +204,7 @@ def control_recipe(edit: dict | None, variant: str, d_mlp: int, seed: int) -> di
         count = sum(1 for l, _ in chosen if l == layer)
         others = [n for n in range(d_mlp) if (layer, n) not in chosen]
         keys += [(layer, int(n)) for n in sorted(rng.choice(others, size=count, replace=False))]
-    return {
+    recipe = {
         "kind": "unalign",
         "direction": None,
         "control_of": variant,
@@ -186,4 +212,19 @@ def control_recipe(edit: dict | None, variant: str, d_mlp: int, seed: int) -> di
         "top_k": len(keys),
         "scale": edit["scale"],
         "keys": [[l, n] for l, n in keys],
+        "match": "scale",
     }
+    if sizes is None:
+        return recipe
+    added, scales = {}, {}
+    for layer in sorted({l for l, _ in chosen}):
+        target = (edit["scale"] - 1) * sum(sizes[l, n] for l, n in chosen if l == layer)
+        own = sum(sizes[l, n] for l, n in keys if l == layer)
+        if not own > 0:
+            raise ActwhError(
+                f"the control's keys in layer {layer} never fire in run {edit['run']!r}: no "
+                "scale matches the edit's added write (try another seed)"
+            )
+        scales[str(layer)] = float(1 + target / own)
+        added[str(layer)] = float(target)
+    return recipe | {"match": "write", "layer_scales": scales, "added_write": added}

@@ -205,6 +205,46 @@ def test_unalign_chooses_the_writer(planted):
         assert "not an un-aligned variant" in cli_error(
             "variant", wh, "cc", "--control-of", not_unaligned
         )
+    if arch != "llama":  # chosen by the paper's rule, with no run: nothing to match a write in
+        assert "needs the run the un-aligned variant chose its keys in" in cli_error(
+            "variant", wh, "cm", "--control-of", "un", "--match", "write"
+        )
+        return
+    # matched on the added write: (s − 1)·mean|m|·‖v‖ over the keys of a layer, by hand
+    out = cli("variant", wh, "un-matched", "--control-of", "un", "--match", "write", "--seed", 3)
+    with actwh.open(wh) as w:
+        matched = json.loads(w.sql("select config from models where name = 'un-matched'").item())
+        mean_abs = dict(
+            w.sql(
+                """select layer || ':' || neuron, avg(abs(act)) from neuron_acts a
+                   join tokens t using (run, prompt, pos)
+                   where run = 'base' and t.is_generated group by all"""
+            ).iter_rows()
+        )
+        vectors, vkeys = w.vectors("value_vectors", model="planted")
+    norm = {
+        f"{l}:{n}": float(np.linalg.norm(v))
+        for (l, n), v in zip(vkeys.select("layer", "neuron").iter_rows(), vectors, strict=True)
+    }
+    edit = matched["edit"]
+    assert edit["match"] == "write" and edit["keys"] == control["keys"]  # same seed, same keys
+    layer = str(chosen[0][0])
+
+    def added(keys, scale):
+        return (scale - 1) * sum(mean_abs[f"{l}:{n}"] * norm[f"{l}:{n}"] for l, n in keys)
+
+    target = added(chosen, 10)
+    assert edit["added_write"][layer] == pytest.approx(target, rel=1e-3)
+    assert added(edit["keys"], edit["layer_scales"][layer]) == pytest.approx(target, rel=1e-3)
+    assert f"in layer {layer}" in out.stdout
+    # the registered model's key is the planted one times that factor
+    l, n = edit["keys"][0]
+    weights = {name: load_model(str(wh.parent / "planted"), device="cpu") for name in ("planted",)}[
+        "planted"
+    ].adapter.W_in(l)[:, n]
+    with actwh.open(wh) as w:
+        scaled = w.load_model("un-matched").adapter.W_in(l)[:, n]
+    torch.testing.assert_close(scaled, weights * edit["layer_scales"][layer], rtol=1e-5, atol=1e-6)
 
 
 def test_neuron_stats_are_every_neurons_sums(planted, tmp_path):

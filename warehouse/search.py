@@ -153,11 +153,21 @@ def value_vectors(snapshot: Snapshot, model: str, keys: list[tuple[int, int]]) -
     return column_to_numpy(table.column("vec"))
 
 
+def mean_abs_coefficients(snapshot: Snapshot, run: str, n_layers: int, d_mlp: int) -> np.ndarray:
+    """Each neuron's mean |m| in ``run`` (``mean_pos − mean_neg`` of ``neuron_means``):
+    ``[n_layers, d_mlp]``; NaN for a layer the run did not cover."""
+    return _neuron_means(snapshot, run, n_layers, d_mlp, "mean_pos - mean_neg")
+
+
 def mean_coefficients(snapshot: Snapshot, run: str, n_layers: int, d_mlp: int) -> np.ndarray:
     """Each neuron's mean coefficient in ``run`` (schema.sql's ``neuron_means``): ``[n_layers,
     d_mlp]``; NaN for a layer the run did not cover."""
+    return _neuron_means(snapshot, run, n_layers, d_mlp, "mean")
+
+
+def _neuron_means(snapshot: Snapshot, run: str, n_layers: int, d_mlp: int, value: str):
     rows = snapshot.execute(
-        "select layer, neuron, mean from neuron_means($run)", {"run": run}
+        f"select layer, neuron, {value} as value from neuron_means($run)", {"run": run}
     ).to_pydict()
     if not rows["layer"]:
         raise ActwhError(
@@ -165,5 +175,5 @@ def mean_coefficients(snapshot: Snapshot, run: str, n_layers: int, d_mlp: int) -
             "ingest it again"
         )
     means = np.full((n_layers, d_mlp), np.nan)
-    means[rows["layer"], rows["neuron"]] = rows["mean"]
+    means[rows["layer"], rows["neuron"]] = rows["value"]
     return means
