@@ -177,24 +177,40 @@ def _print_seed_mechanism(rows: list[dict], echo: Callable) -> None:
     echo(f"    cos(δx, toxic_probe) at layer {layer}: {cosines}")
 
 
-def _flag_breakage(ev: dict, echo: Callable) -> None:
-    """An un-aligned model whose perplexity interval lies above its control's is broken, not
-    un-aligned: its toxicity change is flagged, not reported as un-aligning."""
+def _flag_breakage(ev: dict, scorer: str, echo: Callable) -> None:
+    """Un-aligning is read against its control: an un-aligned model whose perplexity interval lies
+    above its control's is broken, not un-aligned; one whose toxicity change (by the scorer that
+    chose the pairs) does not clear its control's is not un-aligned either. Only a change beyond
+    the control's, at no more breakage, is reported as un-aligning."""
     if "unaligned" not in ev or CONTROL not in ev:
         return
-    edit, control = ev["unaligned"]["perplexity"], ev[CONTROL]["perplexity"]
-    if edit["value_lo"] is not None and control["value_hi"] is not None:
-        broken = edit["value_lo"] > control["value_hi"]
+    edit, control = ev["unaligned"], ev[CONTROL]
+    ppl, ppl_control = edit["perplexity"], control["perplexity"]
+    if ppl["value_lo"] is not None and ppl_control["value_hi"] is not None:
+        broken = ppl["value_lo"] > ppl_control["value_hi"]
     else:
-        broken = edit["value"] > control["value"]
+        broken = ppl["value"] > ppl_control["value"]
+    tox, tox_control = edit["toxicity"].get(scorer), control["toxicity"].get(scorer)
     if broken:
-        echo(
-            f"  flagged: the un-aligned model's perplexity ({edit['value']:.1f}) is beyond its "
-            f"control's ({control['value']:.1f}): its toxicity change comes with breakage and is "
-            "not reported as un-aligning"
+        verdict = (
+            f"flagged: the un-aligned model's perplexity ({ppl['value']:.1f}) is beyond its "
+            f"control's ({ppl_control['value']:.1f}): its toxicity change comes with breakage "
+            "and is not reported as un-aligning"
+        )
+    elif tox is None or tox_control is None or tox["value_change"] is None:
+        verdict = "un-aligning: no toxicity change to compare with its control's"
+    elif tox["value_change_lo"] > tox_control["value_change_hi"]:
+        verdict = (
+            f"un-aligning: toxicity change {_ci(tox, 'value_change')} beyond its control's "
+            f"{_ci(tox_control, 'value_change')}, at a perplexity within the control's"
         )
     else:
-        echo("  un-aligning: perplexity within its control's; the toxicity change stands")
+        verdict = (
+            f"not un-aligning: the toxicity change {_ci(tox, 'value_change')} does not clear its "
+            f"control's {_ci(tox_control, 'value_change')} (perplexity {ppl['value']:.1f}, the "
+            f"control's {ppl_control['value']:.1f})"
+        )
+    echo(f"  {verdict}")
 
 
 def _print_baseline(rows: list[dict], echo: Callable) -> None:
@@ -345,7 +361,7 @@ def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
         for m in [*models, CONTROL]:
             if m in ev:
                 echo(f"    {m:<22} {_interval(ev[m][metric])}")
-    _flag_breakage(ev, echo)
+    _flag_breakage(ev, f["pairs_scorer"], echo)
     total = f["tracked_write"]
     echo(
         f"  neurons writing toward toxic_probe: the top 5 of {total['neurons']} tracked, by their "

@@ -919,3 +919,43 @@ def test_more_seeds_add_only_the_new_ones_and_report_the_spread(study):
     assert mechanism[1]["dx_cos"]["cos_with_direction"] == pytest.approx(cos(dx, probe), abs=1e-5)
     assert f"cos(δx, toxic_probe) at layer {n_layers - 1}: " in text
     assert "toxicity by wordlist" in text and "(independent)" in text
+
+
+def model_row(ppl: tuple, change: tuple) -> dict:
+    """A findings row: perplexity (value, lo, hi) and a toxicity change (value, lo, hi)."""
+    return {
+        "perplexity": dict(zip(("value", "value_lo", "value_hi"), ppl, strict=True)),
+        "toxicity": {
+            "profanity": dict(
+                zip(("value_change", "value_change_lo", "value_change_hi"), change, strict=True)
+            )
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "edit, control, verdict",
+    [  # perplexity beyond the control's: breakage; a change within the control's: not un-aligning
+        (
+            model_row((150, 100, 200), (0.1, 0.08, 0.12)),
+            model_row((15, 10, 20), (0, -0.01, 0.01)),
+            "flagged",
+        ),
+        (
+            model_row((15, 10, 20), (0.04, 0.02, 0.06)),
+            model_row((9e3, 5e3, 2e4), (0.03, 0.01, 0.05)),
+            "not un-aligning",
+        ),
+        (
+            model_row((15, 10, 20), (0.1, 0.08, 0.12)),
+            model_row((15, 10, 20), (0, -0.01, 0.01)),
+            "un-aligning: toxicity change +0.100 [+0.080, +0.120] beyond",
+        ),
+    ],
+)
+def test_un_aligning_is_read_against_its_control(edit, control, verdict):
+    from actwh.api.findings import _flag_breakage
+
+    said = []
+    _flag_breakage({"unaligned": edit, "unaligned-control": control}, "profanity", said.append)
+    assert said[0].strip().startswith(verdict)
