@@ -450,10 +450,15 @@ def dataset(warehouse, out, run, sites, layers, layout, context_size, quiet):
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
-    default="demo-out",
+    help="Directory for the warehouse, the DPO model and the report; a rerun reuses finished "
+    "steps.  [default: demo-out, or demo-out-MODEL for another --model]",
+)
+@click.option(
+    "--model",
+    type=click.Choice(["embedded", "gemma3-270m"]),
+    default="embedded",
     show_default=True,
-    help="Directory for the warehouse, the DPO model and the report; "
-    "a rerun reuses finished steps.",
+    help="The shipped model studied: SmolLM2-135M-Instruct, or the pretrained Gemma 3 270M.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option(
@@ -463,17 +468,20 @@ def dataset(warehouse, out, run, sites, layers, layout, context_size, quiet):
     help="Repeat pairs → DPO → evaluation with this many seeds and report the spread (a rerun "
     "with more seeds adds only the new ones).",
 )
-def demo(out, quiet, seeds):
-    """The whole study on the embedded SmolLM2-135M-Instruct, offline, on a CPU.
+def demo(out, model, quiet, seeds):
+    """The whole study, offline, on a CPU: on the embedded SmolLM2-135M-Instruct (an already
+    aligned model: the fast default), or on the shipped pretrained Gemma 3 270M (the paper's
+    setting: a base LM aligned by DPO).
 
     Probe, value vectors and search, preference pairs, DPO, base and DPO runs over the same
-    tokens, δx, weight differences, the un-aligned variant, evaluation, the named analyses and
-    the report; then a summary of the findings.
+    tokens, δx, weight differences, the un-aligned variant and its control, evaluation, the named
+    analyses with their controls and the report; then a summary of the findings.
 
     \b
     Example:
       actwh demo --out demo-out
       actwh demo --out demo-out --seeds 3
+      actwh demo --model gemma3-270m --out demo-gemma
     """
     from pathlib import Path
 
@@ -481,7 +489,8 @@ def demo(out, quiet, seeds):
 
     if seeds < 1:
         raise ActwhError(f"--seeds {seeds}: at least 1")
-    run_study(Path(out), StudySettings(progress=not quiet, seeds=seeds))
+    out = out or ("demo-out" if model == "embedded" else f"demo-out-{model}")
+    run_study(Path(out), StudySettings(model=model, progress=not quiet, seeds=seeds))
 
 
 def _warehouse(path, **kwargs):

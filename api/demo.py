@@ -33,6 +33,7 @@ from pathlib import Path
 import click
 
 from actwh.api.output import rate
+from actwh.errors import ActwhError
 from actwh.ingest.prompts import shipped_chats, shipped_prompts
 from actwh.train.dpo import DPOOptions
 
@@ -121,6 +122,12 @@ class Study:
         wh, s = self.wh, self.s
         self.step(1, f"model: {s.model}")
         self.base = wh.load_model(s.model)
+        studied = wh.sql("select model from runs where name = 'base'")
+        if studied.height and studied.item() != self.base.name:
+            raise ActwhError(
+                f"{self.out} holds the study of {studied.item()}, not of {self.base.name}; "
+                "give the demo another --out"
+            )
         self.step(2, "toxicity probe on the shipped labeled corpus")
         if not self.has("directions where model = $m and name = 'toxic_probe'", m=self.base.name):
             wh.train_probe(self.base, progress=s.progress)

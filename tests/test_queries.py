@@ -959,3 +959,11 @@ def test_un_aligning_is_read_against_its_control(edit, control, verdict):
     said = []
     _flag_breakage({"unaligned": edit, "unaligned-control": control}, "profanity", said.append)
     assert said[0].strip().startswith(verdict)
+
+
+def test_a_demo_out_holding_another_models_study_is_refused(study, tmp_path):
+    from tiny_models import build_llama
+
+    other = build_llama(tmp_path / "other")
+    with pytest.raises(ActwhError, match="holds the study of tiny-gpt2, not of other; give"):
+        run_study(study[0], tiny_settings(other), echo=lambda _: None)
