@@ -484,6 +484,15 @@ CREATE MACRO arm_prompts(run_name, arm_name) AS TABLE
     WHERE NOT EXISTS (SELECT 1 FROM prompt_arms(run_name)
                       WHERE arm_name = 'all' OR arm = arm_name);
 
+-- What a ranking of tracked writes sorts by: `rank_name` 'write' (the base run's mean write
+-- toward the direction) or 'cosine' (the paper's rule, write_cos); any other is an error naming
+-- `query_name`, the query that asked.
+CREATE MACRO rank_by(rank_name, base_write, write_cosine, query_name) AS
+    CASE rank_name WHEN 'write' THEN base_write WHEN 'cosine' THEN write_cosine
+         ELSE CAST(error('actwh: ' || query_name || ': rank '
+                         || coalesce('''' || rank_name || '''', 'NULL')
+                         || ': expected write or cosine') AS DOUBLE) END;
+
 -- Per tracked neuron, over the generated tokens of `base_run` (the tuned run holds the same
 -- tokens): the mean coefficient in each run, the cosine of the base model's value vector with the
 -- direction, and the mean write along it, mean(m_i)·⟨v_i, d̂⟩ (base_dot is ⟨v_i, d̂⟩). The tuned

@@ -10,9 +10,7 @@
 -- param rank = "write": write (the base run's mean write along the direction) or cosine (the paper's)
 -- param replicates = 1000: bootstrap resamples of the prompts (percentile interval, 2.5% to 97.5%)
 WITH top AS (
-    SELECT *, CASE $rank WHEN 'write' THEN base_write WHEN 'cosine' THEN write_cosine
-                 ELSE CAST(error('actwh: activation_drop: rank ' || coalesce('''' || $rank || '''', 'NULL')
-                                 || ': expected write or cosine') AS DOUBLE) END AS rank_by
+    SELECT *, rank_by($rank, base_write, write_cosine, 'activation_drop') AS rank_by
     FROM tracked_writes($base_run, $tuned_run, $direction, $arm)
     ORDER BY rank_by DESC, layer, neuron
     LIMIT $n

@@ -10,9 +10,7 @@
 -- param rank = "write": write (the base run's mean write along the direction) or cosine (the paper's)
 -- param baseline = "neutral": the prompts' category (meta field "category") that is the prompt baseline
 WITH written AS (
-    SELECT *, CASE $rank WHEN 'write' THEN base_write WHEN 'cosine' THEN write_cosine
-                 ELSE CAST(error('actwh: drop_baseline: rank ' || coalesce('''' || $rank || '''', 'NULL')
-                                 || ': expected write or cosine') AS DOUBLE) END AS rank_by
+    SELECT *, rank_by($rank, base_write, write_cosine, 'drop_baseline') AS rank_by
     FROM tracked_writes($base_run, $tuned_run, $direction, $arm)
 ),
 ranked AS (

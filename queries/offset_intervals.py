@@ -126,6 +126,7 @@ def value_vector_shift_intervals(
         if not moved.any():
             continue
         oriented = moved & fired
+        written = (m[at & fired, None] * delta[at & fired]).sum(0)  # Σ_i m̄_i·δv_i
         # A mean of cosines with δx is one cosine numerator: δx with the mean of the unit vectors.
         summaries = {
             "layer_mean": (unit[moved].mean(0), False),
@@ -133,9 +134,8 @@ def value_vector_shift_intervals(
                 (np.sign(m[oriented, None]) * unit[oriented]).mean(0) if oriented.any() else None,
                 False,
             ),
-            "aggregate_cos": ((m[at & fired, None] * delta[at & fired]).sum(0), True),
+            "aggregate_cos": (written, True),
         }
-        written = (m[at & fired, None] * delta[at & fired]).sum(0)
         row = {
             "value_layer": int(j),
             "causal": bool(j < layer),

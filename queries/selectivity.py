@@ -146,9 +146,8 @@ def _writes(
         found, first = np.unique(owner, return_index=True)
         sizes = np.diff(np.append(first, len(owner)))
         means = np.add.reduceat(vectors, first, axis=0) / sizes[:, None]
-        n = means.shape[1]
-        known = set(tracked.filter(pl.col("layer") == layer)["neuron"].to_list())
-        keep = [i for i in range(n) if i not in known]
+        already = set(tracked.filter(pl.col("layer") == layer)["neuron"].to_list())
+        keep = [i for i in range(means.shape[1]) if i not in already]
         blocks.append(
             pl.DataFrame(
                 {

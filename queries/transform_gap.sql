@@ -8,11 +8,10 @@
 -- param direction = "toxic_probe": the direction projected on
 -- param site = "resid_post": the residual site
 WITH variant AS (
-    SELECT p.prompt, p.source_prompt,
-           coalesce(p.transform, CASE WHEN p.messages IS NULL THEN 'plain' ELSE 'chat' END)
-             AS transform
-    FROM prompts p JOIN runs r ON r.prompt_set = p.prompt_set
-    WHERE r.name = $base_run
+    SELECT a.prompt, p.source_prompt, a.arm AS transform
+    FROM prompt_arms($base_run) a
+    JOIN runs r ON r.name = $base_run
+    JOIN prompts p ON p.prompt_set = r.prompt_set AND p.prompt = a.prompt
 ),
 per_prompt AS (
     SELECT pr.run, pr.prompt, avg(pr.dot) AS dot, avg(pr.cos) AS cos
