@@ -284,9 +284,9 @@ CREATE TABLE neuron_acts (
 );
 
 -- How every neuron fires, for every run: sums of its coefficient m_i over the tokens of one commit,
--- split into prompt and generated tokens. Sum the rows of a run for its totals (e.g. the mean
--- coefficient is sum(sum) / sum(n)); each commit adds its own rows, so resumed and sharded runs
--- count every token once.
+-- split into prompt and generated tokens and by the prompts' arm. Sum the rows of a run for its
+-- totals (e.g. the mean coefficient is sum(sum) / sum(n); one arm's: arm_stats); each commit adds
+-- its own rows, so resumed and sharded runs count every token once.
 -- partition: run, layer
 CREATE TABLE neuron_stats (
     run VARCHAR,
@@ -297,7 +297,9 @@ CREATE TABLE neuron_stats (
     n_pos BIGINT,                     -- tokens with m_i > 0
     sum DOUBLE,                       -- Σ m_i
     sum_pos DOUBLE,                   -- Σ max(m_i, 0); Σ min(m_i, 0) = sum − sum_pos
-    sum_sq DOUBLE                     -- Σ m_i²
+    sum_sq DOUBLE,                    -- Σ m_i²
+    arm VARCHAR                       -- the prompts' arm (prompt_arms): plain, rot13, chat, ...;
+                                      -- NULL in a run ingested before arms were kept
 );
 
 -- Logit lens: softmax(W_U · final_norm(x)) of a residual site, top tokens.
@@ -438,11 +440,22 @@ CREATE MACRO neuron_coefficients(run_name, layer_index, neuron_index) AS TABLE
 -- so a bootstrap in SQL gives the same interval every time it runs.
 CREATE MACRO bootstrap_index(b, j, n) AS CAST(hash(b, j) % n AS BIGINT);
 
--- Each neuron's mean coefficient m̄_i over every token of a run, prompt and generated alike: the
--- weight Figure 5 gives the change of its value vector δv_i.
-CREATE MACRO mean_coefficients(run_name) AS TABLE
-    SELECT layer, neuron, sum(sum) / sum(n) AS m FROM neuron_stats
-    WHERE run = run_name GROUP BY layer, neuron;
+-- The neuron_stats rows of a run's arm of prompts ('all': every row). A run ingested before arms
+-- were kept has rows of no arm: asking it for one arm is an error that says so, never a silent pool.
+CREATE MACRO arm_stats(run_name, arm_name) AS TABLE
+    SELECT * FROM neuron_stats
+    WHERE run = run_name
+      AND CASE WHEN arm_name = 'all' THEN true
+               WHEN arm IS NULL THEN CAST(error('actwh: run ' || run_name || ' was ingested '
+                   || 'before neuron_stats kept arms: ask arm ''all'', or ingest it again')
+                   AS BOOLEAN)
+               ELSE arm = arm_name END;
+
+-- Each neuron's mean coefficient m̄_i over every token of a run's arm of prompts (arm_stats),
+-- prompt and generated alike: the weight Figure 5 gives the change of its value vector δv_i.
+CREATE MACRO mean_coefficients(run_name, arm_name) AS TABLE
+    SELECT layer, neuron, sum(sum) / sum(n) AS m FROM arm_stats(run_name, arm_name)
+    GROUP BY layer, neuron;
 
 -- How each neuron fires in a run, over its generated tokens (all its tokens if it generated none):
 -- share of tokens with m_i > 0, mean of m_i, of max(m_i, 0) and of min(m_i, 0), and std of m_i.

@@ -230,3 +230,38 @@ def toxicity(frame: pl.DataFrame) -> alt.Chart:
         tooltip=["model:N", "scorer:N", "toxicity:Q", "toxicity_lo:Q", "toxicity_hi:Q"],
     )
     return (bars + points).properties(title="Toxicity by scorer", width=WIDTH, height=180)
+
+
+def unaligning(frame: pl.DataFrame) -> alt.HConcatChart:
+    """The un-aligning sweep: toxicity (one panel per scorer) and perplexity against the scale s
+    of the keys, the un-aligned variants beside their controls, with 95% intervals."""
+    data = _data(
+        frame.with_columns(
+            pl.when(pl.col("control_of").is_null())
+            .then(pl.lit("un-aligned"))
+            .otherwise(pl.lit("control"))
+            .alias("edit"),
+        )
+    )
+    scale = alt.X("edit_scale:Q", title="scale s of the keys", scale=alt.Scale(type="log"))
+    colour = alt.Color("edit:N", title=None, sort=["un-aligned", "control"])
+
+    def panel(metric: str, title: str, **filters) -> alt.LayerChart:
+        base = alt.Chart(data).encode(x=scale, color=colour)
+        for field, value in filters.items():
+            base = base.transform_filter(alt.datum[field] == value)
+        line = base.mark_line(point=True).encode(
+            y=alt.Y(f"{metric}:Q", title=title, scale=alt.Scale(zero=False)),
+            tooltip=["model:N", "edit_scale:Q", f"{metric}:Q", f"{metric}_lo:Q", f"{metric}_hi:Q"],
+        )
+        return line + base.mark_rule().encode(y=f"{metric}_lo:Q", y2=f"{metric}_hi:Q")
+
+    scorers = frame["scorer"].unique(maintain_order=True).to_list()
+    panels = [panel("toxicity", f"toxicity by {s}", scorer=s) for s in scorers]
+    perplexity = panel("perplexity", "perplexity (log)", scorer=scorers[0]).resolve_scale(
+        y="shared"
+    )
+    return alt.hconcat(
+        *[p.properties(width=220, height=200) for p in (*panels, perplexity)],
+        title="Un-aligning by scale, against controls that add as much write",
+    )

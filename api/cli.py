@@ -468,7 +468,14 @@ def dataset(warehouse, out, run, sites, layers, layout, context_size, quiet):
     help="Repeat pairs → DPO → evaluation with this many seeds and report the spread (a rerun "
     "with more seeds adds only the new ones).",
 )
-def demo(out, model, quiet, seeds):
+@click.option(
+    "--sweep",
+    default="2,5",
+    show_default=True,
+    help="Scales of the un-aligning sweep besides the paper's ×10, comma-separated (each is "
+    "a variant and its control, evaluated: about 3 minutes each on SmolLM2 here).",
+)
+def demo(out, model, quiet, seeds, sweep):
     """The whole study, offline, on a CPU: on the embedded SmolLM2-135M-Instruct (an already
     aligned model: the fast default), or on the shipped pretrained Gemma 3 270M (the paper's
     setting: a base LM aligned by DPO).
@@ -481,16 +488,24 @@ def demo(out, model, quiet, seeds):
     Example:
       actwh demo --out demo-out
       actwh demo --out demo-out --seeds 3
+      actwh demo --out demo-out --sweep 1.5,2,3,5
       actwh demo --model gemma3-270m --out demo-gemma
     """
     from pathlib import Path
 
-    from actwh.api.demo import StudySettings, run_study
+    from actwh.api.demo import run_study, study_settings
 
     if seeds < 1:
         raise ActwhError(f"--seeds {seeds}: at least 1")
+    try:
+        scales = tuple(float(x) for x in sweep.split(",") if x.strip())
+    except ValueError:
+        raise ActwhError(f"--sweep {sweep!r}: expected scales such as 2,5") from None
+    if any(not x > 0 for x in scales):
+        raise ActwhError(f"--sweep {sweep!r}: scales must be positive")
     out = out or ("demo-out" if model == "embedded" else f"demo-out-{model}")
-    run_study(Path(out), StudySettings(model=model, progress=not quiet, seeds=seeds))
+    settings = study_settings(model, progress=not quiet, seeds=seeds, unalign_sweep=scales)
+    run_study(Path(out), settings)
 
 
 def _warehouse(path, **kwargs):
@@ -1074,6 +1089,21 @@ def dpo(base, pairs_file, out, warehouse, name, device, **options):
     help="--unalign: rank neurons by the cosine of their mean write m̄·v in this run (needed "
     "for gated MLPs, whose coefficients are signed; GPT-2 ranks by the cosine of v).",
 )
+@click.option(
+    "--keys",
+    "keys_by",
+    default="cosine",
+    show_default=True,
+    help="--unalign: which neurons: cosine (the paper's rule, by --run's mean write) or "
+    "selectivity:LABELS (the neurons of --run that write the direction most on toxic contexts, "
+    "e.g. selectivity:score:profanity; query selectivity).",
+)
+@click.option(
+    "--one-sided",
+    is_flag=True,
+    help="--unalign: scale m_i only where it writes toward the direction (sign(m_i) = "
+    "sign⟨v_i, d⟩), for gated MLPs whose coefficients are signed.",
+)
 @click.option("--seed", default=0, show_default=True, help="--control-of: the random seed.")
 @click.option(
     "--match",
@@ -1096,6 +1126,8 @@ def variant(
     top_k,
     per_layer,
     run,
+    keys_by,
+    one_sided,
     seed,
     match,
     device,
@@ -1106,6 +1138,8 @@ def variant(
     Examples:
       actwh variant wh minus-probe --base embedded --subtract toxic_probe --scale 50
       actwh variant wh unaligned --base dpo --unalign toxic_probe --top-k 7 --scale 10 --run dpo
+      actwh variant wh selective --base dpo --unalign toxic_probe --scale 3 --run base \\
+        --keys selectivity:score:profanity --one-sided
       actwh variant wh unaligned-control --control-of unaligned --seed 0 --match write
     """
     given = [x for x in (subtract_direction, unalign_direction, control_of) if x is not None]
@@ -1141,13 +1175,15 @@ def variant(
                 top_k=top_k,
                 per_layer=per_layer,
                 run=run,
+                keys=keys_by,
+                one_sided=one_sided,
                 device=device,
             )
+    from actwh.ingest.interventions import scaling
+
     edit = json.loads(row["config"])["edit"]
     keys = ", ".join(f"{l}:{n}" for l, n in edit.get("keys", []))
     if control_of is not None:
-        from actwh.ingest.interventions import scaling
-
         click.echo(
             f"registered control {row['name']} of {row['parent']}: keys of {keys} "
             f"{scaling(edit)} (seed {seed})"
@@ -1160,7 +1196,7 @@ def variant(
     else:
         click.echo(
             f"registered variant {row['name']} of {row['parent']}: keys of {keys} "
-            f"scaled by {scale:g}"
+            f"(by {edit['chosen_by']}) {scaling(edit)}"
         )
 
 

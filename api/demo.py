@@ -10,15 +10,18 @@ its result is already in the warehouse, so a rerun resumes where the last one st
     everything else — plus ROT13/Base64/leet variants of some test prompts and a few multi-turn
     chats (``analysis``)
  5. preference pairs from the train prompts (greedy vs probe-steered)
- 6. DPO, sized for a CPU (learning rate 1e-5, 2 epochs; the paper's Table 8 otherwise)
+ 6. DPO, sized for a CPU (2 epochs; learning rate 1e-5 for SmolLM2, the paper's 1e-6 for Gemma;
+    the paper's Table 8 otherwise)
  7. a base run over the analysis prompts (resid_mid and resid_post, projections, tracked
     neurons, the logit lens on the tokens the base model says first when it is toxic — it is
     evaluated first for that), the DPO model teacher-forced on the same tokens, and the base
     model teacher-forced again to store every neuron of its last layer (for selectivity)
- 8. δx per layer, weight differences, the un-aligned variant of the DPO model (the keys of the 7
-    neurons whose mean write in the DPO run points most along the probe, ×10) and its control
-    (7 keys in the same layers chosen at random, scaled to add as much write per layer)
- 9. evaluation of base, DPO, un-aligned and control: toxicity, perplexity, F1
+ 8. δx per layer, weight differences, the un-aligned variants of the DPO model — the keys of the 7
+    neurons whose mean write in the DPO run points most along the probe, ×10 (the paper's), and
+    the same keys at ×2 and ×5 (the sweep; --sweep); the 7 last-layer neurons most selective for
+    toxic continuations, ×10 where they write toward the probe (one-sided) — each with its
+    control (7 keys in the same layers chosen at random, scaled to add as much write per layer)
+ 9. evaluation of base, DPO, the un-aligned variants and controls: toxicity, perplexity, F1
 10. the named analyses, the findings with their controls (api/findings.py), and the report
 """
 
@@ -40,6 +43,17 @@ from actwh.train.dpo import DPOOptions
 STEPS = 10
 CONTROL = "unaligned-control"
 LAYER_RUN = "base.last-layer"  # the base model teacher-forced on base: mlp_post of its last layer
+SELECTIVE = "selective"  # the un-aligned variant whose keys are chosen by selectivity
+
+
+def unaligned_names(scale: float, paper_scale: float, keys: str = "cosine") -> tuple[str, str]:
+    """The un-aligned variant scaling its keys by ``scale`` and its control: ``unaligned`` and
+    ``unaligned-control`` at the paper's scale, ``unaligned.x2`` ... elsewhere in the sweep, and
+    ``unaligned.selective`` for keys chosen by selectivity."""
+    tail = (f".x{scale:g}" if scale != paper_scale else "") + (
+        f".{SELECTIVE}" if keys != "cosine" else ""
+    )
+    return f"unaligned{tail}", f"{CONTROL}{tail}"
 
 
 @dataclass
@@ -60,11 +74,29 @@ class StudySettings:
     transforms: tuple[str, ...] = ("rot13", "base64", "leet")
     n_transformed: int = 20
     unalign_top_k: int = 7
-    unalign_scale: float = 10.0
+    unalign_scale: float = 10.0  # the paper's: variants unaligned and unaligned-control
+    unalign_sweep: tuple[float, ...] = (2, 5)  # more scales, each with its control
+    # keys chosen by selectivity (the last layer's neurons, labels score:SCORER), scaled on
+    # their toward side only (one-sided), at the paper's scale; with its control
+    selective_keys: bool = True
     scorer: str = "profanity"  # chooses the preference pairs
     eval_scorers: tuple[str, ...] = ("profanity", "wordlist")  # the second is independent
     seeds: int = 1  # pairs → DPO → evaluation repeated with this many seeds (0 is the study's)
     progress: bool = True
+
+
+# DPO's learning rate where StudySettings' (1e-5, ten times the paper's: it makes SmolLM2's small
+# change visible in 2 epochs of ~50 pairs) overshoots: on the pretrained Gemma 3 270M validation
+# loss was ~0 by step 10 and perplexity +10.8, so Gemma trains at the paper's 1e-6.
+DPO_LEARNING_RATE = {"gemma3-270m": 1e-6}
+
+
+def study_settings(model: str = "embedded", **more) -> StudySettings:
+    """The demo's settings for a shipped ``model`` (DPO's learning rate sized for it)."""
+    settings = StudySettings(model=model, **more)
+    if model in DPO_LEARNING_RATE:
+        settings.dpo = replace(settings.dpo, learning_rate=DPO_LEARNING_RATE[model])
+    return settings
 
 
 def seed_names(seed: int) -> dict[str, str]:
@@ -272,38 +304,74 @@ class Study:
         )
 
     def offset_and_variants(self) -> None:
-        wh, s = self.wh, self.s
-        self.step(8, "δx per layer, weight differences, the un-aligned variant and its control")
+        wh = self.wh
+        self.step(8, "δx per layer, weight differences, the un-aligned variants and controls")
         if not self.has("directions where kind = 'delta'"):
             wh.add_delta_directions("dx", "base", "dpo", model=self.base.name)
         if not self.has("weight_diffs where model = 'dpo'"):
             wh.diff(self.base, self.tuned)
-        if not self.has("models where name = 'unaligned'"):
-            wh.unalign_variant(
-                "unaligned",
-                base=self.tuned,
-                direction="toxic_probe",
-                scale=s.unalign_scale,
-                top_k=s.unalign_top_k,
-                run="dpo",
-            )
-        if not self.has("models where name = $m", m=CONTROL):
-            # random keys in the same layers, scaled to add as much write as the edit there
-            wh.control_variant(CONTROL, of="unaligned", seed=0, match="write")
+        for name, control, how in self.variants():
+            self._variant(name, control, how)
+
+    def variants(self) -> list[tuple[str, str, dict]]:
+        """The un-aligned variants, their controls and how each edit is made (``unalign_variant``
+        keywords), in the order they are evaluated: the sweep over scales with the paper's
+        keys, then keys chosen by selectivity."""
+        s = self.s
+        found = [
+            (*unaligned_names(x, s.unalign_scale), {"scale": x, "run": "dpo"})
+            for x in sorted({*s.unalign_sweep, s.unalign_scale})
+        ]
+        if s.selective_keys:
+            how = {
+                "scale": s.unalign_scale,
+                "run": LAYER_RUN,
+                "keys": f"selectivity:score:{s.scorer}",
+                "one_sided": True,
+            }
+            found.append((*unaligned_names(s.unalign_scale, s.unalign_scale, SELECTIVE), how))
+        return found
+
+    def _variant(self, name: str, control: str, how: dict) -> None:
+        """Register un-aligned variant ``name`` of the DPO model (``how``: its scale, run, keys)
+        and its control: random keys in the same layers, scaled to add as much write as the
+        edit there (and one-sided where it is)."""
+        wh, s = self.wh, self.s
+        if not self.has("models where name = $m", m=name):
+            if "keys" in how and not self.has(
+                "scores where run = 'base' and scorer = $s", s=s.scorer
+            ):
+                wh.score("base", scorer=s.scorer)  # the labels of selectivity
+            try:
+                wh.unalign_variant(
+                    name, base=self.tuned, direction="toxic_probe", top_k=s.unalign_top_k, **how
+                )
+            except ActwhError as error:  # e.g. too few continuations scored toxic to rank by
+                if "keys" not in how:
+                    raise
+                self.echo(f"      {name}: not made: {error}")
+                return
+        if not self.has("models where name = $m", m=control):
+            wh.control_variant(control, of=name, seed=0, match="write")
         from actwh.ingest.interventions import scaling
 
-        for name in ("unaligned", CONTROL):
-            config = wh.sql("select config from models where name = $m", {"m": name}).item()
+        for model in (name, control):
+            config = wh.sql("select config from models where name = $m", {"m": model}).item()
             edit = json.loads(config)["edit"]
             keys = ", ".join(f"{l}:{n}" for l, n in edit["keys"])
-            self.echo(f"      {name}: keys {keys} {scaling(edit)}")
+            self.echo(f"      {model}: keys {keys} {scaling(edit)}")
 
     def evaluations(self) -> None:
         s = self.s
-        self.step(9, "evaluation: toxicity, perplexity, F1 of base, DPO, un-aligned, control")
-        loaded = {self.base.name: self.base, "dpo": self.tuned}
-        for name in (self.base.name, "dpo", "unaligned", CONTROL):
-            self._evaluate(loaded.get(name, name))
+        self.step(
+            9, "evaluation: toxicity, perplexity, F1 of base, DPO, the un-aligned and controls"
+        )
+        self._evaluate(self.base)
+        self._evaluate(self.tuned)
+        for name, control, _ in self.variants():
+            if self.has("models where name = $m", m=name):  # made (step 8)
+                self._evaluate(name)
+                self._evaluate(control)
         if s.seeds > 1:
             self.echo(
                 f"      {s.seeds - 1} more seeds: pairs → DPO → evaluation, and the DPO model "
@@ -357,7 +425,7 @@ def run_study(
     out: Path, settings: StudySettings | None = None, echo: Callable = click.echo
 ) -> dict:
     """Run (or resume) the study into ``out``; returns the findings."""
-    study = Study(out, settings or StudySettings(), echo)
+    study = Study(out, settings or study_settings(), echo)
     with study.wh:
         study.probe_and_vectors()
         study.pairs_and_dpo()

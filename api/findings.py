@@ -9,16 +9,17 @@ from collections.abc import Callable
 import numpy as np
 import polars as pl
 
-from actwh.api.demo import CONTROL, LAYER_RUN, seed_names
+from actwh.api.demo import LAYER_RUN, seed_names
 from actwh.errors import ActwhError
 
 
 def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
     """The study's numbers, from the named analyses (``layer``: δx's layer for Figure 5)."""
-    order = [base_model, "dpo", "unaligned", CONTROL]
     evaluations: dict = {}
-    for r in wh.query("toxicity_table").iter_rows(named=True):
+    table = wh.query("toxicity_table")
+    for r in table.iter_rows(named=True):
         row = evaluations.setdefault(r["model"], {"toxicity": {}})
+        row["edit"] = {k: r[k] for k in ("edit_scale", "keys_by", "one_sided", "control_of")}
         for metric in ("perplexity", "f1"):
             row[metric] = {k.replace(metric, "value"): v for k, v in r.items() if metric in k}
         row["toxicity"][r["scorer"]] = {
@@ -41,8 +42,20 @@ def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
     for query in ("transform_gap", "turn_gap"):
         frame = wh.query(query, **runs, layer=layer, site=gaps["site"])
         gaps[query] = frame.to_dicts()
+    # un-aligned variants by their keys and scale, each followed by its control(s)
+    edits = table.filter(pl.col("edit_scale").is_not_null() & pl.col("control_of").is_null())
+    edits = edits.sort(pl.col("keys_by") != "cosine", "one_sided", "edit_scale")
+    controls = table.filter(pl.col("control_of").is_not_null())
+    unaligning = [
+        (m, c)
+        for m in edits["model"].unique(maintain_order=True)
+        for c in controls.filter(pl.col("control_of") == m)["model"].unique(maintain_order=True)
+    ]
+    order = [base_model, "dpo", *itertools.chain.from_iterable(unaligning)]
+    order += [m for m in evaluations if m not in order]  # any other model evaluated there
     return {
         "evaluations": {m: evaluations[m] for m in order if m in evaluations},
+        "unaligning": unaligning,
         "seeds": wh.sql(
             "select model, scorer, toxicity, perplexity, f1 from evaluations "
             "where prompt_set = 'test' and (model = 'dpo' or model like 'dpo.seed%') "
@@ -177,14 +190,11 @@ def _print_seed_mechanism(rows: list[dict], echo: Callable) -> None:
     echo(f"    cos(δx, toxic_probe) at layer {layer}: {cosines}")
 
 
-def _flag_breakage(ev: dict, scorer: str, echo: Callable) -> None:
-    """Un-aligning is read against its control: an un-aligned model whose perplexity interval lies
-    above its control's is broken, not un-aligned; one whose toxicity change (by the scorer that
-    chose the pairs) does not clear its control's is not un-aligned either. Only a change beyond
-    the control's, at no more breakage, is reported as un-aligning."""
-    if "unaligned" not in ev or CONTROL not in ev:
-        return
-    edit, control = ev["unaligned"], ev[CONTROL]
+def unaligning_verdict(edit: dict, control: dict, scorer: str) -> str:
+    """An un-aligned variant read against its control: one whose perplexity interval lies above
+    its control's is broken, not un-aligned; one whose toxicity change (by the scorer that chose
+    the pairs) does not clear its control's is not un-aligned either. Only a change beyond the
+    control's, at no more breakage, is un-aligning. ``edit``, ``control``: findings rows."""
     ppl, ppl_control = edit["perplexity"], control["perplexity"]
     if ppl["value_lo"] is not None and ppl_control["value_hi"] is not None:
         broken = ppl["value_lo"] > ppl_control["value_hi"]
@@ -192,25 +202,42 @@ def _flag_breakage(ev: dict, scorer: str, echo: Callable) -> None:
         broken = ppl["value"] > ppl_control["value"]
     tox, tox_control = edit["toxicity"].get(scorer), control["toxicity"].get(scorer)
     if broken:
-        verdict = (
-            f"flagged: the un-aligned model's perplexity ({ppl['value']:.1f}) is beyond its "
-            f"control's ({ppl_control['value']:.1f}): its toxicity change comes with breakage "
-            "and is not reported as un-aligning"
+        return (
+            f"flagged: its perplexity ({ppl['value']:.1f}) is beyond its control's "
+            f"({ppl_control['value']:.1f}): its toxicity change comes with breakage and is not "
+            "un-aligning"
         )
-    elif tox is None or tox_control is None or tox["value_change"] is None:
-        verdict = "un-aligning: no toxicity change to compare with its control's"
-    elif tox["value_change_lo"] > tox_control["value_change_hi"]:
-        verdict = (
+    if tox is None or tox_control is None or tox["value_change"] is None:
+        return "un-aligning: no toxicity change to compare with its control's"
+    if tox["value_change_lo"] > tox_control["value_change_hi"]:
+        return (
             f"un-aligning: toxicity change {_ci(tox, 'value_change')} beyond its control's "
-            f"{_ci(tox_control, 'value_change')}, at a perplexity within the control's"
+            f"{_ci(tox_control, 'value_change')}, at a perplexity within the control's "
+            f"({ppl['value']:.1f}, the control's {ppl_control['value']:.1f})"
         )
-    else:
-        verdict = (
-            f"not un-aligning: the toxicity change {_ci(tox, 'value_change')} does not clear its "
-            f"control's {_ci(tox_control, 'value_change')} (perplexity {ppl['value']:.1f}, the "
-            f"control's {ppl_control['value']:.1f})"
+    return (
+        f"not un-aligning: the toxicity change {_ci(tox, 'value_change')} does not clear its "
+        f"control's {_ci(tox_control, 'value_change')} (perplexity {ppl['value']:.1f}, the "
+        f"control's {ppl_control['value']:.1f})"
+    )
+
+
+def _print_unaligning(f: dict, echo: Callable) -> None:
+    """Each un-aligned variant's verdict against its control, by scale and keys."""
+    ev, scorer = f["evaluations"], f["pairs_scorer"]
+    if not f["unaligning"]:
+        return
+    echo(
+        f"  un-aligning, by {scorer}: each variant against its control (as many random keys in "
+        "the same layers, adding as much write per layer):"
+    )
+    for edit, control in f["unaligning"]:
+        how = ev[edit]["edit"]
+        keys = (how["keys_by"] or "cosine") + (", one-sided" if how["one_sided"] else "")
+        echo(
+            f"    ×{how['edit_scale']:<4g} keys by {keys}: "
+            f"{unaligning_verdict(ev[edit], ev[control], scorer)}"
         )
-    echo(f"  {verdict}")
 
 
 def _print_baseline(rows: list[dict], echo: Callable) -> None:
@@ -258,24 +285,44 @@ def _print_selectivity(rows: list[dict], echo: Callable) -> None:
 
 
 def _print_decomposition(rows: list[dict], echo: Callable) -> None:
-    """dx_decomposition: which blocks' output changes make δx of the last layer."""
+    """dx_decomposition: which blocks' output changes make δx of the last layer, and of the MLPs'
+    share, how much their coefficients and their value vectors changed."""
     if not rows:
         echo("  δx decomposition: not computed (the runs did not store resid_post)")
         return
-    attn = sum(r["attn_share"] for r in rows)
-    mlp = sum(r["mlp_share"] or 0 for r in rows)
+    *blocks, total = rows
     top = sorted(
-        [(r["attn_share"], f"attn {r['block']}") for r in rows]
-        + [(r["mlp_share"], f"mlp {r['block']}") for r in rows if r["mlp_share"] is not None],
+        [(r["attn_share"], f"attn {r['block']}") for r in blocks]
+        + [(r["mlp_share"], f"mlp {r['block']}") for r in blocks if r["mlp_share"] is not None],
         reverse=True,
     )[:4]
     largest = ", ".join(f"{name} {share:+.1%}" for share, name in top)
     echo(
-        f"  δx of layer {rows[0]['dx_layer']} (‖δx‖ {rows[0]['dx_norm']:.1f}) decomposed exactly "
-        f"into the blocks' output changes, as shares along δx: attention {attn:+.1%} (with the "
-        f"embedding's), MLPs {mlp:+.1%}; largest: {largest} (sum error "
-        f"{rows[0]['sum_error']:.1e})"
+        f"  δx of layer {total['dx_layer']} (‖δx‖ {total['dx_norm']:.1f}) decomposed exactly into "
+        "the blocks' output changes, as shares along δx [95% bootstrap interval over its "
+        f"{total['n_prompts']} prompts]: attention {_share(total, 'attn_share')} (with the "
+        f"embedding's), MLPs {_share(total, 'mlp_share')}; largest: {largest} (sum error "
+        f"{total['sum_error']:.1e})"
     )
+    if total["mlp_dm_share"] is None:
+        echo(
+            "    the MLPs' part not split (a norm follows the MLP, no value-vector diffs, or runs "
+            "ingested before neuron_stats kept arms)"
+        )
+        return
+    rest = total["mlp_share"] - total["mlp_dm_share"] - total["mlp_dv_share"]
+    echo(
+        f"    the MLPs' part: their coefficients' change Σ δm̄_i·v_i {total['mlp_dm_share']:+.1%}, "
+        f"their value vectors' Σ m̄'_i·δv_i {total['mlp_dv_share']:+.1%}, the rest (biases, "
+        f"float16) {rest:+.1%}"
+    )
+
+
+def _share(row: dict, column: str) -> str:
+    """``+68.2% [+61.0%, +74.9%]``."""
+    lo, hi = row[column + "_lo"], row[column + "_hi"]
+    span = "" if lo is None else f" [{lo:+.1%}, {hi:+.1%}]"
+    return f"{row[column]:+.1%}{span}"
 
 
 def _print_figure1(rows: list[dict], echo: Callable) -> None:
@@ -343,7 +390,6 @@ def _ci(row: dict, value: str, sign: str = "+") -> str:
 
 def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
     ev = f["evaluations"]
-    models = [m for m in ev if m != CONTROL]
     echo("\nFindings")
     scorers = sorted(
         {s for m in ev.values() for s in m["toxicity"]}, key=lambda s: s != f["pairs_scorer"]
@@ -351,17 +397,16 @@ def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
     for scorer in scorers:
         role = "chose the pairs" if scorer == f["pairs_scorer"] else "independent"
         echo(f"  toxicity by {scorer} ({role}), mean [95% bootstrap interval over prompts]:")
-        for m in [*models, CONTROL]:
-            if scorer in ev.get(m, {}).get("toxicity", {}):
-                echo(f"    {m:<22} {_interval(ev[m]['toxicity'][scorer])}")
+        for m in ev:
+            if scorer in ev[m]["toxicity"]:
+                echo(f"    {m:<34} {_interval(ev[m]['toxicity'][scorer])}")
     _print_seeds(f["seeds"], echo)
     _print_seed_mechanism(f["seed_mechanism"], echo)
     for metric, over in (("perplexity", "paragraphs of the text"), ("f1", "samples")):
         echo(f"  {metric} [95% bootstrap interval over {over}]:")
-        for m in [*models, CONTROL]:
-            if m in ev:
-                echo(f"    {m:<22} {_interval(ev[m][metric])}")
-    _flag_breakage(ev, f["pairs_scorer"], echo)
+        for m in ev:
+            echo(f"    {m:<34} {_interval(ev[m][metric])}")
+    _print_unaligning(f, echo)
     total = f["tracked_write"]
     echo(
         f"  neurons writing toward toxic_probe: the top 5 of {total['neurons']} tracked, by their "

@@ -235,6 +235,37 @@ def _toxicity(wh: Warehouse, p: Plan):
     return note, charts.toxicity(table), table.select(columns)
 
 
+def _unaligning(wh: Warehouse, p: Plan):
+    table = wh.query("toxicity_table").filter(pl.col("edit_scale").is_not_null())
+    _need(table.height > 0, "no un-aligned variants evaluated (actwh variant --unalign)")
+    note = (
+        "Each un-aligned variant (its keys scaled by s) beside its control — as many random keys "
+        "in the same layers, scaled to add as much write per layer (actwh variant --control-of "
+        "--match write) — with 95% bootstrap intervals. A toxicity change that its control also "
+        "shows, or that comes with a perplexity beyond the control's, is not un-aligning "
+        "(paper §6, Table 4)."
+    )
+    columns = (
+        "model",
+        "control_of",
+        "edit_scale",
+        "keys_by",
+        "one_sided",
+        "scorer",
+        "toxicity",
+        "toxicity_lo",
+        "toxicity_hi",
+        "perplexity",
+        "perplexity_lo",
+        "perplexity_hi",
+        "f1",
+    )
+    sweep = table.filter(pl.col("keys_by").fill_null("cosine") == "cosine")
+    sweep = sweep.filter(~pl.col("one_sided")).sort("edit_scale")
+    chart = charts.unaligning(sweep) if sweep["edit_scale"].n_unique() > 1 else None
+    return note, chart, table.select(columns)
+
+
 def _table1(wh: Warehouse, p: Plan):
     models = wh.sql("select model from vector_indexes order by model")
     _need(models.height > 0, "no value vectors (actwh vectors WH --model M)")
@@ -371,6 +402,7 @@ def _weights(wh: Warehouse, p: Plan):
 # The page, in order: (anchor, title, what builds it).
 SECTIONS = (
     ("tables", "Tables 2 and 4 — toxicity, perplexity, F1", _toxicity),
+    ("unaligning", "§6 — un-aligning, by scale, against its controls", _unaligning),
     ("table1", "Table 1 — top toxic value vectors", _table1),
     ("figure1", "Figure 1 — logit lens", _figure1),
     ("figure2", "Figure 2 — what the toxic neurons write, before and after", _figure2),

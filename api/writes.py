@@ -517,23 +517,58 @@ class Writes:
         top_k: int = 7,
         per_layer: int | None = 100,
         run: str | None = None,
+        keys: str = "cosine",
+        one_sided: bool = False,
         device: str = "auto",
     ) -> dict:
-        """Register ``base`` with the key vectors of the ``top_k`` neurons whose write points
-        most along ``direction`` scaled by ``scale`` (paper §6) as model ``name``. ``run``: rank
-        by the cosine of each neuron's mean write m̄·v in this run (needed for gated MLPs,
-        whose coefficients are signed); without it, by the cosine of v (GPT-2)."""
-        from actwh.ingest.interventions import unalign_keys, unalign_recipe
+        """Register ``base`` with the key vectors of ``top_k`` neurons scaled by ``scale``
+        (paper §6) as model ``name``. ``keys="cosine"``: the neurons whose write points most
+        along ``direction`` — by the cosine of each neuron's mean write m̄·v in ``run`` (needed
+        for gated MLPs, whose coefficients are signed), without a run by the cosine of v (the
+        paper's rule, GELU); ``keys="selectivity:LABELS"``: the neurons of ``run`` that write
+        the direction most selectively on toxic contexts (the ``selectivity`` query's largest
+        t, labels e.g. ``score:profanity``). ``one_sided``: scale m_i only at the tokens where
+        it writes toward the direction (sign(m_i) = sign⟨v_i, d⟩), not where it writes away."""
+        from actwh.ingest.interventions import key_signs, unalign_keys, unalign_recipe
         from actwh.ingest.registry import register_variant
 
         loaded = self._model(base, device)
         vector = self.resolve_direction(direction, loaded.name)[1]
-        try:
-            keys = unalign_keys(self.store, loaded, vector, top_k, per_layer=per_layer, run=run)
-        except ActwhError as error:
-            raise ActwhError(f"{arg('direction')} {direction}: {error.template}") from None
-        edit = unalign_recipe(direction, keys, scale, run)
+        if keys == "cosine":
+            try:
+                chosen = unalign_keys(
+                    self.store, loaded, vector, top_k, per_layer=per_layer, run=run
+                )
+            except ActwhError as error:
+                raise ActwhError(f"{arg('direction')} {direction}: {error.template}") from None
+        elif keys.startswith("selectivity:"):
+            chosen = self._selective_keys(run, direction, keys.partition(":")[2], top_k)
+        else:
+            raise ActwhError(f"{arg('keys')} {keys!r}: expected cosine or selectivity:LABELS")
+        signs = key_signs(loaded, chosen, vector) if one_sided else None
+        edit = unalign_recipe(direction, chosen, scale, run, chosen_by=keys, signs=signs)
         return self._wrote(register_variant(self.store, name, loaded, edit))
+
+    def _selective_keys(self, run: str | None, direction: str, labels: str, top_k: int) -> list:
+        """The ``top_k`` neurons of ``run`` with the largest selectivity t toward ``direction``
+        (only those with t > 0)."""
+        import polars as pl
+
+        if run is None:
+            raise ActwhError(
+                f"{arg('keys')} selectivity:{labels} needs the run whose neurons are compared "
+                "(--run RUN: a run with tracked neurons or captured mlp_post, and its labels)"
+            )
+        ranked = self.query(
+            "selectivity", run=run, direction=direction, labels=labels, permutations=0
+        )
+        top = ranked.filter(pl.col("t") > 0).head(top_k)
+        if top.height < top_k:
+            raise ActwhError(
+                f"{arg('keys')} selectivity:{labels}: run {run!r} has {top.height} neurons that "
+                f"write {direction} more on toxic contexts, fewer than --top-k {top_k}"
+            )
+        return [(int(l), int(n)) for l, n in top.select("layer", "neuron").iter_rows()]
 
     def control_variant(
         self,
@@ -549,8 +584,8 @@ class Writes:
         layers, chosen at random (``seed``), the same base (``base``, when given, must be it),
         scaled by the same factor (``match="scale"``) or by a factor per layer that adds as much
         write as the edit does there (``match="write"``: mean |m|·‖v‖ of each key in the run
-        the edit chose its keys in, times s − 1)."""
-        from actwh.ingest.interventions import control_recipe, unaligning
+        the edit chose its keys in, times s − 1). A one-sided edit's control is one-sided."""
+        from actwh.ingest.interventions import control_recipe, key_signs, unaligning
         from actwh.ingest.registry import register_variant
 
         original = self.store.catalog.get("models", name=of)
@@ -563,16 +598,22 @@ class Writes:
             raise ActwhError(f"{arg('of')} {of}: its base is {original['parent']}")
         loaded = self._model(original["parent"], device)
         sizes = self._write_sizes(loaded, edit) if match == "write" else None
-        edit = control_recipe(edit, of, original["d_mlp"], seed, sizes)
+
+        def signs_of(keys):
+            vector = self.resolve_direction(edit["direction"], loaded.name)[1]
+            return key_signs(loaded, keys, vector)
+
+        edit = control_recipe(edit, of, original["d_mlp"], seed, sizes, signs_of)
         row = register_variant(self.store, name, loaded, edit, role="control")
         return self._wrote(row)
 
-    def _write_sizes(self, loaded, edit: dict | None):
-        """``[n_layers, d_mlp]``: each neuron's mean |m| in the run the edit chose its keys in,
-        times the norm of what it writes (NaN-free: 0 where it never fired)."""
+    def _write_sizes(self, loaded, edit: dict | None) -> tuple:
+        """Two ``[n_layers, d_mlp]`` arrays: each neuron's mean max(m, 0) and mean max(−m, 0) in
+        the run the edit chose its keys in, times the norm of what it writes (0 where it never
+        fired)."""
         import torch
 
-        from actwh.warehouse.search import mean_abs_coefficients
+        from actwh.warehouse.search import mean_sides
 
         if not edit or not edit.get("run"):
             raise ActwhError(
@@ -580,14 +621,12 @@ class Writes:
                 "(actwh variant --unalign ... --run RUN)"
             )
         a = loaded.adapter
-        mean_abs = np.nan_to_num(
-            mean_abs_coefficients(self.snapshot, edit["run"], a.n_layers, a.d_mlp)
-        )
         with torch.no_grad():
             norms = np.stack(
                 [a.write_vectors(l).float().norm(dim=1).cpu().numpy() for l in range(a.n_layers)]
             )
-        return mean_abs * norms
+        sides = mean_sides(self.snapshot, edit["run"], a.n_layers, a.d_mlp)
+        return tuple(np.nan_to_num(side) * norms for side in sides)
 
     # ---- measuring --------------------------------------------------------------------------
 

@@ -87,8 +87,33 @@ def scale_keys(loaded: LoadedModel, keys: list[tuple[int, int]], scale: float) -
             bias[neuron] *= scale
 
 
+def scale_one_sided(
+    loaded: LoadedModel, keys: list[tuple[int, int]], scales: list[float], signs: list[int]
+) -> None:
+    """Multiply the coefficient m_i of each ``(layer, neuron)`` by its scale only at the tokens
+    where it writes along its sign's side of the direction (``sign · m_i > 0``): a hook on the
+    input of the MLP's output projection (mlp_post), so the other tokens are untouched."""
+    by_layer: dict[int, list[int]] = {}
+    for i, (layer, _) in enumerate(keys):
+        by_layer.setdefault(layer, []).append(i)
+    for layer, items in by_layer.items():
+        proj = loaded.adapter.mlp_out_proj(layer)
+        index = torch.tensor([keys[i][1] for i in items], device=proj.weight.device)
+        sign = torch.tensor([float(signs[i]) for i in items], device=proj.weight.device)
+        factor = torch.tensor([float(scales[i]) for i in items], device=proj.weight.device)
+
+        def hook(module, args, index=index, sign=sign, factor=factor):
+            m = args[0].clone()
+            chosen = m[..., index]
+            m[..., index] = torch.where(chosen * sign > 0, chosen * factor.to(m.dtype), chosen)
+            return (m, *args[1:])
+
+        proj.register_forward_pre_hook(hook)
+
+
 def apply_edit(loaded: LoadedModel, edit: dict) -> None:
-    """Apply a recipe made by :func:`subtract_recipe` or :func:`unalign_recipe`, in place."""
+    """Apply a recipe made by :func:`subtract_recipe`, :func:`unalign_recipe` or
+    :func:`control_recipe`, in place."""
     if edit["kind"] == "subtract":
         vector = torch.tensor(edit["vector"], dtype=torch.float32)
         if vector.shape[0] != loaded.adapter.d_model:
@@ -97,14 +122,25 @@ def apply_edit(loaded: LoadedModel, edit: dict) -> None:
             )
         subtract(loaded, edit["layer"], vector, edit["scale"])
     elif edit["kind"] == "unalign":
+        keys = [tuple(k) for k in edit["keys"]]
         by_layer = edit.get("layer_scales")  # a control matched on the added write
-        if by_layer is None:
-            scale_keys(loaded, [tuple(k) for k in edit["keys"]], edit["scale"])
+        scales = [edit["scale"] if by_layer is None else by_layer[str(l)] for l, _ in keys]
+        if edit.get("signs") is not None:  # one-sided
+            scale_one_sided(loaded, keys, scales, edit["signs"])
         else:
-            for l, n in edit["keys"]:
-                scale_keys(loaded, [(l, n)], by_layer[str(l)])
+            for key, scale in zip(keys, scales, strict=True):
+                scale_keys(loaded, [key], scale)
     else:
         raise ActwhError(f"unknown edit kind {edit['kind']!r}")
+
+
+@torch.no_grad()
+def key_signs(loaded: LoadedModel, keys: list[tuple[int, int]], direction) -> list[int]:
+    """For each ``(layer, neuron)``: +1 where its value vector points along ``direction``, else
+    −1 — the sign of m_i at which it writes toward the direction."""
+    d = torch.as_tensor(np.asarray(direction), dtype=torch.float32)
+    adapter = loaded.adapter
+    return [1 if float(adapter.write_vectors(l)[n].float().cpu() @ d) > 0 else -1 for l, n in keys]
 
 
 def edit_hash(edit: dict) -> str:
@@ -159,26 +195,47 @@ def unalign_keys(
 
 
 def unalign_recipe(
-    direction: str, keys: list[tuple[int, int]], scale: float, run: str | None = None
+    direction: str,
+    keys: list[tuple[int, int]],
+    scale: float,
+    run: str | None = None,
+    *,
+    chosen_by: str = "cosine",
+    signs: list[int] | None = None,
 ) -> dict:
-    return {
+    """``chosen_by``: how the keys were picked (``cosine``, or ``selectivity:LABELS``);
+    ``signs``: a one-sided edit (:func:`scale_one_sided`), else every token's m_i is scaled."""
+    recipe = {
         "kind": "unalign",
         "direction": direction,
         "run": run,
         "top_k": len(keys),
         "scale": scale,
         "keys": [[int(l), int(n)] for l, n in keys],
+        "chosen_by": chosen_by,
     }
+    return recipe if signs is None else recipe | {"signs": [int(x) for x in signs]}
+
+
+def added_sizes(sizes: tuple[np.ndarray, np.ndarray], keys, signs: list[int] | None) -> list[float]:
+    """What scaling each key by s adds to the write, over s − 1: its mean |m|·‖v‖, or for a
+    one-sided edit the mean of the side it scales. ``sizes``: ``[n_layers, d_mlp]`` mean
+    max(m, 0)·‖v‖ and mean max(−m, 0)·‖v‖ in the run."""
+    pos, neg = sizes
+    if signs is None:
+        return [pos[l, n] + neg[l, n] for l, n in keys]
+    return [(pos if s > 0 else neg)[l, n] for (l, n), s in zip(keys, signs, strict=True)]
 
 
 def scaling(edit: dict) -> str:
     """How an un-aligning edit or its control scales its keys, in words."""
     scales = edit.get("layer_scales")
-    if scales is None:
-        return f"scaled by {edit['scale']:g}"
-    return "scaled to add the edit's write: " + ", ".join(
-        f"×{v:.3g} in layer {k}" for k, v in scales.items()
-    )
+    how = f"scaled by {edit['scale']:g}"
+    if scales is not None:
+        how = "scaled to add the edit's write: " + ", ".join(
+            f"×{v:.3g} in layer {k}" for k, v in scales.items()
+        )
+    return how + (" where they write along the direction" if edit.get("signs") else "")
 
 
 def unaligning(edit: dict | None, variant: str) -> dict:
@@ -189,21 +246,28 @@ def unaligning(edit: dict | None, variant: str) -> dict:
 
 
 def control_recipe(
-    edit: dict | None, variant: str, d_mlp: int, seed: int, sizes: np.ndarray | None = None
+    edit: dict | None,
+    variant: str,
+    d_mlp: int,
+    seed: int,
+    sizes: tuple[np.ndarray, np.ndarray] | None = None,
+    signs_of=None,
 ) -> dict:
     """As many keys as the un-aligning ``edit`` of ``variant`` scales, in the same layers, chosen
     at random (``seed``) among the other neurons of those layers; scaled by the same factor, or,
-    given ``sizes`` (``[n_layers, d_mlp]``: each neuron's mean |m|·‖v‖ in the edit's run), by a
-    factor per layer that makes the write they add, (s − 1)·Σ mean|m|·‖v‖, the edit's there.
+    given ``sizes`` (:func:`added_sizes`'s, in the edit's run), by a factor per layer that makes
+    the write they add, (s − 1)·Σ mean|m|·‖v‖, the edit's there. A one-sided edit's control is
+    one-sided too: ``signs_of(keys)`` gives its keys' signs along the edit's direction.
     Scaling a key multiplies m exactly in a gated MLP, and about so in a GELU one."""
     edit = unaligning(edit, variant)
     rng = np.random.default_rng(seed)
-    chosen = {tuple(k) for k in edit["keys"]}
+    chosen = [tuple(k) for k in edit["keys"]]
     keys = []
     for layer in sorted({l for l, _ in chosen}):
         count = sum(1 for l, _ in chosen if l == layer)
         others = [n for n in range(d_mlp) if (layer, n) not in chosen]
         keys += [(layer, int(n)) for n in sorted(rng.choice(others, size=count, replace=False))]
+    signs = signs_of(keys) if edit.get("signs") is not None else None
     recipe = {
         "kind": "unalign",
         "direction": None,
@@ -214,12 +278,18 @@ def control_recipe(
         "keys": [[l, n] for l, n in keys],
         "match": "scale",
     }
+    if signs is not None:
+        recipe["signs"] = signs
     if sizes is None:
         return recipe
+    edit_sizes = added_sizes(sizes, chosen, edit.get("signs"))
+    own_sizes = added_sizes(sizes, keys, signs)
     added, scales = {}, {}
     for layer in sorted({l for l, _ in chosen}):
-        target = (edit["scale"] - 1) * sum(sizes[l, n] for l, n in chosen if l == layer)
-        own = sum(sizes[l, n] for l, n in keys if l == layer)
+        target = (edit["scale"] - 1) * sum(
+            x for (l, _), x in zip(chosen, edit_sizes, strict=True) if l == layer
+        )
+        own = sum(x for (l, _), x in zip(keys, own_sizes, strict=True) if l == layer)
         if not own > 0:
             raise ActwhError(
                 f"the control's keys in layer {layer} never fire in run {edit['run']!r}: no "

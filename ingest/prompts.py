@@ -33,6 +33,16 @@ class Prompt:
     source_prompt: int | None = None
     transform: str | None = None
 
+    @property
+    def arm(self) -> str:
+        return arm_of(self.transform, self.messages is not None)
+
+
+def arm_of(transform: str | None, is_chat: bool) -> str:
+    """A prompt's arm, as schema.sql's ``prompt_arms`` has it: its encoding (rot13, base64,
+    leet, ...), ``chat`` for a multi-turn chat, else ``plain``."""
+    return transform or ("chat" if is_chat else "plain")
+
 
 @dataclass
 class PromptSet:

@@ -46,7 +46,7 @@ from actwh.ingest.options import (
     parse_tracked,
     tracked_spec,
 )
-from actwh.ingest.prompts import PromptSet, read_prompts
+from actwh.ingest.prompts import PromptSet, arm_of, read_prompts
 from actwh.ingest.registry import open_model
 from actwh.ingest.rows import TokenText
 from actwh.ingest.sequences import (
@@ -85,6 +85,7 @@ class RunPlan:
     directions: dict[str, np.ndarray]
     tracked: dict[int, list[int]]
     generate: int
+    arms: dict[int, str]  # each prompt's arm (plain, an encoding, chat): neuron_stats per arm
     parent: str | None = None  # the replayed run's model, for a model this run registers
     warnings: list[str] = field(default_factory=list)
 
@@ -125,6 +126,10 @@ def plan_run(
     if options.teacher_force:
         replayed, sequences = replay_sequences(existing, options.teacher_force, loaded)
         prompt_set = set_name = replayed["prompt_set"]
+        arms = {
+            p["prompt"]: arm_of(p["transform"], p["messages"] is not None)
+            for p in existing.catalog.rows("prompts", prompt_set=set_name)
+        }
         generate = 0
         parent = None if replayed["model"] == loaded.name else replayed["model"]
     else:
@@ -137,6 +142,7 @@ def plan_run(
                 f"model's context of {loaded.adapter.context_length} tokens"
             )
         sequences, warnings = encode_prompts(loaded, prompts.prompts, max_tokens, options.on_long)
+        arms = {i: p.arm for i, p in enumerate(prompts.prompts)}
         generate = options.generate
     directions = _directions(existing, loaded.name, parent)
     spec = tracked_spec(options.track_neurons)
@@ -162,7 +168,17 @@ def plan_run(
     config.pop("progress")
     run = check_name("run", options.name or f"{loaded.name}.{set_name}")
     return RunPlan(
-        loaded, run, prompt_set, sequences, config, directions, tracked, generate, parent, warnings
+        loaded,
+        run,
+        prompt_set,
+        sequences,
+        config,
+        directions,
+        tracked,
+        generate,
+        arms,
+        parent,
+        warnings,
     )
 
 
@@ -221,6 +237,7 @@ def _capture(plan: RunPlan) -> Capture:
         lens_at=config["lens_at"],
         store_dtype=config["store_dtype"],
         on_overflow=config["on_overflow"],
+        arms=plan.arms,
     )
     return Capture(adapter, kinds_for(request))
 

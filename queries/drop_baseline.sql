@@ -1,5 +1,5 @@
 -- name: drop_baseline
--- answers: Is the drop in what the top neurons write specific to them, and to toxic prompts? For groups of neurons, base run vs tuned run on the same tokens: Σ_i mean(m_i)·⟨v_i, d̂⟩ (the net write along the direction) and Σ_i |mean(m_i)| (how hard they fire), each with its change and relative change. Groups: selected (activation_drop's top N, same arm and rank) and the other tracked neurons, each on the arm's prompts outside the baseline category (prompts = not neutral) and inside it (prompts = the baseline category, e.g. neutral); and every untracked neuron of the selected neurons' layers (from neuron_stats, which counts every generated token of the run: prompts = every arm). A drop that is as large for the baselines is generic, not toxicity-specific.
+-- answers: Is the drop in what the top neurons write specific to them, and to toxic prompts? For groups of neurons, base run vs tuned run on the same tokens: Σ_i mean(m_i)·⟨v_i, d̂⟩ (the net write along the direction) and Σ_i |mean(m_i)| (how hard they fire), each with its change and relative change. Groups: selected (activation_drop's top N, same arm and rank) and the other tracked neurons, each on the arm's prompts outside the baseline category (prompts = not neutral) and inside it (prompts = the baseline category, e.g. neutral); and every untracked neuron of the selected neurons' layers over the arm's generated tokens (from neuron_stats: prompts = the arm). A drop that is as large for the baselines is generic, not toxicity-specific.
 -- paper: Figure 2's control (the paper reports the selected neurons only)
 -- needs: as activation_drop; prompts with a "category" field for the prompt baseline (the shipped prompts: provocative or neutral)
 -- param base_run: the base model's run
@@ -57,8 +57,9 @@ stats AS (
              / sum(s.n) FILTER (WHERE s.run = $base_run) AS base_mean,
            sum(s.sum) FILTER (WHERE s.run = $tuned_run)
              / sum(s.n) FILTER (WHERE s.run = $tuned_run) AS tuned_mean
-    FROM neuron_stats s
-    WHERE s.run IN ($base_run, $tuned_run) AND s.generated
+    FROM (SELECT * FROM arm_stats($base_run, $arm)
+          UNION ALL SELECT * FROM arm_stats($tuned_run, $arm)) s
+    WHERE s.generated
       AND s.layer IN (SELECT layer FROM ranked WHERE selected)
       AND (s.layer, s.neuron) NOT IN (SELECT (layer, neuron) FROM ranked)
     GROUP BY s.layer, s.neuron
@@ -66,9 +67,9 @@ stats AS (
 layers AS (
     SELECT 'untracked, layer ' || string_agg(DISTINCT s.layer::VARCHAR, ', ' ORDER BY s.layer::VARCHAR)
              AS neurons,
-           'every arm' AS prompts,
+           $arm AS prompts,
            count(*) AS n_neurons,
-           (SELECT n_prompts FROM runs WHERE name = $base_run) AS n_prompts,
+           (SELECT count(*) FROM arm_prompts($base_run, $arm)) AS n_prompts,
            sum(s.base_mean * list_dot_product(v.vec::FLOAT[], d.v) / d.norm) AS base_write,
            sum(s.tuned_mean * (list_dot_product(v.vec::FLOAT[], d.v)
                + coalesce(list_dot_product(dv.delta::FLOAT[], d.v), 0)) / d.norm) AS tuned_write,

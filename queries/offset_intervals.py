@@ -103,9 +103,10 @@ def value_vector_shift_intervals(
     dx_all = sums.sum(0)
     shifts = sql(
         """SELECT d.layer, d.delta, d.delta_norm, means.m
-           FROM value_vector_diffs d LEFT JOIN mean_coefficients($run) means USING (layer, neuron)
+           FROM value_vector_diffs d
+           LEFT JOIN mean_coefficients($run, $arm) means USING (layer, neuron)
            WHERE d.model = $model AND d.layer <= $layer ORDER BY d.layer, d.neuron""",
-        {"run": meta["base_run"], "model": model, "layer": layer},
+        {"run": meta["base_run"], "arm": meta.get("arm", "all"), "model": model, "layer": layer},
     )
     if shifts.is_empty():
         raise ActwhError(f"no value-vector shifts of {model!r}; run actwh diff WH --tuned {model}")

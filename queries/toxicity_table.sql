@@ -1,11 +1,18 @@
 -- name: toxicity_table
--- answers: Toxicity, perplexity and F1 of every evaluated model — base, DPO, interventions, un-aligned — by every scorer, each with a 95% bootstrap interval (over prompts for toxicity, paragraphs of the text for perplexity, samples for F1), and the change from the model's parent with its paired interval (the same prompts, paragraphs and samples in both).
+-- answers: Toxicity, perplexity and F1 of every evaluated model — base, DPO, interventions, un-aligned and their controls — by every scorer, each with a 95% bootstrap interval (over prompts for toxicity, paragraphs of the text for perplexity, samples for F1), and the change from the model's parent with its paired interval (the same prompts, paragraphs and samples in both). An un-aligned variant or control also has its edit: the scale s, how its keys were chosen, whether it is one-sided, and which variant a control is the control of (an un-aligning sweep is its rows by scale).
 -- paper: Tables 2 and 4 (and 5, 7 for Llama-2)
 -- needs: actwh evaluate WH --model MODEL [--scorer profanity,wordlist] for each model
 -- param scorer = null: one scorer's rows (default: every scorer's)
 -- param replicates = 1000: bootstrap resamples (percentile interval, 2.5% to 97.5%)
 WITH evals AS (
-    SELECT e.*, m.role, m.parent FROM evaluations e JOIN models m ON m.name = e.model
+    SELECT e.*, m.role, m.parent,
+           -- an un-aligning edit (or its control): its scale, keys, sides
+           CASE WHEN json_extract_string(m.config, '$.edit.kind') = 'unalign'
+                THEN CAST(json_extract(m.config, '$.edit.scale') AS DOUBLE) END AS edit_scale,
+           json_extract_string(m.config, '$.edit.chosen_by') AS keys_by,
+           json_extract(m.config, '$.edit.signs') IS NOT NULL AS one_sided,
+           json_extract_string(m.config, '$.edit.control_of') AS control_of
+    FROM evaluations e JOIN models m ON m.name = e.model
     WHERE $scorer IS NULL OR e.scorer = $scorer
 ),
 parents AS (
@@ -74,7 +81,9 @@ SELECT e.model, e.role, e.parent, e.prompt_set, e.scorer, e.n_prompts,
        p.change_hi AS perplexity_change_hi,
        e.f1, f.lo AS f1_lo, f.hi AS f1_hi,
        f.change AS f1_change, f.change_lo AS f1_change_lo, f.change_hi AS f1_change_hi,
-       e.ppl_tokens, e.n_f1
+       e.ppl_tokens, e.n_f1,
+       e.edit_scale, e.keys_by, e.one_sided AND e.edit_scale IS NOT NULL AS one_sided,
+       e.control_of
 FROM evals e
 LEFT JOIN intervals t ON t.model = e.model AND t.scorer = e.scorer
  AND t.prompt_set = e.prompt_set AND t.metric = 'toxicity'

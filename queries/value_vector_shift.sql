@@ -1,5 +1,5 @@
 -- name: value_vector_shift
--- answers: How do the value vectors of earlier layers move relative to δx of layer ℓ? For every value vector of every layer j < ℓ: the distribution of cos(δv_i, δx^ℓ) (raw), and of oriented_cos = sign(m̄_i)·cos(δv_i, δx^ℓ), where m̄_i is the neuron's mean coefficient over every token of δx's base run: what the change of its write m_i·δv_i does. aggregate_cos = cos(Σ_i m̄_i·δv_i, δx^ℓ) per layer j: does the layer's weight change, weighted by how its neurons fire, write along δx?
+-- answers: How do the value vectors of earlier layers move relative to δx of layer ℓ? For every value vector of every layer j < ℓ: the distribution of cos(δv_i, δx^ℓ) (raw), and of oriented_cos = sign(m̄_i)·cos(δv_i, δx^ℓ), where m̄_i is the neuron's mean coefficient over every token of δx's base run (δx's arm of prompts): what the change of its write m_i·δv_i does. aggregate_cos = cos(Σ_i m̄_i·δv_i, δx^ℓ) per layer j: does the layer's weight change, weighted by how its neurons fire, write along δx?
 -- paper: Figure 5 (and Figures 8-11: δx^12 ... δx^18). The paper's claim is that near ℓ most raw cosines are strongly negative, while GPT-2's inactive neurons have small negative m (GELU), so −|m|·δv_i points along δx; oriented_cos and aggregate_cos measure that directly, for GELU and gated MLPs alike.
 -- needs: actwh diff WH --base BASE --tuned MODEL; δx directions PREFIX.LAYER (actwh directions add WH PREFIX --delta BASE_RUN TUNED_RUN); the base run's neuron_stats (every run has them) for oriented_cos and aggregate_cos
 -- param model: the tuned model
@@ -7,10 +7,11 @@
 -- param prefix = "dx": the δx directions' name prefix
 -- param bins = 40: histogram bins over [-1, 1]
 WITH dx AS (
-    SELECT vec::FLOAT[] AS v, json_extract_string(meta, '$.base_run') AS base_run
+    SELECT vec::FLOAT[] AS v, json_extract_string(meta, '$.base_run') AS base_run,
+           coalesce(json_extract_string(meta, '$.arm'), 'all') AS arm  -- 'all': δx before arms
     FROM direction_of($model, $prefix || '.' || CAST($layer AS VARCHAR))
 ),
-means AS (SELECT * FROM mean_coefficients((SELECT base_run FROM dx))),
+means AS (SELECT * FROM mean_coefficients((SELECT base_run FROM dx), (SELECT arm FROM dx))),
 cosines AS (
     SELECT d.layer AS value_layer, list_cosine_similarity(d.delta::FLOAT[], dx.v) AS c,
            sign(means.m) * list_cosine_similarity(d.delta::FLOAT[], dx.v) AS oc

@@ -8,6 +8,7 @@ by hand (numpy / polars) from the stored rows.
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import re
 import subprocess
@@ -46,6 +47,7 @@ def tiny_settings(model, **more) -> StudySettings:
         n_transformed=6,
         dpo=DPOOptions(learning_rate=1e-3, max_steps=6, eval_every=2, batch_size=4),
         unalign_top_k=3,
+        unalign_sweep=(3,),
         progress=False,
         **more,
     )
@@ -65,14 +67,17 @@ def test_demo_pipeline_prints_findings(study):
     out, findings, lines = study
     text = "\n".join(lines)
     assert "[10/10]" in text and "Findings" in text and "report:" in text
-    assert set(findings["evaluations"]) == {"tiny-gpt2", "dpo", "unaligned", "unaligned-control"}
+    sweep = [("unaligned.x3", "unaligned-control.x3"), ("unaligned", "unaligned-control")]
+    assert findings["unaligning"][:2] == sweep
+    assert set(findings["evaluations"]) == {"tiny-gpt2", "dpo", *itertools.chain(*sweep)} | set(
+        itertools.chain(*findings["unaligning"][2:])
+    )
+    assert "×3    keys by cosine: " in text and "×10   keys by cosine: " in text
     assert (out / "report.html").is_file() and (out / "report.figure2.png").is_file()
     # a rerun reuses every finished step: nothing new is committed
     with actwh.open(out / "wh") as w:
         before = w.sql("select count(*) from commits").item()
-    run_study(
-        out, StudySettings(model=str(out.parent / "tiny-gpt2"), progress=False), echo=lambda _: None
-    )
+    run_study(out, tiny_settings(out.parent / "tiny-gpt2"), echo=lambda _: None)
     with actwh.open(out / "wh") as w:
         assert w.sql("select count(*) from commits").item() == before
 
@@ -338,9 +343,10 @@ def resampled_offsets(wh, layer: int, draws: np.ndarray) -> np.ndarray:
 def test_dx_decomposition_adds_up_to_the_stored_offset(wh):
     """Each block's output change by hand from the stored means (plain prompts): attention k is
     δresid_mid_k − δresid_post_{k−1}, MLP k is δresid_post_k − δresid_mid_k; they sum to δx."""
-    got = wh.query("dx_decomposition")
+    frame = wh.query("dx_decomposition")
+    got, totals = frame.filter(pl.col("block").is_not_null()), frame.row(-1, named=True)
     layer = got["dx_layer"][0]
-    assert got["block"].to_list() == list(range(layer + 1))
+    assert frame["block"].to_list() == [*range(layer + 1), None]
     dx = wh.direction(f"dx.{layer}")
     plain = plain_prompts(wh)
 
@@ -374,6 +380,20 @@ def test_dx_decomposition_adds_up_to_the_stored_offset(wh):
         assert row["mlp_share"] == pytest.approx(mlp @ dx / (dx @ dx), abs=1e-5)
         assert row["mlp_norm"] == pytest.approx(np.linalg.norm(mlp), rel=1e-4, abs=1e-7)
     assert got["mlp_share"][layer] is None  # MLP ℓ comes after resid_mid ℓ
+    # the totals row, with intervals around them from resampled prompts
+    assert totals["attn_share"] == pytest.approx(got["attn_share"].sum(), abs=1e-9)
+    assert totals["mlp_share"] == pytest.approx(got["mlp_share"].sum(), abs=1e-9)
+    for column in ("attn_share", "mlp_share"):
+        assert totals[column + "_lo"] <= totals[column] <= totals[column + "_hi"]
+        assert (got[column + "_lo"] < got[column + "_hi"]).all()
+    # each MLP's change = its coefficients' (Σ δm̄·v) + its value vectors' (Σ m̄'·δv) + its
+    # bias's: the bias change of GPT-2's c_proj, read off the two models
+    base, tuned = (wh.load_model(m, device="cpu").adapter for m in ("tiny-gpt2", "dpo"))
+    for k in range(layer):
+        row = got.row(k, named=True)
+        bias = (tuned.mlp_out_proj(k).bias - base.mlp_out_proj(k).bias).detach().numpy()
+        split = row["mlp_dm_share"] + row["mlp_dv_share"] + bias @ dx / (dx @ dx)
+        assert split == pytest.approx(row["mlp_share"], abs=2e-3), k
     with pytest.raises(ActwhError, match=re.escape("no δx direction dx.99 (layers: 0-2)")):
         wh.query("dx_decomposition", layer=99)
 
@@ -463,7 +483,7 @@ def test_value_vector_shift_intervals_resample_prompts(wh):
     delta, keys = wh.vectors("value_vector_diffs", model="dpo")
     m = wh.sql(
         "select sum(sum) / sum(n) as m from neuron_stats where run = 'base' and layer = 0 "
-        "group by neuron order by neuron"
+        "and arm = 'plain' group by neuron order by neuron"  # δx's arm
     )["m"].to_numpy()
     mine = delta[(keys["layer"] == 0).to_numpy()]
     unit = mine / np.linalg.norm(mine, axis=1, keepdims=True)
@@ -494,7 +514,7 @@ def test_value_vector_shift(wh):
     dx = wh.direction("dx.2")
     stats = wh.sql(
         "select layer, neuron, sum(sum) / sum(n) as m from neuron_stats where run = 'base' "
-        "group by all order by all"
+        "and arm = 'plain' group by all order by all"  # δx's arm
     )
     for layer in (0, 1):
         mine = delta[(keys["layer"] == layer).to_numpy()]
@@ -575,6 +595,18 @@ def test_toxicity_intervals_are_a_paired_bootstrap_over_prompts(wh):
     assert row["toxicity_lo"] - 1e-6 <= row["toxicity"] <= row["toxicity_hi"] + 1e-6
     base_row = got.filter(pl.col("role") == "base").row(0, named=True)
     assert base_row["toxicity_change"] is None  # no parent to compare with
+    # the un-aligning sweep: each variant's edit, and which variant a control is the control of
+    edits = {
+        r["model"]: (r["edit_scale"], r["keys_by"], r["control_of"])
+        for r in got.filter(pl.col("edit_scale").is_not_null()).iter_rows(named=True)
+    }
+    assert edits == {
+        "unaligned": (10.0, "cosine", None),
+        "unaligned-control": (10.0, None, "unaligned"),
+        "unaligned.x3": (3.0, "cosine", None),
+        "unaligned-control.x3": (3.0, None, "unaligned.x3"),
+    }
+    assert base_row["edit_scale"] is None and not got["one_sided"].any()
 
 
 def test_perplexity_and_f1_items_add_up_to_the_evaluation(wh):
@@ -588,7 +620,7 @@ def test_perplexity_and_f1_items_add_up_to_the_evaluation(wh):
         "from evaluations e join eval_items i on i.run = e.run "
         "where e.scorer = 'profanity' group by e.model"
     )
-    assert frame.height == 4 and frame["paragraphs"].min() > 1
+    assert frame.height == 6 and frame["paragraphs"].min() > 1  # base, dpo, 2 × (edit, control)
     np.testing.assert_allclose(frame["from_items"], frame["perplexity"], rtol=1e-6)
     np.testing.assert_allclose(frame["f1_items"], frame["f1"], rtol=1e-6)
     table = wh.query("toxicity_table", scorer="profanity", replicates=100)
@@ -954,11 +986,9 @@ def model_row(ppl: tuple, change: tuple) -> dict:
     ],
 )
 def test_un_aligning_is_read_against_its_control(edit, control, verdict):
-    from actwh.api.findings import _flag_breakage
+    from actwh.api.findings import unaligning_verdict
 
-    said = []
-    _flag_breakage({"unaligned": edit, "unaligned-control": control}, "profanity", said.append)
-    assert said[0].strip().startswith(verdict)
+    assert unaligning_verdict(edit, control, "profanity").startswith(verdict)
 
 
 def test_a_demo_out_holding_another_models_study_is_refused(study, tmp_path):
@@ -967,3 +997,106 @@ def test_a_demo_out_holding_another_models_study_is_refused(study, tmp_path):
     other = build_llama(tmp_path / "other")
     with pytest.raises(ActwhError, match="holds the study of tiny-gpt2, not of other; give"):
         run_study(study[0], tiny_settings(other), echo=lambda _: None)
+
+
+def test_selective_one_sided_keys_and_their_control(study, tmp_path):
+    """Keys chosen by selectivity are the query's top t; a one-sided edit scales m_i only where
+    sign(m_i) = sign⟨v_i, d⟩; its write-matched control is one-sided too, matched on the side it
+    scales (mean max(±m, 0)·‖v‖ in the run, by hand)."""
+    import shutil
+
+    import torch
+
+    root = tmp_path / "wh"
+    shutil.copytree(study[0] / "wh", root)
+    labels = "category:provocative"
+    with actwh.open(root) as w:
+        top = w.query("selectivity", run="base.last-layer", labels=labels).filter(pl.col("t") > 0)
+        w.unalign_variant(
+            "sel", base="dpo", direction="toxic_probe", scale=3.0, top_k=2,
+            run="base.last-layer", keys=f"selectivity:{labels}", one_sided=True, device="cpu",
+        )  # fmt: skip
+        w.control_variant("sel-control", of="sel", seed=1, match="write", device="cpu")
+        edit, control = (
+            json.loads(w.sql("select config from models where name = $m", {"m": m}).item())["edit"]
+            for m in ("sel", "sel-control")
+        )
+        d = w.direction("toxic_probe")
+        tuned, edited = (w.load_model(m, device="cpu") for m in ("dpo", "sel"))
+        sides = w.sql(
+            """select layer, neuron, sum(sum_pos) / sum(n) as pos, (sum(sum_pos) - sum(sum))
+               / sum(n) as neg from neuron_stats where run = 'base.last-layer' and generated
+               group by all"""
+        )
+    chosen = [tuple(k) for k in edit["keys"]]
+    assert chosen == [tuple(r) for r in top.select("layer", "neuron").head(2).iter_rows()]
+    assert edit["chosen_by"] == f"selectivity:{labels}" and len(edit["signs"]) == 2
+    assert "signs" in control and control["match"] == "write"
+    adapter = tuned.adapter
+    for (l, n), sign in zip(chosen, edit["signs"], strict=True):
+        v = adapter.write_vectors(l)[n].detach().float().numpy()
+        assert sign == (1 if v @ d > 0 else -1)
+    # the edit's effect on m: ×3 where sign·m > 0, untouched elsewhere
+    layer = chosen[0][0]
+    ids = torch.arange(3, 40)[None]
+    seen = {}
+    for name, loaded in (("tuned", tuned), ("edited", edited)):
+        proj = loaded.adapter.mlp_out_proj(layer)
+        handle = proj.register_forward_pre_hook(
+            lambda module, args, name=name: seen.__setitem__(name, args[0].detach().clone())
+        )
+        with torch.no_grad():
+            loaded.model(ids)
+        handle.remove()
+    kinds = set()
+    for (_, n), sign in zip(chosen, edit["signs"], strict=True):
+        before, after = seen["tuned"][0, :, n], seen["edited"][0, :, n]
+        toward = before * sign > 0
+        kinds |= set(toward.tolist())
+        torch.testing.assert_close(after, torch.where(toward, 3 * before, before))
+    assert kinds == {True, False}  # both sides occur: scaled and untouched
+    # the control adds what the edit adds, on the side each key scales
+    norms = {
+        k: float(np.linalg.norm(adapter.write_vectors(k[0])[k[1]].detach().float().numpy()))
+        for k in chosen + [tuple(k) for k in control["keys"]]
+    }
+    side = {(r["layer"], r["neuron"]): r for r in sides.iter_rows(named=True)}
+
+    def added(keys, signs, scale):
+        return (scale - 1) * sum(
+            side[k]["pos" if s > 0 else "neg"] * norms[k] for k, s in zip(keys, signs, strict=True)
+        )
+
+    keys = [tuple(k) for k in control["keys"]]
+    target = added(chosen, edit["signs"], 3)
+    assert control["added_write"][str(layer)] == pytest.approx(target, rel=1e-3)
+    scale = control["layer_scales"][str(layer)]
+    assert added(keys, control["signs"], scale) == pytest.approx(target, rel=1e-3)
+
+
+def test_neuron_stats_are_kept_per_arm(wh):
+    """A tracked neuron's mean over one arm's tokens, from neuron_stats (arm_stats), is its mean
+    in neuron_acts over the tokens of that arm's prompts; the arms add up to the whole run."""
+    arms = wh.sql("select prompt, arm from prompt_arms('base')")
+    layer, neuron = wh.sql("select layer, neuron from neuron_acts where run = 'base' limit 1").row(
+        0
+    )
+    for arm in arms["arm"].unique():
+        prompts = arms.filter(pl.col("arm") == arm)["prompt"].to_list()
+        by_hand = wh.sql(
+            """select avg(act) from neuron_acts where run = 'base' and layer = $l
+               and neuron = $n and prompt in (select unnest($p))""",
+            {"l": layer, "n": neuron, "p": prompts},
+        ).item()
+        stats = wh.sql(
+            """select sum(sum) / sum(n) from arm_stats('base', $a)
+               where layer = $l and neuron = $n""",
+            {"a": arm, "l": layer, "n": neuron},
+        ).item()
+        assert stats == pytest.approx(by_hand, rel=1e-4, abs=1e-6), arm
+    n_all, n_arms = wh.sql(
+        """select (select sum(n) from arm_stats('base', 'all') where layer = 0),
+                  (select sum(n) from neuron_stats where run = 'base' and layer = 0
+                   and arm in (select arm from prompt_arms('base')))"""
+    ).row(0)
+    assert n_all == n_arms and n_all > 0

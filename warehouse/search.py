@@ -153,10 +153,14 @@ def value_vectors(snapshot: Snapshot, model: str, keys: list[tuple[int, int]]) -
     return column_to_numpy(table.column("vec"))
 
 
-def mean_abs_coefficients(snapshot: Snapshot, run: str, n_layers: int, d_mlp: int) -> np.ndarray:
-    """Each neuron's mean |m| in ``run`` (``mean_pos − mean_neg`` of ``neuron_means``):
-    ``[n_layers, d_mlp]``; NaN for a layer the run did not cover."""
-    return _neuron_means(snapshot, run, n_layers, d_mlp, "mean_pos - mean_neg")
+def mean_sides(snapshot: Snapshot, run: str, n_layers: int, d_mlp: int) -> tuple:
+    """Each neuron's mean max(m, 0) and mean max(−m, 0) in ``run`` (``mean_pos`` and
+    ``−mean_neg`` of ``neuron_means``; their sum is the mean |m|): two ``[n_layers, d_mlp]``
+    arrays, NaN for a layer the run did not cover."""
+    return (
+        _neuron_means(snapshot, run, n_layers, d_mlp, "mean_pos"),
+        _neuron_means(snapshot, run, n_layers, d_mlp, "-mean_neg"),
+    )
 
 
 def mean_coefficients(snapshot: Snapshot, run: str, n_layers: int, d_mlp: int) -> np.ndarray:

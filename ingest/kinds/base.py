@@ -45,6 +45,7 @@ class Request:
     lens_at: str = "last"
     store_dtype: str = "float16"
     on_overflow: str = "scale"
+    arms: dict[int, str] = field(default_factory=dict)  # prompt → arm (plain if not listed)
 
     @property
     def device(self) -> torch.device:

@@ -1,7 +1,8 @@
 """What the MLP neurons do, read off their coefficients m_i (``mlp_post``, the input of the
 output projection): ``neuron_acts``, the coefficient of tracked neurons at every token, and
 ``neuron_stats``, every neuron's sums (count, positive count, sum, positive sum, sum of squares)
-over prompt and generated tokens — one set of rows per commit; queries sum across rows."""
+over prompt and generated tokens of each arm of prompts (plain, an encoding, chat) — one set of
+rows per commit; queries sum across rows."""
 
 from __future__ import annotations
 
@@ -43,11 +44,12 @@ class TrackedNeurons(CaptureKind):
             yield Rows("neuron_acts", layer, long_table(flat, len(neurons), columns))
 
 
-def coefficient_sums(ran: Ran, m: torch.Tensor) -> np.ndarray:
-    """Every neuron's sums over one batch's coefficients ``m`` (``[batch, pos, d_mlp]``):
-    ``[2, 5, d_mlp]`` float64, for prompt tokens (0) and generated tokens (1), in the order of
-    :data:`STAT_COLUMNS`."""
-    kinds = torch.stack([ran.valid & ~ran.generated, ran.valid & ran.generated]).reshape(2, -1)
+def coefficient_sums(ran: Ran, m: torch.Tensor, rows: torch.Tensor | None = None) -> np.ndarray:
+    """Every neuron's sums over one batch's coefficients ``m`` (``[batch, pos, d_mlp]``), of the
+    batch rows ``rows`` (``[batch]`` bool; default all): ``[2, 5, d_mlp]`` float64, for prompt
+    tokens (0) and generated tokens (1), in the order of :data:`STAT_COLUMNS`."""
+    valid = ran.valid if rows is None else ran.valid & rows[:, None]
+    kinds = torch.stack([valid & ~ran.generated, valid & ran.generated]).reshape(2, -1)
     m = m.reshape(-1, m.shape[-1]).float()  # [batch · pos, d_mlp]
     w = kinds.to(m)  # [2, batch · pos]: which tokens each sum counts
     # One scratch tensor, reused in place: on a CPU, allocating a fresh one per term cost more
@@ -61,9 +63,9 @@ def coefficient_sums(ran: Ran, m: torch.Tensor) -> np.ndarray:
     return torch.cat([n, sums], dim=1).double().cpu().numpy()
 
 
-def neuron_stats_table(sums: np.ndarray) -> pa.Table | None:
-    """``neuron_stats`` rows of one layer from accumulated :func:`coefficient_sums`; a kind of
-    token (prompt, generated) that never occurred has no rows."""
+def neuron_stats_table(sums: np.ndarray, arm: str) -> pa.Table | None:
+    """``neuron_stats`` rows of one layer and arm from accumulated :func:`coefficient_sums`; a
+    kind of token (prompt, generated) that never occurred has no rows."""
     parts = []
     for generated in (False, True):
         block = sums[int(generated)]
@@ -79,6 +81,7 @@ def neuron_stats_table(sums: np.ndarray) -> pa.Table | None:
                     "neuron": np.arange(d, dtype=np.int32),
                     "generated": np.full(d, generated),
                     **columns,
+                    "arm": pa.array([arm] * d, pa.string()),
                 }
             )
         )
@@ -86,21 +89,30 @@ def neuron_stats_table(sums: np.ndarray) -> pa.Table | None:
 
 
 class NeuronStats(CaptureKind):
-    def __init__(self, layers: list[int]):
+    def __init__(self, layers: list[int], arms: dict[int, str]):
         super().__init__([(NEURON_SITE, layer) for layer in layers])
-        self.sums: dict[int, np.ndarray] = {}  # since the last commit
+        self.arms = arms
+        self.sums: dict[tuple[int, str], np.ndarray] = {}  # (layer, arm), since the last commit
 
     def rows(self, batch: RanBatch) -> Iterator[Rows]:
-        for key in self.kept_keys():
-            layer, sums = key[1], coefficient_sums(batch.ran, self.joined(key))
-            self.sums[layer] = self.sums[layer] + sums if layer in self.sums else sums
+        arms = [self.arms.get(p, "plain") for p in batch.prompts]
+        device = batch.ran.valid.device
+        for arm in dict.fromkeys(arms):
+            rows = torch.tensor([a == arm for a in arms], device=device)
+            for key in self.kept_keys():
+                part = (key[1], arm)
+                sums = coefficient_sums(batch.ran, self.joined(key), rows)
+                self.sums[part] = self.sums[part] + sums if part in self.sums else sums
         return iter(())
 
     def before_commit(self) -> Iterator[Rows]:
-        for layer, sums in self.sums.items():
-            rows = neuron_stats_table(sums)
+        by_layer: dict[int, list[pa.Table]] = {}
+        for (layer, arm), sums in self.sums.items():
+            rows = neuron_stats_table(sums, arm)
             if rows is not None:
-                yield Rows("neuron_stats", layer, rows)
+                by_layer.setdefault(layer, []).append(rows)
+        for layer, tables in by_layer.items():
+            yield Rows("neuron_stats", layer, pa.concat_tables(tables))
         self.sums = {}
 
 
@@ -109,4 +121,4 @@ def make_tracked(request: Request) -> TrackedNeurons | None:
 
 
 def make_stats(request: Request) -> NeuronStats:
-    return NeuronStats(request.layers)
+    return NeuronStats(request.layers, request.arms)
