@@ -417,8 +417,30 @@ class Study:
         findings = collect_findings(self.wh, self.base.name, self.s.scorer, written.plan.layer)
         findings["report"] = str(written.page)
         findings["seconds"] = time.monotonic() - self.started
-        print_findings(findings, self.echo, len(written.charts))
+        printed: list[str] = []
+
+        def echo(line: str) -> None:
+            printed.append(line)
+            self.echo(line)
+
+        print_findings(findings, echo, len(written.charts))
+        self._write_findings(printed)
         return findings
+
+    def _write_findings(self, printed: list[str]) -> None:
+        """OUT/FINDINGS.md: what the findings printed, verbatim, under the study's settings."""
+        s = self.s
+        sweep = ", ".join(f"×{x:g}" for x in sorted({*s.unalign_sweep, s.unalign_scale}))
+        header = (
+            f"# Findings: actwh demo --model {s.model}\n\n"
+            f"What `actwh demo` printed at the end (the model {self.base.name}; DPO at learning "
+            f"rate {s.dpo.learning_rate:g}, {s.dpo.epochs:g} epochs; {s.seeds} seed(s); "
+            f"un-aligning at {sweep}). Written by the demo: do not edit by hand.\n\n"
+        )
+        text = header + "```\n" + "\n".join(printed).strip("\n") + "\n```\n"
+        tmp = self.out / ".FINDINGS.md.tmp"  # whole or absent
+        tmp.write_text(text)
+        tmp.replace(self.out / "FINDINGS.md")
 
 
 def run_study(

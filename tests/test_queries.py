@@ -74,6 +74,9 @@ def test_demo_pipeline_prints_findings(study):
     )
     assert "×3    keys by cosine: " in text and "×10   keys by cosine: " in text
     assert (out / "report.html").is_file() and (out / "report.figure2.png").is_file()
+    written = (out / "FINDINGS.md").read_text()  # what it printed, verbatim
+    assert written.startswith("# Findings: actwh demo --model ")
+    assert "\n".join(lines[lines.index("\nFindings") :]).strip("\n") in written
     # a rerun reuses every finished step: nothing new is committed
     with actwh.open(out / "wh") as w:
         before = w.sql("select count(*) from commits").item()
