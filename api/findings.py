@@ -246,14 +246,15 @@ def _print_baseline(rows: list[dict], echo: Callable) -> None:
         return
     echo(
         "  control: the same change for neurons not selected and for neutral prompts — Σ write "
-        "along toxic_probe and Σ|m̄|, base → DPO (relative change), plain prompts:"
+        "along toxic_probe and Σ|m̄|, base → DPO (relative change [95% bootstrap interval over "
+        "prompts]), plain prompts:"
     )
     for r in rows:
         who = f"{r['neurons']} ({r['n_neurons']})"
         echo(
             f"    {who:<26} {r['prompts']:<12} write {r['base_write']:+8.2f} → "
-            f"{r['tuned_write']:+8.2f} ({r['write_relative_change']:+.1%})   "
-            f"|m̄| {r['abs_relative_change']:+.1%}"
+            f"{r['tuned_write']:+8.2f} ({_share(r, 'write_relative_change')})   "
+            f"|m̄| {_share(r, 'abs_relative_change')}"
         )
 
 

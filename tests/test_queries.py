@@ -1103,3 +1103,40 @@ def test_neuron_stats_are_kept_per_arm(wh):
                    and arm in (select arm from prompt_arms('base')))"""
     ).row(0)
     assert n_all == n_arms and n_all > 0
+
+
+def test_drop_baseline_by_hand_with_intervals(wh):
+    """The selected neurons' net write on neutral prompts, by hand; every tracked group's relative
+    change inside its bootstrap interval; the untracked neurons read the arm's statistics (plain),
+    by hand from neuron_stats, and have no interval (they are per arm, not per prompt)."""
+    got = wh.query("drop_baseline", base_run="base", tuned_run="dpo", n=3, replicates=200)
+    top = wh.query("activation_drop", base_run="base", tuned_run="dpo", n=3)
+    selected = set(top.select("layer", "neuron").iter_rows())
+    neutral = wh.sql(
+        """select prompt from prompts where prompt_set = 'analysis' and transform is null
+           and messages is null and json_extract_string(meta, '$.category') = 'neutral'"""
+    )["prompt"].to_list()
+    base = mean_writes(wh, "base", prompts=neutral)
+    tuned = mean_writes(wh, "dpo", along_tuned=True, prompts=neutral)
+    row = got.filter((pl.col("neurons") == "selected") & (pl.col("prompts") == "neutral"))
+    row = row.row(0, named=True)
+    assert row["base_write"] == pytest.approx(sum(base[k][1] for k in selected), rel=1e-4)
+    assert row["tuned_write"] == pytest.approx(sum(tuned[k][1] for k in selected), rel=1e-4)
+    tracked = got.filter(pl.col("neurons") != pl.col("neurons").last())
+    for r in tracked.iter_rows(named=True):
+        for column in ("write_relative_change", "abs_relative_change"):
+            assert r[column + "_lo"] <= r[column] <= r[column + "_hi"], (r["neurons"], column)
+    untracked = got.row(-1, named=True)
+    assert untracked["neurons"].startswith("untracked") and untracked["prompts"] == "plain"
+    assert untracked["write_relative_change_lo"] is None
+    layers = sorted({l for l, _ in selected})
+    by_hand = wh.sql(
+        """select sum(s.sum) / sum(s.n) as m from neuron_stats s
+           where s.run = 'base' and s.generated and s.arm = 'plain' and s.layer in
+           (select unnest($l)) and (s.layer, s.neuron) not in
+           (select (layer, neuron) from neuron_acts where run = 'base')
+           group by s.layer, s.neuron""",
+        {"l": layers},
+    )["m"]
+    assert untracked["n_neurons"] == by_hand.len()
+    assert untracked["base_abs"] == pytest.approx(by_hand.abs().sum(), rel=1e-6)
