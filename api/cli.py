@@ -14,6 +14,7 @@ import click
 
 from actwh.api.output import emit, output_options, rate
 from actwh.errors import ActwhError, from_os_error
+from actwh.ingest.shipped import SHIPPED
 from actwh.warehouse.store import shown_url
 
 # Library arguments whose flag is not ``--`` + the argument's name with dashes.
@@ -455,7 +456,7 @@ def dataset(warehouse, out, run, sites, layers, layout, context_size, quiet):
 )
 @click.option(
     "--model",
-    type=click.Choice(["embedded", "gemma3-270m"]),
+    type=click.Choice(list(SHIPPED)),
     default="embedded",
     show_default=True,
     help="The shipped model studied: SmolLM2-135M-Instruct, or the pretrained Gemma 3 270M.",

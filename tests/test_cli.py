@@ -319,3 +319,20 @@ def test_a_short_result_is_one_table_however_duckdb_batches_it(capsys):
     emit(iter([pl.DataFrame({"run": ["a", "b"]}), pl.DataFrame({"run": ["c"]})]), ("table", None))
     out = capsys.readouterr().out
     assert out.count("| run") == 1 and all(f"| {r} " in out for r in "abc")
+
+
+def test_the_shipped_models_are_declared_once_and_listed_without_torch():
+    """`actwh demo --model` offers exactly the shipped models, read from their torch-free
+    declaration: importing the CLI imports no torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, actwh.api.cli as c, actwh.ingest.shipped as s; "
+        "demo = c.main.commands['demo']; "
+        "model = next(p for p in demo.params if p.name == 'model'); "
+        "assert list(model.type.choices) == list(s.SHIPPED), model.type.choices; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
