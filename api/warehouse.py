@@ -113,23 +113,27 @@ class Warehouse(Writes):
     # ---- notebook manners -------------------------------------------------------------------
 
     def summary(self) -> dict:
-        """Models, runs (by status), fact tables with rows, and bytes on disk."""
+        """Models, runs (by status), fact tables with rows, and bytes of their committed files —
+        all from the catalog, which records every committed file's rows and bytes (no file is
+        opened)."""
         if self._store is None:
             return {"models": [], "runs": {}, "tables": {}, "bytes": 0}
         models = self.sql("select name from models")["name"].to_list()
         runs = dict(self.sql("select status, count(*) from runs group by status").iter_rows())
-        tables = {}
-        for table in sorted(fact_tables()):
-            if table not in self.snapshot.broken:
-                n = self.sql(f"select count(*) from {table}").item()
-                if n:
-                    tables[table] = n
-        size = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        files = self.sql(
+            """select table_name, sum(n_rows) as n_rows, sum(n_bytes) as n_bytes
+               from commit_files group by table_name order by table_name"""
+        )
+        tables = {
+            t: int(n)
+            for t, n, _ in files.iter_rows()
+            if n and t in fact_tables() and t not in self.snapshot.broken
+        }
         return {
             "models": sorted(models, key=natural_key),
             "runs": runs,
             "tables": tables,
-            "bytes": size,
+            "bytes": int(files["n_bytes"].sum() or 0),
         }
 
     def __repr__(self) -> str:
@@ -141,7 +145,7 @@ class Warehouse(Writes):
             f"  models: {', '.join(s['models']) or 'none'}\n"
             f"  runs: {runs}\n"
             f"  rows: {tables}\n"
-            f"  size: {_size(s['bytes'])}"
+            f"  data: {_size(s['bytes'])}"
         )
 
     def _repr_html_(self) -> str:
@@ -150,7 +154,7 @@ class Warehouse(Writes):
             ("models", ", ".join(s["models"]) or "none"),
             ("runs", ", ".join(f"{n} {st}" for st, n in sorted(s["runs"].items())) or "none"),
             *((f"{t} rows", f"{n:,}") for t, n in s["tables"].items()),
-            ("size", _size(s["bytes"])),
+            ("data", _size(s["bytes"])),
         ]
         cells = "".join(
             f"<tr><th style='text-align:left'>{html.escape(k)}</th>"

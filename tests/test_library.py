@@ -125,7 +125,10 @@ def test_names_sort_naturally_and_the_warehouse_summarises_itself(tmp_path, gpt2
         shown.exit_code == 0 and f"top tokens (raw): {', '.join(map(repr, words))}" in shown.output
     )
     text = repr(wh)
-    assert "models: tiny-gpt2" in text and "value_vectors 384" in text and "size:" in text
+    assert "models: tiny-gpt2" in text and "value_vectors 384" in text
+    # the data size is the catalog's: the committed files' bytes, no file walked
+    committed = wh.sql("select sum(n_bytes) from commit_files").item()
+    assert wh.summary()["bytes"] == committed > 0 and "data: " in text
     page = wh._repr_html_()
     assert page.startswith("<b>actwh warehouse</b>") and "<td" in page and "tiny-gpt2" in page
 
