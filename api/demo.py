@@ -430,7 +430,7 @@ class Study:
     def _write_findings(self, printed: list[str]) -> None:
         """OUT/FINDINGS.md: what the findings printed, verbatim, under the study's settings."""
         s = self.s
-        sweep = ", ".join(f"×{x:g}" for x in sorted({*s.unalign_sweep, s.unalign_scale}))
+        sweep = ", ".join(f"×{x:g}" for x in sorted({how["scale"] for *_, how in self.variants()}))
         header = (
             f"# Findings: actwh demo --model {s.model}\n\n"
             f"What `actwh demo` printed at the end (the model {self.base.name}; DPO at learning "

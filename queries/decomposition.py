@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from actwh.errors import ActwhError
+from actwh.queries.offset_intervals import paired_sums, resample_counts
 from actwh.warehouse.arrays import column_to_numpy
 
 DX_DECOMPOSITION = """
@@ -35,32 +36,6 @@ DX_DECOMPOSITION = """
 -- param layer = null: ℓ, the layer of δx (null: the last)
 -- param replicates = 200: bootstrap resamples of δx's prompts (0: no intervals)
 """
-
-
-def _prompt_sums(sql, run: str, site: str, layer: int, meta: dict, prompts: np.ndarray):
-    """``[len(prompts), d_model]`` sums of ``site``'s vectors at ``layer`` over each of δx's
-    prompts' tokens, and ``[len(prompts)]`` token counts."""
-    frame = sql(
-        """SELECT prompt, vec FROM residuals WHERE run = $run AND site = $site AND layer = $layer
-             AND prompt IN (SELECT prompt FROM arm_prompts($base, $arm))""",
-        {
-            "run": run,
-            "site": site,
-            "layer": layer,
-            "base": meta["base_run"],
-            "arm": meta.get("arm", "all"),
-        },
-    )
-    if frame.is_empty():
-        raise ActwhError(
-            f"run {run!r} has no {site} vectors at layer {layer}; ingest both of δx's runs with "
-            "--capture resid_mid,resid_post"
-        )
-    rows = np.searchsorted(prompts, frame["prompt"].to_numpy())
-    vectors = column_to_numpy(frame["vec"].to_arrow()).astype(np.float64)
-    sums = np.zeros((len(prompts), vectors.shape[1]))
-    np.add.at(sums, rows, vectors)
-    return sums, np.bincount(rows, minlength=len(prompts))
 
 
 def _mlp_split(sql, meta: dict, layers: int, arm: str) -> list[tuple] | None:
@@ -138,18 +113,12 @@ def dx_decomposition(sql, prefix: str, layer: int | None, replicates: int) -> pl
             f"δx {prefix}.{layer} is at {meta['site']}; the decomposition needs resid_mid"
         )
     arm = meta.get("arm", "all")
-    prompts = np.sort(
-        sql("SELECT prompt FROM arm_prompts($run, $arm)", {"run": meta["base_run"], "arm": arm})[
-            "prompt"
-        ].to_numpy()
-    )
-    # Per prompt: the tuned run's sums minus the base run's (the same tokens), and the counts.
+    # Per prompt (in order): the tuned run's sums minus the base run's (the same tokens), and
+    # the token counts — the same at every site and layer.
     sites = [("resid_mid", k) for k in range(layer + 1)] + [("resid_post", k) for k in range(layer)]
-    diffs, counts = {}, None
+    diffs = {}
     for site, k in sites:
-        base, counts = _prompt_sums(sql, meta["base_run"], site, k, meta, prompts)
-        tuned, _ = _prompt_sums(sql, meta["tuned_run"], site, k, meta, prompts)
-        diffs[site, k] = tuned - base
+        diffs[site, k], counts = paired_sums(sql, meta, k, site)
 
     def blocks(weights: np.ndarray) -> tuple[list, list]:
         """Each block's output change, the prompts weighted by ``weights`` (a resample)."""
@@ -164,21 +133,11 @@ def dx_decomposition(sql, prefix: str, layer: int | None, replicates: int) -> pl
         dx = sum(attn) + sum(mlp)
         return np.array([x @ dx for x in (*attn, *mlp)]) / (dx @ dx)
 
-    attn, mlp = blocks(np.ones(len(prompts)))
+    attn, mlp = blocks(np.ones(len(counts)))
     whole = shares(attn, mlp)
-    rng = np.random.default_rng(0)
-    drawn = np.array(
-        [
-            shares(
-                *blocks(
-                    np.bincount(
-                        rng.integers(0, len(prompts), len(prompts)), minlength=len(prompts)
-                    ).astype(np.float64)
-                )
-            )
-            for _ in range(replicates)
-        ]
-    ).reshape(replicates, len(whole))
+    # the draws of every bootstrap in actwh (bootstrap_index), so intervals agree across queries
+    draws = resample_counts(sql, len(counts), replicates) if replicates else []
+    drawn = np.array([shares(*blocks(w)) for w in draws]).reshape(replicates, len(whole))
     lo, hi = (
         np.percentile(drawn, q, axis=0) if replicates else np.full(len(whole), np.nan)
         for q in (2.5, 97.5)
@@ -212,7 +171,7 @@ def dx_decomposition(sql, prefix: str, layer: int | None, replicates: int) -> pl
                 "mlp_norm": None if i is None else float(np.linalg.norm(mlp[k])),
                 "dx_layer": layer,
                 "dx_norm": float(np.sqrt(scale)),
-                "n_prompts": len(prompts),
+                "n_prompts": len(counts),
                 "sum_error": error,
             }
         )

@@ -159,10 +159,14 @@ ANALYSES = [
 ]
 
 
-def paired_sums(sql, meta: dict, layer: int) -> tuple[np.ndarray, np.ndarray]:
+def paired_sums(
+    sql, meta: dict, layer: int, site: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per prompt of δx's runs (``meta``: base_run, tuned_run, site, arm): the summed difference
-    tuned − base over its tokens at ``layer`` (``[P, d]``, float64) and its token count. δx
-    registered before arms existed averaged every prompt (arm all)."""
+    tuned − base over its tokens at ``layer`` of ``site`` (default δx's own; ``[P, d]``,
+    float64, prompts in order) and its token count. δx registered before arms existed averaged
+    every prompt (arm all)."""
+    site = site or meta["site"]
     frames = [
         sql(
             """SELECT prompt, vec FROM residuals
@@ -172,7 +176,7 @@ def paired_sums(sql, meta: dict, layer: int) -> tuple[np.ndarray, np.ndarray]:
             {
                 "run": meta[run],
                 "layer": layer,
-                "site": meta["site"],
+                "site": site,
                 "base": meta["base_run"],
                 "arm": meta.get("arm", "all"),
             },
@@ -183,8 +187,9 @@ def paired_sums(sql, meta: dict, layer: int) -> tuple[np.ndarray, np.ndarray]:
     prompts = base["prompt"].to_numpy()
     if base.is_empty() or not np.array_equal(prompts, tuned["prompt"].to_numpy()):
         raise ActwhError(
-            f"runs {meta['base_run']!r} and {meta['tuned_run']!r} no longer hold paired "
-            f"{meta['site']} vectors at layer {layer}, so δx cannot be resampled"
+            f"runs {meta['base_run']!r} and {meta['tuned_run']!r} hold no paired {site} vectors "
+            f"at layer {layer}, so δx cannot be resampled; ingest both with --capture "
+            "resid_mid,resid_post"
         )
     diff = column_to_numpy(tuned["vec"].to_arrow()).astype(np.float64) - column_to_numpy(
         base["vec"].to_arrow()
