@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from actwh.errors import ActwhError, arg
+from actwh.errors import ActwhError, BadInput, arg
 
 
 def checks_arguments(cls: type) -> type:
@@ -37,7 +37,7 @@ def check(name: str, value, hint) -> None:
     if not matches(value, hint):
         shown = repr(value)
         shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        raise ActwhError(
+        raise BadInput(
             f"{arg(name)}: expected {describe(hint)}, got {type(value).__name__} {shown}"
         )
 
@@ -109,7 +109,7 @@ def _checked(method: Callable) -> Callable:
         try:
             bound = signature.bind(*args, **kwargs)
         except TypeError as error:  # an unknown keyword, a missing argument
-            raise ActwhError(f"{method.__name__}: {error}") from None
+            raise BadInput(f"{method.__name__}: {error}") from None
         for name, value in bound.arguments.items():
             if name in hints:
                 check(name, value, hints[name])
@@ -191,3 +191,67 @@ def _layer(item, option: str) -> int:
     if isinstance(item, bool) or not isinstance(item, int | np.integer):
         raise ActwhError(f"{arg(option)}: {item!r} is not a layer number (0-based int)")
     return int(item)
+
+
+# ---- options declared once -----------------------------------------------------------------
+#
+# An options dataclass (``IngestOptions``, ``DPOOptions``) is the one declaration of a command's
+# options: each field's annotation (``Literal[...]`` for a choice), default and ``option(...)``
+# metadata (help text, whether a resumed run must match it) make the CLI's flags
+# (:mod:`actwh.api.flags`), the keywords of the ``Warehouse`` method that takes them
+# (:func:`takes_options`) and the resume check (:func:`resume_keys`).
+
+
+def option(
+    default,
+    help: str,
+    *,
+    resume: bool = False,
+    metavar: str | None = None,
+    aliases: tuple[str, ...] = (),
+    cli: bool = True,
+):
+    """A field of an options dataclass: its default, its help text, whether a run resumed with
+    a different value is refused (``resume``), the CLI's ``metavar`` and extra flag ``aliases``
+    (``("--lr",)``); ``cli=False`` keeps it off the command line."""
+    from dataclasses import field
+
+    meta = {"help": help, "resume": resume, "metavar": metavar, "aliases": aliases, "cli": cli}
+    return field(default=default, metadata=meta)
+
+
+def option_fields(cls: type) -> list[tuple]:
+    """The fields of an options dataclass, each with its annotation evaluated: ``(field,
+    type)``."""
+    from dataclasses import fields
+
+    hints = typing.get_type_hints(cls)
+    return [(f, hints[f.name]) for f in fields(cls)]
+
+
+def resume_keys(cls: type) -> tuple[str, ...]:
+    """The options a resumed run must share with the run it continues."""
+    return tuple(f.name for f, _ in option_fields(cls) if f.metadata.get("resume"))
+
+
+def takes_options(cls: type, *, exclude: tuple[str, ...] = ()) -> Callable:
+    """Method decorator: the method's ``**options`` are the fields of ``cls`` (less
+    ``exclude``), shown as keyword-only parameters in its signature, so ``help(wh.ingest)`` lists
+    them and :func:`checks_arguments` checks each against its annotation."""
+
+    def decorate(method: Callable) -> Callable:
+        signature = inspect.signature(method)
+        own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        taken = {p.name for p in own}
+        added = [
+            inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hint
+            )
+            for f, hint in option_fields(cls)
+            if f.name not in taken and f.name not in exclude
+        ]
+        method.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+        method.__options__ = cls  # type: ignore[attr-defined]
+        return method
+
+    return decorate

@@ -1,7 +1,11 @@
-"""The one exception type users see.
+"""The exceptions users see: :class:`ActwhError` and its kinds.
 
 Anything raised as :class:`ActwhError` is a problem with the user's input or environment that the
 CLI prints as a single line (``error: ...``) before exiting with status 2. Anything else is a bug.
+A caller that means to handle one case catches its kind: :class:`NotFound` (a run, model,
+direction, table, file or warehouse that is not there), :class:`AlreadyExists` (a name or path
+taken), :class:`Locked` (a catalog another process holds), :class:`BadInput` (a value no call
+could accept), :class:`Damaged` (a file that cannot be read back).
 
 A message names the argument at fault with :func:`arg`: the library shows the argument's Python
 name (``teacher_force``), the CLI its flag (``--teacher-force``), so each reader sees the name
@@ -10,6 +14,7 @@ they typed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 _MARK = "\x1f"  # around an argument's name inside a message; never in user text
@@ -60,19 +65,44 @@ class ActwhError(Exception):
         return self.render()
 
 
-def unknown(what: str, value, known, *, argument: str | None = None, hint: str = "") -> ActwhError:
+class NotFound(ActwhError):
+    """A name or path that is not there: a run, a model, a direction, a table, a file."""
+
+
+class AlreadyExists(ActwhError):
+    """A name or path already taken (pass ``replace``/``force`` where offered)."""
+
+
+class Locked(ActwhError):
+    """The catalog stayed locked by another process."""
+
+
+class BadInput(ActwhError):
+    """A value of the wrong type, out of range or in the wrong form."""
+
+
+class Damaged(ActwhError):
+    """A file of the warehouse that cannot be read back (restore it from a backup)."""
+
+
+def natural_key(name: str) -> list:
+    """Sort key that compares the numbers inside names as numbers: ``dx.2`` before ``dx.10``."""
+    return [
+        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)
+    ]
+
+
+def unknown(what: str, value, known, *, argument: str | None = None, hint: str = "") -> NotFound:
     """One line for a name that is not there: the bad value, close matches, the known ones and
     (``hint``) how to make one. ``argument`` names the option the value came from."""
     import difflib
-
-    from actwh.warehouse.layout import natural_key
 
     known = sorted({str(k) for k in known}, key=natural_key)
     close = difflib.get_close_matches(str(value), known, n=1, cutoff=0.6)
     shown = ", ".join(known[:12]) + (f", … ({len(known)} in all)" if len(known) > 12 else "")
     where = f"{arg(argument)} {value!r}" if argument else repr(value)
     near = f" (did you mean {close[0]!r}?)" if close else ""
-    return ActwhError(
+    return NotFound(
         f"{where}: no such {what}{near}; known: {shown or 'none'}{'; ' + hint if hint else ''}"
     )
 
@@ -82,3 +112,32 @@ def from_os_error(error: OSError, doing: str = "") -> ActwhError:
     was being done, on which file, and why."""
     where = f"{error.filename}: " if error.filename else ""
     return ActwhError(f"{doing}{where}{error.strerror or error}")
+
+
+# Which extra of ``pip install actwh[...]`` brings a module the core does not have.
+EXTRAS = {
+    "torch": "models",
+    "transformers": "models",
+    "accelerate": "models",
+    "gguf": "models",
+    "trl": "train",
+    "sklearn": "train",
+    "profanity_check": "train",
+    "better_profanity": "train",
+    "datasets": "datasets",
+    "altair": "report",
+    "vl_convert": "report",
+    "ray": "ray",
+    "psycopg": "postgres",
+}
+
+
+def missing_extra(error: ModuleNotFoundError, doing: str) -> ActwhError | None:
+    """One line for a module of an extra that is not installed: which extra to install for
+    ``doing``; None for any other missing module (a bug, not the user's)."""
+    extra = EXTRAS.get((error.name or "").split(".")[0])
+    if extra is None:
+        return None
+    return ActwhError(
+        f"{doing} needs {error.name}, which is not installed: pip install 'actwh[{extra}]'"
+    )

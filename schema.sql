@@ -502,7 +502,7 @@ CREATE MACRO arm_prompts(run_name, arm_name) AS TABLE
 -- `query_name`, the query that asked.
 CREATE MACRO rank_by(rank_name, base_write, write_cosine, query_name) AS
     CASE rank_name WHEN 'write' THEN base_write WHEN 'cosine' THEN write_cosine
-         ELSE CAST(error('actwh: ' || query_name || ': rank '
+         ELSE CAST(error('actwh-input: ' || query_name || ': rank '
                          || coalesce('''' || rank_name || '''', 'NULL')
                          || ': expected write or cosine') AS DOUBLE) END;
 

@@ -12,13 +12,16 @@ import sys
 
 import click
 
+from actwh.api.flags import options_of
 from actwh.api.output import emit, output_options, rate
-from actwh.errors import ActwhError, from_os_error
-from actwh.ingest.shipped import SHIPPED
-from actwh.warehouse.store import shown_url
+from actwh.errors import ActwhError, from_os_error, missing_extra
+from actwh.ingest.options import IngestOptions
+from actwh.models.shipped import SHIPPED
+from actwh.train.options import DPOOptions
+from actwh.warehouse.layout import shown_url
 
 # Library arguments whose flag is not ``--`` + the argument's name with dashes.
-FLAGS = {"learning_rate": "--lr", "vector": "--file", "of": "--control-of"}
+FLAGS: dict[str, str] = {}
 
 
 def flag(argument: str) -> str:
@@ -37,6 +40,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except ActwhError as error:
             click.echo(f"error: {error.render(flag)}", err=True)
+            sys.exit(2)
+        except ModuleNotFoundError as error:  # a command whose extra is not installed
+            if (missing := missing_extra(error, f"actwh {ctx.invoked_subcommand}")) is None:
+                raise
+            click.echo(f"error: {missing}", err=True)
             sys.exit(2)
         except BrokenPipeError:  # the reader left (actwh sql ... | head): stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -107,116 +115,7 @@ def init(warehouse, catalog):
     type=click.Path(dir_okay=False),
     help="JSONL or text file (default: the shipped prompt set).",
 )
-@click.option(
-    "--name", help="Run name (default MODEL.PROMPTSET). An unfinished run of that name is resumed."
-)
-@click.option("--model-name", help="Name to register the model under (default from the source).")
-@click.option(
-    "--prompt-set", help="Name to register the prompt set under (default: the file's stem)."
-)
-@click.option(
-    "--generate",
-    default=20,
-    show_default=True,
-    help="Greedy tokens to generate per prompt (0: prompt only).",
-)
-@click.option(
-    "--capture",
-    default="",
-    help="Sites whose full vectors are stored (comma list): resid_pre, resid_mid, "
-    "resid_post, attn_out, mlp_out, mlp_post. Default: none.",
-)
-@click.option(
-    "--project",
-    default=None,
-    help="Residual sites projected on the model's directions (comma list). Default: the site "
-    "the MLP reads (resid_mid; resid_pre for GPT-NeoX) and resid_post.",
-)
-@click.option("--layers", default="all", show_default=True, help="all, 19, 10-20, or a comma list.")
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
-@click.option(
-    "--dtype",
-    type=click.Choice(["float32", "bfloat16", "float16"]),
-    default="float32",
-    show_default=True,
-    help="dtype the model runs in.",
-)
-@click.option(
-    "--store-dtype",
-    type=click.Choice(["float16", "float32"]),
-    default="float16",
-    show_default=True,
-    help="dtype of stored vectors.",
-)
-@click.option(
-    "--on-overflow",
-    "on_overflow",
-    type=click.Choice(["scale", "float32", "error"]),
-    default="scale",
-    show_default=True,
-    help="float16 storage of a row with values beyond ±65504: divide it by a power of two "
-    "(kept as its vec_scale; readers apply it), store the block as float32, or stop.",
-)
-@click.option(
-    "--max-prompt-tokens",
-    type=int,
-    help="Keep the first N tokens of longer prompts (default: what the context allows).",
-)
-@click.option(
-    "--teacher-force",
-    metavar="RUN",
-    help="Replay the exact token sequences of an earlier run (pairs a tuned model with its base).",
-)
-@click.option(
-    "--track-neurons",
-    default="",
-    metavar="SPEC",
-    help="Store mlp_post coefficients of value vectors: 19:770,12:771 or DIRECTION:K (top K by "
-    "cosine, |cosine| for gated MLPs, e.g. toxic_probe:64).",
-)
-@click.option(
-    "--logit-lens", default=0, metavar="K", help="Store the top-K tokens of the logit lens."
-)
-@click.option(
-    "--target-tokens",
-    default="",
-    metavar="TOKENS",
-    help="With --logit-lens: probability of these one-token strings at every layer, "
-    "e.g. ' crap,#7510'.",
-)
-@click.option(
-    "--lens-at",
-    type=click.Choice(["last", "all"]),
-    default="last",
-    show_default=True,
-    help="Logit lens at the last prompt token (what predicts the first generated token) or at all.",
-)
-@click.option(
-    "--prompt-logprobs",
-    is_flag=True,
-    help="Also store log-probabilities of prompt tokens (generated ones always have them).",
-)
-@click.option(
-    "--on-long",
-    type=click.Choice(["truncate", "refuse"]),
-    default="truncate",
-    show_default=True,
-    help="A prompt longer than fits: keep its first tokens (recorded as a warning), or stop.",
-)
-@click.option(
-    "--commit-mb",
-    default=128,
-    show_default=True,
-    help="Commit when this much is buffered (0: after every batch). Bounds memory and lost work.",
-)
-@click.option("--resume", is_flag=True, help="Insist on resuming an unfinished run (--name).")
-@click.option(
-    "--catalog",
-    metavar="URL",
-    help="Catalog database when creating the warehouse: any SQLAlchemy URL "
-    "(e.g. postgresql+psycopg://user@host/db); default an embedded DuckDB file.",
-)
+@options_of(IngestOptions)
 @click.option("--shard", help="i/N: this worker takes every N-th batch (run N workers at once).")
 @click.option("--ray", "use_ray", is_flag=True, help="Launch one worker per GPU of a Ray cluster.")
 @click.option("--workers", type=int, help="--ray: this many workers (CPU workers if no GPU).")
@@ -330,7 +229,7 @@ def tables(warehouse, output):
       actwh tables wh
     """
     with _warehouse(warehouse) as wh:
-        emit(wh.row_counts(), output)
+        emit(wh.tables(), output)
 
 
 @main.command()
@@ -421,7 +320,7 @@ def export(warehouse, table, out, runs, layers, sites, models, quiet):
     "--context-size", default=128, show_default=True, help="--layout saelens: tokens a row."
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def dataset(warehouse, out, run, sites, layers, layout, context_size, quiet):
+def export_dataset(warehouse, out, run, sites, layers, layout, context_size, quiet):
     """Write a run's stored vectors to OUT as a Hugging Face datasets dataset (save_to_disk).
 
     Columns are named by TransformerLens hook (blocks.19.hook_resid_mid, blocks.19.mlp.hook_post),
@@ -430,7 +329,7 @@ def dataset(warehouse, out, run, sites, layers, layout, context_size, quiet):
 
     \b
     Example:
-      actwh dataset wh sae-data --run base --sites resid_mid --layers 19 --layout saelens
+      actwh export-dataset wh sae-data --run base --sites resid_mid --layers 19 --layout saelens
     """
     click.get_current_context().meta["flags"] = {"out": "OUT"}
     with _warehouse(warehouse) as wh:
@@ -494,7 +393,7 @@ def demo(out, model, quiet, seeds, sweep):
     """
     from pathlib import Path
 
-    from actwh.api.demo import run_study, study_settings
+    from actwh.study.demo import run_study, study_settings
 
     if seeds < 1:
         raise ActwhError(f"--seeds {seeds}: at least 1")
@@ -537,7 +436,7 @@ def _warehouse(path, **kwargs):
 @click.option("--replace", is_flag=True, help="Rebuild even if this model's vectors are stored.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def vectors(warehouse, model, kind, unembed, replace, device, quiet):
+def index_vectors(warehouse, model, kind, unembed, replace, device, quiet):
     """Store every MLP value vector of a model and index them with FAISS.
 
     Each value vector MLP.v_i^l (row i of W_out) goes to the value_vectors table with its norm;
@@ -548,7 +447,7 @@ def vectors(warehouse, model, kind, unembed, replace, device, quiet):
 
     \b
     Example:
-      actwh vectors wh --model embedded
+      actwh index-vectors wh --model embedded
     """
     with _warehouse(warehouse, create=True) as wh:
         row = wh.index_vectors(
@@ -590,7 +489,7 @@ def search(warehouse, direction, model, k, layers, run, output):
       actwh search wh --direction toxic_probe -k 20 --run base
     """
     with _warehouse(warehouse) as wh:
-        hits = wh.nearest(
+        hits = wh.search(
             direction, k=k, model=model, layers=None if layers == "all" else layers, run=run
         )
         emit(hits.drop("query"), output)
@@ -633,7 +532,7 @@ def directions():
     help="--delta: the residual site (default: what the MLP reads, resid_mid; resid_pre for "
     "GPT-NeoX).",
 )
-@click.option("--layers", default="all", show_default=True, help="--delta: layers.")
+@click.option("--layers", help="--delta: layers (default: every layer both runs store).")
 @click.option(
     "--arm",
     default="plain",
@@ -671,47 +570,33 @@ def directions_add(
       actwh directions add wh svd0 --svd-of toxic_probe --top 128
       actwh directions add wh dx --delta base dpo
     """
-    sources = [file, value_vector, svd_of, delta, random_ or None]
-    if sum(s is not None for s in sources) != 1:
-        raise ActwhError("give exactly one of --file, --value-vector, --svd-of, --delta, --random")
-    if (file or value_vector or random_) and model is None:
-        raise ActwhError("--model is required with --file, --value-vector and --random")
+    context = click.get_current_context()
+    context.meta["flags"] = {"vector": "--file", "random": "--random"}
     with _warehouse(warehouse) as wh:
-        if delta:
-            added = wh.add_delta_directions(
-                name,
-                *delta,
-                model=model,
-                site=site,
-                layers=None if layers == "all" else layers,
-                arm=arm,
-                replace=replace,
-            )
-            norms = "  ".join(f"{row['name']}:{row['norm']:.3g}" for row in added)
-            click.echo(f"added {len(added)} δx directions of {added[0]['model']} (norms {norms})")
-            return
-        if svd_of:
-            click.get_current_context().meta["flags"] = {"of": "--svd-of"}
-            row = wh.add_svd_direction(
-                name,
-                of=svd_of,
-                model=model,
-                top=top,
-                component=component,
-                per_layer=per_layer,
-                replace=replace,
-            )
-        elif file:
-            row = wh.add_direction(name, file, model=model, replace=replace)
-        elif value_vector:
-            layer, neuron = _layer_neuron(value_vector, "--value-vector")
-            row = wh.add_value_vector_direction(
-                name, model=model, layer=layer, neuron=neuron, replace=replace
-            )
-        else:
-            row = wh.add_random_direction(name, model=model, seed=seed, replace=replace)
+        added = wh.add_direction(
+            name,
+            model=model,
+            vector=file,
+            value_vector=value_vector and _layer_neuron(value_vector, "--value-vector"),
+            svd_of=svd_of,
+            delta=delta,
+            random=random_,
+            top=top,
+            component=component,
+            per_layer=per_layer,
+            site=site,
+            layers=layers,
+            arm=arm,
+            seed=seed,
+            replace=replace,
+        )
+    if isinstance(added, list):
+        norms = "  ".join(f"{row['name']}:{row['norm']:.3g}" for row in added)
+        click.echo(f"added {len(added)} δx directions of {added[0]['model']} (norms {norms})")
+        return
     click.echo(
-        f"added direction {row['name']} ({row['kind']}) of {row['model']}: norm {row['norm']:.4g}"
+        f"added direction {added['name']} ({added['kind']}) of {added['model']}: "
+        f"norm {added['norm']:.4g}"
     )
 
 
@@ -855,7 +740,7 @@ def prompts_transform(source, out, rot13, b64, leet, force):
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Seed of the 90:10 split.")
 @click.option("--device", default="auto", show_default=True)
-def probe(warehouse, model, data, site, layer, name, replace, batch_size, seed, device):
+def train_probe(warehouse, model, data, site, layer, name, replace, batch_size, seed, device):
     """Train the linear toxicity probe and register it as a direction (positive = toxic).
 
     Logistic regression on the mean over tokens of one residual site (default: resid_post of
@@ -863,7 +748,7 @@ def probe(warehouse, model, data, site, layer, name, replace, batch_size, seed, 
 
     \b
     Example:
-      actwh probe wh --model embedded
+      actwh train-probe wh --model embedded
       actwh search wh --direction toxic_probe -k 20
     """
     with _warehouse(warehouse, create=True) as wh:
@@ -920,7 +805,7 @@ def probe(warehouse, model, data, site, layer, name, replace, batch_size, seed, 
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
-def pairs(
+def make_pairs(
     model,
     warehouse,
     prompts,
@@ -946,7 +831,7 @@ def pairs(
 
     \b
     Example:
-      actwh pairs --model embedded --warehouse wh --out pairs.jsonl
+      actwh make-pairs --model embedded --warehouse wh --out pairs.jsonl
     """
     with _warehouse(warehouse) as wh:
         stats = wh.make_pairs(
@@ -993,28 +878,9 @@ def pairs(
     help="Register the tuned model here (role dpo).",
 )
 @click.option("--name", help="Name to register it under (default: the --out directory's name).")
-@click.option("--beta", default=0.1, show_default=True)
-@click.option("--lr", "learning_rate", default=1e-6, show_default=True)
-@click.option("--optimizer", default="rmsprop", show_default=True)
-@click.option("--batch-size", default=4, show_default=True)
-@click.option("--max-grad-norm", default=10.0, show_default=True)
-@click.option("--val-fraction", default=0.1, show_default=True)
-@click.option(
-    "--patience",
-    default=10,
-    show_default=True,
-    help="Evaluations without a better validation loss before stopping.",
-)
-@click.option(
-    "--eval-every", default=25, show_default=True, help="Steps between validation evaluations."
-)
-@click.option("--epochs", default=1.0, show_default=True)
-@click.option("--max-steps", type=int, help="Stop after this many steps (overrides --epochs).")
-@click.option("--warmup-steps", default=0, show_default=True)
-@click.option("--max-length", default=128, show_default=True, help="Prompt + completion tokens.")
-@click.option("--seed", default=42, show_default=True)
+@options_of(DPOOptions)
 @click.option("--device", default="auto", show_default=True)
-def dpo(base, pairs_file, out, warehouse, name, device, **options):
+def train_dpo(base, pairs_file, out, warehouse, name, device, **options):
     """Fine-tune with DPO (TRL), defaulting to the paper's Table 8.
 
     \b
@@ -1023,11 +889,9 @@ def dpo(base, pairs_file, out, warehouse, name, device, **options):
 
     \b
     Example:
-      actwh dpo --base embedded --pairs pairs.jsonl --out dpo-model --warehouse wh
-      actwh dpo --base embedded --pairs pairs.jsonl --out dpo --lr 1e-5 --epochs 2
+      actwh train-dpo --base embedded --pairs pairs.jsonl --out dpo-model --warehouse wh
+      actwh train-dpo --base embedded --pairs pairs.jsonl --out dpo --lr 1e-5 --epochs 2
     """
-    from actwh.train.dpo import DPOOptions
-
     settings = DPOOptions(**options)
     if warehouse:
         with _warehouse(warehouse, create=True) as wh:
@@ -1035,14 +899,14 @@ def dpo(base, pairs_file, out, warehouse, name, device, **options):
                 base, pairs_file, out, name=name, options=settings, device=device
             )
     else:  # train only: the same library steps, nothing registered
-        from actwh.ingest.models import load_model
-        from actwh.train.dpo import train_dpo
+        from actwh.models.loading import load_model
+        from actwh.train.dpo import train_dpo as train
         from actwh.train.pairs import read_pairs
         from actwh.warehouse.layout import outside
 
         outside(out, "out")
         loaded_pairs = read_pairs(pairs_file)
-        metrics = train_dpo(load_model(base, device=device), loaded_pairs, out, settings)
+        metrics = train(load_model(base, device=device), loaded_pairs, out, settings)
     click.echo(
         f"saved {out}: {metrics['steps']} steps, train loss {metrics['train_loss']:.4f}, "
         f"best validation loss {metrics.get('best_eval_loss', float('nan')):.4f}"
@@ -1059,13 +923,11 @@ def dpo(base, pairs_file, out, warehouse, name, device, **options):
 @click.option("--base", help="The model to derive from (registered name or source).")
 @click.option(
     "--subtract",
-    "subtract_direction",
     metavar="DIRECTION",
     help="Subtract scale × DIRECTION from layer --layer's MLP output (paper §3.3).",
 )
 @click.option(
     "--unalign",
-    "unalign_direction",
     metavar="DIRECTION",
     help="Scale the key vectors of the --top-k neurons whose write points most along DIRECTION "
     "by --scale (paper §6).",
@@ -1092,7 +954,6 @@ def dpo(base, pairs_file, out, warehouse, name, device, **options):
 )
 @click.option(
     "--keys",
-    "keys_by",
     default="cosine",
     show_default=True,
     help="--unalign: which neurons: cosine (the paper's rule, by --run's mean write) or "
@@ -1119,15 +980,15 @@ def variant(
     warehouse,
     name,
     base,
-    subtract_direction,
-    unalign_direction,
+    subtract,
+    unalign,
     control_of,
     scale,
     layer,
     top_k,
     per_layer,
     run,
-    keys_by,
+    keys,
     one_sided,
     seed,
     match,
@@ -1143,60 +1004,42 @@ def variant(
         --keys selectivity:score:profanity --one-sided
       actwh variant wh unaligned-control --control-of unaligned --seed 0 --match write
     """
-    given = [x for x in (subtract_direction, unalign_direction, control_of) if x is not None]
-    if len(given) != 1:
-        raise ActwhError(
-            "give exactly one of --subtract DIRECTION, --unalign DIRECTION, --control-of VARIANT"
-        )
-    if control_of is None and (base is None or scale is None):
-        raise ActwhError("--subtract and --unalign need --base MODEL and --scale")
-    context = click.get_current_context()
+    click.get_current_context().meta["flags"] = {"keys": "--keys"}
     with _warehouse(warehouse) as wh:
-        if control_of is not None:
-            row = wh.control_variant(
-                name, of=control_of, seed=seed, match=match, base=base, device=device
-            )
-        elif subtract_direction:
-            context.meta["flags"] = {"direction": "--subtract"}
-            row = wh.subtract_variant(
-                name,
-                base=base,
-                direction=subtract_direction,
-                scale=scale,
-                layer=layer,
-                device=device,
-            )
-        else:
-            context.meta["flags"] = {"direction": "--unalign"}
-            row = wh.unalign_variant(
-                name,
-                base=base,
-                direction=unalign_direction,
-                scale=scale,
-                top_k=top_k,
-                per_layer=per_layer,
-                run=run,
-                keys=keys_by,
-                one_sided=one_sided,
-                device=device,
-            )
-    from actwh.ingest.interventions import scaling
+        row = wh.variant(
+            name,
+            base=base,
+            subtract=subtract,
+            unalign=unalign,
+            control_of=control_of,
+            scale=scale,
+            layer=layer,
+            top_k=top_k,
+            per_layer=per_layer,
+            run=run,
+            keys=keys,
+            one_sided=one_sided,
+            seed=seed,
+            match=match,
+            device=device,
+        )
+    from actwh.models.interventions import scaling
 
     edit = json.loads(row["config"])["edit"]
-    keys = ", ".join(f"{l}:{n}" for l, n in edit.get("keys", []))
+    chosen = ", ".join(f"{l}:{n}" for l, n in edit.get("keys", []))
     if control_of is not None:
         click.echo(
-            f"registered control {row['name']} of {row['parent']}: keys of {keys} "
+            f"registered control {row['name']} of {row['parent']}: keys of {chosen} "
             f"{scaling(edit)} (seed {seed})"
         )
-    elif subtract_direction:
+    elif subtract:
         click.echo(
             f"registered variant {row['name']} of {row['parent']}: MLP output of layer "
-            f"{edit['layer']} minus {scale:g}·{subtract_direction}"
+            f"{edit['layer']} minus {scale:g}·{subtract}"
         )
     else:
         click.echo(
-            f"registered variant {row['name']} of {row['parent']}: keys of {keys} "
+            f"registered variant {row['name']} of {row['parent']}: keys of {chosen} "
             f"(by {edit['chosen_by']}) {scaling(edit)}"
         )
 
@@ -1414,7 +1257,9 @@ def check(warehouse, repair, grace, force):
             f"run {run} is stale: it replayed a repaired run; ingest it again under another name"
         )
     for model in report.models_to_rebuild:
-        click.echo(f"model {model} lost damaged commits: rerun actwh vectors / actwh diff for it")
+        click.echo(
+            f"model {model} lost damaged commits: rerun actwh index-vectors / actwh diff for it"
+        )
     left = report.left
     if not left:
         click.echo("ok" if not report.removed else "ok after repair")

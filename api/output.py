@@ -11,6 +11,8 @@ import click
 import polars as pl
 import pyarrow.parquet as pq
 
+from actwh.errors import ActwhError
+
 
 def output_options(command):
     """Add the output-format options to a click command; it receives ``output=(format, path)``."""
@@ -41,6 +43,7 @@ def emit(frames: pl.DataFrame | Iterable[pl.DataFrame], output: tuple[str, str |
     frames = [frames] if isinstance(frames, pl.DataFrame) else frames
     fmt, path = output
     if fmt == "parquet":
+        assert path is not None, "--parquet takes a path"
         rows = _write_parquet(frames, path)
         click.echo(f"wrote {rows} rows to {path}", err=True)
     elif fmt == "csv":
@@ -99,6 +102,8 @@ def _write_parquet(frames: Iterable[pl.DataFrame], path: str) -> int:
                 writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
             writer.write_table(table)
             rows += frame.height
+        if writer is None:  # a stream of no frames has no schema to write
+            raise ActwhError("the query gave no result to write")
         writer.close()
         tmp.replace(target)
     finally:

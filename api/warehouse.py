@@ -1,47 +1,68 @@
-"""The public face of a warehouse: ``actwh.open(path)`` returns a :class:`Warehouse`, which reads
-(SQL, named analyses, polars, numpy, FAISS) and writes (ingest, value vectors, probe, directions,
-pairs, DPO, variants, evaluation, repair, report).
+"""What a :class:`~actwh.api.warehouse.Warehouse` writes: the study's steps as typed methods.
 
-Heavy imports (torch, transformers) happen inside the methods that run a model, so opening a
-warehouse and querying it stays fast.
+Each method checks its input, does its work through the layer that owns it (``ingest`` runs
+models, ``train`` trains and scores, ``warehouse`` owns the bytes and the catalog) and refreshes
+the warehouse's snapshot, so the object shows what it wrote. Errors name the method's arguments
+(``teacher_force``); the CLI shows them as its flags (``--teacher-force``).
 """
 
 from __future__ import annotations
 
-import html
-from collections.abc import Iterable, Iterator
+import functools
+import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
-import polars as pl
-import pyarrow as pa
 
-from actwh.api.writes import Writes
-from actwh.arguments import check, checks_arguments
-from actwh.errors import ActwhError, arg, unknown
-from actwh.queries.loader import named_queries, named_query
-from actwh.warehouse import layout
-from actwh.warehouse.arrays import column_to_numpy
-from actwh.warehouse.layout import natural_key, outside
-from actwh.warehouse.reader import Snapshot
-from actwh.warehouse.schema import arrow_type, fact_table, fact_tables
-from actwh.warehouse.store import Store, shown_url
+from actwh.api.reads import Layers, Reads
+from actwh.arguments import checks_arguments, takes_options
+from actwh.errors import ActwhError, AlreadyExists, NotFound, arg
+from actwh.ingest.options import IngestOptions
+from actwh.ingest.prompts import PromptSet
 
-Layers = str | int | Iterable[int] | None  # None or "all": every layer; "10-20", range(10, 21), 19
-_FILTER_ARGS = {"run": "runs", "layer": "layers", "site": "sites", "model": "models"}
+if TYPE_CHECKING:  # the heavy types, for annotations only
+    from actwh.ingest.batches import RunSummary
+    from actwh.models.loading import LoadedModel
+    from actwh.report.build import Written
+    from actwh.train.options import DPOOptions
+    from actwh.train.pairs import PairStats
+    from actwh.warehouse.check import CheckReport
+
+# A model given to a method: a registered name, a source (``embedded``, a hub id, a local
+# directory, a ``.gguf`` file) or a model already loaded with :meth:`Warehouse.load_model`.
+ModelRef = Union[str, Path, "LoadedModel"]  # noqa: UP007 - "LoadedModel" is imported lazily
+
+
+def write(method: Callable) -> Callable:
+    """Declares a :class:`Warehouse` method a write: when it returns (or fails), the next read
+    takes a new snapshot, so the object always shows its own writes."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.refresh()
+
+    wrapper.__write__ = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 @checks_arguments
-class Warehouse(Writes):
-    """A warehouse: read it (this module), write to it (:mod:`actwh.api.writes`).
+class Warehouse(Reads):
+    """A warehouse on disk: one object that reads it (:class:`~actwh.api.reads.Reads`) and
+    writes to it (this class; each write is marked ``@write``).
 
     **What a read sees.** Queries see a snapshot of what was committed when the first read after
     opening (or after the last write through this object) ran; a commit landing meanwhile is
     never half-visible. Every write method refreshes the snapshot when it returns, so this object
     always shows its own writes; call :meth:`refresh` to see writes made by other processes.
 
-    Write methods take a model as a registered name, a source (``embedded``, a hub id, a local
-    directory, a ``.gguf`` file) or a model already loaded with :meth:`load_model`.
+    Write methods take a model (:data:`ModelRef`) as a registered name, a source (``embedded``,
+    a hub id, a local directory, a ``.gguf`` file) or a model already loaded with
+    :meth:`load_model`.
 
     Examples
     --------
@@ -52,549 +73,722 @@ class Warehouse(Writes):
     >>> wh.scan("tokens").filter(pl.col("is_generated")).collect()
     """
 
-    def __init__(self, path: str | Path, *, create: bool = False, catalog: str | None = None):
-        check("path", path, str | Path)
-        check("catalog", catalog, str | None)
-        self.root = Path(path).expanduser().resolve()
-        self._catalog_url = catalog
-        self._store: Store | None = None
-        if (self.root / layout.MARKER).is_file():
-            self._store = Store.open(self.root)
-            if catalog and catalog != self._store.catalog_url:
-                raise ActwhError(
-                    f"{path} already uses the catalog {shown_url(self._store.catalog_url)}"
-                )
-        elif not create:
-            Store.open(self.root)  # raises: says why this is not a warehouse
-        self._snapshot: Snapshot | None = None
-        self._indexes: dict = {}  # model → loaded FAISS index
+    # ---- models -----------------------------------------------------------------------------
 
-    # ---- opening, the snapshot rule ---------------------------------------------------------
-
-    def __enter__(self) -> Warehouse:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    @property
-    def path(self) -> Path:
-        return self.root
-
-    @property
-    def store(self) -> Store:
-        """The warehouse on disk (created on first use when opened with ``create=True``)."""
-        if self._store is None:
-            self._store = Store.create(self.root, catalog_url=self._catalog_url)
-        return self._store
-
-    @property
-    def snapshot(self) -> Snapshot:
-        if self._snapshot is None:
-            self._snapshot = Snapshot(self.store)
-        return self._snapshot
-
-    def refresh(self) -> Warehouse:
-        """Take a new snapshot, so later queries see commits made since."""
-        self.close()
-        self._indexes.clear()
-        return self
-
-    def close(self) -> None:
-        if self._snapshot is not None:
-            self._snapshot.close()
-            self._snapshot = None
-
-    def _wrote(self, result):
-        """After a write: the next read takes a new snapshot (the object shows its own writes)."""
-        self.refresh()
-        return result
-
-    # ---- notebook manners -------------------------------------------------------------------
-
-    def summary(self) -> dict:
-        """Models, runs (by status), fact tables with rows, and bytes of their committed files —
-        all from the catalog, which records every committed file's rows and bytes (no file is
-        opened)."""
-        if self._store is None:
-            return {"models": [], "runs": {}, "tables": {}, "bytes": 0}
-        models = self.sql("select name from models")["name"].to_list()
-        runs = dict(self.sql("select status, count(*) from runs group by status").iter_rows())
-        files = self.sql(
-            """select table_name, sum(n_rows) as n_rows, sum(n_bytes) as n_bytes
-               from commit_files group by table_name order by table_name"""
-        )
-        tables = {
-            t: int(n)
-            for t, n, _ in files.iter_rows()
-            if n and t in fact_tables() and t not in self.snapshot.broken
-        }
-        return {
-            "models": sorted(models, key=natural_key),
-            "runs": runs,
-            "tables": tables,
-            "bytes": int(files["n_bytes"].sum() or 0),
-        }
-
-    def __repr__(self) -> str:
-        s = self.summary()
-        runs = ", ".join(f"{n} {status}" for status, n in sorted(s["runs"].items())) or "none"
-        tables = ", ".join(f"{t} {n:,}" for t, n in s["tables"].items()) or "none"
-        return (
-            f"Warehouse({str(self.root)!r})\n"
-            f"  models: {', '.join(s['models']) or 'none'}\n"
-            f"  runs: {runs}\n"
-            f"  rows: {tables}\n"
-            f"  data: {_size(s['bytes'])}"
-        )
-
-    def _repr_html_(self) -> str:
-        s = self.summary()
-        rows = [
-            ("models", ", ".join(s["models"]) or "none"),
-            ("runs", ", ".join(f"{n} {st}" for st, n in sorted(s["runs"].items())) or "none"),
-            *((f"{t} rows", f"{n:,}") for t, n in s["tables"].items()),
-            ("data", _size(s["bytes"])),
-        ]
-        cells = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
-            for k, v in rows
-        )
-        where = html.escape(str(self.root))
-        return f"<b>actwh warehouse</b> <code>{where}</code><table>{cells}</table>"
-
-    # ---- reading ----------------------------------------------------------------------------
-
-    def sql(self, query: str, params: dict | list | None = None) -> pl.DataFrame:
-        """Run read-only SQL (DuckDB dialect) and return a polars DataFrame.
-
-        Parameters bind as ``$name`` (dict) or ``?`` (list); they are never formatted into SQL.
-
-        >>> wh.sql("select * from runs where model = $m", {"m": "smollm2-135m-instruct"})
-        """
-        return pl.from_arrow(self.snapshot.execute(query, params))
-
-    def sql_batches(
-        self, query: str, params: dict | list | None = None, *, rows: int = 65_536
-    ) -> Iterator[pl.DataFrame]:
-        """:meth:`sql`, streamed: the result in DataFrames of at most ``rows`` rows (at least
-        one, empty when the result is), so memory stays flat however large the result.
-
-        >>> for chunk in wh.sql_batches("select * from residuals"): ...
-        """
-        schema, batches = self.snapshot.stream(query, params, rows)
-        empty = True
-        for batch in batches:
-            empty = False
-            yield pl.from_arrow(batch)
-        if empty:
-            yield pl.from_arrow(schema.empty_table())
-
-    def query_batches(self, name: str, **params) -> Iterator[pl.DataFrame]:
-        """:meth:`query`, streamed like :meth:`sql_batches` (a Python analysis comes whole)."""
-        named, bound = self._bound(name, params)
-        if named.run is not None:
-            yield named.run(self.sql, **bound)
-            return
-        yield from self.sql_batches(named.sql, bound or None)
-
-    def query(self, name: str, **params) -> pl.DataFrame:
-        """Run a named analysis from ``queries/`` (see :meth:`queries`), parameters bound.
-
-        >>> wh.query("activation_drop", base_run="base", tuned_run="dpo", n=5)
-        """
-        named, bound = self._bound(name, params)
-        if named.run is not None:  # a Python analysis (queries/loader.py)
-            return named.run(self.sql, **bound)
-        return self.sql(named.sql, bound or None)
-
-    def _bound(self, name: str, params: dict):
-        """The named query and its parameters, bound and checked."""
-        named = named_query(name)
-        bound = named.bind(params)
-        self._check_names(bound)
-        return named, bound
-
-    RUN_PARAMS = ("run", "base_run", "tuned_run", "selected_by")
-
-    def _check_names(self, params: dict) -> None:
-        """A named query's runs and arm must be there: a typo is an error naming it, never an
-        empty answer (SQL that finds no rows cannot tell a typo from nothing)."""
-        runs = self.sql("select name from runs")["name"].to_list()
-        for key in self.RUN_PARAMS:
-            if params.get(key) is not None and params[key] not in runs:
-                raise unknown(f"run for {key}", params[key], runs)
-        if params.get("arm") not in (None, "all"):
-            run = params.get("base_run") or params.get("run")
-            arms = self.sql("select distinct arm from prompt_arms($r)", {"r": run})["arm"]
-            if params["arm"] not in arms:
-                raise unknown(f"arm of run {run}", params["arm"], [*arms, "all"])
-
-    def pca(
+    def load_model(
         self,
-        base_run: str,
-        tuned_run: str,
-        layer: int,
+        model: str | Path,
         *,
-        site: str | None = None,
-        n_prompts: int = 50,
-        neuron: tuple[int, int] | None = None,
-    ) -> pl.DataFrame:
-        """Figure 4: ``site`` (default: what the MLP reads, resid_mid; resid_pre for GPT-NeoX) of
-        paired runs at the last prompt token, z-scored, projected on the mean shift
-        (tuned − base) and the first principal component.
+        device: str = "auto",
+        dtype: str = "float32",
+        name: str | None = None,
+    ) -> LoadedModel:
+        """Load a registered model by name (a variant with its edit applied), or a source
+        (``embedded``, a hub id, a directory, a ``.gguf`` file) under ``name``. Registers
+        nothing; pass the result to other methods to load it once.
 
-        Returns ``prompt, run, shift, pc1, activation`` (the coefficient of ``neuron`` =
-        ``(layer, index)`` there, when it was tracked).
-
-        >>> wh.pca("base", "dpo", layer=19, neuron=(19, 770))
+        >>> base = wh.load_model("embedded")
         """
-        from actwh.queries.pca import pca_shift
+        from actwh.ingest.registry import open_model
 
-        return pca_shift(
-            self.sql, base_run, tuned_run, layer, site=site, n_prompts=n_prompts, neuron=neuron
-        )
+        return open_model(self._store, model, device=device, dtype=dtype, name=name)[0]
 
-    def queries(self) -> pl.DataFrame:
-        """Every named query: what it answers, the paper table or figure, its parameters."""
-        return pl.DataFrame(
-            [
-                {
-                    "name": q.name,
-                    "paper": q.paper,
-                    "parameters": q.signature(),
-                    "answers": q.answers,
-                    "needs": q.needs,
-                }
-                for q in named_queries().values()
-            ]
-        )
+    def _model(self, model, device: str = "auto") -> LoadedModel:
+        from actwh.models.loading import LoadedModel
 
-    def tables(self) -> list[str]:
-        """Names of every table and view a query can use."""
-        return self.sql("select table_name from information_schema.tables order by 1")[
-            "table_name"
-        ].to_list()
+        return model if isinstance(model, LoadedModel) else self.load_model(model, device=device)
 
-    def row_counts(self) -> pl.DataFrame:
-        """Every table and view with its number of rows."""
-        counts = " UNION ALL ".join(
-            f"SELECT '{t}' AS name, count(*) AS n_rows FROM {t}" for t in self.tables()
-        )
-        return self.sql(counts)
+    def _registered(self, model, device: str = "auto", **registration) -> LoadedModel:
+        from actwh.ingest.registry import ensure_registered
 
-    def directions(self) -> pl.DataFrame:
-        """Registered directions (``model, name, kind, d_model, norm, meta``), names in natural
-        order (``dx.2`` before ``dx.10``)."""
-        frame = self.sql(
-            "select model, name, kind, d_model, round(norm, 4) as norm, meta from directions"
-        )
-        return natural_sort(frame, "model", "name")
+        loaded = self._model(model, device)
+        ensure_registered(self.store, loaded, **registration)
+        return loaded
 
-    def evaluations(self) -> pl.DataFrame:
-        """Toxicity, perplexity and F1 of every evaluated model (paper Tables 2 and 4)."""
-        return self.sql(
-            "select model, prompt_set, scorer, n_prompts, round(toxicity, 4) as toxicity, "
-            "round(perplexity, 3) as perplexity, round(f1, 4) as f1 from evaluations "
-            "order by prompt_set, scorer, toxicity desc"
-        )
+    # ---- capture ----------------------------------------------------------------------------
 
-    def scan(self, table: str) -> pl.LazyFrame:
-        """A polars LazyFrame over a fact table's committed Parquet files.
-
-        Vector columns come back as ``pl.Array(pl.Float32, d)`` whatever the stored dtype.
-
-        >>> wh.scan("residuals").filter(pl.col("layer") == 19).select("prompt", "pos", "vec")
-        """
-        if table not in fact_tables():
-            raise ActwhError(
-                f"no fact table {table!r}; scan one of: {', '.join(sorted(fact_tables()))} "
-                "(catalog tables: use .sql)"
-            )
-        spec = fact_table(table)
-        if table in self.snapshot.broken:
-            reason = self.snapshot.broken[table]
-            raise ActwhError(f"cannot read table {table}: {reason} (run: actwh check WH)")
-        files = self.snapshot.read_paths(table)
-        sizes = self.snapshot.vector_sizes[table]
-        if spec.vector_column and len(sizes) > 1:
-            raise ActwhError(
-                f"{table} holds vectors of several sizes {sorted(sizes)}; "
-                "filter by run with wh.sql(...) instead"
-            )
-        size = next(iter(sizes), 1)
-        schema = {
-            column: pl.Array(pl.Float32, size)
-            if column == spec.vector_column
-            else polars_type(type_)
-            for column, type_ in spec.data_columns
-        }
-        hive = {c: polars_type(spec.column_type(c)) for c in spec.partition}
-        shown = [c for c, _ in spec.read_columns]
-        if not files:
-            return pl.LazyFrame(schema={**hive, **schema}).select(shown)
-        frame = pl.scan_parquet(
-            files,
-            schema=schema,
-            hive_partitioning=True,
-            hive_schema=hive,
-            missing_columns="insert",  # a file written before a column was declared
-            cast_options=pl.ScanCastOptions(float_cast="upcast"),
-        )
-        if spec.scale_column:  # see schema.sql: stored × scale, where a row has one
-            vec, scale = pl.col(spec.vector_column), pl.col(spec.scale_column)
-            frame = frame.with_columns(pl.when(scale.is_null()).then(vec).otherwise(vec * scale))
-        return frame.select(shown)
-
-    def vectors(
-        self, table: str, *, column: str | None = None, **filters
-    ) -> tuple[np.ndarray, pl.DataFrame]:
-        """Vectors of a fact table as numpy, with the key columns of each row.
-
-        Filters are equality on columns (a list means "any of"). Rows come in key order.
-
-        >>> X, keys = wh.vectors("residuals", run="base", layer=19, site="resid_mid")
-        >>> X.shape   # [n_tokens, d_model]; keys has run, layer, prompt, pos, site
-        """
-        spec = fact_tables().get(table)
-        if spec is None or spec.vector_column is None:
-            with_vectors = sorted(t for t, s in fact_tables().items() if s.vector_column)
-            raise ActwhError(
-                f"{table!r} has no vectors; tables with vectors: {', '.join(with_vectors)}"
-            )
-        column = column or spec.vector_column
-        names = [c for c, _ in spec.read_columns]
-        integers_or_text = ("VARCHAR", "INTEGER", "SMALLINT", "BIGINT")
-        keys = [c for c, t in spec.read_columns if t in integers_or_text]
-        unknown = sorted(set(filters) - set(names))
-        if unknown:
-            raise ActwhError(f"{table} has no column {unknown[0]!r}; columns: {', '.join(names)}")
-        where, params = [], {}
-        for i, (name, value) in enumerate(filters.items()):
-            values = value if isinstance(value, list | tuple) else [value]
-            placeholders = ", ".join(f"$p{i}_{j}" for j in range(len(values)))
-            where.append(f"{name} IN ({placeholders})")
-            params.update({f"p{i}_{j}": v for j, v in enumerate(values)})
-        query = f"SELECT {', '.join(keys)}, {column} FROM {table}"
-        if where:
-            query += " WHERE " + " AND ".join(where)
-        # polars sorts the rows with their vectors in tow in half the time DuckDB's ORDER BY takes
-        frame = self.sql(query, params or None).sort(keys, nulls_last=True)
-        return column_to_numpy(frame[column].to_arrow()), frame.drop(column)
-
-    # ---- other engines and tools --------------------------------------------------------------
-
-    def files(
+    @write
+    @takes_options(IngestOptions, exclude=("catalog",))
+    def ingest(
         self,
-        table: str,
+        model: ModelRef,
+        prompts: str | Path | PromptSet | None = None,
         *,
-        runs: str | Iterable[str] | None = None,
-        layers: Layers = None,
-        models: str | Iterable[str] | None = None,
-    ) -> list[Path]:
-        """The committed Parquet files of ``table`` (absolute paths), optionally only those of
-        some runs, layers or models: exactly what a query reads, never an orphan a crash left
-        or a file being written. For engines that take a file list (Spark: pass
-        ``basePath=WH/data/TABLE`` to keep the partition columns).
+        shard: str | tuple[int, int] | None = None,
+        ray: bool = False,
+        workers: int | None = None,
+        ray_address: str | None = None,
+        **options,
+    ) -> RunSummary:
+        """Run ``model`` over ``prompts`` (a JSONL/text file or a PromptSet; default the shipped
+        set) or replay run ``teacher_force``'s tokens, and store what happens inside it.
 
-        >>> wh.files("tokens", runs="base")
+        The keywords are the fields of :class:`~actwh.ingest.options.IngestOptions` (the same
+        as ``actwh ingest``'s flags), in Python spellings: ``capture=["resid_mid", "mlp_post"]``
+        (sites whose full vectors are stored), ``layers=range(10, 20)``,
+        ``track_neurons=[(19, 770)]`` or ``"toxic_probe:64"``, ``logit_lens=5`` ... An
+        unfinished run of the same name is resumed; a new warehouse is made only once the input
+        is checked. ``shard=(i, N)`` takes every N-th batch (run N workers at once);
+        ``ray=True`` launches one worker per GPU of a Ray cluster (``workers`` CPU workers if
+        it has none) at ``ray_address`` (default: a local Ray).
+
+        >>> wh.ingest("embedded", name="base", capture=["resid_mid"], logit_lens=5)
+        >>> wh.ingest("./dpo", name="dpo", teacher_force="base", capture=["resid_mid"])
         """
-        from actwh.warehouse.export import check_filters, committed_files, table_spec
+        from actwh.ingest.prompts import shipped_prompts
+        from actwh.ingest.worker import ingest
 
-        filters = self._export_filters(runs=runs, layers=layers, models=models)
-        check_filters(table_spec(table), filters, _FILTER_ARGS)
-        return [self.root / p for p in committed_files(self.snapshot, table, filters)]
+        if prompts is None and not options.get("teacher_force"):
+            prompts = shipped_prompts()
+        settings = IngestOptions(catalog=self._catalog_url, **options)
+        if ray:
+            summary = self._ingest_with_ray(model, prompts, settings, shard, workers, ray_address)
+        else:
+            source = str(model) if isinstance(model, Path) else model
+            summary = ingest(self._store or self.root, source, prompts, settings, shard=shard)
+        return summary
 
-    def export(
+    def _ingest_with_ray(self, model, prompts, settings, shard, workers, address) -> RunSummary:
+        from actwh.ingest.ray_launcher import ingest_with_ray
+
+        if shard:
+            raise ActwhError(f"{arg('ray')} assigns the shards itself; do not pass {arg('shard')}")
+        if not isinstance(prompts, str | Path | None) or not isinstance(model, str):
+            raise ActwhError(f"{arg('ray')} takes the model and the prompts as names or paths")
+        return ingest_with_ray(
+            str(self.root),
+            model,
+            None if prompts is None else str(prompts),
+            settings,
+            workers=workers,
+            address=address,
+        )
+
+    @write
+    def index_vectors(
         self,
-        table: str,
-        out: str | Path,
+        model: ModelRef,
         *,
-        runs: str | Iterable[str] | None = None,
-        layers: Layers = None,
-        sites: str | Iterable[str] | None = None,
-        models: str | Iterable[str] | None = None,
+        index: str = "flat",
+        unembed: str | None = None,
+        replace: bool = False,
+        device: str = "auto",
         progress: bool = True,
     ) -> dict:
-        """Write ``table`` (or the rows of some runs, layers, sites or models) to the new
-        directory ``out`` as Parquet any engine reads as is: committed rows only, float32
-        vectors, Hive-partitioned like the warehouse, with ``out/_manifest.json`` listing the
-        files. Streams (memory stays flat); whole or absent. Returns the manifest.
+        """Store every MLP value vector of ``model`` (rows of W_out) with its norm, index them
+        with FAISS (``flat`` is exact; ``ivf``, ``hnsw`` approximate), and store the readout
+        that turns a vector into the tokens it promotes (``index/MODEL.readout.npy`` and the
+        ``vocabulary`` table; queries read tokens through it with ``vector_tokens``).
+        ``unembed``: read tokens from W_U·v (``raw``) or through the final norm's gain
+        (``final_norm``); default raw for GPT-2, final_norm for gated models. Returns the
+        ``vector_indexes`` row.
 
-        >>> wh.export("residuals", "export/residuals", runs="base", layers=[17, 18, 19])
+        >>> wh.index_vectors("embedded")
         """
-        from actwh.warehouse.export import check_filters, export_table, table_spec
+        from actwh.ingest.value_index import store_value_vectors
 
-        target = outside(out, "out")
-        filters = self._export_filters(runs=runs, layers=layers, sites=sites, models=models)
-        check_filters(table_spec(table), filters, _FILTER_ARGS)
-        return export_table(self.snapshot, table, target, filters, progress)
+        loaded = self._model(model, device)
+        row = store_value_vectors(
+            self.store,
+            loaded,
+            kind=index,
+            unembed=unembed,
+            replace=replace,
+            progress=progress,
+        )
+        return row
 
-    def export_dataset(
+    # ---- directions -------------------------------------------------------------------------
+
+    @write
+    def train_probe(
+        self,
+        model: ModelRef,
+        *,
+        data: str | Path | None = None,
+        site: str = "resid_post",
+        layer: int | None = None,
+        name: str = "toxic_probe",
+        replace: bool = False,
+        batch_size: int = 16,
+        seed: int = 0,
+        device: str = "auto",
+        progress: bool = True,
+    ) -> dict:
+        """Train the linear toxicity probe (logistic regression on the mean over tokens of
+        ``site`` at ``layer``, default the last; 90:10 split) on ``data`` (Jigsaw-style CSV or
+        JSONL; default the shipped corpus) and register it as direction ``name``. Returns the
+        direction's row; its ``meta`` holds the accuracies.
+
+        >>> wh.train_probe("embedded")["meta"]
+        """
+        from actwh.train.probe import train_probe
+
+        loaded = self._registered(model, device)
+        row = train_probe(
+            self.store,
+            loaded,
+            data=data,
+            site=site,
+            layer=layer,
+            name=name,
+            replace=replace,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+        )
+        return row
+
+    @write
+    def add_direction(
+        self,
+        name: str,
+        *,
+        model: str | None = None,
+        vector: np.ndarray | str | Path | None = None,
+        value_vector: tuple[int, int] | None = None,
+        svd_of: str | None = None,
+        delta: tuple[str, str] | None = None,
+        random: bool = False,
+        top: int = 128,
+        component: int = 0,
+        per_layer: int | None = None,
+        site: str | None = None,
+        layers: Layers = None,
+        arm: str = "plain",
+        seed: int = 0,
+        replace: bool = False,
+    ) -> dict | list[dict]:
+        """Register direction ``name`` of ``model`` from exactly one source, and return its row
+        (δx: a row per layer):
+
+        - ``vector``: an array ``[d_model]``, or a ``.npy``/``.npz``/``.pt``/``.txt`` file;
+        - ``value_vector=(layer, neuron)``: the value vector MLP.v_neuron^layer (stored by
+          :meth:`index_vectors`);
+        - ``svd_of=DIRECTION``: the ``component``-th left singular vector of the ``top`` value
+          vectors nearest it (each layer's best ``per_layer`` first: the paper's code, 100),
+          oriented toward it;
+        - ``delta=(BASE_RUN, TUNED_RUN)``: δx per layer — the mean over paired tokens of
+          ``tuned − base`` at ``site`` (default: the site the MLP reads, resid_mid; resid_pre
+          for GPT-NeoX) and ``layers`` (default: every layer both runs store) over the prompts
+          of ``arm`` (plain, an encoding such as rot13, chat, or
+          all) — as directions ``NAME.LAYER`` of ``model`` (default: the base run's model). The
+          runs must hold the same tokens (a teacher-forced pair) and store ``site``'s vectors;
+        - ``random=True``: a random Gaussian direction (``seed``), a baseline.
+
+        >>> wh.add_direction("probe", model="smollm2-135m-instruct", vector="probe.npy")
+        >>> wh.add_direction("dx", delta=("base", "dpo"))
+        """
+        sources = {
+            "vector": vector,
+            "value_vector": value_vector,
+            "svd_of": svd_of,
+            "delta": delta,
+            "random": random or None,
+        }
+        given = [key for key, value in sources.items() if value is not None]
+        if len(given) != 1:
+            raise ActwhError(
+                "give exactly one of " + ", ".join(arg(key) for key in sources) + f" for {name!r}"
+            )
+        if delta is not None:
+            return self._delta_directions(name, *delta, model, site, layers, arm, replace)
+        if svd_of is not None:
+            return self._svd_direction(name, svd_of, model, top, component, per_layer, replace)
+        if model is None:
+            raise ActwhError(f"{arg(given[0])} needs {arg('model')}")
+        if value_vector is not None:
+            from actwh.warehouse.search import value_vectors
+
+            layer, neuron = value_vector
+            found = value_vectors(self.snapshot, model, [(layer, neuron)])[0]
+            meta = {"layer": layer, "neuron": neuron}
+            return self._add_vector(name, found, model, "value_vector", meta, replace)
+        if random:
+            from actwh.warehouse.registry import model_row
+
+            d_model = model_row(self.store.catalog, model)["d_model"]
+            drawn = np.random.default_rng(seed).standard_normal(d_model).astype(np.float32)
+            return self._add_vector(name, drawn, model, "random", {"seed": seed}, replace)
+        if isinstance(vector, str | Path):
+            from actwh.ingest.vector_files import read_vector
+
+            return self._add_vector(
+                name, read_vector(vector), model, "file", {"file": str(vector)}, replace
+            )
+        return self._add_vector(name, vector, model, "vector", None, replace)
+
+    def _add_vector(self, name, vector, model, kind, meta, replace) -> dict:
+        from actwh.warehouse.directions import add_direction
+
+        return add_direction(self.store, model, name, vector, kind=kind, meta=meta, replace=replace)
+
+    def _svd_direction(self, name, of, model, top, component, per_layer, replace) -> dict:
+        from actwh.warehouse.directions import svd_from_index
+        from actwh.warehouse.search import load_index
+
+        owner, source = self.resolve_direction(of, model)
+        vector, meta = svd_from_index(
+            self.snapshot,
+            load_index(self.snapshot, owner),
+            owner,
+            source,
+            top=top,
+            component=component,
+            per_layer=per_layer,
+        )
+        meta["source"] = of
+        return self._add_vector(name, vector, owner, "svd", meta, replace)
+
+    def _delta_directions(
+        self, name, base_run, tuned_run, model, site, layers, arm, replace
+    ) -> list[dict]:
+        from actwh.arguments import parse_layers
+        from actwh.warehouse.directions import add_direction, delta_directions
+        from actwh.warehouse.registry import model_row
+
+        owner = (
+            model
+            or self.sql("select any_value(model) from runs where name = $r", {"r": base_run}).item()
+        )
+        chosen = None
+        if layers is not None:
+            n_layers = model_row(self.store.catalog, owner)["n_layers"] if owner else 0
+            chosen = parse_layers(layers, n_layers)
+        site = site or self.sql("select mlp_input($r)", {"r": base_run}).item()
+        deltas = delta_directions(self.snapshot, base_run, tuned_run, site, chosen, arm)
+        added = []
+        for layer, vector in deltas.items():
+            meta = {
+                "base_run": base_run,
+                "tuned_run": tuned_run,
+                "site": site,
+                "layer": layer,
+                "arm": arm,
+            }
+            added.append(
+                add_direction(
+                    self.store,
+                    owner,
+                    f"{name}.{layer}",
+                    vector,
+                    kind="delta",
+                    meta=meta,
+                    replace=replace,
+                )
+            )
+        return added
+
+    def direction_tokens(
+        self, name: str, *, model: str | None = None, k: int = 10
+    ) -> tuple[list[str], str]:
+        """The ``k`` vocabulary tokens direction ``name`` promotes most, read as the model's
+        value vectors were (``raw``, or through the ``final_norm``), and which of the two.
+        Loads the model."""
+        import torch
+
+        from actwh.ingest.rows import TokenText
+        from actwh.models.value_vectors import top_tokens
+
+        owner, vector = self.resolve_direction(name, model)
+        loaded = self.load_model(owner)
+        index = self.store.catalog.get("vector_indexes", model=owner)
+        # As the model's value vectors were read (an index from before the choice: raw).
+        unembed = (index["unembed"] or "raw") if index else loaded.adapter.default_unembed
+        best, _ = top_tokens(loaded.adapter, torch.tensor(vector)[None], k, unembed)
+        return TokenText(loaded.tokenizer)(best[0].tolist()), unembed
+
+    # ---- preference pairs, DPO --------------------------------------------------------------
+
+    def make_pairs(
+        self,
+        model: ModelRef,
+        out: str | Path,
+        *,
+        prompts: str | Path | None = None,
+        direction: str = "toxic_probe",
+        layer: int | None = None,
+        alpha: float | None = None,
+        relative_alpha: float = 0.3,
+        scorer: str = "profanity",
+        min_margin: float = 0.05,
+        generate: int = 20,
+        batch_size: int = 8,
+        seed: int = 0,
+        device: str = "auto",
+        force: bool = False,
+        progress: bool = True,
+    ) -> PairStats:
+        """Write DPO preference pairs to ``out`` (JSONL): the greedy continuation (preferred)
+        against one sampled while ``direction`` is added to layer ``layer``'s output
+        (dispreferred; strength ``alpha``, default ``relative_alpha`` × the median residual
+        norm there), kept where ``scorer`` rates the steered one more toxic by at least
+        ``min_margin``. Returns the counts and the margins of the kept pairs. An existing
+        ``out`` is replaced only with ``force``."""
+        from actwh.ingest.prompts import read_prompts, shipped_prompts
+        from actwh.train.pairs import make_pairs, write_pairs
+        from actwh.train.scorers import get_scorer
+        from actwh.warehouse.layout import output_file
+
+        output_file(out, "out", force=force)
+        prompt_set = read_prompts(prompts or shipped_prompts())
+        loaded = self._model(model, device)
+        vector = self.resolve_direction(direction, loaded.name)[1]
+        kept, stats = make_pairs(
+            loaded,
+            [p.text for p in prompt_set.prompts],
+            vector,
+            get_scorer(scorer),
+            layer=layer,
+            alpha=alpha,
+            relative_alpha=relative_alpha,
+            min_margin=min_margin,
+            max_new_tokens=generate,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+        )
+        write_pairs(kept, out)
+        return stats
+
+    def train_dpo(
+        self,
+        base: ModelRef,
+        pairs: str | Path,
+        out: str | Path,
+        *,
+        name: str | None = None,
+        options: DPOOptions | None = None,
+        device: str = "auto",
+        progress: bool = True,
+    ) -> dict:
+        """Fine-tune ``base`` with DPO (TRL) on the pairs file, save it to ``out`` and register
+        it as ``name`` (default: ``out``'s directory name), role ``dpo``, parent ``base``.
+        ``options`` default to the paper's Table 8. Returns the training metrics, with the
+        registered ``model`` and its ``parent``.
+
+        >>> wh.train_dpo("embedded", "pairs.jsonl", "dpo-model", name="dpo",
+        ...              options=DPOOptions(learning_rate=1e-5, epochs=2))
+        """
+        from actwh.train.dpo import train_dpo
+        from actwh.train.options import DPOOptions
+        from actwh.train.pairs import read_pairs
+        from actwh.warehouse.layout import check_name, outside
+
+        outside(out, "out")
+        loaded_pairs = read_pairs(pairs)
+        name = check_name("model", name or Path(out).resolve().name)
+        if self._store is not None and self._store.catalog.get("models", name=name) is not None:
+            raise AlreadyExists(
+                f"a model named {name!r} already exists in {self.root}; pass {arg('name')}"
+            )
+        loaded = self._model(base, device)
+        options = options or DPOOptions()
+        metrics = train_dpo(loaded, loaded_pairs, out, options, progress=progress)
+        self.register_dpo(out, name=name, base=loaded, device=device)
+        return {**metrics, "model": name, "parent": loaded.name}
+
+    @write
+    def register_dpo(
+        self, out: str | Path, *, name: str, base: ModelRef, device: str = "auto"
+    ) -> dict:
+        """Register a model saved by DPO training (its ``actwh_dpo.json`` records how) as
+        ``name``, role ``dpo``, parent ``base``."""
+        from actwh.models.loading import load_model
+
+        record = json.loads((Path(out) / "actwh_dpo.json").read_text())
+        base = self._registered(base, device)
+        tuned = load_model(str(Path(out).resolve()), device=device, name=name)
+        self._registered(tuned, role="dpo", parent=base.name, config=record)
+        return self.store.catalog.get("models", name=name)
+
+    # ---- variants ---------------------------------------------------------------------------
+
+    @write
+    def variant(
+        self,
+        name: str,
+        *,
+        base: ModelRef | None = None,
+        subtract: str | None = None,
+        unalign: str | None = None,
+        control_of: str | None = None,
+        scale: float | None = None,
+        layer: int | None = None,
+        top_k: int = 7,
+        per_layer: int | None = 100,
+        run: str | None = None,
+        keys: str = "cosine",
+        one_sided: bool = False,
+        seed: int = 0,
+        match: Literal["scale", "write"] = "scale",
+        device: str = "auto",
+    ) -> dict:
+        """Register a derived model ``name`` — an intervention the rest of actwh treats like any
+        model — from exactly one recipe:
+
+        - ``subtract=DIRECTION``: ``base`` with ``scale`` × the direction subtracted from layer
+          ``layer``'s MLP output (default the last; paper §3.3);
+        - ``unalign=DIRECTION``: ``base`` with the key vectors of ``top_k`` neurons scaled by
+          ``scale`` (paper §6). ``keys="cosine"``: the neurons whose write points most along
+          the direction — by the cosine of each neuron's mean write m̄·v in ``run`` (needed for
+          gated MLPs, whose coefficients are signed), without a run by the cosine of v (the
+          paper's rule, GELU; each layer's best ``per_layer`` first); ``keys=
+          "selectivity:LABELS"``: the neurons of ``run`` that write the direction most
+          selectively on toxic contexts (the ``selectivity`` query's largest t, labels e.g.
+          ``score:profanity``). ``one_sided``: scale m_i only at the tokens where it writes
+          toward the direction (sign(m_i) = sign⟨v_i, d⟩);
+        - ``control_of=VARIANT``: a control for an un-aligned variant — as many keys, in the
+          same layers, chosen at random (``seed``), the same base (``base``, when given, must
+          be it), scaled by the same factor (``match="scale"``) or by a factor per layer that
+          adds as much write as the edit does there (``match="write"``: mean |m|·‖v‖ of each
+          key in the run the edit chose its keys in, times s − 1). A one-sided edit's control
+          is one-sided.
+
+        >>> wh.variant("unaligned", base="dpo", unalign="toxic_probe", scale=10, run="dpo")
+        >>> wh.variant("unaligned-control", control_of="unaligned", match="write")
+        """
+        recipes = {"subtract": subtract, "unalign": unalign, "control_of": control_of}
+        given = [key for key, value in recipes.items() if value is not None]
+        if len(given) != 1:
+            raise ActwhError(
+                f"give exactly one of {arg('subtract')} DIRECTION, {arg('unalign')} DIRECTION, "
+                f"{arg('control_of')} VARIANT"
+            )
+        if control_of is not None:
+            return self._control_variant(name, control_of, seed, match, base, device)
+        if base is None or scale is None:
+            raise ActwhError(f"{arg(given[0])} needs {arg('base')} MODEL and {arg('scale')}")
+        if subtract is not None:
+            return self._subtract_variant(name, base, subtract, scale, layer, device)
+        how = {"top_k": top_k, "per_layer": per_layer, "run": run, "keys": keys}
+        return self._unalign_variant(name, base, unalign, scale, one_sided, device, **how)
+
+    def _subtract_variant(self, name, base, direction, scale, layer, device) -> dict:
+        from actwh.ingest.registry import register_variant
+        from actwh.models.interventions import subtract_recipe
+
+        loaded = self._model(base, device)
+        vector = self.resolve_direction(direction, loaded.name)[1]
+        n_layers = loaded.adapter.n_layers
+        layer = n_layers - 1 if layer is None else layer
+        if not 0 <= layer < n_layers:
+            raise ActwhError(f"{arg('layer')} {layer}: the model has {n_layers} layers")
+        edit = subtract_recipe(direction, vector, layer, scale)
+        return register_variant(self.store, name, loaded, edit)
+
+    def _unalign_variant(
+        self, name, base, direction, scale, one_sided, device, *, top_k, per_layer, run, keys
+    ) -> dict:
+        from actwh.ingest.registry import register_variant
+        from actwh.models.interventions import key_signs, unalign_keys, unalign_recipe
+
+        loaded = self._model(base, device)
+        vector = self.resolve_direction(direction, loaded.name)[1]
+        if keys == "cosine":
+            try:
+                chosen = unalign_keys(
+                    self.store, loaded, vector, top_k, per_layer=per_layer, run=run
+                )
+            except ActwhError as error:
+                raise ActwhError(f"{arg('unalign')} {direction}: {error.template}") from None
+        elif keys.startswith("selectivity:"):
+            chosen = self._selective_keys(run, direction, keys.partition(":")[2], top_k)
+        else:
+            raise ActwhError(f"{arg('keys')} {keys!r}: expected cosine or selectivity:LABELS")
+        signs = key_signs(loaded, chosen, vector) if one_sided else None
+        edit = unalign_recipe(direction, chosen, scale, run, chosen_by=keys, signs=signs)
+        return register_variant(self.store, name, loaded, edit)
+
+    def _selective_keys(self, run: str | None, direction: str, labels: str, top_k: int) -> list:
+        """The ``top_k`` neurons of ``run`` with the largest selectivity t toward ``direction``
+        (only those with t > 0)."""
+        import polars as pl
+
+        if run is None:
+            raise ActwhError(
+                f"{arg('keys')} selectivity:{labels} needs the run whose neurons are compared "
+                "(--run RUN: a run with tracked neurons or captured mlp_post, and its labels)"
+            )
+        ranked = self.query(
+            "selectivity", run=run, direction=direction, labels=labels, permutations=0
+        )
+        top = ranked.filter(pl.col("t") > 0).head(top_k)
+        if top.height < top_k:
+            raise ActwhError(
+                f"{arg('keys')} selectivity:{labels}: run {run!r} has {top.height} neurons that "
+                f"write {direction} more on toxic contexts, fewer than --top-k {top_k}"
+            )
+        return [(int(l), int(n)) for l, n in top.select("layer", "neuron").iter_rows()]
+
+    def _control_variant(self, name, of, seed, match, base, device) -> dict:
+        from actwh.ingest.registry import register_variant
+        from actwh.models.interventions import control_recipe, key_signs, unaligning
+
+        original = self.store.catalog.get("models", name=of)
+        if original is None:
+            raise NotFound(f"{arg('control_of')} {of}: no such model")
+        if match not in ("scale", "write"):
+            raise ActwhError(f"{arg('match')} {match!r}: expected scale or write")
+        edit = unaligning(json.loads(original["config"] or "{}").get("edit"), of)
+        if base is not None and getattr(base, "name", base) != original["parent"]:
+            raise ActwhError(f"{arg('control_of')} {of}: its base is {original['parent']}")
+        loaded = self._model(original["parent"], device)
+        sizes = self._write_sizes(loaded, edit) if match == "write" else None
+
+        def signs_of(keys):
+            vector = self.resolve_direction(edit["direction"], loaded.name)[1]
+            return key_signs(loaded, keys, vector)
+
+        edit = control_recipe(edit, of, original["d_mlp"], seed, sizes, signs_of)
+        return register_variant(self.store, name, loaded, edit, role="control")
+
+    def _write_sizes(self, loaded, edit: dict | None) -> tuple:
+        """Two ``[n_layers, d_mlp]`` arrays: each neuron's mean max(m, 0) and mean max(−m, 0) in
+        the run the edit chose its keys in, times the norm of what it writes (0 where it never
+        fired)."""
+        import torch
+
+        from actwh.warehouse.search import mean_sides
+
+        if not edit or not edit.get("run"):
+            raise ActwhError(
+                f"{arg('match')} write needs the run the un-aligned variant chose its keys in "
+                "(actwh variant --unalign ... --run RUN)"
+            )
+        a = loaded.adapter
+        with torch.no_grad():
+            norms = np.stack(
+                [a.write_vectors(l).float().norm(dim=1).cpu().numpy() for l in range(a.n_layers)]
+            )
+        sides = mean_sides(self.snapshot, edit["run"], a.n_layers, a.d_mlp)
+        return tuple(np.nan_to_num(side) * norms for side in sides)
+
+    # ---- measuring --------------------------------------------------------------------------
+
+    @write
+    def evaluate(
+        self,
+        model: ModelRef,
+        *,
+        prompts: str | Path | None = None,
+        prompt_set: str | None = None,
+        scorer: str | Iterable[str] = "profanity",
+        generate: int = 20,
+        max_prompt_tokens: int = 32,
+        ppl_text: str | Path | None = None,
+        f1_data: str | Path | None = None,
+        n_f1: int = 200,
+        batch_size: int = 16,
+        device: str = "auto",
+        progress: bool = True,
+    ) -> list[dict]:
+        """Toxicity of ``model``'s continuations of ``prompts`` (default the shipped set,
+        registered as ``prompt_set``, default the file's stem) by each ``scorer``
+        (``"profanity"``, ``["profanity", "wordlist"]`` or ``"profanity,wordlist"``),
+        perplexity on ``ppl_text`` and F1 on ``f1_data`` (paper Tables 2 and 4); one row per
+        scorer in ``evaluations``, returned. Intervals: the query ``toxicity_table``."""
+        from actwh.arguments import names
+        from actwh.ingest.prompts import read_prompts, shipped_prompts
+        from actwh.train.evaluate import evaluate
+
+        chosen = read_prompts(prompts or shipped_prompts(), prompt_set)
+        rows = evaluate(
+            self.store,
+            self._model(model, device),
+            chosen,
+            scorers=names(scorer),
+            generate=generate,
+            max_prompt_tokens=max_prompt_tokens,
+            batch_size=batch_size,
+            ppl_text=ppl_text,
+            f1_data=f1_data,
+            n_f1=n_f1,
+            progress=progress,
+        )
+        return rows
+
+    @write
+    def score(self, run: str, *, scorer: str = "profanity") -> float:
+        """Score run ``run``'s continuations into ``scores``; returns their mean."""
+        from actwh.train.evaluate import score_run
+
+        return score_run(self.store, run, scorer)
+
+    @write
+    def diff(self, base: ModelRef, tuned: ModelRef, *, device: str = "auto") -> dict:
+        """Store per-parameter (``weight_diffs``) and per-value-vector (``value_vector_diffs``:
+        cosine, δv) differences of ``tuned`` from ``base`` (paper §5.1, Figure 5's input).
+        Returns ``n_parameters``, ``min_cosine``, ``max_norm_diff``."""
+        from actwh.ingest.diff import store_weight_diffs
+
+        params = store_weight_diffs(
+            self.store, self._model(base, device), self._model(tuned, device)
+        )
+        cosine = [c for c in params.column("cosine").to_pylist() if c is not None]
+        summary = {
+            "n_parameters": params.num_rows,
+            "min_cosine": min(cosine),
+            "max_norm_diff": max(params.column("norm_diff").to_pylist()),
+        }
+        return summary
+
+    # ---- keeping it whole -------------------------------------------------------------------
+
+    @write
+    def check(
+        self, *, repair: bool = False, grace: float = 600.0, force: bool = False
+    ) -> CheckReport:
+        """Verify every committed file against the catalog (exists, rows, sha256) and find
+        orphans. ``repair`` deletes orphans and unfinished files older than ``grace`` seconds
+        and drops damaged files for the next ingest to redo; it refuses (unless ``force``) when
+        files are missing rather than damaged or more than 3 commits would go."""
+        from actwh.warehouse.check import check
+
+        return check(self.store, repair=repair, grace=grace, force=force)
+
+    @write
+    def rehome(self, *, force: bool = False) -> str | None:
+        """Make this directory the one its server catalog (PostgreSQL, ...) serves, after the
+        warehouse was moved; returns the directory it served before. A copy is refused (it
+        needs a catalog of its own) unless ``force``."""
+        return self.store.rehome(force=force)
+
+    def report(
         self,
         out: str | Path,
         *,
-        run: str,
-        sites: str | Iterable[str],
-        layers: Layers,
-        layout: str = "tokens",
-        context_size: int = 128,
-        progress: bool = True,
-    ):
-        """Write ``run``'s stored vectors of ``sites`` at ``layers`` as a Hugging Face
-        ``datasets`` dataset (``save_to_disk``) in the new directory ``out``, float32, one column
-        per TransformerLens hook (``blocks.19.hook_resid_mid``). ``layout="tokens"``: a row per
-        token with ``run``, ``prompt``, ``pos``, ``token_id``; ``"saelens"``: SAELens's
-        cached-activation layout (rows of ``context_size`` tokens, ``token_ids``). Returns the
-        dataset. See :mod:`actwh.warehouse.hf_dataset`.
+        base_run: str | None = None,
+        tuned_run: str | None = None,
+        direction: str | None = None,
+        token: str | None = None,
+        layer: int | None = None,
+        scorer: str = "profanity",
+        neurons: Iterable[tuple[int, int]] = (),
+        prompts: Iterable[int] = (),
+        force: bool = False,
+    ) -> Written:
+        """Write the paper's figures and tables as one offline HTML page (and a PNG per chart
+        beside it), with a page per top value vector of the direction and a token-by-token
+        view of the prompts tuning changed most; ``neurons`` (``[(19, 770)]``) and ``prompts``
+        add more. Every value given must be in the warehouse. ``direction`` defaults to
+        ``toxic_probe``; other defaults come from the warehouse: the first teacher-forced pair,
+        the first logit-lens target token, the layer of the top toxic value vector. Returns
+        the ``page``, the ``charts`` and the ``plan`` (what it chose). Anchors:
+        ``#neuron-L19-770``, ``#prompt-12``. An existing file is replaced when it is an actwh
+        report (and its charts), otherwise only with ``force``."""
+        from actwh.report.build import make_plan, report_files, write_report
 
-        >>> wh.export_dataset("sae-data", run="base", sites="resid_mid", layers=19,
-        ...                   layout="saelens", context_size=128)
-        """
-        from actwh.arguments import names, parse_layers
-        from actwh.warehouse.hf_dataset import export_dataset
-
-        target = outside(out, "out")
-        found = self.sql("select model from runs where name = $r", {"r": run})
-        if found.is_empty():
-            raise ActwhError(f"{arg('run')} {run}: no such run")
-        n_layers = self.sql(
-            "select n_layers from models where name = $m", {"m": found["model"][0]}
-        ).item()
-        chosen = parse_layers(layers, n_layers)
-        if not names(sites):
-            raise ActwhError(f"{arg('sites')}: no site given (e.g. resid_mid, mlp_post)")
-        points = [(site, layer) for site in names(sites) for layer in chosen]
-        return export_dataset(
-            self.sql, target, run, points, layout, context_size, progress=progress
+        report_files(out, force)
+        plan = make_plan(
+            self,
+            base_run=base_run,
+            tuned_run=tuned_run,
+            direction=direction,
+            token=token,
+            layer=layer,
+            scorer=scorer,
+            neurons=list(neurons),
+            prompts=list(prompts),
         )
-
-    def _export_filters(self, **filters) -> dict[str, list]:
-        """Export filters by column: ``runs`` → ``run``; a name or a list, layers as usual."""
-        from actwh.arguments import names, parse_layers
-
-        columns = {}
-        for name, value in filters.items():
-            if value is None:
-                continue
-            if name == "layers":
-                most = self.sql("select coalesce(max(n_layers), 0) from models").item()
-                columns["layer"] = parse_layers(value, most)
-            else:
-                columns[name.removesuffix("s")] = names(value)
-        for column, table in (("run", "runs"), ("model", "models")):
-            known = set(self.sql(f"select name from {table}")["name"])
-            unknown = [v for v in columns.get(column, []) if v not in known]
-            if unknown:
-                listing = ", ".join(sorted(known, key=natural_key)) or "none"
-                raise ActwhError(
-                    f"{arg(table)} {unknown[0]}: no such {column} ({table}: {listing})"
-                )
-        return columns
-
-    def resolve_direction(self, name: str, model: str | None = None) -> tuple[str, np.ndarray]:
-        """Direction ``name`` as ``model`` sees it: its own, else its nearest ancestor's (the
-        SQL macro ``direction_of``); without a model, the only direction of that name.
-        Returns ``(model, vector)``."""
-        if model is None:
-            owners = self.sql("select model from directions where name = $n", {"n": name})
-            if owners.height != 1:
-                known = self.sql("select distinct name from directions")["name"].to_list()
-                if owners.height == 0:
-                    raise ActwhError(
-                        f"no direction {name!r} (known: "
-                        f"{', '.join(sorted(known, key=natural_key)) or 'none'})"
-                    )
-                raise ActwhError(
-                    f"direction {name!r} exists for several models "
-                    f"({', '.join(sorted(owners['model']))}); pass {arg('model')}"
-                )
-            model = owners.item()
-        found = self.sql("select vec from direction_of($m, $n)", {"m": model, "n": name})
-        if found.height == 0:
-            from actwh.warehouse.registry import unknown_direction
-
-            known = self.sql(
-                "select d.name from directions d join lineage($m) l using (model)", {"m": model}
-            )["name"].to_list()
-            raise unknown_direction(name, model, known)
-        return model, np.array(found["vec"][0], dtype=np.float32)
-
-    def direction(self, name: str, *, model: str | None = None) -> np.ndarray:
-        """A registered direction as a float32 vector ``[d_model]`` (see
-        :meth:`resolve_direction`).
-
-        >>> wh.direction("toxic_probe")
-        """
-        return self.resolve_direction(name, model)[1]
-
-    def nearest(
-        self,
-        direction_or_vector: str | np.ndarray,
-        *,
-        k: int = 20,
-        model: str | None = None,
-        layers: Layers = None,
-        run: str | None = None,
-    ) -> pl.DataFrame:
-        """The neurons whose value vectors can write most along a direction (FAISS; exact by
-        default): by cosine for GELU MLPs (the paper's Table 1), by |cosine| for gated ones.
-
-        ``direction_or_vector``: a direction name, a vector ``[d_model]`` or a batch ``[q, d]``.
-        Returns ``query, rank, layer, neuron, cosine, sign, norm, top_tokens``: ``sign`` is the
-        sign of the coefficient m that writes toward the direction, ``top_tokens`` those of
-        ``sign · v``. With ``run``, also ``frac_pos, mean_pos, mean_neg, mean_write``: how each
-        neuron fires over the run's generated tokens (see :func:`actwh.warehouse.search.nearest`).
-
-        >>> wh.nearest("toxic_probe", k=10, run="base", layers=range(20, 30))
-        """
-        from actwh.arguments import parse_layers
-        from actwh.warehouse.search import load_index, nearest  # faiss, on first use
-
-        if isinstance(direction_or_vector, str):
-            model, vector = self.resolve_direction(direction_or_vector, model)
-        else:
-            vector = np.asarray(direction_or_vector, dtype=np.float32)
-            if model is None:
-                models = self.sql("select model from vector_indexes")["model"].to_list()
-                if len(models) != 1:
-                    raise ActwhError(
-                        f"pass {arg('model')}: value vectors are stored for {models or 'no model'}"
-                    )
-                model = models[0]
-        if layers is not None:
-            n_layers = self.sql("select n_layers from models where name = $m", {"m": model})
-            layers = parse_layers(layers, n_layers["n_layers"][0] if n_layers.height else 0)
-        if model not in self._indexes:
-            self._indexes[model] = load_index(self.snapshot, model)
-        hits = nearest(self.snapshot, self._indexes[model], model, vector, k, layers, run)
-        return pl.from_arrow(hits)
-
-    @property
-    def engine(self):
-        """A SQLAlchemy ``Engine`` on the catalog (read-only), for tools that speak SQLAlchemy.
-
-        Keep connections short: a DuckDB catalog held open blocks writers.
-        """
-        return self.store.catalog._read_engine
-
-
-def natural_sort(frame: pl.DataFrame, *columns: str) -> pl.DataFrame:
-    """Rows ordered by ``columns`` with numbers inside names compared as numbers."""
-    keys = [[natural_key(str(v)) for v in frame[c].to_list()] for c in columns]
-    order = sorted(range(frame.height), key=lambda i: [k[i] for k in keys])
-    return frame[order] if order else frame
-
-
-def polars_type(sql_type: str) -> pl.DataType:
-    """The polars type of a fact table's column type (from its one Arrow type)."""
-    return pl.Series(pa.array([], arrow_type(sql_type))).dtype
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1000
-    return f"{n} TB"
+        return write_report(self, out, plan, force)

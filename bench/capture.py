@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from actwh.ingest.models import load_model
 from actwh.ingest.options import IngestOptions
 from actwh.ingest.prompts import PromptSet, read_prompts, shipped_prompts
 from actwh.ingest.worker import ingest
+from actwh.models.loading import load_model
 from bench.ingest import generated_batches
 from bench.report import record, table
 

@@ -26,12 +26,12 @@ import torch
 
 from actwh.ingest.batches import eos_ids
 from actwh.ingest.generate import Batch
-from actwh.ingest.models import load_model
 from actwh.ingest.options import IngestOptions
 from actwh.ingest.prompts import PromptSet, read_prompts, shipped_prompts
 from actwh.ingest.registry import ensure_registered
 from actwh.ingest.sequences import encode_prompts, plan_batches
 from actwh.ingest.worker import ingest
+from actwh.models.loading import load_model
 from actwh.warehouse.directions import add_direction
 from actwh.warehouse.store import Store
 from bench.report import record, table

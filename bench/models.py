@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from actwh.ingest.models import shipped_model_dir
+from actwh.models.loading import shipped_model_dir
 
 SHAPES = {
     "gpt2-medium": dict(n_layer=24, n_embd=1024, n_inner=4096, n_head=16, n_positions=1024),

@@ -1,9 +1,9 @@
-"""(g) ``actwh vectors`` at a real vocabulary: the pretrained Gemma 3 270M (262,144 tokens).
+"""(g) ``actwh index-vectors`` at a real vocabulary: the pretrained Gemma 3 270M (262,144 tokens).
 
-* before — what ``actwh vectors`` did up to issue 25: for every value vector, its 10 top and 10
+* before — what ``actwh index-vectors`` did up to issue 25: for every value vector, its 10 top and 10
   bottom tokens over the whole vocabulary (one ``[1024, vocab]`` product and two top-k per chunk;
   timed here as that pass over every layer, on top of the rest of the command);
-* after — ``actwh vectors`` as it is now, end to end in this process (value vectors and norms,
+* after — ``actwh index-vectors`` as it is now, end to end in this process (value vectors and norms,
   the FAISS index, the readout and the vocabulary), then the tokens of the 20 vectors a search
   shows, read through the stored readout (``vector_tokens``).
 
@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from actwh.ingest.models import load_model
 from actwh.ingest.rows import TokenText
-from actwh.ingest.value_vectors import store_value_vectors, top_tokens
+from actwh.ingest.value_index import store_value_vectors
+from actwh.models.loading import load_model
+from actwh.models.value_vectors import top_tokens
 from actwh.warehouse.reader import Snapshot
 from actwh.warehouse.store import Store
 from bench.report import record, table
@@ -77,12 +78,12 @@ def main() -> None:
     flops = 2 * n_vectors * adapter.vocab_size * adapter.d_model
     rows = [
         {
-            "": "before: actwh vectors (the rest + every vector's tokens)",
+            "": "before: actwh index-vectors (the rest + every vector's tokens)",
             "seconds": f"{after + before_tokens:.1f}",
         },
         {"": "… of which every vector's top/bottom tokens", "seconds": f"{before_tokens:.1f}"},
         {
-            "": "after: actwh vectors (vectors, FAISS, readout, vocabulary)",
+            "": "after: actwh index-vectors (vectors, FAISS, readout, vocabulary)",
             "seconds": f"{after:.1f}",
         },
         {
@@ -103,7 +104,7 @@ about {482e3 / gflops / 3600:.1f} hours on this CPU, and some seconds on a GPU (
 in float32); the command as it is now stores the readout (2.1 GB) and the FAISS index instead,
 and a search reads the tokens of its 20 vectors in a product of 20 × 4,096 × 128,256 (10 GFLOP).
 """
-    record("vectors", "(g) actwh vectors at a real vocabulary (cpu)", body)
+    record("vectors", "(g) actwh index-vectors at a real vocabulary (cpu)", body)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,10 @@ from actwh.errors import Notice
 from actwh.ingest.capture import Capture
 from actwh.ingest.generate import Batch, Ran, greedy, teacher_forced
 from actwh.ingest.kinds.base import RanBatch, Rows
-from actwh.ingest.models import LoadedModel
 from actwh.ingest.options import IngestOptions
 from actwh.ingest.rows import NO_TURN, Flat, TokenText, tokens_table
 from actwh.ingest.sequences import Sequence
+from actwh.models.loading import LoadedModel
 from actwh.warehouse.faults import crash_point
 from actwh.warehouse.store import Store
 from actwh.warehouse.writer import CommitWriter

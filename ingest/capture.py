@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from actwh.ingest.adapters import Adapter
 from actwh.ingest.kinds.base import CaptureKind, Key
+from actwh.models.adapters import Adapter
 
 
 class Capture:

@@ -13,8 +13,8 @@ import pyarrow as pa
 import torch
 
 from actwh.errors import ActwhError
-from actwh.ingest.models import LoadedModel
 from actwh.ingest.registry import ensure_registered
+from actwh.models.loading import LoadedModel
 from actwh.warehouse.arrays import vectors_to_column
 from actwh.warehouse.registry import check_compatible
 from actwh.warehouse.store import Store

@@ -4,94 +4,140 @@ sites, a range of layers) or the CLI's strings (``"resid_mid,mlp_post"``, ``"10-
 from __future__ import annotations
 
 import re
-import typing
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from actwh.arguments import check
+from actwh.arguments import check, option, option_fields, resume_keys
 from actwh.errors import ActwhError, arg
-from actwh.ingest.adapters import Adapter
-from actwh.ingest.sites import RESIDUAL_SITES, SITES
+from actwh.models.sites import RESIDUAL_SITES, SITES
 
-STORE_DTYPES = ("float16", "float32")
-OVERFLOW = ("scale", "float32", "error")
+if TYPE_CHECKING:
+    from actwh.models.adapters import Adapter
 
 
 @dataclass
 class IngestOptions:
-    """Everything that shapes a run. Fields in :data:`RESUME_KEYS` must match to resume one."""
+    """Everything that shapes a run: the one declaration of ``actwh ingest``'s flags, of
+    ``Warehouse.ingest``'s keywords and of what a resumed run must match (``resume=True``)."""
 
-    name: str | None = None
-    model_name: str | None = None
-    prompt_set: str | None = None
-    generate: int = 20
-    capture: str | Iterable[str] = ""  # sites whose full vectors are stored
-    # sites projected on directions (None: the site the MLP reads and resid_post)
-    project: str | Iterable[str] | None = None
-    layers: str | int | Iterable[int] | None = "all"  # None or "all": every layer
-    batch_size: int = 8
-    device: str = "auto"
-    dtype: str = "float32"
-    store_dtype: str = "float16"
-    on_overflow: str = "scale"
-    max_prompt_tokens: int | None = None
-    teacher_force: str | None = None  # replay this run's token sequences
-    # "19:770,12:771" or [(19, 770), (12, 771)], or "DIRECTION:K" (top K by cosine; |cos| if gated)
-    track_neurons: str | Iterable[tuple[int, int]] = ""
-    logit_lens: int = 0  # top-K tokens of the logit lens (0: off)
-    # " crap,garbage" or "#7510", or [" crap", 7510]: logit-lens probability of these tokens
-    target_tokens: str | Iterable[str | int] = ""
-    lens_at: str = "last"  # last (last prompt token) | all (every position)
-    prompt_logprobs: bool = False  # log-probabilities of prompt tokens too (costs ~7%)
-    on_long: str = "truncate"  # a prompt longer than fits: truncate (keep its start) | refuse
-    resume: bool = False  # insist on resuming an unfinished run of this name
-    catalog: str | None = None  # SQLAlchemy URL of the catalog, when creating the warehouse
-    commit_mb: int = 128  # commit when this much is buffered ...
-    commit_seconds: float = 120.0  # ... or this long after the last commit
-    progress: bool = True
+    name: str | None = option(
+        None, "Run name (default MODEL.PROMPTSET). An unfinished run of that name is resumed."
+    )
+    model_name: str | None = option(
+        None, "Name to register the model under (default from the source)."
+    )
+    prompt_set: str | None = option(
+        None, "Name to register the prompt set under (default: the file's stem)."
+    )
+    generate: int = option(
+        20, "Greedy tokens to generate per prompt (0: prompt only).", resume=True
+    )
+    capture: str | Iterable[str] = option(
+        "",
+        "Sites whose full vectors are stored (comma list): resid_pre, resid_mid, resid_post, "
+        "attn_out, mlp_out, mlp_post. Default: none.",
+        resume=True,
+        metavar="SITES",
+    )
+    project: str | Iterable[str] | None = option(
+        None,
+        "Residual sites projected on the model's directions (comma list). Default: the site the "
+        "MLP reads (resid_mid; resid_pre for GPT-NeoX) and resid_post.",
+        resume=True,
+        metavar="SITES",
+    )
+    layers: str | int | Iterable[int] | None = option(
+        "all", "all, 19, 10-20, or a comma list (0-based).", resume=True
+    )
+    batch_size: int = option(8, "Prompts per forward pass.", resume=True)
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
+    dtype: Literal["float32", "bfloat16", "float16"] = option(
+        "float32", "dtype the model runs in.", resume=True
+    )
+    store_dtype: Literal["float16", "float32"] = option(
+        "float16", "dtype of stored vectors.", resume=True
+    )
+    on_overflow: Literal["scale", "float32", "error"] = option(
+        "scale",
+        "float16 storage of a row with values beyond ±65504: divide it by a power of two (kept "
+        "as its vec_scale; readers apply it), store the block as float32, or stop.",
+    )
+    max_prompt_tokens: int | None = option(
+        None,
+        "Keep the first N tokens of longer prompts (default: what the context allows).",
+        resume=True,
+    )
+    teacher_force: str | None = option(
+        None,
+        "Replay the exact token sequences of an earlier run (pairs a tuned model with its base).",
+        resume=True,
+        metavar="RUN",
+    )
+    track_neurons: str | Iterable[tuple[int, int]] = option(
+        "",
+        "Store mlp_post coefficients of value vectors: 19:770,12:771 or DIRECTION:K (top K by "
+        "cosine, |cosine| for gated MLPs, e.g. toxic_probe:64).",
+        resume=True,
+        metavar="SPEC",
+    )
+    logit_lens: int = option(
+        0, "Store the top-K tokens of the logit lens (0: off).", resume=True, metavar="K"
+    )
+    target_tokens: str | Iterable[str | int] = option(
+        "",
+        "With --logit-lens: probability of these one-token strings at every layer, e.g. "
+        "' crap,#7510'.",
+        resume=True,
+        metavar="TOKENS",
+    )
+    lens_at: Literal["last", "all"] = option(
+        "last",
+        "Logit lens at the last prompt token (what predicts the first generated token) or at all.",
+        resume=True,
+    )
+    prompt_logprobs: bool = option(
+        False,
+        "Also store log-probabilities of prompt tokens (generated ones always have them; ~7%).",
+        resume=True,
+    )
+    on_long: Literal["truncate", "refuse"] = option(
+        "truncate",
+        "A prompt longer than fits: keep its first tokens (recorded as a warning), or stop.",
+    )
+    resume: bool = option(False, "Insist on resuming an unfinished run (--name).")
+    catalog: str | None = option(
+        None,
+        "Catalog database when creating the warehouse: any SQLAlchemy URL (e.g. "
+        "postgresql+psycopg://user@host/db); default an embedded DuckDB file.",
+        metavar="URL",
+    )
+    commit_mb: int = option(
+        128,
+        "Commit when this much is buffered (0: after every batch). Bounds memory and lost work.",
+    )
+    commit_seconds: float = option(120.0, "... or this long after the last commit.", cli=False)
+    progress: bool = option(True, "Progress bars.", cli=False)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def check(self) -> None:
-        """Refuse values no model could accept (and values of the wrong type, by name)."""
-        hints = typing.get_type_hints(IngestOptions)
-        for option in fields(self):
-            check(option.name, getattr(self, option.name), hints[option.name])
+        """Refuse values no model could accept (and values of the wrong type or choice, by
+        name)."""
+        for option_field, hint in option_fields(IngestOptions):
+            check(option_field.name, getattr(self, option_field.name), hint)
         if self.batch_size < 1 or self.generate < 0 or self.logit_lens < 0:
             raise ActwhError(
                 f"{arg('batch_size')} must be >= 1, {arg('generate')} and {arg('logit_lens')} >= 0"
             )
-        for name, value, allowed in (
-            ("lens_at", self.lens_at, ("last", "all")),
-            ("on_long", self.on_long, ("truncate", "refuse")),
-            ("on_overflow", self.on_overflow, OVERFLOW),
-            ("store_dtype", self.store_dtype, STORE_DTYPES),
-        ):
-            if value not in allowed:
-                raise ActwhError(f"{arg(name)} {value!r}: expected {' or '.join(allowed)}")
 
 
-# What must be equal for a resumed run to continue exactly where the first one stopped.
-RESUME_KEYS = (
-    "generate",
-    "capture",
-    "project",
-    "layers",
-    "batch_size",
-    "dtype",
-    "store_dtype",
-    "max_prompt_tokens",
-    "teacher_force",
-    "track_neurons",
-    "logit_lens",
-    "target_tokens",
-    "lens_at",
-    "prompt_logprobs",
-    "directions",
-)
+# What must be equal for a resumed run to continue exactly where the first one stopped: the
+# options marked resume=True, and the directions it projects on.
+RESUME_KEYS = (*resume_keys(IngestOptions), "directions")
 
 
 def _items(spec: str | Iterable | None) -> list:
@@ -200,7 +246,7 @@ def parse_tracked(
         from actwh.warehouse.registry import unknown_direction
 
         raise unknown_direction(name, loaded.name, directions)
-    from actwh.ingest.value_vectors import top_value_vectors
+    from actwh.models.value_vectors import top_value_vectors
 
     tracked = {}
     for _, layer, neuron in top_value_vectors(adapter, directions[name], k):

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, NotFound
 
 JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 CHAT_ROLES = {"system", "user", "assistant", "tool"}
@@ -78,7 +78,7 @@ class PromptSet:
 def read_text_file(path: Path) -> str:
     """A text file's content, refusing missing, binary, non-UTF-8 and empty files."""
     if not path.exists():
-        raise ActwhError(f"{path}: no such file")
+        raise NotFound(f"{path}: no such file")
     if path.is_dir():
         raise ActwhError(f"{path}: is a directory, not a prompt file")
     raw = path.read_bytes()

@@ -1,7 +1,7 @@
 """Models in a warehouse: register a loaded model, and load a registered one by name.
 
 A registered model is loaded from its ``source``; a *variant* (``source`` ``variant:NAME``) is its
-parent model with an edit recipe applied (see :mod:`actwh.ingest.interventions`).
+parent model with an edit recipe applied (see :mod:`actwh.models.interventions`).
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from actwh.errors import ActwhError
-from actwh.ingest.interventions import apply_edit, edit_hash
-from actwh.ingest.models import LoadedModel, load_model
+from actwh.errors import ActwhError, AlreadyExists
+from actwh.models.interventions import apply_edit, edit_hash
+from actwh.models.loading import LoadedModel, load_model
 from actwh.warehouse.catalog import now, to_json
 from actwh.warehouse.layout import check_name
 from actwh.warehouse.registry import register_model
@@ -79,7 +79,7 @@ def register_variant(
     with catalog.begin() as conn:
         register_model(conn, catalog, parent.catalog_row())
         if catalog.get("models", conn, name=name) is not None:
-            raise ActwhError(f"a model named {name!r} already exists in this warehouse")
+            raise AlreadyExists(f"a model named {name!r} already exists in this warehouse")
         row = {
             **parent.catalog_row(),
             "name": name,

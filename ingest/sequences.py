@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from actwh.errors import ActwhError, arg
-from actwh.ingest.models import LoadedModel
+from actwh.errors import ActwhError, NotFound, arg
 from actwh.ingest.prompts import Prompt
+from actwh.models.loading import LoadedModel
 from actwh.warehouse.reader import Snapshot
 from actwh.warehouse.registry import check_compatible
 from actwh.warehouse.store import Store
@@ -45,7 +45,7 @@ def encode_chat(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
     message on its own — a default system prompt, as Qwen's does — is turn ``-1``.
     """
     if not getattr(tokenizer, "chat_template", None):
-        raise ActwhError("this model's tokenizer has no chat template; chat prompts need one")
+        raise NotFound("this model's tokenizer has no chat template; chat prompts need one")
     render = tokenizer.apply_chat_template
     full = render(messages, add_generation_prompt=True, tokenize=False)
     ends = [len(render(messages[: i + 1], tokenize=False)) for i in range(len(messages))]
@@ -128,7 +128,7 @@ def replay_sequences(
         raise ActwhError(f"{arg('teacher_force')} {run}: the warehouse does not exist yet")
     source = existing.catalog.get("runs", name=run)
     if source is None:
-        raise ActwhError(f"{arg('teacher_force')} {run}: no such run")
+        raise NotFound(f"{arg('teacher_force')} {run}: no such run")
     if source["status"] != "complete":
         raise ActwhError(f"{arg('teacher_force')} {run}: that run is not complete")
     source_model = existing.catalog.get("models", name=source["model"])

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, NotFound
 
 
 def read_vector(path: str | Path) -> np.ndarray:
     """The single vector stored in ``path``, as float32 ``[d]``."""
     path = Path(path)
     if not path.is_file():
-        raise ActwhError(f"{path}: no such file")
+        raise NotFound(f"{path}: no such file")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":

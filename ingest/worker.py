@@ -35,7 +35,6 @@ from actwh.errors import ActwhError, Notice, arg, from_os_error
 from actwh.ingest.batches import BatchRunner, RunSummary, gap_batches, redo_gaps, run_batches
 from actwh.ingest.capture import Capture
 from actwh.ingest.kinds import Request, kinds_for
-from actwh.ingest.models import LoadedModel
 from actwh.ingest.options import (
     RESUME_KEYS,
     IngestOptions,
@@ -56,6 +55,7 @@ from actwh.ingest.sequences import (
     plan_batches,
     replay_sequences,
 )
+from actwh.models.loading import LoadedModel
 from actwh.warehouse import layout
 from actwh.warehouse.catalog import to_json
 from actwh.warehouse.layout import check_name

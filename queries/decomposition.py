@@ -23,7 +23,7 @@ import json
 import numpy as np
 import polars as pl
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, NotFound
 from actwh.queries.offset_intervals import paired_sums, resample_counts
 from actwh.warehouse.arrays import column_to_numpy
 
@@ -31,7 +31,7 @@ DX_DECOMPOSITION = """
 -- name: dx_decomposition
 -- answers: Which blocks make δx of a layer ℓ? Per block k up to ℓ: the change of attention k's output (attn; block 0 with the embedding's change) and of MLP k's output (mlp, blocks before ℓ), as shares of δx^ℓ along itself (projection on δx̂^ℓ over ‖δx^ℓ‖; all shares add up to 1) with 95% bootstrap intervals over δx's prompts, and their norms; each MLP's change split into its coefficients' change (mlp_dm: Σ_i δm̄_i·v_i) and its value vectors' (mlp_dv: Σ_i m̄'_i·δv_i), the rest being its bias's change (null where a norm follows the MLP, which makes the split nonlinear); the last row (block null) is the totals of attention and of the MLPs, with their intervals; sum_error is ‖Σ blocks − δx^ℓ‖ / ‖δx^ℓ‖ against the registered δx (the decomposition is exact up to float16 storage).
 -- paper: §5.2 ("the largest increases come from MLP blocks"), measured
--- needs: δx directions PREFIX.LAYER at resid_mid, and resid_post stored in both of δx's runs (ingest both with --capture resid_mid,resid_post); for mlp_dm/mlp_dv, value vectors of the base model (actwh vectors) and actwh diff of the tuned one
+-- needs: δx directions PREFIX.LAYER at resid_mid, and resid_post stored in both of δx's runs (ingest both with --capture resid_mid,resid_post); for mlp_dm/mlp_dv, value vectors of the base model (actwh index-vectors) and actwh diff of the tuned one
 -- param prefix = "dx": the δx directions' name prefix
 -- param layer = null: ℓ, the layer of δx (null: the last)
 -- param replicates = 200: bootstrap resamples of δx's prompts (0: no intervals)
@@ -91,27 +91,34 @@ def _mlp_split(sql, meta: dict, layers: int, arm: str) -> list[tuple] | None:
     return split
 
 
-def dx_decomposition(sql, prefix: str, layer: int | None, replicates: int) -> pl.DataFrame:
+def _delta_direction(sql, prefix: str, layer: int | None) -> tuple[int, dict, dict]:
+    """The δx direction ``prefix.LAYER`` (the last layer's when ``layer`` is None): its layer,
+    its row and its meta; refused unless it was measured at resid_mid."""
     found = sql(
         """SELECT CAST(split_part(name, '.', -1) AS INTEGER) AS layer, meta, vec FROM directions
            WHERE kind = 'delta' AND name LIKE $prefix || '.%' ORDER BY layer""",
         {"prefix": prefix},
     )
     if found.is_empty():
-        raise ActwhError(
+        raise NotFound(
             f"no δx directions {prefix}.LAYER; add them with actwh directions add WH {prefix} "
             "--delta BASE_RUN TUNED_RUN"
         )
     layers = found["layer"].to_list()
     layer = layers[-1] if layer is None else layer
     if layer not in layers:
-        raise ActwhError(f"no δx direction {prefix}.{layer} (layers: {layers[0]}-{layers[-1]})")
+        raise NotFound(f"no δx direction {prefix}.{layer} (layers: {layers[0]}-{layers[-1]})")
     row = found.filter(pl.col("layer") == layer).row(0, named=True)
     meta = json.loads(row["meta"])
     if meta["site"] != "resid_mid":
         raise ActwhError(
             f"δx {prefix}.{layer} is at {meta['site']}; the decomposition needs resid_mid"
         )
+    return layer, row, meta
+
+
+def dx_decomposition(sql, prefix: str, layer: int | None, replicates: int) -> pl.DataFrame:
+    layer, row, meta = _delta_direction(sql, prefix, layer)
     arm = meta.get("arm", "all")
     # Per prompt (in order): the tuned run's sums minus the base run's (the same tokens), and
     # the token counts — the same at every site and layer.
@@ -136,7 +143,7 @@ def dx_decomposition(sql, prefix: str, layer: int | None, replicates: int) -> pl
     attn, mlp = blocks(np.ones(len(counts)))
     whole = shares(attn, mlp)
     # the draws of every bootstrap in actwh (bootstrap_index), so intervals agree across queries
-    draws = resample_counts(sql, len(counts), replicates) if replicates else []
+    draws = resample_counts(sql, len(counts), replicates) if replicates else np.empty((0, 0))
     drawn = np.array([shares(*blocks(w)) for w in draws]).reshape(replicates, len(whole))
     lo, hi = (
         np.percentile(drawn, q, axis=0) if replicates else np.full(len(whole), np.nan)
@@ -147,11 +154,6 @@ def dx_decomposition(sql, prefix: str, layer: int | None, replicates: int) -> pl
     split = _mlp_split(sql, meta, layer, arm)
     error = float(np.linalg.norm(sum(attn) + sum(mlp) - dx) / np.linalg.norm(dx))
 
-    a, m = slice(0, layer + 1), slice(layer + 1, None)
-
-    def at(values: np.ndarray, i: int | None) -> float | None:
-        return None if i is None or np.isnan(values[i]) else float(values[i])
-
     found = []
     for k in range(layer + 1):
         i = layer + 1 + k if k < layer else None  # the MLP's column; block ℓ has none
@@ -159,12 +161,12 @@ def dx_decomposition(sql, prefix: str, layer: int | None, replicates: int) -> pl
         found.append(
             {
                 "block": k,
-                "attn_share": at(whole, k),
-                "attn_share_lo": at(lo, k),
-                "attn_share_hi": at(hi, k),
-                "mlp_share": at(whole, i),
-                "mlp_share_lo": at(lo, i),
-                "mlp_share_hi": at(hi, i),
+                "attn_share": _at(whole, k),
+                "attn_share_lo": _at(lo, k),
+                "attn_share_hi": _at(hi, k),
+                "mlp_share": _at(whole, i),
+                "mlp_share_lo": _at(lo, i),
+                "mlp_share_hi": _at(hi, i),
                 "mlp_dm_share": None if dm is None else float(dm @ dx / scale),
                 "mlp_dv_share": None if dv is None else float(dv @ dx / scale),
                 "attn_norm": float(np.linalg.norm(attn[k])),
@@ -175,34 +177,40 @@ def dx_decomposition(sql, prefix: str, layer: int | None, replicates: int) -> pl
                 "sum_error": error,
             }
         )
-    # The last row, block null: attention's and the MLPs' totals, their intervals from the same
-    # resamples.
+    found.append(_totals(found, layer, whole, drawn, attn, mlp))
+    return pl.DataFrame(found, schema_overrides={"block": pl.Int32, "dx_layer": pl.Int32})
+
+
+def _at(values: np.ndarray, i: int | None) -> float | None:
+    return None if i is None or np.isnan(values[i]) else float(values[i])
+
+
+def _totals(rows: list[dict], layer: int, whole, drawn, attn: list, mlp: list) -> dict:
+    """The last row, block null: attention's and the MLPs' totals, their intervals from the
+    same resamples (``drawn``, one row of block shares per resample)."""
+    a, m = slice(0, layer + 1), slice(layer + 1, None)
     totals = np.stack([drawn[:, a].sum(1), drawn[:, m].sum(1)], axis=1)
     low, high = (
-        np.percentile(totals, q, axis=0) if replicates else np.full(2, np.nan) for q in (2.5, 97.5)
+        np.percentile(totals, q, axis=0) if len(drawn) else np.full(2, np.nan) for q in (2.5, 97.5)
     )
 
     def total(column: str) -> float | None:
-        values = [r[column] for r in found if r["block"] < layer]
+        values = [r[column] for r in rows if r["block"] < layer]
         return None if None in values else float(sum(values))
 
-    found.append(
-        found[-1]
-        | {
-            "block": None,
-            "attn_share": float(whole[a].sum()),
-            "attn_share_lo": at(low, 0),
-            "attn_share_hi": at(high, 0),
-            "mlp_share": float(whole[m].sum()),
-            "mlp_share_lo": at(low, 1),
-            "mlp_share_hi": at(high, 1),
-            "mlp_dm_share": total("mlp_dm_share"),
-            "mlp_dv_share": total("mlp_dv_share"),
-            "attn_norm": float(np.linalg.norm(sum(attn))),
-            "mlp_norm": float(np.linalg.norm(sum(mlp))),
-        }
-    )
-    return pl.DataFrame(found, schema_overrides={"block": pl.Int32, "dx_layer": pl.Int32})
+    return rows[-1] | {
+        "block": None,
+        "attn_share": float(whole[a].sum()),
+        "attn_share_lo": _at(low, 0),
+        "attn_share_hi": _at(high, 0),
+        "mlp_share": float(whole[m].sum()),
+        "mlp_share_lo": _at(low, 1),
+        "mlp_share_hi": _at(high, 1),
+        "mlp_dm_share": total("mlp_dm_share"),
+        "mlp_dv_share": total("mlp_dv_share"),
+        "attn_norm": float(np.linalg.norm(sum(attn))),
+        "mlp_norm": float(np.linalg.norm(sum(mlp))),
+    }
 
 
 ANALYSES = [(DX_DECOMPOSITION, dx_decomposition)]

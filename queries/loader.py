@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, NotFound
 
 _HEADER = re.compile(r"^--\s*(name|answers|paper|needs):\s*(.*)$")
 # A default is JSON: a quoted string (which may hold a colon) or a bare value.
@@ -68,7 +68,7 @@ class NamedQuery:
         known = {p.name: p for p in self.params}
         unknown = sorted(set(given) - set(known))
         if unknown:
-            raise ActwhError(
+            raise NotFound(
                 f"query {self.name} has no parameter {unknown[0]!r}; "
                 f"its parameters: {self.signature()}"
             )
@@ -157,5 +157,5 @@ def named_queries() -> dict[str, NamedQuery]:
 def named_query(name: str) -> NamedQuery:
     queries = named_queries()
     if name not in queries:
-        raise ActwhError(f"no query {name!r}; named queries: {', '.join(queries)}")
+        raise NotFound(f"no query {name!r}; named queries: {', '.join(queries)}")
     return queries[name]

@@ -17,7 +17,7 @@ import json
 import numpy as np
 import polars as pl
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, NotFound
 from actwh.warehouse.arrays import column_to_numpy
 
 RESIDUAL_OFFSET_INTERVALS = """
@@ -49,7 +49,7 @@ def residual_offset_intervals(sql, prefix: str, direction: str, replicates: int)
         {"prefix": prefix},
     )
     if deltas.is_empty():
-        raise ActwhError(
+        raise NotFound(
             f"no δx directions {prefix}.LAYER; add them with actwh directions add WH {prefix} "
             "--delta BASE_RUN TUNED_RUN"
         )
@@ -93,7 +93,7 @@ def value_vector_shift_intervals(
         {"model": model, "name": f"{prefix}.{layer}"},
     )
     if found.is_empty():
-        raise ActwhError(
+        raise NotFound(
             f"no δx direction {prefix}.{layer} for model {model!r}; add it with actwh directions "
             f"add WH {prefix} --delta BASE_RUN TUNED_RUN"
         )
@@ -109,7 +109,7 @@ def value_vector_shift_intervals(
         {"run": meta["base_run"], "arm": meta.get("arm", "all"), "model": model, "layer": layer},
     )
     if shifts.is_empty():
-        raise ActwhError(f"no value-vector shifts of {model!r}; run actwh diff WH --tuned {model}")
+        raise NotFound(f"no value-vector shifts of {model!r}; run actwh diff WH --tuned {model}")
     delta = column_to_numpy(shifts["delta"].to_arrow()).astype(np.float64)
     norm = np.linalg.norm(delta, axis=1)
     unit = delta / np.where(norm > 0, norm, 1.0)[:, None]
@@ -137,7 +137,7 @@ def value_vector_shift_intervals(
             ),
             "aggregate_cos": (written, True),
         }
-        row = {
+        row: dict[str, object] = {
             "value_layer": int(j),
             "causal": bool(j < layer),
             "aggregate_share": float(written @ dx_mean / (dx_mean @ dx_mean)),
@@ -240,6 +240,6 @@ def _unit(sql, model: str, direction: str) -> np.ndarray:
         {"model": model, "name": direction},
     )
     if found.is_empty():
-        raise ActwhError(f"no direction {direction!r} for model {model!r} or its ancestors")
+        raise NotFound(f"no direction {direction!r} for model {model!r} or its ancestors")
     v = np.asarray(found["v"][0].to_list(), dtype=np.float64)
     return v / np.linalg.norm(v)

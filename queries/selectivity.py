@@ -27,7 +27,7 @@ import re
 import numpy as np
 import polars as pl
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, NotFound
 from actwh.warehouse.arrays import column_to_numpy
 
 _PARAMS = """-- param run: the run whose generated tokens are read (the base model's)
@@ -81,7 +81,7 @@ def _labels(sql, run: str, labels: str, threshold: float, arm: str) -> pl.DataFr
         if frame.is_empty():
             scored = sql("SELECT DISTINCT scorer FROM scores WHERE run = $run", {"run": run})
             known = ", ".join(sorted(scored["scorer"])) or "none"
-            raise ActwhError(
+            raise NotFound(
                 f"run {run!r} has no {value!r} scores (scored by: {known}); "
                 f"score it with actwh score WH {run} --scorer {value}"
             )
@@ -122,7 +122,7 @@ def _writes(
     unit = np.asarray(d["vec"][0], dtype=np.float64) / d["norm"][0]
     generated = f"SELECT prompt, pos FROM tokens WHERE run = $run AND {TOKENS[tokens]}"
     if not sql(f"SELECT count(*) > 0 FROM ({generated})", {"run": run}).item():
-        raise ActwhError(
+        raise NotFound(
             f"selectivity: run {run!r} has no {tokens} tokens; read tokens prompt or all instead"
         )
     tracked = sql(
@@ -173,7 +173,7 @@ def _writes(
     )
     if vectors.height != neurons.height:
         raise ActwhError(
-            f"value vectors of {model!r} are missing; run actwh vectors WH --model {model}"
+            f"value vectors of {model!r} are missing; run actwh index-vectors WH --model {model}"
         )
     dot = column_to_numpy(vectors["vec"].to_arrow()).astype(np.float64) @ unit
     neurons = neurons.with_columns(pl.Series("dot", dot), pl.int_range(pl.len()).alias("column"))

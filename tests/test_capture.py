@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import actwh
-from actwh.ingest.models import load_model
 from actwh.ingest.options import IngestOptions
 from actwh.ingest.worker import ingest
+from actwh.models.loading import load_model
 
 SITES = "resid_pre,resid_mid,resid_post,mlp_post"
 

@@ -328,7 +328,7 @@ def test_the_shipped_models_are_declared_once_and_listed_without_torch():
     import sys
 
     code = (
-        "import sys, actwh.api.cli as c, actwh.ingest.shipped as s; "
+        "import sys, actwh.api.cli as c, actwh.models.shipped as s; "
         "demo = c.main.commands['demo']; "
         "model = next(p for p in demo.params if p.name == 'model'); "
         "assert list(model.type.choices) == list(s.SHIPPED), model.type.choices; "

@@ -13,7 +13,7 @@ from tiny_models import build_gpt2
 
 import actwh
 from actwh.errors import ActwhError
-from actwh.ingest.models import load_model
+from actwh.models.loading import load_model
 from actwh.warehouse.directions import svd_direction
 
 
@@ -37,7 +37,7 @@ def brute_force(
 @pytest.fixture
 def wh_path(tmp_path, model_dir):
     wh = tmp_path / "wh"
-    cli("vectors", wh, "--model", model_dir, "--quiet")
+    cli("index-vectors", wh, "--model", model_dir, "--quiet")
     return wh
 
 
@@ -58,7 +58,7 @@ def test_search_equals_brute_force(wh_path, model_dir):
     gated = name == "tiny-llama"
     with actwh.open(wh_path) as wh:
         query = wh.direction("rnd")
-        hits = wh.nearest("rnd", k=15)
+        hits = wh.search("rnd", k=15)
         order, cos = brute_force(vectors, query, 15, gated)
         assert list(zip(hits["layer"], hits["neuron"], strict=True)) == [
             (i // d_mlp, i % d_mlp) for i in order
@@ -67,12 +67,12 @@ def test_search_equals_brute_force(wh_path, model_dir):
         # restricted to layers 0 and 2
         allowed = np.r_[0:d_mlp, 2 * d_mlp : 3 * d_mlp]
         sub_order, sub_cos = brute_force(vectors[allowed], query, 7, gated)
-        hits = wh.nearest(query, k=7, model=name, layers=[0, 2])
+        hits = wh.search(query, k=7, model=name, layers=[0, 2])
         expected = [(allowed[i] // d_mlp, allowed[i] % d_mlp) for i in sub_order]
         assert list(zip(hits["layer"], hits["neuron"], strict=True)) == expected
         np.testing.assert_allclose(hits["cosine"].to_numpy(), sub_cos, atol=1e-5)
         # a batch of queries answers each like a single query
-        batch = wh.nearest(np.stack([query, -query]), k=3, model=name)
+        batch = wh.search(np.stack([query, -query]), k=3, model=name)
         assert batch["query"].to_list() == [0, 0, 0, 1, 1, 1]
         norms = wh.sql(
             "select layer, neuron, norm from value_vectors where model = $m", {"m": name}
@@ -85,10 +85,10 @@ def test_search_equals_brute_force(wh_path, model_dir):
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_approximate_indexes(tmp_path, gpt2_dir, kind):
     wh = tmp_path / "wh"
-    cli("vectors", wh, "--model", gpt2_dir, "--index", kind, "--quiet")
+    cli("index-vectors", wh, "--model", gpt2_dir, "--index", kind, "--quiet")
     cli("directions", "add", wh, "v", "--model", gpt2_dir.name, "--value-vector", "2:11")
     with actwh.open(wh) as w:
-        hits = w.nearest("v", k=5)
+        hits = w.search("v", k=5)
         assert w.sql("select kind from vector_indexes")["kind"][0] == kind
     assert (hits["layer"][0], hits["neuron"][0]) == (2, 11)
     assert hits["cosine"][0] == pytest.approx(1.0, abs=1e-5)
@@ -165,7 +165,7 @@ def paired(tmp_path, gpt2_dir, prompts_file):
     """A base run with directions and tracked neurons, and a tuned model teacher-forced on it."""
     wh = tmp_path / "wh"
     tuned_dir = build_gpt2(tmp_path / "tuned-gpt2", seed=1)
-    cli("vectors", wh, "--model", gpt2_dir, "--quiet")
+    cli("index-vectors", wh, "--model", gpt2_dir, "--quiet")
     cli("directions", "add", wh, "rnd", "--model", gpt2_dir.name, "--random")
     cli("directions", "add", wh, "v", "--model", gpt2_dir.name, "--value-vector", "0:3")
     common = [

@@ -78,7 +78,7 @@ def test_vectors_search_and_pairing_on_embedded(tmp_path):
         assert result.exit_code == 0, result.output
         return result.stdout
 
-    cli("vectors", wh, "--model", "embedded", "--quiet")
+    cli("index-vectors", wh, "--model", "embedded", "--quiet")
     cli("directions", "add", wh, "v", "--model", model, "--value-vector", "19:770")
     cli("directions", "add", wh, "rnd", "--model", model, "--random", "--seed", 7)
     first = json.loads(cli("search", wh, "--direction", "v", "-k", 5, "--json").splitlines()[0])
@@ -88,7 +88,7 @@ def test_vectors_search_and_pairing_on_embedded(tmp_path):
         query = w.direction("rnd")
         cos = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
         order = np.argsort(-np.abs(cos))[:20]  # SmolLM2's MLP is gated: its neurons write ±v
-        hits = w.nearest("rnd", k=20)
+        hits = w.search("rnd", k=20)
         expected = keys[order.tolist()].select("layer", "neuron").rows()
         assert list(zip(hits["layer"], hits["neuron"], strict=True)) == expected
         np.testing.assert_allclose(hits["cosine"].to_numpy(), cos[order], atol=1e-5)

@@ -173,7 +173,7 @@ def test_a_tokens_dataset_holds_the_stored_vectors(tmp_path, wh):
 
     out = tmp_path / "tokens"
     message = cli(
-        "dataset",
+        "export-dataset",
         wh.path,
         out,
         "--run",

@@ -14,9 +14,9 @@ from tiny_models import FAMILIES, build_family
 
 import actwh
 from actwh.errors import ActwhError
-from actwh.ingest.interventions import scale_keys
-from actwh.ingest.models import load_model
 from actwh.ingest.rows import TokenText
+from actwh.models.interventions import scale_keys
+from actwh.models.loading import load_model
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -161,7 +161,7 @@ def test_a_model_teacher_forced_on_itself_has_no_residual_offset(family):
     wh, loaded = family
     site = loaded.adapter.mlp_reads
     wh.ingest(loaded, name="again", teacher_force="r", capture=[site], progress=False)
-    deltas = wh.add_delta_directions("self", "r", "again")
+    deltas = wh.add_direction("self", delta=("r", "again"))
     assert [d["name"] for d in deltas] == [f"self.{l}" for l in range(loaded.adapter.n_layers)]
     norms = wh.sql("select norm from directions where name like 'self.%'")["norm"]
     scale = wh.sql(
@@ -209,7 +209,7 @@ def test_unaligning_scales_exactly_the_chosen_coefficients(family):
 def test_gemma3_with_vision_is_refused_with_the_reason(tmp_path):
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
-    from actwh.ingest.adapters import adapter_for
+    from actwh.models.adapters import adapter_for
 
     config = Gemma3Config(
         text_config=dict(

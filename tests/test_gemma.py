@@ -11,9 +11,9 @@ import torch
 from cli_helpers import cli
 
 import actwh
-from actwh.ingest.models import load_model
 from actwh.ingest.prompts import read_prompts, shipped_prompts, write_prompts
 from actwh.ingest.rows import TokenText
+from actwh.models.loading import load_model
 
 pytestmark = [
     pytest.mark.slow,
@@ -36,7 +36,7 @@ def gemma(tmp_path_factory):
     cli("ingest", wh, "--model", "gemma3-270m", "--prompts", prompts, "--name", "f16", *capture)
     cli("ingest", wh, "--model", "gemma3-270m", "--name", "f32", "--teacher-force", "f16",
         "--store-dtype", "float32", *capture)  # fmt: skip
-    cli("vectors", wh, "--model", "gemma3-270m", "--quiet")
+    cli("index-vectors", wh, "--model", "gemma3-270m", "--quiet")
     cli("directions", "add", wh, "rnd", "--model", "gemma3-270m", "--random")
     return wh, load_model("gemma3-270m", device="cpu")
 
@@ -78,7 +78,7 @@ def test_float16_keeps_its_size_and_precision_beyond_its_range(gemma):
 def test_search_and_its_tokens_on_a_vocabulary_of_262k(gemma):
     wh, loaded = gemma
     with actwh.open(wh) as w:
-        hits = w.nearest("rnd", k=10)
+        hits = w.search("rnd", k=10)
         d = w.direction("rnd")
         V, keys = w.vectors("value_vectors", model="gemma3-270m")
     cosine = (V @ d) / (np.linalg.norm(V, axis=1) * np.linalg.norm(d))

@@ -1,4 +1,4 @@
-"""The library alone: the README's Python study, run as written on a tiny model; the Warehouse's
+"""The library alone: docs/python.md's Python study, run as written on a tiny model; the Warehouse's
 rules (a write shows at once, errors name arguments, natural order, notebook manners)."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import actwh
 from actwh.api.cli import main
 from actwh.errors import ActwhError
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PYTHON_DOC = Path(__file__).resolve().parents[1] / "docs" / "python.md"
 
 
 def readme_script() -> str:
-    """The Python block of the README's "The study in Python" section."""
-    section = README.read_text().split("## The study in Python", 1)[1]
+    """The Python block of docs/python.md's "The study in Python" section."""
+    section = PYTHON_DOC.read_text().split("## The study in Python", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -35,7 +35,7 @@ def with_knobs(script: str, **knobs: str) -> str:
 
 @pytest.fixture(scope="module", params=["llama", "gpt_neox", "gemma2"])
 def study(request, tmp_path_factory, llama_dir):
-    """The README's script, as written but for its settings, on a tiny model: gated (Llama),
+    """The docs' script, as written but for its settings, on a tiny model: gated (Llama),
     GELU with attention and MLP in parallel (GPT-NeoX), and norms after the MLP (Gemma 2)."""
     out = tmp_path_factory.mktemp("library")
     model = llama_dir if request.param == "llama" else build_family(out / "model", request.param)
@@ -50,7 +50,7 @@ def study(request, tmp_path_factory, llama_dir):
     )
     assert "subprocess" not in script and "actwh.api.cli" not in script
     namespace: dict = {}
-    exec(compile(script, "README.md (The study in Python)", "exec"), namespace)  # noqa: S102
+    exec(compile(script, "docs/python.md (The study in Python)", "exec"), namespace)  # noqa: S102
     yield out, namespace["wh"]
     namespace["wh"].close()
 
@@ -111,7 +111,7 @@ def test_names_sort_naturally_and_the_warehouse_summarises_itself(tmp_path, gpt2
     wh = actwh.open(tmp_path / "wh", create=True)
     wh.index_vectors(gpt2_dir, progress=False)
     for name in ("r.10", "r.2", "r.1"):
-        wh.add_random_direction(name, model="tiny-gpt2")
+        wh.add_direction(name, model="tiny-gpt2", random=True)
     assert wh.directions()["name"].to_list() == ["r.1", "r.2", "r.10"]
     printed = CliRunner().invoke(main, ["directions", "list", str(tmp_path / "wh")]).output
     assert printed.index("r.2") < printed.index("r.10")
@@ -136,7 +136,7 @@ def test_names_sort_naturally_and_the_warehouse_summarises_itself(tmp_path, gpt2
 def test_options_take_python_values_or_cli_strings(tmp_path, gpt2_dir, prompts_file):
     wh = actwh.open(tmp_path / "wh", create=True)
     wh.index_vectors(gpt2_dir, progress=False)
-    wh.add_random_direction("rnd", model="tiny-gpt2")
+    wh.add_direction("rnd", model="tiny-gpt2", random=True)
     common = dict(generate=2, logit_lens=3, progress=False)
     wh.ingest(
         gpt2_dir,

@@ -23,9 +23,9 @@ from tiny_models import build_gpt2
 
 import actwh
 from actwh.api.cli import main
-from actwh.api.demo import StudySettings, run_study
 from actwh.errors import ActwhError
-from actwh.train.dpo import DPOOptions
+from actwh.study.demo import StudySettings, run_study
+from actwh.train.options import DPOOptions
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_top_toxic_vectors(wh):
     np.testing.assert_allclose(got["cosine"].to_numpy(), c[order], rtol=1e-5)
     # the same answer as the FAISS search
     assert (
-        wh.nearest("toxic_probe", k=10).select("layer", "neuron").rows()
+        wh.search("toxic_probe", k=10).select("layer", "neuron").rows()
         == got.select("layer", "neuron").rows()
     )
 
@@ -989,7 +989,7 @@ def model_row(ppl: tuple, change: tuple) -> dict:
     ],
 )
 def test_un_aligning_is_read_against_its_control(edit, control, verdict):
-    from actwh.api.findings import unaligning_verdict
+    from actwh.study.findings import unaligning_verdict
 
     assert unaligning_verdict(edit, control, "profanity").startswith(verdict)
 
@@ -1015,11 +1015,11 @@ def test_selective_one_sided_keys_and_their_control(study, tmp_path):
     labels = "category:provocative"
     with actwh.open(root) as w:
         top = w.query("selectivity", run="base.last-layer", labels=labels).filter(pl.col("t") > 0)
-        w.unalign_variant(
-            "sel", base="dpo", direction="toxic_probe", scale=3.0, top_k=2,
+        w.variant(
+            "sel", base="dpo", unalign="toxic_probe", scale=3.0, top_k=2,
             run="base.last-layer", keys=f"selectivity:{labels}", one_sided=True, device="cpu",
         )  # fmt: skip
-        w.control_variant("sel-control", of="sel", seed=1, match="write", device="cpu")
+        w.variant("sel-control", control_of="sel", seed=1, match="write", device="cpu")
         edit, control = (
             json.loads(w.sql("select config from models where name = $m", {"m": m}).item())["edit"]
             for m in ("sel", "sel-control")

@@ -86,7 +86,7 @@ def setup(tmp_path_factory, gpt2_dir):
         )
     )
     empty = root / "empty-wh"
-    cli("vectors", empty, "--model", gpt2_dir, "--quiet")
+    cli("index-vectors", empty, "--model", gpt2_dir, "--quiet")
     cli("directions", "add", empty, "rnd", "--model", gpt2_dir.name, "--random")
     cli("directions", "add", empty, "v", "--model", gpt2_dir.name, "--value-vector", "1:3")
     args = [
@@ -563,7 +563,7 @@ def test_postgres_catalog(setup, postgres, tmp_path, gpt2_dir):
     cli("init", wh, "--catalog", postgres)
     assert json.loads((wh / "warehouse.json").read_text())["catalog"] == postgres
     assert not (wh / "catalog.duckdb").exists()
-    cli("vectors", wh, "--model", gpt2_dir, "--quiet")
+    cli("index-vectors", wh, "--model", gpt2_dir, "--quiet")
     cli("directions", "add", wh, "rnd", "--model", gpt2_dir.name, "--random")
     cli("directions", "add", wh, "v", "--model", gpt2_dir.name, "--value-vector", "1:3")
     cli("ingest", wh, *base)

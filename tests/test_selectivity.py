@@ -79,7 +79,7 @@ def planted(tmp_path_factory):
     ]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     wh = root / "wh"
-    cli("vectors", wh, "--model", path, "--quiet")
+    cli("index-vectors", wh, "--model", path, "--quiet")
     cli("directions", "add", wh, "v", "--model", "selective", "--value-vector", f"0:{NEURON}")
     every = ",".join(f"0:{i}" for i in range(model.config.n_inner or 4 * model.config.n_embd))
     cli(

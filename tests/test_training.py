@@ -12,7 +12,7 @@ from cli_helpers import cli, cli_error
 
 import actwh
 from actwh.errors import ActwhError
-from actwh.ingest.models import load_model
+from actwh.models.loading import load_model
 from actwh.train.evaluate import bag_f1
 from actwh.train.probe import fit_probe, read_labeled
 from actwh.train.scorers import get_scorer, perspective_score
@@ -87,7 +87,7 @@ def test_read_labeled_keeps_quoted_multiline_fields(tmp_path):
 @pytest.fixture
 def probed(tmp_path, gpt2_dir):
     wh = tmp_path / "wh"
-    out = cli("probe", wh, "--model", gpt2_dir).stdout
+    out = cli("train-probe", wh, "--model", gpt2_dir).stdout
     return wh, out
 
 
@@ -106,7 +106,7 @@ def test_pairs_keep_only_more_toxic_dispreferred(probed, gpt2_dir, tmp_path, pro
     wh, _ = probed
     out = tmp_path / "pairs.jsonl"
     printed = cli(
-        "pairs",
+        "make-pairs",
         "--model",
         "tiny-gpt2",
         "--warehouse",
@@ -145,12 +145,20 @@ def test_pairs_keep_only_more_toxic_dispreferred(probed, gpt2_dir, tmp_path, pro
     assert 0 < low <= high <= 1
     other = tmp_path / "other.jsonl"
     assert "no direction 'nope'" in cli_error(
-        "pairs", "--model", "tiny-gpt2", "--warehouse", wh, "--out", other, "--direction", "nope"
+        "make-pairs",
+        "--model",
+        "tiny-gpt2",
+        "--warehouse",
+        wh,
+        "--out",
+        other,
+        "--direction",
+        "nope",
     )
     assert not other.exists()
     # an existing file is replaced only when asked
     assert "the file exists; pass --force" in cli_error(
-        "pairs", "--model", "tiny-gpt2", "--warehouse", wh, "--out", out
+        "make-pairs", "--model", "tiny-gpt2", "--warehouse", wh, "--out", out
     )
 
 
@@ -176,7 +184,7 @@ def test_dpo_trains_saves_and_registers(tmp_path, probed, gpt2_dir):
     wh, _ = probed
     out = tmp_path / "dpo-model"
     printed = cli(
-        "dpo",
+        "train-dpo",
         "--base",
         "tiny-gpt2",
         "--pairs",
@@ -209,7 +217,7 @@ def test_dpo_trains_saves_and_registers(tmp_path, probed, gpt2_dir):
     assert row[:2] == ("dpo", "tiny-gpt2")
     assert json.loads(row[2])["options"]["learning_rate"] == 1e-3
     again = cli_error(
-        "dpo",
+        "train-dpo",
         "--base",
         "tiny-gpt2",
         "--pairs",
@@ -225,12 +233,12 @@ def test_dpo_trains_saves_and_registers(tmp_path, probed, gpt2_dir):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt_text": "a", "unpert_gen_text": "b"}\n')
     assert "bad.jsonl:1: missing pert_gen_text" in cli_error(
-        "dpo", "--base", gpt2_dir, "--pairs", bad, "--out", tmp_path / "y"
+        "train-dpo", "--base", gpt2_dir, "--pairs", bad, "--out", tmp_path / "y"
     )
 
 
 def test_table8_defaults():
-    from actwh.train.dpo import DPOOptions
+    from actwh.train.options import DPOOptions
 
     options = DPOOptions()
     assert (
@@ -248,7 +256,7 @@ def test_table8_defaults():
 def test_subtract_variant_equals_a_hook(tmp_path, arch, gpt2_dir, llama_dir):
     model_dir = {"gpt2": gpt2_dir, "llama": llama_dir}[arch]
     wh = tmp_path / "wh"
-    cli("probe", wh, "--model", model_dir)
+    cli("train-probe", wh, "--model", model_dir)
     name = model_dir.name
     cli(
         "variant",
@@ -286,7 +294,7 @@ def test_subtract_variant_equals_a_hook(tmp_path, arch, gpt2_dir, llama_dir):
 def test_unalign_scales_the_key_vectors(tmp_path, arch, gpt2_dir, llama_dir, prompts_file):
     model_dir = {"gpt2": gpt2_dir, "llama": llama_dir}[arch]
     wh = tmp_path / "wh"
-    cli("probe", wh, "--model", model_dir)
+    cli("train-probe", wh, "--model", model_dir)
     unalign = ["variant", wh, "un", "--base", model_dir.name, "--unalign", "toxic_probe"]
     unalign += ["--top-k", 3, "--scale", 10]
     if arch == "llama":  # signed coefficients: the keys are chosen by what neurons write in a run
@@ -306,7 +314,7 @@ def test_unalign_scales_the_key_vectors(tmp_path, arch, gpt2_dir, llama_dir, pro
     else:
         cli(*unalign)
     from actwh.ingest.registry import open_model
-    from actwh.ingest.value_vectors import top_value_vectors
+    from actwh.models.value_vectors import top_value_vectors
     from actwh.warehouse.reader import Snapshot
     from actwh.warehouse.search import mean_coefficients
     from actwh.warehouse.store import Store
@@ -342,7 +350,7 @@ def test_evaluate_records_tables_2_and_4(tmp_path, gpt2_dir, prompts_file):
     f1_data.write_text(
         json.dumps({"prompt": "The river flows", "gold": " through the valley."}) + "\n"
     )
-    cli("probe", wh, "--model", gpt2_dir)
+    cli("train-probe", wh, "--model", gpt2_dir)
     cli("variant", wh, "minus", "--base", "tiny-gpt2", "--subtract", "toxic_probe", "--scale", 2)
     for model in ("tiny-gpt2", "minus"):
         out = cli(

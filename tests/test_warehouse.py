@@ -362,7 +362,7 @@ def test_sql_params_and_errors(store):
         assert wh.sql("select $a + 1 as x", {"a": 41})["x"][0] == 42
         with pytest.raises(ActwhError, match="SQL error"):
             wh.sql("select * from no_such_table")
-        assert {"tokens", "residuals", "runs", "models"} <= set(wh.tables())
+        assert {"tokens", "residuals", "runs", "models"} <= set(wh.tables()["name"])
         assert wh.scan("tokens").collect().columns[:3] == ["run", "prompt", "pos"]
         with pytest.raises(ActwhError, match="no fact table"):
             wh.scan("runs")

@@ -18,8 +18,8 @@ from cli_helpers import cli, cli_error
 from tiny_models import build_gpt2, build_llama
 
 import actwh
-from actwh.ingest.models import load_model
 from actwh.ingest.rows import TokenText
+from actwh.models.loading import load_model
 
 LAYER, NEURON = 1, 5
 
@@ -68,7 +68,7 @@ def planted(request, tmp_path_factory):
     texts = ["The history of", "You are such a piece of", "Holy", "Water boils at"]
     prompts.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
     wh = root / "wh"
-    cli("vectors", wh, "--model", model, "--quiet")
+    cli("index-vectors", wh, "--model", model, "--quiet")
     cli("directions", "add", wh, "d", "--model", "planted", "--file", root / "d.npy")
     n = 3 * {"llama": 48, "gpt2": 128}[arch]  # every neuron of the three layers
     track = ["--track-neurons", f"d:{n}", "--quiet"]
@@ -91,7 +91,7 @@ def test_the_planted_neuron_fires_as_built(planted):
 def test_search_and_table1(planted):
     arch, wh, _ = planted
     with actwh.open(wh) as w:
-        hits = w.nearest("d", k=400)
+        hits = w.search("d", k=400)
         table1 = w.query("top_toxic_vectors", model="planted", direction="d", k=400)
         for frame in (hits, table1):
             keys = list(zip(frame["layer"], frame["neuron"], strict=True))
@@ -115,7 +115,7 @@ def test_search_and_table1(planted):
         words = TokenText(model.tokenizer)((u @ model.adapter.W_U)[0].topk(10).indices.tolist())
         assert list(row["top_tokens"]) == words
         # which way it fires in a run: the search and Table 1's query say the same
-        fired = w.nearest("d", k=400, run="base")
+        fired = w.search("d", k=400, run="base")
         same = w.query("top_toxic_vectors", model="planted", direction="d", k=400, run="base")
         columns = ["layer", "neuron", "sign"]
         assert fired.select(columns).equals(same.select(columns))
@@ -309,7 +309,7 @@ def test_named_queries_resolve_directions_by_lineage(tmp_path, gpt2_dir, prompts
     other = build_gpt2(tmp_path / "other-gpt2", seed=5)
     wh = tmp_path / "wh"
     for model, seed in ((other, 1), (gpt2_dir, 2)):  # the unrelated model's comes first
-        cli("vectors", wh, "--model", model, "--quiet")
+        cli("index-vectors", wh, "--model", model, "--quiet")
         cli("directions", "add", wh, "probe", "--model", model.name, "--random", "--seed", seed)
     common = ["--capture", "resid_mid", "--quiet"]
     cli("ingest", wh, "--model", "tiny-gpt2", "--prompts", prompts_file, "--name", "a", *common)

@@ -1,6 +1,6 @@
 """Tiny random models built in-process and saved like real ones.
 
-Every model is saved with ``save_pretrained`` and loaded back through ``actwh.ingest.models``,
+Every model is saved with ``save_pretrained`` and loaded back through ``actwh.models.loading``,
 the same code users run. The tokenizer is a byte-level BPE trained here with ``tokenizers``.
 """
 

@@ -18,34 +18,15 @@ import random
 import shutil
 import uuid
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from transformers import ProgressCallback, TrainerCallback
 
-from actwh.errors import ActwhError, arg
-from actwh.ingest.models import LoadedModel
-
-
-@dataclass
-class DPOOptions:
-    beta: float = 0.1
-    learning_rate: float = 1e-6
-    optimizer: str = "rmsprop"
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float = 10.0
-    val_fraction: float = 0.1
-    patience: int = 10
-    eval_every: int = 25
-    epochs: float = 1.0
-    max_steps: int | None = None
-    warmup_steps: int = 0
-    max_length: int = 128
-    seed: int = 42
-    # TRL turns it on by default; for models that fit, it only costs time.
-    gradient_checkpointing: bool = False
+from actwh.errors import ActwhError, AlreadyExists, arg
+from actwh.models.loading import LoadedModel
+from actwh.train.options import DPOOptions
 
 
 class KeepBest(TrainerCallback):
@@ -170,7 +151,7 @@ def train_dpo(
     options = options or DPOOptions()
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise ActwhError(f"{arg('out')} {out} exists and is not empty")
+        raise AlreadyExists(f"{arg('out')} {out} exists and is not empty")
     train, val = split_pairs(pairs, options.val_fraction, options.seed)
     if not train:
         raise ActwhError("no training pairs left after the validation split")

@@ -33,12 +33,12 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
-from actwh.errors import ActwhError, arg
+from actwh.errors import ActwhError, NotFound, arg
 from actwh.ingest.generate import Batch, greedy
-from actwh.ingest.models import LoadedModel
 from actwh.ingest.options import IngestOptions
 from actwh.ingest.prompts import PromptSet, jsonl_records, read_text_file
 from actwh.ingest.worker import ingest
+from actwh.models.loading import LoadedModel
 from actwh.train.scorers import SCORERS, get_scorer
 from actwh.warehouse.catalog import now, to_json
 from actwh.warehouse.reader import Snapshot
@@ -203,7 +203,7 @@ def score_run(store: Store, run: str, scorer_name: str, scorer_kwargs: dict | No
     finally:
         snapshot.close()
     if not rows:
-        raise ActwhError(f"run {run!r} has no generations to score")
+        raise NotFound(f"run {run!r} has no generations to score")
     scores = get_scorer(scorer_name, **(scorer_kwargs or {})).score(
         [r["continuation"] for r in rows]
     )

@@ -28,9 +28,9 @@ from transformers import GenerationConfig
 from actwh.errors import ActwhError, arg
 from actwh.ingest.capture import Capture
 from actwh.ingest.generate import Batch, greedy, teacher_forced
-from actwh.ingest.interventions import steer
 from actwh.ingest.kinds.vectors import FullVectors
-from actwh.ingest.models import LoadedModel
+from actwh.models.interventions import steer
+from actwh.models.loading import LoadedModel
 from actwh.train.scorers import Scorer
 
 PAIR_FIELDS = ("prompt_text", "unpert_gen_text", "pert_gen_text")

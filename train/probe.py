@@ -26,8 +26,8 @@ from actwh.errors import ActwhError, arg
 from actwh.ingest.capture import Capture
 from actwh.ingest.generate import Batch, teacher_forced
 from actwh.ingest.kinds.vectors import FullVectors
-from actwh.ingest.models import LoadedModel
 from actwh.ingest.prompts import jsonl_records, read_text_file
+from actwh.models.loading import LoadedModel
 from actwh.warehouse.store import Store
 
 PROBE_SITES = ("resid_pre", "resid_mid", "resid_post", "final")

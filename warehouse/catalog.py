@@ -18,10 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from actwh.errors import ActwhError
-from actwh.warehouse.layout import FORMAT_VERSION
+from actwh.warehouse.layout import FORMAT_VERSION, shown_url
 from actwh.warehouse.locks import damaged, retry_while_locked
 from actwh.warehouse.schema import catalog_ddl, catalog_tables, catalog_upgrades
-from actwh.warehouse.store import shown_url
 
 
 def _reason(error: BaseException) -> str:
@@ -116,7 +115,7 @@ class Catalog:
                     self._add_missing_columns(conn)
                     for statement in catalog_upgrades():
                         conn.exec_driver_sql(statement)
-                    stamps = {"format": FORMAT_VERSION}
+                    stamps: dict[str, str | None] = {"format": FORMAT_VERSION}
                     if new_id is not None:
                         stamps |= {"id": new_id, "root": root}
                     info = self.tables["warehouse_info"]
@@ -129,6 +128,7 @@ class Catalog:
             except sa.exc.IntegrityError:
                 if attempt == 2:
                     raise
+        raise AssertionError("unreachable: the third attempt returns or raises")
 
     def info(self, key: str) -> str | None:
         """A ``warehouse_info`` value (None before the catalog has the table or the key)."""

@@ -171,7 +171,7 @@ def _drop_damaged(store: Store, commit_id: str, files: list[dict], report: Check
     with catalog.begin() as conn:
         commit = catalog.get("commits", conn, id=commit_id)
         run = commit["run"]
-        if run is None:  # model data: rebuilt whole by actwh vectors / actwh diff
+        if run is None:  # model data: rebuilt whole by actwh index-vectors / actwh diff
             files = catalog.rows("commit_files", conn, commit_id=commit_id)
             catalog.delete(conn, "commit_files", commit_id=commit_id)
             catalog.delete(conn, "commits", id=commit_id)

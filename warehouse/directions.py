@@ -17,7 +17,7 @@ import json
 
 import numpy as np
 
-from actwh.errors import ActwhError, arg
+from actwh.errors import ActwhError, AlreadyExists, NotFound, arg
 from actwh.warehouse.arrays import column_to_numpy, to_blob
 from actwh.warehouse.catalog import now
 from actwh.warehouse.layout import check_name
@@ -60,7 +60,7 @@ def add_direction(
     with catalog.begin() as conn:
         if catalog.get("directions", conn, model=model, name=name) is not None:
             if not replace:
-                raise ActwhError(
+                raise AlreadyExists(
                     f"model {model!r} already has a direction {name!r}; pass {arg('replace')} "
                     "to overwrite"
                 )
@@ -107,7 +107,7 @@ def delta_directions(
     runs = {r["name"]: r for r in snapshot.execute("select * from runs").to_pylist()}
     for run in (base_run, tuned_run):
         if run not in runs:
-            raise ActwhError(f"no run {run!r} (runs: {', '.join(sorted(runs)) or 'none'})")
+            raise NotFound(f"no run {run!r} (runs: {', '.join(sorted(runs)) or 'none'})")
     pairing = snapshot.execute(
         """select count(*) as n,
                   count(*) filter (where b.token_id is distinct from t.token_id) as mismatched

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from actwh.errors import ActwhError, arg
+from actwh.errors import ActwhError, NotFound, arg
 from actwh.warehouse.arrays import column_to_numpy, vectors_to_column
 from actwh.warehouse.layout import staged
 from actwh.warehouse.schema import VECTOR_TYPE, FactTable, arrow_type, fact_tables
@@ -36,9 +36,7 @@ BATCH_ROWS = 16_384
 def table_spec(table: str) -> FactTable:
     spec = fact_tables().get(table)
     if spec is None:
-        raise ActwhError(
-            f"{arg('table')} {table}: no such table; tables: {', '.join(fact_tables())}"
-        )
+        raise NotFound(f"{arg('table')} {table}: no such table; tables: {', '.join(fact_tables())}")
     return spec
 
 

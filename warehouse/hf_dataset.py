@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from actwh.errors import ActwhError, arg
+from actwh.errors import ActwhError, NotFound, arg
 from actwh.warehouse.arrays import column_to_numpy
 from actwh.warehouse.layout import staged
 
@@ -73,8 +73,8 @@ def export_dataset(
             chunks = range(0, len(prompts), CHUNK_PROMPTS)
             for i, start in enumerate(tqdm(chunks, desc=f"dataset {run}", disable=not progress)):
                 chosen = prompts[start : start + CHUNK_PROMPTS]
-                columns = _chunk(sql, run, points, chosen[0], chosen[-1])
-                if layout == "saelens":
+                columns: dict | None = _chunk(sql, run, points, chosen[0], chosen[-1])
+                if layout == "saelens" and columns is not None:
                     columns, carry = _pack(columns, carry, context_size)
                 if columns is None:
                     continue
@@ -105,7 +105,7 @@ def _vector_sizes(sql, run: str, points: list[tuple[str, int]]) -> dict[tuple[st
             {"r": run, "l": layer, **({"s": site} if where else {})},
         )
         if found.is_empty():
-            raise ActwhError(
+            raise NotFound(
                 f"run {run} has no stored {site} vectors at layer {layer} (ingest it with "
                 f"{arg('capture')} {site})"
             )

@@ -22,8 +22,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-from actwh.errors import ActwhError, arg
+from actwh.errors import ActwhError, AlreadyExists, arg
 
 FORMAT_VERSION = "1"
 MARKER = "warehouse.json"
@@ -54,13 +55,6 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
-def natural_key(name: str) -> list:
-    """Sort key that compares the numbers inside names as numbers: ``dx.2`` before ``dx.10``."""
-    return [
-        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)
-    ]
-
-
 def holding_warehouse(path: Path) -> Path | None:
     """The warehouse ``path`` lies in (or is), if any: the nearest folder with a marker."""
     return next((f for f in [path, *path.parents] if (f / MARKER).is_file()), None)
@@ -77,7 +71,11 @@ def outside(path: str | Path, argument: str) -> Path:
 
 
 def output_file(
-    path: str | Path, argument: str, *, force: bool = False, ours: Callable[[Path], bool] = None
+    path: str | Path,
+    argument: str,
+    *,
+    force: bool = False,
+    ours: Callable[[Path], bool] | None = None,
 ) -> Path:
     """Where a command may write the file ``path``: not inside a warehouse, not a directory, and
     not over an existing file unless ``force`` or ``ours(path)`` says actwh wrote it."""
@@ -85,7 +83,7 @@ def output_file(
     if target.is_dir():
         raise ActwhError(f"{arg(argument)} {path}: is a directory; give a file name")
     if target.exists() and not force and not (ours is not None and ours(target)):
-        raise ActwhError(
+        raise AlreadyExists(
             f"{arg(argument)} {path}: the file exists; pass {arg('force')} to replace it"
         )
     return target
@@ -117,7 +115,7 @@ def staged(out: Path, what: str) -> Iterator[Path]:
     block ends without error and removed otherwise, so ``out`` is whole or absent. An I/O
     failure (permissions, a full disk) becomes one line naming ``out``."""
     if out.exists():
-        raise ActwhError(f"{arg('out')} {out}: already exists; write {what} to a new directory")
+        raise AlreadyExists(f"{arg('out')} {out}: already exists; write {what} to a new directory")
     work = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         yield work / "result"
@@ -170,3 +168,11 @@ def commit_lock(root: Path, *, exclusive: bool) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def shown_url(url: str) -> str:
+    """A catalog URL as it may be printed: its password hidden."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))

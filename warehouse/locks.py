@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from actwh.errors import ActwhError
+from actwh.errors import Damaged, Locked
 
 T = TypeVar("T")
 
@@ -33,13 +33,13 @@ def is_lock_error(error: BaseException) -> bool:
     return any(m in str(error) for m in _LOCK_MESSAGES)
 
 
-def damaged(error: BaseException, what: str) -> ActwhError | None:
+def damaged(error: BaseException, what: str) -> Damaged | None:
     """A one-line error for a damaged database file, or None if ``error`` is something else."""
     if not any(m in str(error) for m in _DAMAGE_MESSAGES):
         return None
     detail = next((line for line in str(error).splitlines() if line.strip()), "")
     detail = detail.split(") ", 1)[-1]  # SQLAlchemy's "(module.Error) " prefix
-    return ActwhError(
+    return Damaged(
         f"{what} is damaged ({detail}); restore it from a backup: it alone says which files "
         "under data/ are committed"
     )
@@ -58,7 +58,7 @@ def retry_while_locked(open_: Callable[[], T], what: str, timeout: float) -> T:
             if not is_lock_error(error):
                 raise
             if time.monotonic() > deadline:
-                raise ActwhError(
+                raise Locked(
                     f"{what} stayed locked by another process for {timeout:.0f}s"
                 ) from error
         time.sleep(delay * (1 + random.random()))

@@ -29,7 +29,7 @@ import duckdb
 import pyarrow as pa
 from duckdb.sqltypes import FLOAT, INTEGER, VARCHAR
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, BadInput, NotFound
 from actwh.warehouse.arrays import from_blob
 from actwh.warehouse.locks import retry_while_locked
 from actwh.warehouse.schema import (
@@ -79,7 +79,7 @@ class Snapshot:
             self.con.close()
         self.con = duckdb.connect(path, read_only=True)
         self.readouts = Readouts(self._readout_files(), self.read_paths("vocabulary"))
-        self.con.create_function(
+        self.con.create_function(  # type: ignore[call-overload]  # (duckdb's stub: no "arrow" UDF)
             "vector_tokens",
             self.readouts.sql_function,
             [VARCHAR, duckdb.list_type(FLOAT), INTEGER, INTEGER],
@@ -302,14 +302,16 @@ def _sql_errors() -> Iterator[None]:
                 "refused: the statement writes; SQL on a warehouse is read-only"
             ) from error
         line = _first_line(error)
-        if f"Error: {OWN_ERROR}" in line:  # a macro's or named query's: the message is the error
-            raise ActwhError(line.split(f"Error: {OWN_ERROR}", 1)[1]) from error
+        for prefix, kind in OWN_ERRORS.items():  # a macro's or named query's: the message is it
+            if f"Error: {prefix}" in line:
+                raise kind(line.split(f"Error: {prefix}", 1)[1]) from error
         raise ActwhError(f"SQL error: {line}") from error
 
 
 # What SQL of actwh's own (schema.sql's macros, queries/) starts an error(...) message with, so
-# that the message reaches the user as it is, not as DuckDB's "SQL error: Invalid Input Error".
-OWN_ERROR = "actwh: "
+# that the message reaches the user as it is, not as DuckDB's "SQL error: Invalid Input Error",
+# and of which kind: something the warehouse does not hold, or a parameter no query accepts.
+OWN_ERRORS = {"actwh: ": NotFound, "actwh-input: ": BadInput}
 
 
 def _read_root(root: Path, private: Path) -> Path:

@@ -24,10 +24,10 @@ import json
 import numpy as np
 import sqlalchemy as sa
 
-from actwh.errors import ActwhError, arg
+from actwh.errors import ActwhError, AlreadyExists, NotFound, arg, natural_key
 from actwh.warehouse.arrays import from_blob
 from actwh.warehouse.catalog import Catalog, now, to_json
-from actwh.warehouse.layout import check_name, natural_key
+from actwh.warehouse.layout import check_name
 
 SHAPE_KEYS = ("architecture", "n_layers", "d_model", "d_mlp", "vocab_size")
 
@@ -91,17 +91,18 @@ def model_row(catalog: Catalog, model: str) -> dict:
     if row is None:
         known = ", ".join(sorted((r["name"] for r in catalog.rows("models")), key=natural_key))
         known = known or "none"
-        raise ActwhError(f"no model {model!r} in this warehouse (models: {known})")
+        raise NotFound(f"no model {model!r} in this warehouse (models: {known})")
     return row
 
 
 def lineage(catalog: Catalog, model: str) -> list[str]:
     """``model``, its parent, the parent's parent, ...: they share one residual space."""
-    chain = []
-    while model is not None and model not in chain:
-        chain.append(model)
-        row = catalog.get("models", name=model)
-        model = row["parent"] if row else None
+    chain: list[str] = []
+    current: str | None = model
+    while current is not None and current not in chain:
+        chain.append(current)
+        row = catalog.get("models", name=current)
+        current = row["parent"] if row else None
     return chain
 
 
@@ -118,7 +119,7 @@ def directions_for(catalog: Catalog, model: str) -> dict[str, np.ndarray]:
 
 
 def unknown_direction(name: str, model: str, known) -> ActwhError:
-    return ActwhError(
+    return NotFound(
         f"no direction {name!r} for model {model!r} "
         f"(it has: {', '.join(sorted(known, key=natural_key)) or 'none'})"
     )
@@ -157,7 +158,7 @@ def check_resumable(previous: dict, model: str, prompt_set: str, config: dict, k
     its options."""
     run = previous["name"]
     if previous["status"] == "complete":
-        raise ActwhError(
+        raise AlreadyExists(
             f"run {run!r} already exists and is complete; choose another {arg('name')}"
         )
     if previous["status"] == "stale":
@@ -195,7 +196,7 @@ def finish_run(catalog: Catalog, run: str, warnings: list[str]) -> bool:
         committed = catalog.rows("commit_prompts", conn, run=run)
         row = catalog.get("runs", conn, name=run)
         gaps = catalog.rows("commit_gaps", conn, run=run)
-        if len(committed) != row["n_prompts"] or gaps:
+        if row is None or len(committed) != row["n_prompts"] or gaps:
             return False
         catalog.update(
             conn,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, NotFound
 from actwh.warehouse.arrays import column_to_numpy
 from actwh.warehouse.reader import Snapshot
 from actwh.warehouse.vector_index import VectorIndex
@@ -21,8 +21,8 @@ from actwh.warehouse.vector_index import VectorIndex
 def index_row(snapshot: Snapshot, model: str) -> dict:
     rows = snapshot.execute("select * from vector_indexes where model = $m", {"m": model})
     if rows.num_rows == 0:
-        raise ActwhError(
-            f"no value vectors for model {model!r}; run: actwh vectors WH --model {model}"
+        raise NotFound(
+            f"no value vectors for model {model!r}; run: actwh index-vectors WH --model {model}"
         )
     return rows.to_pylist()[0]
 
@@ -53,7 +53,7 @@ def check_run(snapshot: Snapshot, run: str, model: str) -> None:
     found = snapshot.execute("select model from runs where name = $r", {"r": run}).to_pylist()
     if not found:
         runs = snapshot.execute("select name from runs order by name").column(0).to_pylist()
-        raise ActwhError(f"no run {run!r} (runs: {', '.join(runs) or 'none'})")
+        raise NotFound(f"no run {run!r} (runs: {', '.join(runs) or 'none'})")
     related = snapshot.execute(
         "select count(*) from lineage($a) x join lineage($b) y using (model)",
         {"a": found[0]["model"], "b": model},
@@ -147,8 +147,9 @@ def value_vectors(snapshot: Snapshot, model: str, keys: list[tuple[int, int]]) -
     finally:
         con.unregister("_wanted")
     if table.num_rows != len(keys):
-        raise ActwhError(
-            f"value vectors of {model!r} are not stored; run: actwh vectors WH --model {model}"
+        raise NotFound(
+            f"value vectors of {model!r} are not stored; "
+            f"run: actwh index-vectors WH --model {model}"
         )
     return column_to_numpy(table.column("vec"))
 
@@ -174,7 +175,7 @@ def _neuron_means(snapshot: Snapshot, run: str, n_layers: int, d_mlp: int, value
         f"select layer, neuron, {value} as value from neuron_means($run)", {"run": run}
     ).to_pydict()
     if not rows["layer"]:
-        raise ActwhError(
+        raise NotFound(
             f"run {run!r} has no neuron_stats (it was ingested before actwh kept them); "
             "ingest it again"
         )

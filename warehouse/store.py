@@ -8,19 +8,10 @@ import shutil
 import uuid
 from functools import cached_property
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-from actwh.errors import ActwhError, arg, from_os_error
+from actwh.errors import ActwhError, AlreadyExists, NotFound, arg, from_os_error
 from actwh.warehouse import layout
-from actwh.warehouse.layout import FORMAT_VERSION
-
-
-def shown_url(url: str) -> str:
-    """A catalog URL as it may be printed: its password hidden."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+from actwh.warehouse.layout import FORMAT_VERSION, shown_url
 
 
 class Store:
@@ -66,7 +57,7 @@ class Store:
         directory it served before. Refused while that directory still holds this warehouse
         (a copy must get a catalog of its own), unless ``force``."""
         if self.catalog_file is not None:
-            raise ActwhError(f"{self.root}: its catalog is a file inside it; it has no other home")
+            raise NotFound(f"{self.root}: its catalog is a file inside it; it has no other home")
         from actwh.warehouse.catalog import Catalog
 
         catalog = Catalog(self.catalog_url)
@@ -100,9 +91,9 @@ class Store:
         root = Path(path).expanduser().resolve()
         marker = root / layout.MARKER
         if not root.exists():
-            raise ActwhError(f"no warehouse at {path}: the directory does not exist")
+            raise NotFound(f"no warehouse at {path}: the directory does not exist")
         if not marker.is_file():
-            raise ActwhError(f"{path} is not an actwh warehouse (it has no {layout.MARKER})")
+            raise NotFound(f"{path} is not an actwh warehouse (it has no {layout.MARKER})")
         try:
             info = json.loads(marker.read_text())
             version, catalog = info["format"], info["catalog"]
@@ -131,7 +122,7 @@ class Store:
             return name.startswith((layout.CATALOG_FILE, layout.MARKER))
 
         if root.exists() and not all(leftover(p.name) for p in root.iterdir()):
-            raise ActwhError(
+            raise AlreadyExists(
                 f"{path} exists, is not empty and is not an actwh warehouse; choose a new directory"
             )
         store = cls(root, catalog_url or f"duckdb:///{root / layout.CATALOG_FILE}")

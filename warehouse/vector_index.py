@@ -43,15 +43,17 @@ def build(vectors: np.ndarray, kind: str = "flat") -> faiss.Index:
         raise ActwhError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
     n, d = vectors.shape
     data = normalized(vectors)
+    index: faiss.Index  # (faiss's stubs lag its Python API: the ignores below are theirs)
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
     else:
         lists = max(1, min(int(4 * math.sqrt(n)), n // 39))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
-        index.train(data)
-        index.nprobe = min(IVF_NPROBE, lists)
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
+        ivf.train(data)
+        ivf.nprobe = min(IVF_NPROBE, lists)
+        index = ivf
     index.add(data)
     return index
 
@@ -64,10 +66,12 @@ def save(index: faiss.Index, path: Path) -> None:
 
 def _search_parameters(index: faiss.Index, selector) -> faiss.SearchParameters:
     if isinstance(index, faiss.IndexIVF):
-        return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
+        return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)  # type: ignore[call-arg]
     if isinstance(index, faiss.IndexHNSW):
-        return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
-    return faiss.SearchParameters(sel=selector)
+        return faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
+            sel=selector, efSearch=index.hnsw.efSearch
+        )
+    return faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
 
 
 @dataclass
@@ -85,7 +89,7 @@ class VectorIndex:
     @classmethod
     def load(cls, path: Path, d_mlp: int, *, gpu: bool | None = None) -> VectorIndex:
         if not path.is_file():
-            raise ActwhError(f"value-vector index {path} is missing; run actwh vectors again")
+            raise ActwhError(f"value-vector index {path} is missing; run actwh index-vectors again")
         index = faiss.read_index(str(path))
         if gpu is None:
             gpu = faiss.get_num_gpus() > 0
@@ -117,7 +121,11 @@ class VectorIndex:
             scores, layer, neuron = (np.concatenate([p[i] for p in parts], 1) for i in range(3))
             key = -np.abs(scores) if either_sign else -scores
             order = np.argsort(key, axis=1, kind="stable")[:, :k]
-            return tuple(np.take_along_axis(x, order, axis=1) for x in (scores, layer, neuron))
+            return (
+                np.take_along_axis(scores, order, axis=1),
+                np.take_along_axis(layer, order, axis=1),
+                np.take_along_axis(neuron, order, axis=1),
+            )
         queries = normalized(np.atleast_2d(queries))
         scores, ids = self._search(queries, k, layers)
         if either_sign:
@@ -128,8 +136,8 @@ class VectorIndex:
             scores = np.take_along_axis(scores, order, axis=1)
             ids = np.take_along_axis(ids, order, axis=1)
             # With k near the number of vectors, both searches can return the same one.
-            keep = [np.unique(row, return_index=True)[1] for row in ids]
-            keep = np.stack([np.sort(k_)[: scores.shape[1] // 2] for k_ in keep])
+            firsts = [np.unique(row, return_index=True)[1] for row in ids]
+            keep = np.stack([np.sort(k_)[: scores.shape[1] // 2] for k_ in firsts])
             scores = np.take_along_axis(scores, keep, axis=1)
             ids = np.take_along_axis(ids, keep, axis=1)
         return scores, ids // self.d_mlp, ids % self.d_mlp

@@ -70,6 +70,7 @@ class Readouts:
         for (name, count), rows in groups.items():
             flip = np.sign(np.array([signs[i] for i in rows], dtype=np.float32))[:, None]
             found = self.tokens(name, column_to_numpy(vec.take(rows)) * flip, count)
-            for i, words in zip(rows, found or [None] * len(rows), strict=True):
+            got: list[list[str] | None] = list(found) if found else [None] * len(rows)
+            for i, words in zip(rows, got, strict=True):
                 result[i] = words
         return pa.array(result, pa.list_(pa.string()))

@@ -17,10 +17,11 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import cast
 
 import polars as pl
 import pyarrow as pa
@@ -168,7 +169,8 @@ class CommitWriter:
         final = directory / layout.file_name(self.tag, commit_id)
         tmp = layout.tmp_path(final)
         has_vectors = any(pa.types.is_fixed_size_list(f.type) for f in tables[0].schema)
-        data = pl.from_arrow(pa.concat_tables(tables), rechunk=False)  # vectors: not copied
+        # a Table gives a DataFrame (from_arrow's type says DataFrame | Series); vectors not copied
+        data = cast(pl.DataFrame, pl.from_arrow(pa.concat_tables(tables), rechunk=False))
         try:
             data.write_parquet(
                 tmp,
@@ -179,7 +181,7 @@ class CommitWriter:
                 compression="uncompressed" if has_vectors else "zstd",
                 statistics=NULL_COUNTS_ONLY if has_vectors else True,
                 row_group_size=max(
-                    1, ROW_GROUP_BYTES * data.height // max(1, data.estimated_size())
+                    1, int(ROW_GROUP_BYTES * data.height // max(1, data.estimated_size()))
                 ),
             )
         except pl.exceptions.ComputeError as error:  # polars wraps a failed write (a full disk)
@@ -194,10 +196,10 @@ class CommitWriter:
     def commit(
         self,
         *,
-        prompts: list[int] = (),
+        prompts: Sequence[int] = (),
         n_tokens: int = 0,
         replace_tables: tuple[str, ...] = (),
-        filled: list[str] = (),
+        filled: Sequence[str] = (),
     ) -> str | None:
         """Write everything buffered and record it, with ``prompts``, as one commit.
 
@@ -251,8 +253,8 @@ class CommitWriter:
             # any other failed.
             written = [job.result()[0] for job in jobs.values() if job.exception() is None]
             for job in jobs.values():
-                if job.exception() is not None:
-                    raise job.exception()
+                if (failed := job.exception()) is not None:
+                    raise failed
             for (table, partition), job in jobs.items():
                 path, n_rows, sha256 = job.result()
                 files.append(
@@ -287,10 +289,10 @@ class CommitWriter:
         self,
         commit_id: str,
         files: list[dict],
-        prompts: list[int],
+        prompts: Sequence[int],
         n_tokens: int,
         replace_tables: tuple[str, ...] = (),
-        filled: list[str] = (),
+        filled: Sequence[str] = (),
     ) -> list[str]:
         """The catalog transaction of a commit; returns the paths it replaced."""
         catalog = self.store.catalog

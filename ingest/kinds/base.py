@@ -23,9 +23,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from actwh.ingest.adapters import Adapter
 from actwh.ingest.generate import Ran
 from actwh.ingest.rows import Flat, TokenText
+from actwh.models.adapters import Adapter
 
 Key = tuple[str, int]  # (site, layer)
 

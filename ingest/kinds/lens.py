@@ -12,7 +12,7 @@ import torch
 
 from actwh.ingest.kinds.base import CaptureKind, RanBatch, Request, Rows
 from actwh.ingest.rows import Flat, long_table, strings
-from actwh.ingest.sites import LENS_SITES
+from actwh.models.sites import LENS_SITES
 
 TABLES = ("logit_lens", "token_probs")
 

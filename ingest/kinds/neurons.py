@@ -15,7 +15,7 @@ import torch
 from actwh.ingest.generate import Ran
 from actwh.ingest.kinds.base import CaptureKind, RanBatch, Request, Rows
 from actwh.ingest.rows import long_table
-from actwh.ingest.sites import NEURON_SITE
+from actwh.models.sites import NEURON_SITE
 
 TABLES = ("neuron_acts", "neuron_stats")
 

@@ -11,7 +11,7 @@ import torch
 
 from actwh.ingest.kinds.base import CaptureKind, RanBatch, Request, Rows
 from actwh.ingest.rows import long_table, strings
-from actwh.ingest.sites import RESIDUAL_SITES
+from actwh.models.sites import RESIDUAL_SITES
 
 TABLES = ("projections",)
 

@@ -11,7 +11,7 @@ import torch
 
 from actwh.ingest.kinds.base import CaptureKind, RanBatch, Request, Rows
 from actwh.ingest.rows import vector_array
-from actwh.ingest.sites import NEURON_SITE
+from actwh.models.sites import NEURON_SITE
 
 TABLES = ("residuals", "mlp_acts")
 

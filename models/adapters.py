@@ -38,7 +38,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from actwh.errors import ActwhError, arg
-from actwh.ingest.sites import SITES
+from actwh.models.sites import SITES
 
 Where = Literal["input", "output"]
 

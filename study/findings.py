@@ -9,8 +9,8 @@ from collections.abc import Callable
 import numpy as np
 import polars as pl
 
-from actwh.api.demo import LAYER_RUN, seed_names
 from actwh.errors import ActwhError
+from actwh.study.names import LAYER_RUN, seed_names
 
 
 def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
@@ -390,23 +390,8 @@ def _ci(row: dict, value: str, sign: str = "+") -> str:
 
 
 def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
-    ev = f["evaluations"]
     echo("\nFindings")
-    scorers = sorted(
-        {s for m in ev.values() for s in m["toxicity"]}, key=lambda s: s != f["pairs_scorer"]
-    )
-    for scorer in scorers:
-        role = "chose the pairs" if scorer == f["pairs_scorer"] else "independent"
-        echo(f"  toxicity by {scorer} ({role}), mean [95% bootstrap interval over prompts]:")
-        for m in ev:
-            if scorer in ev[m]["toxicity"]:
-                echo(f"    {m:<34} {_interval(ev[m]['toxicity'][scorer])}")
-    _print_seeds(f["seeds"], echo)
-    _print_seed_mechanism(f["seed_mechanism"], echo)
-    for metric, over in (("perplexity", "paragraphs of the text"), ("f1", "samples")):
-        echo(f"  {metric} [95% bootstrap interval over {over}]:")
-        for m in ev:
-            echo(f"    {m:<34} {_interval(ev[m][metric])}")
+    _print_evaluations(f, echo)
     _print_unaligning(f, echo)
     total = f["tracked_write"]
     echo(
@@ -445,7 +430,41 @@ def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
         f"{_ci(layers[-1], 'cos_with_direction')} at layer {layers[-1]['layer']}, "
         f"mean over layers {_ci(mean, 'cos_with_direction')}"
     )
-    fig5 = f["figure5"]
+    _print_figure5(f["figure5"], echo)
+    _print_decomposition(f["decomposition"], echo)
+    _print_figure1(f["figure1"], echo)
+    v = f["value_vectors"]
+    echo(
+        f"  value vectors base vs DPO: min cosine {v['min_cos']:.6f}, mean {v['mean_cos']:.6f}, "
+        f"mean ‖δv‖ {v['mean_shift']:.3g}"
+    )
+    _print_gaps(f["gaps"], echo)
+    echo(f"  report: {f['report']} ({n_charts} charts as PNG beside it)")
+    echo(f"  total time {f['seconds'] / 60:.1f} min")
+
+
+def _print_evaluations(f: dict, echo: Callable) -> None:
+    """Toxicity by each scorer (the pairs' scorer first), the seeds, perplexity and F1."""
+    ev = f["evaluations"]
+    scorers = sorted(
+        {s for m in ev.values() for s in m["toxicity"]}, key=lambda s: s != f["pairs_scorer"]
+    )
+    for scorer in scorers:
+        role = "chose the pairs" if scorer == f["pairs_scorer"] else "independent"
+        echo(f"  toxicity by {scorer} ({role}), mean [95% bootstrap interval over prompts]:")
+        for m in ev:
+            if scorer in ev[m]["toxicity"]:
+                echo(f"    {m:<34} {_interval(ev[m]['toxicity'][scorer])}")
+    _print_seeds(f["seeds"], echo)
+    _print_seed_mechanism(f["seed_mechanism"], echo)
+    for metric, over in (("perplexity", "paragraphs of the text"), ("f1", "samples")):
+        echo(f"  {metric} [95% bootstrap interval over {over}]:")
+        for m in ev:
+            echo(f"    {m:<34} {_interval(ev[m][metric])}")
+
+
+def _print_figure5(fig5: dict, echo: Callable) -> None:
+    """Figure 5: δv of the earlier layers against δx, with its controls."""
     rows = fig5["per_layer"]
     causal = [r for r in rows if r["causal"]]
     if causal:
@@ -481,13 +500,3 @@ def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
             f"{rows[0]['random_cos_p95']:.3f} (95%); share of δx along itself that Σ over layers "
             f"< {fig5['layer']} of Σ_i m̄_i·δv_i makes: {share:+.1%}"
         )
-    _print_decomposition(f["decomposition"], echo)
-    _print_figure1(f["figure1"], echo)
-    v = f["value_vectors"]
-    echo(
-        f"  value vectors base vs DPO: min cosine {v['min_cos']:.6f}, mean {v['mean_cos']:.6f}, "
-        f"mean ‖δv‖ {v['mean_shift']:.3g}"
-    )
-    _print_gaps(f["gaps"], echo)
-    echo(f"  report: {f['report']} ({n_charts} charts as PNG beside it)")
-    echo(f"  total time {f['seconds'] / 60:.1f} min")

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from actwh.errors import ActwhError
-from actwh.ingest.models import LoadedModel
+from actwh.models.loading import LoadedModel
+from actwh.models.value_vectors import top_value_vectors
 from actwh.warehouse.reader import Snapshot
 from actwh.warehouse.search import check_run, mean_coefficients
 from actwh.warehouse.store import Store
@@ -172,9 +173,6 @@ def unalign_keys(
     coefficient in ``run`` (a run of this model or a related one); without a run, by the cosine
     of ``v`` — the paper's rule, right for GELU (``m ≥ −0.17``) and refused for a gated MLP.
     """
-    # Imported here: value_vectors imports the registry, which imports this module.
-    from actwh.ingest.value_vectors import top_value_vectors
-
     means = None
     if run is not None:
         snapshot = Snapshot(store)

@@ -16,12 +16,15 @@ generated reply is underlined.
 from __future__ import annotations
 
 import html
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from actwh.api import charts
-from actwh.api.warehouse import Warehouse
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, NotFound
+from actwh.report import charts
+
+if TYPE_CHECKING:
+    from actwh.api.warehouse import Warehouse
 
 N_NEURONS = 5  # pages for the top value vectors of the direction, by write
 N_PROMPTS = 4  # views of the prompts whose projection tuning changed most
@@ -57,7 +60,7 @@ def _base_model(wh: Warehouse, base_run: str | None) -> str:
         return wh.sql("select model from runs where name = $r", {"r": base_run}).item()
     models = wh.sql("select model from vector_indexes order by model")
     if models.is_empty():
-        raise ActwhError("no value vectors (actwh vectors WH --model M)")
+        raise NotFound("no value vectors (actwh index-vectors WH --model M)")
     return models["model"][0]
 
 
@@ -78,7 +81,7 @@ def neuron_page(wh: Warehouse, plan, layer: int, neuron: int):
         {"m": model, "d": plan.direction, "l": layer, "n": neuron},
     )
     if found.is_empty():
-        raise ActwhError(f"no value vector L{layer} #{neuron} of {model} (actwh vectors)")
+        raise NotFound(f"no value vector L{layer} #{neuron} of {model} (actwh index-vectors)")
     v = found.row(0, named=True)
     cosine = v["cosine"]
     sign = -1 if v["gated"] and cosine is not None and cosine < 0 else 1
@@ -166,14 +169,14 @@ def _dx_cosines(wh: Warehouse, plan, model: str, layer: int, neuron: int) -> str
 def prompt_view(wh: Warehouse, plan, prompt: int):
     """(note, html) of one prompt's token view."""
     if not (plan.base_run and plan.tuned_run and plan.layer is not None):
-        raise ActwhError("no teacher-forced pair of runs (actwh ingest ... --teacher-force BASE)")
+        raise NotFound("no teacher-forced pair of runs (actwh ingest ... --teacher-force BASE)")
     tokens = wh.sql(
         "select pos, token, is_generated, turn from tokens where run = $r and prompt = $p "
         "order by pos",
         {"r": plan.base_run, "p": prompt},
     )
     if tokens.is_empty():
-        raise ActwhError(f"no prompt {prompt} in run {plan.base_run}")
+        raise NotFound(f"no prompt {prompt} in run {plan.base_run}")
     meta = wh.sql(
         "select p.transform, p.source_prompt, json_array_length(p.messages) as messages "
         "from prompts p join runs r "

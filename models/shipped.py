@@ -1,6 +1,6 @@
 """The models shipped in PyPI packages, so that everything runs offline: what each is called, where
 its GGUF file comes from, and the cache they are converted into. Torch-free, so that the CLI can
-list them without importing a model stack (loading them: :mod:`actwh.ingest.models`)."""
+list them without importing a model stack (loading them: :mod:`actwh.models.loading`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, NotFound
 
 EMBEDDED = "embedded"
 
@@ -33,7 +33,7 @@ class Shipped:
         if self.gguf is not None:
             path = Path(next(iter(spec.submodule_search_locations))) / self.gguf
             if not path.is_file():
-                raise ActwhError(f"the {self.package} package has no {self.gguf}")
+                raise NotFound(f"the {self.package} package has no {self.gguf}")
             return path
         package = importlib.import_module(self.package)
         target = cache_dir() / "gguf" / package.MODEL_NAME

@@ -1,0 +1,595 @@
+"""The public face of a warehouse: ``actwh.open(path)`` returns a :class:`Warehouse`, which reads
+(SQL, named analyses, polars, numpy, FAISS) and writes (ingest, value vectors, probe, directions,
+pairs, DPO, variants, evaluation, repair, report).
+
+Heavy imports (torch, transformers) happen inside the methods that run a model, so opening a
+warehouse and querying it stays fast.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Self, cast
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from actwh.arguments import check, checks_arguments
+from actwh.errors import ActwhError, NotFound, arg, natural_key, unknown
+from actwh.queries.loader import named_queries, named_query
+from actwh.warehouse import layout
+from actwh.warehouse.arrays import column_to_numpy
+from actwh.warehouse.layout import outside, shown_url
+from actwh.warehouse.reader import Snapshot
+from actwh.warehouse.schema import arrow_type, fact_table, fact_tables
+from actwh.warehouse.store import Store
+
+Layers = str | int | Iterable[int] | None  # None or "all": every layer; "10-20", range(10, 21), 19
+_FILTER_ARGS = {"run": "runs", "layer": "layers", "site": "sites", "model": "models"}
+
+
+@checks_arguments
+class Reads:
+    """What a :class:`~actwh.api.warehouse.Warehouse` reads (see there): opening, the snapshot
+    rule, SQL, named queries, frames, vectors, search and exports.
+
+    **What a read sees.** Queries see a snapshot of what was committed when the first read after
+    opening (or after the last write through this object) ran; a commit landing meanwhile is
+    never half-visible. Every write method refreshes the snapshot when it returns, so this object
+    always shows its own writes; call :meth:`refresh` to see writes made by other processes.
+
+    Write methods take a model as a registered name, a source (``embedded``, a hub id, a local
+    directory, a ``.gguf`` file) or a model already loaded with :meth:`load_model`.
+
+    Examples
+    --------
+    >>> import actwh
+    >>> wh = actwh.open("wh/", create=True)
+    >>> wh.ingest("embedded", generate=20, capture=["resid_mid"], name="base")
+    >>> wh.sql("select layer, count(*) as n from residuals group by layer order by layer")
+    >>> wh.scan("tokens").filter(pl.col("is_generated")).collect()
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = False, catalog: str | None = None):
+        check("path", path, str | Path)
+        check("catalog", catalog, str | None)
+        self.root = Path(path).expanduser().resolve()
+        self._catalog_url = catalog
+        self._store: Store | None = None
+        if (self.root / layout.MARKER).is_file():
+            self._store = Store.open(self.root)
+            if catalog and catalog != self._store.catalog_url:
+                raise ActwhError(
+                    f"{path} already uses the catalog {shown_url(self._store.catalog_url)}"
+                )
+        elif not create:
+            Store.open(self.root)  # raises: says why this is not a warehouse
+        self._snapshot: Snapshot | None = None
+        self._indexes: dict = {}  # model → loaded FAISS index
+
+    # ---- opening, the snapshot rule ---------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def path(self) -> Path:
+        return self.root
+
+    @property
+    def store(self) -> Store:
+        """The warehouse on disk (created on first use when opened with ``create=True``)."""
+        if self._store is None:
+            self._store = Store.create(self.root, catalog_url=self._catalog_url)
+        return self._store
+
+    @property
+    def snapshot(self) -> Snapshot:
+        if self._snapshot is None:
+            self._snapshot = Snapshot(self.store)
+        return self._snapshot
+
+    def refresh(self) -> Self:
+        """Take a new snapshot, so later queries see commits made since."""
+        self.close()
+        self._indexes.clear()
+        return self
+
+    def close(self) -> None:
+        if self._snapshot is not None:
+            self._snapshot.close()
+            self._snapshot = None
+
+    # ---- notebook manners -------------------------------------------------------------------
+
+    def summary(self) -> dict:
+        """Models, runs (by status), fact tables with rows, and bytes of their committed files —
+        all from the catalog, which records every committed file's rows and bytes (no file is
+        opened)."""
+        if self._store is None:
+            return {"models": [], "runs": {}, "tables": {}, "bytes": 0}
+        models = self.sql("select name from models")["name"].to_list()
+        runs = dict(self.sql("select status, count(*) from runs group by status").iter_rows())
+        files = self.sql(
+            """select table_name, sum(n_rows) as n_rows, sum(n_bytes) as n_bytes
+               from commit_files group by table_name order by table_name"""
+        )
+        tables = {
+            t: int(n)
+            for t, n, _ in files.iter_rows()
+            if n and t in fact_tables() and t not in self.snapshot.broken
+        }
+        return {
+            "models": sorted(models, key=natural_key),
+            "runs": runs,
+            "tables": tables,
+            "bytes": int(files["n_bytes"].sum() or 0),
+        }
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        runs = ", ".join(f"{n} {status}" for status, n in sorted(s["runs"].items())) or "none"
+        tables = ", ".join(f"{t} {n:,}" for t, n in s["tables"].items()) or "none"
+        return (
+            f"Warehouse({str(self.root)!r})\n"
+            f"  models: {', '.join(s['models']) or 'none'}\n"
+            f"  runs: {runs}\n"
+            f"  rows: {tables}\n"
+            f"  data: {_size(s['bytes'])}"
+        )
+
+    def _repr_html_(self) -> str:
+        s = self.summary()
+        rows = [
+            ("models", ", ".join(s["models"]) or "none"),
+            ("runs", ", ".join(f"{n} {st}" for st, n in sorted(s["runs"].items())) or "none"),
+            *((f"{t} rows", f"{n:,}") for t, n in s["tables"].items()),
+            ("data", _size(s["bytes"])),
+        ]
+        cells = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in rows
+        )
+        where = html.escape(str(self.root))
+        return f"<b>actwh warehouse</b> <code>{where}</code><table>{cells}</table>"
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def sql(self, query: str, params: dict | list | None = None) -> pl.DataFrame:
+        """Run read-only SQL (DuckDB dialect) and return a polars DataFrame.
+
+        Parameters bind as ``$name`` (dict) or ``?`` (list); they are never formatted into SQL.
+
+        >>> wh.sql("select * from runs where model = $m", {"m": "smollm2-135m-instruct"})
+        """
+        return _frame(self.snapshot.execute(query, params))
+
+    def sql_batches(
+        self, query: str, params: dict | list | None = None, *, rows: int = 65_536
+    ) -> Iterator[pl.DataFrame]:
+        """:meth:`sql`, streamed: the result in DataFrames of at most ``rows`` rows (at least
+        one, empty when the result is), so memory stays flat however large the result.
+
+        >>> for chunk in wh.sql_batches("select * from residuals"): ...
+        """
+        schema, batches = self.snapshot.stream(query, params, rows)
+        empty = True
+        for batch in batches:
+            empty = False
+            yield _frame(batch)
+        if empty:
+            yield _frame(schema.empty_table())
+
+    def query_batches(self, name: str, **params) -> Iterator[pl.DataFrame]:
+        """:meth:`query`, streamed like :meth:`sql_batches` (a Python analysis comes whole)."""
+        named, bound = self._bound(name, params)
+        if named.run is not None:
+            yield named.run(self.sql, **bound)
+            return
+        yield from self.sql_batches(named.sql, bound or None)
+
+    def query(self, name: str, **params) -> pl.DataFrame:
+        """Run a named analysis from ``queries/`` (see :meth:`queries`), parameters bound.
+
+        >>> wh.query("activation_drop", base_run="base", tuned_run="dpo", n=5)
+        """
+        named, bound = self._bound(name, params)
+        if named.run is not None:  # a Python analysis (queries/loader.py)
+            return named.run(self.sql, **bound)
+        return self.sql(named.sql, bound or None)
+
+    def _bound(self, name: str, params: dict):
+        """The named query and its parameters, bound and checked."""
+        named = named_query(name)
+        bound = named.bind(params)
+        self._check_names(bound)
+        return named, bound
+
+    RUN_PARAMS = ("run", "base_run", "tuned_run", "selected_by")
+
+    def _check_names(self, params: dict) -> None:
+        """A named query's runs and arm must be there: a typo is an error naming it, never an
+        empty answer (SQL that finds no rows cannot tell a typo from nothing)."""
+        runs = self.sql("select name from runs")["name"].to_list()
+        for key in self.RUN_PARAMS:
+            if params.get(key) is not None and params[key] not in runs:
+                raise unknown(f"run for {key}", params[key], runs)
+        if params.get("arm") not in (None, "all"):
+            run = params.get("base_run") or params.get("run")
+            arms = self.sql("select distinct arm from prompt_arms($r)", {"r": run})["arm"]
+            if params["arm"] not in arms:
+                raise unknown(f"arm of run {run}", params["arm"], [*arms, "all"])
+
+    def pca(
+        self,
+        base_run: str,
+        tuned_run: str,
+        layer: int,
+        *,
+        site: str | None = None,
+        n_prompts: int = 50,
+        neuron: tuple[int, int] | None = None,
+    ) -> pl.DataFrame:
+        """Figure 4: ``site`` (default: what the MLP reads, resid_mid; resid_pre for GPT-NeoX) of
+        paired runs at the last prompt token, z-scored, projected on the mean shift
+        (tuned − base) and the first principal component.
+
+        Returns ``prompt, run, shift, pc1, activation`` (the coefficient of ``neuron`` =
+        ``(layer, index)`` there, when it was tracked).
+
+        >>> wh.pca("base", "dpo", layer=19, neuron=(19, 770))
+        """
+        from actwh.queries.pca import pca_shift
+
+        return pca_shift(
+            self.sql, base_run, tuned_run, layer, site=site, n_prompts=n_prompts, neuron=neuron
+        )
+
+    def queries(self) -> pl.DataFrame:
+        """Every named query: what it answers, the paper table or figure, its parameters."""
+        return pl.DataFrame(
+            [
+                {
+                    "name": q.name,
+                    "paper": q.paper,
+                    "parameters": q.signature(),
+                    "answers": q.answers,
+                    "needs": q.needs,
+                }
+                for q in named_queries().values()
+            ]
+        )
+
+    def tables(self) -> pl.DataFrame:
+        """Every table and view a query can use (``name``), with its number of rows
+        (``n_rows``)."""
+        names = self.sql("select table_name from information_schema.tables order by 1")
+        counts = " UNION ALL ".join(
+            f"SELECT '{t}' AS name, count(*) AS n_rows FROM {t}" for t in names["table_name"]
+        )
+        return self.sql(counts)
+
+    def directions(self) -> pl.DataFrame:
+        """Registered directions (``model, name, kind, d_model, norm, meta``), names in natural
+        order (``dx.2`` before ``dx.10``)."""
+        frame = self.sql(
+            "select model, name, kind, d_model, round(norm, 4) as norm, meta from directions"
+        )
+        return natural_sort(frame, "model", "name")
+
+    def evaluations(self) -> pl.DataFrame:
+        """Toxicity, perplexity and F1 of every evaluated model (paper Tables 2 and 4)."""
+        return self.sql(
+            "select model, prompt_set, scorer, n_prompts, round(toxicity, 4) as toxicity, "
+            "round(perplexity, 3) as perplexity, round(f1, 4) as f1 from evaluations "
+            "order by prompt_set, scorer, toxicity desc"
+        )
+
+    def scan(self, table: str) -> pl.LazyFrame:
+        """A polars LazyFrame over a fact table's committed Parquet files.
+
+        Vector columns come back as ``pl.Array(pl.Float32, d)`` whatever the stored dtype.
+
+        >>> wh.scan("residuals").filter(pl.col("layer") == 19).select("prompt", "pos", "vec")
+        """
+        if table not in fact_tables():
+            raise NotFound(
+                f"no fact table {table!r}; scan one of: {', '.join(sorted(fact_tables()))} "
+                "(catalog tables: use .sql)"
+            )
+        spec = fact_table(table)
+        if table in self.snapshot.broken:
+            reason = self.snapshot.broken[table]
+            raise ActwhError(f"cannot read table {table}: {reason} (run: actwh check WH)")
+        files = self.snapshot.read_paths(table)
+        sizes = self.snapshot.vector_sizes[table]
+        if spec.vector_column and len(sizes) > 1:
+            raise ActwhError(
+                f"{table} holds vectors of several sizes {sorted(sizes)}; "
+                "filter by run with wh.sql(...) instead"
+            )
+        size = next(iter(sizes), 1)
+        schema = {
+            column: pl.Array(pl.Float32, size)
+            if column == spec.vector_column
+            else polars_type(type_)
+            for column, type_ in spec.data_columns
+        }
+        hive = {c: polars_type(spec.column_type(c)) for c in spec.partition}
+        shown = [c for c, _ in spec.read_columns]
+        if not files:
+            return pl.LazyFrame(schema={**hive, **schema}).select(shown)
+        frame = pl.scan_parquet(
+            files,
+            schema=schema,
+            hive_partitioning=True,
+            hive_schema=hive,
+            missing_columns="insert",  # a file written before a column was declared
+            cast_options=pl.ScanCastOptions(float_cast="upcast"),
+        )
+        if spec.scale_column and spec.vector_column:  # see schema.sql: stored × scale, where set
+            vec, scale = pl.col(spec.vector_column), pl.col(spec.scale_column)
+            frame = frame.with_columns(pl.when(scale.is_null()).then(vec).otherwise(vec * scale))
+        return frame.select(shown)
+
+    def vectors(
+        self, table: str, *, column: str | None = None, **filters
+    ) -> tuple[np.ndarray, pl.DataFrame]:
+        """Vectors of a fact table as numpy, with the key columns of each row.
+
+        Filters are equality on columns (a list means "any of"). Rows come in key order.
+
+        >>> X, keys = wh.vectors("residuals", run="base", layer=19, site="resid_mid")
+        >>> X.shape   # [n_tokens, d_model]; keys has run, layer, prompt, pos, site
+        """
+        spec = fact_tables().get(table)
+        if spec is None or spec.vector_column is None:
+            with_vectors = sorted(t for t, s in fact_tables().items() if s.vector_column)
+            raise NotFound(
+                f"{table!r} has no vectors; tables with vectors: {', '.join(with_vectors)}"
+            )
+        column = column or spec.vector_column
+        names = [c for c, _ in spec.read_columns]
+        integers_or_text = ("VARCHAR", "INTEGER", "SMALLINT", "BIGINT")
+        keys = [c for c, t in spec.read_columns if t in integers_or_text]
+        unknown = sorted(set(filters) - set(names))
+        if unknown:
+            raise NotFound(f"{table} has no column {unknown[0]!r}; columns: {', '.join(names)}")
+        where, params = [], {}
+        for i, (name, value) in enumerate(filters.items()):
+            values = value if isinstance(value, list | tuple) else [value]
+            placeholders = ", ".join(f"$p{i}_{j}" for j in range(len(values)))
+            where.append(f"{name} IN ({placeholders})")
+            params.update({f"p{i}_{j}": v for j, v in enumerate(values)})
+        query = f"SELECT {', '.join(keys)}, {column} FROM {table}"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        # polars sorts the rows with their vectors in tow in half the time DuckDB's ORDER BY takes
+        frame = self.sql(query, params or None).sort(keys, nulls_last=True)
+        return column_to_numpy(frame[column].to_arrow()), frame.drop(column)
+
+    # ---- other engines and tools --------------------------------------------------------------
+
+    def files(
+        self,
+        table: str,
+        *,
+        runs: str | Iterable[str] | None = None,
+        layers: Layers = None,
+        models: str | Iterable[str] | None = None,
+    ) -> list[Path]:
+        """The committed Parquet files of ``table`` (absolute paths), optionally only those of
+        some runs, layers or models: exactly what a query reads, never an orphan a crash left
+        or a file being written. For engines that take a file list (Spark: pass
+        ``basePath=WH/data/TABLE`` to keep the partition columns).
+
+        >>> wh.files("tokens", runs="base")
+        """
+        from actwh.warehouse.export import check_filters, committed_files, table_spec
+
+        filters = self._export_filters(runs=runs, layers=layers, models=models)
+        check_filters(table_spec(table), filters, _FILTER_ARGS)
+        return [self.root / p for p in committed_files(self.snapshot, table, filters)]
+
+    def export(
+        self,
+        table: str,
+        out: str | Path,
+        *,
+        runs: str | Iterable[str] | None = None,
+        layers: Layers = None,
+        sites: str | Iterable[str] | None = None,
+        models: str | Iterable[str] | None = None,
+        progress: bool = True,
+    ) -> dict:
+        """Write ``table`` (or the rows of some runs, layers, sites or models) to the new
+        directory ``out`` as Parquet any engine reads as is: committed rows only, float32
+        vectors, Hive-partitioned like the warehouse, with ``out/_manifest.json`` listing the
+        files. Streams (memory stays flat); whole or absent. Returns the manifest.
+
+        >>> wh.export("residuals", "export/residuals", runs="base", layers=[17, 18, 19])
+        """
+        from actwh.warehouse.export import check_filters, export_table, table_spec
+
+        target = outside(out, "out")
+        filters = self._export_filters(runs=runs, layers=layers, sites=sites, models=models)
+        check_filters(table_spec(table), filters, _FILTER_ARGS)
+        return export_table(self.snapshot, table, target, filters, progress)
+
+    def export_dataset(
+        self,
+        out: str | Path,
+        *,
+        run: str,
+        sites: str | Iterable[str],
+        layers: Layers,
+        layout: str = "tokens",
+        context_size: int = 128,
+        progress: bool = True,
+    ):
+        """Write ``run``'s stored vectors of ``sites`` at ``layers`` as a Hugging Face
+        ``datasets`` dataset (``save_to_disk``) in the new directory ``out``, float32, one column
+        per TransformerLens hook (``blocks.19.hook_resid_mid``). ``layout="tokens"``: a row per
+        token with ``run``, ``prompt``, ``pos``, ``token_id``; ``"saelens"``: SAELens's
+        cached-activation layout (rows of ``context_size`` tokens, ``token_ids``). Returns the
+        dataset. See :mod:`actwh.warehouse.hf_dataset`.
+
+        >>> wh.export_dataset("sae-data", run="base", sites="resid_mid", layers=19,
+        ...                   layout="saelens", context_size=128)
+        """
+        from actwh.arguments import names, parse_layers
+        from actwh.warehouse.hf_dataset import export_dataset
+
+        target = outside(out, "out")
+        found = self.sql("select model from runs where name = $r", {"r": run})
+        if found.is_empty():
+            raise NotFound(f"{arg('run')} {run}: no such run")
+        n_layers = self.sql(
+            "select n_layers from models where name = $m", {"m": found["model"][0]}
+        ).item()
+        chosen = parse_layers(layers, n_layers)
+        if not names(sites):
+            raise ActwhError(f"{arg('sites')}: no site given (e.g. resid_mid, mlp_post)")
+        points = [(site, layer) for site in names(sites) for layer in chosen]
+        return export_dataset(
+            self.sql, target, run, points, layout, context_size, progress=progress
+        )
+
+    def _export_filters(self, **filters) -> dict[str, list]:
+        """Export filters by column: ``runs`` → ``run``; a name or a list, layers as usual."""
+        from actwh.arguments import names, parse_layers
+
+        columns: dict[str, list] = {}
+        for name, value in filters.items():
+            if value is None:
+                continue
+            if name == "layers":
+                most = self.sql("select coalesce(max(n_layers), 0) from models").item()
+                columns["layer"] = parse_layers(value, most)
+            else:
+                columns[name.removesuffix("s")] = names(value)
+        for column, table in (("run", "runs"), ("model", "models")):
+            known = set(self.sql(f"select name from {table}")["name"])
+            unknown = [v for v in columns.get(column, []) if v not in known]
+            if unknown:
+                listing = ", ".join(sorted(known, key=natural_key)) or "none"
+                raise NotFound(f"{arg(table)} {unknown[0]}: no such {column} ({table}: {listing})")
+        return columns
+
+    def resolve_direction(self, name: str, model: str | None = None) -> tuple[str, np.ndarray]:
+        """Direction ``name`` as ``model`` sees it: its own, else its nearest ancestor's (the
+        SQL macro ``direction_of``); without a model, the only direction of that name.
+        Returns ``(model, vector)``."""
+        if model is None:
+            owners = self.sql("select model from directions where name = $n", {"n": name})
+            if owners.height != 1:
+                known = self.sql("select distinct name from directions")["name"].to_list()
+                if owners.height == 0:
+                    raise NotFound(
+                        f"no direction {name!r} (known: "
+                        f"{', '.join(sorted(known, key=natural_key)) or 'none'})"
+                    )
+                raise ActwhError(
+                    f"direction {name!r} exists for several models "
+                    f"({', '.join(sorted(owners['model']))}); pass {arg('model')}"
+                )
+            model = owners.item()
+        found = self.sql("select vec from direction_of($m, $n)", {"m": model, "n": name})
+        if found.height == 0:
+            from actwh.warehouse.registry import unknown_direction
+
+            known = self.sql(
+                "select d.name from directions d join lineage($m) l using (model)", {"m": model}
+            )["name"].to_list()
+            raise unknown_direction(name, model, known)
+        return model, np.array(found["vec"][0], dtype=np.float32)
+
+    def direction(self, name: str, *, model: str | None = None) -> np.ndarray:
+        """A registered direction as a float32 vector ``[d_model]`` (see
+        :meth:`resolve_direction`).
+
+        >>> wh.direction("toxic_probe")
+        """
+        return self.resolve_direction(name, model)[1]
+
+    def search(
+        self,
+        direction_or_vector: str | np.ndarray,
+        *,
+        k: int = 20,
+        model: str | None = None,
+        layers: Layers = None,
+        run: str | None = None,
+    ) -> pl.DataFrame:
+        """The neurons whose value vectors can write most along a direction (FAISS; exact by
+        default): by cosine for GELU MLPs (the paper's Table 1), by |cosine| for gated ones.
+
+        ``direction_or_vector``: a direction name, a vector ``[d_model]`` or a batch ``[q, d]``.
+        Returns ``query, rank, layer, neuron, cosine, sign, norm, top_tokens``: ``sign`` is the
+        sign of the coefficient m that writes toward the direction, ``top_tokens`` those of
+        ``sign · v``. With ``run``, also ``frac_pos, mean_pos, mean_neg, mean_write``: how each
+        neuron fires over the run's generated tokens (see :func:`actwh.warehouse.search.nearest`).
+
+        >>> wh.search("toxic_probe", k=10, run="base", layers=range(20, 30))
+        """
+        from actwh.arguments import parse_layers
+        from actwh.warehouse.search import load_index, nearest  # faiss, on first use
+
+        if isinstance(direction_or_vector, str):
+            model, vector = self.resolve_direction(direction_or_vector, model)
+        else:
+            vector = np.asarray(direction_or_vector, dtype=np.float32)
+            if model is None:
+                models = self.sql("select model from vector_indexes")["model"].to_list()
+                if len(models) != 1:
+                    raise ActwhError(
+                        f"pass {arg('model')}: value vectors are stored for {models or 'no model'}"
+                    )
+                model = models[0]
+        if layers is not None:
+            n_layers = self.sql("select n_layers from models where name = $m", {"m": model})
+            layers = parse_layers(layers, n_layers["n_layers"][0] if n_layers.height else 0)
+        if model not in self._indexes:
+            self._indexes[model] = load_index(self.snapshot, model)
+        hits = nearest(self.snapshot, self._indexes[model], model, vector, k, layers, run)
+        return _frame(hits)
+
+    @property
+    def engine(self):
+        """A SQLAlchemy ``Engine`` on the catalog (read-only), for tools that speak SQLAlchemy.
+
+        Keep connections short: a DuckDB catalog held open blocks writers.
+        """
+        return self.store.catalog._read_engine
+
+
+def _frame(data: pa.Table | pa.RecordBatch) -> pl.DataFrame:
+    """A polars DataFrame of an Arrow table (``pl.from_arrow`` is typed to return a Series too)."""
+    return cast(pl.DataFrame, pl.from_arrow(data))
+
+
+def natural_sort(frame: pl.DataFrame, *columns: str) -> pl.DataFrame:
+    """Rows ordered by ``columns`` with numbers inside names compared as numbers."""
+    keys = [[natural_key(str(v)) for v in frame[c].to_list()] for c in columns]
+    order = sorted(range(frame.height), key=lambda i: [k[i] for k in keys])
+    return frame[order] if order else frame
+
+
+def polars_type(sql_type: str) -> pl.DataType:
+    """The polars type of a fact table's column type (from its one Arrow type)."""
+    return pl.Series(pa.array([], arrow_type(sql_type))).dtype
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n} TB"

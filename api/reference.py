@@ -1,0 +1,53 @@
+"""The CLI reference, ``docs/cli.md``, generated from every command's ``--help``: run
+``python -m actwh.api.reference > docs/cli.md`` (``make docs``); a test fails when the file is
+stale, so the reference is never older than the commands."""
+
+from __future__ import annotations
+
+import click
+
+from actwh.api.cli import main
+
+WIDTH = 100
+
+
+def _commands(group: click.Group, ctx: click.Context) -> list[tuple[click.Context, click.Command]]:
+    found = []
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if command is None or command.hidden:
+            continue
+        sub = click.Context(
+            command, info_name=name, parent=ctx, terminal_width=WIDTH, max_content_width=WIDTH
+        )
+        found.append((sub, command))
+        if isinstance(command, click.Group):
+            found += _commands(command, sub)
+    return found
+
+
+def cli_reference() -> str:
+    """Markdown: a table of contents, then each command's help as it prints."""
+    root = click.Context(main, info_name="actwh", terminal_width=WIDTH, max_content_width=WIDTH)
+    commands = _commands(main, root)
+    lines = [
+        "# The `actwh` command line",
+        "",
+        "Generated from `--help` by `make docs` (`python -m actwh.api.reference`); "
+        "`tests/test_docs.py` fails when it is stale. Every command is the `Warehouse` method "
+        "of the same name with underscores (`actwh index-vectors` is `wh.index_vectors`), "
+        "and its options are that method's keywords.",
+        "",
+    ]
+    for ctx, _ in commands:
+        path = ctx.command_path
+        lines.append(f"- [`{path}`](#{path.replace(' ', '-')})")
+    lines += ["", "## actwh", "", "```text", main.get_help(root), "```"]
+    for ctx, command in commands:
+        path = ctx.command_path
+        lines += ["", f"## {path}", "", "```text", command.get_help(ctx), "```"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(cli_reference(), end="")

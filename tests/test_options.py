@@ -1,0 +1,132 @@
+"""Each option is declared once, as a field of its options dataclass; the CLI's flag, the
+method's keyword and the resume check follow from that field."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, fields
+from typing import Literal
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from actwh.api.cli import main
+from actwh.api.flags import options_of
+from actwh.api.warehouse import Warehouse
+from actwh.arguments import checks_arguments, option, resume_keys, takes_options
+from actwh.errors import ActwhError
+from actwh.ingest.options import RESUME_KEYS, IngestOptions
+from actwh.train.options import DPOOptions
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+@pytest.mark.parametrize(
+    "command, options, method",
+    [
+        ("ingest", IngestOptions, Warehouse.ingest),
+        ("train-dpo", DPOOptions, Warehouse.train_dpo),
+    ],
+)
+def test_every_field_is_a_flag_and_a_keyword(command, options, method):
+    shown = CliRunner().invoke(main, [command, "--help"], terminal_width=200).output
+    # a method takes the fields as keywords, or (train_dpo) the dataclass itself as options=
+    keywords = set(inspect.signature(method).parameters)
+    method = method if "options" not in keywords else None
+    for f in fields(options):
+        if f.metadata.get("cli", True):
+            assert _flag(f.name) in shown, f"{command}: no flag for {f.name}"
+            assert f.metadata["help"] in " ".join(shown.split()), f"{f.name}: help not shown"
+        if method is not None and f.name != "catalog":  # the warehouse's own catalog
+            assert f.name in keywords, f"{method.__name__}: no keyword {f.name}"
+
+
+def test_the_resume_check_reads_the_fields():
+    marked = [f.name for f in fields(IngestOptions) if f.metadata.get("resume")]
+    assert RESUME_KEYS == (*marked, "directions")
+    assert "generate" in RESUME_KEYS and "device" not in RESUME_KEYS
+
+
+def test_a_new_field_becomes_a_flag_a_keyword_and_a_resume_key():
+    """A throwaway field added to the options is, with nothing else written: a flag with its
+    choices, default and help; a keyword of the method, checked against its annotation; and a
+    key a resumed run must match."""
+
+    @dataclass
+    class Extended(IngestOptions):
+        window: Literal["left", "right"] = option("left", "Which side to read.", resume=True)
+
+    got = {}
+
+    @click.command()
+    @options_of(Extended)
+    def command(**options):
+        got.update(options)
+
+    result = CliRunner().invoke(command, ["--help"], terminal_width=200)
+    assert "--window [left|right]" in result.output and "Which side to read." in result.output
+    CliRunner().invoke(command, ["--window", "right", "--generate", "3"], catch_exceptions=False)
+    assert Extended(**got).window == "right" and got["generate"] == 3
+    assert CliRunner().invoke(command, ["--window", "up"]).exit_code == 2
+
+    @checks_arguments
+    class Facade:
+        @takes_options(Extended, exclude=("catalog",))
+        def run(self, model: str, **options) -> Extended:
+            return Extended(**options)
+
+    assert "window" in inspect.signature(Facade.run).parameters
+    assert Facade().run("m", window="right").window == "right"
+    with pytest.raises(ActwhError, match="window"):
+        Facade().run("m", window="up")
+    with pytest.raises(ActwhError, match="catalog"):
+        Facade().run("m", catalog="sqlite://")
+    assert "window" in resume_keys(Extended)
+
+
+def test_a_wrong_keyword_or_choice_is_refused_by_name(tmp_path):
+    wh = Warehouse(tmp_path / "wh", create=True)
+    with pytest.raises(ActwhError, match="genrate"):
+        wh.ingest("embedded", genrate=3)
+    with pytest.raises(ActwhError, match="lens_at"):
+        wh.ingest("embedded", lens_at="middle")
+
+
+# Commands that are not a Warehouse method of their own name, and what they call instead.
+NOT_A_METHOD = {
+    "init": "Warehouse(path, create=True)",
+    "demo": "actwh.study.demo.run_study",
+    "prompts transform": "actwh.ingest.transforms (no warehouse)",
+    "directions add": "add_direction",
+    "directions list": "directions",
+    "directions show": "direction",
+}
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[str]:
+    found = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _commands(command, f"{prefix}{name} ")
+        else:
+            found.append(prefix + name)
+    return found
+
+
+def test_each_command_is_the_method_of_its_name():
+    """`actwh index-vectors` is `wh.index_vectors`: a command's method is its name with
+    underscores, except the few listed with what they call."""
+    for command in _commands(main):
+        target = NOT_A_METHOD.get(command, command.replace("-", "_"))
+        if command in NOT_A_METHOD and not target.isidentifier():
+            continue
+        assert callable(getattr(Warehouse, target, None)), f"actwh {command}: no wh.{target}"
+    writes = {n for n in dir(Warehouse) if getattr(getattr(Warehouse, n), "__write__", False)}
+    assert {"ingest", "add_direction", "variant", "train_probe", "check"} <= writes
+
+
+def test_train_dpo_takes_the_options_dataclass():
+    assert "options" in inspect.signature(Warehouse.train_dpo).parameters

@@ -1,0 +1,140 @@
+"""A torch-free reader: with only the core installed (no torch, transformers, trl, datasets,
+altair ...), every read command and the read API work on a warehouse the full install made, and a
+command that needs an extra says which to install."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from actwh.api.cli import main
+
+# Makes importing any module of an extra fail, as in a fresh `pip install actwh`.
+NO_EXTRAS = """
+import importlib.abc, sys
+EXTRAS = {"torch", "transformers", "accelerate", "gguf", "trl", "sklearn", "datasets",
+          "altair", "vl_convert", "profanity_check", "better_profanity"}
+class NoExtras(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in EXTRAS:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoExtras())
+"""
+
+
+def core_only(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", NO_EXTRAS + code], capture_output=True, text=True, timeout=120
+    )
+
+
+def actwh_core(*args) -> subprocess.CompletedProcess:
+    """``actwh ARGS`` where no extra can be imported."""
+    code = f"from actwh.api.cli import main\nmain({[str(a) for a in args]!r})\n"
+    return core_only(code)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, gpt2_dir):
+    """A warehouse the full install made: a run, the value vectors, a direction."""
+    root = tmp_path_factory.mktemp("reader")
+    wh = root / "wh"
+    prompts = root / "prompts.txt"
+    prompts.write_text("Hello there\nThe weather is\nYou are a\n")
+    for args in (
+        ["ingest", wh, "--model", gpt2_dir, "--prompts", prompts, "--generate", 2,
+         "--capture", "resid_mid", "--name", "base", "--quiet"],
+        ["index-vectors", wh, "--model", gpt2_dir, "--quiet"],
+        ["directions", "add", wh, "rnd", "--model", "tiny-gpt2", "--random"],
+    ):  # fmt: skip
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+    return root, wh
+
+
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (["sql", "{wh}", "select count(*) as n from tokens", "--csv"], "n\n"),
+        (["queries", "{wh}"], "toxicity_table"),
+        (
+            [
+                "query",
+                "{wh}",
+                "top_toxic_vectors",
+                "-p",
+                "model=tiny-gpt2",
+                "-p",
+                "direction=rnd",
+                "-p",
+                "k=3",
+            ],
+            "cos",
+        ),
+        (["tables", "{wh}"], "residuals"),
+        (["files", "{wh}", "residuals"], ".parquet"),
+        (["search", "{wh}", "--direction", "rnd", "-k", "3"], "neuron"),
+        (["directions", "list", "{wh}"], "rnd"),
+        (["directions", "show", "{wh}", "rnd"], "rnd"),
+        (["export", "{wh}", "residuals", "{root}/residuals-export", "--quiet"], "rows"),
+    ],
+)
+def test_read_commands_work_without_any_extra(made, args, expect):
+    root, wh = made
+    args = [a.format(wh=wh, root=root) for a in args]
+    result = actwh_core(*args)
+    assert result.returncode == 0, result.stderr
+    assert expect in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, extra",
+    [
+        (["ingest", "{wh}", "--model", "embedded", "--name", "x"], "models"),
+        (["report", "{wh}", "--out", "{root}/r.html"], "report"),
+        (["export-dataset", "{wh}", "{root}/ds", "--run", "base", "--sites", "resid_mid", "--layers", "1"],
+         "datasets"),
+    ],
+)  # fmt: skip
+def test_a_command_without_its_extra_says_which_to_install(made, args, extra):
+    root, wh = made
+    result = actwh_core(*[a.format(wh=wh, root=root) for a in args])
+    assert result.returncode == 2, result.stderr
+    assert f"pip install 'actwh[{extra}]'" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_read_api_works_without_any_extra(made):
+    root, wh = made
+    code = f"""
+import actwh, polars as pl
+wh = actwh.open({str(wh)!r})
+print(repr(wh).splitlines()[0])
+assert wh.sql("select count(*) from tokens").item() > 0
+assert wh.scan("tokens").filter(pl.col("is_generated")).collect().height > 0
+vectors, keys = wh.vectors("residuals", run="base", layer=1)
+assert vectors.shape[0] == keys.height > 0
+assert wh.search("rnd", k=3).height == 3
+wh.export("residuals", {str(root / "api-export")!r}, runs=["base"], progress=False)
+assert wh.tables().height > 0 and wh.directions().height == 1
+import sys
+assert not {{"torch", "transformers", "altair"}} & set(sys.modules)
+print("ok")
+"""
+    result = core_only(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith("ok")
+
+
+def test_a_read_piped_into_head_ends_quietly(made):
+    _, wh = made
+    command = (
+        f"{sys.executable} -c 'from actwh.api.cli import main; main()' "
+        f"sql {wh} 'select * from range(200000)' --csv | head -2"
+    )
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True)
+    assert result.stdout.splitlines() == ["range", "0"]
+    assert result.stderr == ""

@@ -1,0 +1,109 @@
+"""The shape of the code itself: packages import each other without cycles, and no function is
+longer than a reader can hold (80 lines)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIRS = ("api", "ingest", "models", "queries", "report", "study", "train", "warehouse")
+MAX_LINES = 80
+
+
+def _sources() -> dict[str, Path]:
+    """Every module of the package by its dotted name."""
+    files = [ROOT / "__init__.py", ROOT / "errors.py", ROOT / "arguments.py"]
+    for folder in PACKAGE_DIRS:
+        files += sorted((ROOT / folder).rglob("*.py"))
+    modules = {}
+    for path in files:
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        parts = parts[:-1] if parts[-1] == "__init__" else parts
+        modules[".".join(("actwh", *parts))] = path
+    return modules
+
+
+def _runtime_imports(tree: ast.Module) -> list[str]:
+    """What a module imports when it runs — at the top or inside a function — leaving out
+    ``if TYPE_CHECKING:`` blocks, which only type checkers read."""
+    found = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.append(node.module)
+            found.extend(f"{node.module}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = _sources()
+    graph = {}
+    for name, path in modules.items():
+        imported = _runtime_imports(ast.parse(path.read_text()))
+        graph[name] = {m for m in imported if m in modules and m != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle (its modules, the first repeated at the end), or None."""
+    state: dict[str, str] = {}
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = "open"
+        for dep in sorted(graph[node]):
+            if state.get(dep) == "open":
+                return path[path.index(dep) :] + [dep]
+            if dep not in state and (cycle := visit(dep, [*path, dep])):
+                return cycle
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node, [node])):
+            return cycle
+    return None
+
+
+def test_no_import_cycles():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_check_finds_a_cycle():
+    """The check itself can fail: a planted cycle is found."""
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_library_does_not_import_its_audiences():
+    """api/ (the library), warehouse/, queries/ and models/ never import the report, the study or
+    the CLI at module level: those sit on top of the library, not under it."""
+    graph = import_graph()
+    above = ("actwh.report", "actwh.study", "actwh.api.cli")
+    for name, deps in graph.items():
+        if name.startswith(("actwh.warehouse", "actwh.queries", "actwh.models")):
+            bad = [d for d in deps if d.startswith((*above, "actwh.api", "actwh.ingest"))]
+            assert not bad, f"{name} imports {bad}"
+
+
+def test_no_function_over_80_lines():
+    long = []
+    for name, path in _sources().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_LINES:
+                    long.append(f"{name}.{node.name}: {lines} lines")
+    assert not long, "functions over 80 lines: " + "; ".join(long)
