@@ -18,7 +18,7 @@ from actwh.errors import ActwhError, from_os_error, missing_extra
 from actwh.ingest.options import IngestOptions
 from actwh.models.shipped import SHIPPED
 from actwh.train.options import DPOOptions
-from actwh.warehouse.layout import shown_url
+from actwh.warehouse.layout import PROBE, shown_url
 
 # Library arguments whose flag is not ``--`` + the argument's name with dashes.
 FLAGS: dict[str, str] = {}
@@ -733,9 +733,7 @@ def prompts_transform(source, out, rot13, b64, leet, force):
     help="final: after the final norm (HF hidden_states[-1]).",
 )
 @click.option("--layer", type=int, help="Default: the last layer.")
-@click.option(
-    "--name", default="toxic_probe", show_default=True, help="Name of the direction to register."
-)
+@click.option("--name", default=PROBE, show_default=True, help="Name of the direction to register.")
 @click.option("--replace", is_flag=True, help="Overwrite a direction of that name.")
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Seed of the 90:10 split.")
@@ -783,7 +781,7 @@ def train_probe(warehouse, model, data, site, layer, name, replace, batch_size, 
     "--prompts", type=click.Path(dir_okay=False), help="Prompt file (default: the shipped set)."
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Pairs JSONL to write.")
-@click.option("--direction", default="toxic_probe", show_default=True)
+@click.option("--direction", default=PROBE, show_default=True)
 @click.option(
     "--layer", type=int, help="Layer whose output is steered (default: 2/3 of the depth)."
 )

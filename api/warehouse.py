@@ -21,6 +21,7 @@ from actwh.arguments import checks_arguments, takes_options
 from actwh.errors import ActwhError, AlreadyExists, NotFound, arg
 from actwh.ingest.options import IngestOptions
 from actwh.ingest.prompts import PromptSet
+from actwh.warehouse.layout import PROBE
 
 if TYPE_CHECKING:  # the heavy types, for annotations only
     from actwh.ingest.batches import RunSummary
@@ -208,7 +209,7 @@ class Warehouse(Reads):
         data: str | Path | None = None,
         site: str = "resid_post",
         layer: int | None = None,
-        name: str = "toxic_probe",
+        name: str = PROBE,
         replace: bool = False,
         batch_size: int = 16,
         seed: int = 0,
@@ -406,7 +407,7 @@ class Warehouse(Reads):
         out: str | Path,
         *,
         prompts: str | Path | None = None,
-        direction: str = "toxic_probe",
+        direction: str = PROBE,
         layer: int | None = None,
         alpha: float | None = None,
         relative_alpha: float = 0.3,

@@ -23,7 +23,7 @@ from actwh.errors import ActwhError, NotFound, arg, unknown
 from actwh.queries.pca import pca_shift
 from actwh.report import charts
 from actwh.report.pages import N_NEURONS, default_prompts, neuron_page, prompt_view, top_vectors
-from actwh.warehouse.layout import output_file
+from actwh.warehouse.layout import PROBE, output_file
 
 if TYPE_CHECKING:
     from actwh.api.warehouse import Warehouse
@@ -143,7 +143,7 @@ def make_plan(
     return plan
 
 
-DEFAULT_DIRECTION = "toxic_probe"
+DEFAULT_DIRECTION = PROBE
 
 
 def _check_asked(wh: Warehouse, base_run, tuned_run, direction, token) -> None:

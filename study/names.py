@@ -4,7 +4,9 @@ them, so both take them from here."""
 
 from __future__ import annotations
 
-DIRECTION = "toxic_probe"  # the toxicity probe the study trains (step 2) and reads everywhere
+from actwh.warehouse.layout import PROBE
+
+DIRECTION = PROBE  # the toxicity probe the study trains (step 2) and reads everywhere
 CONTROL = "unaligned-control"
 LAYER_RUN = "base.last-layer"  # the base model teacher-forced on base: mlp_post of its last layer
 SELECTIVE = "selective"  # the un-aligned variant whose keys are chosen by selectivity

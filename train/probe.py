@@ -28,6 +28,7 @@ from actwh.ingest.generate import Batch, teacher_forced
 from actwh.ingest.kinds.vectors import FullVectors
 from actwh.ingest.prompts import jsonl_records, read_text_file
 from actwh.models.loading import LoadedModel
+from actwh.warehouse.layout import PROBE
 from actwh.warehouse.store import Store
 
 PROBE_SITES = ("resid_pre", "resid_mid", "resid_post", "final")
@@ -154,7 +155,7 @@ def train_probe(
     data: str | Path | None = None,
     site: str = "resid_post",
     layer: int | None = None,
-    name: str = "toxic_probe",
+    name: str = PROBE,
     replace: bool = False,
     batch_size: int = 16,
     seed: int = 0,

@@ -27,6 +27,9 @@ from urllib.parse import urlsplit, urlunsplit
 from actwh.errors import ActwhError, AlreadyExists, arg
 
 FORMAT_VERSION = "1"
+# The toxicity probe's direction: what train-probe registers and analyses read unless told.
+# (The named queries' headers in queries/ say it in SQL too.)
+PROBE = "toxic_probe"
 MARKER = "warehouse.json"
 CATALOG_FILE = "catalog.duckdb"
 DATA_DIR = "data"
