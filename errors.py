@@ -98,8 +98,12 @@ def unknown(what: str, value, known, *, argument: str | None = None, hint: str =
     import difflib
 
     known = sorted({str(k) for k in known}, key=natural_key)
-    close = difflib.get_close_matches(str(value), known, n=1, cutoff=0.6)
-    shown = ", ".join(known[:12]) + (f", … ({len(known)} in all)" if len(known) > 12 else "")
+    close = (
+        difflib.get_close_matches(value, known, n=1, cutoff=0.6) if isinstance(value, str) else []
+    )
+    # a name with spaces at its ends (a token: " garbage") is quoted, so the space shows
+    listed = [repr(k) if k != k.strip() else k for k in known]
+    shown = ", ".join(listed[:12]) + (f", … ({len(known)} in all)" if len(known) > 12 else "")
     where = f"{arg(argument)} {value!r}" if argument else repr(value)
     near = f" (did you mean {close[0]!r}?)" if close else ""
     return NotFound(

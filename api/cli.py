@@ -27,6 +27,8 @@ FLAGS: dict[str, str] = {}
 def flag(argument: str) -> str:
     """How the CLI names a library argument in an error message: its flag."""
     context = click.get_current_context(silent=True)
+    if context and context.meta.get("query_params"):  # actwh query/sql: every argument is -p K=V
+        return f"-p {argument}"
     overrides = {**FLAGS, **(context.meta.get("flags", {}) if context else {})}
     return overrides.get(argument, "--" + argument.replace("_", "-"))
 
@@ -192,6 +194,7 @@ def query(warehouse, name, params, output):
       actwh query wh activation_drop --param base_run=base --param tuned_run=dpo
       actwh query wh toxicity_table --csv
     """
+    click.get_current_context().meta["query_params"] = True
     with _warehouse(warehouse) as wh:
         emit(wh.query_batches(name, **parse_params(params)), output)
 

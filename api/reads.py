@@ -9,6 +9,7 @@ warehouse and querying it stays fast.
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Self, cast
@@ -215,17 +216,32 @@ class Reads:
     RUN_PARAMS = ("run", "base_run", "tuned_run", "selected_by")
 
     def _check_names(self, params: dict) -> None:
-        """A named query's runs and arm must be there: a typo is an error naming it, never an
-        empty answer (SQL that finds no rows cannot tell a typo from nothing)."""
-        runs = self.sql("select name from runs")["name"].to_list()
+        """A named query's runs, arm, model, direction, layer, neuron, site and target token must
+        be in the warehouse: a typo is an error naming it and the known ones, never an empty
+        answer (SQL that finds no rows cannot tell a typo from nothing)."""
+        runs = {r["name"]: r for r in self.sql("select name, model, config from runs").to_dicts()}
         for key in self.RUN_PARAMS:
             if params.get(key) is not None and params[key] not in runs:
-                raise unknown(f"run for {key}", params[key], runs)
+                raise unknown(f"run for {key}", params[key], runs, hint=INGEST_HINT)
+        run = params.get("base_run") or params.get("run")
         if params.get("arm") not in (None, "all"):
-            run = params.get("base_run") or params.get("run")
             arms = self.sql("select distinct arm from prompt_arms($r)", {"r": run})["arm"]
             if params["arm"] not in arms:
                 raise unknown(f"arm of run {run}", params["arm"], [*arms, "all"])
+        if params.get("model") is not None:
+            models = self.sql("select name from models")["name"]
+            if params["model"] not in models:
+                raise unknown("model", params["model"], models, hint=INGEST_HINT)
+        if params.get("direction") is not None:
+            known = self.sql("select distinct name from directions")["name"]
+            if params["direction"] not in known:
+                raise unknown("direction", params["direction"], known, hint=DIRECTION_HINT)
+        if params.get("token") is not None:
+            tokens = self.sql("select distinct token from token_probs")["token"]
+            if params["token"] not in tokens:
+                raise unknown("target token", params["token"], tokens, hint=TOKEN_HINT)
+        if run is not None:
+            _check_captured(params, run, json.loads(runs[run]["config"] or "{}"))
 
     def pca(
         self,
@@ -373,7 +389,18 @@ class Reads:
             query += " WHERE " + " AND ".join(where)
         # polars sorts the rows with their vectors in tow in half the time DuckDB's ORDER BY takes
         frame = self.sql(query, params or None).sort(keys, nulls_last=True)
+        if frame.is_empty():
+            self._check_filters(table, filters)
         return column_to_numpy(frame[column].to_arrow()), frame.drop(column)
+
+    def _check_filters(self, table: str, filters: dict) -> None:
+        """After an empty answer: a filter value the table does not hold at all is a typo (or
+        something never captured), an error naming it; an empty combination is an answer."""
+        for name, value in filters.items():
+            known = self.sql(f"SELECT DISTINCT {name} FROM {table}")[name].to_list()
+            for v in value if isinstance(value, list | tuple) else [value]:
+                if v not in known:
+                    raise unknown(f"{name} in {table}", v, known)
 
     # ---- other engines and tools --------------------------------------------------------------
 
@@ -593,3 +620,38 @@ def _size(n: float) -> str:
             return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
         n /= 1000
     return f"{n} TB"
+
+
+INGEST_HINT = "make one with actwh ingest (a run) or actwh variant (a model)"
+DIRECTION_HINT = "make one with actwh train-probe or actwh directions add"
+TOKEN_HINT = "ingest with --logit-lens K --target-tokens TOKENS (stored as typed: mind the space)"
+
+
+def _check_captured(params: dict, run: str, config: dict) -> None:
+    """The layer, site and neuron a query reads must be what ``run`` stored (its config)."""
+    layers = config.get("layers")
+    layer, neuron, site = params.get("layer"), params.get("neuron"), params.get("site")
+    if layer is not None and isinstance(layers, list) and layer not in layers:
+        raise NotFound(f"{arg('layer')} {layer}: run {run} stored layers {_spans(layers)}")
+    sites = {*config.get("project", []), *config.get("capture", [])}
+    if site is not None and sites and site not in sites:
+        raise unknown(f"site of run {run}", site, sites)
+    if neuron is not None and layer is not None:
+        tracked = config.get("track_neurons") or {}
+        full = "mlp_post" in config.get("capture", [])
+        if not full and neuron not in tracked.get(str(layer), []):
+            raise NotFound(
+                f"{arg('neuron')} {layer}:{neuron}: run {run} neither tracked it nor captured "
+                f"mlp_post (tracked at layer {layer}: {tracked.get(str(layer), []) or 'none'})"
+            )
+
+
+def _spans(layers: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``0-2, 5``."""
+    spans: list[list[int]] = []
+    for layer in sorted(layers):
+        if spans and layer == spans[-1][1] + 1:
+            spans[-1][1] = layer
+        else:
+            spans.append([layer, layer])
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in spans)

@@ -4,6 +4,7 @@ command that needs an extra says which to install."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -46,7 +47,8 @@ def made(tmp_path_factory, gpt2_dir):
     prompts.write_text("Hello there\nThe weather is\nYou are a\n")
     for args in (
         ["ingest", wh, "--model", gpt2_dir, "--prompts", prompts, "--generate", 2,
-         "--capture", "resid_mid", "--name", "base", "--quiet"],
+         "--capture", "resid_mid", "--name", "base", "--layers", "1-2", "--logit-lens", 3,
+         "--target-tokens", "#5", "--track-neurons", "1:3", "--quiet"],
         ["index-vectors", wh, "--model", gpt2_dir, "--quiet"],
         ["directions", "add", wh, "rnd", "--model", "tiny-gpt2", "--random"],
     ):  # fmt: skip
@@ -138,3 +140,45 @@ def test_a_read_piped_into_head_ends_quietly(made):
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True)
     assert result.stdout.splitlines() == ["range", "0"]
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "params, named",
+    [
+        (["activation_drop", "-p", "base_run=bsae", "-p", "tuned_run=base"], "'bsae': no such run"),
+        (["prompt_shift", "-p", "base_run=base", "-p", "tuned_run=base", "-p", "layer=0",
+          "-p", "direction=rnd"],
+         "-p layer 0: run base stored layers 1-2"),
+        (["prompt_shift", "-p", "base_run=base", "-p", "tuned_run=base", "-p", "layer=1",
+          "-p", "direction=rnd", "-p", "site=resid_pre"], "'resid_pre': no such site"),
+        (["activation_drop", "-p", "base_run=base", "-p", "tuned_run=base", "-p", "direction=rdn"],
+         "did you mean 'rnd'?"),
+        (["logit_lens_target", "-p", "token=garbage"], "no such target token; known: "),
+        (["neuron_contexts", "-p", "base_run=base", "-p", "layer=1", "-p", "neuron=7"],
+         "neither tracked it nor captured mlp_post (tracked at layer 1: [3])"),
+        (["value_vector_shift", "-p", "model=tiny-gtp2", "-p", "layer=1"],
+         "did you mean 'tiny-gpt2'?"),
+    ],
+)  # fmt: skip
+def test_a_mistyped_name_is_an_error_naming_it(made, params, named):
+    """A typo never looks like "no effect": one line naming the value and the known ones."""
+    _, wh = made
+    result = CliRunner().invoke(main, ["query", str(wh), *params])
+    assert result.exit_code == 2, result.output
+    assert named in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_vectors_of_a_value_the_table_does_not_hold_is_an_error(made):
+    import actwh
+    from actwh.errors import NotFound
+
+    _, wh = made
+    with actwh.open(wh) as w:
+        assert w.vectors("residuals", run="base", layer=1)[0].shape[0] > 0
+        for filters, named in (
+            ({"run": "base", "site": "resid_post"}, "'resid_post': no such site in residuals"),
+            ({"run": "bsae", "layer": 1}, "did you mean 'base'?"),
+            ({"run": "base", "layer": 0}, "0: no such layer in residuals; known: 1, 2"),
+        ):
+            with pytest.raises(NotFound, match=re.escape(named)):
+                w.vectors("residuals", **filters)
