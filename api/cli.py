@@ -165,7 +165,8 @@ def ingest(warehouse, model, prompts, quiet, shard, use_ray, workers, ray_addres
 @click.option("--param", "-p", "params", multiple=True, help="Bind $name: name=value (repeatable).")
 @output_options
 def sql(warehouse, query, params, output):
-    """Run read-only SQL (DuckDB) over WAREHOUSE; QUERY '-' reads it from stdin.
+    """Run read-only SQL (DuckDB) over WAREHOUSE; QUERY is a statement, a FILE.sql, or '-' to
+    read it from stdin.
 
     Fact tables (tokens, generations, residuals, mlp_acts, ...) are views over the committed
     Parquet files; catalog tables (models, runs, prompts, ...) are there too.
@@ -174,9 +175,15 @@ def sql(warehouse, query, params, output):
     Example:
       actwh sql wh "select layer, count(*) from residuals group by layer order by layer"
       actwh sql wh "select * from runs where model = \\$m" --param m=smollm2-135m-instruct --csv
+      actwh sql wh analysis.sql --csv
     """
     if query == "-":
         query = sys.stdin.read()
+    elif query.endswith(".sql") and "\n" not in query:
+        try:
+            query = open(query, encoding="utf-8").read()
+        except OSError as error:
+            raise from_os_error(error, "reading the SQL file: ") from None
     with _warehouse(warehouse) as wh:
         emit(wh.sql_batches(query, parse_params(params) or None), output)
 
@@ -201,14 +208,20 @@ def query(warehouse, name, params, output):
 
 @main.command()
 @click.argument("warehouse", type=click.Path(file_okay=False))
+@click.argument("name", required=False)
 @output_options
-def queries(warehouse, output):
-    """List the named analyses with the paper figure each reproduces and its parameters.
+def queries(warehouse, name, output):
+    """List the named analyses with the paper figure each reproduces and its parameters; with
+    NAME, that one analysis: what it answers, what it needs, each parameter, and an example.
 
     \b
     Example:
       actwh queries wh
+      actwh queries wh activation_drop
     """
+    if name is not None:
+        click.echo(_describe_query(name, warehouse))
+        return
     with _warehouse(warehouse) as wh:
         listing = wh.queries()
         if output[0] == "table":
@@ -219,6 +232,43 @@ def queries(warehouse, output):
                 click.echo(f"    needs: {row['needs']}\n")
         else:
             emit(listing, output)
+
+
+def _describe_query(name: str, warehouse: str) -> str:
+    """One named analysis as help text: its header, each parameter and an example call."""
+    from actwh.queries.loader import named_query
+
+    q = named_query(name)
+    lines = [
+        f"{q.name}: {q.answers}",
+        f"  paper: {q.paper}",
+        f"  needs: {q.needs}",
+        "  parameters:",
+    ]
+    for p in q.params:
+        default = "required" if p.required else f"default {p.default!r}"
+        lines.append(f"    {p.name} ({default}): {p.description}")
+    required = " ".join(f"-p {p.name}=..." for p in q.params if p.required)
+    lines.append(f"  example: actwh query {warehouse} {q.name} {required}".rstrip())
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("warehouse", type=click.Path(file_okay=False))
+def info(warehouse):
+    """What a warehouse holds: models, runs (with what each captured, its layers and size),
+    prompt sets, directions, and rows and bytes per table.
+
+    \b
+    Example:
+      actwh info wh
+    """
+    with _warehouse(warehouse) as wh:
+        found = wh.info()
+    for title, frame in found.items():
+        click.echo(f"{title}:")
+        emit(frame, ("table", None))
+        click.echo("")
 
 
 @main.command()

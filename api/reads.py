@@ -133,6 +133,49 @@ class Reads:
             "bytes": int(files["n_bytes"].sum() or 0),
         }
 
+    def info(self) -> dict[str, pl.DataFrame]:
+        """An overview to start from: ``models`` (role, parent, shape), ``runs`` (model, prompt
+        set, mode, status, prompts, tokens, what each captured and at which layers, bytes),
+        ``prompt_sets``, ``directions`` (how many of each kind per model) and ``tables`` (rows and
+        bytes of each fact table), all from the catalog."""
+        runs = self.sql(
+            """SELECT r.name, r.model, r.prompt_set, r.mode, r.source_run, r.status, r.n_prompts,
+                      r.n_tokens, r.config,
+                      coalesce(sum(f.n_bytes), 0)::BIGINT AS n_bytes
+               FROM runs r LEFT JOIN commits c ON c.run = r.name
+               LEFT JOIN commit_files f ON f.commit_id = c.id
+               GROUP BY ALL ORDER BY min(r.created_at)"""
+        )
+        configs = [json.loads(c or "{}") for c in runs["config"]]
+        runs = runs.drop("config").with_columns(
+            pl.Series("captured", [", ".join(c.get("capture") or []) or "-" for c in configs]),
+            pl.Series(
+                "layers",
+                [
+                    _spans(c["layers"])
+                    if isinstance(c.get("layers"), list)
+                    else str(c.get("layers"))
+                    for c in configs
+                ],
+            ),
+        )
+        return {
+            "models": self.sql(
+                "SELECT name, role, parent, architecture, n_layers, d_model, d_mlp, vocab_size "
+                "FROM models ORDER BY created_at"
+            ),
+            "runs": runs,
+            "prompt_sets": self.sql("SELECT name, n_prompts FROM prompt_sets ORDER BY name"),
+            "directions": self.sql(
+                "SELECT model, kind, count(*) AS n, string_agg(name, ', ' ORDER BY name) AS names "
+                "FROM directions GROUP BY ALL ORDER BY model, kind"
+            ),
+            "tables": self.sql(
+                "SELECT table_name AS table, sum(n_rows)::BIGINT AS n_rows, "
+                "sum(n_bytes)::BIGINT AS n_bytes FROM commit_files GROUP BY ALL ORDER BY 1"
+            ),
+        }
+
     def __repr__(self) -> str:
         s = self.summary()
         runs = ", ".join(f"{n} {status}" for status, n in sorted(s["runs"].items())) or "none"

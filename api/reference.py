@@ -17,9 +17,7 @@ def _commands(group: click.Group, ctx: click.Context) -> list[tuple[click.Contex
         command = group.get_command(ctx, name)
         if command is None or command.hidden:
             continue
-        sub = click.Context(
-            command, info_name=name, parent=ctx, terminal_width=WIDTH, max_content_width=WIDTH
-        )
+        sub = command.make_context(name, ["--help"], parent=ctx, resilient_parsing=True)
         found.append((sub, command))
         if isinstance(command, click.Group):
             found += _commands(command, sub)
@@ -28,7 +26,13 @@ def _commands(group: click.Group, ctx: click.Context) -> list[tuple[click.Contex
 
 def cli_reference() -> str:
     """Markdown: a table of contents, then each command's help as it prints."""
-    root = click.Context(main, info_name="actwh", terminal_width=WIDTH, max_content_width=WIDTH)
+    root = main.make_context(
+        "actwh",
+        ["--help"],
+        resilient_parsing=True,
+        terminal_width=WIDTH,
+        max_content_width=WIDTH,
+    )
     commands = _commands(main, root)
     lines = [
         "# The `actwh` command line",

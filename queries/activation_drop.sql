@@ -1,7 +1,7 @@
 -- name: activation_drop
 -- answers: Do the neurons that write a direction (the toxic probe) write less of it after DPO? For the top-N tracked neurons, over generated tokens of one arm of prompts (plain unless asked), base run vs tuned run on the same tokens: the mean coefficient m_i and the mean write along the direction, mean(m_i)·⟨v_i, d̂⟩, and the change of each with a 95% bootstrap interval over prompts (paired: the same prompts in both runs). Neurons are ranked by rank: write (default), the base run's mean write toward the direction, so a neuron that barely fires ranks low; or cosine, the cosine of the mean write with the direction (the paper's rule: for GPT-2 the cosine of the value vector; for a gated MLP oriented by the sign of the base run's mean coefficient). Whether the change is specific to these neurons and to toxic prompts: query drop_baseline. The total over every tracked neuron: query tracked_write.
 -- paper: Figure 2 (mean activation of five top MLP.v_Toxic, GPT2 vs GPT2_DPO, over 20 greedy tokens of 1,199 prompts)
--- needs: a base run ingested with --track-neurons (e.g. toxic_probe:64); the tuned run with --teacher-force BASE_RUN and the same --track-neurons; actwh vectors for the base model (and actwh diff for the tuned model's own value vectors)
+-- needs: a base run ingested with --track-neurons (e.g. toxic_probe:64); the tuned run with --teacher-force BASE_RUN and the same --track-neurons; actwh index-vectors for the base model (and actwh diff for the tuned model's own value vectors)
 -- param base_run: the base model's run
 -- param tuned_run: the tuned model's run over the same tokens
 -- param direction = "toxic_probe": the direction (the base model's, else its nearest ancestor's)

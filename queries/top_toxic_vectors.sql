@@ -1,7 +1,7 @@
 -- name: top_toxic_vectors
 -- answers: Which MLP value vectors can write most along a direction (the toxic probe), and which vocabulary tokens do they promote when they do? A GELU neuron (GPT-2) writes +v_i, so the ranking is by cosine (the paper's); a gated neuron writes ±v_i, so by |cosine|, with sign the sign of m_i that writes toward the direction and top_tokens those of sign·v_i. Given a run, how each neuron fires there (generated tokens): frac_pos (share with m > 0), mean_pos and mean_neg (means of max(m, 0), min(m, 0)) and mean_write (mean of m·⟨v, d̂⟩).
 -- paper: Table 1 (MLP.v_770^19 and the other top MLP.v_Toxic of GPT-2 medium, with their top tokens); Table 6 for Llama-2
--- needs: actwh vectors WH --model MODEL; the direction (actwh probe, or actwh directions add); for run, any run of the model or a related one
+-- needs: actwh index-vectors WH --model MODEL; the direction (actwh train-probe, or actwh directions add); for run, any run of the model or a related one
 -- param model: the model whose value vectors are ranked
 -- param direction = "toxic_probe": the direction (the model's own, else its nearest ancestor's)
 -- param k = 20: how many value vectors

@@ -182,3 +182,21 @@ def test_vectors_of_a_value_the_table_does_not_hold_is_an_error(made):
         ):
             with pytest.raises(NotFound, match=re.escape(named)):
                 w.vectors("residuals", **filters)
+
+
+def test_info_queries_name_and_sql_file(made, tmp_path):
+    """The CLI's front door: an overview, one analysis explained, SQL from a file."""
+    _, wh = made
+    info = CliRunner().invoke(main, ["info", str(wh)])
+    assert info.exit_code == 0, info.output
+    for part in ("models:", "runs:", "tiny-gpt2", "resid_mid", "1-2", "directions:", "rnd"):
+        assert part in info.output
+    one = CliRunner().invoke(main, ["queries", str(wh), "activation_drop"])
+    assert one.exit_code == 0 and "base_run (required)" in one.output
+    assert f"example: actwh query {wh} activation_drop -p base_run=..." in one.output
+    script = tmp_path / "count.sql"
+    script.write_text("select count(*) as n from runs\n")
+    out = CliRunner().invoke(main, ["sql", str(wh), str(script), "--csv"])
+    assert out.exit_code == 0 and out.stdout == "n\n1\n"
+    missing = CliRunner().invoke(main, ["sql", str(wh), str(tmp_path / "nope.sql")])
+    assert missing.exit_code == 2 and "nope.sql: No such file" in missing.stderr
