@@ -1,8 +1,11 @@
-"""Output options shared by the commands that print a table: --table, --csv, --json, --parquet."""
+"""Output options shared by the commands that print a table: --table, --markdown, --csv, --json,
+--parquet. Every format shows a value with the same digits (as CSV writes it) and never cuts one
+short; lists are JSON arrays in CSV and JSON alike."""
 
 from __future__ import annotations
 
 import functools
+import shutil
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,8 +21,13 @@ def output_options(command):
     """Add the output-format options to a click command; it receives ``output=(format, path)``."""
 
     @click.option(
-        "--table", "fmt", flag_value="table", default=True, help="Aligned table (default)."
+        "--table",
+        "fmt",
+        flag_value="table",
+        default=True,
+        help="Aligned table; rows wider than the terminal print as records (default).",
     )
+    @click.option("--markdown", "fmt", flag_value="markdown", help="A GitHub Markdown table.")
     @click.option("--csv", "fmt", flag_value="csv", help="CSV with a header row.")
     @click.option("--json", "fmt", flag_value="json", help="One JSON object a line.")
     @click.option(
@@ -53,8 +61,11 @@ def emit(frames: pl.DataFrame | Iterable[pl.DataFrame], output: tuple[str, str |
         for frame in frames:
             sys.stdout.write(frame.write_ndjson())
     else:
+        width = 0 if fmt == "markdown" else shutil.get_terminal_size((0, 0)).columns
+        shown = 0
         for frame in _regrouped(frames, TABLE_ROWS):
-            _print_table(frame)
+            click.echo(_table(frame, width, first=shown + 1))
+            shown += frame.height
 
 
 TABLE_ROWS = 10_000  # a table gets a header per this many rows; a smaller result, one table
@@ -75,19 +86,37 @@ def _regrouped(frames: Iterable[pl.DataFrame], rows: int) -> Iterable[pl.DataFra
         yield pl.concat(held, how="vertical_relaxed")
 
 
-def _print_table(frame: pl.DataFrame) -> None:
-    frame = frame.with_columns(pl.col(pl.String).str.replace_all("\n", "⏎", literal=True))
-    with pl.Config(
-        tbl_rows=-1,
-        tbl_cols=-1,
-        fmt_str_lengths=60,
-        fmt_table_cell_list_len=10,
-        tbl_width_chars=200,
-        tbl_hide_dataframe_shape=True,
-        tbl_hide_column_data_types=True,
-        tbl_formatting="ASCII_MARKDOWN",
-    ):
-        click.echo(frame)
+def _table(frame: pl.DataFrame, width: int, first: int = 1) -> str:
+    """``frame`` as a Markdown table, or — when that is wider than ``width`` (0: no limit) — as
+    records, one ``column | value`` line each (psql's ``\\x``), numbered from ``first``."""
+    header = frame.columns
+    rows = [[_cell(v) for v in row] for row in _cells(frame).iter_rows()]
+    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(header)]
+    if width and sum(widths) + 3 * len(widths) + 1 > width:
+        name_width = max(len(h) for h in header)
+        lines = []
+        for n, row in enumerate(rows, start=first):
+            lines.append(f"-[ RECORD {n} ]" + "-" * max(0, min(width, 40) - 14 - len(str(n))))
+            lines += [f"{h:<{name_width}} | {v}" for h, v in zip(header, row, strict=True)]
+        return "\n".join(lines)
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line([_cell(h) for h in header]), rule, *(line(r) for r in rows)])
+
+
+def _cell(value: str | None) -> str:
+    """A value inside a table: null spelled out, pipes escaped, line breaks shown as ⏎."""
+    if value is None:
+        return "null"
+    return value.replace("|", "\\|").replace("\n", "⏎")
+
+
+def _cells(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every value as a string, with the digits CSV writes; lists and structs as JSON."""
+    return _flatten(frame).select(pl.all().cast(pl.String))
 
 
 def _write_parquet(frames: Iterable[pl.DataFrame], path: str) -> int:
@@ -112,15 +141,17 @@ def _write_parquet(frames: Iterable[pl.DataFrame], path: str) -> int:
 
 
 def _flatten(frame: pl.DataFrame) -> pl.DataFrame:
-    """CSV has no nested types: write lists and arrays as ``[a, b, ...]``, structs as JSON."""
+    """CSV has no nested types: lists and arrays as JSON arrays (``[" a,b","c"]``: a token's
+    spaces, commas and quotes survive), structs as JSON objects."""
     columns = []
     for name, dtype in frame.schema.items():
         column = pl.col(name)
         if isinstance(dtype, pl.Struct):
             column = column.struct.json_encode()
         elif isinstance(dtype, pl.List | pl.Array):
-            items = column.cast(pl.List(dtype.inner)).list.eval(pl.element().cast(pl.String))
-            column = pl.format("[{}]", items.list.join(", ")).alias(name)
+            # {"v":[...]} less its first 5 and last 1 characters: the list as JSON
+            encoded = pl.struct(column.alias("v")).struct.json_encode().str.slice(5).str.head(-1)
+            column = pl.when(column.is_null()).then(None).otherwise(encoded).alias(name)
         columns.append(column)
     return frame.select(columns)
 

@@ -200,3 +200,39 @@ def test_info_queries_name_and_sql_file(made, tmp_path):
     assert out.exit_code == 0 and out.stdout == "n\n1\n"
     missing = CliRunner().invoke(main, ["sql", str(wh), str(tmp_path / "nope.sql")])
     assert missing.exit_code == 2 and "nope.sql: No such file" in missing.stderr
+
+
+WIDE = (
+    "select 'smollm2-135m-instruct' as model, "
+    + ", ".join(f"{i}.25::FLOAT as column_number_{i}" for i in range(12))
+    + ", [' a,b', 'c\"d'] as top_tokens"
+)
+
+
+def test_a_wide_result_reads_at_the_terminal_width(made):
+    """Wider than the terminal: one record per row, every value whole, the same digits as CSV."""
+    _, wh = made
+    shown = CliRunner().invoke(main, ["sql", str(wh), WIDE], env={"COLUMNS": "100"}).stdout
+    assert shown.startswith("-[ RECORD 1 ]")
+    assert "model            | smollm2-135m-instruct" in shown
+    assert "column_number_11 | 11.25" in shown and max(map(len, shown.splitlines())) <= 100
+    narrow = CliRunner().invoke(main, ["sql", str(wh), "select 1 as a"], env={"COLUMNS": "100"})
+    assert narrow.stdout.splitlines()[:3] == ["| a |", "|---|", "| 1 |"]
+
+
+def test_markdown_is_a_table_and_csv_keeps_lists_whole(made):
+    import csv
+    import io
+    import json
+
+    from markdown_it import MarkdownIt
+
+    _, wh = made
+    markdown = CliRunner().invoke(main, ["sql", str(wh), WIDE, "--markdown"]).stdout
+    tokens = MarkdownIt().enable("table").parse(markdown)
+    assert [t.type for t in tokens].count("th_open") == 14
+    cells = [t.content for t in tokens if t.type == "inline"]
+    assert "smollm2-135m-instruct" in cells and '[" a,b","c\\"d"]' in cells
+    out = CliRunner().invoke(main, ["sql", str(wh), WIDE, "--csv"]).stdout
+    row = next(csv.DictReader(io.StringIO(out)))
+    assert json.loads(row["top_tokens"]) == [" a,b", 'c"d'] and row["column_number_3"] == "3.25"
