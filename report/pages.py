@@ -133,8 +133,14 @@ def _contexts(frame: pl.DataFrame, plan) -> str:
     for r in frame.iter_rows(named=True):
         tuned = "" if r["tuned_act"] is None else f"{r['tuned_act']:+.3f}"
         text = f"{_visible(r['before'])}<mark>{_visible(r['token'])}</mark>{_visible(r['after'])}"
+        # a link only where the report renders that prompt's view: no dead end
+        prompt = (
+            f"<a href='#prompt-{r['prompt']}'>{r['prompt']}</a>"
+            if r["prompt"] in plan.prompts
+            else str(r["prompt"])
+        )
         rows.append(
-            f"<tr><td><a href='#prompt-{r['prompt']}'>{r['prompt']}</a></td><td>{r['pos']}</td>"
+            f"<tr><td>{prompt}</td><td>{r['pos']}</td>"
             f"<td>{r['base_act']:+.3f}</td><td>{tuned}</td><td class='text'>{text}</td></tr>"
         )
     head = (

@@ -772,6 +772,16 @@ def test_query_starts_without_torch(study):
     assert out.stdout.startswith("model,role,parent")
 
 
+def test_every_link_in_the_report_lands(study):
+    """The study's report links only to what it renders: every href="#x" has an id="x"."""
+    import re
+
+    html = (study[0] / "report.html").read_text()
+    targets = set(re.findall(r"""href=["']#([^"']+)["']""", html))
+    ids = set(re.findall(r"""id=["']([^"']+)["']""", html))
+    assert targets and not targets - ids, sorted(targets - ids)
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_report_renders_in_headless_chromium(study, tmp_path):
     page = study[0] / "report.html"
