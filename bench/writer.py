@@ -139,8 +139,8 @@ def pipeline(root: Path, batches: int) -> float:
     from actwh.ingest.batches import BatchRunner, RunSummary
     from actwh.ingest.capture import Capture
     from actwh.ingest.generate import Ran
-    from actwh.ingest.kinds import Request, kinds_for
-    from actwh.ingest.kinds.base import RanBatch
+    from actwh.ingest.kinds.base import RanBatch, Request
+    from actwh.ingest.kinds.registry import kinds_for
     from actwh.ingest.options import IngestOptions
     from actwh.ingest.rows import Flat
     from actwh.warehouse.store import Store

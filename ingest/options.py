@@ -12,6 +12,7 @@ import numpy as np
 
 from actwh.arguments import check, option, option_fields, resume_keys
 from actwh.errors import ActwhError, arg
+from actwh.ingest.kinds.options import LensOptions, NeuronOptions, ProjectionOptions, VectorOptions
 from actwh.models.sites import RESIDUAL_SITES, SITES
 
 if TYPE_CHECKING:
@@ -19,9 +20,9 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class IngestOptions:
-    """Everything that shapes a run: the one declaration of ``actwh ingest``'s flags, of
-    ``Warehouse.ingest``'s keywords and of what a resumed run must match (``resume=True``)."""
+class RunOptions:
+    """What shapes a run beyond what it captures: the model, the prompts, generation, batching,
+    commits. Each capture kind's own options are in :mod:`actwh.ingest.kinds.options`."""
 
     name: str | None = option(
         None, "Run name (default MODEL.PROMPTSET). An unfinished run of that name is resumed."
@@ -35,20 +36,6 @@ class IngestOptions:
     generate: int = option(
         20, "Greedy tokens to generate per prompt (0: prompt only).", resume=True
     )
-    capture: str | Iterable[str] = option(
-        "",
-        "Sites whose full vectors are stored (comma list): resid_pre, resid_mid, resid_post, "
-        "attn_out, mlp_out, mlp_post. Default: none.",
-        resume=True,
-        metavar="SITES",
-    )
-    project: str | Iterable[str] | None = option(
-        None,
-        "Residual sites projected on the model's directions (comma list). Default: the site the "
-        "MLP reads (resid_mid; resid_pre for GPT-NeoX) and resid_post.",
-        resume=True,
-        metavar="SITES",
-    )
     layers: str | int | Iterable[int] | None = option(
         "all", "all, 19, 10-20, or a comma list (0-based).", resume=True
     )
@@ -56,14 +43,6 @@ class IngestOptions:
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
     dtype: Literal["float32", "bfloat16", "float16"] = option(
         "float32", "dtype the model runs in.", resume=True
-    )
-    store_dtype: Literal["float16", "float32"] = option(
-        "float16", "dtype of stored vectors.", resume=True
-    )
-    on_overflow: Literal["scale", "float32", "error"] = option(
-        "scale",
-        "float16 storage of a row with values beyond ±65504: divide it by a power of two (kept "
-        "as its vec_scale; readers apply it), store the block as float32, or stop.",
     )
     max_prompt_tokens: int | None = option(
         None,
@@ -75,28 +54,6 @@ class IngestOptions:
         "Replay the exact token sequences of an earlier run (pairs a tuned model with its base).",
         resume=True,
         metavar="RUN",
-    )
-    track_neurons: str | Iterable[tuple[int, int]] = option(
-        "",
-        "Store mlp_post coefficients of value vectors: 19:770,12:771 or DIRECTION:K (top K by "
-        "cosine, |cosine| for gated MLPs, e.g. toxic_probe:64).",
-        resume=True,
-        metavar="SPEC",
-    )
-    logit_lens: int = option(
-        0, "Store the top-K tokens of the logit lens (0: off).", resume=True, metavar="K"
-    )
-    target_tokens: str | Iterable[str | int] = option(
-        "",
-        "With --logit-lens: probability of these one-token strings at every layer, e.g. "
-        "' crap,#7510'.",
-        resume=True,
-        metavar="TOKENS",
-    )
-    lens_at: Literal["last", "all"] = option(
-        "last",
-        "Logit lens at the last prompt token (what predicts the first generated token) or at all.",
-        resume=True,
     )
     prompt_logprobs: bool = option(
         False,
@@ -120,6 +77,13 @@ class IngestOptions:
     )
     commit_seconds: float = option(120.0, "... or this long after the last commit.", cli=False)
     progress: bool = option(True, "Progress bars.", cli=False)
+
+
+@dataclass
+class IngestOptions(LensOptions, NeuronOptions, ProjectionOptions, VectorOptions, RunOptions):
+    """Everything that shapes a run — the run's options and every capture kind's — as the one
+    declaration of ``actwh ingest``'s flags, of ``Warehouse.ingest``'s keywords and of what a
+    resumed run must match (``option(..., resume=True)``)."""
 
     def as_dict(self) -> dict:
         return asdict(self)

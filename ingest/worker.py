@@ -34,7 +34,8 @@ from actwh.arguments import parse_layers
 from actwh.errors import ActwhError, Notice, arg, from_os_error
 from actwh.ingest.batches import BatchRunner, RunSummary, gap_batches, redo_gaps, run_batches
 from actwh.ingest.capture import Capture
-from actwh.ingest.kinds import Request, kinds_for
+from actwh.ingest.kinds.base import Request
+from actwh.ingest.kinds.registry import kinds_for
 from actwh.ingest.options import (
     RESUME_KEYS,
     IngestOptions,

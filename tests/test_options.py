@@ -16,7 +16,13 @@ from actwh.api.flags import options_of
 from actwh.api.warehouse import Warehouse
 from actwh.arguments import checks_arguments, option, resume_keys, takes_options
 from actwh.errors import ActwhError
-from actwh.ingest.options import RESUME_KEYS, IngestOptions
+from actwh.ingest.kinds.options import (
+    LensOptions,
+    NeuronOptions,
+    ProjectionOptions,
+    VectorOptions,
+)
+from actwh.ingest.options import RESUME_KEYS, IngestOptions, RunOptions
 from actwh.train.options import DPOOptions
 
 
@@ -51,13 +57,17 @@ def test_the_resume_check_reads_the_fields():
 
 
 def test_a_new_field_becomes_a_flag_a_keyword_and_a_resume_key():
-    """A throwaway field added to the options is, with nothing else written: a flag with its
-    choices, default and help; a keyword of the method, checked against its annotation; and a
-    key a resumed run must match."""
+    """A throwaway field added to a capture kind's options (here the logit lens's) is, with
+    nothing else written: a flag with its choices, default and help; a keyword of the method,
+    checked against its annotation; and a key a resumed run must match."""
 
     @dataclass
-    class Extended(IngestOptions):
+    class Lens(LensOptions):
         window: Literal["left", "right"] = option("left", "Which side to read.", resume=True)
+
+    @dataclass
+    class Extended(Lens, NeuronOptions, ProjectionOptions, VectorOptions, RunOptions):
+        pass
 
     got = {}
 
@@ -85,6 +95,14 @@ def test_a_new_field_becomes_a_flag_a_keyword_and_a_resume_key():
     with pytest.raises(ActwhError, match="catalog"):
         Facade().run("m", catalog="sqlite://")
     assert "window" in resume_keys(Extended)
+
+
+def test_every_kind_owns_its_options():
+    """IngestOptions is the run's options plus each kind's, and nothing else."""
+    kinds = (RunOptions, VectorOptions, ProjectionOptions, NeuronOptions, LensOptions)
+    owned = [f.name for kind in kinds for f in fields(kind)]
+    assert sorted(owned) == sorted(f.name for f in fields(IngestOptions))
+    assert len(owned) == len(set(owned))
 
 
 def test_a_wrong_keyword_or_choice_is_refused_by_name(tmp_path):

@@ -10,8 +10,8 @@ directions, tracked neurons, neuron statistics, the logit lens). Its module decl
 * ``rows(batch)``: the fact-table rows of one batch (padding dropped), as :class:`Rows`;
 * ``before_commit()``: rows it accumulates over several batches (statistics), once per commit.
 
-A new kind is one module here, listed in :data:`actwh.ingest.kinds.KINDS`, plus its table in
-``schema.sql``.
+A new kind is one module here, listed in :data:`actwh.ingest.kinds.registry.KINDS`, with its
+options in :mod:`actwh.ingest.kinds.options` and its table in ``schema.sql``.
 """
 
 from __future__ import annotations

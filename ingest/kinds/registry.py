@@ -1,0 +1,13 @@
+"""Which capture kinds a run asks for, in the order their rows are buffered for a batch."""
+
+from __future__ import annotations
+
+from actwh.ingest.kinds import lens, neurons, projections, vectors
+from actwh.ingest.kinds.base import CaptureKind, Request
+
+KINDS = (vectors.make, projections.make, neurons.make_tracked, neurons.make_stats, lens.make)
+
+
+def kinds_for(request: Request) -> list[CaptureKind]:
+    """The kinds ``request`` asks for."""
+    return [kind for make in KINDS if (kind := make(request)) is not None]
