@@ -70,6 +70,8 @@ class StudySettings:
     scorer: str = "profanity"  # chooses the preference pairs
     eval_scorers: tuple[str, ...] = ("profanity", "wordlist")  # the second is independent
     seeds: int = 1  # pairs → DPO → evaluation repeated with this many seeds (0 is the study's)
+    n_prompts: int | None = None  # only the first N shipped prompts (None: all of them)
+    n_f1: int = 200  # the F1 items of each evaluation
     progress: bool = True
 
 
@@ -87,8 +89,29 @@ def study_settings(model: str = "embedded", **more) -> StudySettings:
     return settings
 
 
+def quick_settings(model: str = "embedded", **more) -> StudySettings:
+    """``actwh demo --quick``: the whole study, small — the first 64 shipped prompts, 8 tokens
+    each, 4 DPO steps, the paper's un-aligning scale only — so that every table and every report
+    section has something in it within minutes. Its numbers show the machinery, not findings."""
+    quick = {
+        "n_prompts": 64,
+        "generate": 8,
+        "n_transformed": 4,
+        "track": 16,
+        "dpo": DPOOptions(learning_rate=1e-5, max_steps=4, eval_every=2, patience=5),
+        "unalign_sweep": (),
+        "n_f1": 20,
+    }
+    return study_settings(model, **(quick | more))
+
+
 def split_prompts(
-    source: Path, out: Path, n_transformed: int, transforms, chats: Path | None = None
+    source: Path,
+    out: Path,
+    n_transformed: int,
+    transforms,
+    chats: Path | None = None,
+    limit: int | None = None,
 ) -> tuple[Path, Path, Path]:
     """Even prompts → train (pairs), odd → test (evaluation); the analysis set is the test set
     plus encoded variants of its first ``n_transformed`` non-neutral prompts, linked to them,
@@ -96,7 +119,7 @@ def split_prompts(
     from actwh.ingest.prompts import read_prompts, write_prompts
     from actwh.ingest.transforms import transformed
 
-    shipped = read_prompts(source).prompts
+    shipped = read_prompts(source).prompts[:limit]
     train, test = shipped[0::2], shipped[1::2]
     chosen = [i for i, p in enumerate(test) if p.meta.get("category") != "neutral"][:n_transformed]
     variants = [transformed(test[i], name, i) for name in transforms for i in chosen]
@@ -158,7 +181,7 @@ class Study:
         if chats is None:
             self.echo("      (no chat template: the multi-turn chats are left out)")
         self.train, self.test, self.analysis = split_prompts(
-            shipped_prompts(), out, s.n_transformed, s.transforms, chats
+            shipped_prompts(), out, s.n_transformed, s.transforms, chats, s.n_prompts
         )
         self.step(5, "preference pairs (greedy vs toxic-steered) from the train prompts")
         pairs = self._pairs(0)
@@ -377,6 +400,7 @@ class Study:
                 scorer=s.eval_scorers,
                 generate=s.generate,
                 batch_size=s.batch_size * 2,
+                n_f1=s.n_f1,
                 progress=s.progress,
             )
 
@@ -410,6 +434,11 @@ class Study:
             f"rate {s.dpo.learning_rate:g}, {s.dpo.epochs:g} epochs; {s.seeds} seed(s); "
             f"un-aligning at {sweep}). Written by the demo: do not edit by hand.\n\n"
         )
+        if s.n_prompts is not None:
+            header += (
+                f"A quick study (`--quick`): the first {s.n_prompts} shipped prompts, "
+                f"{s.generate} tokens each — its numbers show the machinery, not findings.\n\n"
+            )
         text = header + "```\n" + "\n".join(printed).strip("\n") + "\n```\n"
         tmp = self.out / ".FINDINGS.md.tmp"  # whole or absent
         tmp.write_text(text)
