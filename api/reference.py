@@ -42,7 +42,7 @@ def cli_reference() -> str:
         "of the same name with underscores (`actwh index-vectors` is `wh.index_vectors`), "
         "and its options are that method's keywords.",
         "",
-        "Shell completion (click's): add `eval \"$(_ACTWH_COMPLETE=bash_source actwh)\"` to "
+        'Shell completion (click\'s): add `eval "$(_ACTWH_COMPLETE=bash_source actwh)"` to '
         "`~/.bashrc` (`zsh_source` for `~/.zshrc`, `fish_source` for fish).",
         "",
     ]
