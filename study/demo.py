@@ -105,6 +105,11 @@ def quick_settings(model: str = "embedded", **more) -> StudySettings:
     return study_settings(model, **(quick | more))
 
 
+def _length(dpo: DPOOptions) -> str:
+    """How long DPO trains: ``2 epochs``, or ``4 steps`` where max_steps stops it first."""
+    return f"{dpo.max_steps} steps" if dpo.max_steps else f"{dpo.epochs:g} epochs"
+
+
 def split_prompts(
     source: Path,
     out: Path,
@@ -187,7 +192,7 @@ class Study:
         pairs = self._pairs(0)
         n_pairs = sum(1 for line in pairs.read_text().splitlines() if line.strip())
         self.step(
-            6, f"DPO on {n_pairs} pairs (lr {s.dpo.learning_rate:g}, {s.dpo.epochs:g} epochs)"
+            6, f"DPO on {n_pairs} pairs (lr {s.dpo.learning_rate:g}, {_length(s.dpo)})"
         )
         self._dpo(0, pairs)
         self.tuned = wh.load_model("dpo")
@@ -431,7 +436,7 @@ class Study:
         header = (
             f"# Findings: actwh demo --model {s.model}\n\n"
             f"What `actwh demo` printed at the end (the model {self.base.name}; DPO at learning "
-            f"rate {s.dpo.learning_rate:g}, {s.dpo.epochs:g} epochs; {s.seeds} seed(s); "
+            f"rate {s.dpo.learning_rate:g}, {_length(s.dpo)}; {s.seeds} seed(s); "
             f"un-aligning at {sweep}). Written by the demo: do not edit by hand.\n\n"
         )
         if s.n_prompts is not None:
