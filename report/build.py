@@ -298,9 +298,12 @@ def _table1(wh: Warehouse, p: Plan):
         if p.base_run
         else models["model"][0]
     )
-    table = wh.query("top_toxic_vectors", model=base_model, direction=p.direction, k=15)
+    table = wh.query(
+        "top_toxic_vectors", model=base_model, direction=p.direction, k=15, run=p.base_run
+    )
     _need(table.height > 0, f"no direction {p.direction!r}")
     table = table.with_columns(pl.col("top_tokens").list.join(" | "))
+    table = table.select([c for c in table.columns if table[c].null_count() < table.height])
     return (
         f"Value vectors of {base_model} nearest {p.direction} and the tokens they promote "
         "(Table 1).",
@@ -458,7 +461,7 @@ def build_sections(wh: Warehouse, plan: Plan) -> list[Section]:
 def _html_table(frame: pl.DataFrame) -> str:
     def cell(value) -> str:
         if isinstance(value, float):
-            return f"{value:.4g}"
+            return _digits(value)
         return html.escape(str(value)) if value is not None else ""
 
     head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
@@ -466,6 +469,15 @@ def _html_table(frame: pl.DataFrame) -> str:
         "<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in frame.iter_rows()
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _digits(value: float) -> str:
+    """Four significant digits, or as many as it takes not to round a value to a round 1, −1 or
+    0 that it is not (a cosine of 0.999996 is not 1)."""
+    text = f"{value:.4g}"
+    if float(text) != value and float(text) in (1.0, -1.0, 0.0):
+        text = f"{value:.7g}"
+    return text
 
 
 _PAGE = """<!DOCTYPE html>
