@@ -50,13 +50,20 @@ def activation_drop(frame: pl.DataFrame, base_run: str, tuned_run: str) -> alt.C
         value_name="write",
     )
     long = long.with_columns(
-        pl.col("run").replace({"base_write": base_run, "tuned_write": tuned_run})
+        pl.col("run").replace({"base_write": base_run, "tuned_write": tuned_run}),
+        # the tuned bar's whisker: the paired change's 95% interval, from the base run's write
+        lo=pl.col("write") - pl.col("write_change") + pl.col("write_change_lo"),
+        hi=pl.col("write") - pl.col("write_change") + pl.col("write_change_hi"),
     )
-    return (
+    long = long.with_columns(
+        [pl.when(pl.col("run") == tuned_run).then(pl.col(c)).alias(c) for c in ("lo", "hi")]
+    )
+    x = alt.X("vector:N", sort=None, title="neuron (layer, index)")
+    bars = (
         alt.Chart(_data(long))
         .mark_bar()
         .encode(
-            x=alt.X("vector:N", sort=None, title="neuron (layer, index)"),
+            x=x,
             xOffset="run:N",
             y=alt.Y("write:Q", title="mean write along the direction, m·⟨v, d̂⟩"),
             color=alt.Color("run:N", title="run"),
@@ -72,11 +79,17 @@ def activation_drop(frame: pl.DataFrame, base_run: str, tuned_run: str) -> alt.C
                 "write_change_hi:Q",
             ],
         )
-        .properties(
-            title="Figure 2 — what the top toxic neurons write, over generated tokens",
-            width=WIDTH,
-            height=260,
-        )
+    )
+    whiskers = (
+        alt.Chart(_data(long))
+        .mark_rule(color="black")
+        .encode(x=x, xOffset="run:N", y="lo:Q", y2="hi:Q")
+    )
+    return (bars + whiskers).properties(
+        title="Figure 2 — what the top toxic neurons write, over generated tokens "
+        "(whiskers: the change's 95% interval over prompts)",
+        width=WIDTH,
+        height=260,
     )
 
 
