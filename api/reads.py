@@ -34,24 +34,8 @@ _FILTER_ARGS = {"run": "runs", "layer": "layers", "site": "sites", "model": "mod
 
 @checks_arguments
 class Reads:
-    """What a :class:`~actwh.api.warehouse.Warehouse` reads (see there): opening, the snapshot
-    rule, SQL, named queries, frames, vectors, search and exports.
-
-    **What a read sees.** Queries see a snapshot of what was committed when the first read after
-    opening (or after the last write through this object) ran; a commit landing meanwhile is
-    never half-visible. Every write method refreshes the snapshot when it returns, so this object
-    always shows its own writes; call :meth:`refresh` to see writes made by other processes.
-
-    Write methods take a model as a registered name, a source (``embedded``, a hub id, a local
-    directory, a ``.gguf`` file) or a model already loaded with :meth:`load_model`.
-
-    Examples
-    --------
-    >>> import actwh
-    >>> wh = actwh.open("wh/", create=True)
-    >>> wh.ingest("embedded", generate=20, capture=["resid_mid"], name="base")
-    >>> wh.sql("select layer, count(*) as n from residuals group by layer order by layer")
-    >>> wh.scan("tokens").filter(pl.col("is_generated")).collect()
+    """What a :class:`~actwh.api.warehouse.Warehouse` reads: opening, the snapshot rule (see
+    there), SQL, named queries, frames, vectors, search and exports. Nothing here imports torch.
     """
 
     def __init__(self, path: str | Path, *, create: bool = False, catalog: str | None = None):
