@@ -6,7 +6,7 @@ for a batch of queries, top-20 value vectors by cosine:
 * baseline — ``toxicity/eval_interventions/hook_utils.py: rank_value_vecs``: for each layer
   ``F.cosine_similarity(W_out, q)``, ``topk(100)``, pool the 24 × 100 candidates, sort;
 * actwh — ``VectorIndex.search`` on the exact ``IndexFlatIP`` over normalised vectors, the whole
-  batch at once (what ``Warehouse.nearest`` and ``actwh search`` call).
+  batch at once (what ``Warehouse.search`` and ``actwh search`` call).
 
 Both return the same top 20 (checked). Run: ``python -m bench.search [--queries 64]``.
 """
