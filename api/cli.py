@@ -417,7 +417,7 @@ def export_dataset(warehouse, out, run, sites, layers, layout, context_size, qui
 @click.option(
     "--quick",
     is_flag=True,
-    help="A small but complete study in minutes (64 prompts, 8 tokens, 4 DPO steps, no sweep): "
+    help="A small but complete study in minutes (48 prompts, 8 tokens, 4 DPO steps, no sweep): "
     "every table and report section filled, to explore; its numbers are not findings.  "
     "[out: demo-quick]",
 )

@@ -90,11 +90,13 @@ def study_settings(model: str = "embedded", **more) -> StudySettings:
 
 
 def quick_settings(model: str = "embedded", **more) -> StudySettings:
-    """``actwh demo --quick``: the whole study, small — the first 64 shipped prompts, 8 tokens
-    each, 4 DPO steps, the paper's un-aligning scale only — so that every table and every report
-    section has something in it within minutes. Its numbers show the machinery, not findings."""
+    """``actwh demo --quick``: the whole study, small — the first 48 shipped prompts, 8 tokens
+    each, 4 DPO steps, the paper's un-aligning scale only (no sweep, no keys by selectivity) — so
+    that every table and every report section has something in it within minutes. Its numbers
+    show the machinery, not findings."""
     quick = {
-        "n_prompts": 64,
+        "n_prompts": 48,
+        "selective_keys": False,
         "generate": 8,
         "n_transformed": 4,
         "track": 16,
