@@ -1150,3 +1150,18 @@ def test_drop_baseline_by_hand_with_intervals(wh):
     )["m"]
     assert untracked["n_neurons"] == by_hand.len()
     assert untracked["base_abs"] == pytest.approx(by_hand.abs().sum(), rel=1e-6)
+
+
+def test_the_quick_demo_is_the_study_made_small(tmp_path):
+    """`actwh demo --quick` runs the same steps on the first shipped prompts, with no sweep."""
+    from actwh.ingest.prompts import read_prompts, shipped_prompts
+    from actwh.study.demo import quick_settings, split_prompts
+
+    quick = quick_settings("embedded", progress=False)
+    assert quick.unalign_sweep == () and not quick.selective_keys and quick.dpo.max_steps == 4
+    train, test, analysis = split_prompts(
+        shipped_prompts(), tmp_path, 2, ("rot13",), limit=quick.n_prompts
+    )
+    sizes = [len(read_prompts(p).prompts) for p in (train, test, analysis)]
+    assert sizes == [quick.n_prompts // 2, quick.n_prompts // 2, quick.n_prompts // 2 + 2]
+    assert quick_settings("gemma3-270m").dpo.learning_rate == 1e-6
