@@ -23,7 +23,7 @@ from tiny_models import build_gpt2
 
 import actwh
 from actwh.api.cli import main
-from actwh.errors import ActwhError
+from actwh.errors import ActwhError, NotFound
 from actwh.study.demo import StudySettings, run_study
 from actwh.train.options import DPOOptions
 
@@ -746,7 +746,9 @@ def test_a_python_analysis_declares_what_its_function_takes():
 
 def test_parameters_are_bound_not_formatted(wh):
     hostile = "dpo' OR 1=1; DROP VIEW weight_diffs; --"
-    assert wh.query("weight_similarity", model=hostile).height == 0
+    with pytest.raises(NotFound, match="no such model"):  # a name, checked: never SQL
+        wh.query("weight_similarity", model=hostile)
+    assert wh.sql("select count(*) from weight_diffs where model = $m", {"m": hostile}).item() == 0
     assert wh.query("weight_similarity", model="dpo").height > 0
 
 
