@@ -193,9 +193,7 @@ class Study:
         self.step(5, "preference pairs (greedy vs toxic-steered) from the train prompts")
         pairs = self._pairs(0)
         n_pairs = sum(1 for line in pairs.read_text().splitlines() if line.strip())
-        self.step(
-            6, f"DPO on {n_pairs} pairs (lr {s.dpo.learning_rate:g}, {_length(s.dpo)})"
-        )
+        self.step(6, f"DPO on {n_pairs} pairs (lr {s.dpo.learning_rate:g}, {_length(s.dpo)})")
         self._dpo(0, pairs)
         self.tuned = wh.load_model("dpo")
 
