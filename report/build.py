@@ -498,6 +498,7 @@ _PAGE = """<!DOCTYPE html>
   nav {{ font-size: 13px; columns: 3; }}
   nav a {{ display: block; }}
   table.contexts td.text {{ text-align: left; white-space: pre-wrap; font-family: monospace; }}
+  .legend {{ font-size: 11px; color: #555; font-weight: normal; }}
   mark {{ background: #fdd49e; font-weight: bold; }}
   .tokens p {{ white-space: pre-wrap; font-family: monospace; font-size: 13px; line-height: 1.7; }}
   .tokens .gen {{ border-bottom: 2px solid #555; }}

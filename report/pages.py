@@ -269,7 +269,16 @@ def _text_row(label: str, tokens: pl.DataFrame, values: dict[int, float], scale:
         kind = " class='gen'" if t["is_generated"] else ""
         title = html.escape(f"{t['token']!r} pos {t['pos']}: {shown}", quote=True)
         spans.append(f'<span{kind}{style} title="{title}">{_visible(t["token"])}</span>')
-    return f"<p><b>{html.escape(label)}</b><br>{''.join(spans)}</p>"
+    return f"<p><b>{html.escape(label)}</b> {_legend(scale)}<br>{''.join(spans)}</p>"
+
+
+def _legend(scale: float) -> str:
+    """The colour scale of a token row: full blue at −scale, white at 0, full red at +scale."""
+    stops = (-scale, -scale / 2, 0.0, scale / 2, scale)
+    swatches = "".join(
+        f"<span style='background:{_colour(v, scale)}'>&nbsp;{v:+.3g}&nbsp;</span>" for v in stops
+    )
+    return f"<span class='legend'>colour: {swatches}</span>"
 
 
 def _colour(value: float, scale: float) -> str:
