@@ -1219,9 +1219,21 @@ def score(warehouse, run, scorer):
     type=int,
     help="Add a token view of prompt N (repeatable).",
 )
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--force", is_flag=True, help="Replace OUT even if it is not an earlier report.")
 def report(
-    warehouse, out, base_run, tuned_run, direction, token, layer, scorer, neurons, prompts, force
+    warehouse,
+    out,
+    base_run,
+    tuned_run,
+    direction,
+    token,
+    layer,
+    scorer,
+    neurons,
+    prompts,
+    quiet,
+    force,
 ):
     """Write the paper's figures and tables, computed from WAREHOUSE, as one HTML page.
 
@@ -1249,6 +1261,7 @@ def report(
             neurons=[_layer_neuron(n, "--neuron") for n in neurons],
             prompts=prompts,
             force=force,
+            progress=not quiet,
         )
     plan = written.plan
     click.echo(

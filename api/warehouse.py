@@ -768,6 +768,7 @@ class Warehouse(Reads):
         neurons: Iterable[tuple[int, int]] = (),
         prompts: Iterable[int] = (),
         force: bool = False,
+        progress: bool = True,
     ) -> Written:
         """Write the paper's figures and tables as one offline HTML page (and a PNG per chart
         beside it), with a page per top value vector of the direction and a token-by-token
@@ -792,4 +793,4 @@ class Warehouse(Reads):
             neurons=list(neurons),
             prompts=list(prompts),
         )
-        return write_report(self, out, plan, force)
+        return write_report(self, out, plan, force, progress)

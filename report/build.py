@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import altair as alt
 import polars as pl
+from tqdm.auto import tqdm
 
 from actwh.errors import ActwhError, NotFound, arg, unknown
 from actwh.queries.pca import pca_shift
@@ -201,13 +202,13 @@ def _check_pages(wh: Warehouse, plan: Plan, neurons, prompts) -> None:
 
 
 def _section(wh: Warehouse, plan: Plan, key: str, title: str, build) -> Section:
-    """Run ``build(wh, plan)`` → (note, chart, table); a missing input becomes the section's
-    note."""
+    """Run ``build(wh, plan)`` → (note, chart, table[, html]); a missing input becomes the
+    section's note."""
     try:
-        note, chart, table = build(wh, plan)
+        note, chart, table, *more = build(wh, plan)
     except NotFound as error:  # only what is missing; any other error is a real one
         return Section(key, title, f"Not available: {error}")
-    return Section(key, title, note, chart, table)
+    return Section(key, title, note, chart, table, html=more[0] if more else "")
 
 
 def _need(condition: bool, what: str) -> None:
@@ -439,23 +440,35 @@ SECTIONS = (
 )
 
 
-def build_sections(wh: Warehouse, plan: Plan) -> list[Section]:
-    sections = [_section(wh, plan, key, title, build) for key, title, build in SECTIONS]
+def build_sections(wh: Warehouse, plan: Plan, progress: bool = False) -> list[Section]:
+    """The paper's sections, then a page per neuron and a view per prompt of the plan."""
+    jobs = [(key, title, build) for key, title, build in SECTIONS]
     for layer, neuron in plan.neurons:
-        key, title = f"neuron-L{layer}-{neuron}", f"Neuron L{layer} #{neuron}"
-        try:
-            note, chart, more = neuron_page(wh, plan, layer, neuron)
-            sections.append(Section(key, title, note, chart, html=more))
-        except ActwhError as error:
-            sections.append(Section(key, title, f"Not available: {error}"))
+        jobs.append(
+            (f"neuron-L{layer}-{neuron}", f"Neuron L{layer} #{neuron}", _neuron(layer, neuron))
+        )
     for prompt in plan.prompts:
-        key, title = f"prompt-{prompt}", f"Prompt {prompt}, token by token"
-        try:
-            note, more = prompt_view(wh, plan, prompt)
-            sections.append(Section(key, title, note, html=more))
-        except ActwhError as error:
-            sections.append(Section(key, title, f"Not available: {error}"))
-    return sections
+        jobs.append((f"prompt-{prompt}", f"Prompt {prompt}, token by token", _prompt(prompt)))
+    return [
+        _section(wh, plan, key, title, build)
+        for key, title, build in tqdm(jobs, desc="report", unit="section", disable=not progress)
+    ]
+
+
+def _neuron(layer: int, neuron: int):
+    def build(wh: Warehouse, plan: Plan):
+        note, chart, more = neuron_page(wh, plan, layer, neuron)
+        return note, chart, None, more
+
+    return build
+
+
+def _prompt(prompt: int):
+    def build(wh: Warehouse, plan: Plan):
+        note, more = prompt_view(wh, plan, prompt)
+        return note, None, None, more
+
+    return build
 
 
 def _html_table(frame: pl.DataFrame) -> str:
@@ -559,7 +572,11 @@ def report_files(out: str | Path, force: bool = False) -> Path:
 
 
 def write_report(
-    wh: Warehouse, out: str | Path, plan: Plan | None = None, force: bool = False
+    wh: Warehouse,
+    out: str | Path,
+    plan: Plan | None = None,
+    force: bool = False,
+    progress: bool = False,
 ) -> Written:
     """Write the HTML page and a PNG per chart (``NAME.KEY.png`` beside it). The page may
     replace an earlier report (see :func:`report_files`); a chart replaces a PNG only when it
@@ -567,7 +584,7 @@ def write_report(
     import vl_convert
 
     plan = plan or make_plan(wh)
-    sections = build_sections(wh, plan)
+    sections = build_sections(wh, plan, progress)
     out = report_files(out, force)
     specs, parts, pngs = {}, [], []
     for s in sections:
@@ -600,7 +617,8 @@ def write_report(
         specs=script_json(specs),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    for png, spec in zip(pngs, specs.values(), strict=True):
+    charts_out = zip(pngs, specs.values(), strict=True)
+    for png, spec in tqdm(list(charts_out), desc="charts", unit="png", disable=not progress):
         png.write_bytes(vl_convert.vegalite_to_png(json.dumps(spec), scale=2))
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page)

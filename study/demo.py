@@ -413,7 +413,9 @@ class Study:
         self.step(10, "named analyses and the report")
         if not self.has("scores where run = 'base' and scorer = $s", s=self.s.scorer):
             self.wh.score("base", scorer=self.s.scorer)  # labels for selectivity
-        written = self.wh.report(self.out / "report.html", scorer=self.s.scorer)
+        written = self.wh.report(
+            self.out / "report.html", scorer=self.s.scorer, progress=self.s.progress
+        )
         from actwh.study.findings import collect_findings, print_findings
 
         findings = collect_findings(self.wh, self.base.name, self.s.scorer, written.plan.layer)
