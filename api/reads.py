@@ -446,11 +446,26 @@ class Reads:
 
         >>> wh.files("tokens", runs="base")
         """
-        from actwh.warehouse.export import check_filters, committed_files, table_spec
+        from actwh.warehouse.export import check_filters, committed_files, readable, table_spec
 
-        filters = self._export_filters(runs=runs, layers=layers, models=models)
-        check_filters(table_spec(table), filters, _FILTER_ARGS)
-        return [self.root / p for p in committed_files(self.snapshot, table, filters)]
+        if self._snapshot is not None:  # the views are built: they know what is unreadable
+            sql, snapshot = self.sql, self._snapshot
+        else:  # the catalog alone: a listing need not read every file's footer
+            snapshot = Snapshot(self.store, views=False)
+
+            def sql(query: str, params: dict | list | None = None) -> pl.DataFrame:
+                return _frame(snapshot.execute(query, params))
+
+        try:
+            filters = self._export_filters(sql, runs=runs, layers=layers, models=models)
+            check_filters(table_spec(table), filters, _FILTER_ARGS)
+            listed = committed_files(snapshot, table, filters)
+            if snapshot is not self._snapshot:
+                readable(self.root, table, listed)  # a damaged file is an error, as in a query
+        finally:
+            if snapshot is not self._snapshot:
+                snapshot.close()
+        return [self.root / p for p in listed]
 
     def export(
         self,
@@ -473,7 +488,9 @@ class Reads:
         from actwh.warehouse.export import check_filters, export_table, table_spec
 
         target = outside(out, "out")
-        filters = self._export_filters(runs=runs, layers=layers, sites=sites, models=models)
+        filters = self._export_filters(
+            self.sql, runs=runs, layers=layers, sites=sites, models=models
+        )
         check_filters(table_spec(table), filters, _FILTER_ARGS)
         return export_table(self.snapshot, table, target, filters, progress)
 
@@ -516,8 +533,9 @@ class Reads:
             self.sql, target, run, points, layout, context_size, progress=progress
         )
 
-    def _export_filters(self, **filters) -> dict[str, list]:
-        """Export filters by column: ``runs`` → ``run``; a name or a list, layers as usual."""
+    def _export_filters(self, sql, **filters) -> dict[str, list]:
+        """Export filters by column: ``runs`` → ``run``; a name or a list, layers as usual;
+        ``sql`` answers the name checks."""
         from actwh.arguments import names, parse_layers
 
         columns: dict[str, list] = {}
@@ -525,12 +543,12 @@ class Reads:
             if value is None:
                 continue
             if name == "layers":
-                most = self.sql("select coalesce(max(n_layers), 0) from models").item()
+                most = sql("select coalesce(max(n_layers), 0) from models").item()
                 columns["layer"] = parse_layers(value, most)
             else:
                 columns[name.removesuffix("s")] = names(value)
         for column, table in (("run", "runs"), ("model", "models")):
-            known = set(self.sql(f"select name from {table}")["name"])
+            known = set(sql(f"select name from {table}")["name"])
             unknown = [v for v in columns.get(column, []) if v not in known]
             if unknown:
                 listing = ", ".join(sorted(known, key=natural_key)) or "none"

@@ -236,3 +236,16 @@ def test_markdown_is_a_table_and_csv_keeps_lists_whole(made):
     out = CliRunner().invoke(main, ["sql", str(wh), WIDE, "--csv"]).stdout
     row = next(csv.DictReader(io.StringIO(out)))
     assert json.loads(row["top_tokens"]) == [" a,b", 'c"d'] and row["column_number_3"] == "3.25"
+
+
+def test_listing_files_reads_the_catalog_alone(made):
+    """`actwh files` answers from the catalog: it builds no view over every committed file (the
+    cost that kept it from starting in under a second), and still names a damaged file."""
+    import actwh
+
+    _, wh = made
+    with actwh.open(wh) as w:
+        listed = w.files("residuals", runs="base", layers=[1])
+        assert listed and all(p.suffix == ".parquet" for p in listed)
+        assert w._snapshot is None  # no snapshot with views was built
+        assert w.files("residuals", runs="base", layers=[1]) == listed

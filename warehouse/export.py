@@ -56,6 +56,18 @@ def check_filters(spec: FactTable, filters: dict[str, list], names: dict[str, st
             )
 
 
+def readable(root: Path, table: str, paths: list[str]) -> None:
+    """Raise, naming ``actwh check``, when a listed file of ``table`` cannot be read (its
+    Parquet footer): what a query of it would say."""
+    for path in paths:
+        try:
+            pq.read_metadata(root / path)
+        except (OSError, pa.ArrowException) as error:
+            raise ActwhError(
+                f"cannot read table {table}: {Path(path).name}: {error} (run: actwh check WH)"
+            ) from None
+
+
 def committed_files(snapshot, table: str, filters: dict[str, list]) -> list[str]:
     """The committed files of ``table`` (paths relative to the warehouse), keeping those whose
     partition values pass ``filters`` (filters on other columns do not narrow files)."""

@@ -64,7 +64,9 @@ class Snapshot:
         For each fact table with a vector column, the vector sizes present in its files.
     """
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, views: bool = True):
+        """``views=False``: the catalog only (what is committed, no fact-table views or
+        macros), for listing files: it skips reading every committed file's footer."""
         self.store = store
         self.files: dict[str, list[str]] = defaultdict(list)
         self.vector_sizes: dict[str, set[int]] = defaultdict(set)
@@ -74,7 +76,7 @@ class Snapshot:
         path = str(Path(self._dir.name) / "snapshot.duckdb")
         self.con = duckdb.connect(path)
         try:
-            self._build()
+            self._build(views)
         finally:
             self.con.close()
         self.con = duckdb.connect(path, read_only=True)
@@ -99,9 +101,11 @@ class Snapshot:
         ):
             self.con.execute(setting)
 
-    def _build(self) -> None:
+    def _build(self, views: bool = True) -> None:
         """Catalog tables, fact-table views and macros, in the database being built."""
         self._copy_catalog()
+        if not views:
+            return
         self._decode_directions()
         # A table whose files DuckDB cannot read (damaged on disk) does not take the others down:
         # its view is left empty, and a query or a file listing that names it gets the reason.
