@@ -323,7 +323,7 @@ def _figure1(wh: Warehouse, p: Plan):
     return (
         f"Probability of {p.token!r} read through the final norm and unembedding at every "
         "layer, at the last prompt token.",
-        charts.logit_lens(frame, token),
+        charts.logit_lens(frame, token, p.base_run, p.tuned_run),
         peak,
     )
 

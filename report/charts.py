@@ -12,7 +12,21 @@ def _data(frame: pl.DataFrame) -> alt.Data:
     return alt.Data(values=frame.to_dicts())
 
 
-def logit_lens(frame: pl.DataFrame, token: str) -> alt.Chart:
+# One colour per run in every figure: the base run blue, the tuned run orange, any other after.
+RUN_COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#b279a2", "#9d755d", "#bab0ac")
+
+
+def run_colour(frame: pl.DataFrame, base_run: str | None, tuned_run: str | None) -> alt.Color:
+    """Colour by ``run``, the same run the same colour throughout the report."""
+    first = [r for r in (base_run, tuned_run) if r]
+    runs = first + sorted(set(frame["run"].to_list()) - set(first))
+    colours = [RUN_COLOURS[i % len(RUN_COLOURS)] for i in range(len(runs))]
+    return alt.Color("run:N", title="run", scale=alt.Scale(domain=runs, range=colours))
+
+
+def logit_lens(
+    frame: pl.DataFrame, token: str, base_run: str | None = None, tuned_run: str | None = None
+) -> alt.Chart:
     """Figure 1: P(token) layer by layer (``logit_lens_target``), one line per run."""
     return (
         alt.Chart(_data(frame))
@@ -20,8 +34,11 @@ def logit_lens(frame: pl.DataFrame, token: str) -> alt.Chart:
         .encode(
             x=alt.X("layer:Q", title="layer", axis=alt.Axis(tickMinStep=1)),
             y=alt.Y("mean_prob:Q", title=f"mean P({token!r})", scale=alt.Scale(type="log")),
-            color=alt.Color("run:N", title="run"),
-            strokeDash=alt.StrokeDash("site:N", title="site"),
+            color=run_colour(frame, base_run, tuned_run),
+            # the legend draws each site's dash (a point symbol would look the same for both)
+            strokeDash=alt.StrokeDash(
+                "site:N", title="site", legend=alt.Legend(symbolType="stroke")
+            ),
             tooltip=["run:N", "layer:Q", "site:N", "mean_prob:Q", "ci95:Q", "n:Q"],
         )
         .properties(
@@ -66,7 +83,7 @@ def activation_drop(frame: pl.DataFrame, base_run: str, tuned_run: str) -> alt.C
             x=x,
             xOffset="run:N",
             y=alt.Y("write:Q", title="mean write along the direction, m·⟨v, d̂⟩"),
-            color=alt.Color("run:N", title="run"),
+            color=run_colour(long, base_run, tuned_run),
             tooltip=[
                 "vector:N",
                 "run:N",
@@ -211,7 +228,13 @@ def residual_offset(frame: pl.DataFrame, direction: str) -> alt.Chart:
     )
 
 
-def neuron_histogram(frame: pl.DataFrame, layer: int, neuron: int) -> alt.Chart:
+def neuron_histogram(
+    frame: pl.DataFrame,
+    layer: int,
+    neuron: int,
+    base_run: str | None = None,
+    tuned_run: str | None = None,
+) -> alt.Chart:
     """A neuron's coefficient over every stored token (``neuron_histogram``), one colour per
     run: the share of each run's tokens in each bin."""
     return (
@@ -220,7 +243,7 @@ def neuron_histogram(frame: pl.DataFrame, layer: int, neuron: int) -> alt.Chart:
         .encode(
             x=alt.X("bin_lo:Q", title=f"coefficient m of L{layer} #{neuron}"),
             y=alt.Y("share:Q", title="share of tokens", scale=alt.Scale(type="symlog")),
-            color=alt.Color("run:N", title="run"),
+            color=run_colour(frame, base_run, tuned_run),
             tooltip=["run:N", "bin_lo:Q", "bin_hi:Q", "tokens:Q", "share:Q"],
         )
         .properties(title=f"L{layer} #{neuron}: coefficient distribution", width=380, height=200)

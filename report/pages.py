@@ -112,7 +112,7 @@ def neuron_page(wh: Warehouse, plan, layer: int, neuron: int):
         contexts = wh.query("neuron_contexts", **runs, sign=sign, k=10)
         histogram = wh.query("neuron_histogram", **runs, bins=40)
         if histogram.height:
-            chart = charts.neuron_histogram(histogram, layer, neuron)
+            chart = charts.neuron_histogram(histogram, layer, neuron, plan.base_run, plan.tuned_run)
             parts.append(_contexts(contexts, plan))
         else:
             parts.append(
