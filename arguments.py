@@ -134,6 +134,15 @@ def _hints(method: Callable, signature: inspect.Signature) -> dict:
     return hints
 
 
+def exactly_one(**choices) -> str:
+    """The name of the one argument among ``choices`` that is given (not None); anything else
+    is an error naming them all."""
+    given = [name for name, value in choices.items() if value is not None]
+    if len(given) != 1:
+        raise BadInput("give exactly one of " + ", ".join(arg(name) for name in choices))
+    return given[0]
+
+
 def names(spec: str | Iterable[str]) -> list[str]:
     """Names given as one comma list, or as an iterable of names or comma lists (what a CLI
     option that repeats, ``--run a --run b,c``, hands over): ``["a", "b", "c"]``."""
@@ -251,7 +260,6 @@ def takes_options(cls: type, *, exclude: tuple[str, ...] = ()) -> Callable:
             if f.name not in taken and f.name not in exclude
         ]
         method.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
-        method.__options__ = cls  # type: ignore[attr-defined]
         return method
 
     return decorate

@@ -20,16 +20,14 @@ from actwh.models.shipped import SHIPPED
 from actwh.train.options import DPOOptions
 from actwh.warehouse.layout import PROBE, shown_url
 
-# Library arguments whose flag is not ``--`` + the argument's name with dashes.
-FLAGS: dict[str, str] = {}
-
 
 def flag(argument: str) -> str:
-    """How the CLI names a library argument in an error message: its flag."""
+    """How the CLI names a library argument in an error message: its flag — ``--`` and the name
+    with dashes, unless the command says otherwise (``context.meta["flags"]``)."""
     context = click.get_current_context(silent=True)
     if context and context.meta.get("query_params"):  # actwh query/sql: every argument is -p K=V
         return f"-p {argument}"
-    overrides = {**FLAGS, **(context.meta.get("flags", {}) if context else {})}
+    overrides = context.meta.get("flags", {}) if context else {}
     return overrides.get(argument, "--" + argument.replace("_", "-"))
 
 
@@ -430,10 +428,9 @@ def export_dataset(warehouse, out, run, sites, layers, layout, context_size, qui
 )
 @click.option(
     "--sweep",
-    default="2,5",
-    show_default=True,
     help="Scales of the un-aligning sweep besides the paper's ×10, comma-separated (each is "
-    "a variant and its control, evaluated: about 3 minutes each on SmolLM2 here).",
+    "a variant and its control, evaluated: about 3 minutes each on SmolLM2 here).  "
+    "[default: 2,5; none with --quick]",
 )
 def demo(out, model, quiet, quick, seeds, sweep):
     """The whole study, offline, on a CPU: on the embedded SmolLM2-135M-Instruct (an already
@@ -459,17 +456,16 @@ def demo(out, model, quiet, quick, seeds, sweep):
     if seeds < 1:
         raise ActwhError(f"--seeds {seeds}: at least 1")
     try:
-        scales = tuple(float(x) for x in sweep.split(",") if x.strip())
+        scales = None if sweep is None else tuple(float(x) for x in sweep.split(",") if x.strip())
     except ValueError:
         raise ActwhError(f"--sweep {sweep!r}: expected scales such as 2,5") from None
-    if any(not x > 0 for x in scales):
+    if any(not x > 0 for x in scales or ()):
         raise ActwhError(f"--sweep {sweep!r}: scales must be positive")
     stem = "demo-quick" if quick else "demo-out"
     out = out or (stem if model == "embedded" else f"{stem}-{model}")
     made = quick_settings if quick else study_settings
-    settings = made(model, progress=not quiet, seeds=seeds)
-    if not quick or sweep != "2,5":  # --quick leaves the sweep out unless one is asked for
-        settings.unalign_sweep = scales
+    more = {} if scales is None else {"unalign_sweep": scales}  # else: the settings' own
+    settings = made(model, progress=not quiet, seeds=seeds, **more)
     run_study(Path(out), settings)
 
 
@@ -635,8 +631,7 @@ def directions_add(
       actwh directions add wh svd0 --svd-of toxic_probe --top 128
       actwh directions add wh dx --delta base dpo
     """
-    context = click.get_current_context()
-    context.meta["flags"] = {"vector": "--file", "random": "--random"}
+    click.get_current_context().meta["flags"] = {"vector": "--file"}
     with _warehouse(warehouse) as wh:
         added = wh.add_direction(
             name,
@@ -1067,7 +1062,6 @@ def variant(
         --keys selectivity:score:profanity --one-sided
       actwh variant wh unaligned-control --control-of unaligned --seed 0 --match write
     """
-    click.get_current_context().meta["flags"] = {"keys": "--keys"}
     with _warehouse(warehouse) as wh:
         row = wh.variant(
             name,

@@ -1,9 +1,6 @@
-"""The public face of a warehouse: ``actwh.open(path)`` returns a :class:`Warehouse`, which reads
-(SQL, named analyses, polars, numpy, FAISS) and writes (ingest, value vectors, probe, directions,
-pairs, DPO, variants, evaluation, repair, report).
-
-Heavy imports (torch, transformers) happen inside the methods that run a model, so opening a
-warehouse and querying it stays fast.
+"""What a warehouse reads: SQL, named analyses, polars, numpy, FAISS and exports — the half of
+:class:`~actwh.api.warehouse.Warehouse` that needs no torch, so a core install reads any
+warehouse and opening one stays fast.
 """
 
 from __future__ import annotations

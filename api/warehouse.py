@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal, Union
 import numpy as np
 
 from actwh.api.reads import Layers, Reads
-from actwh.arguments import checks_arguments, takes_options
+from actwh.arguments import checks_arguments, exactly_one, takes_options
 from actwh.errors import ActwhError, AlreadyExists, NotFound, arg
 from actwh.ingest.options import IngestOptions
 from actwh.ingest.prompts import PromptSet
@@ -280,24 +280,19 @@ class Warehouse(Reads):
         >>> wh.add_direction("probe", model="smollm2-135m-instruct", vector="probe.npy")
         >>> wh.add_direction("dx", delta=("base", "dpo"))
         """
-        sources = {
-            "vector": vector,
-            "value_vector": value_vector,
-            "svd_of": svd_of,
-            "delta": delta,
-            "random": random or None,
-        }
-        given = [key for key, value in sources.items() if value is not None]
-        if len(given) != 1:
-            raise ActwhError(
-                "give exactly one of " + ", ".join(arg(key) for key in sources) + f" for {name!r}"
-            )
+        source = exactly_one(
+            vector=vector,
+            value_vector=value_vector,
+            svd_of=svd_of,
+            delta=delta,
+            random=random or None,
+        )
         if delta is not None:
             return self._delta_directions(name, *delta, model, site, layers, arm, replace)
         if svd_of is not None:
             return self._svd_direction(name, svd_of, model, top, component, per_layer, replace)
         if model is None:
-            raise ActwhError(f"{arg(given[0])} needs {arg('model')}")
+            raise ActwhError(f"{arg(source)} needs {arg('model')}")
         if value_vector is not None:
             from actwh.warehouse.search import value_vectors
 
@@ -549,17 +544,11 @@ class Warehouse(Reads):
         >>> wh.variant("unaligned", base="dpo", unalign="toxic_probe", scale=10, run="dpo")
         >>> wh.variant("unaligned-control", control_of="unaligned", match="write")
         """
-        recipes = {"subtract": subtract, "unalign": unalign, "control_of": control_of}
-        given = [key for key, value in recipes.items() if value is not None]
-        if len(given) != 1:
-            raise ActwhError(
-                f"give exactly one of {arg('subtract')} DIRECTION, {arg('unalign')} DIRECTION, "
-                f"{arg('control_of')} VARIANT"
-            )
+        recipe = exactly_one(subtract=subtract, unalign=unalign, control_of=control_of)
         if control_of is not None:
             return self._control_variant(name, control_of, seed, match, base, device)
         if base is None or scale is None:
-            raise ActwhError(f"{arg(given[0])} needs {arg('base')} MODEL and {arg('scale')}")
+            raise ActwhError(f"{arg(recipe)} needs {arg('base')} MODEL and {arg('scale')}")
         if subtract is not None:
             return self._subtract_variant(name, base, subtract, scale, layer, device)
         how = {"top_k": top_k, "per_layer": per_layer, "run": run, "keys": keys}

@@ -82,7 +82,7 @@ def make_plan(
     """What the report shows. Every value given is checked against the warehouse (a typo is an
     error naming it, never a page that says "Not available"); the rest is chosen from it."""
     _check_asked(wh, base_run, tuned_run, direction, token)
-    direction = direction or DEFAULT_DIRECTION
+    direction = direction or PROBE
     pairs = wh.sql(  # another model replaying a run (not the same model capturing more of it)
         "select r.name, r.source_run, r.model from runs r join runs s on s.name = r.source_run "
         "where r.mode = 'teacher_forced' and r.status = 'complete' and r.model <> s.model "
@@ -117,7 +117,7 @@ def make_plan(
                 n=N_NEURONS,
             )
             tracked = list(zip(drop["layer"].to_list(), drop["neuron"].to_list(), strict=True))
-        except ActwhError:
+        except NotFound:  # no tracked neurons in both runs: the pages come from the index
             pass
     neuron = tracked[0] if tracked else None
     if layer is None and neuron is not None:
@@ -142,9 +142,6 @@ def make_plan(
     plan.prompts = list(dict.fromkeys([*default_prompts(wh, plan), *map(int, prompts)]))
     _check_pages(wh, plan, neurons, prompts)
     return plan
-
-
-DEFAULT_DIRECTION = PROBE
 
 
 def _check_asked(wh: Warehouse, base_run, tuned_run, direction, token) -> None:

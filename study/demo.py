@@ -63,7 +63,7 @@ class StudySettings:
     n_transformed: int = 20
     unalign_top_k: int = 7
     unalign_scale: float = 10.0  # the paper's: variants unaligned and unaligned-control
-    unalign_sweep: tuple[float, ...] = (2, 5)  # more scales, each with its control
+    unalign_sweep: tuple[float, ...] = (2.0, 5.0)  # more scales, each with its control
     # keys chosen by selectivity (the last layer's neurons, labels score:SCORER), scaled on
     # their toward side only (one-sided), at the paper's scale; with its control
     selective_keys: bool = True
