@@ -12,8 +12,9 @@ import sys
 
 import click
 
-from actwh.api.flags import options_of
+from actwh.api.flags import list_option, options_of
 from actwh.api.output import emit, output_options, rate
+from actwh.arguments import names
 from actwh.errors import ActwhError, from_os_error, missing_extra
 from actwh.ingest.options import IngestOptions
 from actwh.models.shipped import SHIPPED
@@ -286,9 +287,9 @@ def tables(warehouse, output):
 @main.command()
 @click.argument("warehouse", type=click.Path(file_okay=False))
 @click.argument("table")
-@click.option("--run", "runs", multiple=True, help="Only this run's files (repeatable).")
-@click.option("--layers", help="Only these layers: 19, 10-20, or a comma list.")
-@click.option("--model", "models", multiple=True, help="Only this model's files (repeatable).")
+@list_option("--runs", help="Only these runs' files.")
+@list_option("--layers", help="Only these layers: 19 or 10-20.")
+@list_option("--models", help="Only these models' files.")
 def files(warehouse, table, runs, layers, models):
     """List the committed Parquet files of TABLE, one absolute path per line.
 
@@ -297,13 +298,12 @@ def files(warehouse, table, runs, layers, models):
 
     \b
     Example:
-      actwh files wh tokens --run base
-      actwh files wh residuals --run base --layers 17-19 | xargs du -ch | tail -1
+      actwh files wh tokens --runs base
+      actwh files wh residuals --runs base --layers 17-19 | xargs du -ch | tail -1
     """
-    flags = {"table": "TABLE", "runs": "--run", "models": "--model"}
-    click.get_current_context().meta["flags"] = flags
+    click.get_current_context().meta["flags"] = {"table": "TABLE"}
     with _warehouse(warehouse) as wh:
-        listed = wh.files(table, runs=runs or None, layers=layers, models=models or None)
+        listed = wh.files(table, runs=runs, layers=layers, models=models)
     for path in listed:
         click.echo(path)
 
@@ -312,10 +312,10 @@ def files(warehouse, table, runs, layers, models):
 @click.argument("warehouse", type=click.Path(file_okay=False))
 @click.argument("table")
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--run", "runs", multiple=True, help="Only this run's rows (repeatable).")
-@click.option("--layers", help="Only these layers: 19, 10-20, or a comma list.")
-@click.option("--site", "sites", multiple=True, help="Only this site's rows (repeatable).")
-@click.option("--model", "models", multiple=True, help="Only this model's rows (repeatable).")
+@list_option("--runs", help="Only these runs' rows.")
+@list_option("--layers", help="Only these layers: 19 or 10-20.")
+@list_option("--sites", help="Only these sites' rows.")
+@list_option("--models", help="Only these models' rows.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def export(warehouse, table, out, runs, layers, sites, models, quiet):
     """Write TABLE (or part of it) to the new directory OUT as plain Parquet for other engines.
@@ -326,24 +326,17 @@ def export(warehouse, table, out, runs, layers, sites, models, quiet):
 
     \b
     Example:
-      actwh export wh residuals export/residuals --run base --layers 17-19
+      actwh export wh residuals export/residuals --runs base --layers 17-19
     """
-    flags = {
-        "table": "TABLE",
-        "out": "OUT",
-        "runs": "--run",
-        "sites": "--site",
-        "models": "--model",
-    }
-    click.get_current_context().meta["flags"] = flags
+    click.get_current_context().meta["flags"] = {"table": "TABLE", "out": "OUT"}
     with _warehouse(warehouse) as wh:
         manifest = wh.export(
             table,
             out,
-            runs=runs or None,
+            runs=runs,
             layers=layers,
-            sites=sites or None,
-            models=models or None,
+            sites=sites,
+            models=models,
             progress=not quiet,
         )
     click.echo(
@@ -355,10 +348,8 @@ def export(warehouse, table, out, runs, layers, sites, models, quiet):
 @click.argument("warehouse", type=click.Path(file_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--run", required=True, help="The run whose vectors are exported.")
-@click.option(
-    "--sites", required=True, help="Captured sites (comma list): resid_mid, mlp_post, ..."
-)
-@click.option("--layers", required=True, help="19, 10-20, a comma list, or all.")
+@list_option("--sites", required=True, help="Captured sites: resid_mid, mlp_post, ...")
+@list_option("--layers", required=True, help="19, 10-20, or all.")
 @click.option(
     "--layout",
     type=click.Choice(["tokens", "saelens"]),
@@ -426,11 +417,11 @@ def export_dataset(warehouse, out, run, sites, layers, layout, context_size, qui
     help="Repeat pairs → DPO → evaluation with this many seeds and report the spread (a rerun "
     "with more seeds adds only the new ones).",
 )
-@click.option(
+@list_option(
     "--sweep",
-    help="Scales of the un-aligning sweep besides the paper's ×10, comma-separated (each is "
-    "a variant and its control, evaluated: about 3 minutes each on SmolLM2 here).  "
-    "[default: 2,5; none with --quick]",
+    help="Scales of the un-aligning sweep besides the paper's ×10 (each is a variant and its "
+    "control, evaluated: about 3 minutes each on SmolLM2 here).  [default: 2,5; none with "
+    "--quick]",
 )
 def demo(out, model, quiet, quick, seeds, sweep):
     """The whole study, offline, on a CPU: on the embedded SmolLM2-135M-Instruct (an already
@@ -530,7 +521,7 @@ def index_vectors(warehouse, model, kind, unembed, replace, device, quiet):
 @click.option("--direction", required=True, help="A registered direction.")
 @click.option("--model", help="Whose value vectors (default: the direction's model).")
 @click.option("-k", "k", default=20, show_default=True)
-@click.option("--layers", default="all", show_default=True, help="all, 19, 10-20, or a comma list.")
+@list_option("--layers", default="all", help="all, 19 or 10-20.")
 @click.option(
     "--run",
     help="Also show how each neuron fires in this run: share of tokens with m > 0, mean positive "
@@ -593,7 +584,7 @@ def directions():
     help="--delta: the residual site (default: what the MLP reads, resid_mid; resid_pre for "
     "GPT-NeoX).",
 )
-@click.option("--layers", help="--delta: layers (default: every layer both runs store).")
+@list_option("--layers", help="--delta: layers (default: every layer both runs store).")
 @click.option(
     "--arm",
     default="plain",
@@ -666,6 +657,13 @@ def _layer_neuron(spec: str, option: str) -> tuple[int, int]:
     except ValueError:
         raise ActwhError(f"{option} {spec!r}: expected LAYER:NEURON") from None
     return layer, neuron
+
+
+def _number(spec: str, option: str) -> int:
+    try:
+        return int(spec)
+    except ValueError:
+        raise ActwhError(f"{option} {spec!r}: expected a number") from None
 
 
 @directions.command("list")
@@ -1109,11 +1107,10 @@ def variant(
     type=click.Path(dir_okay=False),
     help="Prompts for toxicity (default: the shipped set).",
 )
-@click.option(
+@list_option(
     "--scorer",
     default="profanity",
-    show_default=True,
-    help="profanity, wordlist, detoxify or perspective; a comma list scores with each.",
+    help="profanity, wordlist, detoxify or perspective; with several, scores with each.",
 )
 @click.option("--generate", default=20, show_default=True)
 @click.option(
@@ -1205,14 +1202,8 @@ def score(warehouse, run, scorer):
     "--layer", type=int, help="Layer for Figures 4 and 5 (default: the top toxic vector's)."
 )
 @click.option("--scorer", default="profanity", show_default=True)
-@click.option("--neuron", "neurons", multiple=True, help="Add a page for neuron L:I (repeatable).")
-@click.option(
-    "--prompt",
-    "prompts",
-    multiple=True,
-    type=int,
-    help="Add a token view of prompt N (repeatable).",
-)
+@list_option("--neurons", metavar="L:I", help="Add a page for each of these neurons.")
+@list_option("--prompts", metavar="N", help="Add a token view of each of these prompts.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--force", is_flag=True, help="Replace OUT even if it is not an earlier report.")
 def report(
@@ -1239,10 +1230,9 @@ def report(
     \b
     Example:
       actwh report wh -o report.html
-      actwh report wh -o report.html --neuron 19:770 --prompt 12
+      actwh report wh -o report.html --neurons 19:770,12:771 --prompts 12
     """
-    flags = {"out": "-o", "neurons": "--neuron", "prompts": "--prompt"}
-    click.get_current_context().meta["flags"] = flags
+    click.get_current_context().meta["flags"] = {"out": "-o"}
     with _warehouse(warehouse) as wh:
         written = wh.report(
             out,
@@ -1252,8 +1242,8 @@ def report(
             token=token,
             layer=layer,
             scorer=scorer,
-            neurons=[_layer_neuron(n, "--neuron") for n in neurons],
-            prompts=prompts,
+            neurons=[_layer_neuron(n, "--neurons") for n in names(neurons or "")],
+            prompts=[_number(n, "--prompts") for n in names(prompts or "")],
             force=force,
             progress=not quiet,
         )

@@ -1,9 +1,15 @@
 """The CLI's flags made from an options dataclass (see ``option`` in :mod:`actwh.arguments`): one
 ``--field-name`` per field, its type, choices, default and help from the declaration, so a field
-added there is a flag here with nothing else to edit."""
+added there is a flag here with nothing else to edit.
+
+One convention for every command: a flag is named as the keyword it sets, and a flag that takes
+several values (sites, runs, layers, neurons ...) takes a comma list and may be repeated to add
+more: ``--capture resid_mid,mlp_post`` is ``--capture resid_mid --capture mlp_post``
+(:func:`list_option`)."""
 
 from __future__ import annotations
 
+import collections.abc
 import types
 import typing
 from collections.abc import Callable
@@ -26,9 +32,25 @@ def options_of(cls: type, *, exclude: tuple[str, ...] = ()) -> Callable:
     return decorate
 
 
+def list_option(*names: str, help: str, default: str | None = None, **more) -> Callable:
+    """A flag that takes several values: a comma list, and repeating the flag adds more. The
+    command receives one comma list (``"a,b,c"``), or ``default`` when the flag is not given."""
+
+    def joined(ctx, param, values: tuple[str, ...]) -> str | None:
+        return ",".join(values) if values else default
+
+    help = help.rstrip() + " A comma list, or repeat the flag."
+    if default:
+        help += f"  [default: {default}]"
+    return click.option(*names, multiple=True, callback=joined, help=help, **more)
+
+
 def _flag(f, hint) -> Callable:
     meta = f.metadata
     names = [f"--{f.name.replace('_', '-')}", *meta.get("aliases", ()), f.name]
+    if _takes_several(hint):
+        more = {"metavar": meta.get("metavar")} if meta.get("metavar") else {}
+        return list_option(*names, help=meta.get("help", ""), default=f.default, **more)
     kind = _click_type(hint)
     if kind is bool:
         return click.option(*names, is_flag=True, default=f.default, help=meta.get("help"))
@@ -53,3 +75,10 @@ def _click_type(hint):
     if typing.get_origin(hint) is typing.Literal:
         return click.Choice([str(v) for v in typing.get_args(hint)])
     return hint if hint in (int, float, bool) else str
+
+
+def _takes_several(hint) -> bool:
+    """Whether an annotation lets the option take a list (``str | Iterable[str]``)."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    args = typing.get_args(hint) if union else ()
+    return any(typing.get_origin(a) is collections.abc.Iterable for a in args)

@@ -42,6 +42,17 @@ def cli_reference() -> str:
         "of the same name with underscores (`actwh index-vectors` is `wh.index_vectors`), "
         "and its options are that method's keywords.",
         "",
+        "Conventions, the same in every command:",
+        "",
+        "- The warehouse is the first argument (`actwh sql WH`); `make-pairs` and `train-dpo`, "
+        "which also run without one, take it as `--warehouse`.",
+        "- A flag is named as the keyword it sets (`--runs` sets `runs=`).",
+        "- A flag that takes several values takes a comma list, or is repeated: "
+        "`--sites resid_mid,mlp_post` is `--sites resid_mid --sites mlp_post`. Layers are "
+        "`19`, `10-20` or `all`, listed the same way.",
+        "- Output: an aligned table by default; `--markdown`, `--csv`, `--json` (a line per "
+        "row) or `--parquet FILE`.",
+        "",
         'Shell completion (click\'s): add `eval "$(_ACTWH_COMPLETE=bash_source actwh)"` to '
         "`~/.bashrc` (`zsh_source` for `~/.zshrc`, `fish_source` for fish).",
         "",

@@ -37,7 +37,7 @@ class RunOptions:
         20, "Greedy tokens to generate per prompt (0: prompt only).", resume=True
     )
     layers: str | int | Iterable[int] | None = option(
-        "all", "all, 19, 10-20, or a comma list (0-based).", resume=True
+        "all", "all, 19 or 10-20 (0-based).", resume=True
     )
     batch_size: int = option(8, "Prompts per forward pass.", resume=True)
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")

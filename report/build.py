@@ -24,6 +24,7 @@ from actwh.errors import ActwhError, NotFound, arg, unknown
 from actwh.queries.pca import pca_shift
 from actwh.report import charts
 from actwh.report.pages import N_NEURONS, default_prompts, neuron_page, prompt_view, top_vectors
+from actwh.study.findings import collect_findings, print_findings
 from actwh.warehouse.layout import PROBE, output_file
 
 if TYPE_CHECKING:
@@ -49,15 +50,6 @@ class Plan:
 
 
 @dataclass
-class Written:
-    """What :func:`write_report` wrote: the page, a PNG per chart, and what it showed."""
-
-    page: Path
-    charts: list[Path]
-    plan: Plan
-
-
-@dataclass
 class Section:
     key: str
     title: str
@@ -65,6 +57,25 @@ class Section:
     chart: alt.TopLevelMixin | None = None
     table: pl.DataFrame | None = None
     html: str = ""  # more of the section, already HTML (escaped where it holds data)
+    data: dict | None = None  # what the section computed, for the caller (the findings)
+
+
+@dataclass
+class Written:
+    """What :func:`write_report` wrote: the page, a PNG per chart, and what it showed."""
+
+    page: Path
+    charts: list[Path]
+    plan: Plan
+    sections: list[Section]
+
+    def findings(self) -> dict:
+        """The study's findings the page shows (:func:`collect_findings`); NotFound, with the
+        section's reason, when the warehouse holds no study."""
+        section = next(s for s in self.sections if s.key == "findings")
+        if section.data is None:
+            raise NotFound(section.note)
+        return section.data
 
 
 def make_plan(
@@ -205,7 +216,8 @@ def _section(wh: Warehouse, plan: Plan, key: str, title: str, build) -> Section:
         note, chart, table, *more = build(wh, plan)
     except NotFound as error:  # only what is missing; any other error is a real one
         return Section(key, title, f"Not available: {error}")
-    return Section(key, title, note, chart, table, html=more[0] if more else "")
+    html, data = (*more, "", None)[:2]
+    return Section(key, title, note, chart, table, html=html, data=data)
 
 
 def _need(condition: bool, what: str) -> None:
@@ -423,8 +435,29 @@ def _weights(wh: Warehouse, p: Plan):
     return f"How far {p.tuned_model}'s weights moved from its base (§5.1).", None, frame
 
 
+def _findings(wh: Warehouse, p: Plan):
+    runs = set(wh.sql("select name from runs")["name"])
+    _need(
+        {"base", "dpo"} <= runs,
+        "the findings are the study's (actwh demo), read from its runs base and dpo",
+    )
+    layer = _needed(p.layer, "no layer to read δx at (no tracked neurons, no offset)")
+    findings = collect_findings(wh, p.scorer, layer)
+    lines: list[str] = []
+    print_findings(findings, lines.append)
+    note = (
+        "What actwh demo prints at its end: each claim beside its control (a baseline, a null, "
+        "a matched comparison) and its 95% interval — evaluations of every model and seed, "
+        "un-aligning against its controls, the neurons and their controls, selectivity against "
+        "shuffled labels, δx, and the offset by prompt encoding and by chat message."
+    )
+    text = html.escape("\n".join(line[2:] if line.startswith("  ") else line for line in lines))
+    return note, None, None, f'<pre class="findings">{text}</pre>', findings
+
+
 # The page, in order: (anchor, title, what builds it).
 SECTIONS = (
+    ("findings", "Findings — every claim beside its control", _findings),
     ("tables", "Tables 2 and 4 — toxicity, perplexity, F1", _toxicity),
     ("unaligning", "§6 — un-aligning, by scale, against its controls", _unaligning),
     ("table1", "Table 1 — top toxic value vectors", _table1),
@@ -508,6 +541,7 @@ _PAGE = """<!DOCTYPE html>
   nav {{ font-size: 13px; columns: 3; }}
   nav a {{ display: block; }}
   table.contexts td.text {{ text-align: left; white-space: pre-wrap; font-family: monospace; }}
+  pre.findings {{ font-size: 12px; overflow-x: auto; min-width: 0; flex: 1 1 100%; }}
   .legend {{ font-size: 11px; color: #555; font-weight: normal; }}
   mark {{ background: #fdd49e; font-weight: bold; }}
   .tokens p {{ white-space: pre-wrap; font-family: monospace; font-size: 13px; line-height: 1.7; }}
@@ -620,4 +654,4 @@ def write_report(
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(page)
     tmp.replace(out)
-    return Written(out, pngs, plan)
+    return Written(out, pngs, plan, sections)

@@ -38,6 +38,7 @@ import click
 from actwh.api.output import rate
 from actwh.errors import ActwhError
 from actwh.ingest.prompts import shipped_chats, shipped_prompts
+from actwh.study.findings import print_findings
 from actwh.study.names import DIRECTION, LAYER_RUN, SELECTIVE, seed_names, unaligned_names
 from actwh.train.options import DPOOptions
 
@@ -416,18 +417,15 @@ class Study:
         written = self.wh.report(
             self.out / "report.html", scorer=self.s.scorer, progress=self.s.progress
         )
-        from actwh.study.findings import collect_findings, print_findings
-
-        findings = collect_findings(self.wh, self.base.name, self.s.scorer, written.plan.layer)
+        findings = written.findings()  # computed once, for the report's section
         findings["report"] = str(written.page)
         findings["seconds"] = time.monotonic() - self.started
-        printed: list[str] = []
-
-        def echo(line: str) -> None:
-            printed.append(line)
+        printed = ["\nFindings"]
+        print_findings(findings, printed.append)
+        printed.append(f"  report: {written.page} ({len(written.charts)} charts as PNG beside it)")
+        printed.append(f"  total time {findings['seconds'] / 60:.1f} min")
+        for line in printed:
             self.echo(line)
-
-        print_findings(findings, echo, len(written.charts))
         self._write_findings(printed)
         return findings
 

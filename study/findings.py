@@ -13,8 +13,13 @@ from actwh.errors import ActwhError
 from actwh.study.names import LAYER_RUN, seed_names
 
 
-def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
-    """The study's numbers, from the named analyses (``layer``: δx's layer for Figure 5)."""
+def collect_findings(wh, scorer: str, layer: int) -> dict:
+    """The study's numbers, from the named analyses: the study's runs ``base`` and ``dpo``
+    (NotFound, naming them, in a warehouse without them); ``scorer`` chose the pairs, ``layer``
+    is δx's layer for Figure 5."""
+    runs = {"base_run": "base", "tuned_run": "dpo"}
+    drop = wh.query("activation_drop", **runs, n=5)
+    base_model = wh.sql("select model from runs where name = 'base'").item()
     evaluations: dict = {}
     table = wh.query("toxicity_table")
     for r in table.iter_rows(named=True):
@@ -25,8 +30,6 @@ def collect_findings(wh, base_model: str, scorer: str, layer: int) -> dict:
         row["toxicity"][r["scorer"]] = {
             k.replace("toxicity", "value"): v for k, v in r.items() if k.startswith("toxicity")
         }
-    runs = {"base_run": "base", "tuned_run": "dpo"}
-    drop = wh.query("activation_drop", **runs, n=5)
     paper_rank = wh.query("activation_drop", **runs, n=5, rank="cosine", replicates=1)
     total = wh.query("tracked_write", **runs).filter(pl.col("layer").is_null()).row(0, named=True)
     offset = wh.query("residual_offset", prefix="dx")
@@ -389,8 +392,8 @@ def _ci(row: dict, value: str, sign: str = "+") -> str:
     return f"{row[value]:{sign}.3f}{span}"
 
 
-def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
-    echo("\nFindings")
+def print_findings(f: dict, echo: Callable) -> None:
+    """The findings, a line per ``echo`` call: what the demo prints and the report shows."""
     _print_evaluations(f, echo)
     _print_unaligning(f, echo)
     total = f["tracked_write"]
@@ -439,8 +442,6 @@ def print_findings(f: dict, echo: Callable, n_charts: int) -> None:
         f"mean ‖δv‖ {v['mean_shift']:.3g}"
     )
     _print_gaps(f["gaps"], echo)
-    echo(f"  report: {f['report']} ({n_charts} charts as PNG beside it)")
-    echo(f"  total time {f['seconds'] / 60:.1f} min")
 
 
 def _print_evaluations(f: dict, echo: Callable) -> None:

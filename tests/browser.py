@@ -10,10 +10,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NO_CHROMIUM = "Chromium is not installed (Debian package: chromium)"
 
 
-def dump_dom(page: Path, profile: Path) -> str:
+def dump_dom(page: Path, profile: Path, *flags: str) -> str:
     """Load ``page`` offline, let its scripts run (30 s of virtual time), return the DOM."""
     command = [
         CHROMIUM,
+        *flags,
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
@@ -28,3 +29,34 @@ def dump_dom(page: Path, profile: Path) -> str:
         page.as_uri(),
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
+
+
+# Appended to a copy of the page: once the charts are drawn, each chart's right edge and its
+# section's, in CSS pixels, as "id right container;..." in <pre id="widths">.
+_MEASURE = """<pre id="widths"></pre><script>
+const measure = () => {
+  if (!document.getElementById("status").textContent.startsWith("rendered")) {
+    return setTimeout(measure, 200);
+  }
+  document.getElementById("widths").textContent = [...document.querySelectorAll("[id^=chart-]")]
+    .map((el) => [el.id, el.querySelector("svg"), el.closest("section")])
+    .map(([id, svg, box]) => id + " " + (svg ? svg.getBoundingClientRect().right : -1) + " " +
+         box.getBoundingClientRect().right).join(";");
+};
+measure();
+</script>"""
+
+
+def chart_edges(page: Path, profile: Path, width: int = 1280) -> dict[str, tuple[float, float]]:
+    """Each chart's right edge and its section's, in a window ``width`` pixels wide."""
+    text = page.read_text()
+    at = text.rindex("</body>")
+    copy = profile.parent / ("measured-" + page.name)
+    copy.write_text(text[:at] + _MEASURE + text[at:])
+    dom = dump_dom(copy, profile, f"--window-size={width},900")
+    found = dom.split('<pre id="widths">', 1)[1].split("</pre>", 1)[0]
+    edges = {}
+    for item in filter(None, found.split(";")):
+        key, right, box = item.split(" ")
+        edges[key] = (float(right), float(box))
+    return edges

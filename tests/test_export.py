@@ -59,7 +59,7 @@ def test_files_are_the_committed_ones_whatever_lies_beside_them(tmp_path, wh):
     try:
         assert unfinished.name.startswith("_")  # hidden from Spark's and Hive's directory reads
         assert wh.refresh().files("residuals", runs="base") == before
-        listed = cli("files", wh.path, "residuals", "--run", "base").output.split()
+        listed = cli("files", wh.path, "residuals", "--runs", "base").output.split()
         assert listed == [str(p) for p in before]
         out = tmp_path / "export"
         manifest = wh.export("residuals", out, runs="base", progress=False)
@@ -81,13 +81,13 @@ def test_an_export_reads_anywhere_with_float32_vectors(tmp_path, wh):
         wh.path,
         "residuals",
         out,
-        "--run",
+        "--runs",
         "base",
-        "--run",
+        "--runs",
         "wide",
         "--layers",
         "0-1",
-        "--site",
+        "--sites",
         "resid_mid",
         "--quiet",
     ).output

@@ -77,7 +77,7 @@ def hostile_report(tmp_path_factory):
     with duckdb.connect(str(wh / "catalog.duckdb")) as con:
         con.execute("update directions set name = ? where name = 'rnd'", [IMG])
     out = root / "report.html"
-    cli("report", wh, "-o", out, "--direction", IMG, "--token", CLOSE_SCRIPT, "--prompt", 1)
+    cli("report", wh, "-o", out, "--direction", IMG, "--token", CLOSE_SCRIPT, "--prompts", 1)
     return out
 
 

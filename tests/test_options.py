@@ -146,5 +146,38 @@ def test_each_command_is_the_method_of_its_name():
     assert {"ingest", "add_direction", "variant", "train_probe", "check"} <= writes
 
 
+def _command(path: str) -> click.Command:
+    command: click.Command = main
+    for name in path.split():
+        command = command.commands[name]  # type: ignore[attr-defined]
+    return command
+
+
+# The flags that take several values, by what they list; each is a comma list or repeated.
+LISTS = {"runs", "models", "sites", "layers", "neurons", "capture", "project", "track_neurons"}
+
+
+def test_one_convention_for_flags_that_take_several_values():
+    """A flag that takes several values accepts a comma list and repeats (a repeated flag used
+    to keep only its last value); -p NAME=VALUE is the one repeated flag that is not a list."""
+    seen = set()
+    for path in _commands(main):
+        for param in _command(path).params:
+            if not isinstance(param, click.Option) or param.name == "params":
+                continue
+            if param.name in LISTS or param.multiple:
+                seen.add(param.name)
+                assert param.multiple, f"actwh {path} {param.opts}: not repeatable"
+                assert "A comma list, or repeat the flag." in (param.help or ""), (path, param.opts)
+    assert LISTS <= seen
+
+
+def test_a_repeated_flag_adds_to_its_list():
+    args = ["wh", "--model", "m", "--capture", "a,b", "--capture", "c", "--layers", "1"]
+    ctx = _command("ingest").make_context("ingest", args)
+    assert ctx.params["capture"] == "a,b,c" and ctx.params["layers"] == "1"
+    assert ctx.params["project"] is None  # not given: the option's default
+
+
 def test_train_dpo_takes_the_options_dataclass():
     assert "options" in inspect.signature(Warehouse.train_dpo).parameters

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import polars as pl
 import pytest
-from browser import CHROMIUM, NO_CHROMIUM, dump_dom
+from browser import CHROMIUM, NO_CHROMIUM, chart_edges, dump_dom
 from click.testing import CliRunner
 from tiny_models import build_gpt2
 
@@ -797,6 +797,29 @@ def test_report_renders_in_headless_chromium(study, tmp_path):
         assert "<svg" in chart, key
 
 
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+def test_no_chart_is_wider_than_its_section(study, tmp_path):
+    edges = chart_edges(study[0] / "report.html", tmp_path / "profile")
+    assert "chart-figure2" in edges
+    for key, (right, box) in edges.items():
+        assert 0 < right <= box, (key, right, box)
+
+
+def test_the_report_shows_the_findings_the_demo_printed(study):
+    """Every line the demo printed between "Findings" and the report's path is in the report's
+    findings section, escaped."""
+    import html
+
+    out, _, lines = study
+    page = (out / "report.html").read_text()
+    section = page.split('<section id="findings">', 1)[1].split("</section>", 1)[0]
+    shown = html.unescape(section.split('<pre class="findings">', 1)[1].split("</pre>", 1)[0])
+    start = lines.index("\nFindings") + 1
+    end = next(i for i, line in enumerate(lines) if line.startswith("  report: "))
+    assert end - start > 20
+    assert shown.splitlines() == [line.removeprefix("  ") for line in lines[start:end]]
+
+
 def tracked(wh) -> dict:
     """The first neuron the base run tracked."""
     row = wh.sql("select layer, neuron from neuron_acts where run = 'base' order by all limit 1")
@@ -864,8 +887,8 @@ def test_a_neuron_page_agrees_with_neuron_acts(wh):
         (["--tuned-run", "nope"], "--tuned-run 'nope': no such run"),
         (["--direction", "toxic_prob"], "(did you mean 'toxic_probe'?)"),
         (["--token", "garbage"], "--token 'garbage': no such logit-lens target token"),
-        (["--neuron", "99:0"], "--neuron 99:0: out of range (the model of base has 3 layers"),
-        (["--prompt", "999"], "--prompt 999: no such prompt in run base"),
+        (["--neurons", "99:0"], "--neurons 99:0: out of range (the model of base has 3 layers"),
+        (["--prompts", "1,999"], "--prompts 999: no such prompt in run base"),
     ],
 )
 def test_a_report_asked_for_what_is_not_there_names_it(study, tmp_path, args, message):

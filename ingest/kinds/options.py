@@ -19,7 +19,7 @@ class VectorOptions:
 
     capture: str | Iterable[str] = option(
         "",
-        "Sites whose full vectors are stored (comma list): resid_pre, resid_mid, resid_post, "
+        "Sites whose full vectors are stored: resid_pre, resid_mid, resid_post, "
         "attn_out, mlp_out, mlp_post. Default: none.",
         resume=True,
         metavar="SITES",
@@ -40,7 +40,7 @@ class ProjectionOptions:
 
     project: str | Iterable[str] | None = option(
         None,
-        "Residual sites projected on the model's directions (comma list). Default: the site the "
+        "Residual sites projected on the model's directions. Default: the site the "
         "MLP reads (resid_mid; resid_pre for GPT-NeoX) and resid_post.",
         resume=True,
         metavar="SITES",
