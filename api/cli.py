@@ -100,7 +100,7 @@ def init(warehouse, catalog):
       actwh init wh --catalog postgresql+psycopg://me@dbhost/actwh
     """
     wh = _warehouse(warehouse, create=True, catalog=catalog)
-    click.echo(f"warehouse {wh.store.root} (catalog {shown_url(wh.store.catalog_url)})")
+    click.echo(f"warehouse {wh.store.location} (catalog {shown_url(wh.store.catalog_url)})")
 
 
 @main.command()
@@ -152,9 +152,11 @@ def ingest(warehouse, model, prompts, quiet, shard, use_ray, workers, ray_addres
         click.echo(f"warning: {notice.render(flag)}", err=True)
     verb = "resumed" if summary.resumed else "ingested"
     redone = f" ({summary.n_redone} redone after a repair)" if summary.n_redone else ""
+    where = f", {summary.workers} workers on {summary.nodes} node(s)" if summary.workers > 1 else ""
     click.echo(
         f"{verb} run {summary.run}: {summary.n_prompts} prompts{redone}, "
         f"{summary.n_tokens:,} tokens in {summary.seconds:.1f}s ({rate(summary.tokens_per_second)})"
+        f"{where}"
     )
 
 

@@ -21,6 +21,7 @@ from actwh.queries.loader import named_queries, named_query
 from actwh.warehouse import layout
 from actwh.warehouse.arrays import column_to_numpy
 from actwh.warehouse.layout import outside, shown_url
+from actwh.warehouse.object_store import is_uri
 from actwh.warehouse.reader import Snapshot
 from actwh.warehouse.schema import arrow_type, fact_table, fact_tables
 from actwh.warehouse.store import Store
@@ -38,10 +39,18 @@ class Reads:
     def __init__(self, path: str | Path, *, create: bool = False, catalog: str | None = None):
         check("path", path, str | Path)
         check("catalog", catalog, str | None)
-        self.root = Path(path).expanduser().resolve()
+        self.root: Path | str = (  # a directory, or an object store's URI
+            str(path).rstrip("/") if is_uri(path) else Path(path).expanduser().resolve()
+        )
         self._catalog_url = catalog
         self._store: Store | None = None
-        if (self.root / layout.MARKER).is_file():
+        if isinstance(self.root, str):
+            try:
+                self._store = Store.open(self.root)
+            except NotFound:
+                if not create:
+                    raise
+        elif (self.root / layout.MARKER).is_file():
             self._store = Store.open(self.root)
             if catalog and catalog != self._store.catalog_url:
                 raise ActwhError(
@@ -61,7 +70,8 @@ class Reads:
         self.close()
 
     @property
-    def path(self) -> Path:
+    def path(self) -> Path | str:
+        """The warehouse's directory, or its object store URI."""
         return self.root
 
     @property
@@ -435,8 +445,9 @@ class Reads:
         runs: str | Iterable[str] | None = None,
         layers: Layers = None,
         models: str | Iterable[str] | None = None,
-    ) -> list[Path]:
-        """The committed Parquet files of ``table`` (absolute paths), optionally only those of
+    ) -> list[Path] | list[str]:
+        """The committed Parquet files of ``table`` (absolute paths; URLs on an object store),
+        optionally only those of
         some runs, layers or models: exactly what a query reads, never an orphan a crash left
         or a file being written. For engines that take a file list (Spark: pass
         ``basePath=WH/data/TABLE`` to keep the partition columns).
@@ -458,11 +469,13 @@ class Reads:
             check_filters(table_spec(table), filters, _FILTER_ARGS)
             listed = committed_files(snapshot, table, filters)
             if snapshot is not self._snapshot:
-                readable(self.root, table, listed)  # a damaged file is an error, as in a query
+                readable(self.store, table, listed)  # a damaged file is an error, as in a query
         finally:
             if snapshot is not self._snapshot:
                 snapshot.close()
-        return [self.root / p for p in listed]
+        if self.store.remote:
+            return [self.store.url(p) for p in listed]
+        return [self.store.root / p for p in listed]
 
     def export(
         self,

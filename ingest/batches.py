@@ -39,6 +39,8 @@ class RunSummary:
     resumed: bool = False
     warnings: list[str] = field(default_factory=list)  # about the data; kept in runs.warnings
     notices: list[Notice] = field(default_factory=list)  # about this invocation only
+    workers: int = 1  # --ray: the workers, and the cluster nodes they ran on
+    nodes: int = 1
 
     @property
     def tokens_per_second(self) -> float:

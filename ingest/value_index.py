@@ -20,6 +20,9 @@ when a query, a search or a page asks (the SQL function ``vector_tokens``, in nu
 
 from __future__ import annotations
 
+import hashlib
+import io
+
 import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
@@ -32,7 +35,7 @@ from actwh.warehouse import layout, vector_index
 from actwh.warehouse.arrays import vectors_to_column
 from actwh.warehouse.catalog import now
 from actwh.warehouse.store import Store
-from actwh.warehouse.writer import CommitWriter, sha256_file
+from actwh.warehouse.writer import CommitWriter
 
 
 def store_value_vectors(
@@ -82,26 +85,25 @@ def store_value_vectors(
     tokens = pa.table({"token_id": ids, "token": TokenText(loaded.tokenizer)(ids.tolist())})
     writer.add("vocabulary", {"model": loaded.name}, tokens)
     index = vector_index.build(np.concatenate(blocks), kind)
-    directory = store.root / layout.INDEX_DIR
-    directory.mkdir(exist_ok=True)
-    path = directory / f"{loaded.name}.faiss"
-    vector_index.save(index, path)
-    readout_path = directory / f"{loaded.name}.readout.npy"
-    tmp = readout_path.with_name(readout_path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, U.cpu().numpy())
-    tmp.replace(readout_path)
+    path = f"{layout.INDEX_DIR}/{loaded.name}.faiss"
+    readout_path = f"{layout.INDEX_DIR}/{loaded.name}.readout.npy"
+    index_bytes = vector_index.to_bytes(index)
+    buffer = io.BytesIO()
+    np.save(buffer, U.cpu().numpy())
+    readout_bytes = buffer.getvalue()
+    store.put(path, index_bytes)
+    store.put(readout_path, readout_bytes)
     writer.commit(replace_tables=("value_vectors", "vocabulary"))
     row = {
         "model": loaded.name,
-        "path": store.relative(path),
+        "path": path,
         "kind": kind,
         "n_vectors": int(index.ntotal),
         "d_mlp": adapter.d_mlp,
-        "sha256": sha256_file(path),
+        "sha256": hashlib.sha256(index_bytes).hexdigest(),
         "unembed": unembed,
-        "readout": store.relative(readout_path),
-        "readout_sha256": sha256_file(readout_path),
+        "readout": readout_path,
+        "readout_sha256": hashlib.sha256(readout_bytes).hexdigest(),
         "created_at": now(),
     }
     with store.catalog.begin() as conn:

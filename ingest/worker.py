@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from tqdm.auto import tqdm
 
 from actwh.arguments import parse_layers
-from actwh.errors import ActwhError, Notice, arg, from_os_error
+from actwh.errors import ActwhError, NotFound, Notice, arg, from_os_error
 from actwh.ingest.batches import BatchRunner, RunSummary, gap_batches, redo_gaps, run_batches
 from actwh.ingest.capture import Capture
 from actwh.ingest.kinds.base import Request
@@ -60,6 +60,7 @@ from actwh.models.loading import LoadedModel
 from actwh.warehouse import layout
 from actwh.warehouse.catalog import to_json
 from actwh.warehouse.layout import check_name
+from actwh.warehouse.object_store import is_uri
 from actwh.warehouse.registry import (
     check_resumable,
     directions_for,
@@ -244,7 +245,7 @@ def _capture(plan: RunPlan) -> Capture:
 
 
 def _open_for_writing(
-    root: Path, existing: Store | None, plan: RunPlan, options: IngestOptions
+    root: str, existing: Store | None, plan: RunPlan, options: IngestOptions
 ) -> tuple[Store, Registered]:
     if options.resume and (existing is None or existing.catalog.get("runs", name=plan.run) is None):
         raise ActwhError(f"{arg('resume')}: there is no run {plan.run!r} to resume")
@@ -265,7 +266,7 @@ def _resume_notices(store: Store, writer: CommitWriter, run: str) -> list[Notice
     return [
         Notice(
             f"{len(others)} file(s) of run {run} belong to no commit and were written by workers "
-            f"of another {arg('shard')} layout (e.g. {store.relative(others[0])}); once no worker "
+            f"of another {arg('shard')} layout (e.g. {others[0]}); once no worker "
             "of this run is running, actwh check WH --repair deletes them"
         )
     ]
@@ -297,10 +298,16 @@ def ingest(
     options.check()
     shard_index = parse_shard(shard)
     if isinstance(warehouse, Store):
-        root, existing = warehouse.root, warehouse
+        root, existing = warehouse.location, warehouse
+    elif is_uri(warehouse):  # an object store prefix
+        root = str(warehouse)
+        try:
+            existing = Store.open(root)
+        except NotFound:
+            existing = None
     else:
-        root = Path(warehouse).expanduser().resolve()
-        existing = Store.open(root) if (root / layout.MARKER).is_file() else None
+        root = str(Path(warehouse).expanduser().resolve())
+        existing = Store.open(root) if (Path(root) / layout.MARKER).is_file() else None
     loaded = model
     if not isinstance(model, LoadedModel):
         loaded, _ = open_model(
@@ -328,7 +335,7 @@ def _after_failure(
     any other is marked failed with the reason, and the same command resumes it."""
     committed = store.catalog.rows("commit_prompts", run=plan.run)
     if alone and not registered.resumed and not committed:
-        if created:
+        if created and not store.remote:  # (a catalog on a server keeps the warehouse)
             shutil.rmtree(store.root, ignore_errors=True)
             return
         forget_run(

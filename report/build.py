@@ -640,7 +640,7 @@ def write_report(
         f"direction {plan.direction}, layer {plan.layer}, target token {plan.token!r}."
     )
     page = _PAGE.format(
-        title=html.escape(wh.path.name),
+        title=html.escape(str(wh.path).rstrip("/").rsplit("/", 1)[-1]),
         bundle=vl_convert.javascript_bundle(),  # type: ignore[call-arg]  # (snippet is optional)
         summary=summary,
         index=index,

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from servers import S3, Postgres
 from tiny_models import build_gpt2, build_llama
 
 # No hub here: make a hub lookup fail at once instead of retrying for half a minute.
@@ -34,3 +35,28 @@ def prompts_file(tmp_path) -> Path:
     texts = ["The history of", "You are such a piece of", "Holy", "Water boils at a temperature"]
     path.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
     return path
+
+
+@pytest.fixture(scope="module")
+def postgres_server():
+    """A PostgreSQL server for a module's tests, or a skip saying why."""
+    server = Postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres(postgres_server) -> str:
+    """The URL of an empty database on it."""
+    return postgres_server.database("catalog")
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """An S3-compatible server (moto) for a module's tests, its AWS variables set meanwhile."""
+    server = S3()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in server.env.items():
+            patch.setenv(key, value)
+        yield server
+    server.stop()

@@ -8,10 +8,8 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import polars as pl
 import pytest
 from cli_helpers import cli, cli_error
 from click.testing import CliRunner
+from servers import free_port
 from tiny_models import build_gpt2
 
 import actwh
@@ -490,73 +489,6 @@ def test_float16_overflow_is_scaled_or_widened_or_stops(setup, tmp_path, loud_mo
     assert error.max() <= 2**-11
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    """A PostgreSQL server started for these tests (Debian's package), or a skip saying why."""
-    pytest.importorskip(
-        "psycopg", reason="psycopg is not installed (pip install 'actwh[postgres]')"
-    )
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-    if not bins:
-        pytest.skip("no PostgreSQL server binaries (Debian package: postgresql)")
-    bin_dir = bins[-1]
-    # Not under pytest's temporary directory: PostgreSQL refuses to run as root, and the
-    # postgres user cannot enter root's private temporary directories.
-    root = Path(tempfile.mkdtemp(prefix="actwh-postgres-"))
-    data, port = root / "data", _free_port()
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_postgres:
-        shutil.chown(root, "postgres")
-    try:
-        for command in (
-            [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "actwh"],
-            [
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(root / "log"),
-                "-w",
-                "-o",
-                f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
-                "start",
-            ],
-        ):
-            done = subprocess.run([*as_postgres, *command], capture_output=True, text=True)
-            if done.returncode:
-                pytest.skip(f"could not start PostgreSQL: {done.stderr.strip().splitlines()[-1:]}")
-    except FileNotFoundError as error:
-        pytest.skip(f"could not start PostgreSQL: {error}")
-    try:
-        subprocess.run(
-            [
-                str(bin_dir / "createdb"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-U",
-                "actwh",
-                "catalog",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        yield f"postgresql+psycopg://actwh@127.0.0.1:{port}/catalog"
-    finally:
-        subprocess.run(
-            [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def test_postgres_catalog(setup, postgres, tmp_path, gpt2_dir):
     wh = tmp_path / "wh"
     base = list(setup["args"])
@@ -666,7 +598,7 @@ def test_a_catalog_server_that_is_down_is_one_line(setup, tmp_path):
         "psycopg", reason="psycopg is not installed (pip install 'actwh[postgres]')"
     )
     wh = tmp_path / "wh"
-    url = f"postgresql+psycopg://actwh:s3cret@127.0.0.1:{_free_port()}/catalog"
+    url = f"postgresql+psycopg://actwh:s3cret@127.0.0.1:{free_port()}/catalog"
     assert "Connection refused" in cli_error("init", wh, "--catalog", url)
     assert not wh.exists()
     wh.mkdir()  # a warehouse whose server has gone away since it was made
@@ -685,7 +617,7 @@ def test_repair_refuses_to_drop_what_it_cannot_see(setup):
     aside = wh.parent / "repair-missing-data"
     data.rename(aside)
     message = cli_error("check", wh, "--repair")
-    assert "data does not exist" in message and "nothing was changed" in message
+    assert "data holds none of the committed files" in message and "nothing was changed" in message
     aside.rename(data)
     missing = sorted((data / "tokens").rglob("*.parquet"))[0]
     kept = missing.read_bytes()

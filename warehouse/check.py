@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow.parquet as pq
 
@@ -32,7 +31,6 @@ from actwh.errors import ActwhError, arg
 from actwh.warehouse import layout
 from actwh.warehouse.schema import fact_tables
 from actwh.warehouse.store import Store
-from actwh.warehouse.writer import sha256_file
 
 
 @dataclass
@@ -55,16 +53,16 @@ class CheckReport:
 
 
 def _problem(store: Store, row: dict) -> str | None:
-    path = store.root / row["path"]
-    if not path.is_file():
+    if not store.exists(row["path"]):
         return "missing"
     try:
-        rows = pq.read_metadata(path).num_rows
+        with store.open_input(row["path"]) as f:
+            rows = pq.read_metadata(f).num_rows
     except Exception as error:  # any reason Parquet cannot read it is the same finding
         return f"unreadable ({str(error).splitlines()[0]})"
     if rows != row["n_rows"]:
         return f"{rows} rows, the catalog says {row['n_rows']}"
-    if sha256_file(path) != row["sha256"]:
+    if store.sha256(row["path"]) != row["sha256"]:
         return "checksum differs from the catalog's"
     return None
 
@@ -77,16 +75,16 @@ def check(
 ) -> CheckReport:
     if not repair:
         return _inspect(store)
-    with layout.commit_lock(store.root, exclusive=True):  # no writer is between write and record
+    with store.commit_lock(exclusive=True):  # no local writer is between write and record
         report = _inspect(store)
         damaged = _damaged_commits(store, report)
         if not force:
             _refuse_to_destroy(store, report, set(damaged))
-        old = time.time() - grace
+        old = time.time() - grace  # younger: maybe a live writer's, about to be recorded
+        modified = dict(store.data_files())
         for relative in [*report.orphans, *report.unfinished]:
-            path = store.root / relative
-            if path.exists() and path.stat().st_mtime < old:
-                path.unlink()
+            if relative in modified and modified[relative] < old:
+                store.delete(relative)
                 report.removed.append(relative)
         for commit_id in sorted(damaged):
             _drop_damaged(store, commit_id, damaged[commit_id], report)
@@ -103,8 +101,7 @@ def _inspect(store: Store) -> CheckReport:
         if problem:
             report.problems.append((row["path"], problem))
     known = {row["path"] for row in committed}
-    for path in layout.all_files(store.root):
-        relative = store.relative(path)
+    for relative, _ in store.data_files():
         if relative in known:
             continue
         if not _written_by_actwh(relative):
@@ -149,10 +146,10 @@ def _refuse_to_destroy(store: Store, report: CheckReport, damaged: set[str]) -> 
         f"{', '.join(scopes)}; nothing was changed"
     )
     missing = [path for path, problem in report.problems if problem == "missing"]
-    if not (store.root / layout.DATA_DIR).is_dir():
+    if len(missing) == len(store.catalog.rows("commit_files")):
         raise ActwhError(
-            f"{store.root / layout.DATA_DIR} does not exist, so every committed file is missing "
-            f"(an unmounted share or a moved directory?); {would}. Restore it, or pass "
+            f"{store.url(layout.DATA_DIR)} holds none of the committed files (an unmounted "
+            f"share, a moved directory, another bucket?); {would}. Restore it, or pass "
             f"{arg('force')}"
         )
     if missing:
@@ -198,5 +195,5 @@ def _drop_damaged(store: Store, commit_id: str, files: list[dict], report: Check
             if run not in report.runs_to_resume:
                 report.runs_to_resume.append(run)
     for f in files:
-        Path(store.root / f["path"]).unlink(missing_ok=True)
+        store.delete(f["path"])
         report.removed.append(f["path"])

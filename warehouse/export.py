@@ -28,6 +28,7 @@ from actwh.errors import ActwhError, NotFound, arg
 from actwh.warehouse.arrays import column_to_numpy, vectors_to_column
 from actwh.warehouse.layout import staged
 from actwh.warehouse.schema import VECTOR_TYPE, FactTable, arrow_type, fact_tables
+from actwh.warehouse.store import Store
 
 MANIFEST = "_manifest.json"
 BATCH_ROWS = 16_384
@@ -56,12 +57,13 @@ def check_filters(spec: FactTable, filters: dict[str, list], names: dict[str, st
             )
 
 
-def readable(root: Path, table: str, paths: list[str]) -> None:
+def readable(store: Store, table: str, paths: list[str]) -> None:
     """Raise, naming ``actwh check``, when a listed file of ``table`` cannot be read (its
     Parquet footer): what a query of it would say."""
     for path in paths:
         try:
-            pq.read_metadata(root / path)
+            with store.open_input(path) as f:
+                pq.read_metadata(f)
         except (OSError, pa.ArrowException) as error:
             raise ActwhError(
                 f"cannot read table {table}: {Path(path).name}: {error} (run: actwh check WH)"
@@ -102,8 +104,8 @@ def export_table(
     with staged(out, "the export") as result:
         for relative in tqdm(files, desc=f"export {table}", unit="file", disable=not progress):
             target = result / Path(relative).relative_to(Path("data") / table)
-            source = snapshot.store.root / relative
-            rows = _copy(source, target, schema, row_filters, spec.scale_column)
+            with snapshot.store.open_input(relative) as source:
+                rows = _copy(source, target, schema, row_filters, spec.scale_column)
             if rows:
                 written.append(
                     {
@@ -118,7 +120,7 @@ def export_table(
         manifest = {
             "table": table,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "warehouse": str(snapshot.store.root),
+            "warehouse": snapshot.store.location,
             "filters": {c: list(v) for c, v in filters.items()},
             "partition_columns": [{"name": c, "type": spec.column_type(c)} for c in spec.partition],
             "columns": [{"name": f.name, "type": str(f.type)} for f in schema],
@@ -130,7 +132,11 @@ def export_table(
 
 
 def _copy(
-    source: Path, target: Path, schema: pa.Schema, row_filters: dict[str, list], scale: str | None
+    source: pa.NativeFile,
+    target: Path,
+    schema: pa.Schema,
+    row_filters: dict[str, list],
+    scale: str | None,
 ) -> int:
     """Stream ``source``'s rows that pass ``row_filters`` into ``target`` in ``schema``, its
     vectors times their ``scale`` column where a row has one."""

@@ -92,11 +92,13 @@ def output_file(
     return target
 
 
+def partition_key(table: str, partition: dict[str, object]) -> str:
+    """A partition's folder, relative to the warehouse: ``data/TABLE/run=R/layer=L``."""
+    return "/".join([DATA_DIR, table, *(f"{key}={value}" for key, value in partition.items())])
+
+
 def partition_dir(root: Path, table: str, partition: dict[str, object]) -> Path:
-    path = root / DATA_DIR / table
-    for key, value in partition.items():
-        path = path / f"{key}={value}"
-    return path
+    return root / partition_key(table, partition)
 
 
 def file_name(writer_tag: str, commit_id: str) -> str:
@@ -133,17 +135,6 @@ def staged(out: Path, what: str) -> Iterator[Path]:
 def tmp_path(final: Path) -> Path:
     """Where ``final`` is written before it is renamed into place."""
     return final.with_name(TMP_PREFIX + final.name + TMP_SUFFIX)
-
-
-def writer_files(root: Path, writer_tag: str) -> list[Path]:
-    """Every data file (committed or not, finished or not) a writer with this tag produced.
-    Unfinished ones from before the ``_`` prefix (``part-*.parquet.tmp``) are found too."""
-    data = root / DATA_DIR
-    if not data.exists():
-        return []
-    pattern = f"part-{writer_tag}-*.parquet"
-    unfinished = [*data.rglob(pattern + TMP_SUFFIX), *data.rglob(TMP_PREFIX + pattern + TMP_SUFFIX)]
-    return sorted([*data.rglob(pattern), *unfinished])
 
 
 def all_files(root: Path) -> list[Path]:

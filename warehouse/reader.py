@@ -72,15 +72,19 @@ class Snapshot:
         self.vector_sizes: dict[str, set[int]] = defaultdict(set)
         self.broken: dict[str, str] = {}
         self._dir = tempfile.TemporaryDirectory(prefix="actwh-snapshot-")
-        self.read_root = _read_root(store.root, Path(self._dir.name))
+        # Where DuckDB opens files: the directory (or a link to it), or the object store's URLs
+        # through its client, registered on each connection.
+        self.read_root = None if store.remote else _read_root(store.root, Path(self._dir.name))
         path = str(Path(self._dir.name) / "snapshot.duckdb")
-        self.con = duckdb.connect(path)
+        self.con = self._connect(path)
         try:
             self._build(views)
         finally:
             self.con.close()
-        self.con = duckdb.connect(path, read_only=True)
-        self.readouts = Readouts(self._readout_files(), self.read_paths("vocabulary"))
+        self.con = self._connect(path, read_only=True)
+        self.readouts = Readouts(
+            self._readout_files(), self.read_paths("vocabulary"), store.local_copy
+        )
         self.con.create_function(  # type: ignore[call-overload]  # (duckdb's stub: no "arrow" UDF)
             "vector_tokens",
             self.readouts.sql_function,
@@ -90,7 +94,7 @@ class Snapshot:
             null_handling="special",  # NULL in, NULL out, row by row (not the whole call)
             side_effects=False,
         )
-        readable = ", ".join(_quote(str(p)) for t in self.files for p in self.read_paths(t))
+        readable = ", ".join(_quote(p) for t in self.files for p in self.read_paths(t))
         for setting in (
             f"SET allowed_paths = [{readable}]",
             "SET enable_external_access = false",
@@ -100,6 +104,12 @@ class Snapshot:
             "SET lock_configuration = true",
         ):
             self.con.execute(setting)
+
+    def _connect(self, path: str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(path, read_only=read_only)
+        if self.store.remote:
+            con.register_filesystem(self.store.remote.fsspec())
+        return con
 
     def _build(self, views: bool = True) -> None:
         """Catalog tables, fact-table views and macros, in the database being built."""
@@ -189,19 +199,23 @@ class Snapshot:
         )
         self.con.execute("DROP TABLE direction_vectors")
 
-    def _readout_files(self) -> dict[str, Path]:
-        """Each model's readout file (see :mod:`actwh.warehouse.vector_tokens`)."""
+    def _readout_files(self) -> dict[str, tuple[str, str]]:
+        """Each model's readout file, relative, and its sha256 (see
+        :mod:`actwh.warehouse.vector_tokens`)."""
         rows = self.con.execute(
-            "SELECT model, readout FROM vector_indexes WHERE readout IS NOT NULL"
+            "SELECT model, readout, readout_sha256 FROM vector_indexes WHERE readout IS NOT NULL"
         ).fetchall()
-        return {model: self.read_root / path for model, path in rows}
+        return {model: (path, sha256) for model, path, sha256 in rows}
 
-    def read_paths(self, table: str) -> list[Path]:
-        """The committed files of ``table`` as a reader (DuckDB, polars) opens them: absolute,
-        through the link when the warehouse's own path looks like a partition."""
-        return [self.read_root / p for p in self.files[table]]
+    def read_paths(self, table: str) -> list[str]:
+        """The committed files of ``table`` as a reader (DuckDB, polars) opens them: absolute
+        paths (through the link when the warehouse's own path looks like a partition), or URLs
+        on the object store."""
+        if self.read_root is None:
+            return [self.store.url(p) for p in self.files[table]]
+        return [str(self.read_root / p) for p in self.files[table]]
 
-    def _view_sql(self, table: str, paths: list[Path] | None = None) -> str:
+    def _view_sql(self, table: str, paths: list[str] | None = None) -> str:
         spec = fact_tables()[table]
         paths = self.read_paths(table) if paths is None else paths
         sizes = self.vector_sizes[table]
@@ -224,7 +238,7 @@ class Snapshot:
                 columns.append(column)
         if not paths:
             return f"SELECT {', '.join(columns)} WHERE false"
-        files = ", ".join(_quote(str(p)) for p in paths)
+        files = ", ".join(_quote(p) for p in paths)
         hive = ", ".join(f"{_quote(c)}: {spec.column_type(c)}" for c in spec.partition)
         # A file written before a column was declared reads it as NULL: union_by_name fills it
         # in when another file has it, the empty row set of every declared column when none has.

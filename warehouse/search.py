@@ -29,7 +29,8 @@ def index_row(snapshot: Snapshot, model: str) -> dict:
 
 def load_index(snapshot: Snapshot, model: str) -> VectorIndex:
     row = index_row(snapshot, model)
-    return VectorIndex.load(snapshot.store.root / row["path"], row["d_mlp"])
+    path = snapshot.store.local_copy(row["path"], row["sha256"])  # cached by content
+    return VectorIndex.load(path, row["d_mlp"])
 
 
 def check_size(vectors: np.ndarray, snapshot: Snapshot, model: str) -> np.ndarray:

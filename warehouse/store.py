@@ -1,17 +1,26 @@
-"""A warehouse directory: create it, recognise it, and hand out its catalog, writers and readers."""
+"""A warehouse — a local directory, or an object-store prefix such as ``s3://bucket/wh`` (see
+:mod:`actwh.warehouse.object_store`): create it, recognise it, hand out its catalog and files."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import uuid
+from contextlib import nullcontext, suppress
 from functools import cached_property
 from pathlib import Path
 
-from actwh.errors import ActwhError, AlreadyExists, NotFound, arg, from_os_error
+import pyarrow as pa
+
+from actwh.errors import ActwhError, AlreadyExists, BadInput, NotFound, arg, from_os_error
 from actwh.warehouse import layout
 from actwh.warehouse.layout import FORMAT_VERSION, shown_url
+from actwh.warehouse.object_store import ObjectStore, is_uri
+
+# Catalog URLs that are files, which cannot serve a warehouse on an object store.
+_FILE_CATALOGS = ("duckdb:", "sqlite:")
 
 
 class Store:
@@ -21,10 +30,53 @@ class Store:
     it is already there). Neither imports torch.
     """
 
-    def __init__(self, root: Path, catalog_url: str, warehouse_id: str | None = None):
-        self.root = root
+    def __init__(
+        self,
+        root: Path | ObjectStore,
+        catalog_url: str,
+        warehouse_id: str | None = None,
+    ):
+        self.remote = root if isinstance(root, ObjectStore) else None
+        self._root = root if isinstance(root, Path) else None
         self.catalog_url = catalog_url
         self.warehouse_id = warehouse_id  # also in the catalog: one catalog, one directory
+
+    @property
+    def location(self) -> str:
+        """Where the warehouse is: its directory, or its object store URI."""
+        return self.remote.uri if self.remote else str(self._root)
+
+    @property
+    def root(self) -> Path:
+        """The local directory. A warehouse on an object store has none: what needs one (an
+        operation not yet ported to object stores) says so."""
+        if self._root is None:
+            raise ActwhError(
+                f"{self.location} is on an object store, where this operation is not supported "
+                "yet; run it on a local warehouse"
+            )
+        return self._root
+
+    def url(self, relative: str) -> str:
+        """What a reader (DuckDB, polars, pyarrow) opens for a file of the warehouse: an
+        absolute path, or a URL on the object store."""
+        return self.remote.url(relative) if self.remote else str(self.root / relative)
+
+    def local_copy(self, relative: str, sha256: str | None = None) -> Path:
+        """A file as a local path, for libraries that open files (FAISS, numpy's memory map):
+        the file itself, or a copy of the object cached by its content hash (``sha256``, as
+        the catalog records it) or else by its size and modification time."""
+        if self.remote:
+            return self.remote.local_copy(relative, sha256)
+        return self.root / relative
+
+    def commit_lock(self, *, exclusive: bool):
+        """Writers committing (shared) and a repair (exclusive) exclude each other on a local
+        disk; an object store has no locks, and a repair leaves keys younger than its grace
+        period alone instead."""
+        if self.remote:
+            return nullcontext()
+        return layout.commit_lock(self.root, exclusive=exclusive)
 
     @cached_property
     def catalog(self):
@@ -43,12 +95,12 @@ class Store:
                     f"the catalog {catalog.shown} belongs to another warehouse ({home}), "
                     f"not to {self.root}"
                 )
-            if home is not None and home != str(self.root):
+            if home is not None and home != self.location:
                 raise ActwhError(
                     f"the catalog {catalog.shown} serves the warehouse directory {home}, and "
-                    f"{self.root} is a copy of it or was moved from there: one catalog serves "
-                    f"one directory. If it was moved, make this its home: actwh rehome "
-                    f"{self.root}"
+                    f"{self.location} is a copy of it or was moved from there: one catalog "
+                    f"serves one directory. If it was moved, make this its home: actwh rehome "
+                    f"{self.location}"
                 )
         return catalog
 
@@ -88,6 +140,8 @@ class Store:
 
     @classmethod
     def open(cls, path: str | Path) -> Store:
+        if is_uri(path):
+            return cls._open_remote(str(path))
         root = Path(path).expanduser().resolve()
         marker = root / layout.MARKER
         if not root.exists():
@@ -107,8 +161,60 @@ class Store:
         return cls(root, url, info.get("id"))
 
     @classmethod
+    def _open_remote(cls, uri: str) -> Store:
+        remote = ObjectStore(uri)
+        remote.check_reachable()
+        if not remote.exists(layout.MARKER):
+            raise NotFound(f"{uri} is not an actwh warehouse (it has no {layout.MARKER})")
+        try:
+            info = json.loads(remote.read_bytes(layout.MARKER))
+            version, catalog = info["format"], info["catalog"]
+        except (ValueError, KeyError) as error:
+            raise ActwhError(f"{remote.url(layout.MARKER)} is damaged: {error}") from error
+        if str(version) != FORMAT_VERSION:
+            raise ActwhError(
+                f"{uri} has warehouse format {version}; this actwh reads {FORMAT_VERSION}"
+            )
+        return cls(remote, catalog, info.get("id"))
+
+    @classmethod
+    def _create_remote(cls, uri: str, catalog_url: str | None) -> Store:
+        """A new warehouse under an object store prefix; its catalog must be a server's."""
+        if not catalog_url or catalog_url.startswith(_FILE_CATALOGS):
+            raise BadInput(
+                f"{uri}: a warehouse on an object store needs a server catalog (--catalog "
+                "postgresql+psycopg://...): a catalog file cannot live on an object store, "
+                "and commits need its transactions"
+            )
+        remote = ObjectStore(uri)
+        remote.check_reachable()
+        if remote.exists(layout.MARKER):
+            store = cls._open_remote(uri)
+            if catalog_url != store.catalog_url:
+                raise ActwhError(f"{uri} already uses the catalog {shown_url(store.catalog_url)}")
+            store.catalog.create()
+            return store
+        if remote.listing():
+            raise AlreadyExists(
+                f"{uri} holds objects and is not an actwh warehouse; choose a new prefix"
+            )
+        store = cls(remote, catalog_url)
+        if store.catalog.info("format") is not None:
+            raise ActwhError(
+                f"the catalog {shown_url(catalog_url)} already serves the warehouse "
+                f"{store.catalog.info('root') or 'of another directory'}; one catalog serves one "
+                "warehouse (use another database)"
+            )
+        store.warehouse_id = store.catalog.create(root=uri, new_id=uuid.uuid4().hex)
+        marker = {"format": FORMAT_VERSION, "catalog": catalog_url, "id": store.warehouse_id}
+        remote.put(layout.MARKER, (json.dumps(marker, indent=2) + "\n").encode())
+        return store
+
+    @classmethod
     def create(cls, path: str | Path, catalog_url: str | None = None) -> Store:
         """Open the warehouse at ``path``, creating it (and its catalog) if it does not exist."""
+        if is_uri(path):
+            return cls._create_remote(str(path), catalog_url)
         root = Path(path).expanduser().resolve()
         if (root / layout.MARKER).exists():
             store = cls.open(root)
@@ -156,3 +262,53 @@ class Store:
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
+
+    def exists(self, relative: str) -> bool:
+        """Whether the warehouse holds the file ``relative``."""
+        return self.remote.exists(relative) if self.remote else (self.root / relative).is_file()
+
+    def data_files(self) -> list[tuple[str, float]]:
+        """Every Parquet file under ``data/`` — finished or not, actwh's or not — relative, with
+        its modification time (epoch seconds)."""
+        suffixes = (".parquet", ".parquet" + layout.TMP_SUFFIX)
+        if self.remote:
+            listed = self.remote.listing(layout.DATA_DIR)
+            return [(path, mtime) for path, mtime, _ in listed if path.endswith(suffixes)]
+        found = []
+        for path in layout.all_files(self.root):
+            with suppress(FileNotFoundError):  # gone since the listing (a writer's rename)
+                found.append((self.relative(path), path.stat().st_mtime))
+        return found
+
+    def open_input(self, relative: str) -> pa.NativeFile:
+        """A file of the warehouse opened for random access (a Parquet footer, a checksum)."""
+        try:
+            if self.remote:
+                return self.remote.fs.open_input_file(self.remote.key(relative))
+            return pa.OSFile(str(self.root / relative))
+        except FileNotFoundError as error:
+            raise NotFound(f"{self.url(relative)}: no such file") from error
+
+    def sha256(self, relative: str) -> str:
+        digest = hashlib.sha256()
+        with self.open_input(relative) as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def put(self, relative: str, data: bytes) -> None:
+        """Write a whole file (an index, a readout): renamed into place, or one upload."""
+        if self.remote:
+            self.remote.put(relative, data)
+            return
+        final = self.root / relative
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}{layout.TMP_SUFFIX}")
+        tmp.write_bytes(data)
+        tmp.replace(final)
+
+    def delete(self, relative: str) -> None:
+        if self.remote:
+            self.remote.delete(relative)
+        else:
+            (self.root / relative).unlink(missing_ok=True)

@@ -58,10 +58,9 @@ def build(vectors: np.ndarray, kind: str = "flat") -> faiss.Index:
     return index
 
 
-def save(index: faiss.Index, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    faiss.write_index(index, str(tmp))
-    tmp.replace(path)
+def to_bytes(index: faiss.Index) -> bytes:
+    """The index as the file ``faiss.read_index`` opens."""
+    return faiss.serialize_index(index).tobytes()
 
 
 def _search_parameters(index: faiss.Index, selector) -> faiss.SearchParameters:

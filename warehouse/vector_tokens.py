@@ -11,6 +11,7 @@ before there was one: its ``value_vectors`` hold the tokens).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,21 +26,28 @@ ROWS = 256  # vectors per product with the readout, to bound memory ([ROWS, voca
 class Readouts:
     """The readouts of a snapshot's models, each opened on first use."""
 
-    def __init__(self, readouts: dict[str, Path], vocabularies: list[Path]):
-        self.readouts = readouts  # model → its readout (.npy)
+    def __init__(
+        self,
+        readouts: dict[str, tuple[str, str]],
+        vocabularies: list[str],
+        local: Callable[[str, str], Path],
+    ):
+        self.readouts = readouts  # model → its readout (.npy, relative to the warehouse), sha256
         self.vocabularies = vocabularies  # the committed files of the vocabulary table
+        self.local = local  # a warehouse file as a local path (a cached copy of an object)
         self._loaded: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
 
     def of(self, model: str) -> tuple[np.ndarray, np.ndarray] | None:
         """``(U [vocab, d] float32, tokens [vocab])`` of ``model``, or None if not stored."""
         if model not in self._loaded:
-            files = [p for p in self.vocabularies if f"model={model}" in p.parts]
+            files = [p for p in self.vocabularies if f"/model={model}/" in p]
             if model not in self.readouts or not files:
                 self._loaded[model] = None
             else:
                 table = pa.concat_tables(pq.read_table(f) for f in files).sort_by("token_id")
                 tokens = np.array(table.column("token").to_pylist(), dtype=object)
-                U = np.load(self.readouts[model], mmap_mode="r")  # pages in as products read it
+                readout = self.local(*self.readouts[model])
+                U = np.load(readout, mmap_mode="r")  # pages in as products read it
                 self._loaded[model] = (U, tokens)
         return self._loaded[model]
 

@@ -14,6 +14,7 @@ delete.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import uuid
@@ -39,7 +40,7 @@ NULL_COUNTS_ONLY = {"min": False, "max": False, "distinct_count": False, "null_c
 WRITE_THREADS = min(8, os.cpu_count() or 1)  # files of one commit written at once
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:  # a local file
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -146,10 +147,8 @@ class CommitWriter:
         spec = fact_table(table)
         if tuple(partition) != spec.partition:
             raise ValueError(f"{table} is partitioned by {spec.partition}, got {tuple(partition)}")
-        if self.only is not None:
-            directory = layout.partition_dir(self.store.root, table, partition)
-            if self.store.relative(directory) not in self.only:
-                return
+        if self.only is not None and layout.partition_key(table, partition) not in self.only:
+            return
         expected = spec.arrow_schema(vector_size, dtype)
         if spec.scale_column and spec.scale_column not in data.column_names:  # none is scaled
             data = data.append_column(spec.scale_column, pa.nulls(data.num_rows, pa.float32()))
@@ -161,37 +160,53 @@ class CommitWriter:
         self._vector_sizes[key] = vector_size
 
     def _write(self, table: str, partition: tuple, tables: list[pa.Table], commit_id: str):
+        """One file of a commit, under its final name; returns (its path relative to the
+        warehouse, rows, sha256, bytes)."""
         if len({t.schema for t in tables}) > 1:  # float16 next to a float32 fallback: widen all
             widest = next(t.schema for t in tables if pa.float32() in _value_types(t.schema))
             tables = [t.cast(widest) for t in tables]
-        directory = layout.partition_dir(self.store.root, table, dict(partition))
-        directory.mkdir(parents=True, exist_ok=True)
-        final = directory / layout.file_name(self.tag, commit_id)
-        tmp = layout.tmp_path(final)
+        relative = (
+            layout.partition_key(table, dict(partition))
+            + "/"
+            + layout.file_name(self.tag, commit_id)
+        )
         has_vectors = any(pa.types.is_fixed_size_list(f.type) for f in tables[0].schema)
         # a Table gives a DataFrame (from_arrow's type says DataFrame | Series); vectors not copied
         data = cast(pl.DataFrame, pl.from_arrow(pa.concat_tables(tables), rechunk=False))
-        try:
+        # Files with vectors: no compression (zstd saves ~8% of float data for 2× the time), and
+        # null counts but no min/max (polars takes float16 min/max element by element at a sixth
+        # of the write speed; a selective query is as fast without them). Measured in
+        # bench/writer.py.
+        row_group_size = max(1, int(ROW_GROUP_BYTES * data.height // max(1, data.estimated_size())))
+
+        def write(target: Path | io.BytesIO) -> None:
             data.write_parquet(
-                tmp,
-                # Files with vectors: no compression (zstd saves ~8% of float data for 2× the
-                # time), and null counts but no min/max (polars takes float16 min/max element by
-                # element at a sixth of the write speed; a selective query is as fast without
-                # them). Measured in bench/writer.py.
+                target,
                 compression="uncompressed" if has_vectors else "zstd",
                 statistics=NULL_COUNTS_ONLY if has_vectors else True,
-                row_group_size=max(
-                    1, int(ROW_GROUP_BYTES * data.height // max(1, data.estimated_size()))
-                ),
+                row_group_size=row_group_size,
             )
+
+        n_rows = sum(t.num_rows for t in tables)
+        if self.store.remote:  # uploaded whole under its final key: no rename on a store
+            buffer = io.BytesIO()
+            write(buffer)
+            blob = buffer.getvalue()
+            self.store.remote.put(relative, blob)
+            return relative, n_rows, hashlib.sha256(blob).hexdigest(), len(blob)
+        final = self.store.root / relative
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = layout.tmp_path(final)
+        try:
+            write(tmp)
         except pl.exceptions.ComputeError as error:  # polars wraps a failed write (a full disk)
             tmp.unlink(missing_ok=True)
             raise _os_error(error, tmp) from error
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         tmp.replace(final)
-        _fsync_dir(directory)
-        return final, sum(t.num_rows for t in tables), sha256_file(final)
+        _fsync_dir(final.parent)
+        return relative, n_rows, sha256_file(final), final.stat().st_size
 
     def commit(
         self,
@@ -224,7 +239,7 @@ class CommitWriter:
     def _commit(self, *args) -> None:
         """One commit (arguments: see :meth:`_commit_locked`), holding the commit lock shared:
         a repair waits until the commit is recorded."""
-        with layout.commit_lock(self.store.root, exclusive=False):
+        with self.store.commit_lock(exclusive=False):
             self._commit_locked(*args)
 
     def _commit_locked(
@@ -238,7 +253,7 @@ class CommitWriter:
         filled: list[str],
     ) -> None:
         """Write the buffered files, check they are there, record them: one commit."""
-        written: list[Path] = []
+        written: list[str] = []
         files = []
         crash_point("commit.before_files")
         try:
@@ -256,30 +271,31 @@ class CommitWriter:
                 if (failed := job.exception()) is not None:
                     raise failed
             for (table, partition), job in jobs.items():
-                path, n_rows, sha256 = job.result()
+                path, n_rows, sha256, n_bytes = job.result()
                 files.append(
                     {
-                        "path": self.store.relative(path),
+                        "path": path,
                         "commit_id": commit_id,
                         "table_name": table,
                         "n_rows": n_rows,
-                        "n_bytes": path.stat().st_size,
+                        "n_bytes": n_bytes,
                         "sha256": sha256,
                         "vector_size": sizes[(table, partition)],
                     }
                 )
             crash_point("commit.after_files")
-            gone = [f["path"] for f in files if not (self.store.root / f["path"]).is_file()]
+            gone = [f["path"] for f in files if not self.store.exists(f["path"])]
             if gone:  # deleted under us (by a repair on a file system without locks)
                 raise ActwhError(f"{gone[0]} vanished before its commit was recorded")
             replaced = self._record(commit_id, files, prompts, n_tokens, replace_tables, filled)
             crash_point("commit.after_record")
         except BaseException:
             for path in written:
-                path.unlink(missing_ok=True)
+                with suppress(Exception):  # the store may be what failed
+                    self.store.delete(path)
             raise
         for path in replaced:
-            (self.store.root / path).unlink(missing_ok=True)
+            self.store.delete(path)
 
     def _scope(self) -> str:
         """The partition directory name every file of this writer lives under."""
@@ -336,26 +352,33 @@ class CommitWriter:
                 "writer; nothing from this batch was kept"
             ) from error
 
-    def remove_orphans(self) -> list[Path]:
+    def remove_orphans(self) -> list[str]:
         """Delete this writer's files that no commit records (left by a crash). Returns them."""
-        removed = self._uncommitted(layout.writer_files(self.store.root, self.tag))
+        removed = [path for path in self._uncommitted() if self._is_mine(path)]
         for path in removed:
-            path.unlink()
+            self.store.delete(path)
         return removed
 
-    def others_orphans(self) -> list[Path]:
+    def others_orphans(self) -> list[str]:
         """Files in this writer's scope that no commit records, written by workers of another
         shard layout (killed ones, or ones writing right now: not ours to delete)."""
-        mine = set(layout.writer_files(self.store.root, self.tag))
-        return [p for p in self._uncommitted(layout.all_files(self.store.root)) if p not in mine]
+        return [path for path in self._uncommitted() if not self._is_mine(path)]
 
-    def _uncommitted(self, paths: list[Path]) -> list[Path]:
+    def _is_mine(self, path: str) -> bool:
+        """Whether this writer's tag wrote ``path`` (final, or unfinished with or without the
+        ``_`` prefix)."""
+        return (
+            path.rsplit("/", 1)[-1].removeprefix(layout.TMP_PREFIX).startswith(f"part-{self.tag}-")
+        )
+
+    def _uncommitted(self) -> list[str]:
+        """Files under this writer's scope (its run's or model's folders) that no commit lists,
+        relative to the warehouse."""
         committed = {r["path"] for r in self.store.catalog.rows("commit_files")}
         return [
             path
-            for path in paths
-            if self._scope() in path.relative_to(self.store.root).parts
-            and self.store.relative(path) not in committed
+            for path, _ in self.store.data_files()
+            if self._scope() in path.split("/") and path not in committed
         ]
 
 

@@ -1,0 +1,226 @@
+"""A warehouse on an object store (a real S3-compatible server, moto's) with a PostgreSQL catalog:
+the same commands as on a directory give the same rows; a killed run resumes; nothing half
+committed is ever read; and what goes wrong with the store is one line naming the URI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+from cli_helpers import cli, cli_error
+from click.testing import CliRunner
+from servers import free_port
+from test_reliability import assert_same_tables, tables_of
+
+import actwh
+from actwh.api.cli import main
+from actwh.errors import ActwhError
+
+ACTWH = str(Path(sys.executable).with_name("actwh"))
+
+
+def ingest_args(model: Path, prompts: Path, name: str) -> list[str]:
+    return [
+        *("--model", str(model), "--prompts", str(prompts), "--name", name),
+        *("--generate", "4", "--batch-size", "2", "--capture", "resid_mid,mlp_post"),
+        *("--track-neurons", "rnd:6", "--logit-lens", "3", "--commit-mb", "0", "--quiet"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def pair(s3, postgres_server, tmp_path_factory, gpt2_dir):
+    """The same study in a bucket (PostgreSQL catalog) and in a directory."""
+    root = tmp_path_factory.mktemp("object-store")
+    prompts = root / "prompts.jsonl"
+    words = ["history", "river", "piece", "idiot", "weather", "library"]
+    prompts.write_text(
+        "".join(f'{{"prompt": "The {w} of the {v} is"}}\n' for w in words for v in words[:2])
+    )
+    remote = s3.bucket("warehouses") + "/study"
+    cli("init", remote, "--catalog", postgres_server.database("study"))
+    local = root / "wh"
+    for wh in (remote, local):
+        cli("index-vectors", wh, "--model", gpt2_dir, "--quiet")
+        cli("directions", "add", wh, "rnd", "--model", gpt2_dir.name, "--random")
+        cli("ingest", wh, *ingest_args(gpt2_dir, prompts, "r"))
+    return {"remote": remote, "local": local, "prompts": prompts, "root": root}
+
+
+def test_the_same_commands_give_the_same_rows(pair):
+    assert_same_tables(tables_of(pair["remote"], "r"), tables_of(pair["local"], "r"))
+    with actwh.open(pair["remote"]) as remote, actwh.open(pair["local"]) as local:
+        assert remote.sql("select count(*) from commit_files").item() > 10
+        for table in ("residuals", "tokens", "value_vectors"):  # polars reads the bucket itself
+            a, b = remote.scan(table).collect(), local.scan(table).collect()
+            assert a.sort(a.columns[:4]).equals(b.sort(b.columns[:4])), table
+        X, keys = remote.vectors("residuals", run="r", layer=1, site="resid_mid")
+        Y, same = local.vectors("residuals", run="r", layer=1, site="resid_mid")
+        assert keys.equals(same) and np.array_equal(X, Y)
+        found = remote.search("rnd", k=5)  # the FAISS index: fetched once, cached by its hash
+        assert found.equals(local.search("rnd", k=5))
+        assert found["top_tokens"].list.len().min() > 0  # the readout, fetched the same way
+        listed = remote.files("residuals", runs="r", layers=[1])
+        assert listed and all(
+            p.startswith(pair["remote"] + "/data/residuals/run=r/layer=1/") for p in listed
+        )
+
+
+def test_an_export_from_the_bucket_equals_one_from_the_directory(pair, tmp_path):
+    for name in ("remote", "local"):
+        cli("export", pair[name], "residuals", tmp_path / name, "--runs", "r", "--quiet")
+    read = {
+        name: ds.dataset(tmp_path / name, format="parquet", partitioning="hive").to_table()
+        for name in ("remote", "local")
+    }
+    order = [
+        ("run", "ascending"),
+        ("layer", "ascending"),
+        ("prompt", "ascending"),
+        ("pos", "ascending"),
+        ("site", "ascending"),
+    ]
+    assert read["remote"].sort_by(order).equals(read["local"].sort_by(order))
+
+
+def test_sql_reads_only_committed_objects(pair, s3):
+    """An object no commit lists (an orphan) is never read, not even when named."""
+    with actwh.open(pair["remote"]) as wh:
+        first = wh.files("tokens")[0]
+        orphan = first.rsplit("/", 1)[0] + "/part-s0of1-00000000000000ff.parquet"
+        wh.store.remote.put(
+            orphan.removeprefix(pair["remote"] + "/"),
+            wh.store.remote.read_bytes(first.removeprefix(pair["remote"] + "/")),
+        )
+        try:
+            fresh = actwh.open(pair["remote"])
+            assert (
+                fresh.sql("select count(*) from tokens").item()
+                == wh.sql("select count(*) from tokens").item()
+            )
+            message = str(
+                pytest.raises(
+                    ActwhError, fresh.sql, f"select * from read_parquet('{orphan}')"
+                ).value
+            )
+            assert message.startswith("refused: ")
+        finally:
+            wh.store.remote.delete(orphan.removeprefix(pair["remote"] + "/"))
+
+
+def test_a_killed_run_on_the_bucket_resumes_to_the_same_rows(pair, gpt2_dir):
+    """SIGKILL after a commit's files are uploaded and before they are recorded: orphans that no
+    reader sees; the same command resumes; check --repair deletes the orphans."""
+    command = [ACTWH, "ingest", pair["remote"], *ingest_args(gpt2_dir, pair["prompts"], "k")]
+    env = {**os.environ, "ACTWH_CRASH_AT": "commit.after_files:2"}
+    assert subprocess.run(command, env=env, capture_output=True).returncode == -signal.SIGKILL
+    with actwh.open(pair["remote"]) as wh:
+        assert wh.sql("select status from runs where name = 'k'").item() == "running"
+    checked = CliRunner().invoke(main, ["check", pair["remote"]])
+    assert checked.exit_code != 0 and "orphan (no commit lists it): data/" in checked.output
+    assert_same_tables(tables_of(pair["remote"], "r"), tables_of(pair["local"], "r"))  # unseen
+    resumed = subprocess.run(command, capture_output=True, text=True)  # clears its orphans
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_tables(tables_of(pair["remote"], "k"), tables_of(pair["local"], "r"))
+    assert "orphan" not in cli("check", pair["remote"]).stdout
+
+
+def test_a_repair_deletes_orphans_past_its_grace_period(pair):
+    with actwh.open(pair["remote"]) as wh:
+        store = wh.store.remote
+        orphan = "data/tokens/run=r/part-s3of4-0000000000000abc.parquet"
+        store.put(orphan, b"PAR1 not a commit's")
+        young = CliRunner().invoke(main, ["check", pair["remote"], "--repair"])
+        assert young.exit_code != 0 and store.exists(orphan)  # within the grace period: left
+        repaired = cli("check", pair["remote"], "--repair", "--grace", "0").stdout
+        assert orphan in repaired and not store.exists(orphan)
+
+
+def test_an_object_store_needs_a_server_catalog(s3, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = s3.bucket("no-catalog") + "/wh"
+    message = cli_error("init", uri)
+    assert uri in message and "needs a server catalog" in message
+    assert "sqlite:" not in message and not list(tmp_path.iterdir())  # no local folder "s3:"
+    assert cli_error("init", uri, "--catalog", f"duckdb:///{tmp_path}/c.duckdb").count("\n") == 1
+
+
+def test_store_faults_are_one_line_naming_the_uri(s3, postgres_server, monkeypatch):
+    catalog = postgres_server.database("faults")
+    missing = "s3://no-such-bucket/wh"
+    message = cli_error("init", missing, "--catalog", catalog)
+    assert message.count("\n") == 1 and missing in message and "does not exist" in message
+    uri = s3.bucket("faults") + "/wh"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    message = cli_error("sql", uri, "select 1")
+    assert message.count("\n") == 1 and uri in message
+
+
+class RayCluster:
+    """A Ray cluster of two nodes on this machine (``ray start --head``, then ``ray start
+    --address``), each with one CPU, started in an environment of its own (the AWS variables
+    its workers use, and for the second node anything else given)."""
+
+    def __init__(self, second_node_env: dict[str, str] | None = None):
+        self.ray = str(Path(sys.executable).with_name("ray"))
+        self.address = f"127.0.0.1:{free_port()}"
+        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # a local test cluster
+        common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+        port = self.address.rsplit(":", 1)[1]
+        for command, env in (
+            ([self.ray, "start", "--head", f"--port={port}", "--include-dashboard=false"], {}),
+            ([self.ray, "start", f"--address={self.address}"], second_node_env or {}),
+        ):
+            started = subprocess.run(
+                [*command, *common], env={**self.env, **env}, capture_output=True, text=True
+            )
+            if started.returncode:
+                self.stop()
+                pytest.skip(f"could not start a Ray node: {started.stderr.strip()[-300:]}")
+
+    def stop(self) -> None:
+        subprocess.run([self.ray, "stop", "--force"], env=self.env, capture_output=True)
+
+
+def test_ray_workers_on_two_nodes_write_to_the_bucket(pair, gpt2_dir):
+    """Two workers, one per node of a two-node Ray cluster, each writing straight to the bucket
+    and committing to the PostgreSQL catalog: the rows of a one-worker local run. One node's
+    worker killed mid-run (SIGKILL at its second commit) fails the command; run again on a
+    healthy cluster, it resumes to the same rows."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'actwh[ray]')")
+    command = [ACTWH, "ingest", pair["remote"], *ingest_args(gpt2_dir, pair["prompts"], "ray")]
+    command += ["--ray", "--workers", "2"]
+    cluster = RayCluster({"ACTWH_CRASH_AT": "commit.after_files:2"})
+    try:
+        env = {**cluster.env}
+        failed = subprocess.run(
+            [*command, "--ray-address", cluster.address], env=env, capture_output=True, text=True
+        )
+    finally:
+        cluster.stop()
+    assert failed.returncode == 2, failed.stderr
+    assert "a Ray worker of the run failed" in failed.stderr and failed.stderr.count("\n") == 1
+    cluster = RayCluster()
+    try:
+        done = subprocess.run(
+            [*command, "--ray-address", cluster.address],
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        cluster.stop()
+    assert done.returncode == 0, done.stderr
+    assert "2 workers on 2 node(s)" in done.stdout
+    # one CPU thread per Ray worker, two in the reference: floats may round differently
+    assert_same_tables(tables_of(pair["remote"], "ray"), tables_of(pair["local"], "r"), exact=False)
+    with actwh.open(pair["remote"]) as wh:
+        shards = wh.sql(
+            "select distinct shard from commits c join runs r on c.run = r.name where r.name = 'ray'"
+        )
+        assert set(shards["shard"]) == {"0/2", "1/2"}
