@@ -353,6 +353,10 @@ def _figure2(wh: Warehouse, p: Plan):
     total = wh.query(
         "tracked_write", base_run=p.base_run, tuned_run=p.tuned_run, direction=p.direction
     ).filter(pl.col("layer").is_null())
+    _need(  # a tuned run that replayed the base run without tracking its neurons
+        total["tuned_write"][0] is not None,
+        f"run {tuned_run} tracked no neurons (ingest it with --track-neurons, as {base_run})",
+    )
     note = (
         f"The tracked neurons whose mean write m̄·v points most along {p.direction} (the "
         "paper's cosine ranking for GPT-2; oriented by the sign of m̄ for gated MLPs): mean "

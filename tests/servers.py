@@ -4,6 +4,7 @@ PyPI). Each start that cannot happen is a skip that says why."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -126,3 +127,84 @@ class S3:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+class Proxy:
+    """A TCP proxy in front of a server (``127.0.0.1:port``): it counts the bytes the server
+    sends (what a client fetched), and :meth:`cut` drops every connection and refuses new ones
+    (an endpoint that dies), until :meth:`restore`."""
+
+    def __init__(self, target_port: int):
+        import threading
+
+        self.target = target_port
+        self.port = free_port()
+        self.fetched = 0  # bytes from the server to clients
+        self.sent = 0  # bytes from clients to the server
+        self.cut_at: int | None = None  # cut once clients have sent this many bytes
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def restore(self) -> None:
+        import threading
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            for s in self._open:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+            self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # cut
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open |= {client, server}
+            threading.Thread(target=self._pipe, args=(client, server, "sent"), daemon=True).start()
+            threading.Thread(
+                target=self._pipe, args=(server, client, "fetched"), daemon=True
+            ).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, counter: str) -> None:
+        try:
+            while data := source.recv(1 << 16):
+                sink.sendall(data)
+                with self._lock:
+                    setattr(self, counter, getattr(self, counter) + len(data))
+                    dies = self.cut_at is not None and self.sent >= self.cut_at
+                if dies:
+                    self.cut_at = None
+                    self.cut()
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)

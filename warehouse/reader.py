@@ -71,6 +71,7 @@ class Snapshot:
         self.files: dict[str, list[str]] = defaultdict(list)
         self.vector_sizes: dict[str, set[int]] = defaultdict(set)
         self.broken: dict[str, str] = {}
+        self.sizes: dict[str, int] = {}  # on an object store: each committed key's bytes
         self._dir = tempfile.TemporaryDirectory(prefix="actwh-snapshot-")
         # Where DuckDB opens files: the directory (or a link to it), or the object store's URLs
         # through its client, registered on each connection.
@@ -108,7 +109,9 @@ class Snapshot:
     def _connect(self, path: str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(path, read_only=read_only)
         if self.store.remote:
-            con.register_filesystem(self.store.remote.fsspec())
+            con.register_filesystem(self.store.remote.fsspec(self.sizes))
+            # committed files never change: their footers are read once per snapshot
+            con.execute("SET parquet_metadata_cache = true")
         return con
 
     def _build(self, views: bool = True) -> None:
@@ -138,12 +141,14 @@ class Snapshot:
         # A catalog written by an older actwh reads as if upgraded (in this copy only).
         for statement in catalog_upgrades():
             self.con.execute(statement)
-        for table, path, size in self.con.execute(
-            "SELECT table_name, path, vector_size FROM commit_files ORDER BY path"
+        for table, path, size, n_bytes in self.con.execute(
+            "SELECT table_name, path, vector_size, n_bytes FROM commit_files ORDER BY path"
         ).fetchall():
             self.files[table].append(path)
             if size is not None:
                 self.vector_sizes[table].add(size)
+            if self.store.remote:
+                self.sizes[self.store.remote.key(path)] = n_bytes
 
     def _copy_duckdb_catalog(self, path: Path) -> None:
         # Attached directly rather than through SQLAlchemy: `actwh sql` must start fast.

@@ -19,7 +19,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import cast
@@ -264,10 +264,15 @@ class CommitWriter:
                     key: pool.submit(self._write, key[0], key[1], tables, commit_id)
                     for key, tables in buffers.items()
                 }
-            # Leaving the pool waited for every file: keep what was written, to delete it if
-            # any other failed.
-            written = [job.result()[0] for job in jobs.values() if job.exception() is None]
-            for job in jobs.values():
+                for job in as_completed(jobs.values()):  # the first failure stops the rest
+                    if job.exception() is not None:
+                        pool.shutdown(cancel_futures=True)
+                        break
+            # Leaving the pool waited for every file started: keep what was written, to delete
+            # it if any other failed.
+            done = [job for job in jobs.values() if not job.cancelled()]
+            written = [job.result()[0] for job in done if job.exception() is None]
+            for job in done:
                 if (failed := job.exception()) is not None:
                     raise failed
             for (table, partition), job in jobs.items():
@@ -290,9 +295,10 @@ class CommitWriter:
             replaced = self._record(commit_id, files, prompts, n_tokens, replace_tables, filled)
             crash_point("commit.after_record")
         except BaseException:
-            for path in written:
-                with suppress(Exception):  # the store may be what failed
-                    self.store.delete(path)
+            # Unrecorded files are orphans either way; on an object store, whose failure this
+            # may be, they are left to the resume or repair rather than retried here.
+            for path in [] if self.store.remote else written:
+                self.store.delete(path)
             raise
         for path in replaced:
             self.store.delete(path)
