@@ -148,15 +148,8 @@ class Store:
             raise NotFound(f"no warehouse at {path}: the directory does not exist")
         if not marker.is_file():
             raise NotFound(f"{path} is not an actwh warehouse (it has no {layout.MARKER})")
-        try:
-            info = json.loads(marker.read_text())
-            version, catalog = info["format"], info["catalog"]
-        except (ValueError, KeyError) as error:
-            raise ActwhError(f"{marker} is damaged: {error}") from error
-        if str(version) != FORMAT_VERSION:
-            raise ActwhError(
-                f"{path} has warehouse format {version}; this actwh reads {FORMAT_VERSION}"
-            )
+        info = _marker(marker.read_bytes(), str(marker), str(path))
+        catalog = info["catalog"]
         url = f"duckdb:///{root / layout.CATALOG_FILE}" if catalog == "duckdb" else catalog
         return cls(root, url, info.get("id"))
 
@@ -166,16 +159,8 @@ class Store:
         remote.check_reachable()
         if not remote.exists(layout.MARKER):
             raise NotFound(f"{uri} is not an actwh warehouse (it has no {layout.MARKER})")
-        try:
-            info = json.loads(remote.read_bytes(layout.MARKER))
-            version, catalog = info["format"], info["catalog"]
-        except (ValueError, KeyError) as error:
-            raise ActwhError(f"{remote.url(layout.MARKER)} is damaged: {error}") from error
-        if str(version) != FORMAT_VERSION:
-            raise ActwhError(
-                f"{uri} has warehouse format {version}; this actwh reads {FORMAT_VERSION}"
-            )
-        return cls(remote, catalog, info.get("id"))
+        info = _marker(remote.read_bytes(layout.MARKER), remote.url(layout.MARKER), uri)
+        return cls(remote, info["catalog"], info.get("id"))
 
     @classmethod
     def _create_remote(cls, uri: str, catalog_url: str | None) -> Store:
@@ -312,3 +297,17 @@ class Store:
             self.remote.delete(relative)
         else:
             (self.root / relative).unlink(missing_ok=True)
+
+
+def _marker(text: bytes, where: str, warehouse: str) -> dict:
+    """The marker's contents (format, catalog, id), checked: damaged, or of another format."""
+    try:
+        info = json.loads(text)
+        version, _ = info["format"], info["catalog"]
+    except (ValueError, KeyError) as error:
+        raise ActwhError(f"{where} is damaged: {error}") from error
+    if str(version) != FORMAT_VERSION:
+        raise ActwhError(
+            f"{warehouse} has warehouse format {version}; this actwh reads {FORMAT_VERSION}"
+        )
+    return info
