@@ -10,7 +10,10 @@ And full capture: the same plus the vectors of ``resid_mid`` and ``mlp_post`` at
 (``--capture resid_mid,mlp_post``, float16).
 
 Budgets (DESIGN.md): the default capture at most 5% over bare generation, full capture at most
-10%. Run: ``python -m bench.ingest``.
+10%, by CPU time per stored token. The variants are interleaved over ``--repeats`` repetitions
+(a new random order each time) and each ratio is reported with its 95% paired bootstrap
+interval, so the verdict says met, missed, or not resolvable with these repetitions. Run:
+``python -m bench.ingest`` (``--repeats 8``: about 10 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -58,23 +61,53 @@ def generated_batches(loaded, prompts: PromptSet, generate: int, batch_size: int
         yield padded, ids
 
 
-def bare_generation(loaded, prompts: PromptSet, generate: int, batch_size: int) -> float:
-    started = time.perf_counter()
+def bare_generation(loaded, prompts: PromptSet, generate: int, batch_size: int) -> None:
     for _ in generated_batches(loaded, prompts, generate, batch_size):
         pass
-    return time.perf_counter() - started
+
+
+def measured(run) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process: user + system, all threads) of ``run()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def paired_interval(ratios: list[float], draws: int = 10_000) -> tuple[float, float, float]:
+    """Geometric mean of paired ratios and its 95% bootstrap interval (over the pairs)."""
+    logs = np.log(ratios)
+    rng = np.random.default_rng(0)
+    means = logs[rng.integers(0, len(logs), (draws, len(logs)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(np.exp(logs.mean())), float(np.exp(lo)), float(np.exp(hi))
+
+
+def verdict(interval: tuple[float, float, float], budget: float) -> str:
+    """Met when the whole interval is within the budget, missed when all of it is beyond,
+    otherwise not resolvable with these repetitions."""
+    _, lo, hi = interval
+    if hi <= budget:
+        return "met"
+    if lo > budget:
+        return "missed"
+    return "not resolvable (the interval straddles the budget)"
+
+
+VARIANTS = ("bare", "default", "full")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--prompts", type=int, default=96)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     loaded = load_model(args.model, device=args.device)
     shipped = read_prompts(shipped_prompts())
     prompts = PromptSet("bench", shipped.source, shipped.prompts[: args.prompts])
+    times: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
+    tokens = 0
     with tempfile.TemporaryDirectory() as tmp:
         store = Store.create(Path(tmp) / "wh")
         ensure_registered(store, loaded)
@@ -82,59 +115,76 @@ def main() -> None:
         for i, name in enumerate(["toxic_probe", "r1", "r2", "r3", "r4"]):
             vector = rng.standard_normal(loaded.adapter.d_model).astype(np.float32)
             add_direction(store, loaded.name, name, vector, kind="random", meta={"seed": i})
-        bare, captured, full, tokens = [], [], [], 0
         bare_generation(loaded, PromptSet("warm", "", prompts.prompts[:8]), 20, 8)  # warm up
-        for repeat in range(args.repeats):
-            bare.append(bare_generation(loaded, prompts, 20, 8))
-            options = IngestOptions(
-                name=f"run{repeat}", generate=20, track_neurons="toxic_probe:64", progress=False
-            )
-            started = time.perf_counter()
-            summary = ingest(str(store.root), loaded, prompts, options)
-            captured.append(time.perf_counter() - started)
-            tokens = summary.n_tokens
-            options.name, options.capture = f"full{repeat}", "resid_mid,mlp_post"
-            started = time.perf_counter()
-            ingest(str(store.root), loaded, prompts, options)
-            full.append(time.perf_counter() - started)
-    # On a shared machine noise only ever adds time, and it drifts over minutes: the fastest run
-    # of each is one estimate of its cost, the median of each run's ratio to the bare run just
-    # before it another.
-    b, c, f = min(bare), min(captured), min(full)
-    pc, pf = (
-        statistics.median(x / y for x, y in zip(xs, bare, strict=True)) for xs in (captured, full)
-    )
 
-    def row(method: str, best: float, paired: float) -> dict:
-        return {
+        def run(variant: str, repeat: int) -> None:
+            nonlocal tokens
+            if variant == "bare":
+                bare_generation(loaded, prompts, 20, 8)
+                return
+            options = IngestOptions(
+                name=f"{variant}{repeat}",
+                generate=20,
+                track_neurons="toxic_probe:64",
+                capture="resid_mid,mlp_post" if variant == "full" else "",
+                progress=False,
+            )
+            tokens = ingest(str(store.root), loaded, prompts, options).n_tokens
+
+        order = np.random.default_rng(1)
+        for repeat in range(args.repeats):  # the variants interleaved, in a new order each time
+            for variant in order.permutation(VARIANTS):
+                name = str(variant)
+                times[name].append(measured(lambda v=name, r=repeat: run(v, r)))
+    record_results(args, loaded, prompts, tokens, times)
+
+
+def record_results(args, loaded, prompts, tokens: int, times: dict) -> None:
+    intervals = {
+        (variant, kind): paired_interval(
+            [t[k] / b[k] for t, b in zip(times[variant], times["bare"], strict=True)]
+        )
+        for variant in ("default", "full")
+        for k, kind in enumerate(("wall", "cpu"))
+    }
+
+    def row(variant: str, method: str) -> dict:
+        walls = [w for w, _ in times[variant]]
+        cpus = [c for _, c in times[variant]]
+        out = {
             "method": method,
-            "best s": f"{best:.1f}",
-            "tokens/s (best)": f"{tokens / best:,.0f}",
-            "relative (best)": f"{best / b:.2f}",
-            "relative (median of pairs)": f"{paired:.2f}",
+            "wall s (median)": f"{statistics.median(walls):.1f}",
+            "CPU s (median)": f"{statistics.median(cpus):.1f}",
+            "CPU ms per token": f"{1000 * statistics.median(cpus) / tokens:.1f}",
         }
+        for kind in ("cpu", "wall"):
+            if variant == "bare":
+                out[f"{kind} ratio [95%]"] = "1"
+            else:
+                mean, lo, hi = intervals[(variant, kind)]
+                out[f"{kind} ratio [95%]"] = f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
+        return out
 
     rows = [
-        row("bare greedy generation (HF generate, same batches)", b, 1.0),
-        row("actwh ingest, default capture", c, pc),
-        row("actwh ingest, full capture (+ resid_mid, mlp_post vectors, float16)", f, pf),
+        row("bare", "bare greedy generation (HF generate, same batches)"),
+        row("default", "actwh ingest, default capture"),
+        row("full", "actwh ingest, full capture (+ resid_mid, mlp_post vectors, float16)"),
     ]
-    runs = [", ".join(f"{x:.1f}" for x in xs) for xs in (bare, captured, full)]
-
-    def verdict(best: float, paired: float, budget: float) -> str:
-        met = "met" if max(best / b, paired) <= budget else "NOT met"
-        return (
-            f"{met} ({(best / b - 1) * 100:+.0f}% best to best, {(paired - 1) * 100:+.0f}% paired)"
-        )
-
+    runs = "; ".join(f"{v} " + ", ".join(f"{w:.1f}/{c:.1f}" for w, c in times[v]) for v in VARIANTS)
     body = (
-        f"{args.model} on {loaded.device}, {len(prompts.prompts)} shipped prompts × 20 greedy tokens, "
-        f"batch 8, {tokens:,} tokens stored per run; 5 directions × 2 sites × "
-        f"{loaded.adapter.n_layers} layers of projections, 64 tracked neurons; {args.repeats} "
-        f"alternating runs each (bare {runs[0]} s; default {runs[1]} s; full {runs[2]} s).\n\n"
+        f"{args.model} on {loaded.device}, {len(prompts.prompts)} shipped prompts × 20 greedy "
+        f"tokens, batch 8, {tokens:,} tokens stored per run; 5 directions × 2 sites × "
+        f"{loaded.adapter.n_layers} layers of projections, 64 tracked neurons. {args.repeats} "
+        "repetitions, the three variants interleaved in a random order each time; a ratio is "
+        "the geometric mean of each repetition's variant ÷ its bare run, with a 95% bootstrap "
+        "interval over the repetitions. CPU time is user + system of the process, all threads "
+        f"(wall/CPU s per run: {runs}).\n\n"
         + table(rows)
-        + f"\n\nBudgets (DESIGN.md): default capture at most 5% over bare generation: "
-        f"{verdict(c, pc, 1.05)}; full capture at most 10%: {verdict(f, pf, 1.10)}."
+        + "\n\nBudgets (DESIGN.md), by CPU time: default capture ≤ 1.05× bare generation: "
+        f"{verdict(intervals[('default', 'cpu')], 1.05)}; full capture ≤ 1.10×: "
+        f"{verdict(intervals[('full', 'cpu')], 1.10)}. By wall time: default "
+        f"{verdict(intervals[('default', 'wall')], 1.05)}; full "
+        f"{verdict(intervals[('full', 'wall')], 1.10)}."
     )
     where = (
         loaded.device.type if args.model == "embedded" else f"{loaded.device.type}, {loaded.name}"
