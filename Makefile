@@ -42,7 +42,8 @@ lint: setup
 docs: setup
 	$(BIN)/python -m actwh.api.reference > docs/cli.md
 
-# The CPU benchmarks, each writing its section of BENCHMARKS.md (about 12 minutes on 2 cores).
+# The CPU benchmarks, each writing its section of BENCHMARKS.md (about 25 minutes on 2 cores;
+# bench.objectstore, which starts an S3 and a PostgreSQL server, runs on its own).
 bench: setup
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python -m bench.ingest
@@ -51,6 +52,7 @@ bench: setup
 	$(BIN)/python -m bench.search
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.writer
+	$(BIN)/python -m bench.hooks
 	$(BIN)/python -m bench.vectors
 
 clean:

