@@ -22,6 +22,7 @@ from actwh.api.cli import main
 from actwh.errors import ActwhError
 
 ACTWH = str(Path(sys.executable).with_name("actwh"))
+LIMIT = 600  # seconds any one command of these tests may take (a hang fails, never stalls CI)
 
 
 def ingest_args(model: Path, prompts: Path, name: str) -> list[str]:
@@ -193,14 +194,20 @@ class RayCluster:
             ([self.ray, "start", f"--address={self.address}"], second_node_env or {}),
         ):
             started = subprocess.run(
-                [*command, *common], env={**self.env, **env}, capture_output=True, text=True
+                [*command, *common],
+                env={**self.env, **env},
+                capture_output=True,
+                text=True,
+                timeout=LIMIT,
             )
             if started.returncode:
                 self.stop()
                 pytest.skip(f"could not start a Ray node: {started.stderr.strip()[-300:]}")
 
     def stop(self) -> None:
-        subprocess.run([self.ray, "stop", "--force"], env=self.env, capture_output=True)
+        subprocess.run(
+            [self.ray, "stop", "--force"], env=self.env, capture_output=True, timeout=LIMIT
+        )
 
 
 def test_ray_workers_on_two_nodes_write_to_the_bucket(pair, gpt2_dir):
@@ -213,9 +220,12 @@ def test_ray_workers_on_two_nodes_write_to_the_bucket(pair, gpt2_dir):
     command += ["--ray", "--workers", "2"]
     cluster = RayCluster({"ACTWH_CRASH_AT": "commit.after_files:2"})
     try:
-        env = {**cluster.env}
         failed = subprocess.run(
-            [*command, "--ray-address", cluster.address], env=env, capture_output=True, text=True
+            [*command, "--ray-address", cluster.address],
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            timeout=LIMIT,
         )
     finally:
         cluster.stop()
@@ -232,6 +242,7 @@ def test_ray_workers_on_two_nodes_write_to_the_bucket(pair, gpt2_dir):
             env=cluster.env,
             capture_output=True,
             text=True,
+            timeout=LIMIT,
         )
     finally:
         cluster.stop()
@@ -257,7 +268,7 @@ def test_an_endpoint_that_dies_mid_run_fails_in_one_line_and_resumes(pair, s3, g
         uploads = wh.sql("select sum(n_bytes) from commit_files where path like '%/run=r/%'")
     proxy.cut_at = uploads.item() // 2
     command = [ACTWH, "ingest", pair["remote"], *ingest_args(gpt2_dir, pair["prompts"], "cut")]
-    failed = subprocess.run(command, env=env, capture_output=True, text=True)
+    failed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=LIMIT)
     assert failed.returncode == 2 and failed.stderr.count("\n") == 1, failed.stderr
     assert failed.stderr.startswith(f"error: {pair['remote']}/")
     with actwh.open(pair["remote"]) as wh:  # what was committed is whole
@@ -269,6 +280,6 @@ def test_an_endpoint_that_dies_mid_run_fails_in_one_line_and_resumes(pair, s3, g
             == committed
         )
     proxy.restore()
-    resumed = subprocess.run(command, env=env, capture_output=True, text=True)
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=LIMIT)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_tables(tables_of(pair["remote"], "cut"), tables_of(pair["local"], "r"))
