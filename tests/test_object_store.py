@@ -209,6 +209,19 @@ class RayCluster:
             [self.ray, "stop", "--force"], env=self.env, capture_output=True, timeout=LIMIT
         )
 
+    def run_once(self, command: list[str]) -> subprocess.CompletedProcess:
+        """``command --ray-address`` this cluster, in its environment; then the cluster stops."""
+        try:
+            return subprocess.run(
+                [*command, "--ray-address", self.address],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=LIMIT,
+            )
+        finally:
+            self.stop()
+
 
 def test_ray_workers_on_two_nodes_write_to_the_bucket(pair, gpt2_dir):
     """Two workers, one per node of a two-node Ray cluster, each writing straight to the bucket
@@ -218,34 +231,14 @@ def test_ray_workers_on_two_nodes_write_to_the_bucket(pair, gpt2_dir):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'actwh[ray]')")
     command = [ACTWH, "ingest", pair["remote"], *ingest_args(gpt2_dir, pair["prompts"], "ray")]
     command += ["--ray", "--workers", "2"]
-    cluster = RayCluster({"ACTWH_CRASH_AT": "commit.after_files:2"})
-    try:
-        failed = subprocess.run(
-            [*command, "--ray-address", cluster.address],
-            env=cluster.env,
-            capture_output=True,
-            text=True,
-            timeout=LIMIT,
-        )
-    finally:
-        cluster.stop()
+    failed = RayCluster({"ACTWH_CRASH_AT": "commit.after_files:2"}).run_once(command)
     assert failed.returncode == 2, failed.stderr
     assert "a Ray worker of the run failed" in failed.stderr and failed.stderr.count("\n") == 1
     # killed after its files were uploaded, before they were recorded: orphans no reader sees
     checked = CliRunner().invoke(main, ["check", pair["remote"]])
     assert checked.exit_code != 0 and "orphan (no commit lists it): data/" in checked.output
     assert_same_tables(tables_of(pair["remote"], "r"), tables_of(pair["local"], "r"))
-    cluster = RayCluster()
-    try:
-        done = subprocess.run(
-            [*command, "--ray-address", cluster.address],
-            env=cluster.env,
-            capture_output=True,
-            text=True,
-            timeout=LIMIT,
-        )
-    finally:
-        cluster.stop()
+    done = RayCluster().run_once(command)
     assert done.returncode == 0, done.stderr
     assert "2 workers on 2 node(s)" in done.stdout
     assert "orphan" not in cli("check", pair["remote"]).stdout  # each worker cleared its own
