@@ -79,16 +79,23 @@ class S3:
     ``env`` is what a client needs (the usual AWS variables): tests set it in ``os.environ``
     for themselves and for the commands they run."""
 
-    def __init__(self):
+    def __init__(self, unchecked_requests: int | None = None):
+        """``unchecked_requests``: moto checks credentials after this many requests (its
+        ``INITIAL_NO_AUTH_ACTION_COUNT``; it knows no key, so later requests are refused);
+        None: it never checks them."""
         pytest.importorskip(
             "moto.server", reason="moto is not installed (pip install 'moto[server]')"
         )
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ)
+        if unchecked_requests is not None:
+            env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(unchecked_requests)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=env,
         )
         deadline = time.monotonic() + 30
         while True:

@@ -14,7 +14,7 @@ import pyarrow.dataset as ds
 import pytest
 from cli_helpers import cli, cli_error
 from click.testing import CliRunner
-from servers import Proxy, free_port
+from servers import S3, Proxy, free_port
 from test_reliability import assert_same_tables, tables_of
 
 import actwh
@@ -221,6 +221,24 @@ class RayCluster:
             )
         finally:
             self.stop()
+
+
+def test_wrong_credentials_are_one_line_naming_the_uri(monkeypatch):
+    """A server that checks credentials (moto after its first request, the bucket's creation)
+    refuses the key: one line naming the URI, the key never printed."""
+    server = S3(unchecked_requests=1)
+    try:
+        uri = server.bucket("guarded") + "/wh"
+        for key, value in server.env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGKEY")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+        message = cli_error("sql", uri, "select 1")
+    finally:
+        server.stop()
+    assert message.count("\n") == 1 and message.startswith(f"error: {uri}: ")
+    assert "ACCESS_DENIED" in message
+    assert "AKIAWRONGKEY" not in message and "wrong-secret" not in message
 
 
 def test_ray_workers_on_two_nodes_write_to_the_bucket(pair, gpt2_dir):
