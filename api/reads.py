@@ -18,9 +18,8 @@ import pyarrow as pa
 from actwh.arguments import check, checks_arguments
 from actwh.errors import ActwhError, NotFound, arg, natural_key, unknown
 from actwh.queries.loader import named_queries, named_query
-from actwh.warehouse import layout
 from actwh.warehouse.arrays import column_to_numpy
-from actwh.warehouse.layout import outside, shown_url
+from actwh.warehouse.layout import outside
 from actwh.warehouse.object_store import is_uri
 from actwh.warehouse.reader import Snapshot
 from actwh.warehouse.schema import arrow_type, fact_table, fact_tables
@@ -43,19 +42,9 @@ class Reads:
             str(path).rstrip("/") if is_uri(path) else Path(path).expanduser().resolve()
         )
         self._catalog_url = catalog
-        self._store: Store | None = None
-        if isinstance(self.root, str):
-            try:
-                self._store = Store.open(self.root)
-            except NotFound:
-                if not create:
-                    raise
-        elif (self.root / layout.MARKER).is_file():
-            self._store = Store.open(self.root)
-            if catalog and catalog != self._store.catalog_url:
-                raise ActwhError(
-                    f"{path} already uses the catalog {shown_url(self._store.catalog_url)}"
-                )
+        self._store: Store | None = Store.existing(self.root)
+        if self._store is not None:
+            self._store.check_catalog(catalog)
         elif not create:
             Store.open(self.root)  # raises: says why this is not a warehouse
         self._snapshot: Snapshot | None = None

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from tqdm.auto import tqdm
 
 from actwh.arguments import parse_layers
-from actwh.errors import ActwhError, NotFound, Notice, arg, from_os_error
+from actwh.errors import ActwhError, Notice, arg, from_os_error
 from actwh.ingest.batches import BatchRunner, RunSummary, gap_batches, redo_gaps, run_batches
 from actwh.ingest.capture import Capture
 from actwh.ingest.kinds.base import Request
@@ -57,7 +57,6 @@ from actwh.ingest.sequences import (
     replay_sequences,
 )
 from actwh.models.loading import LoadedModel
-from actwh.warehouse import layout
 from actwh.warehouse.catalog import to_json
 from actwh.warehouse.layout import check_name
 from actwh.warehouse.object_store import is_uri
@@ -299,15 +298,9 @@ def ingest(
     shard_index = parse_shard(shard)
     if isinstance(warehouse, Store):
         root, existing = warehouse.location, warehouse
-    elif is_uri(warehouse):  # an object store prefix
-        root = str(warehouse)
-        try:
-            existing = Store.open(root)
-        except NotFound:
-            existing = None
-    else:
-        root = str(Path(warehouse).expanduser().resolve())
-        existing = Store.open(root) if (Path(root) / layout.MARKER).is_file() else None
+    else:  # a directory, or an object store prefix
+        existing = Store.existing(warehouse)
+        root = str(warehouse) if is_uri(warehouse) else str(Path(warehouse).expanduser().resolve())
     loaded = model
     if not isinstance(model, LoadedModel):
         loaded, _ = open_model(

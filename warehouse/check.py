@@ -74,16 +74,16 @@ def check(
     store: Store, *, repair: bool = False, grace: float = 600.0, force: bool = False
 ) -> CheckReport:
     if not repair:
-        return _inspect(store)
+        return _inspect(store, dict(store.data_files()))
     with store.commit_lock(exclusive=True):  # no local writer is between write and record
-        report = _inspect(store)
+        modified = dict(store.data_files())
+        report = _inspect(store, modified)
         damaged = _damaged_commits(store, report)
         if not force:
             _refuse_to_destroy(store, report, set(damaged))
         old = time.time() - grace  # younger: maybe a live writer's, about to be recorded
-        modified = dict(store.data_files())
         for relative in [*report.orphans, *report.unfinished]:
-            if relative in modified and modified[relative] < old:
+            if modified[relative] < old:
                 store.delete(relative)
                 report.removed.append(relative)
         for commit_id in sorted(damaged):
@@ -91,8 +91,9 @@ def check(
     return report
 
 
-def _inspect(store: Store) -> CheckReport:
-    """Every committed file checked; orphans, unfinished writes and foreign files found."""
+def _inspect(store: Store, present: dict[str, float]) -> CheckReport:
+    """Every committed file checked; orphans, unfinished writes and foreign files found among
+    the files ``present`` (path → modification time)."""
     report = CheckReport()
     committed = store.catalog.rows("commit_files")
     report.files = len(committed)
@@ -101,7 +102,7 @@ def _inspect(store: Store) -> CheckReport:
         if problem:
             report.problems.append((row["path"], problem))
     known = {row["path"] for row in committed}
-    for relative, _ in store.data_files():
+    for relative in present:
         if relative in known:
             continue
         if not _written_by_actwh(relative):

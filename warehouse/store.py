@@ -156,11 +156,47 @@ class Store:
     @classmethod
     def _open_remote(cls, uri: str) -> Store:
         remote = ObjectStore(uri)
-        remote.check_reachable()
-        if not remote.exists(layout.MARKER):
-            raise NotFound(f"{uri} is not an actwh warehouse (it has no {layout.MARKER})")
-        info = _marker(remote.read_bytes(layout.MARKER), remote.url(layout.MARKER), uri)
+        try:  # one request when all is well
+            text = remote.read_bytes(layout.MARKER)
+        except NotFound:
+            remote.check_reachable()  # a missing bucket says so
+            raise NotFound(f"{uri} is not an actwh warehouse (it has no {layout.MARKER})") from None
+        except ActwhError:
+            remote.check_reachable()  # credentials or the endpoint: said of the URI itself
+            raise
+        info = _marker(text, remote.url(layout.MARKER), uri)
         return cls(remote, info["catalog"], info.get("id"))
+
+    @classmethod
+    def existing(cls, path: str | Path) -> Store | None:
+        """The warehouse at ``path``, or None where there is none yet; a damaged or
+        unreachable one raises."""
+        if is_uri(path):
+            try:
+                return cls._open_remote(str(path))
+            except NotFound:
+                return None
+        root = Path(path).expanduser().resolve()
+        return cls.open(root) if (root / layout.MARKER).exists() else None
+
+    def check_catalog(self, catalog_url: str | None) -> None:
+        """A catalog asked for (``--catalog``) must be the one this warehouse uses."""
+        if catalog_url and catalog_url != self.catalog_url:
+            raise ActwhError(
+                f"{self.location} already uses the catalog {shown_url(self.catalog_url)}"
+            )
+
+    def _check_catalog_free(self) -> None:
+        """A catalog given (``--catalog``) may already hold another warehouse (by its stamp; one
+        made before stamps has a format and no root)."""
+        if self.catalog.info("format") is not None:
+            owner = self.catalog.info("root")
+            if owner != self.location:
+                raise ActwhError(
+                    f"the catalog {shown_url(self.catalog_url)} already serves the warehouse "
+                    f"{owner or 'of another directory'}; one catalog serves one warehouse "
+                    "(use another database)"
+                )
 
     @classmethod
     def _create_remote(cls, uri: str, catalog_url: str | None) -> Store:
@@ -173,23 +209,12 @@ class Store:
             )
         remote = ObjectStore(uri)
         remote.check_reachable()
-        if remote.exists(layout.MARKER):
-            store = cls._open_remote(uri)
-            if catalog_url != store.catalog_url:
-                raise ActwhError(f"{uri} already uses the catalog {shown_url(store.catalog_url)}")
-            store.catalog.create()
-            return store
         if remote.listing():
             raise AlreadyExists(
                 f"{uri} holds objects and is not an actwh warehouse; choose a new prefix"
             )
         store = cls(remote, catalog_url)
-        if store.catalog.info("format") is not None:
-            raise ActwhError(
-                f"the catalog {shown_url(catalog_url)} already serves the warehouse "
-                f"{store.catalog.info('root') or 'of another directory'}; one catalog serves one "
-                "warehouse (use another database)"
-            )
+        store._check_catalog_free()
         store.warehouse_id = store.catalog.create(root=uri, new_id=uuid.uuid4().hex)
         marker = {"format": FORMAT_VERSION, "catalog": catalog_url, "id": store.warehouse_id}
         remote.put(layout.MARKER, (json.dumps(marker, indent=2) + "\n").encode())
@@ -198,15 +223,14 @@ class Store:
     @classmethod
     def create(cls, path: str | Path, catalog_url: str | None = None) -> Store:
         """Open the warehouse at ``path``, creating it (and its catalog) if it does not exist."""
+        store = cls.existing(path)
+        if store is not None:
+            store.check_catalog(catalog_url)
+            store.catalog.create()  # adds tables a newer actwh declares
+            return store
         if is_uri(path):
             return cls._create_remote(str(path), catalog_url)
         root = Path(path).expanduser().resolve()
-        if (root / layout.MARKER).exists():
-            store = cls.open(root)
-            if catalog_url and catalog_url != store.catalog_url:
-                raise ActwhError(f"{path} already uses the catalog {shown_url(store.catalog_url)}")
-            store.catalog.create()  # adds tables a newer actwh declares
-            return store
 
         # What an interrupted (or concurrent) creation leaves: a catalog, a marker being written.
         def leftover(name: str) -> bool:
@@ -217,16 +241,8 @@ class Store:
                 f"{path} exists, is not empty and is not an actwh warehouse; choose a new directory"
             )
         store = cls(root, catalog_url or f"duckdb:///{root / layout.CATALOG_FILE}")
-        # A catalog outside the directory may already hold another warehouse (by its stamp;
-        # one made before stamps has a format and no root).
-        if catalog_url and store.catalog.info("format") is not None:
-            owner = store.catalog.info("root")
-            if owner != str(root):
-                raise ActwhError(
-                    f"the catalog {shown_url(catalog_url)} already serves the warehouse "
-                    f"{owner or 'of another directory'}; one catalog serves one warehouse "
-                    "directory (use another database)"
-                )
+        if catalog_url:
+            store._check_catalog_free()
         made = not root.exists()
         try:
             root.mkdir(parents=True, exist_ok=True)

@@ -40,14 +40,6 @@ NULL_COUNTS_ONLY = {"min": False, "max": False, "distinct_count": False, "null_c
 WRITE_THREADS = min(8, os.cpu_count() or 1)  # files of one commit written at once
 
 
-def sha256_file(path: Path) -> str:  # a local file
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -206,7 +198,7 @@ class CommitWriter:
             os.fsync(f.fileno())
         tmp.replace(final)
         _fsync_dir(final.parent)
-        return relative, n_rows, sha256_file(final), final.stat().st_size
+        return relative, n_rows, self.store.sha256(relative), final.stat().st_size
 
     def commit(
         self,
