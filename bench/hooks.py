@@ -1,20 +1,29 @@
-"""(i) The capture's cost per forward call: how many Python hooks, and microseconds each.
+"""(i) The capture's cost per forward call, before and after issue 30, measured in one run.
 
 A batch makes one forward call for its prompt and one per generated token; every call runs every
-hook the capture registered (:class:`~actwh.ingest.capture.Capture`). On a CPU a forward call
-takes tens of milliseconds and this cost hides; on a GPU it takes a few, and a fixed Python cost
-per hook per call does not shrink with it. This measures, on the model and device given, a
-decode-shaped forward (batch 8, one new token, no cache: the call's fixed costs dominate):
+hook the capture registered. On a CPU a forward call takes tens of milliseconds and this cost
+hides; on a GPU it takes a few, and a fixed Python cost per hook per call does not shrink with it.
 
-* the bare forward;
-* the same with hooks that do nothing on the same points (the price of a Python hook);
-* the same with the default capture's hooks (projections of resid_mid and resid_post on 5
-  directions at every layer, 64 tracked neurons, the neuron statistics) and the full capture's
-  (also resid_mid and mlp_post vectors);
+Two ways of capturing, each for the default capture (projections of resid_mid and resid_post on 5
+directions at every layer, 64 tracked neurons, the neuron statistics) and the full one (also the
+vectors of resid_mid and mlp_post):
 
-interleaved over ``--repeats`` rounds of ``--calls`` calls each; per call: microseconds over
-bare, and per hook. Its ratio to the bare forward is what the capture adds to a decode step on
-this device. Run: ``python -m bench.hooks`` (``--model DIR --device cuda`` in bench/gpu.sh).
+* **before** (:class:`~actwh.ingest.capture.PerSiteCapture`): one hook per site and layer, each
+  kind's work on the tensor (the projections' matmul and norm) done in the hook at every call;
+* **after** (:class:`~actwh.ingest.capture.Capture`): one hook per module, the hooks only keep,
+  the work runs once per batch over every layer and call.
+
+A batch here is the shape ingestion runs: 8 prompts of 16 tokens, then 20 one-token calls (no KV
+cache: a call's fixed costs dominate), then the kinds' rows. Measured two ways, interleaved over
+``--repeats`` rounds (medians):
+
+* **alone**: the capture's hooks registered on stand-in modules that return a tensor of the
+  right shape and compute nothing, called as the model would call them, plus the kinds' rows at
+  the batch's end — the capture's own cost per forward call, precise on any device;
+* **in the model**: the same batch through the real model, against the bare model — on a CPU
+  within the noise of a forward call; on a GPU the ratio that matters (bench/gpu.sh).
+
+Run: ``python -m bench.hooks`` (``--model DIR --device cuda`` in bench/gpu.sh).
 """
 
 from __future__ import annotations
@@ -25,148 +34,212 @@ import time
 
 import numpy as np
 import torch
+from torch import nn
 
 from bench.report import record, table
 
+PROMPT, STEPS, BATCH = 16, 20, 8  # a batch: 8 prompts of 16 tokens, 20 generated tokens
 
-def captures(loaded, directions: dict[str, np.ndarray]):
-    """The default and full captures' :class:`Capture` objects for ``loaded`` (every layer)."""
-    from actwh.ingest.capture import Capture
+
+def request(adapter, directions: dict[str, np.ndarray], capture: list[str]):
+    """The default capture's request (``capture``: sites whose vectors are stored besides)."""
     from actwh.ingest.kinds.base import Request
-    from actwh.ingest.kinds.registry import kinds_for
 
-    adapter = loaded.adapter
-    layers = list(range(adapter.n_layers))
     rng = np.random.default_rng(0)
     tracked: dict[int, list[int]] = {}
     for layer, neuron in zip(
         rng.integers(0, adapter.n_layers, 64), rng.integers(0, adapter.d_mlp, 64), strict=True
     ):
         tracked.setdefault(int(layer), []).append(int(neuron))
+    layers = list(range(adapter.n_layers))
     project = [adapter.mlp_reads, "resid_post"]  # the default of --project
-    common = {"project": project, "directions": directions, "tracked": tracked}
-    made = {}
-    for name, capture in (("default", []), ("full", ["resid_mid", "mlp_post"])):
-        request = Request(adapter, layers, capture=capture, **common)
-        made[name] = Capture(adapter, kinds_for(request))
-    return made
+    return Request(
+        adapter, layers, capture, project=project, directions=directions, tracked=tracked
+    )
 
 
-def no_op(capture):
-    """A capture that hooks the same points as ``capture`` and does nothing there."""
-    from actwh.ingest.capture import Capture
+class StandIn(nn.Module):
+    """A module that returns a fixed tensor: what a hook on it costs, without the model."""
 
-    class NoOp(Capture):
-        def _hook(self, key):
-            return lambda x: None
+    def __init__(self, output: torch.Tensor):
+        super().__init__()
+        self.output = output
 
-    return NoOp(capture.adapter, capture.kinds)
+    def forward(self, x):
+        return self.output
+
+
+class Cycle:
+    """One batch of calls (a prompt call, then ``STEPS`` one-token calls) and the kinds' rows,
+    through the real model or the capture's stand-ins."""
+
+    def __init__(self, loaded, capture_class, req):
+        from actwh.ingest.generate import Ran
+        from actwh.ingest.kinds.base import RanBatch
+        from actwh.ingest.kinds.registry import kinds_for
+        from actwh.ingest.rows import Flat, TokenText
+
+        self.loaded, self.device = loaded, loaded.device
+        self.capture = None if req is None else capture_class(loaded.adapter, kinds_for(req))
+        width = PROMPT + STEPS
+        ids = torch.zeros(BATCH, width, dtype=torch.long, device=self.device)
+        valid = torch.ones(BATCH, width, dtype=torch.bool, device=self.device)
+        generated = valid.clone()
+        generated[:, :PROMPT] = False
+        ran = Ran(ids, valid, generated, None, [STEPS] * BATCH, [False] * BATCH)
+        prompts = list(range(BATCH))
+        self.last = torch.full((BATCH,), PROMPT - 1, device=self.device)
+        text = TokenText(loaded.tokenizer)
+        self.batch = RanBatch(ran, Flat.of(ran, prompts), prompts, self.last, text)
+        vocab = loaded.tokenizer.vocab_size
+        self.inputs = [torch.randint(0, vocab, (BATCH, PROMPT), device=self.device)] + [
+            torch.randint(0, vocab, (BATCH, 1), device=self.device) for _ in range(STEPS)
+        ]
+        self.stand_ins = [] if self.capture is None else self._stand_ins()
+
+    def _stand_ins(self) -> list[tuple[StandIn, int]]:
+        """A stand-in per hooked module (its hook registered on it), with its input's width."""
+        adapter = self.loaded.adapter
+        width = {"mlp_post": adapter.d_mlp}
+        dims: dict[int, dict[str, int]] = {}
+        for site, layer in self.capture.readers:
+            module, where = adapter.hook_point(site, layer)
+            dims.setdefault(id(module), {})[where] = width.get(site, adapter.d_model)
+        made = []
+        for module, kind, hook in self.capture.hooks():
+            d = dims[id(module)]
+            d_in, d_out = d.get("input", d.get("output")), d.get("output", d.get("input"))
+            tensors = {t: torch.randn(BATCH, t, d_out, device=self.device) for t in (PROMPT, 1)}
+            stand = StandIn(tensors[PROMPT])
+            stand.tensors = tensors
+            if kind == "pre":
+                stand.register_forward_pre_hook(hook, with_kwargs=True)
+            else:
+                stand.register_forward_hook(hook, with_kwargs=True)
+            made.append((stand, d_in))
+        return made
+
+    def _rows(self) -> None:
+        for kind in self.capture.kinds:
+            for _ in kind.rows(self.batch):
+                pass
+
+    def alone(self) -> float:
+        """Seconds of the capture's hooks on stand-ins for a batch's calls, and its rows."""
+        inputs = {
+            (d, t): torch.randn(BATCH, t, d, device=self.device)
+            for _, d in self.stand_ins
+            for t in (PROMPT, 1)
+        }
+        self.capture.start_batch(self.last)
+        _sync(self.device)
+        started = time.perf_counter()
+        for call in range(1 + STEPS):
+            t = PROMPT if call == 0 else 1
+            for stand, d in self.stand_ins:
+                stand.output = stand.tensors[t]
+                stand(inputs[(d, t)])
+        self._rows()
+        _sync(self.device)
+        return time.perf_counter() - started
+
+    def in_model(self) -> float:
+        """Seconds of a batch's calls through the model (with the capture's hooks, if any)."""
+        model = self.loaded.model
+        _sync(self.device)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            if self.capture is None:
+                for ids in self.inputs:
+                    model(input_ids=ids, use_cache=False)
+            else:
+                with self.capture:
+                    self.capture.start_batch(self.last)
+                    for ids in self.inputs:
+                        model(input_ids=ids, use_cache=False)
+                    self._rows()
+        _sync(self.device)
+        return time.perf_counter() - started
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--calls", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
+    from actwh.ingest.capture import Capture, PerSiteCapture
     from actwh.models.loading import load_model
 
     loaded = load_model(args.model, device=args.device)
-    device = loaded.device
+    adapter = loaded.adapter
     rng = np.random.default_rng(1)
     directions = {
-        f"d{i}": rng.standard_normal(loaded.adapter.d_model).astype(np.float32) for i in range(5)
+        f"d{i}": rng.standard_normal(adapter.d_model).astype(np.float32) for i in range(5)
     }
-    made = captures(loaded, directions)
-    ids = torch.randint(0, loaded.tokenizer.vocab_size, (8, 1), device=device)
-    last = torch.zeros(8, dtype=torch.long, device=device)
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def forward_calls() -> float:
-        """Seconds per forward call, over ``--calls`` calls."""
-        sync()
-        started = time.perf_counter()
-        with torch.inference_mode():
-            for _ in range(args.calls):
-                loaded.model(input_ids=ids, use_cache=False)
-        sync()
-        return (time.perf_counter() - started) / args.calls
-
-    def hook_calls(capture, calls: int = 200) -> float:
-        """Seconds per forward call of running every hook of ``capture`` alone: the functions it
-        registers, handed tensors of the call's shape (what torch hands them), no model."""
-        shapes = {"mlp_post": loaded.adapter.d_mlp}
-        inputs = {
-            key: torch.randn(8, 1, shapes.get(key[0], loaded.adapter.d_model), device=device)
-            for key in capture.readers
-        }
-        hooks = [(capture._hook(key), inputs[key]) for key in capture.readers]
-        capture.start_batch(last)
-        sync()
-        started = time.perf_counter()
-        for _ in range(calls):
-            for hook, x in hooks:
-                hook(x)
-        sync()
-        seconds = (time.perf_counter() - started) / calls
-        capture.start_batch(last)
-        return seconds
-
-    forward_calls()  # warm up
-    bare = statistics.median(forward_calls() for _ in range(args.repeats))
-    noop = statistics.median(
-        _with(no_op(made["default"]), forward_calls) for _ in range(args.repeats)
+    variants = {"bare": Cycle(loaded, None, None)}
+    for name, sites in (("default", []), ("full", [adapter.mlp_reads, "mlp_post"])):
+        for when, capture_class in (("before", PerSiteCapture), ("after", Capture)):
+            variants[f"{name}, {when}"] = Cycle(
+                loaded, capture_class, request(adapter, directions, sites)
+            )
+    times: dict[str, dict[str, list[float]]] = {v: {"alone": [], "model": []} for v in variants}
+    for cycle in variants.values():  # warm up
+        cycle.in_model()
+        if cycle.capture is not None:
+            cycle.alone()
+    order = np.random.default_rng(2)
+    for _ in range(args.repeats):
+        for name in order.permutation(list(variants)):
+            cycle = variants[str(name)]
+            times[name]["model"].append(cycle.in_model())
+            if cycle.capture is not None:
+                times[name]["alone"].append(cycle.alone())
+    calls = 1 + STEPS
+    bare = statistics.median(times["bare"]["model"])
+    rows = []
+    for name, cycle in variants.items():
+        model = statistics.median(times[name]["model"])
+        row = {"capture": name, "hooks": 0 if cycle.capture is None else len(cycle.stand_ins)}
+        if cycle.capture is None:
+            row["alone: µs per call"] = ""
+            row["alone ÷ bare"] = ""
+        else:
+            alone = statistics.median(times[name]["alone"])
+            row["alone: µs per call"] = f"{alone / calls * 1e6:,.0f}"
+            row["alone ÷ bare"] = f"{alone / bare:.4f}"
+        row["in the model: ms per call"] = f"{model / calls * 1e3:,.2f}"
+        row["in the model ÷ bare"] = "1" if cycle.capture is None else f"{model / bare:.3f}"
+        rows.append(row)
+    after = statistics.median(times["default, after"]["alone"]) / calls * 1e6
+    before = statistics.median(times["default, before"]["alone"]) / calls * 1e6
+    per_layer = {w: us / adapter.n_layers for w, us in (("before", before), ("after", after))}
+    scaled = "; ".join(
+        f"{label} ({n} layers): {per_layer['before'] * n:,.0f} µs before, "
+        f"{per_layer['after'] * n:,.0f} µs after"
+        for label, n in (("GPT-2 medium", 24), ("an 8B Llama", 32))
     )
-    rows = [
-        {
-            "what": "a bare forward call",
-            "hooks": 0,
-            "µs per call": f"{bare * 1e6:,.0f}",
-            "µs per hook": "",
-        },
-        {
-            "what": "the same with no-op hooks on the default capture's points (in the model)",
-            "hooks": len(made["default"].readers),
-            "µs per call": f"{noop * 1e6:,.0f}",
-            "µs per hook": f"{(noop - bare) * 1e6 / len(made['default'].readers):.1f}",
-        },
-    ]
-    for name in ("default", "full"):
-        capture = made[name]
-        hook_calls(capture, 20)  # warm up
-        alone = statistics.median(hook_calls(capture) for _ in range(args.repeats))
-        rows.append(
-            {
-                "what": f"the {name} capture's hooks alone, run as a forward call runs them",
-                "hooks": len(capture.readers),
-                "µs per call": f"{alone * 1e6:,.0f}",
-                "µs per hook": f"{alone * 1e6 / len(capture.readers):.1f}",
-            }
-        )
-        rows[-1]["share of the bare call"] = f"{alone / bare:.3f}"
-    for row in rows:
-        row.setdefault(
-            "share of the bare call", "" if row["hooks"] == 0 else f"{(noop - bare) / bare:.3f}"
-        )
     body = (
-        f"{loaded.name} on {device} ({loaded.adapter.n_layers} layers), a decode-shaped forward "
-        f"call (batch 8, 1 token, no cache), median of {args.repeats} rounds of {args.calls} "
-        "calls; the hooks alone: the functions the capture registers, each handed a tensor of "
-        "that call's shape, 200 calls a round. Divide a row's µs per call by another device's "
-        "forward time (bench/gpu.sh measures it) for what the hooks add there.\n\n" + table(rows)
+        f"{loaded.name} on {loaded.device} ({adapter.n_layers} layers). A batch: {BATCH} prompts "
+        f"of {PROMPT} tokens, then {STEPS} one-token calls (no KV cache), then the kinds' rows; "
+        f"median of {args.repeats} interleaved rounds. *alone*: the capture's hooks on stand-in "
+        "modules that compute nothing, plus the kinds' rows, per forward call; *in the model*: "
+        "the same batch through the model, per call.\n\n"
+        + table(rows)
+        + "\n\nThe default capture's own cost per forward call, scaled by layers to other models "
+        f"on this host: {scaled}. Divide by a forward call's time on a device for the share it "
+        "adds there (bench/gpu.sh measures the in-model ratio on a GPU)."
     )
-    where = device.type if args.model == "embedded" else f"{device.type}, {loaded.name}"
-    title = f"(i) The capture's cost per forward call ({where})"
+    where = (
+        loaded.device.type if args.model == "embedded" else f"{loaded.device.type}, {loaded.name}"
+    )
+    title = f"(i) The capture's cost per forward call, before and after ({where})"
     record("hooks-" + where.replace(", ", "-"), title, body)
-
-
-def _with(context, run):
-    with context:
-        return run()
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from actwh.ingest.batches import eos_ids
-from actwh.ingest.generate import Batch
+from actwh.ingest.generate import Batch, greedy
 from actwh.ingest.options import IngestOptions
 from actwh.ingest.prompts import PromptSet, read_prompts, shipped_prompts
 from actwh.ingest.registry import ensure_registered
@@ -66,6 +66,18 @@ def bare_generation(loaded, prompts: PromptSet, generate: int, batch_size: int) 
         pass
 
 
+def greedy_loop(loaded, prompts: PromptSet, generate: int, batch_size: int) -> None:
+    """actwh's own greedy loop (:func:`~actwh.ingest.generate.greedy`) over the same batches,
+    nothing hooked or stored: it also feeds the last generated token through the model (its
+    activations are captured too), one forward call more per batch than ``model.generate``."""
+    budget = loaded.adapter.context_length - generate
+    sequences, _ = encode_prompts(loaded, prompts.prompts, budget)
+    pad, eos = loaded.tokenizer.pad_token_id, eos_ids(loaded)
+    for batch in plan_batches(sequences, batch_size):
+        padded = Batch.left_padded([s.ids for s in batch], pad, loaded.device)
+        greedy(loaded.model, padded, generate, eos, pad)
+
+
 def measured(run) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process: user + system, all threads) of ``run()``."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -93,7 +105,7 @@ def verdict(interval: tuple[float, float, float], budget: float) -> str:
     return "not resolvable (the interval straddles the budget)"
 
 
-VARIANTS = ("bare", "default", "full")
+VARIANTS = ("bare", "loop", "default", "full")
 
 
 def main() -> None:
@@ -119,8 +131,8 @@ def main() -> None:
 
         def run(variant: str, repeat: int) -> None:
             nonlocal tokens
-            if variant == "bare":
-                bare_generation(loaded, prompts, 20, 8)
+            if variant in ("bare", "loop"):
+                (bare_generation if variant == "bare" else greedy_loop)(loaded, prompts, 20, 8)
                 return
             options = IngestOptions(
                 name=f"{variant}{repeat}",
@@ -139,13 +151,20 @@ def main() -> None:
     record_results(args, loaded, prompts, tokens, times)
 
 
+def ratios(times: dict, variant: str, over: str, k: int) -> tuple[float, float, float]:
+    """The paired interval of ``variant`` ÷ ``over`` (``k``: 0 wall, 1 CPU)."""
+    return paired_interval([t[k] / b[k] for t, b in zip(times[variant], times[over], strict=True)])
+
+
 def record_results(args, loaded, prompts, tokens: int, times: dict) -> None:
     intervals = {
-        (variant, kind): paired_interval(
-            [t[k] / b[k] for t, b in zip(times[variant], times["bare"], strict=True)]
-        )
-        for variant in ("default", "full")
+        (variant, kind): ratios(times, variant, "bare", k)
+        for variant in ("loop", "default", "full")
         for k, kind in enumerate(("wall", "cpu"))
+    }
+    over_loop = {
+        v: "{:.3f} [{:.3f}, {:.3f}]".format(*ratios(times, v, "loop", 1))
+        for v in ("default", "full")
     }
 
     def row(variant: str, method: str) -> dict:
@@ -167,6 +186,9 @@ def record_results(args, loaded, prompts, tokens: int, times: dict) -> None:
 
     rows = [
         row("bare", "bare greedy generation (HF generate, same batches)"),
+        row(
+            "loop", "actwh's greedy loop alone (one call more per batch; nothing hooked or stored)"
+        ),
         row("default", "actwh ingest, default capture"),
         row("full", "actwh ingest, full capture (+ resid_mid, mlp_post vectors, float16)"),
     ]
@@ -175,7 +197,7 @@ def record_results(args, loaded, prompts, tokens: int, times: dict) -> None:
         f"{args.model} on {loaded.device}, {len(prompts.prompts)} shipped prompts × 20 greedy "
         f"tokens, batch 8, {tokens:,} tokens stored per run; 5 directions × 2 sites × "
         f"{loaded.adapter.n_layers} layers of projections, 64 tracked neurons. {args.repeats} "
-        "repetitions, the three variants interleaved in a random order each time; a ratio is "
+        "repetitions, the four variants interleaved in a random order each time; a ratio is "
         "the geometric mean of each repetition's variant ÷ its bare run, with a 95% bootstrap "
         "interval over the repetitions. CPU time is user + system of the process, all threads "
         f"(wall/CPU s per run: {runs}).\n\n"
@@ -184,7 +206,12 @@ def record_results(args, loaded, prompts, tokens: int, times: dict) -> None:
         f"{verdict(intervals[('default', 'cpu')], 1.05)}; full capture ≤ 1.10×: "
         f"{verdict(intervals[('full', 'cpu')], 1.10)}. By wall time: default "
         f"{verdict(intervals[('default', 'wall')], 1.05)}; full "
-        f"{verdict(intervals[('full', 'wall')], 1.10)}."
+        f"{verdict(intervals[('full', 'wall')], 1.10)}.\n\nWhere it goes, by CPU time: actwh's "
+        "greedy loop itself (the extra forward call that captures the last generated token, "
+        f"log-probabilities) is {'{:.3f} [{:.3f}, {:.3f}]'.format(*intervals[('loop', 'cpu')])}× "
+        "bare generation; the capture and storage on top of that loop (hooks, the kinds' rows, "
+        f"tokens and generations, the commit) are {over_loop['default']}× the loop for the "
+        f"default capture and {over_loop['full']}× for the full one."
     )
     where = (
         loaded.device.type if args.model == "embedded" else f"{loaded.device.type}, {loaded.name}"

@@ -137,7 +137,9 @@ class Adapter:
             "resid_mid": (self.mlp_norm(layer) or self.mlp(layer), "input"),
             "resid_post": (block, "output"),
             "attn_out": (self._part(layer, self.post_attn_norm_name or self.attn_name), "output"),
-            "mlp_out": (self.post_mlp_norm(layer) or self.mlp(layer), "output"),
+            # The output projection's output is the MLP's (GPT-2's dropout is the identity in
+            # eval): its hook also serves mlp_post.
+            "mlp_out": (self.post_mlp_norm(layer) or self.mlp_out_proj(layer), "output"),
             "mlp_post": (self.mlp_out_proj(layer), "input"),
         }
         return points[site]

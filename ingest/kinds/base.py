@@ -6,7 +6,10 @@ directions, tracked neurons, neuron statistics, the logit lens). Its module decl
 * ``make(request)``: the kind for a run, or ``None`` when the run does not ask for it;
 * ``keys()``: the hook points it reads, ``(site, layer)``;
 * ``on(key, x)``: what the hook keeps of ``x`` (``[batch, pos, ...]``, on the device) during one
-  forward call — a batch makes one call for the prompt, then one per generated token;
+  forward call — a batch makes one call for the prompt, then one per generated token. It only
+  keeps: hooks run at every layer of every call, so work on what was kept (projections,
+  statistics) is done in ``rows`` (or ``flush``), once over all layers and calls;
+* ``flush()``: that work on what was kept so far, before the batch ends (to bound memory);
 * ``rows(batch)``: the fact-table rows of one batch (padding dropped), as :class:`Rows`;
 * ``before_commit()``: rows it accumulates over several batches (statistics), once per commit.
 
@@ -99,6 +102,9 @@ class CaptureKind:
 
     def on(self, key: Key, x: torch.Tensor) -> None:
         self.keep(key, x)
+
+    def flush(self) -> None:
+        """Do now the work on what was kept that ``rows`` would otherwise do (nothing here)."""
 
     def kept_keys(self) -> list[Key]:
         """The keys whose hook ran this batch."""

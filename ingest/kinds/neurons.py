@@ -45,12 +45,14 @@ class TrackedNeurons(CaptureKind):
 
 
 def coefficient_sums(ran: Ran, m: torch.Tensor, rows: torch.Tensor | None = None) -> np.ndarray:
-    """Every neuron's sums over one batch's coefficients ``m`` (``[batch, pos, d_mlp]``), of the
-    batch rows ``rows`` (``[batch]`` bool; default all): ``[2, 5, d_mlp]`` float64, for prompt
-    tokens (0) and generated tokens (1), in the order of :data:`STAT_COLUMNS`."""
+    """Every neuron's sums over one batch's coefficients ``m`` (``[..., batch, pos, d_mlp]``: one
+    layer, or several stacked), of the batch rows ``rows`` (``[batch]`` bool; default all):
+    ``[..., 2, 5, d_mlp]`` float64, for prompt tokens (0) and generated tokens (1), in the order of
+    :data:`STAT_COLUMNS`."""
     valid = ran.valid if rows is None else ran.valid & rows[:, None]
     kinds = torch.stack([valid & ~ran.generated, valid & ran.generated]).reshape(2, -1)
-    m = m.reshape(-1, m.shape[-1]).float()  # [batch · pos, d_mlp]
+    lead = m.shape[:-3]
+    m = m.reshape(*lead, -1, m.shape[-1]).float()  # [..., batch · pos, d_mlp]
     w = kinds.to(m)  # [2, batch · pos]: which tokens each sum counts
     # One scratch tensor, reused in place: on a CPU, allocating a fresh one per term cost more
     # than the sums themselves (bench/writer.py's pipeline).
@@ -58,9 +60,9 @@ def coefficient_sums(ran: Ran, m: torch.Tensor, rows: torch.Tensor | None = None
     sum_pos = w @ scratch
     n_pos = w @ scratch.sign_()
     sum_sq = w @ torch.square(m, out=scratch)
-    sums = torch.stack([n_pos, w @ m, sum_pos, sum_sq], dim=1)
-    n = w.sum(1)[:, None, None].expand(2, 1, m.shape[1])
-    return torch.cat([n, sums], dim=1).double().cpu().numpy()
+    sums = torch.stack([n_pos, w @ m, sum_pos, sum_sq], dim=-2)  # [..., 2, 4, d_mlp]
+    n = w.sum(1)[:, None, None].expand(*lead, 2, 1, m.shape[-1])
+    return torch.cat([n, sums], dim=-2).double().cpu().numpy()
 
 
 def neuron_stats_table(sums: np.ndarray, arm: str) -> pa.Table | None:
@@ -88,6 +90,13 @@ def neuron_stats_table(sums: np.ndarray, arm: str) -> pa.Table | None:
     return pa.concat_tables(parts) if parts else None
 
 
+# Layers whose coefficients are summed in one call, up to this many bytes of float32 per device
+# type (default 256 MiB): on an accelerator that is one launch per term for many layers instead of
+# one per layer; on a CPU, where a launch is cheap and copying the layers into a stack is not,
+# one layer at a time (bench/writer.py's pipeline).
+STACK_BYTES = {"cpu": 0}
+
+
 class NeuronStats(CaptureKind):
     def __init__(self, layers: list[int], arms: dict[int, str]):
         super().__init__([(NEURON_SITE, layer) for layer in layers])
@@ -97,13 +106,36 @@ class NeuronStats(CaptureKind):
     def rows(self, batch: RanBatch) -> Iterator[Rows]:
         arms = [self.arms.get(p, "plain") for p in batch.prompts]
         device = batch.ran.valid.device
-        for arm in dict.fromkeys(arms):
-            rows = torch.tensor([a == arm for a in arms], device=device)
-            for key in self.kept_keys():
-                part = (key[1], arm)
-                sums = coefficient_sums(batch.ran, self.joined(key), rows)
-                self.sums[part] = self.sums[part] + sums if part in self.sums else sums
+        for group in self._stacks(STACK_BYTES.get(device.type, 256 << 20)):
+            # [layers, batch, pos, d_mlp]
+            m = (
+                torch.stack([self.joined(k) for k in group])
+                if len(group) > 1
+                else self.joined(group[0])[None]
+            )
+            for arm in dict.fromkeys(arms):
+                rows = torch.tensor([a == arm for a in arms], device=device)
+                sums = coefficient_sums(batch.ran, m, rows)
+                for key, layer_sums in zip(group, sums, strict=True):
+                    part = (key[1], arm)
+                    self.sums[part] = (
+                        self.sums[part] + layer_sums if part in self.sums else layer_sums
+                    )
         return iter(())
+
+    def _stacks(self, limit: int) -> list[list]:
+        """The kept layers, in groups of at most ``limit`` bytes of float32 coefficients (a
+        layer larger than that on its own)."""
+        groups: list[list] = []
+        size = limit
+        for key in self.kept_keys():
+            one = sum(x.numel() for x in self.parts["kept"][key]) * 4
+            if size + one > limit:
+                groups.append([])
+                size = 0
+            groups[-1].append(key)
+            size += one
+        return groups
 
     def before_commit(self) -> Iterator[Rows]:
         by_layer: dict[int, list[pa.Table]] = {}

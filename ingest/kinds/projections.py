@@ -1,8 +1,13 @@
 """``projections``: the dot product and cosine of residual sites (``project``) with every
-direction of the model, computed on the device so only two numbers per direction leave it."""
+direction of the model, computed on the device so only two numbers per direction leave it.
+
+The hooks only keep the residual tensors; they are projected all at once — every site, layer and
+forward call of the batch in one matmul — when the batch ends, or earlier once what is kept
+passes :data:`FLUSH_BYTES` (a long prompt on a large model)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -15,22 +20,71 @@ from actwh.models.sites import RESIDUAL_SITES
 
 TABLES = ("projections",)
 
+FLUSH_BYTES = 128 << 20  # residuals kept before they are projected
+
 
 class Projections(CaptureKind):
-    buffers = ("dots", "norms")
+    buffers = ("dots", "norms", "x")
 
     def __init__(self, sites, layers, names: list[str], vectors: torch.Tensor):
         super().__init__([(s, l) for s in sites for l in layers])
         self.names, self.vectors = names, vectors  # [n, d_model] on the device
         self.norms = vectors.norm(dim=-1)
+        self.kept_bytes = 0
+        self._buffer: torch.Tensor | None = None
 
     def on(self, key, x: torch.Tensor) -> None:
-        # Hooks run ~60 times per forward call: only the ops that must see x now.
-        x32 = x.float()
-        self.keep(key, x32 @ self.vectors.T, "dots")
-        self.keep(key, torch.linalg.vector_norm(x32, dim=-1, keepdim=True), "norms")
+        self.keep(key, x, "x")
+        self.kept_bytes += x.nbytes
+        if self.kept_bytes >= FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Project every residual kept since the last flush: the keys' tensors stacked (those of
+        one shape together: all of them, unless a flush came mid-call), one matmul, one norm."""
+        groups: dict[tuple[int, ...], list] = {}
+        for key, parts in self.parts["x"].items():
+            if parts:
+                shape = (*parts[0].shape[:1], sum(p.shape[1] for p in parts), parts[0].shape[2])
+                groups.setdefault(shape, []).append(key)
+        for (batch, width, d), keys in groups.items():
+            first = self.parts["x"][keys[0]][0]
+            x = self._stack((len(keys), batch, width, d), first)
+            for k, key in enumerate(keys):
+                torch.cat(self.parts["x"][key], dim=1, out=x[k])
+            x32 = x.reshape(-1, d).float()
+            dots = (x32 @ self.vectors.T).reshape(len(keys), batch, width, -1)
+            norms = torch.linalg.vector_norm(x32, dim=-1).reshape(len(keys), batch, width, 1)
+            for k, key in enumerate(keys):
+                self.keep(key, dots[k], "dots")
+                self.keep(key, norms[k], "norms")
+        for parts in self.parts["x"].values():
+            parts.clear()
+        self.kept_bytes = 0
+
+    def _stack(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A tensor of ``shape`` for the stack, in memory kept from one flush to the next: a
+        fresh one of tens of MB costs a CPU more in page faults than the matmul."""
+        size = math.prod(shape)
+        buffer = self._buffer
+        if (
+            buffer is None
+            or buffer.numel() < size
+            or (buffer.dtype, buffer.device)
+            != (
+                like.dtype,
+                like.device,
+            )
+        ):
+            buffer = self._buffer = torch.empty(size, dtype=like.dtype, device=like.device)
+        return buffer[:size].view(shape)
+
+    def start_batch(self, last: torch.Tensor | None = None) -> None:
+        super().start_batch(last)
+        self.kept_bytes = 0
 
     def rows(self, batch: RanBatch) -> Iterator[Rows]:
+        self.flush()
         flat, n = batch.flat, len(self.names)
         for key in self.kept_keys():
             dots = self.joined(key, "dots")

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pyarrow as pa
-import torch
 
 from actwh.ingest.kinds.base import CaptureKind, RanBatch, Request, Rows
 from actwh.ingest.rows import vector_array
@@ -25,11 +24,6 @@ class FullVectors(CaptureKind):
     def __init__(self, sites, layers, dtype: str = "float32", on_overflow: str = "scale"):
         super().__init__([(s, l) for s in sites for l in layers])
         self.dtype, self.on_overflow = dtype, on_overflow
-
-    def on(self, key, x: torch.Tensor) -> None:
-        # The MLP's intermediate is its own tensor, never written to after the output
-        # projection; the residual stream may be added to in place, so it is copied.
-        self.keep(key, x if key[0] == NEURON_SITE else x.clone())
 
     def collect(self) -> dict:
         """This batch's vectors per ``(site, layer)``, ``[batch, pos, d]`` (padded layout)."""
