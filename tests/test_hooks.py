@@ -10,6 +10,7 @@ import hashlib
 import numpy as np
 import polars as pl
 import pytest
+import torch
 from tiny_models import build_family
 
 import actwh
@@ -110,3 +111,24 @@ def test_one_python_hook_per_module(llama_dir):
     hooks = Capture(adapter, [kind]).hooks()
     assert sorted(k for _, k, _ in hooks) == ["forward"] * 2 * n + ["pre"] * n
     assert len(PerSiteCapture(adapter, [kind]).hooks()) == 5 * n
+
+
+def test_projections_in_and_out_of_inference_mode(llama_dir):
+    """The projections' stack is memory kept between batches: a batch out of inference mode
+    (training code) after one in it must not write into an inference tensor."""
+    from actwh.ingest.kinds.projections import Projections
+    from actwh.models.loading import load_model
+
+    loaded = load_model(str(llama_dir), device="cpu")
+    adapter = loaded.adapter
+    vectors = torch.randn(3, adapter.d_model)
+    kind = Projections(["resid_post"], range(adapter.n_layers), ["a", "b", "c"], vectors)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    dots = []
+    for mode in (torch.inference_mode, torch.no_grad):
+        with mode(), Capture(adapter, [kind]) as capture:
+            capture.start_batch()
+            loaded.model(input_ids=ids)
+            kind.flush()
+            dots.append(kind.joined(("resid_post", 1), "dots").clone())
+    assert torch.equal(dots[0], dots[1])

@@ -70,11 +70,8 @@ class Projections(CaptureKind):
         if (
             buffer is None
             or buffer.numel() < size
-            or (buffer.dtype, buffer.device)
-            != (
-                like.dtype,
-                like.device,
-            )
+            or (buffer.dtype, buffer.device) != (like.dtype, like.device)
+            or buffer.is_inference() != torch.is_inference_mode_enabled()
         ):
             buffer = self._buffer = torch.empty(size, dtype=like.dtype, device=like.device)
         return buffer[:size].view(shape)
