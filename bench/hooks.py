@@ -95,6 +95,7 @@ class Cycle:
         self.inputs = [torch.randint(0, vocab, (BATCH, PROMPT), device=self.device)] + [
             torch.randint(0, vocab, (BATCH, 1), device=self.device) for _ in range(STEPS)
         ]
+        self.unhooked: list[tuple[StandIn, int]] = []  # the same calls without the hooks
         self.stand_ins = [] if self.capture is None else self._stand_ins()
 
     def _stand_ins(self) -> list[tuple[StandIn, int]]:
@@ -112,11 +113,14 @@ class Cycle:
             tensors = {t: torch.randn(BATCH, t, d_out, device=self.device) for t in (PROMPT, 1)}
             stand = StandIn(tensors[PROMPT])
             stand.tensors = tensors
+            unhooked = StandIn(tensors[PROMPT])
+            unhooked.tensors = tensors
             if kind == "pre":
                 stand.register_forward_pre_hook(hook, with_kwargs=True)
             else:
                 stand.register_forward_hook(hook, with_kwargs=True)
             made.append((stand, d_in))
+            self.unhooked.append((unhooked, d_in))
         return made
 
     def _rows(self) -> None:
@@ -124,25 +128,34 @@ class Cycle:
             for _ in kind.rows(self.batch):
                 pass
 
-    def alone(self) -> float:
-        """Seconds of the capture's hooks on stand-ins for a batch's calls, and its rows."""
+    def alone(self) -> tuple[float, float]:
+        """Seconds of the capture's hooks on stand-ins for a batch's calls (less the same calls
+        without hooks), and of its rows."""
         inputs = {
             (d, t): torch.randn(BATCH, t, d, device=self.device)
             for _, d in self.stand_ins
             for t in (PROMPT, 1)
         }
-        self.capture.start_batch(self.last)
-        _sync(self.device)
-        started = time.perf_counter()
-        with torch.inference_mode():  # as ingestion runs them
+
+        def calls(stand_ins) -> float:
+            _sync(self.device)
+            started = time.perf_counter()
             for call in range(1 + STEPS):
                 t = PROMPT if call == 0 else 1
-                for stand, d in self.stand_ins:
+                for stand, d in stand_ins:
                     stand.output = stand.tensors[t]
                     stand(inputs[(d, t)])
+            _sync(self.device)
+            return time.perf_counter() - started
+
+        with torch.inference_mode():  # as ingestion runs them
+            frame = calls(self.unhooked)
+            self.capture.start_batch(self.last)
+            hooked = calls(self.stand_ins)
+            started = time.perf_counter()
             self._rows()
-        _sync(self.device)
-        return time.perf_counter() - started
+            _sync(self.device)
+        return hooked - frame, time.perf_counter() - started
 
     def in_model(self) -> float:
         """Seconds of a batch's calls through the model (with the capture's hooks, if any)."""
@@ -189,7 +202,7 @@ def main() -> None:
             variants[f"{name}, {when}"] = Cycle(
                 loaded, capture_class, request(adapter, directions, sites)
             )
-    times: dict[str, dict[str, list[float]]] = {v: {"alone": [], "model": []} for v in variants}
+    times: dict[str, dict[str, list]] = {v: {"alone": [], "model": []} for v in variants}
     for cycle in variants.values():  # warm up
         cycle.in_model()
         if cycle.capture is not None:
@@ -203,23 +216,25 @@ def main() -> None:
                 times[name]["alone"].append(cycle.alone())
     calls = 1 + STEPS
     bare = statistics.median(times["bare"]["model"])
-    rows = []
+    rows, per_call = [], {}
     for name, cycle in variants.items():
         model = statistics.median(times[name]["model"])
         row = {"capture": name, "hooks": 0 if cycle.capture is None else len(cycle.stand_ins)}
         if cycle.capture is None:
-            row["alone: µs per call"] = ""
-            row["alone ÷ bare"] = ""
+            row |= {"hooks: µs per call": "", "rows: ms per batch": "", "alone ÷ bare": ""}
         else:
-            alone = statistics.median(times[name]["alone"])
-            row["alone: µs per call"] = f"{alone / calls * 1e6:,.0f}"
-            row["alone ÷ bare"] = f"{alone / bare:.4f}"
+            hooks = statistics.median(h for h, _ in times[name]["alone"])
+            rows_s = statistics.median(r for _, r in times[name]["alone"])
+            per_call[name] = hooks / calls * 1e6
+            row["hooks: µs per call"] = f"{per_call[name]:,.0f}"
+            row["rows: ms per batch"] = f"{rows_s * 1e3:,.1f}"
+            row["alone ÷ bare"] = f"{(hooks + rows_s) / bare:.4f}"
         row["in the model: ms per call"] = f"{model / calls * 1e3:,.2f}"
         row["in the model ÷ bare"] = "1" if cycle.capture is None else f"{model / bare:.3f}"
         rows.append(row)
-    after = statistics.median(times["default, after"]["alone"]) / calls * 1e6
-    before = statistics.median(times["default, before"]["alone"]) / calls * 1e6
-    per_layer = {w: us / adapter.n_layers for w, us in (("before", before), ("after", after))}
+    per_layer = {
+        when: per_call[f"default, {when}"] / adapter.n_layers for when in ("before", "after")
+    }
     scaled = "; ".join(
         f"{label} ({n} layers): {per_layer['before'] * n:,.0f} µs before, "
         f"{per_layer['after'] * n:,.0f} µs after"
@@ -229,10 +244,12 @@ def main() -> None:
         f"{loaded.name} on {loaded.device} ({adapter.n_layers} layers). A batch: {BATCH} prompts "
         f"of {PROMPT} tokens, then {STEPS} one-token calls (no KV cache), then the kinds' rows; "
         f"median of {args.repeats} interleaved rounds. *alone*: the capture's hooks on stand-in "
-        "modules that compute nothing, plus the kinds' rows, per forward call; *in the model*: "
-        "the same batch through the model, per call.\n\n"
+        "modules that compute nothing (per forward call, less the same calls without hooks), and "
+        "the kinds' rows at the batch's end "
+        "(per batch; the projections and statistics run there now); *in the model*: the same "
+        "batch through the model, per call.\n\n"
         + table(rows)
-        + "\n\nThe default capture's own cost per forward call, scaled by layers to other models "
+        + "\n\nThe default capture's hooks per forward call, scaled by layers to other models "
         f"on this host: {scaled}. Divide by a forward call's time on a device for the share it "
         "adds there (bench/gpu.sh measures the in-model ratio on a GPU)."
     )
