@@ -16,6 +16,7 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from actwh.errors import ActwhError, arg
 from actwh.ingest.generate import Ran
+from actwh.ingest.scratch import Scratch
 from actwh.warehouse.arrays import vectors_to_column
 
 FLOAT16_MAX = 65504.0
@@ -113,7 +114,12 @@ def _nullable(turns: torch.Tensor) -> pa.Array:
 
 
 def vector_array(
-    flat: Flat, x: torch.Tensor, dtype: str, where: str, overflow: str
+    flat: Flat,
+    x: torch.Tensor,
+    dtype: str,
+    where: str,
+    overflow: str,
+    scratch: Scratch | None = None,
 ) -> tuple[pa.Array, str, pa.Array]:
     """The rows of ``x`` (``[batch, pos, d]``) at ``flat``'s positions → a fixed-size-list array
     in ``dtype``, the dtype used, and each row's scale (``vec_scale``, schema.sql).
@@ -122,13 +128,14 @@ def vector_array(
     two that brings it within range, and that power is its scale (``overflow="scale"``: the size
     of float16, and its precision relative to the row's largest value); or the block is stored
     as float32 (``"float32"``); or it is refused (``"error"``). Never inf. Rows within range have
-    no scale (NULL).
+    no scale (NULL). ``scratch`` holds the narrowed copy (reused from one call to the next).
     """
     rows = len(flat)
     if dtype == "float16":
         # Narrowed before the gather, so that the gather moves half the bytes. A value beyond
         # float16's range became inf (one within it rounds to at most 65504); NaN stays NaN.
-        half = flat.take(x.to(torch.float16))
+        narrowed = (scratch or Scratch()).get(x.shape, torch.float16, x.device)
+        half = flat.take(narrowed.copy_(x))
         if _peak(half) <= FLOAT16_MAX:
             return vectors_to_column(half.cpu().numpy()), dtype, pa.nulls(rows, pa.float32())
         if overflow == "error":

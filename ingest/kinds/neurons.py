@@ -15,6 +15,7 @@ import torch
 from actwh.ingest.generate import Ran
 from actwh.ingest.kinds.base import CaptureKind, RanBatch, Request, Rows
 from actwh.ingest.rows import long_table
+from actwh.ingest.scratch import Scratch
 from actwh.models.sites import NEURON_SITE
 
 TABLES = ("neuron_acts", "neuron_stats")
@@ -44,7 +45,9 @@ class TrackedNeurons(CaptureKind):
             yield Rows("neuron_acts", layer, long_table(flat, len(neurons), columns))
 
 
-def coefficient_sums(ran: Ran, m: torch.Tensor, rows: torch.Tensor | None = None) -> np.ndarray:
+def coefficient_sums(
+    ran: Ran, m: torch.Tensor, rows: torch.Tensor | None = None, scratch: Scratch | None = None
+) -> np.ndarray:
     """Every neuron's sums over one batch's coefficients ``m`` (``[..., batch, pos, d_mlp]``: one
     layer, or several stacked), of the batch rows ``rows`` (``[batch]`` bool; default all):
     ``[..., 2, 5, d_mlp]`` float64, for prompt tokens (0) and generated tokens (1), in the order of
@@ -54,12 +57,13 @@ def coefficient_sums(ran: Ran, m: torch.Tensor, rows: torch.Tensor | None = None
     lead = m.shape[:-3]
     m = m.reshape(*lead, -1, m.shape[-1]).float()  # [..., batch · pos, d_mlp]
     w = kinds.to(m)  # [2, batch · pos]: which tokens each sum counts
-    # One scratch tensor, reused in place: on a CPU, allocating a fresh one per term cost more
-    # than the sums themselves (bench/writer.py's pipeline).
-    scratch = m.relu()
-    sum_pos = w @ scratch
-    n_pos = w @ scratch.sign_()
-    sum_sq = w @ torch.square(m, out=scratch)
+    # One scratch tensor for the terms, reused in place (and from one call to the next, when
+    # given): on a CPU, allocating a fresh one cost more than the sums themselves.
+    part = (scratch or Scratch()).get(m.shape, m.dtype, m.device)
+    torch.clamp_min(m, 0, out=part)
+    sum_pos = w @ part
+    n_pos = w @ part.sign_()
+    sum_sq = w @ torch.square(m, out=part)
     sums = torch.stack([n_pos, w @ m, sum_pos, sum_sq], dim=-2)  # [..., 2, 4, d_mlp]
     n = w.sum(1)[:, None, None].expand(*lead, 2, 1, m.shape[-1])
     return torch.cat([n, sums], dim=-2).double().cpu().numpy()
@@ -102,6 +106,7 @@ class NeuronStats(CaptureKind):
         super().__init__([(NEURON_SITE, layer) for layer in layers])
         self.arms = arms
         self.sums: dict[tuple[int, str], np.ndarray] = {}  # (layer, arm), since the last commit
+        self.scratch = Scratch()
 
     def rows(self, batch: RanBatch) -> Iterator[Rows]:
         arms = [self.arms.get(p, "plain") for p in batch.prompts]
@@ -115,7 +120,7 @@ class NeuronStats(CaptureKind):
             )
             for arm in dict.fromkeys(arms):
                 rows = torch.tensor([a == arm for a in arms], device=device)
-                sums = coefficient_sums(batch.ran, m, rows)
+                sums = coefficient_sums(batch.ran, m, rows, self.scratch)
                 for key, layer_sums in zip(group, sums, strict=True):
                     part = (key[1], arm)
                     self.sums[part] = (

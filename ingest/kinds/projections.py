@@ -7,7 +7,6 @@ passes :data:`FLUSH_BYTES` (a long prompt on a large model)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 
 from actwh.ingest.kinds.base import CaptureKind, RanBatch, Request, Rows
 from actwh.ingest.rows import long_table, strings
+from actwh.ingest.scratch import Scratch
 from actwh.models.sites import RESIDUAL_SITES
 
 TABLES = ("projections",)
@@ -31,7 +31,7 @@ class Projections(CaptureKind):
         self.names, self.vectors = names, vectors  # [n, d_model] on the device
         self.norms = vectors.norm(dim=-1)
         self.kept_bytes = 0
-        self._buffer: torch.Tensor | None = None
+        self.scratch = Scratch()  # the stack
 
     def on(self, key, x: torch.Tensor) -> None:
         self.keep(key, x, "x")
@@ -49,7 +49,7 @@ class Projections(CaptureKind):
                 groups.setdefault(shape, []).append(key)
         for (batch, width, d), keys in groups.items():
             first = self.parts["x"][keys[0]][0]
-            x = self._stack((len(keys), batch, width, d), first)
+            x = self.scratch.get((len(keys), batch, width, d), first.dtype, first.device)
             for k, key in enumerate(keys):
                 torch.cat(self.parts["x"][key], dim=1, out=x[k])
             x32 = x.reshape(-1, d).float()
@@ -61,20 +61,6 @@ class Projections(CaptureKind):
         for parts in self.parts["x"].values():
             parts.clear()
         self.kept_bytes = 0
-
-    def _stack(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        """A tensor of ``shape`` for the stack, in memory kept from one flush to the next: a
-        fresh one of tens of MB costs a CPU more in page faults than the matmul."""
-        size = math.prod(shape)
-        buffer = self._buffer
-        if (
-            buffer is None
-            or buffer.numel() < size
-            or (buffer.dtype, buffer.device) != (like.dtype, like.device)
-            or buffer.is_inference() != torch.is_inference_mode_enabled()
-        ):
-            buffer = self._buffer = torch.empty(size, dtype=like.dtype, device=like.device)
-        return buffer[:size].view(shape)
 
     def start_batch(self, last: torch.Tensor | None = None) -> None:
         super().start_batch(last)

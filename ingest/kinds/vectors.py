@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from actwh.ingest.kinds.base import CaptureKind, RanBatch, Request, Rows
 from actwh.ingest.rows import vector_array
+from actwh.ingest.scratch import Scratch
 from actwh.models.sites import NEURON_SITE
 
 TABLES = ("residuals", "mlp_acts")
@@ -24,6 +25,7 @@ class FullVectors(CaptureKind):
     def __init__(self, sites, layers, dtype: str = "float32", on_overflow: str = "scale"):
         super().__init__([(s, l) for s in sites for l in layers])
         self.dtype, self.on_overflow = dtype, on_overflow
+        self.scratch = Scratch()
 
     def collect(self) -> dict:
         """This batch's vectors per ``(site, layer)``, ``[batch, pos, d]`` (padded layout)."""
@@ -34,7 +36,9 @@ class FullVectors(CaptureKind):
         for (site, layer), x in self.collect().items():
             table = site_table(site)
             where = f"{site} layer {layer}"
-            array, used, scale = vector_array(flat, x, self.dtype, where, self.on_overflow)
+            array, used, scale = vector_array(
+                flat, x, self.dtype, where, self.on_overflow, self.scratch
+            )
             columns = {"prompt": flat.prompt, "pos": flat.pos}
             if table == "residuals":
                 columns["site"] = pa.array([site] * len(flat), pa.string())
