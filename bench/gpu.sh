@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The benchmarks on one CUDA GPU, as one prepared script (under 8 minutes on an H200):
-#   (a) default and full capture vs bare generation — the embedded model, and a GPT-2-medium-
-#       sized model built from a config (random weights, bench/models.py; no hub needed);
+# The benchmarks on one CUDA GPU, as one prepared script (not yet run on a GPU; sized to take
+# under 10 minutes on an H200):
+#   (a) default and full capture (and actwh's greedy loop alone) vs bare generation — the
+#       embedded model, and a GPT-2-medium-sized model built from a config (random weights,
+#       bench/models.py; no hub needed);
 #   (b) full capture vs nnsight + torch.save (embedded model);
 #   (f) the writer's MB/s and the capture pipeline's ceiling on that machine's cores;
 #   (d) nearest value vectors with FAISS on the GPU;
-#   (i) the capture's hooks per forward call, in microseconds, against the GPU's own forward.
+#   (i) the capture's hooks per forward call, in microseconds, before and after issue 30 (one
+#       hook per site with its work in the hook; one per module, work once per batch), and the
+#       in-model ratio against the GPU's own forward.
 # Each writes its section of BENCHMARKS.md, tagged with the machine; the GPU's name is printed.
 #
 # Needs a CUDA build of torch, actwh's dependencies and the embedded model. With a package index:

@@ -7,7 +7,10 @@ toxic_probe:64``). The baseline is ``model.generate`` (greedy, 20 new tokens, KV
 the batches ingestion runs — same prompts, same order, same left padding — with nothing stored.
 
 And full capture: the same plus the vectors of ``resid_mid`` and ``mlp_post`` at every layer
-(``--capture resid_mid,mlp_post``, float16).
+(``--capture resid_mid,mlp_post``, float16). And, to say where the difference goes, actwh's own
+greedy loop with nothing hooked or stored: it makes one forward call per batch more than
+``model.generate`` (the last generated token goes through the model too, so that its activations
+are captured).
 
 Budgets (DESIGN.md): the default capture at most 5% over bare generation, full capture at most
 10%, by CPU time per stored token. The variants are interleaved over ``--repeats`` repetitions

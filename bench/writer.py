@@ -22,10 +22,14 @@ float16 vectors per core; the pipeline ceiling is at least 1,000 tokens/s on two
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections import defaultdict
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +90,12 @@ def encodings(work: Path, dtype: str, repeats: int) -> list[dict]:
     def polars(**options):
         return fsynced(lambda: frame.write_parquet(path, **options))
 
+    def in_memory():  # as CommitWriter does: encode into memory, hash nothing here, one write
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer, compression="uncompressed", statistics=NULL_COUNTS_ONLY)
+        with open(path, "wb") as f:
+            f.write(buffer.getbuffer())
+
     ways = {
         "pyarrow, zstd, statistics (the first writer)": pyarrow(compression="zstd"),
         "pyarrow, uncompressed, no statistics (the second)": pyarrow(
@@ -93,9 +103,10 @@ def encodings(work: Path, dtype: str, repeats: int) -> list[dict]:
         ),
         "polars, zstd, no min/max": polars(compression="zstd", statistics=NULL_COUNTS_ONLY),
         "polars, uncompressed, min/max": polars(compression="uncompressed", statistics=True),
-        "polars, uncompressed, no min/max (actwh's writer)": polars(
+        "polars, uncompressed, no min/max, to the file": polars(
             compression="uncompressed", statistics=NULL_COUNTS_ONLY
         ),
+        "the same into memory, then one write (actwh's writer)": fsynced(in_memory),
         "raw bytes (ndarray.tofile + fsync)": fsynced(lambda: values.tofile(path)),
     }
     rows = []
@@ -130,6 +141,67 @@ def through_writer(work: Path, dtype: str, repeats: int) -> dict:
 
     how = "actwh CommitWriter (residuals rows, commit: fsync, sha256, catalog)"
     return {**speed(dtype, how, values, best_of(repeats, run)), "size on disk": ""}
+
+
+def thread_cpu() -> dict[str, tuple[float, float]]:
+    """User and system CPU seconds so far of each thread of this process (Linux), by thread:
+    Python threads by name, the others (torch's, polars') by their kernel name."""
+    names = {str(t.native_id): t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        with suppress(OSError):
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = names.get(tid) or f.read().strip()
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[tid] = (name, int(fields[11]) / tick, int(fields[12]) / tick)
+    return out
+
+
+ROLES = {  # thread name prefix → what it does in the pipeline
+    "MainThread": "the batch thread: the kinds' rows (float16, gathers, statistics)",
+    "python": "torch's second thread (the same work, in parallel)",
+    "actwh-file": "file threads: polars encoding, sha256, writing (system time: the page cache)",
+    "actwh-commit": "the commit thread: catalog, fsync of directories",
+    "tokio-rt-worker": "polars' I/O threads",
+    "async-executor": "polars' encoding threads",
+    "polars": "polars' encoding threads",
+}
+
+
+def by_role(start: dict, end: dict) -> dict[str, list[float]]:
+    """CPU seconds between two :func:`thread_cpu` snapshots, summed by :data:`ROLES`."""
+    roles: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for tid, (name, user, system) in end.items():
+        _, user0, system0 = start.get(tid, (name, 0.0, 0.0))
+        role = next((r for p, r in ROLES.items() if name.startswith(p)), "other threads")
+        roles[role][0] += user - user0
+        roles[role][1] += system - system0
+    return roles
+
+
+class Sampled:
+    """:func:`thread_cpu` every 0.1 s in the background (threads that end are kept)."""
+
+    def __init__(self):
+        self.seen: dict = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True, name="sampler")
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.1):
+            self.seen.update(thread_cpu())
+
+    def __enter__(self) -> Sampled:
+        self.start = thread_cpu()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.seen.update(thread_cpu())
 
 
 def pipeline(root: Path, batches: int) -> float:
@@ -179,12 +251,27 @@ def pipeline(root: Path, batches: int) -> float:
     return time.perf_counter() - started
 
 
-def pipeline_ceiling(work: Path, batches: int, repeats: int) -> dict:
-    """The fastest of ``repeats`` pipeline runs (the last run's warehouse stays, for reading)."""
-    times = []
+def pipeline_ceiling(work: Path, batches: int, repeats: int) -> tuple[dict, list[dict]]:
+    """The fastest of ``repeats`` pipeline runs (the last run's warehouse stays, for reading),
+    and where the fastest run's CPU time went, by thread."""
+    times, accounts = [], []
     for _ in range(repeats):
         shutil.rmtree(work / "pipeline", ignore_errors=True)  # ~5 GB a run
-        times.append(pipeline(work / "pipeline", batches))
+        with Sampled() as sampled:
+            times.append(pipeline(work / "pipeline", batches))
+        accounts.append(by_role(sampled.start, sampled.seen))
+    best = accounts[times.index(min(times))]
+    total = sum(u + s for u, s in best.values())
+    account = [
+        {
+            "threads": role,
+            "user s": f"{user:.1f}",
+            "system s": f"{system:.1f}",
+            "share of CPU": f"{(user + system) / total:.0%}",
+        }
+        for role, (user, system) in sorted(best.items(), key=lambda kv: -sum(kv[1]))
+        if user + system >= 0.05
+    ]
     tokens, per_token = batches * BATCH * WIDTH, N_LAYERS * (D_MODEL + D_MLP) * 2
     return {
         "shape": f"{N_LAYERS} layers, d_model {D_MODEL}, d_mlp {D_MLP} (float16)",
@@ -192,7 +279,8 @@ def pipeline_ceiling(work: Path, batches: int, repeats: int) -> dict:
         "tokens/s (best)": f"{tokens / min(times):,.0f}",
         "MB/s of vectors (best)": f"{tokens * per_token / 1e6 / min(times):,.0f}",
         "all runs, tokens/s": ", ".join(f"{tokens / t:,.0f}" for t in times),
-    }
+        "CPU s (best run)": f"{total:.1f}",
+    }, account
 
 
 def reading(work: Path) -> list[dict]:
@@ -242,7 +330,7 @@ def main() -> None:
         for dtype in ("float16", "float32"):
             written += encodings(work, dtype, args.repeats)
             written.append(through_writer(work, dtype, args.repeats))
-        flow = pipeline_ceiling(work, args.batches, args.repeats)
+        flow, account = pipeline_ceiling(work, args.batches, args.repeats)
         read = reading(work)
     body = (
         f"{ROWS:,} × {DIM} random vectors, best of {args.repeats}; MB per CPU-second counts the "
@@ -251,6 +339,9 @@ def main() -> None:
         f"The capture pipeline after the model, {args.batches} batches of {BATCH} × {WIDTH} "
         f"synthetic tokens, best of {args.repeats}:\n\n"
         f"{table([flow])}\n\n"
+        "Where the fastest run's CPU time went, by thread (user and system time from "
+        "/proc/self/task, sampled every 0.1 s):\n\n"
+        f"{table(account)}\n\n"
         f"Reading back what the pipeline wrote:\n\n{table(read)}\n"
     )
     cores = os.cpu_count()
