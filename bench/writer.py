@@ -90,7 +90,7 @@ def encodings(work: Path, dtype: str, repeats: int) -> list[dict]:
     def polars(**options):
         return fsynced(lambda: frame.write_parquet(path, **options))
 
-    def in_memory():  # as CommitWriter does: encode into memory, hash nothing here, one write
+    def in_memory():  # tried for CommitWriter in issue 30: slower here than polars' own write
         buffer = io.BytesIO()
         frame.write_parquet(buffer, compression="uncompressed", statistics=NULL_COUNTS_ONLY)
         with open(path, "wb") as f:
@@ -103,10 +103,10 @@ def encodings(work: Path, dtype: str, repeats: int) -> list[dict]:
         ),
         "polars, zstd, no min/max": polars(compression="zstd", statistics=NULL_COUNTS_ONLY),
         "polars, uncompressed, min/max": polars(compression="uncompressed", statistics=True),
-        "polars, uncompressed, no min/max, to the file": polars(
+        "polars, uncompressed, no min/max, to the file (actwh's writer)": polars(
             compression="uncompressed", statistics=NULL_COUNTS_ONLY
         ),
-        "the same into memory, then one write (actwh's writer)": fsynced(in_memory),
+        "the same into memory, then one write": fsynced(in_memory),
         "raw bytes (ndarray.tofile + fsync)": fsynced(lambda: values.tofile(path)),
     }
     rows = []
@@ -162,9 +162,9 @@ def thread_cpu() -> dict[str, tuple[float, float]]:
 ROLES = {  # thread name prefix → what it does in the pipeline
     "MainThread": "the batch thread: the kinds' rows (float16, gathers, statistics)",
     "python": "torch's second thread (the same work, in parallel)",
-    "actwh-file": "file threads: polars encoding, sha256, writing (system time: the page cache)",
+    "actwh-file": "file threads: polars encoding, sha256 of the written file",
     "actwh-commit": "the commit thread: catalog, fsync of directories",
-    "tokio-rt-worker": "polars' I/O threads",
+    "tokio-rt-worker": "polars' I/O threads: writing the files (system time: the page cache)",
     "async-executor": "polars' encoding threads",
     "polars": "polars' encoding threads",
 }

@@ -212,8 +212,8 @@ def test_a_commit_whose_one_file_fails_keeps_none_of_its_files(store, monkeypatc
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
 def test_a_full_disk_under_the_parquet_writer_is_an_os_error_naming_the_file(store, monkeypatch):
-    """A failed write is the OSError naming the file (one line at the CLI) and leaves no file
-    behind."""
+    """polars reports a failed write as a ComputeError; the writer turns it back into the
+    OSError it was (one line at the CLI) and leaves no file behind."""
     writer = new_run(store)
     writer.add("residuals", {"run": "r", "layer": 0}, residual_rows([0])[0], vector_size=4)
     tmp_path = layout.tmp_path

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -47,21 +48,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_file(final: Path, blob: memoryview) -> None:
-    """``blob`` as the file ``final``: written beside it, fsynced, renamed into place. A failed
-    write (a full disk) leaves nothing and is the OSError naming the file."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = layout.tmp_path(final)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise OSError(error.errno, error.strerror, str(tmp)) from error
-    tmp.replace(final)
-    _fsync_dir(final.parent)
+def _os_error(error: Exception, path: Path) -> Exception:
+    """The OSError behind a polars write error ("... (os error 28)"), naming ``path``; else
+    ``error`` itself."""
+    found = re.search(r"\(os error (\d+)\)", str(error))
+    if found is None:
+        return error
+    code = int(found[1])
+    return OSError(code, os.strerror(code), str(path))
 
 
 def shard_tag(shard: tuple[int, int]) -> str:
@@ -176,22 +170,35 @@ class CommitWriter:
         # of the write speed; a selective query is as fast without them). Measured in
         # bench/writer.py.
         row_group_size = max(1, int(ROW_GROUP_BYTES * data.height // max(1, data.estimated_size())))
-        # Encoded in memory, then written (or uploaded) whole: one path for a directory and a
-        # bucket, and the bytes are hashed where they are instead of read back from the file.
-        buffer = io.BytesIO()
-        data.write_parquet(
-            buffer,
-            compression="uncompressed" if has_vectors else "zstd",
-            statistics=NULL_COUNTS_ONLY if has_vectors else True,
-            row_group_size=row_group_size,
-        )
-        blob = buffer.getbuffer()
-        digest = hashlib.sha256(blob).hexdigest()
+
+        def write(target: Path | io.BytesIO) -> None:
+            data.write_parquet(
+                target,
+                compression="uncompressed" if has_vectors else "zstd",
+                statistics=NULL_COUNTS_ONLY if has_vectors else True,
+                row_group_size=row_group_size,
+            )
+
+        n_rows = sum(t.num_rows for t in tables)
         if self.store.remote:  # uploaded whole under its final key: no rename on a store
+            buffer = io.BytesIO()
+            write(buffer)
+            blob = buffer.getvalue()
             self.store.remote.put(relative, blob)
-        else:
-            _write_file(self.store.root / relative, blob)
-        return relative, data.height, digest, len(blob)
+            return relative, n_rows, hashlib.sha256(blob).hexdigest(), len(blob)
+        final = self.store.root / relative
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = layout.tmp_path(final)
+        try:
+            write(tmp)
+        except pl.exceptions.ComputeError as error:  # polars wraps a failed write (a full disk)
+            tmp.unlink(missing_ok=True)
+            raise _os_error(error, tmp) from error
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        tmp.replace(final)
+        _fsync_dir(final.parent)
+        return relative, n_rows, self.store.sha256(relative), final.stat().st_size
 
     def commit(
         self,
