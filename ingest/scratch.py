@@ -24,5 +24,9 @@ class Scratch:
             or (buffer.dtype, buffer.device) != (dtype, torch.device(device))
             or buffer.is_inference() != torch.is_inference_mode_enabled()
         ):
-            buffer = self._buffer = torch.empty(size, dtype=dtype, device=device)
+            # Batches come shortest first (plan_batches), so it grows by half at least each
+            # time instead of once per batch.
+            grown = size if buffer is None or buffer.numel() >= size else buffer.numel() * 3 // 2
+            capacity = max(size, grown)
+            buffer = self._buffer = torch.empty(capacity, dtype=dtype, device=device)
         return buffer[:size].view(shape)
