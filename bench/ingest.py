@@ -43,15 +43,20 @@ from actwh.warehouse.store import Store
 from bench.report import record, table
 
 
-def generated_batches(loaded, prompts: PromptSet, generate: int, batch_size: int):
-    """Greedy ``model.generate`` over the batches ingestion would run (same order, same left
-    padding); yields each batch's padded prompt and the generated ids."""
+def padded_batches(loaded, prompts: PromptSet, generate: int, batch_size: int):
+    """The batches ingestion would run (same order, same left padding), padded."""
     budget = loaded.adapter.context_length - generate
     sequences, _ = encode_prompts(loaded, prompts.prompts, budget)
     pad = loaded.tokenizer.pad_token_id
-    eos = sorted(eos_ids(loaded))
     for batch in plan_batches(sequences, batch_size):
-        padded = Batch.left_padded([s.ids for s in batch], pad, loaded.device)
+        yield Batch.left_padded([s.ids for s in batch], pad, loaded.device)
+
+
+def generated_batches(loaded, prompts: PromptSet, generate: int, batch_size: int):
+    """Greedy ``model.generate`` over the batches ingestion would run; yields each batch's
+    padded prompt and the generated ids."""
+    pad, eos = loaded.tokenizer.pad_token_id, sorted(eos_ids(loaded))
+    for padded in padded_batches(loaded, prompts, generate, batch_size):
         with torch.inference_mode():
             ids = loaded.model.generate(
                 input_ids=padded.ids,
@@ -73,11 +78,8 @@ def greedy_loop(loaded, prompts: PromptSet, generate: int, batch_size: int) -> N
     """actwh's own greedy loop (:func:`~actwh.ingest.generate.greedy`) over the same batches,
     nothing hooked or stored: it also feeds the last generated token through the model (its
     activations are captured too), one forward call more per batch than ``model.generate``."""
-    budget = loaded.adapter.context_length - generate
-    sequences, _ = encode_prompts(loaded, prompts.prompts, budget)
     pad, eos = loaded.tokenizer.pad_token_id, eos_ids(loaded)
-    for batch in plan_batches(sequences, batch_size):
-        padded = Batch.left_padded([s.ids for s in batch], pad, loaded.device)
+    for padded in padded_batches(loaded, prompts, generate, batch_size):
         greedy(loaded.model, padded, generate, eos, pad)
 
 

@@ -89,7 +89,7 @@ class ObjectStore:
         except OSError as error:
             raise self.error(error, relative) from error
 
-    def put(self, relative: str, data: bytes | memoryview) -> None:
+    def put(self, relative: str, data: bytes) -> None:
         """Upload ``data`` whole under ``relative`` (a reader sees all of it or nothing)."""
         try:
             with self.fs.open_output_stream(self.key(relative)) as f:
