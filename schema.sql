@@ -101,6 +101,8 @@ CREATE TABLE IF NOT EXISTS commits (
     created_at TIMESTAMP NOT NULL
 );
 
+-- Every file that is part of the warehouse. Readers choose a query's files here, by their
+-- partition values, before any file is opened.
 CREATE TABLE IF NOT EXISTS commit_files (
     path VARCHAR PRIMARY KEY,         -- relative to the warehouse root
     commit_id VARCHAR NOT NULL,
@@ -108,7 +110,38 @@ CREATE TABLE IF NOT EXISTS commit_files (
     n_rows BIGINT NOT NULL,
     n_bytes BIGINT NOT NULL,
     sha256 VARCHAR NOT NULL,
-    vector_size INTEGER               -- d of the file's vector column, if it has one
+    vector_size INTEGER,              -- d of the file's vector column, if it has one
+    vector_dtype VARCHAR,             -- float16 | float32: how its vectors are stored
+    run VARCHAR,                      -- its partition values (its folders run=, model=, layer=);
+    model VARCHAR,                    -- NULL where the table has no such partition
+    layer SMALLINT
+);
+
+-- Files that left the warehouse (merged by actwh compact, replaced by a rebuild): no reader that
+-- starts now opens them, and they stay on disk for readers that started before, until a grace
+-- period after `retired_at` has passed (actwh compact and actwh check --repair delete them then).
+CREATE TABLE IF NOT EXISTS retired_files (
+    path VARCHAR PRIMARY KEY,         -- relative to the warehouse root
+    table_name VARCHAR NOT NULL,
+    commit_id VARCHAR NOT NULL,       -- the commit that retired it
+    retired_at TIMESTAMP NOT NULL
+);
+
+-- The commits whose files a compaction merged (transitively: a compaction of compacted files
+-- names the original commits). A repair that drops a merged file redoes their prompts.
+CREATE TABLE IF NOT EXISTS commit_sources (
+    commit_id VARCHAR NOT NULL,       -- the compaction's commit
+    source_commit VARCHAR NOT NULL,
+    PRIMARY KEY (commit_id, source_commit)
+);
+
+-- The commit log Spark follows (data/<table>/_spark_metadata/<version>.compact): the version
+-- last published for each table, and a digest of its file list (see warehouse/spark_log.py).
+CREATE TABLE IF NOT EXISTS spark_logs (
+    table_name VARCHAR PRIMARY KEY,
+    version BIGINT NOT NULL,
+    digest VARCHAR NOT NULL,
+    published_at TIMESTAMP NOT NULL
 );
 
 -- Which commit holds each prompt of a run: the primary key makes every prompt land exactly once.

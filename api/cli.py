@@ -19,6 +19,7 @@ from actwh.errors import ActwhError, from_os_error, missing_extra
 from actwh.ingest.options import IngestOptions
 from actwh.models.shipped import SHIPPED
 from actwh.train.options import DPOOptions
+from actwh.warehouse.compact import CompactOptions
 from actwh.warehouse.layout import PROBE, shown_url
 
 
@@ -1322,7 +1323,38 @@ def check(warehouse, repair, grace, force):
         click.echo(
             f"model {model} lost damaged commits: rerun actwh index-vectors / actwh diff for it"
         )
+    for table in report.stale_logs:
+        state = "written again" if table in report.published else "out of date (--repair)"
+        click.echo(f"Spark log of {table}: {state}")
     left = report.left
     if not left:
         click.echo("ok" if not report.removed else "ok after repair")
     sys.exit(1 if left else 0)
+
+
+@main.command()
+@click.argument("warehouse", type=click.Path(file_okay=False))
+@options_of(CompactOptions)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def compact(warehouse, quiet, **options):
+    """Merge each partition's small files into files of about --target-mb.
+
+    A long ingest leaves a file per table and partition per commit; every query pays per file
+    it opens. Rows, and so every query's answer, stay the same. One catalog transaction per
+    partition: a kill at any point loses nothing, and a rerun finishes the work. The merged
+    files stay on disk for --grace seconds, for readers that started before.
+
+    \b
+    Example:
+      actwh compact wh
+      actwh compact wh --tables residuals,mlp_acts --runs base --target-mb 512
+    """
+    with _warehouse(warehouse) as wh:
+        report = wh.compact(progress=not quiet, **options)
+    click.echo(
+        f"{report.partitions} partitions compacted: {report.files_before:,} files into "
+        f"{report.files_after:,} ({report.bytes / 1e6:,.1f} MB, {report.rows:,} rows) in "
+        f"{report.seconds:.1f}s"
+    )
+    if report.deleted:
+        click.echo(f"deleted {len(report.deleted):,} files retired more than --grace ago")

@@ -101,11 +101,7 @@ class Reads:
             """select table_name, sum(n_rows) as n_rows, sum(n_bytes) as n_bytes
                from commit_files group by table_name order by table_name"""
         )
-        tables = {
-            t: int(n)
-            for t, n, _ in files.iter_rows()
-            if n and t in fact_tables() and t not in self.snapshot.broken
-        }
+        tables = {t: int(n) for t, n, _ in files.iter_rows() if n and t in fact_tables()}
         return {
             "models": sorted(models, key=natural_key),
             "runs": runs,
@@ -309,11 +305,19 @@ class Reads:
     def tables(self) -> pl.DataFrame:
         """Every table and view a query can use (``name``), with its number of rows
         (``n_rows``)."""
-        names = self.sql("select table_name from information_schema.tables order by 1")
+        catalog = self.sql(
+            "select table_name from duckdb_tables() where database_name = current_database()"
+        )["table_name"]
         counts = " UNION ALL ".join(
-            f"SELECT '{t}' AS name, count(*) AS n_rows FROM {t}" for t in names["table_name"]
+            f"SELECT '{t}' AS name, count(*) AS n_rows FROM {t}" for t in catalog
         )
-        return self.sql(counts)
+        # A fact table's rows are the sum of its committed files' (the catalog has them all).
+        facts = pl.DataFrame({"name": list(fact_tables())})
+        committed = self.sql(
+            "SELECT table_name AS name, sum(n_rows)::BIGINT AS n_rows FROM commit_files GROUP BY 1"
+        )
+        rows = facts.join(committed, on="name", how="left").fill_null(0)
+        return pl.concat([self.sql(counts), rows]).sort("name")
 
     def directions(self) -> pl.DataFrame:
         """Registered directions (``model, name, kind, d_model, norm, meta``), names in natural
@@ -332,9 +336,11 @@ class Reads:
         )
 
     def scan(self, table: str) -> pl.LazyFrame:
-        """A polars LazyFrame over a fact table's committed Parquet files.
+        """A polars LazyFrame over a fact table's committed Parquet files: a filter on its
+        partition columns (run, model, layer) reads only the files of those partitions.
 
-        Vector columns come back as ``pl.Array(pl.Float32, d)`` whatever the stored dtype.
+        Vector columns come back as ``pl.Array(pl.Float32, d)`` whatever the stored dtype
+        (``pl.List`` where the table holds vectors of several sizes).
 
         >>> wh.scan("residuals").filter(pl.col("layer") == 19).select("prompt", "pos", "vec")
         """
@@ -344,35 +350,9 @@ class Reads:
                 "(catalog tables: use .sql)"
             )
         spec = fact_table(table)
-        if table in self.snapshot.broken:
-            reason = self.snapshot.broken[table]
-            raise ActwhError(f"cannot read table {table}: {reason} (run: actwh check WH)")
-        files = self.snapshot.read_paths(table)
-        sizes = self.snapshot.vector_sizes[table]
-        if spec.vector_column and len(sizes) > 1:
-            raise ActwhError(
-                f"{table} holds vectors of several sizes {sorted(sizes)}; "
-                "filter by run with wh.sql(...) instead"
-            )
-        size = next(iter(sizes), 1)
-        schema = {
-            column: pl.Array(pl.Float32, size)
-            if column == spec.vector_column
-            else polars_type(type_)
-            for column, type_ in spec.data_columns
-        }
-        hive = {c: polars_type(spec.column_type(c)) for c in spec.partition}
+        # The files a filter can match are chosen from the catalog, as for SQL.
+        frame = pl.scan_pyarrow_dataset(self.snapshot.dataset(table))
         shown = [c for c, _ in spec.read_columns]
-        if not files:
-            return pl.LazyFrame(schema={**hive, **schema}).select(shown)
-        frame = pl.scan_parquet(
-            files,
-            schema=schema,
-            hive_partitioning=True,
-            hive_schema=hive,
-            missing_columns="insert",  # a file written before a column was declared
-            cast_options=pl.ScanCastOptions(float_cast="upcast"),
-        )
         if spec.scale_column and spec.vector_column:  # see schema.sql: stored × scale, where set
             vec, scale = pl.col(spec.vector_column), pl.col(spec.scale_column)
             frame = frame.with_columns(pl.when(scale.is_null()).then(vec).otherwise(vec * scale))
@@ -445,23 +425,10 @@ class Reads:
         """
         from actwh.warehouse.export import check_filters, committed_files, readable, table_spec
 
-        if self._snapshot is not None:  # the views are built: they know what is unreadable
-            sql, snapshot = self.sql, self._snapshot
-        else:  # the catalog alone: a listing need not read every file's footer
-            snapshot = Snapshot(self.store, views=False)
-
-            def sql(query: str, params: dict | list | None = None) -> pl.DataFrame:
-                return _frame(snapshot.execute(query, params))
-
-        try:
-            filters = self._export_filters(sql, runs=runs, layers=layers, models=models)
-            check_filters(table_spec(table), filters, _FILTER_ARGS)
-            listed = committed_files(snapshot, table, filters)
-            if snapshot is not self._snapshot:
-                readable(self.store, table, listed)  # a damaged file is an error, as in a query
-        finally:
-            if snapshot is not self._snapshot:
-                snapshot.close()
+        filters = self._export_filters(self.sql, runs=runs, layers=layers, models=models)
+        check_filters(table_spec(table), filters, _FILTER_ARGS)
+        listed = committed_files(self.snapshot, table, filters)
+        readable(self.store, table, listed)  # a damaged file is an error, as in a query
         if self.store.remote:
             return [self.store.url(p) for p in listed]
         return [self.store.root / p for p in listed]

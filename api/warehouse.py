@@ -21,7 +21,9 @@ from actwh.arguments import checks_arguments, exactly_one, takes_options
 from actwh.errors import ActwhError, AlreadyExists, NotFound, arg
 from actwh.ingest.options import IngestOptions
 from actwh.ingest.prompts import PromptSet
+from actwh.warehouse.compact import CompactOptions
 from actwh.warehouse.layout import PROBE
+from actwh.warehouse.store import Store
 
 if TYPE_CHECKING:  # the heavy types, for annotations only
     from actwh.ingest.batches import RunSummary
@@ -30,6 +32,7 @@ if TYPE_CHECKING:  # the heavy types, for annotations only
     from actwh.train.options import DPOOptions
     from actwh.train.pairs import PairStats
     from actwh.warehouse.check import CheckReport
+    from actwh.warehouse.compact import CompactReport
 
 # A model given to a method: a registered name, a source (``embedded``, a hub id, a local
 # directory, a ``.gguf`` file) or a model already loaded with :meth:`Warehouse.load_model`.
@@ -48,6 +51,24 @@ def write(method: Callable) -> Callable:
             self.refresh()
 
     wrapper.__write__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def commits(method: Callable) -> Callable:
+    """Declares that a write commits data files: when it returns (or fails), the Spark logs of
+    the tables it changed are published (:mod:`actwh.warehouse.spark_log`) and files retired
+    longer ago than their grace period are deleted (:mod:`actwh.warehouse.retired`)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            if self._store is None:  # the write may have made the warehouse
+                self._store = Store.existing(self.root)
+            if self._store is not None:
+                self._tidy()
+
     return wrapper
 
 
@@ -109,6 +130,7 @@ class Warehouse(Reads):
     # ---- capture ----------------------------------------------------------------------------
 
     @write
+    @commits
     @takes_options(IngestOptions, exclude=("catalog",))
     def ingest(
         self,
@@ -166,6 +188,7 @@ class Warehouse(Reads):
         )
 
     @write
+    @commits
     def index_vectors(
         self,
         model: ModelRef,
@@ -657,6 +680,7 @@ class Warehouse(Reads):
     # ---- measuring --------------------------------------------------------------------------
 
     @write
+    @commits
     def evaluate(
         self,
         model: ModelRef,
@@ -699,6 +723,7 @@ class Warehouse(Reads):
         return rows
 
     @write
+    @commits
     def score(self, run: str, *, scorer: str = "profanity") -> float:
         """Score run ``run``'s continuations into ``scores``; returns their mean."""
         from actwh.train.evaluate import score_run
@@ -706,6 +731,7 @@ class Warehouse(Reads):
         return score_run(self.store, run, scorer)
 
     @write
+    @commits
     def diff(self, base: ModelRef, tuned: ModelRef, *, device: str = "auto") -> dict:
         """Store per-parameter (``weight_diffs``) and per-value-vector (``value_vector_diffs``:
         cosine, δv) differences of ``tuned`` from ``base`` (paper §5.1, Figure 5's input).
@@ -729,20 +755,54 @@ class Warehouse(Reads):
     def check(
         self, *, repair: bool = False, grace: float = 600.0, force: bool = False
     ) -> CheckReport:
-        """Verify every committed file against the catalog (exists, rows, sha256) and find
-        orphans. ``repair`` deletes orphans and unfinished files older than ``grace`` seconds
-        and drops damaged files for the next ingest to redo; it refuses (unless ``force``) when
-        files are missing rather than damaged or more than 3 commits would go."""
+        """Verify every committed file against the catalog (exists, rows, sha256), find
+        orphans, and check each table's Spark log. ``repair`` deletes orphans and unfinished
+        files older than ``grace`` seconds, drops damaged files for the next ingest to redo,
+        writes stale Spark logs again and deletes retired files past their grace period; it
+        refuses (unless ``force``) when files are missing rather than damaged or more than 3
+        commits would go."""
         from actwh.warehouse.check import check
 
-        return check(self.store, repair=repair, grace=grace, force=force)
+        report = check(self.store, repair=repair, grace=grace, force=force)
+        if repair:
+            self._tidy()
+        return report
+
+    @write
+    @takes_options(CompactOptions)
+    def compact(self, *, progress: bool = True, **options) -> CompactReport:
+        """Merge each partition's small files (under half of ``target_mb``) into files of about
+        ``target_mb``, one catalog transaction per partition; the merged files stay on disk for
+        ``grace`` seconds for readers that started before. Every query answers as before.
+
+        >>> wh.compact(tables="residuals", runs="base", target_mb=512)
+        """
+        from actwh.warehouse.compact import compact
+
+        chosen = CompactOptions(**options)
+        report = compact(self.store, chosen, progress=progress)
+        report.deleted = self._tidy(chosen.grace)
+        return report
+
+    def _tidy(self, grace: float | None = None) -> list[str]:
+        """After a write that committed or retired files: publish the Spark logs that changed,
+        delete the files retired longer ago than ``grace`` seconds (default: a day); returns
+        those."""
+        from actwh.warehouse.retired import RETIRED_GRACE, delete_retired
+        from actwh.warehouse.spark_log import publish
+
+        publish(self.store)
+        return delete_retired(self.store, RETIRED_GRACE if grace is None else grace)
 
     @write
     def rehome(self, *, force: bool = False) -> str | None:
         """Make this directory the one its server catalog (PostgreSQL, ...) serves, after the
-        warehouse was moved; returns the directory it served before. A copy is refused (it
-        needs a catalog of its own) unless ``force``."""
-        return self.store.rehome(force=force)
+        warehouse was moved; returns the directory it served before, and writes the Spark logs
+        again (they name files by where they are). A copy is refused (it needs a catalog of its
+        own) unless ``force``."""
+        before = self.store.rehome(force=force)
+        self._tidy()
+        return before
 
     def report(
         self,

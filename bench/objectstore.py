@@ -9,7 +9,7 @@ cross it:
    the final key, sha256, the catalog transaction — against a raw upload of the same number of
    bytes in as many objects (pyarrow.fs, the same client). Goal (issue 29): ≥ 0.8×.
 2. **Bytes fetched** by a query of one run and one layer (``wh.sql`` and ``wh.vectors``) against
-   the warehouse's size: partition pruning reads only that layer's files (and their footers).
+   the warehouse's size: the catalog chooses that layer's files, and only they are read.
 3. **Query time** of the same query on the bucket and on a local copy of the warehouse.
 
 Run: ``python -m bench.objectstore`` (needs ``pip install -e '.[dev]'`` for moto, and PostgreSQL's
@@ -169,8 +169,8 @@ def main() -> None:
             "share": "1",
         },
         {
-            "what": "`wh.sql` of one run and one layer (open included: the snapshot reads "
-            "every file's footer)",
+            "what": "`wh.sql` of one run and one layer (open included: the catalog chooses "
+            "the files)",
             "bytes": f"{fetched_sql:,}",
             "share": f"{fetched_sql / total:.3f}",
         },

@@ -82,6 +82,9 @@ def gap_batches(
     prompts_of: dict[str, set[int]] = {}
     for row in committed:
         prompts_of.setdefault(row["commit_id"], set()).add(row["prompt"])
+    for source in store.catalog.rows("commit_sources"):  # a compaction: its merged commits'
+        merged = prompts_of.get(source["source_commit"], set())
+        prompts_of.setdefault(source["commit_id"], set()).update(merged)
     return [
         ([b for b in batches if b[0].prompt in prompts_of.get(commit_id, set())], commit_gaps)
         for commit_id, commit_gaps in sorted(gaps.items())

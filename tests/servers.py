@@ -4,8 +4,10 @@ PyPI). Each start that cannot happen is a skip that says why."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -136,10 +138,14 @@ class S3:
             self.process.kill()
 
 
+_REQUEST = re.compile(rb"(GET|HEAD|PUT|POST|DELETE) /\S* HTTP/1\.[01]\r\n")
+
+
 class Proxy:
     """A TCP proxy in front of a server (``127.0.0.1:port``): it counts the bytes the server
-    sends (what a client fetched), and :meth:`cut` drops every connection and refuses new ones
-    (an endpoint that dies), until :meth:`restore`."""
+    sends (what a client fetched) and the HTTP requests clients make (by method), and
+    :meth:`cut` drops every connection and refuses new ones (an endpoint that dies), until
+    :meth:`restore`."""
 
     def __init__(self, target_port: int):
         import threading
@@ -148,6 +154,7 @@ class Proxy:
         self.port = free_port()
         self.fetched = 0  # bytes from the server to clients
         self.sent = 0  # bytes from clients to the server
+        self.requests: collections.Counter = collections.Counter()  # HTTP requests by method
         self.cut_at: int | None = None  # cut once clients have sent this many bytes
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
@@ -199,13 +206,26 @@ class Proxy:
                 target=self._pipe, args=(server, client, "fetched"), daemon=True
             ).start()
 
+    def reset(self) -> None:
+        """Start counting bytes and requests from zero."""
+        with self._lock:
+            self.fetched, self.sent = 0, 0
+            self.requests = collections.Counter()
+
     def _pipe(self, source: socket.socket, sink: socket.socket, counter: str) -> None:
+        tail = b""  # a request line may straddle two reads
         try:
             while data := source.recv(1 << 16):
                 sink.sendall(data)
+                seen = tail + data
                 with self._lock:
                     setattr(self, counter, getattr(self, counter) + len(data))
+                    if counter == "sent":
+                        for found in _REQUEST.finditer(seen):
+                            if found.end() > len(tail):  # not counted with the last read
+                                self.requests[found[1].decode()] += 1
                     dies = self.cut_at is not None and self.sent >= self.cut_at
+                tail = seen[-64:]
                 if dies:
                     self.cut_at = None
                     self.cut()

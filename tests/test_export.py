@@ -128,44 +128,77 @@ def test_exports_refuse_bad_requests_and_leave_nothing(tmp_path, wh):
     assert "no such table" in cli_error("files", wh.path, "nope")
 
 
-def test_spark_reads_an_export_as_actwh_sql_does(tmp_path, wh):
-    pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (.ci/run adds it)")
+@pytest.fixture(scope="module")
+def spark():
+    """A local Spark session, or a skip saying why there is none."""
+    pytest.importorskip("pyspark", reason="pyspark is not installed (.ci/run adds it)")
     if shutil.which("java") is None:
         pytest.skip("no Java runtime for Spark (.ci/run installs default-jre-headless)")
-    from pyspark.sql import SparkSession, functions
+    from pyspark.sql import SparkSession
 
-    out = tmp_path / "residuals"
-    wh.export("residuals", out, runs=["base", "wide"], layers=[0, 1, 2], progress=False)
-    spark = (
+    session = (
         SparkSession.builder.master("local[1]")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "2")
         .getOrCreate()
     )
+    yield session
+    session.stop()
+
+
+def _spark_norms(frame) -> dict[int, float]:
+    from pyspark.sql import functions
+
+    norm = functions.sqrt(functions.aggregate("vec", functions.lit(0.0), lambda a, x: a + x * x))
+    rows = (
+        frame.where("site = 'resid_mid'")
+        .withColumn("norm", norm)
+        .groupBy("layer")
+        .agg(functions.avg("norm").alias("norm"))
+        .collect()
+    )
+    return {row["layer"]: row["norm"] for row in rows}
+
+
+def test_spark_reads_an_export_as_actwh_sql_does(tmp_path, wh, spark):
+    out = tmp_path / "residuals"
+    wh.export("residuals", out, runs=["base", "wide"], layers=[0, 1, 2], progress=False)
+    frame = spark.read.parquet(str(out))
+    norms = _spark_norms(frame.where("run = 'base'"))
+    assert (
+        frame.count()
+        == wh.sql("select count(*) from residuals where run in ('base', 'wide')").item()
+    )
+    assert norms == pytest.approx(_sql_norms(wh, "base", [0, 1, 2]), rel=1e-6)
+
+
+def test_spark_reads_the_raw_tables_in_place(wh, spark):
+    """Spark reads a table's folder as actwh reads the table: the commit log in it names the
+    committed files (a planted orphan is not read), and float16 vectors — which Spark refuses as
+    such — decode, with their scale, to the values actwh's SQL sees. read_table reads a table
+    holding float16 and float32 vectors alike."""
+    from actwh.warehouse.spark import VECTOR_SQL, read_table, spark_schema
+
+    root = wh.path
+    committed = wh.files("tokens", runs="base")
+    orphan = committed[0].with_name("part-s0of1-0000000000001bad.parquet")
+    shutil.copy(committed[0], orphan)
     try:
-        frame = spark.read.parquet(str(out))
-        norms = (
-            frame.where("site = 'resid_mid' and run = 'base'")
-            .withColumn(
-                "norm",
-                functions.sqrt(
-                    functions.aggregate("vec", functions.lit(0.0), lambda a, x: a + x * x)
-                ),
-            )
-            .groupBy("layer")
-            .agg(functions.avg("norm").alias("norm"))
-            .orderBy("layer")
-            .collect()
-        )
-        assert (
-            frame.count()
-            == wh.sql("select count(*) from residuals where run in ('base', 'wide')").item()
-        )
+        counted = spark.read.parquet(str(root / "data" / "tokens")).count()
     finally:
-        spark.stop()
-    assert pyspark.__version__
-    got = {row["layer"]: row["norm"] for row in norms}
-    assert got == pytest.approx(_sql_norms(wh, "base", [0, 1, 2]), rel=1e-6)
+        orphan.unlink()
+    assert counted == wh.sql("select count(*) from tokens").item()
+    raw = spark.read.schema(spark_schema("residuals")).parquet(str(root / "data" / "residuals"))
+    raw = raw.where("run = 'base'").selectExpr("layer", "site", f"{VECTOR_SQL} AS vec")
+    layers = sorted(wh.sql("select distinct layer from residuals")["layer"])
+    assert _spark_norms(raw) == pytest.approx(_sql_norms(wh, "base", layers), rel=1e-6)
+    table = read_table(spark, str(root), "residuals")
+    assert table.count() == wh.sql("select count(*) from residuals").item()
+    wide = _spark_norms(table.where("run = 'wide'"))
+    assert wide == pytest.approx(_sql_norms(wh, "wide", layers), rel=1e-6)
+    first = table.where("run = 'base' and layer = 0").orderBy("prompt", "pos", "site").first()
+    vectors, keys = wh.vectors("residuals", run="base", layer=0)
+    assert np.array_equal(np.array(first["vec"], dtype=np.float32), vectors[0])
 
 
 def test_a_tokens_dataset_holds_the_stored_vectors(tmp_path, wh):

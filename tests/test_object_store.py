@@ -294,3 +294,42 @@ def test_an_endpoint_that_dies_mid_run_fails_in_one_line_and_resumes(pair, s3, g
     resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=LIMIT)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_tables(tables_of(pair["remote"], "cut"), tables_of(pair["local"], "r"))
+
+
+def test_on_a_bucket_an_open_is_two_requests_and_a_query_fetches_its_partition(
+    s3, postgres_server, monkeypatch
+):
+    """Opening reads the marker (2 requests) however many files; a one-run one-layer query
+    fetches that partition's files and about nothing more; a compaction there keeps every row."""
+    from synthetic import synthetic_commits
+    from test_compact import digests
+
+    from actwh.warehouse.store import Store
+
+    proxy = Proxy(s3.port)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    uri = s3.bucket("scale") + "/wh"
+    store = Store.create(uri, catalog_url=postgres_server.database("scale"))
+    requests = []
+    for more in (1, 3):  # then 4× the files
+        synthetic_commits(store, runs=2, layers=3, commits=more, rows=2000)
+        proxy.reset()
+        with actwh.open(uri) as wh:
+            wh.sql("select count(*) from runs")
+        requests.append(sum(proxy.requests.values()))
+    assert requests == [2, 2], requests
+    with actwh.open(uri) as wh:
+        partition = wh.sql(
+            "select sum(n_bytes)::BIGINT from commit_files where run = 'r1' and layer = 2"
+        ).item()
+        proxy.reset()
+        assert wh.sql("select count(*) from residuals where run = 'r1' and layer = 2").item() == (
+            4 * 2000
+        )
+    assert partition <= proxy.fetched <= 1.1 * partition, (proxy.fetched, partition)
+    before = digests(uri)
+    cli("compact", uri, "--quiet")
+    assert digests(uri) == before
+    with actwh.open(uri) as wh:
+        assert wh.sql("select count(*) from commit_files").item() == 6
+    proxy.cut()

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from actwh.errors import ActwhError
-from actwh.warehouse.layout import FORMAT_VERSION, shown_url
+from actwh.warehouse.layout import FORMAT_VERSION, catalog_partition, shown_url
 from actwh.warehouse.locks import damaged, retry_while_locked
 from actwh.warehouse.schema import catalog_ddl, catalog_tables, catalog_upgrades
 
@@ -115,6 +115,7 @@ class Catalog:
                     self._add_missing_columns(conn)
                     for statement in catalog_upgrades():
                         conn.exec_driver_sql(statement)
+                    self._fill_partitions(conn)
                     stamps: dict[str, str | None] = {"format": FORMAT_VERSION}
                     if new_id is not None:
                         stamps |= {"id": new_id, "root": root}
@@ -155,6 +156,18 @@ class Catalog:
                 if column.name not in present:
                     kind = column.type.compile(dialect=conn.dialect)
                     conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {column.name} {kind}")
+
+    def _fill_partitions(self, conn: sa.Connection) -> None:
+        """Files recorded by an actwh older than ``commit_files``' partition columns get them,
+        from their paths (one rule: :func:`~actwh.warehouse.layout.catalog_partition`)."""
+        files = self.tables["commit_files"]
+        unfilled = sa.select(files.c.path).where(
+            files.c.run.is_(None), files.c.model.is_(None), files.c.path.like("%=%")
+        )
+        for (path,) in conn.execute(unfilled).fetchall():
+            conn.execute(
+                files.update().where(files.c.path == path).values(**catalog_partition(path))
+            )
 
     # Small helpers: rows are plain dicts, filters are equality on columns.
 

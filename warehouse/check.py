@@ -4,15 +4,19 @@ For each file the catalog lists: it exists, Parquet can read its footer, its row
 sha256 are the recorded ones. Files under ``data/`` that no commit lists are orphans (left by a
 crash between rename and record) and ``*.tmp`` files are unfinished writes — when they are what a
 writer of actwh leaves: its file names, in a table's partition folders. Any other file is
-*foreign*: reported, never deleted (actwh did not write it).
+*foreign*: reported, never deleted (actwh did not write it). Files retired by a compaction or a
+rebuild, kept for readers that started before, are neither. Each table's Spark log
+(:mod:`actwh.warehouse.spark_log`) must list exactly its committed files, at this location.
 
 ``repair`` takes the commit lock exclusively (writers take it shared while they commit), looks
 again, deletes orphans and unfinished files older than ``grace`` seconds, and drops the least it
 can. A run's damaged
 file goes alone: its catalog row becomes a *gap* (``commit_gaps``), the run goes back to
 ``running``, and ``actwh ingest`` with the same options redoes exactly that file (its commit's
-prompts, its table and partition); runs that replayed the repaired run (``--teacher-force``)
-become ``stale``. A model's commit (value vectors, weight diffs) goes whole, to be rebuilt.
+prompts — a compaction's: those of the commits it merged —, its table and partition); runs that
+replayed the repaired run (``--teacher-force``) become ``stale``. A model's commit (value
+vectors, weight diffs) goes whole, to be rebuilt. Then it writes the Spark logs again where they
+are out of date.
 
 A repair never destroys what it cannot see: when ``data/`` is gone (an unmounted share, a moved
 directory), when files are missing rather than damaged, or when more than
@@ -30,6 +34,7 @@ import pyarrow.parquet as pq
 from actwh.errors import ActwhError, arg
 from actwh.warehouse import layout
 from actwh.warehouse.schema import fact_tables
+from actwh.warehouse.spark_log import is_current, publish
 from actwh.warehouse.store import Store
 
 
@@ -44,12 +49,17 @@ class CheckReport:
     runs_to_resume: list[str] = field(default_factory=list)
     stale_runs: list[str] = field(default_factory=list)
     models_to_rebuild: list[str] = field(default_factory=list)
+    retired: int = 0  # files retired (by a compaction or rebuild) still on disk: not orphans
+    stale_logs: list[str] = field(default_factory=list)  # tables whose Spark log is out of date
+    published: list[str] = field(default_factory=list)  # tables whose Spark log repair wrote
 
     @property
     def left(self) -> set[str]:
-        """Paths still wrong: damaged, orphaned or unfinished, and not removed."""
+        """What is still wrong: damaged, orphaned or unfinished paths not removed, and the
+        Spark logs not written again."""
         found = {p for p, _ in self.problems} | set(self.orphans) | set(self.unfinished)
-        return found - set(self.removed)
+        logs = {f"{t} (Spark log)" for t in self.stale_logs if t not in self.published}
+        return (found - set(self.removed)) | logs
 
 
 def _problem(store: Store, row: dict) -> str | None:
@@ -88,6 +98,7 @@ def check(
                 report.removed.append(relative)
         for commit_id in sorted(damaged):
             _drop_damaged(store, commit_id, damaged[commit_id], report)
+    report.published = publish(store)
     return report
 
 
@@ -101,7 +112,9 @@ def _inspect(store: Store, present: dict[str, float]) -> CheckReport:
         problem = _problem(store, row)
         if problem:
             report.problems.append((row["path"], problem))
-    known = {row["path"] for row in committed}
+    retired = {row["path"] for row in store.catalog.rows("retired_files")}
+    report.retired = len(retired & set(present))
+    known = {row["path"] for row in committed} | retired
     for relative in present:
         if relative in known:
             continue
@@ -111,6 +124,10 @@ def _inspect(store: Store, present: dict[str, float]) -> CheckReport:
             report.unfinished.append(relative)
         else:
             report.orphans.append(relative)
+    listings: dict[str, list[tuple[str, int]]] = {t: [] for t in fact_tables()}
+    for row in committed:
+        listings.setdefault(row["table_name"], []).append((row["path"], row["n_bytes"]))
+    report.stale_logs = [t for t, files in listings.items() if not is_current(store, t, files)]
     return report
 
 

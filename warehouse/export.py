@@ -41,11 +41,6 @@ def table_spec(table: str) -> FactTable:
     return spec
 
 
-def partition_values(relative: str) -> dict[str, str]:
-    """``data/residuals/run=base/layer=3/part-x.parquet`` → ``{"run": "base", "layer": "3"}``."""
-    return dict(part.split("=", 1) for part in Path(relative).parts if "=" in part)
-
-
 def check_filters(spec: FactTable, filters: dict[str, list], names: dict[str, str]) -> None:
     """Refuse a filter on a column the table lacks; ``names`` maps columns to argument names."""
     columns = {c for c, _ in spec.read_columns}
@@ -74,13 +69,7 @@ def committed_files(snapshot, table: str, filters: dict[str, list]) -> list[str]
     """The committed files of ``table`` (paths relative to the warehouse), keeping those whose
     partition values pass ``filters`` (filters on other columns do not narrow files)."""
     spec = table_spec(table)
-    snapshot.check_readable(table)  # a damaged table is an error, never an empty listing
-    wanted = {c: {str(v) for v in values} for c, values in filters.items() if c in spec.partition}
-    return [
-        path
-        for path in snapshot.files.get(table, [])
-        if all(partition_values(path).get(c) in values for c, values in wanted.items())
-    ]
+    return snapshot.files(table, **{c: v for c, v in filters.items() if c in spec.partition})
 
 
 def export_table(
@@ -90,6 +79,7 @@ def export_table(
     exist) with a manifest; returns the manifest."""
     spec = table_spec(table)
     files = committed_files(snapshot, table, filters)
+    readable(snapshot.store, table, files)  # a damaged file is an error before anything is written
     if not files:
         raise ActwhError(f"nothing to export: no committed files of {table} match the filters")
     row_filters = {c: v for c, v in filters.items() if c not in spec.partition}

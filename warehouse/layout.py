@@ -34,6 +34,9 @@ MARKER = "warehouse.json"
 CATALOG_FILE = "catalog.duckdb"
 DATA_DIR = "data"
 INDEX_DIR = "index"
+# How long a file retired by a compaction or a rebuild stays on disk (seconds): a notebook's
+# snapshot or a Spark job that started before may read it for hours.
+RETIRED_GRACE = 24 * 3600.0
 TMP_PREFIX = "_"  # directory readers (Spark, Trino, Hive) skip names starting with _ or .
 TMP_SUFFIX = ".tmp"
 
@@ -105,8 +108,29 @@ def file_name(writer_tag: str, commit_id: str) -> str:
     return f"part-{writer_tag}-{commit_id}.parquet"
 
 
+def partition_values(relative: str) -> dict[str, str]:
+    """A file's partition values, from its folders: ``data/residuals/run=base/layer=3/part-x
+    .parquet`` → ``{"run": "base", "layer": "3"}``."""
+    return dict(part.split("=", 1) for part in relative.split("/")[:-1] if "=" in part)
+
+
+# Partition columns the catalog keeps for every file (commit_files), and their Python types.
+PARTITION_COLUMNS = {"run": str, "model": str, "layer": int}
+
+
+def catalog_partition(relative: str) -> dict[str, str | int | None]:
+    """``commit_files``' partition columns of the file ``relative``: each of
+    :data:`PARTITION_COLUMNS`, None where the file's table has no such partition."""
+    found = partition_values(relative)
+    return {
+        column: None if column not in found else kind(found[column])
+        for column, kind in PARTITION_COLUMNS.items()
+    }
+
+
 # Every name a writer gives a data file: final, unfinished, and unfinished before the "_" prefix.
-_FILE = re.compile(r"_?part-s\d+of\d+-[0-9a-f]{4,32}\.parquet(\.tmp)?")
+# An ingestion worker's tag is its shard (s0of1); a compaction's is c and the output's index.
+_FILE = re.compile(r"_?part-(s\d+of\d+|c\d+)-[0-9a-f]{4,32}\.parquet(\.tmp)?")
 
 
 def is_data_file_name(name: str) -> bool:

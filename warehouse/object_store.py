@@ -4,8 +4,8 @@ pyarrow.fs does the I/O — the file system layer actwh already depends on (no o
 install), with multipart uploads and the AWS SDK's own credential chain: ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT_URL`` (an S3-compatible server such as
 MinIO or Ceph), profiles and instance roles. Nothing of them is stored in the catalog or printed.
-DuckDB reads the same keys through the same client (fsspec's wrapper of a pyarrow file system,
-registered on the connection), so no DuckDB extension has to be downloaded.
+Queries read the same keys through the same client (pyarrow's datasets, see
+:mod:`actwh.warehouse.pruning`), so no DuckDB extension has to be downloaded.
 
 An object store has no rename and no locks. A commit uploads each file whole under its final,
 unique key (an upload is atomic: a key holds all of it or nothing), then records the files in the
@@ -159,88 +159,3 @@ class ObjectStore:
             tmp.write_bytes(data)
             tmp.replace(target)
         return target
-
-    def fsspec(self, sizes: dict[str, int] | None = None):
-        """The same client as an fsspec file system, for DuckDB's ``register_filesystem``: it
-        then reads ``s3://...`` URLs with it (projection and partition pruning as on disk).
-        ``sizes`` (key → bytes, as the catalog records committed files; filled in later is
-        fine) answers DuckDB's size question for each file of each query without a request."""
-        from fsspec.implementations.arrow import ArrowFile, ArrowFSWrapper
-
-        known = {} if sizes is None else sizes
-
-        class Objects(ArrowFSWrapper):
-            protocol = self.scheme
-
-            def info(self, path, **kwargs):
-                key = self._strip_protocol(path)
-                if key in known:
-                    return {"name": key, "size": known[key], "type": "file"}
-                return super().info(path, **kwargs)
-
-            def _open(self, path, mode="rb", block_size=None, seekable=True, **kwargs):
-                if mode != "rb" or not seekable:
-                    return super()._open(path, mode, block_size, seekable, **kwargs)
-                native = self.fs.open_input_file(self._strip_protocol(path))
-                return ArrowFile(self, _Positional(native), path, mode, block_size, **kwargs)
-
-        return Objects(self.fs)
-
-
-class _Positional:
-    """A random-access pyarrow file whose position is each thread's own. DuckDB's threads share
-    one handle per file and read it as seek-then-read, two calls: with one shared position,
-    another thread's seek in between makes a read return the wrong bytes (measured: corrupt
-    Parquet pages above a few MB). Reads go to ``read_at``, which is safe across threads."""
-
-    def __init__(self, native: pa.NativeFile):
-        import threading
-
-        self.native = native
-        self._size = native.size()
-        self._where = threading.local()
-
-    def size(self) -> int:
-        return self._size
-
-    def tell(self) -> int:
-        return getattr(self._where, "at", 0)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self.tell(), 2: self._size}[whence]
-        self._where.at = base + offset
-        return self._where.at
-
-    def read(self, size: int = -1) -> bytes:
-        at = self.tell()
-        size = self._size - at if size is None or size < 0 else min(size, self._size - at)
-        data = self.native.read_at(size, at) if size > 0 else b""
-        self._where.at = at + len(data)
-        return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return False
-
-    def flush(self) -> None:
-        pass
-
-    def write(self, data) -> int:
-        raise OSError("read-only")
-
-    @property
-    def closed(self) -> bool:
-        return self.native.closed
-
-    def close(self) -> None:
-        self.native.close()

@@ -1,39 +1,41 @@
 """Reading a warehouse: a DuckDB snapshot of everything committed when it was taken.
 
-The snapshot copies the catalog tables (they are small) and defines one view per fact table over
-exactly the Parquet files the catalog lists. It never holds the catalog open, so it never blocks
-a writer, and a commit that lands while a query runs is simply not part of that query.
+The snapshot copies the catalog tables (they are small, and a copy is what makes it a snapshot:
+a commit that lands while a query runs is simply not part of that query) into a private temporary
+DuckDB file, which queries then open read-only. It never holds the catalog open, so it never
+blocks a writer. Opening reads the catalog and nothing else: every fact table is a view over a
+:class:`~actwh.warehouse.pruning.CommittedFiles` dataset, which chooses, when a query scans it,
+the committed files whose partition values the scan's filter can match, and reads those.
 
-User SQL may only read, and only the warehouse's committed files: the rule is enforced by DuckDB,
-not by reading the SQL. The snapshot is built in a private temporary database file, which queries
-then open read-only (no statement can write, not even a data-modifying CTE), with external access
-off and ``allowed_paths`` set to exactly the committed files (no read_text('/etc/passwd'), no
-relative path resolved against the working directory, no orphan, no glob, no URL), extension
-install and load off, and the configuration locked so no query can undo any of it.
-
-DuckDB is given absolute paths. It reads Hive partitions (``run=base/``) from the whole path, so
-a warehouse whose own path holds a ``key=value`` folder is read through a link to it inside the
-snapshot's private directory.
+User SQL may only read, and only the warehouse's committed files: the rule is enforced by DuckDB
+and the catalog, not by reading the SQL. The connection is read-only (no statement can write, not
+even a data-modifying CTE) and has external access off — DuckDB opens no file, no URL and no
+extension; the only data outside the catalog copy it can reach is what the fact tables' datasets
+read, which is what the catalog lists — and its configuration is locked so no query can undo any
+of it.
 """
 
 from __future__ import annotations
 
 import re
 import tempfile
-from collections import defaultdict
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
+import pyarrow.fs as pafs
 from duckdb.sqltypes import FLOAT, INTEGER, VARCHAR
 
-from actwh.errors import ActwhError, BadInput, NotFound
+from actwh.errors import ActwhError, BadInput, Damaged, NotFound
 from actwh.warehouse.arrays import from_blob
+from actwh.warehouse.layout import catalog_partition
 from actwh.warehouse.locks import retry_while_locked
 from actwh.warehouse.schema import (
-    VECTOR_TYPE,
     catalog_ddl,
     catalog_table_names,
     catalog_upgrades,
@@ -42,6 +44,9 @@ from actwh.warehouse.schema import (
 )
 from actwh.warehouse.store import Store
 from actwh.warehouse.vector_tokens import Readouts
+
+if TYPE_CHECKING:  # pyarrow.dataset imports pandas (0.2 s): only when a fact table is read
+    from actwh.warehouse.pruning import CommittedFiles, Partition
 
 # User SQL may only read. DuckDB classifies DESCRIBE, SHOW, VALUES and WITH ... SELECT as SELECT.
 _READ_ONLY = {"SELECT"}
@@ -58,33 +63,35 @@ class Snapshot:
     ----------
     con
         The read-only DuckDB connection; its tables are the catalog's, its views the fact tables.
-    files
-        For each fact table, the committed files (paths relative to the warehouse root).
-    vector_sizes
-        For each fact table with a vector column, the vector sizes present in its files.
+    datasets
+        Each fact table's :class:`~actwh.warehouse.pruning.CommittedFiles`, which its view scans.
     """
 
-    def __init__(self, store: Store, views: bool = True):
-        """``views=False``: the catalog only (what is committed, no fact-table views or
-        macros), for listing files: it skips reading every committed file's footer."""
+    def __init__(self, store: Store):
         self.store = store
-        self.files: dict[str, list[str]] = defaultdict(list)
-        self.vector_sizes: dict[str, set[int]] = defaultdict(set)
-        self.broken: dict[str, str] = {}
-        self.sizes: dict[str, int] = {}  # on an object store: each committed key's bytes
         self._dir = tempfile.TemporaryDirectory(prefix="actwh-snapshot-")
-        # Where DuckDB opens files: the directory (or a link to it), or the object store's URLs
-        # through its client, registered on each connection.
-        self.read_root = None if store.remote else _read_root(store.root, Path(self._dir.name))
         path = str(Path(self._dir.name) / "snapshot.duckdb")
-        self.con = self._connect(path)
+        self.con = duckdb.connect(path)
         try:
-            self._build(views)
+            self._copy_catalog()
+            self._decode_directions()
         finally:
             self.con.close()
-        self.con = self._connect(path, read_only=True)
+        self.con = duckdb.connect(path, read_only=True)
+        # The catalog copy, for what the datasets look up while a query runs on self.con (the
+        # scans of one query may ask at once, from DuckDB's threads: one at a time).
+        self._catalog = self.con.cursor()
+        self._catalog_lock = threading.Lock()
+        # A fact table's view is made when a query first names it, or names a macro that reads
+        # it; a macro, when a query first names it (or a macro that calls it).
+        self.datasets: dict[str, CommittedFiles] = {}
+        self._macros: set[str] = set()
+        self._views_lock = threading.Lock()
         self.readouts = Readouts(
-            self._readout_files(), self.read_paths("vocabulary"), store.local_copy
+            self._readout_files(),
+            lambda model: self.files("vocabulary", model=model),
+            store.local_copy,
+            store.open_input,
         )
         self.con.create_function(  # type: ignore[call-overload]  # (duckdb's stub: no "arrow" UDF)
             "vector_tokens",
@@ -95,9 +102,7 @@ class Snapshot:
             null_handling="special",  # NULL in, NULL out, row by row (not the whole call)
             side_effects=False,
         )
-        readable = ", ".join(_quote(p) for t in self.files for p in self.read_paths(t))
         for setting in (
-            f"SET allowed_paths = [{readable}]",
             "SET enable_external_access = false",
             "SET autoinstall_known_extensions = false",
             "SET autoload_known_extensions = false",
@@ -105,31 +110,6 @@ class Snapshot:
             "SET lock_configuration = true",
         ):
             self.con.execute(setting)
-
-    def _connect(self, path: str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect(path, read_only=read_only)
-        if self.store.remote:
-            con.register_filesystem(self.store.remote.fsspec(self.sizes))
-            # committed files never change: their footers are read once per snapshot
-            con.execute("SET parquet_metadata_cache = true")
-        return con
-
-    def _build(self, views: bool = True) -> None:
-        """Catalog tables, fact-table views and macros, in the database being built."""
-        self._copy_catalog()
-        if not views:
-            return
-        self._decode_directions()
-        # A table whose files DuckDB cannot read (damaged on disk) does not take the others down:
-        # its view is left empty, and a query or a file listing that names it gets the reason.
-        for spec in fact_tables().values():
-            try:
-                self.con.execute(f"CREATE VIEW {spec.name} AS {self._view_sql(spec.name)}")
-            except duckdb.Error as error:
-                self.broken[spec.name] = _first_line(error)
-                self.con.execute(f"CREATE VIEW {spec.name} AS {self._view_sql(spec.name, [])}")
-        for statement in sql_macros():  # they name the tables and views above
-            self.con.execute(statement)
 
     def _copy_catalog(self) -> None:
         for statement in catalog_ddl():
@@ -141,14 +121,20 @@ class Snapshot:
         # A catalog written by an older actwh reads as if upgraded (in this copy only).
         for statement in catalog_upgrades():
             self.con.execute(statement)
-        for table, path, size, n_bytes in self.con.execute(
-            "SELECT table_name, path, vector_size, n_bytes FROM commit_files ORDER BY path"
-        ).fetchall():
-            self.files[table].append(path)
-            if size is not None:
-                self.vector_sizes[table].add(size)
-            if self.store.remote:
-                self.sizes[self.store.remote.key(path)] = n_bytes
+        unfilled = self.con.execute(
+            "SELECT path FROM commit_files WHERE run IS NULL AND model IS NULL AND path LIKE '%=%'"
+        ).fetchall()
+        if unfilled:  # files recorded by an older actwh: their partition values, from paths
+            values = [catalog_partition(path) for (path,) in unfilled]
+            self.con.execute(
+                "UPDATE commit_files SET run = v.run, model = v.model, layer = v.layer FROM "
+                "(SELECT unnest($path) AS path, unnest($run) AS run, unnest($model) AS model, "
+                "unnest($layer) AS layer) v WHERE commit_files.path = v.path",
+                {
+                    "path": [path for (path,) in unfilled],
+                    **{c: [v[c] for v in values] for c in ("run", "model", "layer")},
+                },
+            )
 
     def _copy_duckdb_catalog(self, path: Path) -> None:
         # Attached directly rather than through SQLAlchemy: `actwh sql` must start fast.
@@ -158,8 +144,25 @@ class Snapshot:
         except duckdb.Error as error:  # unreadable for another reason (permissions, ...)
             raise ActwhError(f"the catalog {path} cannot be read: {_first_line(error)}") from error
         try:
+            # The columns this actwh knows that the stored catalog has: an older catalog lacks
+            # some tables and columns (they read as empty and NULL), a newer one may have more.
+            stored = self.con.execute(
+                "SELECT table_name, list(column_name) FROM duckdb_columns() "
+                "WHERE database_name = 'stored_catalog' GROUP BY table_name"
+            ).fetchall()
+            present = {table: set(columns) for table, columns in stored}
+            declared = dict(
+                self.con.execute(
+                    "SELECT table_name, list(column_name ORDER BY column_index) "
+                    "FROM duckdb_columns() WHERE database_name = current_database() GROUP BY 1"
+                ).fetchall()
+            )
             for name in catalog_table_names():
-                self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM stored_catalog.{name}")
+                known = declared[name]
+                columns = ", ".join(c for c in known if c in present.get(name, ()))
+                if columns:
+                    copy = f"SELECT {columns} FROM stored_catalog.{name}"
+                    self.con.execute(f"INSERT INTO {name} ({columns}) {copy}")
         finally:
             self.con.execute("DETACH stored_catalog")
 
@@ -174,12 +177,12 @@ class Snapshot:
                 for name in catalog.tables
             }
         for name, rows in contents.items():
-            if rows:
-                marks = ", ".join("?" * len(rows[0]))
-                columns = ", ".join(rows[0]._fields)
-                self.con.executemany(
-                    f"INSERT INTO {name} ({columns}) VALUES ({marks})", [tuple(r) for r in rows]
-                )
+            if rows:  # one statement a table, its columns as lists: rows one by one are slow
+                fields = rows[0]._fields
+                columns = ", ".join(fields)
+                lists = ", ".join(f"unnest($c{i})" for i in range(len(fields)))
+                values = {f"c{i}": [r[i] for r in rows] for i in range(len(fields))}
+                self.con.execute(f"INSERT INTO {name} ({columns}) SELECT {lists}", values)
 
     def _decode_directions(self) -> None:
         """Replace the stored float32 blob of each direction by ``vec FLOAT[d]``."""
@@ -212,52 +215,118 @@ class Snapshot:
         ).fetchall()
         return {model: (path, sha256) for model, path, sha256 in rows}
 
-    def read_paths(self, table: str) -> list[str]:
-        """The committed files of ``table`` as a reader (DuckDB, polars) opens them: absolute
-        paths (through the link when the warehouse's own path looks like a partition), or URLs
-        on the object store."""
-        if self.read_root is None:
-            return [self.store.url(p) for p in self.files[table]]
-        return [str(self.read_root / p) for p in self.files[table]]
+    # ---- the fact tables' files ----------------------------------------------------------------
 
-    def _view_sql(self, table: str, paths: list[str] | None = None) -> str:
+    def files(self, table: str, **partition) -> list[str]:
+        """The committed files of ``table`` (relative to the warehouse), in path order; with
+        ``run=``, ``model=`` or ``layer=`` (a value or a list of values), only those of these
+        partitions."""
+        where: list[str] = ["table_name = $table"]
+        params: dict[str, object] = {"table": table}
+        for column, values in partition.items():
+            values = values if isinstance(values, list | tuple | set) else [values]
+            where.append(f"{column} IN (SELECT unnest(${column}))")
+            params[column] = [str(v) if column != "layer" else int(v) for v in values]
+        query = f"SELECT path FROM commit_files WHERE {' AND '.join(where)} ORDER BY path"
+        return [path for (path,) in self._lookup(query, params)]
+
+    def read_paths(self, table: str) -> list[str]:
+        """The committed files of ``table`` as another reader (polars) opens them: absolute
+        paths, or URLs on the object store."""
+        return [self.store.url(p) for p in self.files(table)]
+
+    def vector_sizes(self, table: str) -> set[int]:
+        """The vector sizes of ``table``'s committed files (empty for a table without vectors)."""
+        rows = self._lookup(
+            "SELECT DISTINCT vector_size FROM commit_files "
+            "WHERE table_name = $table AND vector_size IS NOT NULL",
+            {"table": table},
+        )
+        return {size for (size,) in rows}
+
+    def _lookup(self, query: str, params: dict) -> list[tuple]:
+        """Rows of a query of the catalog copy, from any thread, even while a query runs."""
+        with self._catalog_lock:
+            return self._catalog.execute(query, params).fetchall()
+
+    def _partitions(self, table: str) -> list[Partition]:
+        """``table``'s partitions and their files, from the catalog copy."""
+        from actwh.warehouse.pruning import Partition
+
         spec = fact_tables()[table]
-        paths = self.read_paths(table) if paths is None else paths
-        sizes = self.vector_sizes[table]
+        rows = self._lookup(
+            "SELECT run, model, layer, list(path ORDER BY path), list(n_bytes ORDER BY path) "
+            "FROM commit_files WHERE table_name = $table GROUP BY ALL",
+            {"table": table},
+        )
+        return [
+            Partition(
+                {
+                    c: v
+                    for c, v in zip(("run", "model", "layer"), values, strict=True)
+                    if c in spec.partition
+                },
+                paths,
+                sizes,
+            )
+            for *values, paths, sizes in rows
+        ]
+
+    def dataset(self, table: str) -> CommittedFiles:
+        """The dataset of the fact table ``table`` (and its view, made on first use)."""
+        self._ensure_views(table)
+        return self.datasets[table]
+
+    def _ensure_views(self, query: str) -> None:
+        """Make the views of the fact tables ``query`` can read, and the macros it can call,
+        that are not made yet (macros after the views they read, in schema.sql's order)."""
+        tables, macros = named(query)
+        with self._views_lock:
+            for table in sorted(tables - set(self.datasets)):
+                self.datasets[table] = self._dataset(fact_tables()[table])
+                self.con.register(f"_files_{table}", self.datasets[table])
+                self.con.execute(f"CREATE TEMP VIEW {table} AS {self._view_sql(table)}")
+            for macro, statement in _macros().items():
+                if macro in macros and macro not in self._macros:
+                    self.con.execute(statement.replace("CREATE MACRO", "CREATE TEMP MACRO", 1))
+                    self._macros.add(macro)
+
+    def _dataset(self, spec) -> CommittedFiles:
+        from actwh.warehouse.pruning import committed_files
+
+        remote = self.store.remote
+        return committed_files(
+            spec,
+            self.vector_sizes(spec.name),
+            remote.fs if remote else pafs.LocalFileSystem(),
+            remote.key if remote else lambda relative: str(self.store.root / relative),
+            lambda: self._partitions(spec.name),
+        )
+
+    def _view_sql(self, table: str) -> str:
+        """The view of ``table``: its dataset's columns, less the vectors' scale, which it
+        applies (see schema.sql)."""
+        spec = fact_tables()[table]
         columns = []
-        for column, type_ in spec.read_columns:
-            if type_ == VECTOR_TYPE and len(sizes) == 1:
-                type_ = f"FLOAT[{next(iter(sizes))}]"
-            if not paths:
-                columns.append(f"NULL::{type_} AS {column}")
-            elif column == spec.vector_column and spec.scale_column:
+        for column, _ in spec.read_columns:
+            if column == spec.vector_column and spec.scale_column:
+                stored = self.datasets[table].schema.field(column).type
+                fixed = pa.types.is_fixed_size_list(stored)
+                vector_type = f"FLOAT[{stored.list_size}]" if fixed else "FLOAT[]"
                 scale = spec.scale_column  # applied only where a row has one (see schema.sql)
                 scaled = f"list_transform({column}, lambda x: x * {scale})"
                 columns.append(
-                    f"(CASE WHEN {scale} IS NULL THEN {column} ELSE {scaled} END)::{type_} "
+                    f"(CASE WHEN {scale} IS NULL THEN {column} ELSE {scaled} END)::{vector_type} "
                     f"AS {column}"
                 )
-            elif type_ != spec.column_type(column):
-                columns.append(f"{column}::{type_} AS {column}")
             else:
                 columns.append(column)
-        if not paths:
-            return f"SELECT {', '.join(columns)} WHERE false"
-        files = ", ".join(_quote(p) for p in paths)
-        hive = ", ".join(f"{_quote(c)}: {spec.column_type(c)}" for c in spec.partition)
-        # A file written before a column was declared reads it as NULL: union_by_name fills it
-        # in when another file has it, the empty row set of every declared column when none has.
-        declared = ", ".join(f"NULL::{t} AS {c}" for c, t in spec.columns)
-        return (
-            f"SELECT {', '.join(columns)} FROM (SELECT {declared} WHERE false UNION ALL BY NAME "
-            f"SELECT * FROM read_parquet([{files}], hive_partitioning = true, "
-            f"hive_types = {{{hive}}}, union_by_name = true))"
-        )
+        return f"SELECT {', '.join(columns)} FROM _files_{table}"
 
     def execute(self, query: str, params: dict | list | None = None) -> pa.Table:
         """Run one read-only SQL statement; return its result."""
         with _sql_errors():
-            return self._relation(query, params).to_arrow_table()
+            return self.relation(query, params).to_arrow_table()
 
     def stream(
         self, query: str, params: dict | list | None = None, rows: int = 65_536
@@ -265,7 +334,7 @@ class Snapshot:
         """Run one read-only SQL statement; its result's schema, and its rows in record batches
         of at most ``rows`` (memory stays flat however large the result)."""
         with _sql_errors():
-            reader = self._relation(query, params).to_arrow_reader(rows)
+            reader = self.relation(query, params).to_arrow_reader(rows)
 
         def batches() -> Iterator[pa.RecordBatch]:
             with _sql_errors():
@@ -273,7 +342,7 @@ class Snapshot:
 
         return reader.schema, batches()
 
-    def _relation(self, query: str, params: dict | list | None) -> duckdb.DuckDBPyRelation:
+    def relation(self, query: str, params: dict | list | None = None) -> duckdb.DuckDBPyRelation:
         """One read-only statement as a DuckDB relation; refuses anything else."""
         try:
             statements = self.con.extract_statements(query)
@@ -292,20 +361,12 @@ class Snapshot:
                 f"{len(statements)} SQL statements given; run one at a time (SQL on a warehouse "
                 "only reads, so a statement before the last would change nothing)"
             )
-        for table in self.broken:
-            if re.search(rf"\b{table}\b", query, flags=re.I):
-                self.check_readable(table)
         query = statements[0].query
+        self._ensure_views(query)
         return self.con.sql(query, params=params) if params else self.con.sql(query)
 
-    def check_readable(self, table: str) -> None:
-        """Raise, naming ``actwh check``, when ``table``'s committed files cannot be read."""
-        if table in self.broken:
-            raise ActwhError(
-                f"cannot read table {table}: {self.broken[table]} (run: actwh check WH)"
-            )
-
     def close(self) -> None:
+        self._catalog.close()
         self.con.close()
         self._dir.cleanup()
 
@@ -325,6 +386,11 @@ def _sql_errors() -> Iterator[None]:
                 "refused: the statement writes; SQL on a warehouse is read-only"
             ) from error
         line = _first_line(error)
+        unreadable = re.search(r"registered as '_files_(\w+)' failed: (?:\w+: )?(.*)", line)
+        if unreadable:  # a committed file pyarrow could not read: damaged, or deleted since
+            table, reason = unreadable.groups()
+            reason = re.sub(r"'([^']*/)?([^'/]+\.parquet)'", r"\2", reason)
+            raise Damaged(f"cannot read table {table}: {reason} (run: actwh check WH)") from error
         for prefix, kind in OWN_ERRORS.items():  # a macro's or named query's: the message is it
             if f"Error: {prefix}" in line:
                 raise kind(line.split(f"Error: {prefix}", 1)[1]) from error
@@ -337,21 +403,47 @@ def _sql_errors() -> Iterator[None]:
 OWN_ERRORS = {"actwh: ": NotFound, "actwh-input: ": BadInput}
 
 
-def _read_root(root: Path, private: Path) -> Path:
-    """The path DuckDB opens the warehouse by: ``root``, or a link to it in the snapshot's
-    ``private`` directory when a folder of ``root`` looks like a Hive partition (``a=b``)."""
-    if not any("=" in part for part in root.parts):
-        return root
-    link = private / "warehouse"
-    if any("=" in part for part in link.parts):
-        raise ActwhError(
-            f"{root}: DuckDB would read the '=' in its path as a partition, and the temporary "
-            f"directory {private.parent} has one too; set TMPDIR to a path without '='"
-        )
-    link.symlink_to(root, target_is_directory=True)
-    return link
-
-
 def _first_line(error: Exception) -> str:
     lines = [line for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
+
+
+def named(query: str) -> tuple[set[str], set[str]]:
+    """The fact tables ``query`` can read and the macros it can call: those it names, and those
+    the macros it names call and read (a word match: a word that only looks like a table's name
+    costs an unused view)."""
+    words = set(re.findall(r"\w+", query.lower()))
+    macros, reads = set(), set(words & set(fact_tables()))
+    for macro, (calls, tables) in _macro_uses().items():
+        if macro in words:
+            macros |= {macro, *calls}
+            reads |= tables
+    return reads, macros
+
+
+@cache
+def _macros() -> dict[str, str]:
+    """schema.sql's macros by name, in its order (a macro comes after those it calls)."""
+    return {
+        match[1].lower(): statement
+        for statement in sql_macros()
+        if (match := re.match(r"CREATE MACRO (\w+)", statement))
+    }
+
+
+@cache
+def _macro_uses() -> dict[str, tuple[set[str], set[str]]]:
+    """Each macro's (macros it calls, fact tables it reads), through the macros it calls."""
+    words = {
+        name: set(re.findall(r"\w+", s.lower().split(" as ", 1)[-1]))
+        for name, s in _macros().items()
+    }
+    uses: dict[str, tuple[set[str], set[str]]] = {}
+    for name in _macros():  # in order: the macros it calls are done
+        calls = {m for m in words[name] & set(uses) if m != name}
+        tables = words[name] & set(fact_tables())
+        for callee in set(calls):
+            calls |= uses[callee][0]
+            tables |= uses[callee][1]
+        uses[name] = (calls, tables)
+    return uses

@@ -100,7 +100,7 @@ def nearest(
     con = snapshot.con
     con.register("_hits", hits)
     try:
-        found = con.sql(
+        found = snapshot.relation(
             """select h.query, h.rank, h.layer, h.neuron, h.cosine,
                       CAST(if(h.cosine < 0, -1, 1) AS TINYINT) AS sign, v.norm,
                       coalesce(vector_tokens($model, v.vec, if(h.cosine < 0, -1, 1), 10),
@@ -108,18 +108,18 @@ def nearest(
                from _hits h join value_vectors v
                  on v.model = $model and v.layer = h.layer and v.neuron = h.neuron
                order by h.query, h.rank""",
-            params={"model": model},
+            {"model": model},
         ).to_arrow_table()
         if run is None:
             return found
         con.register("_found", found)
         try:
-            return con.sql(
+            return snapshot.relation(
                 """select f.*, s.frac_pos, s.mean_pos, s.mean_neg,
                           s.mean * f.norm * f.cosine as mean_write
                    from _found f left join neuron_means($run) s using (layer, neuron)
                    order by f.query, f.rank""",
-                params={"run": run},
+                {"run": run},
             ).to_arrow_table()
         finally:
             con.unregister("_found")
@@ -139,11 +139,11 @@ def value_vectors(snapshot: Snapshot, model: str, keys: list[tuple[int, int]]) -
     con = snapshot.con
     con.register("_wanted", wanted)
     try:
-        table = con.sql(
+        table = snapshot.relation(
             """select w.i, v.vec from _wanted w join value_vectors v
                  on v.model = $model and v.layer = w.layer and v.neuron = w.neuron
                order by w.i""",
-            params={"model": model},
+            {"model": model},
         ).to_arrow_table()
     finally:
         con.unregister("_wanted")

@@ -29,22 +29,27 @@ class Readouts:
     def __init__(
         self,
         readouts: dict[str, tuple[str, str]],
-        vocabularies: list[str],
+        vocabulary: Callable[[str], list[str]],
         local: Callable[[str, str], Path],
+        open_input: Callable[[str], pa.NativeFile],
     ):
         self.readouts = readouts  # model → its readout (.npy, relative to the warehouse), sha256
-        self.vocabularies = vocabularies  # the committed files of the vocabulary table
+        self.vocabulary = vocabulary  # model → the committed files of its vocabulary
         self.local = local  # a warehouse file as a local path (a cached copy of an object)
+        self.open_input = open_input  # a warehouse file opened for reading
         self._loaded: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
 
     def of(self, model: str) -> tuple[np.ndarray, np.ndarray] | None:
         """``(U [vocab, d] float32, tokens [vocab])`` of ``model``, or None if not stored."""
         if model not in self._loaded:
-            files = [p for p in self.vocabularies if f"/model={model}/" in p]
-            if model not in self.readouts or not files:
+            files = self.vocabulary(model) if model in self.readouts else []
+            if not files:
                 self._loaded[model] = None
             else:
-                table = pa.concat_tables(pq.read_table(f) for f in files).sort_by("token_id")
+                parts = [
+                    pq.read_table(self.open_input(f), columns=["token_id", "token"]) for f in files
+                ]
+                table = pa.concat_tables(parts).sort_by("token_id")
                 tokens = np.array(table.column("token").to_pylist(), dtype=object)
                 readout = self.local(*self.readouts[model])
                 U = np.load(readout, mmap_mode="r")  # pages in as products read it

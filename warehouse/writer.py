@@ -9,6 +9,9 @@ Readers list files from the catalog, so a crash at any point leaves nothing half
 renamed before a crash but never recorded are orphans, which
 :meth:`CommitWriter.remove_orphans` (run when a writer resumes) and ``actwh check --repair``
 delete.
+
+A commit that replaces files (a rebuild of a model's value vectors) retires them in its
+transaction (:mod:`actwh.warehouse.retired`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from actwh.errors import ActwhError
 from actwh.warehouse import layout
 from actwh.warehouse.catalog import now
 from actwh.warehouse.faults import crash_point
-from actwh.warehouse.schema import fact_table
+from actwh.warehouse.retired import listed_files, retire
+from actwh.warehouse.schema import VECTOR_DTYPES, fact_table
 from actwh.warehouse.store import Store
 
 ROW_GROUP_BYTES = 64 << 20
@@ -152,53 +156,14 @@ class CommitWriter:
         self._vector_sizes[key] = vector_size
 
     def _write(self, table: str, partition: tuple, tables: list[pa.Table], commit_id: str):
-        """One file of a commit, under its final name; returns (its path relative to the
-        warehouse, rows, sha256, bytes)."""
-        if len({t.schema for t in tables}) > 1:  # float16 next to a float32 fallback: widen all
-            widest = next(t.schema for t in tables if pa.float32() in _value_types(t.schema))
-            tables = [t.cast(widest) for t in tables]
+        """One file of a commit, under its final name; returns its ``commit_files`` row (less
+        the commit id and the vector size)."""
         relative = (
             layout.partition_key(table, dict(partition))
             + "/"
             + layout.file_name(self.tag, commit_id)
         )
-        has_vectors = any(pa.types.is_fixed_size_list(f.type) for f in tables[0].schema)
-        # a Table gives a DataFrame (from_arrow's type says DataFrame | Series); vectors not copied
-        data = cast(pl.DataFrame, pl.from_arrow(pa.concat_tables(tables), rechunk=False))
-        # Files with vectors: no compression (zstd saves ~8% of float data for 2× the time), and
-        # null counts but no min/max (polars takes float16 min/max element by element at a sixth
-        # of the write speed; a selective query is as fast without them). Measured in
-        # bench/writer.py.
-        row_group_size = max(1, int(ROW_GROUP_BYTES * data.height // max(1, data.estimated_size())))
-
-        def write(target: Path | io.BytesIO) -> None:
-            data.write_parquet(
-                target,
-                compression="uncompressed" if has_vectors else "zstd",
-                statistics=NULL_COUNTS_ONLY if has_vectors else True,
-                row_group_size=row_group_size,
-            )
-
-        n_rows = sum(t.num_rows for t in tables)
-        if self.store.remote:  # uploaded whole under its final key: no rename on a store
-            buffer = io.BytesIO()
-            write(buffer)
-            blob = buffer.getvalue()
-            self.store.remote.put(relative, blob)
-            return relative, n_rows, hashlib.sha256(blob).hexdigest(), len(blob)
-        final = self.store.root / relative
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = layout.tmp_path(final)
-        try:
-            write(tmp)
-        except pl.exceptions.ComputeError as error:  # polars wraps a failed write (a full disk)
-            tmp.unlink(missing_ok=True)
-            raise _os_error(error, tmp) from error
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        tmp.replace(final)
-        _fsync_dir(final.parent)
-        return relative, n_rows, self.store.sha256(relative), final.stat().st_size
+        return write_file(self.store, table, relative, tables)
 
     def commit(
         self,
@@ -263,23 +228,12 @@ class CommitWriter:
             # Leaving the pool waited for every file started: keep what was written, to delete
             # it if any other failed.
             done = [job for job in jobs.values() if not job.cancelled()]
-            written = [job.result()[0] for job in done if job.exception() is None]
+            written = [job.result()["path"] for job in done if job.exception() is None]
             for job in done:
                 if (failed := job.exception()) is not None:
                     raise failed
-            for (table, partition), job in jobs.items():
-                path, n_rows, sha256, n_bytes = job.result()
-                files.append(
-                    {
-                        "path": path,
-                        "commit_id": commit_id,
-                        "table_name": table,
-                        "n_rows": n_rows,
-                        "n_bytes": n_bytes,
-                        "sha256": sha256,
-                        "vector_size": sizes[(table, partition)],
-                    }
-                )
+            for key, job in jobs.items():
+                files.append(job.result() | {"commit_id": commit_id, "vector_size": sizes[key]})
             crash_point("commit.after_files")
             # Deleted under us (by a repair on a file system without locks)? On an object store
             # a repair leaves young keys alone: no request per file needed.
@@ -287,7 +241,7 @@ class CommitWriter:
             gone = [f["path"] for f in local if not self.store.exists(f["path"])]
             if gone:
                 raise ActwhError(f"{gone[0]} vanished before its commit was recorded")
-            replaced = self._record(commit_id, files, prompts, n_tokens, replace_tables, filled)
+            self._record(commit_id, files, prompts, n_tokens, replace_tables, filled)
             crash_point("commit.after_record")
         except BaseException:
             # Unrecorded files are orphans either way; on an object store, whose failure this
@@ -295,8 +249,6 @@ class CommitWriter:
             for path in [] if self.store.remote else written:
                 self.store.delete(path)
             raise
-        for path in replaced:
-            self.store.delete(path)
 
     def _scope(self) -> str:
         """The partition directory name every file of this writer lives under."""
@@ -310,17 +262,19 @@ class CommitWriter:
         n_tokens: int,
         replace_tables: tuple[str, ...] = (),
         filled: Sequence[str] = (),
-    ) -> list[str]:
-        """The catalog transaction of a commit; returns the paths it replaced."""
+    ) -> None:
+        """The catalog transaction of a commit: the earlier files of ``replace_tables`` in this
+        writer's scope are retired in it."""
         catalog = self.store.catalog
-        replaced = []
         try:
             with catalog.begin() as conn:
-                for table in replace_tables:
-                    for row in catalog.rows("commit_files", conn, table_name=table):
-                        if self._scope() in row["path"].split("/"):
-                            catalog.delete(conn, "commit_files", path=row["path"])
-                            replaced.append(row["path"])
+                replaced = [
+                    row["path"]
+                    for table in replace_tables
+                    for row in catalog.rows("commit_files", conn, table_name=table)
+                    if self._scope() in row["path"].split("/")
+                ]
+                retire(catalog, conn, replaced, commit_id)
                 catalog.insert(
                     conn,
                     "commits",
@@ -346,7 +300,6 @@ class CommitWriter:
                     catalog.update(
                         conn, "runs", {"name": self.run}, n_tokens=runs.c.n_tokens + n_tokens
                     )
-            return replaced
         except sa.exc.IntegrityError as error:
             raise ActwhError(
                 f"run {self.run}: some of these prompts were already committed by another "
@@ -373,14 +326,69 @@ class CommitWriter:
         )
 
     def _uncommitted(self) -> list[str]:
-        """Files under this writer's scope (its run's or model's folders) that no commit lists,
-        relative to the warehouse."""
-        committed = {r["path"] for r in self.store.catalog.rows("commit_files")}
+        """Files under this writer's scope (its run's or model's folders) that no commit lists
+        and none retired, relative to the warehouse."""
+        known = listed_files(self.store.catalog)
         return [
             path
             for path, _ in self.store.data_files()
-            if self._scope() in path.split("/") and path not in committed
+            if self._scope() in path.split("/") and path not in known
         ]
+
+
+def write_file(store: Store, table: str, relative: str, tables: list[pa.Table]) -> dict:
+    """Write ``tables`` (one schema, or float16 next to a float32 fallback) as the file
+    ``relative`` of ``table``: renamed into place after an fsync, or uploaded whole under its
+    final key. Returns its ``commit_files`` row less ``commit_id`` and ``vector_size``."""
+    if len({t.schema for t in tables}) > 1:  # float16 next to a float32 fallback: widen all
+        widest = next(t.schema for t in tables if pa.float32() in _value_types(t.schema))
+        tables = [t.cast(widest) for t in tables]
+    value_types = _value_types(tables[0].schema)
+    # a Table gives a DataFrame (from_arrow's type says DataFrame | Series); vectors not copied
+    data = cast(pl.DataFrame, pl.from_arrow(pa.concat_tables(tables), rechunk=False))
+    # Files with vectors: no compression (zstd saves ~8% of float data for 2× the time), and
+    # null counts but no min/max (polars takes float16 min/max element by element at a sixth
+    # of the write speed; a selective query is as fast without them). Measured in
+    # bench/writer.py.
+    row_group_size = max(1, int(ROW_GROUP_BYTES * data.height // max(1, data.estimated_size())))
+
+    def write(target: Path | io.BytesIO) -> None:
+        data.write_parquet(
+            target,
+            compression="uncompressed" if value_types else "zstd",
+            statistics=NULL_COUNTS_ONLY if value_types else True,
+            row_group_size=row_group_size,
+        )
+
+    row = {
+        "path": relative,
+        "table_name": table,
+        "n_rows": sum(t.num_rows for t in tables),
+        "vector_dtype": _DTYPE_NAMES[value_types[0]] if value_types else None,
+        **layout.catalog_partition(relative),
+    }
+    if store.remote:  # uploaded whole under its final key: no rename on a store
+        buffer = io.BytesIO()
+        write(buffer)
+        blob = buffer.getvalue()
+        store.remote.put(relative, blob)
+        return row | {"sha256": hashlib.sha256(blob).hexdigest(), "n_bytes": len(blob)}
+    final = store.root / relative
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = layout.tmp_path(final)
+    try:
+        write(tmp)
+    except pl.exceptions.ComputeError as error:  # polars wraps a failed write (a full disk)
+        tmp.unlink(missing_ok=True)
+        raise _os_error(error, tmp) from error
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    tmp.replace(final)
+    _fsync_dir(final.parent)
+    return row | {"sha256": store.sha256(relative), "n_bytes": final.stat().st_size}
+
+
+_DTYPE_NAMES = {arrow: name for name, arrow in VECTOR_DTYPES.items()}
 
 
 def _value_types(schema: pa.Schema) -> list[pa.DataType]:
