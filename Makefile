@@ -43,7 +43,8 @@ docs: setup
 	$(BIN)/python -m actwh.api.reference > docs/cli.md
 
 # The CPU benchmarks, each writing its section of BENCHMARKS.md (about 25 minutes on 2 cores;
-# bench.objectstore, which starts an S3 and a PostgreSQL server, runs on its own).
+# bench.objectstore, which starts an S3 and a PostgreSQL server, and bench.scale --s3, which builds
+# warehouses of up to 10^5 files and 2 GB in about an hour, run on their own).
 bench: setup
 	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python -m bench.ingest

@@ -8,10 +8,10 @@ one file per partition per commit, so a warehouse of N files is N / 50 commits. 
 - **files**: 10⁷ values in 50, 10³, 10⁴, 5·10⁴ and 10⁵ files (the same rows, cut finer);
 - **rows**: 10³ files holding 10⁷, 10⁸ and 10⁹ values (20 MB to 2 GB of float16).
 
-For each warehouse, in fresh processes (median of 3): opening it and answering from the catalog
-(``actwh.open(WH).sql("select count(*) from runs")``), a selective query of one run and one layer
-(open included), and a full-table aggregate (GB/s of its files); then ``wh.compact`` (MB/s, files
-after). Each cost's growth exponent is the slope of log(cost) on log(files) or log(values).
+For each warehouse, in fresh processes (median of 3): a selective query of one run and one layer
+(open included), and a full-table aggregate (GB/s of its files); ``wh.compact`` of a copy (MB/s,
+files after); and, all warehouses of a series taken in turn, 7 times, opening it and answering
+from the catalog (``actwh.open(WH).sql("select count(*) from runs")``). Each cost's growth exponent is the slope of log(cost) on log(files) or log(values).
 
 On a bucket (moto's S3 server behind a counting proxy, a PostgreSQL catalog): 10⁴ files, the
 requests an open makes, and the bytes a one-run one-layer query fetches against that partition's
@@ -21,8 +21,9 @@ Goals (issue 38): a 50,000-file warehouse opens in ≤ 1.3× the time of a 50-fi
 same rows; an open on a bucket makes a constant number of requests; a one-run one-layer query on
 a bucket fetches ≤ 1.1× its partition's bytes.
 
-Run: ``python -m bench.scale [--quick] [--s3] [--dir DIR]`` (about 40 minutes on 2 cores; the
-warehouses are built under ``DIR``, default a temporary directory, and take 5 GB).
+Run: ``python -m bench.scale [--quick] [--s3] [--dir DIR]`` (about an hour on 2 cores; the
+warehouses are built under ``DIR``, default a temporary directory, take 3 GB, and are reused by
+a later run given the same ``DIR``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from bench.report import record, table  # noqa: E402
 
 D = 64
 RUNS, LAYERS = 10, 5
+OPEN = 'wh.sql("select count(*) from runs")'
 QUERY = "select count(*), avg(vec[1]) from residuals where run = 'r3' and layer = 2"
 AGGREGATE = "select layer, count(*), avg(vec[1]) from residuals group by layer"
 
@@ -80,25 +82,29 @@ def in_process(root: Path, code: str, repeats: int = 3) -> float:
 
 
 def measure(root: Path, files: int, values: int) -> dict:
+    """Everything but the open (measured apart: see :func:`opens`), on ``root``; compaction on
+    a copy, so the warehouse stays as built."""
     import actwh
 
     bytes_ = sum(p.stat().st_size for p in (root / "data").rglob("*.parquet"))
-    opened = in_process(root, 'wh.sql("select count(*) from runs")')
     selective = in_process(root, f"wh.sql({QUERY!r})")
     full = in_process(root, f"wh.sql({AGGREGATE!r})")
-    with actwh.open(root) as wh:
+    copy = root.with_name(root.name + "-compacted")
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(root, copy)
+    with actwh.open(copy) as wh:
         before = wh.sql(AGGREGATE).sort("layer")
         started = time.perf_counter()
         report = wh.compact(target_mb=256, progress=False)
         seconds = time.perf_counter() - started
         after = wh.refresh().sql(AGGREGATE).sort("layer")
         n_after = wh.sql("select count(*) from commit_files").item()
+    shutil.rmtree(copy)
     assert before.equals(after), "compaction changed the rows"
     return {
         "files": files,
         "values": values,
         "MB": bytes_ / 1e6,
-        "open": opened,
         "selective": selective,
         "full": full,
         "GB/s": bytes_ / 1e9 / full,
@@ -108,22 +114,39 @@ def measure(root: Path, files: int, values: int) -> dict:
     }
 
 
+def opens(found: list[dict], rounds: int = 7) -> None:
+    """Each warehouse's open (``actwh.open(WH).sql("select count(*) from runs")`` in a fresh
+    process), the warehouses taken in turn, ``rounds`` times: the machine's drift falls on
+    all of them alike. Adds the median as ``open``."""
+    times: dict[int, list[float]] = {id(r): [] for r in found}
+    for _ in range(rounds):
+        for r in found:
+            times[id(r)].append(in_process(r["root"], OPEN, repeats=1))
+    for r in found:
+        r["open"] = statistics.median(times[id(r)])
+
+
 def slope(xs: list[float], ys: list[float]) -> float:
     """The growth exponent: least-squares slope of log(y) on log(x)."""
     return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
 
 
 def series(where: Path, points: list[tuple[int, int]]) -> list[dict]:
+    """Build (or find, from an earlier run in the same ``where``) and measure each warehouse."""
     found = []
     for files, values in points:
         root = where / f"wh-{files}-{values}"
-        shutil.rmtree(root, ignore_errors=True)
-        started = time.perf_counter()
-        build(root, files, values)
-        print(f"built {files:,} files, {values:,} values in {time.perf_counter() - started:.0f}s")
-        found.append(measure(root, files, values))
+        if not (root / "built").exists():  # a warehouse of an earlier run in --dir is reused
+            shutil.rmtree(root, ignore_errors=True)
+            started = time.perf_counter()
+            build(root, files, values)
+            (root / "built").touch()
+            print(
+                f"built {files:,} files, {values:,} values in {time.perf_counter() - started:.0f}s"
+            )
+        found.append(measure(root, files, values) | {"root": root})
         print(found[-1])
-        shutil.rmtree(root, ignore_errors=True)
+    opens(found)
     return found
 
 
@@ -170,13 +193,14 @@ def bucket(where: Path, files: int) -> dict:
     build(local, files, files * D * 256)  # 32 KB files: HTTP headers stay a small share
     s3, postgres = S3(), Postgres()
     proxy = Proxy(s3.port)
-    os.environ.update({**s3.env, "AWS_ENDPOINT_URL": proxy.endpoint})
+    os.environ.update(s3.env)  # the copy goes to the server directly; the measures through proxy
     try:
         uri = s3.bucket("scale") + "/wh"
         store = Store.create(uri, catalog_url=postgres.database("scale"))
         started = time.perf_counter()
         _copy(Store.open(local), store)
         copied = time.perf_counter() - started
+        os.environ["AWS_ENDPOINT_URL"] = proxy.endpoint
         result = {"files": files, "copy s": copied}
         for label, code in (("open", "select count(*) from runs"), ("query", QUERY)):
             proxy.reset()

@@ -36,10 +36,10 @@ from actwh.warehouse.arrays import from_blob
 from actwh.warehouse.layout import catalog_partition
 from actwh.warehouse.locks import retry_while_locked
 from actwh.warehouse.schema import (
-    catalog_ddl,
     catalog_table_names,
     catalog_upgrades,
     fact_tables,
+    snapshot_ddl,
     sql_macros,
 )
 from actwh.warehouse.store import Store
@@ -112,7 +112,7 @@ class Snapshot:
             self.con.execute(setting)
 
     def _copy_catalog(self) -> None:
-        for statement in catalog_ddl():
+        for statement in snapshot_ddl():
             self.con.execute(statement)
         if self.store.catalog_file is not None:
             self._copy_duckdb_catalog(self.store.catalog_file)

@@ -103,6 +103,16 @@ def catalog_ddl() -> list[str]:
     return _statements("catalog")
 
 
+def snapshot_ddl() -> list[str]:
+    """:func:`catalog_ddl` without primary keys, for a reader's copy of the catalog: its rows are
+    unique already, and building the keys' indexes took two thirds of copying 20,000 files'
+    rows."""
+    return [
+        re.sub(r",\s*PRIMARY KEY \([^)]*\)", "", statement).replace(" PRIMARY KEY", "")
+        for statement in catalog_ddl()
+    ]
+
+
 def catalog_upgrades() -> list[str]:
     """Statements that fill what an older catalog lacks (after its missing columns are added)."""
     return _statements("upgrades")
