@@ -351,7 +351,10 @@ class Reads:
             )
         spec = fact_table(table)
         # The files a filter can match are chosen from the catalog, as for SQL.
-        frame = pl.scan_pyarrow_dataset(self.snapshot.dataset(table))
+        dataset = self.snapshot.dataset(table)
+        frame = pl.scan_pyarrow_dataset(dataset).with_columns(  # strings, read as dictionaries
+            pl.col(f.name).cast(pl.String) for f in dataset.schema if pa.types.is_dictionary(f.type)
+        )
         shown = [c for c, _ in spec.read_columns]
         if spec.scale_column and spec.vector_column:  # see schema.sql: stored × scale, where set
             vec, scale = pl.col(spec.vector_column), pl.col(spec.scale_column)

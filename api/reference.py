@@ -44,8 +44,9 @@ def cli_reference() -> str:
         "",
         "Conventions, the same in every command:",
         "",
-        "- The warehouse is the first argument (`actwh sql WH`); `make-pairs` and `train-dpo`, "
-        "which also run without one, take it as `--warehouse`.",
+        "- The warehouse is the first argument (`actwh sql WH`); `make-pairs` (which needs one for "
+        "its steering direction) and `train-dpo` (which also runs without one) take it as "
+        "`--warehouse`.",
         "- A flag is named as the keyword it sets (`--runs` sets `runs=`).",
         "- A flag that takes several values takes a comma list, or is repeated: "
         "`--sites resid_mid,mlp_post` is `--sites resid_mid --sites mlp_post`. Layers are "

@@ -12,7 +12,7 @@ greedy loop with nothing hooked or stored: it makes one forward call per batch m
 ``model.generate`` (the last generated token goes through the model too, so that its activations
 are captured).
 
-Budgets (DESIGN.md): the default capture at most 5% over bare generation, full capture at most
+Budgets (docs/design.md): the default capture at most 5% over bare generation, full capture at most
 10%, by CPU time per stored token. The variants are interleaved over ``--repeats`` repetitions
 (a new random order each time) and each ratio is reported with its 95% paired bootstrap
 interval, so the verdict says met, missed, or not resolvable with these repetitions. Run:
@@ -207,7 +207,7 @@ def record_results(args, loaded, prompts, tokens: int, times: dict) -> None:
         "interval over the repetitions. CPU time is user + system of the process, all threads "
         f"(wall/CPU s per run: {runs}).\n\n"
         + table(rows)
-        + "\n\nBudgets (DESIGN.md), by CPU time: default capture ≤ 1.05× bare generation: "
+        + "\n\nBudgets (docs/design.md), by CPU time: default capture ≤ 1.05× bare generation: "
         f"{verdict(intervals[('default', 'cpu')], 1.05)}; full capture ≤ 1.10×: "
         f"{verdict(intervals[('full', 'cpu')], 1.10)}. By wall time: default "
         f"{verdict(intervals[('default', 'wall')], 1.05)}; full "

@@ -91,7 +91,7 @@ def main() -> None:
         f"{LAYERS * D_MLP:,} random value vectors × {D_MODEL}, top-{K} by cosine, "
         f"{len(queries)} queries; both methods return the same top {K}.\n\n"
         + table(rows)
-        + f"\n\nBudget (DESIGN.md): exact top-20 under 10 ms per query batched on CPU: "
+        + f"\n\nBudget (docs/design.md): exact top-20 under 10 ms per query batched on CPU: "
         f"{'met' if batched < 0.010 else 'NOT met'} ({batched * 1e3:.2f} ms)."
     )
     device = "cpu" if gpu_index is None else "cuda"

@@ -6,7 +6,7 @@ five: the group-by through the CLI (start included), the same query in a warehou
 the same aggregation with polars on the same files, ``actwh sql WH "select 1"`` (start time), and
 ``python -c "import torch"`` (what the CLI would pay if it imported torch).
 
-Budget (DESIGN.md): under a second for the group-by on 2 cores, and a start "well under a second".
+Budget (docs/design.md): under a second for the group-by on 2 cores, and a start "well under a second".
 Run: ``python -m bench.sql``.
 """
 
@@ -132,7 +132,7 @@ def main() -> None:
     body = (
         f"{result.height} groups. Median of 5 (3 for the torch import).\n\n"
         + table(rows_table)
-        + f"\n\nBudget (DESIGN.md): group-by under 1 s: {'met' if cli_query < 1 else 'NOT met'} "
+        + f"\n\nBudget (docs/design.md): group-by under 1 s: {'met' if cli_query < 1 else 'NOT met'} "
         f"({cli_query:.2f} s with start, {query:.2f} s in process); start well under a second: "
         f"{start:.2f} s, {start / torch_import:.2f}× the cost of importing torch alone."
     )

@@ -102,9 +102,9 @@ def _forward_hook(inputs: Feeds, outputs: Feeds):
 
 
 class PerSiteCapture(Capture):
-    """Capture as it ran before issue 30, the baseline that bench/hooks.py and the fingerprint
-    test compare :class:`Capture` with: one hook per ``(site, layer)``, and each kind's work on a
-    tensor done in the hook, at every forward call."""
+    """The simple capture, the baseline that bench/hooks.py and the fingerprint test compare
+    :class:`Capture` with: one hook per ``(site, layer)``, and each kind's work on a tensor done
+    in the hook, at every forward call."""
 
     def hooks(self) -> list[tuple[nn.Module, str, Callable]]:
         made = []
