@@ -385,9 +385,12 @@ class Reads:
         if unknown:
             raise NotFound(f"{table} has no column {unknown[0]!r}; columns: {', '.join(names)}")
         where, params = [], {}
+        types = dict(spec.read_columns)
         for i, (name, value) in enumerate(filters.items()):
             values = value if isinstance(value, list | tuple) else [value]
-            placeholders = ", ".join(f"$p{i}_{j}" for j in range(len(values)))
+            # Cast to the column's type: DuckDB pushes `layer IN ($p)` into the scan, where the
+            # catalog chooses the partition's files, only when no cast falls on the column.
+            placeholders = ", ".join(f"$p{i}_{j}::{types[name]}" for j in range(len(values)))
             where.append(f"{name} IN ({placeholders})")
             params.update({f"p{i}_{j}": v for j, v in enumerate(values)})
         query = f"SELECT {', '.join(keys)}, {column} FROM {table}"

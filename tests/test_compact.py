@@ -157,6 +157,9 @@ def test_a_query_reads_only_the_files_its_filter_can_match(small):
         )
         scanned = w.scan("residuals").filter((pl.col("run") == "r") & (pl.col("layer") == 1))
         assert scanned.collect().height == expected
+        # wh.vectors' filters are parameters: they still reach the scan (cast to the column)
+        assert len(w.vectors("residuals", run="r", layer=1)[0]) == expected
+        assert len(w.vectors("residuals", run=["r"], layer=[1])[0]) == expected
     assert "cannot read table residuals" in cli_error(
         "sql", wh, "select count(*) from residuals where layer = 0"
     )
