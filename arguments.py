@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from actwh.errors import ActwhError, BadInput, arg
+from actwh.errors import BadInput, arg
 
 
 def checks_arguments(cls: type) -> type:
@@ -166,11 +166,11 @@ def parse_layers(
         items = list(spec) if isinstance(spec, Iterable) else [spec]
         spans = [(_layer(item, option),) * 2 for item in items]
     if not spans:
-        raise ActwhError(f"{arg(option)}: no layer given")
+        raise BadInput(f"{arg(option)}: no layer given")
     for lo, hi in spans:
         for layer in (lo, hi):
             if not 0 <= layer < n_layers:
-                raise ActwhError(
+                raise BadInput(
                     f"{arg(option)}: layer {layer} is out of range; the model has {n_layers} "
                     f"layers (0-{n_layers - 1})"
                 )
@@ -189,7 +189,7 @@ def _span(part: str, spec: str, option: str) -> tuple[int, int]:
             return lo, hi
         return int(part), int(part)
     except ValueError:
-        raise ActwhError(
+        raise BadInput(
             f"{arg(option)} {spec!r}: expected 'all', a layer like 19, a range like 10-20, "
             "or a comma list of those"
         ) from None
@@ -198,7 +198,7 @@ def _span(part: str, spec: str, option: str) -> tuple[int, int]:
 def _layer(item, option: str) -> int:
     """A layer given as a Python value: an int (not a bool, not 1.5)."""
     if isinstance(item, bool) or not isinstance(item, int | np.integer):
-        raise ActwhError(f"{arg(option)}: {item!r} is not a layer number (0-based int)")
+        raise BadInput(f"{arg(option)}: {item!r} is not a layer number (0-based int)")
     return int(item)
 
 

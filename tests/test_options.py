@@ -181,3 +181,13 @@ def test_a_repeated_flag_adds_to_its_list():
 
 def test_train_dpo_takes_the_options_dataclass():
     assert "options" in inspect.signature(Warehouse.train_dpo).parameters
+
+
+@pytest.mark.parametrize("spec", ["7", "0-9", "x", "3-1", [5], [1.5]])
+def test_a_bad_layer_list_is_bad_input_naming_the_option(spec):
+    """Layers out of range or malformed are the caller's input (BadInput), named by keyword."""
+    from actwh.arguments import parse_layers
+    from actwh.errors import BadInput
+
+    with pytest.raises(BadInput, match="^layers[: ]"):
+        parse_layers(spec, 3, "layers")
