@@ -40,7 +40,7 @@ lint: setup
 
 # docs/cli.md from every command's --help (tests/test_docs.py fails when it is stale).
 docs: setup
-	$(BIN)/python -m actwh.api.reference > docs/cli.md
+	$(BIN)/python -m actwh.cli.reference > docs/cli.md
 
 # The CPU benchmarks, each writing its section of BENCHMARKS.md (about 25 minutes on 2 cores;
 # bench.objectstore, which starts an S3 and a PostgreSQL server, and bench.scale --s3, which builds

@@ -204,11 +204,47 @@ def _layer(item, option: str) -> int:
 
 # ---- options declared once -----------------------------------------------------------------
 #
-# An options dataclass (``IngestOptions``, ``DPOOptions``) is the one declaration of a command's
-# options: each field's annotation (``Literal[...]`` for a choice), default and ``option(...)``
-# metadata (help text, whether a resumed run must match it) make the CLI's flags
-# (:mod:`actwh.api.flags`), the keywords of the ``Warehouse`` method that takes them
-# (:func:`takes_options`) and the resume check (:func:`resume_keys`).
+# A command's options dataclass (a subclass of :class:`Options`, kept beside the code that runs
+# the command: ``EvaluateOptions`` in train/evaluate.py) is the one declaration of its options:
+# each field's annotation (``Literal[...]`` for a choice), default and ``option(...)`` metadata
+# (help text, whether a resumed run must match it) make the CLI's flags (:mod:`actwh.cli.flags`),
+# the keywords of the ``Warehouse`` method that takes them (:func:`takes_options`) and the
+# resume check (:func:`resume_keys`). The method passes the dataclass whole to the engine.
+
+
+class Options:
+    """Base of a command's options dataclass: a value that does not fit its field's annotation
+    (or a required field left ``None``) is refused at construction, naming the field."""
+
+    def __post_init__(self) -> None:
+        for f, hint in option_fields(type(self)):
+            value = getattr(self, f.name)
+            if value is None and f.metadata.get("required"):
+                raise BadInput(f"{arg(f.name)} is required")
+            check(f.name, value, hint)
+
+    @classmethod
+    def given(cls, options: typing.Any, overrides: dict) -> typing.Self:
+        """What a method that takes ``options: X | None = None, **overrides`` runs with: the
+        options given (default: every default), with the keywords given replacing fields."""
+        from dataclasses import replace
+
+        if options is not None and not isinstance(options, cls):
+            raise BadInput(
+                f"{arg('options')}: expected {cls.__name__}, got {type(options).__name__}"
+            )
+        try:
+            given: typing.Any = options
+            return replace(given, **overrides) if given is not None else cls(**overrides)
+        except TypeError as error:  # an unknown keyword
+            raise BadInput(f"{cls.__name__}: {error}") from None
+
+    def record(self) -> dict:
+        """The options as stored in the catalog (a run's ``config``, a variant's ``edit``): every
+        field but how it was shown (progress bars)."""
+        from dataclasses import asdict
+
+        return {k: v for k, v in asdict(self).items() if k != "progress"}  # type: ignore[call-overload]
 
 
 def option(
@@ -219,14 +255,38 @@ def option(
     metavar: str | None = None,
     aliases: tuple[str, ...] = (),
     cli: bool = True,
+    required: bool = False,
+    nargs: int = 1,
 ):
     """A field of an options dataclass: its default, its help text, whether a run resumed with
     a different value is refused (``resume``), the CLI's ``metavar`` and extra flag ``aliases``
-    (``("--lr",)``); ``cli=False`` keeps it off the command line."""
+    (``("--lr",)``, ``("-k",)``); ``cli=False`` keeps it off the command line; ``required``: a
+    value must be given (the default is ``None``); ``nargs=2``: the flag takes two values."""
     from dataclasses import field
 
-    meta = {"help": help, "resume": resume, "metavar": metavar, "aliases": aliases, "cli": cli}
+    meta = {
+        "help": help,
+        "resume": resume,
+        "metavar": metavar,
+        "aliases": aliases,
+        "cli": cli,
+        "required": required,
+        "nargs": nargs,
+    }
     return field(default=default, metadata=meta)
+
+
+def device_option():
+    """The ``device`` field every command that runs a model has."""
+    return option("auto", "Where the model runs: auto, cpu, cuda, cuda:1, ...")
+
+
+def progress_option():
+    """The ``progress`` field every command with long work has."""
+    return option(True, "Progress bars on stderr.")
+
+
+_FIELDS: dict[type, list[tuple]] = {}
 
 
 def option_fields(cls: type) -> list[tuple]:
@@ -234,8 +294,10 @@ def option_fields(cls: type) -> list[tuple]:
     type)``."""
     from dataclasses import fields
 
-    hints = typing.get_type_hints(cls)
-    return [(f, hints[f.name]) for f in fields(cls)]
+    if cls not in _FIELDS:
+        hints = typing.get_type_hints(cls)
+        _FIELDS[cls] = [(f, hints[f.name]) for f in fields(cls)]
+    return _FIELDS[cls]
 
 
 def resume_keys(cls: type) -> tuple[str, ...]:
@@ -244,22 +306,33 @@ def resume_keys(cls: type) -> tuple[str, ...]:
 
 
 def takes_options(cls: type, *, exclude: tuple[str, ...] = ()) -> Callable:
-    """Method decorator: the method's ``**options`` are the fields of ``cls`` (less
-    ``exclude``), shown as keyword-only parameters in its signature, so ``help(wh.ingest)`` lists
-    them and :func:`checks_arguments` checks each against its annotation."""
+    """Method decorator for ``def method(self, ..., options: X | None = None, **overrides)``:
+    its signature shows each field of ``cls`` (less ``exclude``) as a keyword-only parameter,
+    so ``help(wh.evaluate)`` lists them and :func:`checks_arguments` refuses an unknown one by
+    name; :meth:`Options.given` checks their values."""
 
     def decorate(method: Callable) -> Callable:
         signature = inspect.signature(method)
         own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
         taken = {p.name for p in own}
         added = [
-            inspect.Parameter(
-                f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hint
-            )
-            for f, hint in option_fields(cls)
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+            for f, _ in option_fields(cls)
             if f.name not in taken and f.name not in exclude
         ]
         method.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+        method.__options__ = cls  # type: ignore[attr-defined]
         return method
 
     return decorate
+
+
+def layer_neuron(spec: str | tuple[int, int], option: str) -> tuple[int, int]:
+    """A neuron given as ``(19, 770)`` or the CLI's ``"19:770"``."""
+    if isinstance(spec, tuple):
+        return spec
+    try:
+        layer, neuron = (int(x) for x in spec.split(":"))
+    except ValueError:
+        raise BadInput(f"{arg(option)} {spec!r}: expected LAYER:NEURON, e.g. 19:770") from None
+    return layer, neuron

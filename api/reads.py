@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Self, cast
 
@@ -15,17 +15,22 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from actwh.arguments import check, checks_arguments
-from actwh.errors import ActwhError, NotFound, arg, natural_key, unknown
+from actwh.arguments import check, checks_arguments, takes_options
+from actwh.errors import ActwhError, BadInput, NotFound, arg, natural_key, unknown
 from actwh.queries.loader import named_queries, named_query
 from actwh.warehouse.arrays import column_to_numpy
 from actwh.warehouse.layout import outside
 from actwh.warehouse.object_store import is_uri
+from actwh.warehouse.options import (
+    DatasetOptions,
+    ExportOptions,
+    FilesOptions,
+    SearchOptions,
+)
 from actwh.warehouse.reader import Snapshot
 from actwh.warehouse.schema import arrow_type, fact_table, fact_tables
 from actwh.warehouse.store import Store
 
-Layers = str | int | Iterable[int] | None  # None or "all": every layer; "10-20", range(10, 21), 19
 _FILTER_ARGS = {"run": "runs", "layer": "layers", "site": "sites", "model": "models"}
 
 
@@ -413,45 +418,32 @@ class Reads:
 
     # ---- other engines and tools --------------------------------------------------------------
 
+    @takes_options(FilesOptions)
     def files(
-        self,
-        table: str,
-        *,
-        runs: str | Iterable[str] | None = None,
-        layers: Layers = None,
-        models: str | Iterable[str] | None = None,
+        self, table: str, options: FilesOptions | None = None, **overrides
     ) -> list[Path] | list[str]:
         """The committed Parquet files of ``table`` (absolute paths; URLs on an object store),
-        optionally only those of
-        some runs, layers or models: exactly what a query reads, never an orphan a crash left
-        or a file being written. For engines that take a file list (Spark: pass
-        ``basePath=WH/data/TABLE`` to keep the partition columns).
+        optionally only those of some ``runs``, ``layers`` or ``models``: exactly what a query
+        reads, never an orphan a crash left or a file being written. For engines that take a
+        file list (Spark: pass ``basePath=WH/data/TABLE`` to keep the partition columns).
 
         >>> wh.files("tokens", runs="base")
         """
         from actwh.warehouse.export import check_filters, committed_files, readable, table_spec
 
-        filters = self._export_filters(self.sql, runs=runs, layers=layers, models=models)
+        o = FilesOptions.given(options, overrides)
+        filters = self._export_filters(self.sql, runs=o.runs, layers=o.layers, models=o.models)
         check_filters(table_spec(table), filters, _FILTER_ARGS)
         listed = committed_files(self.snapshot, table, filters)
         readable(self.store, table, listed)  # a damaged file is an error, as in a query
-        if self.store.remote:
-            return [self.store.url(p) for p in listed]
-        return [self.store.root / p for p in listed]
+        return self.store.addresses(listed)
 
+    @takes_options(ExportOptions)
     def export(
-        self,
-        table: str,
-        out: str | Path,
-        *,
-        runs: str | Iterable[str] | None = None,
-        layers: Layers = None,
-        sites: str | Iterable[str] | None = None,
-        models: str | Iterable[str] | None = None,
-        progress: bool = True,
+        self, table: str, out: str | Path, options: ExportOptions | None = None, **overrides
     ) -> dict:
-        """Write ``table`` (or the rows of some runs, layers, sites or models) to the new
-        directory ``out`` as Parquet any engine reads as is: committed rows only, float32
+        """Write ``table`` (or the rows of some ``runs``, ``layers``, ``sites`` or ``models``) to
+        the new directory ``out`` as Parquet any engine reads as is: committed rows only, float32
         vectors, Hive-partitioned like the warehouse, with ``out/_manifest.json`` listing the
         files. Streams (memory stays flat); whole or absent. Returns the manifest.
 
@@ -459,24 +451,16 @@ class Reads:
         """
         from actwh.warehouse.export import check_filters, export_table, table_spec
 
+        o = ExportOptions.given(options, overrides)
         target = outside(out, "out")
         filters = self._export_filters(
-            self.sql, runs=runs, layers=layers, sites=sites, models=models
+            self.sql, runs=o.runs, layers=o.layers, sites=o.sites, models=o.models
         )
         check_filters(table_spec(table), filters, _FILTER_ARGS)
-        return export_table(self.snapshot, table, target, filters, progress)
+        return export_table(self.snapshot, table, target, filters, o.progress)
 
-    def export_dataset(
-        self,
-        out: str | Path,
-        *,
-        run: str,
-        sites: str | Iterable[str],
-        layers: Layers,
-        layout: str = "tokens",
-        context_size: int = 128,
-        progress: bool = True,
-    ):
+    @takes_options(DatasetOptions)
+    def export_dataset(self, out: str | Path, options: DatasetOptions | None = None, **overrides):
         """Write ``run``'s stored vectors of ``sites`` at ``layers`` as a Hugging Face
         ``datasets`` dataset (``save_to_disk``) in the new directory ``out``, float32, one column
         per TransformerLens hook (``blocks.19.hook_resid_mid``). ``layout="tokens"``: a row per
@@ -490,19 +474,22 @@ class Reads:
         from actwh.arguments import names, parse_layers
         from actwh.warehouse.hf_dataset import export_dataset
 
+        o = DatasetOptions.given(options, overrides)
+        assert o.run is not None  # a required option
         target = outside(out, "out")
-        found = self.sql("select model from runs where name = $r", {"r": run})
+        found = self.sql("select model from runs where name = $r", {"r": o.run})
         if found.is_empty():
-            raise NotFound(f"{arg('run')} {run}: no such run")
+            raise NotFound(f"{arg('run')} {o.run}: no such run")
         n_layers = self.sql(
             "select n_layers from models where name = $m", {"m": found["model"][0]}
         ).item()
-        chosen = parse_layers(layers, n_layers)
-        if not names(sites):
-            raise ActwhError(f"{arg('sites')}: no site given (e.g. resid_mid, mlp_post)")
-        points = [(site, layer) for site in names(sites) for layer in chosen]
+        chosen = parse_layers(o.layers, n_layers)
+        sites = names(o.sites or ())
+        if not sites:
+            raise BadInput(f"{arg('sites')}: no site given (e.g. resid_mid, mlp_post)")
+        points = [(site, layer) for site in sites for layer in chosen]
         return export_dataset(
-            self.sql, target, run, points, layout, context_size, progress=progress
+            self.sql, target, o.run, points, o.layout, o.context_size, progress=o.progress
         )
 
     def _export_filters(self, sql, **filters) -> dict[str, list]:
@@ -563,19 +550,14 @@ class Reads:
         """
         return self.resolve_direction(name, model)[1]
 
+    @takes_options(SearchOptions)
     def search(
-        self,
-        direction_or_vector: str | np.ndarray,
-        *,
-        k: int = 20,
-        model: str | None = None,
-        layers: Layers = None,
-        run: str | None = None,
+        self, direction: str | np.ndarray, options: SearchOptions | None = None, **overrides
     ) -> pl.DataFrame:
         """The neurons whose value vectors can write most along a direction (FAISS; exact by
         default): by cosine for GELU MLPs (the paper's Table 1), by |cosine| for gated ones.
 
-        ``direction_or_vector``: a direction name, a vector ``[d_model]`` or a batch ``[q, d]``.
+        ``direction``: a direction's name, a vector ``[d_model]`` or a batch ``[q, d]``.
         Returns ``query, rank, layer, neuron, cosine, sign, norm, top_tokens``: ``sign`` is the
         sign of the coefficient m that writes toward the direction, ``top_tokens`` those of
         ``sign · v``. With ``run``, also ``frac_pos, mean_pos, mean_neg, mean_write``: how each
@@ -586,10 +568,12 @@ class Reads:
         from actwh.arguments import parse_layers
         from actwh.warehouse.search import load_index, nearest  # faiss, on first use
 
-        if isinstance(direction_or_vector, str):
-            model, vector = self.resolve_direction(direction_or_vector, model)
+        o = SearchOptions.given(options, overrides)
+        model, layers = o.model, o.layers
+        if isinstance(direction, str):
+            model, vector = self.resolve_direction(direction, model)
         else:
-            vector = np.asarray(direction_or_vector, dtype=np.float32)
+            vector = np.asarray(direction, dtype=np.float32)
             if model is None:
                 models = self.sql("select model from vector_indexes")["model"].to_list()
                 if len(models) != 1:
@@ -602,7 +586,7 @@ class Reads:
             layers = parse_layers(layers, n_layers["n_layers"][0] if n_layers.height else 0)
         if model not in self._indexes:
             self._indexes[model] = load_index(self.snapshot, model)
-        hits = nearest(self.snapshot, self._indexes[model], model, vector, k, layers, run)
+        hits = nearest(self.snapshot, self._indexes[model], model, vector, o.k, layers, o.run)
         return _frame(hits)
 
     @property

@@ -10,26 +10,30 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from actwh.api.reads import Layers, Reads
-from actwh.arguments import checks_arguments, exactly_one, takes_options
-from actwh.errors import ActwhError, AlreadyExists, NotFound, arg
-from actwh.ingest.options import IngestOptions
+from actwh.api.reads import Reads
+from actwh.arguments import checks_arguments, exactly_one, layer_neuron, takes_options
+from actwh.errors import ActwhError, AlreadyExists, BadInput, NotFound, arg
+from actwh.ingest.options import DiffOptions, IndexOptions, IngestOptions, LaunchOptions
 from actwh.ingest.prompts import PromptSet
-from actwh.warehouse.compact import CompactOptions
-from actwh.warehouse.layout import PROBE
+from actwh.models.options import VariantOptions
+from actwh.train.options import DPOOptions, EvaluateOptions, PairOptions, ProbeOptions, ScoreOptions
+from actwh.warehouse.options import (
+    CheckOptions,
+    CompactOptions,
+    DirectionOptions,
+    RehomeOptions,
+)
 from actwh.warehouse.store import Store
 
 if TYPE_CHECKING:  # the heavy types, for annotations only
     from actwh.ingest.batches import RunSummary
     from actwh.models.loading import LoadedModel
-    from actwh.report.build import Written
-    from actwh.train.options import DPOOptions
     from actwh.train.pairs import PairStats
     from actwh.warehouse.check import CheckReport
     from actwh.warehouse.compact import CompactReport
@@ -131,29 +135,26 @@ class Warehouse(Reads):
 
     @write
     @commits
-    @takes_options(IngestOptions, exclude=("catalog",))
+    @takes_options(IngestOptions)
     def ingest(
         self,
         model: ModelRef,
         prompts: str | Path | PromptSet | None = None,
-        *,
-        shard: str | tuple[int, int] | None = None,
-        ray: bool = False,
-        workers: int | None = None,
-        ray_address: str | None = None,
-        **options,
+        options: IngestOptions | None = None,
+        launch: LaunchOptions | None = None,
+        **overrides,
     ) -> RunSummary:
         """Run ``model`` over ``prompts`` (a JSONL/text file or a PromptSet; default the shipped
         set) or replay run ``teacher_force``'s tokens, and store what happens inside it.
 
-        The keywords are the fields of :class:`~actwh.ingest.options.IngestOptions` (the same
-        as ``actwh ingest``'s flags), in Python spellings: ``capture=["resid_mid", "mlp_post"]``
-        (sites whose full vectors are stored), ``layers=range(10, 20)``,
+        ``options`` (or its fields as keywords) are :class:`~actwh.ingest.options.IngestOptions`
+        (the same as ``actwh ingest``'s flags), in Python spellings: ``capture=["resid_mid",
+        "mlp_post"]`` (sites whose full vectors are stored), ``layers=range(10, 20)``,
         ``track_neurons=[(19, 770)]`` or ``"toxic_probe:64"``, ``logit_lens=5`` ... An
         unfinished run of the same name is resumed; a new warehouse is made only once the input
-        is checked. ``shard=(i, N)`` takes every N-th batch (run N workers at once);
-        ``ray=True`` launches one worker per GPU of a Ray cluster (``workers`` CPU workers if
-        it has none) at ``ray_address`` (default: a local Ray).
+        is checked. ``launch``: :class:`~actwh.ingest.options.LaunchOptions` —
+        ``shard=(i, N)`` takes every N-th batch (run N workers at once); ``ray=True`` launches
+        one worker per GPU of a Ray cluster.
 
         >>> wh.ingest("embedded", name="base", capture=["resid_mid"], logit_lens=5)
         >>> wh.ingest("./dpo", name="dpo", teacher_force="base", capture=["resid_mid"])
@@ -161,48 +162,44 @@ class Warehouse(Reads):
         from actwh.ingest.prompts import shipped_prompts
         from actwh.ingest.worker import ingest
 
-        if prompts is None and not options.get("teacher_force"):
+        settings = IngestOptions.given(options, overrides)
+        launch = LaunchOptions.given(launch, {})
+        if prompts is None and not settings.teacher_force:
             prompts = shipped_prompts()
-        settings = IngestOptions(catalog=self._catalog_url, **options)
-        if ray:
-            summary = self._ingest_with_ray(model, prompts, settings, shard, workers, ray_address)
-        else:
-            source = str(model) if isinstance(model, Path) else model
-            summary = ingest(self._store or self.root, source, prompts, settings, shard=shard)
-        return summary
+        if launch.ray:
+            return self._ingest_with_ray(model, prompts, settings, launch)
+        source = str(model) if isinstance(model, Path) else model
+        where = self._store or self.root
+        return ingest(
+            where, source, prompts, settings, shard=launch.shard, catalog=self._catalog_url
+        )
 
-    def _ingest_with_ray(self, model, prompts, settings, shard, workers, address) -> RunSummary:
+    def _ingest_with_ray(self, model, prompts, settings, launch: LaunchOptions) -> RunSummary:
         from actwh.ingest.ray_launcher import ingest_with_ray
 
-        if shard:
-            raise ActwhError(f"{arg('ray')} assigns the shards itself; do not pass {arg('shard')}")
+        if launch.shard:
+            raise BadInput(f"{arg('ray')} assigns the shards itself; do not pass {arg('shard')}")
         if not isinstance(prompts, str | Path | None) or not isinstance(model, str):
-            raise ActwhError(f"{arg('ray')} takes the model and the prompts as names or paths")
+            raise BadInput(f"{arg('ray')} takes the model and the prompts as names or paths")
         return ingest_with_ray(
             str(self.root),
             model,
             None if prompts is None else str(prompts),
             settings,
-            workers=workers,
-            address=address,
+            workers=launch.workers,
+            address=launch.ray_address,
         )
 
     @write
     @commits
+    @takes_options(IndexOptions)
     def index_vectors(
-        self,
-        model: ModelRef,
-        *,
-        index: str = "flat",
-        unembed: str | None = None,
-        replace: bool = False,
-        device: str = "auto",
-        progress: bool = True,
+        self, model: ModelRef, options: IndexOptions | None = None, **overrides
     ) -> dict:
         """Store every MLP value vector of ``model`` (rows of W_out) with its norm, index them
-        with FAISS (``flat`` is exact; ``ivf``, ``hnsw`` approximate), and store the readout
-        that turns a vector into the tokens it promotes (``index/MODEL.readout.npy`` and the
-        ``vocabulary`` table; queries read tokens through it with ``vector_tokens``).
+        with FAISS (``index``: ``flat`` is exact; ``ivf``, ``hnsw`` approximate), and store the
+        readout that turns a vector into the tokens it promotes (``index/MODEL.readout.npy`` and
+        the ``vocabulary`` table; queries read tokens through it with ``vector_tokens``).
         ``unembed``: read tokens from W_U·v (``raw``) or through the final norm's gain
         (``final_norm``); default raw for GPT-2, final_norm for gated models. Returns the
         ``vector_indexes`` row.
@@ -211,33 +208,15 @@ class Warehouse(Reads):
         """
         from actwh.ingest.value_index import store_value_vectors
 
-        loaded = self._model(model, device)
-        row = store_value_vectors(
-            self.store,
-            loaded,
-            kind=index,
-            unembed=unembed,
-            replace=replace,
-            progress=progress,
-        )
-        return row
+        settings = IndexOptions.given(options, overrides)
+        return store_value_vectors(self.store, self._model(model, settings.device), settings)
 
     # ---- directions -------------------------------------------------------------------------
 
     @write
+    @takes_options(ProbeOptions)
     def train_probe(
-        self,
-        model: ModelRef,
-        *,
-        data: str | Path | None = None,
-        site: str = "resid_post",
-        layer: int | None = None,
-        name: str = PROBE,
-        replace: bool = False,
-        batch_size: int = 16,
-        seed: int = 0,
-        device: str = "auto",
-        progress: bool = True,
+        self, model: ModelRef, options: ProbeOptions | None = None, **overrides
     ) -> dict:
         """Train the linear toxicity probe (logistic regression on the mean over tokens of
         ``site`` at ``layer``, default the last; 90:10 split) on ``data`` (Jigsaw-style CSV or
@@ -248,134 +227,108 @@ class Warehouse(Reads):
         """
         from actwh.train.probe import train_probe
 
-        loaded = self._registered(model, device)
-        row = train_probe(
-            self.store,
-            loaded,
-            data=data,
-            site=site,
-            layer=layer,
-            name=name,
-            replace=replace,
-            batch_size=batch_size,
-            seed=seed,
-            progress=progress,
-        )
-        return row
+        settings = ProbeOptions.given(options, overrides)
+        return train_probe(self.store, self._registered(model, settings.device), settings)
 
     @write
+    @takes_options(DirectionOptions)
     def add_direction(
-        self,
-        name: str,
-        *,
-        model: str | None = None,
-        vector: np.ndarray | str | Path | None = None,
-        value_vector: tuple[int, int] | None = None,
-        svd_of: str | None = None,
-        delta: tuple[str, str] | None = None,
-        random: bool = False,
-        top: int = 128,
-        component: int = 0,
-        per_layer: int | None = None,
-        site: str | None = None,
-        layers: Layers = None,
-        arm: str = "plain",
-        seed: int = 0,
-        replace: bool = False,
+        self, name: str, options: DirectionOptions | None = None, **overrides
     ) -> dict | list[dict]:
         """Register direction ``name`` of ``model`` from exactly one source, and return its row
         (δx: a row per layer):
 
         - ``vector``: an array ``[d_model]``, or a ``.npy``/``.npz``/``.pt``/``.txt`` file;
-        - ``value_vector=(layer, neuron)``: the value vector MLP.v_neuron^layer (stored by
-          :meth:`index_vectors`);
-        - ``svd_of=DIRECTION``: the ``component``-th left singular vector of the ``top`` value
+        - ``value_vector=(layer, neuron)`` (or ``"19:770"``): the value vector MLP.v_neuron^layer
+          (stored by :meth:`index_vectors`);
+        - ``svd_of=DIRECTION``: the ``component``-th left singular vector of the ``k`` value
           vectors nearest it (each layer's best ``per_layer`` first: the paper's code, 100),
           oriented toward it;
         - ``delta=(BASE_RUN, TUNED_RUN)``: δx per layer — the mean over paired tokens of
           ``tuned − base`` at ``site`` (default: the site the MLP reads, resid_mid; resid_pre
           for GPT-NeoX) and ``layers`` (default: every layer both runs store) over the prompts
-          of ``arm`` (plain, an encoding such as rot13, chat, or
-          all) — as directions ``NAME.LAYER`` of ``model`` (default: the base run's model). The
-          runs must hold the same tokens (a teacher-forced pair) and store ``site``'s vectors;
+          of ``arm`` (plain, an encoding such as rot13, chat, or all) — as directions
+          ``NAME.LAYER`` of ``model`` (default: the base run's model). The runs must hold the
+          same tokens (a teacher-forced pair) and store ``site``'s vectors;
         - ``random=True``: a random Gaussian direction (``seed``), a baseline.
 
         >>> wh.add_direction("probe", model="smollm2-135m-instruct", vector="probe.npy")
         >>> wh.add_direction("dx", delta=("base", "dpo"))
         """
+        o = DirectionOptions.given(options, overrides)
         source = exactly_one(
-            vector=vector,
-            value_vector=value_vector,
-            svd_of=svd_of,
-            delta=delta,
-            random=random or None,
+            vector=o.vector,
+            value_vector=o.value_vector,
+            svd_of=o.svd_of,
+            delta=o.delta,
+            random=o.random or None,
         )
-        if delta is not None:
-            return self._delta_directions(name, *delta, model, site, layers, arm, replace)
-        if svd_of is not None:
-            return self._svd_direction(name, svd_of, model, top, component, per_layer, replace)
-        if model is None:
-            raise ActwhError(f"{arg(source)} needs {arg('model')}")
-        if value_vector is not None:
+        if o.delta is not None:
+            return self._delta_directions(name, *o.delta, o)
+        if o.svd_of is not None:
+            return self._svd_direction(name, o)
+        if o.model is None:
+            raise BadInput(f"{arg(source)} needs {arg('model')}")
+        if o.value_vector is not None:
             from actwh.warehouse.search import value_vectors
 
-            layer, neuron = value_vector
-            found = value_vectors(self.snapshot, model, [(layer, neuron)])[0]
+            layer, neuron = layer_neuron(o.value_vector, "value_vector")
+            found = value_vectors(self.snapshot, o.model, [(layer, neuron)])[0]
             meta = {"layer": layer, "neuron": neuron}
-            return self._add_vector(name, found, model, "value_vector", meta, replace)
-        if random:
+            return self._add_vector(name, found, o.model, "value_vector", meta, o.replace)
+        if o.random:
             from actwh.warehouse.registry import model_row
 
-            d_model = model_row(self.store.catalog, model)["d_model"]
-            drawn = np.random.default_rng(seed).standard_normal(d_model).astype(np.float32)
-            return self._add_vector(name, drawn, model, "random", {"seed": seed}, replace)
-        if isinstance(vector, str | Path):
+            d_model = model_row(self.store.catalog, o.model)["d_model"]
+            drawn = np.random.default_rng(o.seed).standard_normal(d_model).astype(np.float32)
+            return self._add_vector(name, drawn, o.model, "random", {"seed": o.seed}, o.replace)
+        if isinstance(o.vector, str | Path):
             from actwh.ingest.vector_files import read_vector
 
-            return self._add_vector(
-                name, read_vector(vector), model, "file", {"file": str(vector)}, replace
-            )
-        return self._add_vector(name, vector, model, "vector", None, replace)
+            meta: dict = {"file": str(o.vector)}
+            return self._add_vector(name, read_vector(o.vector), o.model, "file", meta, o.replace)
+        return self._add_vector(name, o.vector, o.model, "vector", None, o.replace)
 
     def _add_vector(self, name, vector, model, kind, meta, replace) -> dict:
         from actwh.warehouse.directions import add_direction
 
         return add_direction(self.store, model, name, vector, kind=kind, meta=meta, replace=replace)
 
-    def _svd_direction(self, name, of, model, top, component, per_layer, replace) -> dict:
+    def _svd_direction(self, name: str, o: DirectionOptions) -> dict:
         from actwh.warehouse.directions import svd_from_index
         from actwh.warehouse.search import load_index
 
-        owner, source = self.resolve_direction(of, model)
+        assert o.svd_of is not None
+        owner, source = self.resolve_direction(o.svd_of, o.model)
         vector, meta = svd_from_index(
             self.snapshot,
             load_index(self.snapshot, owner),
             owner,
             source,
-            top=top,
-            component=component,
-            per_layer=per_layer,
+            top=o.k,
+            component=o.component,
+            per_layer=o.per_layer,
         )
-        meta["source"] = of
-        return self._add_vector(name, vector, owner, "svd", meta, replace)
+        meta["source"] = o.svd_of
+        return self._add_vector(name, vector, owner, "svd", meta, o.replace)
 
     def _delta_directions(
-        self, name, base_run, tuned_run, model, site, layers, arm, replace
+        self, name: str, base_run: str, tuned_run: str, o: DirectionOptions
     ) -> list[dict]:
         from actwh.arguments import parse_layers
         from actwh.warehouse.directions import add_direction, delta_directions
         from actwh.warehouse.registry import model_row
 
         owner = (
-            model
+            o.model
             or self.sql("select any_value(model) from runs where name = $r", {"r": base_run}).item()
         )
         chosen = None
-        if layers is not None:
+        if o.layers is not None:
             n_layers = model_row(self.store.catalog, owner)["n_layers"] if owner else 0
-            chosen = parse_layers(layers, n_layers)
-        site = site or self.sql("select mlp_input($r)", {"r": base_run}).item()
-        deltas = delta_directions(self.snapshot, base_run, tuned_run, site, chosen, arm)
+            chosen = parse_layers(o.layers, n_layers)
+        site = o.site or self.sql("select mlp_input($r)", {"r": base_run}).item()
+        deltas = delta_directions(self.snapshot, base_run, tuned_run, site, chosen, o.arm)
         added = []
         for layer, vector in deltas.items():
             meta = {
@@ -383,7 +336,7 @@ class Warehouse(Reads):
                 "tuned_run": tuned_run,
                 "site": site,
                 "layer": layer,
-                "arm": arm,
+                "arm": o.arm,
             }
             added.append(
                 add_direction(
@@ -393,7 +346,7 @@ class Warehouse(Reads):
                     vector,
                     kind="delta",
                     meta=meta,
-                    replace=replace,
+                    replace=o.replace,
                 )
             )
         return added
@@ -419,24 +372,9 @@ class Warehouse(Reads):
 
     # ---- preference pairs, DPO --------------------------------------------------------------
 
+    @takes_options(PairOptions)
     def make_pairs(
-        self,
-        model: ModelRef,
-        out: str | Path,
-        *,
-        prompts: str | Path | None = None,
-        direction: str = PROBE,
-        layer: int | None = None,
-        alpha: float | None = None,
-        relative_alpha: float = 0.3,
-        scorer: str = "profanity",
-        min_margin: float = 0.05,
-        generate: int = 20,
-        batch_size: int = 8,
-        seed: int = 0,
-        device: str = "auto",
-        force: bool = False,
-        progress: bool = True,
+        self, model: ModelRef, out: str | Path, options: PairOptions | None = None, **overrides
     ) -> PairStats:
         """Write DPO preference pairs to ``out`` (JSONL): the greedy continuation (preferred)
         against one sampled while ``direction`` is added to layer ``layer``'s output
@@ -449,37 +387,24 @@ class Warehouse(Reads):
         from actwh.train.scorers import get_scorer
         from actwh.warehouse.layout import output_file
 
-        output_file(out, "out", force=force)
-        prompt_set = read_prompts(prompts or shipped_prompts())
-        loaded = self._model(model, device)
-        vector = self.resolve_direction(direction, loaded.name)[1]
-        kept, stats = make_pairs(
-            loaded,
-            [p.text for p in prompt_set.prompts],
-            vector,
-            get_scorer(scorer),
-            layer=layer,
-            alpha=alpha,
-            relative_alpha=relative_alpha,
-            min_margin=min_margin,
-            max_new_tokens=generate,
-            batch_size=batch_size,
-            seed=seed,
-            progress=progress,
-        )
+        o = PairOptions.given(options, overrides)
+        output_file(out, "out", force=o.force)
+        prompt_set = read_prompts(o.prompts or shipped_prompts())
+        loaded = self._model(model, o.device)
+        vector = self.resolve_direction(o.direction, loaded.name)[1]
+        texts = [p.text for p in prompt_set.prompts]
+        kept, stats = make_pairs(loaded, texts, vector, get_scorer(o.scorer), o)
         write_pairs(kept, out)
         return stats
 
+    @takes_options(DPOOptions)
     def train_dpo(
         self,
         base: ModelRef,
         pairs: str | Path,
         out: str | Path,
-        *,
-        name: str | None = None,
         options: DPOOptions | None = None,
-        device: str = "auto",
-        progress: bool = True,
+        **overrides,
     ) -> dict:
         """Fine-tune ``base`` with DPO (TRL) on the pairs file, save it to ``out`` and register
         it as ``name`` (default: ``out``'s directory name), role ``dpo``, parent ``base``.
@@ -487,24 +412,23 @@ class Warehouse(Reads):
         registered ``model`` and its ``parent``.
 
         >>> wh.train_dpo("embedded", "pairs.jsonl", "dpo-model", name="dpo",
-        ...              options=DPOOptions(learning_rate=1e-5, epochs=2))
+        ...              learning_rate=1e-5, epochs=2)
         """
         from actwh.train.dpo import train_dpo
-        from actwh.train.options import DPOOptions
         from actwh.train.pairs import read_pairs
         from actwh.warehouse.layout import check_name, outside
 
+        o = DPOOptions.given(options, overrides)
         outside(out, "out")
         loaded_pairs = read_pairs(pairs)
-        name = check_name("model", name or Path(out).resolve().name)
+        name = check_name("model", o.name or Path(out).resolve().name)
         if self._store is not None and self._store.catalog.get("models", name=name) is not None:
             raise AlreadyExists(
                 f"a model named {name!r} already exists in {self.root}; pass {arg('name')}"
             )
-        loaded = self._model(base, device)
-        options = options or DPOOptions()
-        metrics = train_dpo(loaded, loaded_pairs, out, options, progress=progress)
-        self.register_dpo(out, name=name, base=loaded, device=device)
+        loaded = self._model(base, o.device)
+        metrics = train_dpo(loaded, loaded_pairs, out, o)
+        self.register_dpo(out, name=name, base=loaded, device=o.device)
         return {**metrics, "model": name, "parent": loaded.name}
 
     @write
@@ -524,31 +448,20 @@ class Warehouse(Reads):
     # ---- variants ---------------------------------------------------------------------------
 
     @write
+    @takes_options(VariantOptions)
     def variant(
         self,
         name: str,
-        *,
         base: ModelRef | None = None,
-        subtract: str | None = None,
-        unalign: str | None = None,
-        control_of: str | None = None,
-        scale: float | None = None,
-        layer: int | None = None,
-        top_k: int = 7,
-        per_layer: int | None = 100,
-        run: str | None = None,
-        keys: str = "cosine",
-        one_sided: bool = False,
-        seed: int = 0,
-        match: Literal["scale", "write"] = "scale",
-        device: str = "auto",
+        options: VariantOptions | None = None,
+        **overrides,
     ) -> dict:
         """Register a derived model ``name`` — an intervention the rest of actwh treats like any
         model — from exactly one recipe:
 
         - ``subtract=DIRECTION``: ``base`` with ``scale`` × the direction subtracted from layer
           ``layer``'s MLP output (default the last; paper §3.3);
-        - ``unalign=DIRECTION``: ``base`` with the key vectors of ``top_k`` neurons scaled by
+        - ``unalign=DIRECTION``: ``base`` with the key vectors of ``k`` neurons scaled by
           ``scale`` (paper §6). ``keys="cosine"``: the neurons whose write points most along
           the direction — by the cosine of each neuron's mean write m̄·v in ``run`` (needed for
           gated MLPs, whose coefficients are signed), without a run by the cosine of v (the
@@ -567,21 +480,22 @@ class Warehouse(Reads):
         >>> wh.variant("unaligned", base="dpo", unalign="toxic_probe", scale=10, run="dpo")
         >>> wh.variant("unaligned-control", control_of="unaligned", match="write")
         """
-        recipe = exactly_one(subtract=subtract, unalign=unalign, control_of=control_of)
-        if control_of is not None:
-            return self._control_variant(name, control_of, seed, match, base, device)
-        if base is None or scale is None:
-            raise ActwhError(f"{arg(recipe)} needs {arg('base')} MODEL and {arg('scale')}")
-        if subtract is not None:
-            return self._subtract_variant(name, base, subtract, scale, layer, device)
-        how = {"top_k": top_k, "per_layer": per_layer, "run": run, "keys": keys}
-        return self._unalign_variant(name, base, unalign, scale, one_sided, device, **how)
+        o = VariantOptions.given(options, overrides)
+        recipe = exactly_one(subtract=o.subtract, unalign=o.unalign, control_of=o.control_of)
+        if o.control_of is not None:
+            return self._control_variant(name, o.control_of, base, o)
+        if base is None or o.scale is None:
+            raise BadInput(f"{arg(recipe)} needs {arg('base')} MODEL and {arg('scale')}")
+        if o.subtract is not None:
+            return self._subtract_variant(name, base, o.subtract, o.scale, o)
+        assert o.unalign is not None
+        return self._unalign_variant(name, base, o.unalign, o.scale, o)
 
-    def _subtract_variant(self, name, base, direction, scale, layer, device) -> dict:
+    def _subtract_variant(self, name, base, direction, scale, o: VariantOptions) -> dict:
         from actwh.ingest.registry import register_variant
         from actwh.models.interventions import subtract_recipe
 
-        loaded = self._model(base, device)
+        loaded, layer = self._model(base, o.device), o.layer
         vector = self.resolve_direction(direction, loaded.name)[1]
         n_layers = loaded.adapter.n_layers
         layer = n_layers - 1 if layer is None else layer
@@ -590,31 +504,29 @@ class Warehouse(Reads):
         edit = subtract_recipe(direction, vector, layer, scale)
         return register_variant(self.store, name, loaded, edit)
 
-    def _unalign_variant(
-        self, name, base, direction, scale, one_sided, device, *, top_k, per_layer, run, keys
-    ) -> dict:
+    def _unalign_variant(self, name, base, direction, scale, o: VariantOptions) -> dict:
         from actwh.ingest.registry import register_variant
         from actwh.models.interventions import key_signs, unalign_keys, unalign_recipe
 
-        loaded = self._model(base, device)
+        loaded, keys, run = self._model(base, o.device), o.keys, o.run
         vector = self.resolve_direction(direction, loaded.name)[1]
         if keys == "cosine":
             try:
                 chosen = unalign_keys(
-                    self.store, loaded, vector, top_k, per_layer=per_layer, run=run
+                    self.store, loaded, vector, o.k, per_layer=o.per_layer, run=run
                 )
             except ActwhError as error:
                 raise ActwhError(f"{arg('unalign')} {direction}: {error.template}") from None
         elif keys.startswith("selectivity:"):
-            chosen = self._selective_keys(run, direction, keys.partition(":")[2], top_k)
+            chosen = self._selective_keys(run, direction, keys.partition(":")[2], o.k)
         else:
             raise ActwhError(f"{arg('keys')} {keys!r}: expected cosine or selectivity:LABELS")
-        signs = key_signs(loaded, chosen, vector) if one_sided else None
+        signs = key_signs(loaded, chosen, vector) if o.one_sided else None
         edit = unalign_recipe(direction, chosen, scale, run, chosen_by=keys, signs=signs)
         return register_variant(self.store, name, loaded, edit)
 
-    def _selective_keys(self, run: str | None, direction: str, labels: str, top_k: int) -> list:
-        """The ``top_k`` neurons of ``run`` with the largest selectivity t toward ``direction``
+    def _selective_keys(self, run: str | None, direction: str, labels: str, k: int) -> list:
+        """The ``k`` neurons of ``run`` with the largest selectivity t toward ``direction``
         (only those with t > 0)."""
         import polars as pl
 
@@ -626,34 +538,32 @@ class Warehouse(Reads):
         ranked = self.query(
             "selectivity", run=run, direction=direction, labels=labels, permutations=0
         )
-        top = ranked.filter(pl.col("t") > 0).head(top_k)
-        if top.height < top_k:
+        top = ranked.filter(pl.col("t") > 0).head(k)
+        if top.height < k:
             raise ActwhError(
                 f"{arg('keys')} selectivity:{labels}: run {run!r} has {top.height} neurons that "
-                f"write {direction} more on toxic contexts, fewer than --top-k {top_k}"
+                f"write {direction} more on toxic contexts, fewer than {arg('k')} {k}"
             )
         return [(int(l), int(n)) for l, n in top.select("layer", "neuron").iter_rows()]
 
-    def _control_variant(self, name, of, seed, match, base, device) -> dict:
+    def _control_variant(self, name: str, of: str, base, o: VariantOptions) -> dict:
         from actwh.ingest.registry import register_variant
         from actwh.models.interventions import control_recipe, key_signs, unaligning
 
         original = self.store.catalog.get("models", name=of)
         if original is None:
             raise NotFound(f"{arg('control_of')} {of}: no such model")
-        if match not in ("scale", "write"):
-            raise ActwhError(f"{arg('match')} {match!r}: expected scale or write")
         edit = unaligning(json.loads(original["config"] or "{}").get("edit"), of)
         if base is not None and getattr(base, "name", base) != original["parent"]:
-            raise ActwhError(f"{arg('control_of')} {of}: its base is {original['parent']}")
-        loaded = self._model(original["parent"], device)
-        sizes = self._write_sizes(loaded, edit) if match == "write" else None
+            raise BadInput(f"{arg('control_of')} {of}: its base is {original['parent']}")
+        loaded = self._model(original["parent"], o.device)
+        sizes = self._write_sizes(loaded, edit) if o.match == "write" else None
 
         def signs_of(keys):
             vector = self.resolve_direction(edit["direction"], loaded.name)[1]
             return key_signs(loaded, keys, vector)
 
-        edit = control_recipe(edit, of, original["d_mlp"], seed, sizes, signs_of)
+        edit = control_recipe(edit, of, original["d_mlp"], o.seed, sizes, signs_of)
         return register_variant(self.store, name, loaded, edit, role="control")
 
     def _write_sizes(self, loaded, edit: dict | None) -> tuple:
@@ -681,80 +591,60 @@ class Warehouse(Reads):
 
     @write
     @commits
+    @takes_options(EvaluateOptions)
     def evaluate(
-        self,
-        model: ModelRef,
-        *,
-        prompts: str | Path | None = None,
-        prompt_set: str | None = None,
-        scorer: str | Iterable[str] = "profanity",
-        generate: int = 20,
-        max_prompt_tokens: int = 32,
-        ppl_text: str | Path | None = None,
-        f1_data: str | Path | None = None,
-        n_f1: int = 200,
-        batch_size: int = 16,
-        device: str = "auto",
-        progress: bool = True,
+        self, model: ModelRef, options: EvaluateOptions | None = None, **overrides
     ) -> list[dict]:
         """Toxicity of ``model``'s continuations of ``prompts`` (default the shipped set,
         registered as ``prompt_set``, default the file's stem) by each ``scorer``
         (``"profanity"``, ``["profanity", "wordlist"]`` or ``"profanity,wordlist"``),
         perplexity on ``ppl_text`` and F1 on ``f1_data`` (paper Tables 2 and 4); one row per
         scorer in ``evaluations``, returned. Intervals: the query ``toxicity_table``."""
-        from actwh.arguments import names
         from actwh.ingest.prompts import read_prompts, shipped_prompts
         from actwh.train.evaluate import evaluate
 
-        chosen = read_prompts(prompts or shipped_prompts(), prompt_set)
-        rows = evaluate(
-            self.store,
-            self._model(model, device),
-            chosen,
-            scorers=names(scorer),
-            generate=generate,
-            max_prompt_tokens=max_prompt_tokens,
-            batch_size=batch_size,
-            ppl_text=ppl_text,
-            f1_data=f1_data,
-            n_f1=n_f1,
-            progress=progress,
-        )
-        return rows
+        o = EvaluateOptions.given(options, overrides)
+        chosen = read_prompts(o.prompts or shipped_prompts(), o.prompt_set)
+        return evaluate(self.store, self._model(model, o.device), chosen, o)
 
     @write
     @commits
-    def score(self, run: str, *, scorer: str = "profanity") -> float:
+    @takes_options(ScoreOptions)
+    def score(self, run: str, options: ScoreOptions | None = None, **overrides) -> float:
         """Score run ``run``'s continuations into ``scores``; returns their mean."""
         from actwh.train.evaluate import score_run
 
-        return score_run(self.store, run, scorer)
+        return score_run(self.store, run, ScoreOptions.given(options, overrides).scorer)
 
     @write
     @commits
-    def diff(self, base: ModelRef, tuned: ModelRef, *, device: str = "auto") -> dict:
+    @takes_options(DiffOptions)
+    def diff(
+        self, base: ModelRef, tuned: ModelRef, options: DiffOptions | None = None, **overrides
+    ) -> dict:
         """Store per-parameter (``weight_diffs``) and per-value-vector (``value_vector_diffs``:
         cosine, δv) differences of ``tuned`` from ``base`` (paper §5.1, Figure 5's input).
-        Returns ``n_parameters``, ``min_cosine``, ``max_norm_diff``."""
+        Returns ``n_parameters``, ``min_cosine``, ``max_norm_diff``, and the two models'
+        names."""
         from actwh.ingest.diff import store_weight_diffs
 
-        params = store_weight_diffs(
-            self.store, self._model(base, device), self._model(tuned, device)
-        )
+        device = DiffOptions.given(options, overrides).device
+        base, tuned = self._model(base, device), self._model(tuned, device)
+        params = store_weight_diffs(self.store, base, tuned)
         cosine = [c for c in params.column("cosine").to_pylist() if c is not None]
-        summary = {
+        return {
+            "base": base.name,
+            "tuned": tuned.name,
             "n_parameters": params.num_rows,
             "min_cosine": min(cosine),
             "max_norm_diff": max(params.column("norm_diff").to_pylist()),
         }
-        return summary
 
     # ---- keeping it whole -------------------------------------------------------------------
 
     @write
-    def check(
-        self, *, repair: bool = False, grace: float = 600.0, force: bool = False
-    ) -> CheckReport:
+    @takes_options(CheckOptions)
+    def check(self, options: CheckOptions | None = None, **overrides) -> CheckReport:
         """Verify every committed file against the catalog (exists, rows, sha256), find
         orphans, and check each table's Spark log. ``repair`` deletes orphans and unfinished
         files older than ``grace`` seconds, drops damaged files for the next ingest to redo,
@@ -763,14 +653,15 @@ class Warehouse(Reads):
         commits would go."""
         from actwh.warehouse.check import check
 
-        report = check(self.store, repair=repair, grace=grace, force=force)
-        if repair:
+        o = CheckOptions.given(options, overrides)
+        report = check(self.store, o)
+        if o.repair:
             self._tidy()
         return report
 
     @write
     @takes_options(CompactOptions)
-    def compact(self, *, progress: bool = True, **options) -> CompactReport:
+    def compact(self, options: CompactOptions | None = None, **overrides) -> CompactReport:
         """Merge each partition's small files (under half of ``target_mb``) into files of about
         ``target_mb``, one catalog transaction per partition; the merged files stay on disk for
         ``grace`` seconds for readers that started before. Every query answers as before.
@@ -779,9 +670,9 @@ class Warehouse(Reads):
         """
         from actwh.warehouse.compact import compact
 
-        chosen = CompactOptions(**options)
-        report = compact(self.store, chosen, progress=progress)
-        report.deleted = self._tidy(chosen.grace)
+        o = CompactOptions.given(options, overrides)
+        report = compact(self.store, o)
+        report.deleted = self._tidy(o.grace)
         return report
 
     def _tidy(self, grace: float | None = None) -> list[str]:
@@ -795,51 +686,12 @@ class Warehouse(Reads):
         return delete_retired(self.store, RETIRED_GRACE if grace is None else grace)
 
     @write
-    def rehome(self, *, force: bool = False) -> str | None:
+    @takes_options(RehomeOptions)
+    def rehome(self, options: RehomeOptions | None = None, **overrides) -> str | None:
         """Make this directory the one its server catalog (PostgreSQL, ...) serves, after the
         warehouse was moved; returns the directory it served before, and writes the Spark logs
         again (they name files by where they are). A copy is refused (it needs a catalog of its
         own) unless ``force``."""
-        before = self.store.rehome(force=force)
+        before = self.store.rehome(force=RehomeOptions.given(options, overrides).force)
         self._tidy()
         return before
-
-    def report(
-        self,
-        out: str | Path,
-        *,
-        base_run: str | None = None,
-        tuned_run: str | None = None,
-        direction: str | None = None,
-        token: str | None = None,
-        layer: int | None = None,
-        scorer: str = "profanity",
-        neurons: Iterable[tuple[int, int]] = (),
-        prompts: Iterable[int] = (),
-        force: bool = False,
-        progress: bool = True,
-    ) -> Written:
-        """Write the paper's figures and tables as one offline HTML page (and a PNG per chart
-        beside it), with a page per top value vector of the direction and a token-by-token
-        view of the prompts tuning changed most; ``neurons`` (``[(19, 770)]``) and ``prompts``
-        add more. Every value given must be in the warehouse. ``direction`` defaults to
-        ``toxic_probe``; other defaults come from the warehouse: the first teacher-forced pair,
-        the first logit-lens target token, the layer of the top toxic value vector. Returns
-        the ``page``, the ``charts`` and the ``plan`` (what it chose). Anchors:
-        ``#neuron-L19-770``, ``#prompt-12``. An existing file is replaced when it is an actwh
-        report (and its charts), otherwise only with ``force``."""
-        from actwh.report.build import make_plan, report_files, write_report
-
-        report_files(out, force)
-        plan = make_plan(
-            self,
-            base_run=base_run,
-            tuned_run=tuned_run,
-            direction=direction,
-            token=token,
-            layer=layer,
-            scorer=scorer,
-            neurons=list(neurons),
-            prompts=list(prompts),
-        )
-        return write_report(self, out, plan, force, progress)

@@ -49,7 +49,7 @@ def main() -> None:
                     "4",
                     "--capture",
                     "resid_mid,mlp_post",
-                    "--quiet",
+                    "--no-progress",
                 ]
             )
             stored = sum(p.stat().st_size for p in wh.rglob("*.parquet")) / 2**20

@@ -46,6 +46,14 @@ class RunSummary:
     def tokens_per_second(self) -> float:
         return self.n_tokens / self.seconds if self.seconds else 0.0
 
+    @property
+    def speed(self) -> str:
+        """Tokens a second with the digits that make it non-zero: 1,234 tok/s, 0.042 tok/s."""
+        per_second = self.tokens_per_second
+        if per_second >= 100 or per_second == 0:
+            return f"{per_second:,.0f} tok/s"
+        return f"{per_second:.3g} tok/s"
+
 
 def run_batches(job: BatchRunner, todo: list, summary: RunSummary, bar) -> None:
     """Run the batches, committing whenever enough is buffered or enough time has passed."""

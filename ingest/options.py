@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from actwh.arguments import check, option, option_fields, resume_keys
-from actwh.errors import ActwhError, arg
+from actwh.arguments import Options, device_option, option, progress_option, resume_keys
+from actwh.errors import ActwhError, BadInput, arg
 from actwh.ingest.kinds.options import LensOptions, NeuronOptions, ProjectionOptions, VectorOptions
 from actwh.models.sites import RESIDUAL_SITES, SITES
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class RunOptions:
+class RunOptions(Options):
     """What shapes a run beyond what it captures: the model, the prompts, generation, batching,
     commits. Each capture kind's own options are in :mod:`actwh.ingest.kinds.options`."""
 
@@ -40,7 +40,7 @@ class RunOptions:
         "all", "all, 19 or 10-20 (0-based).", resume=True
     )
     batch_size: int = option(8, "Prompts per forward pass.", resume=True)
-    device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
+    device: str = device_option()
     dtype: Literal["float32", "bfloat16", "float16"] = option(
         "float32", "dtype the model runs in.", resume=True
     )
@@ -65,38 +65,75 @@ class RunOptions:
         "A prompt longer than fits: keep its first tokens (recorded as a warning), or stop.",
     )
     resume: bool = option(False, "Insist on resuming an unfinished run (--name).")
-    catalog: str | None = option(
-        None,
-        "Catalog database when creating the warehouse: any SQLAlchemy URL (e.g. "
-        "postgresql+psycopg://user@host/db); default an embedded DuckDB file.",
-        metavar="URL",
-    )
     commit_mb: int = option(
         128,
         "Commit when this much is buffered (0: after every batch). Bounds memory and lost work.",
     )
     commit_seconds: float = option(120.0, "... or this long after the last commit.", cli=False)
-    progress: bool = option(True, "Progress bars.", cli=False)
+    progress: bool = progress_option()
 
 
 @dataclass
 class IngestOptions(LensOptions, NeuronOptions, ProjectionOptions, VectorOptions, RunOptions):
     """Everything that shapes a run — the run's options and every capture kind's — as the one
-    declaration of ``actwh ingest``'s flags, of ``Warehouse.ingest``'s keywords and of what a
-    resumed run must match (``option(..., resume=True)``)."""
+    declaration of ``actwh ingest``'s flags, of ``Warehouse.ingest``'s keywords, of what a
+    resumed run must match (``option(..., resume=True)``) and of the run's stored ``config``
+    (:meth:`record`)."""
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         """Refuse values no model could accept (and values of the wrong type or choice, by
         name)."""
-        for option_field, hint in option_fields(IngestOptions):
-            check(option_field.name, getattr(self, option_field.name), hint)
+        super().__post_init__()
         if self.batch_size < 1 or self.generate < 0 or self.logit_lens < 0:
-            raise ActwhError(
+            raise BadInput(
                 f"{arg('batch_size')} must be >= 1, {arg('generate')} and {arg('logit_lens')} >= 0"
             )
+
+
+@dataclass
+class LaunchOptions(Options):
+    """Where ``actwh ingest`` runs: this process, one shard of several, or a Ray cluster."""
+
+    shard: str | tuple[int, int] | None = option(
+        None, "i/N: this worker takes every N-th batch (run N workers at once)."
+    )
+    ray: bool = option(False, "Launch one worker per GPU of a Ray cluster.")
+    workers: int | None = option(None, "--ray: this many workers (CPU workers if no GPU).")
+    ray_address: str | None = option(
+        None, "--ray: the cluster's address (default: start a local Ray)."
+    )
+
+
+@dataclass
+class IndexOptions(Options):
+    """How ``actwh index-vectors`` stores and indexes a model's value vectors."""
+
+    index: Literal["flat", "ivf", "hnsw"] = option(
+        "flat", "flat is exact; ivf and hnsw are approximate, for millions of vectors."
+    )
+    unembed: Literal["raw", "final_norm"] | None = option(
+        None,
+        "Read top tokens from W_U·v (raw, the paper's Table 1) or through the final norm's "
+        "gain, W_U·(γ⊙v). Default: raw for GPT-2, final_norm for gated (RMSNorm) models.",
+    )
+    replace: bool = option(False, "Rebuild even if this model's vectors are stored.")
+    device: str = device_option()
+    progress: bool = progress_option()
+
+
+@dataclass
+class DiffOptions(Options):
+    device: str = device_option()
+
+
+@dataclass
+class TransformOptions(Options):
+    """Which encodings ``actwh prompts transform`` adds."""
+
+    rot13: bool = option(False, "ROT13 of each prompt.")
+    base64: bool = option(False, "Base64 of each prompt.")
+    leet: bool = option(False, "Leetspeak of each prompt.")
+    force: bool = option(False, "Replace OUT if it exists.")
 
 
 # What must be equal for a resumed run to continue exactly where the first one stopped: the

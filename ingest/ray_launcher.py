@@ -10,6 +10,7 @@ extra: ``pip install 'actwh[ray]'``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from actwh.errors import ActwhError, arg
@@ -61,7 +62,7 @@ def ingest_with_ray(
         # A worker that dies fails the command, as a killed local run does; running it again
         # resumes the run (its commits are kept, its orphans cleared).
         remote = ray.remote(scheduling_strategy="SPREAD", max_retries=0, **resources)(_shard)
-        options = IngestOptions(**{**options.as_dict(), "progress": False})
+        options = dataclasses.replace(options, progress=False)
         jobs = [
             remote.remote(warehouse, model, prompts, options, f"{i}/{count}") for i in range(count)
         ]

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
+from actwh.ingest.options import IndexOptions
 from actwh.ingest.registry import ensure_registered
 from actwh.ingest.rows import TokenText
 from actwh.models.loading import LoadedModel
@@ -38,35 +39,27 @@ from actwh.warehouse.store import Store
 from actwh.warehouse.writer import CommitWriter
 
 
-def store_value_vectors(
-    store: Store,
-    loaded: LoadedModel,
-    *,
-    kind: str = "flat",
-    unembed: str | None = None,
-    replace: bool = False,
-    progress: bool = True,
-) -> dict:
+def store_value_vectors(store: Store, loaded: LoadedModel, options: IndexOptions) -> dict:
     """Write every value vector of ``loaded`` to ``value_vectors`` and the model's tokens to
     ``vocabulary`` (one commit), and beside the FAISS index the readout that reads a vector as
     tokens.
 
-    ``unembed`` says how tokens are read (default: the architecture's). Returns the
+    ``options.unembed`` says how tokens are read (default: the architecture's). Returns the
     ``vector_indexes`` row. If the model's vectors are already stored and ``replace`` is false,
     nothing is done.
     """
-    unembed = unembed or loaded.adapter.default_unembed
+    unembed, kind = options.unembed or loaded.adapter.default_unembed, options.index
     U = readout(loaded.adapter, unembed)  # checks unembed
     ensure_registered(store, loaded)
     existing = store.catalog.get("vector_indexes", model=loaded.name)
-    if existing is not None and not replace:
+    if existing is not None and not options.replace:
         return existing
     adapter = loaded.adapter
     writer = CommitWriter(store, model=loaded.name)
     writer.remove_orphans()
     blocks = []
     for layer in tqdm(
-        range(adapter.n_layers), desc=f"value vectors {loaded.name}", disable=not progress
+        range(adapter.n_layers), desc=f"value vectors {loaded.name}", disable=not options.progress
     ):
         vectors = adapter.write_vectors(layer).detach().float().cpu().numpy()
         blocks.append(vectors)

@@ -157,7 +157,7 @@ def plan_run(
             f"{loaded.adapter.vocab_size:,} tokens"
         )
     config = {
-        **options.as_dict(),
+        **options.record(),
         "layers": layers,
         "capture": parse_sites(options.capture, loaded.adapter),
         "project": parse_project(options.project, loaded.adapter),
@@ -166,7 +166,6 @@ def plan_run(
         "track_neurons_spec": spec,
         "target_tokens": targets,
     }
-    config.pop("progress")
     run = check_name("run", options.name or f"{loaded.name}.{set_name}")
     return RunPlan(
         loaded,
@@ -244,11 +243,11 @@ def _capture(plan: RunPlan) -> Capture:
 
 
 def _open_for_writing(
-    root: str, existing: Store | None, plan: RunPlan, options: IngestOptions
+    root: str, existing: Store | None, plan: RunPlan, options: IngestOptions, catalog: str | None
 ) -> tuple[Store, Registered]:
     if options.resume and (existing is None or existing.catalog.get("runs", name=plan.run) is None):
         raise ActwhError(f"{arg('resume')}: there is no run {plan.run!r} to resume")
-    store = existing or Store.create(root, catalog_url=options.catalog)
+    store = existing or Store.create(root, catalog_url=catalog)
     try:
         return store, register_run(store, plan)
     except sa.exc.IntegrityError:
@@ -278,12 +277,14 @@ def ingest(
     options: IngestOptions | None = None,
     *,
     shard: str | tuple[int, int] | None = None,
+    catalog: str | None = None,
 ) -> RunSummary:
     """Run ``model`` over ``prompts`` (or replay a run) and store what it does in ``warehouse``
     (a path: created when missing, once the input is checked; or an open store).
 
     ``model`` is a source (``embedded``, a hub id, a directory, a ``.gguf`` file) or an already
-    loaded model; ``prompts`` a file path or a :class:`PromptSet` (``None`` when replaying).
+    loaded model; ``prompts`` a file path or a :class:`PromptSet` (``None`` when replaying);
+    ``catalog``: the catalog URL of a warehouse this creates.
     """
     options = options or IngestOptions()
     if options.teacher_force and prompts is not None:
@@ -294,7 +295,6 @@ def ingest(
         raise ActwhError(f"{arg('prompts')} is required (unless {arg('teacher_force')} RUN)")
     if isinstance(prompts, str | Path):
         prompts = read_prompts(prompts, options.prompt_set)
-    options.check()
     shard_index = parse_shard(shard)
     if isinstance(warehouse, Store):
         root, existing = warehouse.location, warehouse
@@ -307,7 +307,7 @@ def ingest(
             existing, model, device=options.device, dtype=options.dtype, name=options.model_name
         )
     plan = plan_run(existing, loaded, prompts, options)
-    store, registered = _open_for_writing(root, existing, plan, options)
+    store, registered = _open_for_writing(root, existing, plan, options, catalog)
     try:
         summary = _run(store, plan, options, shard_index, registered.resumed)
     except BaseException as error:  # an error, a full disk, Ctrl-C: never a stuck run

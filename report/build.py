@@ -20,11 +20,10 @@ import altair as alt
 import polars as pl
 from tqdm.auto import tqdm
 
+import actwh.report.charts as charts
 from actwh.errors import ActwhError, NotFound, arg, unknown
 from actwh.queries.pca import pca_shift
-from actwh.report import charts
 from actwh.report.pages import N_NEURONS, default_prompts, neuron_page, prompt_view, top_vectors
-from actwh.study.findings import collect_findings, print_findings
 from actwh.warehouse.layout import PROBE, output_file
 
 if TYPE_CHECKING:
@@ -69,10 +68,10 @@ class Written:
     plan: Plan
     sections: list[Section]
 
-    def findings(self) -> dict:
-        """The study's findings the page shows (:func:`collect_findings`); NotFound, with the
-        section's reason, when the warehouse holds no study."""
-        section = next(s for s in self.sections if s.key == "findings")
+    def data(self, key: str) -> dict:
+        """What section ``key`` computed (``Section.data``); NotFound, with the section's
+        reason, when it could not be computed."""
+        section = next(s for s in self.sections if s.key == key)
         if section.data is None:
             raise NotFound(section.note)
         return section.data
@@ -220,12 +219,12 @@ def _section(wh: Warehouse, plan: Plan, key: str, title: str, build) -> Section:
     return Section(key, title, note, chart, table, html=html, data=data)
 
 
-def _need(condition: bool, what: str) -> None:
+def need(condition: bool, what: str) -> None:
     if not condition:
         raise NotFound(what)
 
 
-def _needed(value: T | None, what: str) -> T:
+def needed(value: T | None, what: str) -> T:
     """``value``, which a section needs: NotFound (the section's note) when it is None."""
     if value is None:
         raise NotFound(what)
@@ -234,8 +233,8 @@ def _needed(value: T | None, what: str) -> T:
 
 def _pair(p: Plan) -> tuple[str, str]:
     """The base and tuned runs, which a section needs."""
-    need = "no teacher-forced pair of runs (actwh ingest ... --teacher-force BASE_RUN)"
-    return _needed(p.base_run, need), _needed(p.tuned_run, need)
+    missing = "no teacher-forced pair of runs (actwh ingest ... --teacher-force BASE_RUN)"
+    return needed(p.base_run, missing), needed(p.tuned_run, missing)
 
 
 def _paired(p: Plan) -> bool:
@@ -244,7 +243,7 @@ def _paired(p: Plan) -> bool:
 
 def _toxicity(wh: Warehouse, p: Plan):
     table = wh.query("toxicity_table")
-    _need(table.height > 0, "no evaluations yet (actwh evaluate WH --model M)")
+    need(table.height > 0, "no evaluations yet (actwh evaluate WH --model M)")
     note = (
         "Mean toxicity of greedy continuations by each scorer, with 95% bootstrap intervals over "
         "prompts (and for the change from the model's parent, paired on the same prompts); "
@@ -271,7 +270,7 @@ def _toxicity(wh: Warehouse, p: Plan):
 
 def _unaligning(wh: Warehouse, p: Plan):
     table = wh.query("toxicity_table").filter(pl.col("edit_scale").is_not_null())
-    _need(table.height > 0, "no un-aligned variants evaluated (actwh variant --unalign)")
+    need(table.height > 0, "no un-aligned variants evaluated (actwh variant --unalign)")
     note = (
         "Each un-aligned variant (its keys scaled by s) beside its control — as many random keys "
         "in the same layers, scaled to add as much write per layer (actwh variant --control-of "
@@ -302,7 +301,7 @@ def _unaligning(wh: Warehouse, p: Plan):
 
 def _table1(wh: Warehouse, p: Plan):
     models = wh.sql("select model from vector_indexes order by model")
-    _need(models.height > 0, "no value vectors (actwh index-vectors WH --model M)")
+    need(models.height > 0, "no value vectors (actwh index-vectors WH --model M)")
     base_model = (
         wh.sql("select model from runs where name = $r", {"r": p.base_run})["model"][0]
         if p.base_run
@@ -311,7 +310,7 @@ def _table1(wh: Warehouse, p: Plan):
     table = wh.query(
         "top_toxic_vectors", model=base_model, direction=p.direction, k=15, run=p.base_run
     )
-    _need(table.height > 0, f"no direction {p.direction!r}")
+    need(table.height > 0, f"no direction {p.direction!r}")
     table = table.with_columns(pl.col("top_tokens").list.join(" | "))
     table = table.select([c for c in table.columns if table[c].null_count() < table.height])
     return (
@@ -323,11 +322,11 @@ def _table1(wh: Warehouse, p: Plan):
 
 
 def _figure1(wh: Warehouse, p: Plan):
-    token = _needed(
+    token = needed(
         p.token, "no target-token probabilities (ingest with --logit-lens K --target-tokens ...)"
     )
     frame = wh.query("logit_lens_target", token=token)
-    _need(frame.height > 0, f"no probabilities for {token!r}")
+    need(frame.height > 0, f"no probabilities for {token!r}")
     peak = frame.group_by("run").agg(pl.col("mean_prob").max().alias("peak_prob")).sort("run")
     return (
         f"Probability of {p.token!r} read through the final norm and unembedding at every "
@@ -346,14 +345,14 @@ def _figure2(wh: Warehouse, p: Plan):
         direction=p.direction,
         n=5,
     )
-    _need(
+    need(
         frame.height > 0,
         "no tracked neurons in both runs (ingest with --track-neurons toxic_probe:64)",
     )
     total = wh.query(
         "tracked_write", base_run=p.base_run, tuned_run=p.tuned_run, direction=p.direction
     ).filter(pl.col("layer").is_null())
-    _need(  # a tuned run that replayed the base run without tracking its neurons
+    need(  # a tuned run that replayed the base run without tracking its neurons
         total["tuned_write"][0] is not None,
         f"run {tuned_run} tracked no neurons (ingest it with --track-neurons, as {base_run})",
     )
@@ -368,7 +367,7 @@ def _figure2(wh: Warehouse, p: Plan):
 
 
 def _offset(wh: Warehouse, p: Plan):
-    _need(p.prefix is not None, "no δx directions (actwh directions add WH dx --delta BASE TUNED)")
+    need(p.prefix is not None, "no δx directions (actwh directions add WH dx --delta BASE TUNED)")
     frame = wh.query("residual_offset", prefix=p.prefix, direction=p.direction)
     intervals = wh.query("residual_offset_intervals", prefix=p.prefix, direction=p.direction)
     table = frame.select("layer", "dx_norm", "cos_with_direction", "shift_along_direction").join(
@@ -386,7 +385,7 @@ def _offset(wh: Warehouse, p: Plan):
 
 def _figure4(wh: Warehouse, p: Plan):
     base_run, tuned_run = _pair(p)
-    layer = _needed(p.layer, "no teacher-forced pair with residuals captured")
+    layer = needed(p.layer, "no teacher-forced pair with residuals captured")
     frame = pca_shift(wh.sql, base_run, tuned_run, layer, neuron=p.neuron)
     summary = (
         frame.group_by("run")
@@ -406,13 +405,13 @@ def _figure4(wh: Warehouse, p: Plan):
 
 
 def _figure5(wh: Warehouse, p: Plan):
-    need = "needs δx directions and weight diffs (actwh diff WH --base B --tuned T)"
-    _need(p.tuned_model is not None and p.prefix is not None, need)
-    layer = _needed(p.layer, need)
+    missing = "needs δx directions and weight diffs (actwh diff WH --base B --tuned T)"
+    need(p.tuned_model is not None and p.prefix is not None, missing)
+    layer = needed(p.layer, missing)
     frame = wh.query(
         "value_vector_shift", model=p.tuned_model, layer=p.layer, prefix=p.prefix, bins=40
     )
-    _need(
+    need(
         frame.height > 0,
         f"no value_vector_diffs of {p.tuned_model} in layers before {p.layer} (actwh diff)",
     )
@@ -433,35 +432,14 @@ def _figure5(wh: Warehouse, p: Plan):
 
 
 def _weights(wh: Warehouse, p: Plan):
-    _need(p.tuned_model is not None, "no tuned model")
+    need(p.tuned_model is not None, "no tuned model")
     frame = wh.query("weight_similarity", model=p.tuned_model)
-    _need(frame.height > 0, f"no weight diffs for {p.tuned_model} (actwh diff)")
+    need(frame.height > 0, f"no weight diffs for {p.tuned_model} (actwh diff)")
     return f"How far {p.tuned_model}'s weights moved from its base (§5.1).", None, frame
-
-
-def _findings(wh: Warehouse, p: Plan):
-    runs = set(wh.sql("select name from runs")["name"])
-    _need(
-        {"base", "dpo"} <= runs,
-        "the findings are the study's (actwh demo), read from its runs base and dpo",
-    )
-    layer = _needed(p.layer, "no layer to read δx at (no tracked neurons, no offset)")
-    findings = collect_findings(wh, p.scorer, layer)
-    lines: list[str] = []
-    print_findings(findings, lines.append)
-    note = (
-        "What actwh demo prints at its end: each claim beside its control (a baseline, a null, "
-        "a matched comparison) and its 95% interval — evaluations of every model and seed, "
-        "un-aligning against its controls, the neurons and their controls, selectivity against "
-        "shuffled labels, δx, and the offset by prompt encoding and by chat message."
-    )
-    text = html.escape("\n".join(line[2:] if line.startswith("  ") else line for line in lines))
-    return note, None, None, f'<pre class="findings">{text}</pre>', findings
 
 
 # The page, in order: (anchor, title, what builds it).
 SECTIONS = (
-    ("findings", "Findings — every claim beside its control", _findings),
     ("tables", "Tables 2 and 4 — toxicity, perplexity, F1", _toxicity),
     ("unaligning", "§6 — un-aligning, by scale, against its controls", _unaligning),
     ("table1", "Table 1 — top toxic value vectors", _table1),
@@ -474,9 +452,12 @@ SECTIONS = (
 )
 
 
-def build_sections(wh: Warehouse, plan: Plan, progress: bool = False) -> list[Section]:
-    """The paper's sections, then a page per neuron and a view per prompt of the plan."""
-    jobs = [(key, title, build) for key, title, build in SECTIONS]
+def build_sections(
+    wh: Warehouse, plan: Plan, progress: bool = False, first: Sequence[tuple] = ()
+) -> list[Section]:
+    """The caller's sections (``first``: ``(key, title, build)``), the paper's, then a page per
+    neuron and a view per prompt of the plan."""
+    jobs = [*first, *SECTIONS]
     for layer, neuron in plan.neurons:
         jobs.append(
             (f"neuron-L{layer}-{neuron}", f"Neuron L{layer} #{neuron}", _neuron(layer, neuron))
@@ -612,6 +593,7 @@ def write_report(
     plan: Plan | None = None,
     force: bool = False,
     progress: bool = False,
+    first: Sequence[tuple] = (),
 ) -> Written:
     """Write the HTML page and a PNG per chart (``NAME.KEY.png`` beside it). The page may
     replace an earlier report (see :func:`report_files`); a chart replaces a PNG only when it
@@ -619,7 +601,7 @@ def write_report(
     import vl_convert
 
     plan = plan or make_plan(wh)
-    sections = build_sections(wh, plan, progress)
+    sections = build_sections(wh, plan, progress, first)
     out = report_files(out, force)
     specs, parts, pngs = {}, [], []
     for s in sections:

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+import actwh.report.charts as charts
 from actwh.errors import ActwhError, NotFound
-from actwh.report import charts
 
 if TYPE_CHECKING:
     from actwh.api.warehouse import Warehouse

@@ -33,13 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import click
-
-from actwh.api.output import rate
-from actwh.errors import ActwhError
+from actwh import report
+from actwh.arguments import takes_options
+from actwh.errors import ActwhError, BadInput, arg
 from actwh.ingest.prompts import shipped_chats, shipped_prompts
-from actwh.study.findings import print_findings
+from actwh.study.findings import FINDINGS_SECTION, print_findings
 from actwh.study.names import DIRECTION, LAYER_RUN, SELECTIVE, seed_names, unaligned_names
+from actwh.study.options import DemoOptions
 from actwh.train.options import DPOOptions
 
 STEPS = 10
@@ -304,7 +304,7 @@ class Study:
         )
         self.echo(
             f"      {name}: {summary.n_prompts} prompts, {summary.n_tokens:,} tokens, "
-            f"{rate(summary.tokens_per_second)}"
+            f"{summary.speed}"
         )
 
     def offset_and_variants(self) -> None:
@@ -347,7 +347,7 @@ class Study:
             ):
                 wh.score("base", scorer=s.scorer)  # the labels of selectivity
             try:
-                wh.variant(name, base=self.tuned, unalign=DIRECTION, top_k=s.unalign_top_k, **how)
+                wh.variant(name, base=self.tuned, unalign=DIRECTION, k=s.unalign_top_k, **how)
             except ActwhError as error:  # e.g. too few continuations scored toxic to rank by
                 if "keys" not in how:
                     raise
@@ -414,10 +414,14 @@ class Study:
         self.step(10, "named analyses and the report")
         if not self.has("scores where run = 'base' and scorer = $s", s=self.s.scorer):
             self.wh.score("base", scorer=self.s.scorer)  # labels for selectivity
-        written = self.wh.report(
-            self.out / "report.html", scorer=self.s.scorer, progress=self.s.progress
+        written = report.write(
+            self.wh,
+            out=self.out / "report.html",
+            scorer=self.s.scorer,
+            progress=self.s.progress,
+            first=[FINDINGS_SECTION],
         )
-        findings = written.findings()  # computed once, for the report's section
+        findings = written.data("findings")  # computed once, for the report's section
         findings["report"] = str(written.page)
         findings["seconds"] = time.monotonic() - self.started
         printed = ["\nFindings"]
@@ -450,9 +454,7 @@ class Study:
         tmp.replace(self.out / "FINDINGS.md")
 
 
-def run_study(
-    out: Path, settings: StudySettings | None = None, echo: Callable = click.echo
-) -> dict:
+def run_study(out: Path, settings: StudySettings | None = None, echo: Callable = print) -> dict:
     """Run (or resume) the study into ``out``; returns the findings."""
     study = Study(out, settings or study_settings(), echo)
     with study.wh:
@@ -462,3 +464,26 @@ def run_study(
         study.offset_and_variants()
         study.evaluations()
         return study.findings()
+
+
+@takes_options(DemoOptions)
+def demo(options: DemoOptions | None = None, echo: Callable = print, **overrides) -> dict:
+    """``actwh demo``: the study as ``options`` say, into ``options.out`` (default demo-out,
+    demo-quick with ``quick``, and -MODEL for another model); returns the findings."""
+    o = DemoOptions.given(options, overrides)
+    if o.seeds < 1:
+        raise BadInput(f"{arg('seeds')} {o.seeds}: at least 1")
+    try:
+        scales = (
+            None if o.sweep is None else tuple(float(x) for x in o.sweep.split(",") if x.strip())
+        )
+    except ValueError:
+        raise BadInput(f"{arg('sweep')} {o.sweep!r}: expected scales such as 2,5") from None
+    if any(not x > 0 for x in scales or ()):
+        raise BadInput(f"{arg('sweep')} {o.sweep!r}: scales must be positive")
+    stem = "demo-quick" if o.quick else "demo-out"
+    out = o.out or (stem if o.model == "embedded" else f"{stem}-{o.model}")
+    made = quick_settings if o.quick else study_settings
+    more = {} if scales is None else {"unalign_sweep": scales}  # else: the settings' own
+    settings = made(o.model, progress=o.progress, seeds=o.seeds, **more)
+    return run_study(Path(out), settings, echo)

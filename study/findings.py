@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 
 from actwh.errors import ActwhError
+from actwh.report.build import need, needed
 from actwh.study.names import LAYER_RUN, seed_names
 
 
@@ -501,3 +502,31 @@ def _print_figure5(fig5: dict, echo: Callable) -> None:
             f"{rows[0]['random_cos_p95']:.3f} (95%); share of δx along itself that Σ over layers "
             f"< {fig5['layer']} of Σ_i m̄_i·δv_i makes: {share:+.1%}"
         )
+
+
+def report_section(wh, plan):
+    """The report's findings section (``actwh report``, the demo's report): what
+    :func:`print_findings` prints, with its numbers as the section's data."""
+    import html
+
+    runs = set(wh.sql("select name from runs")["name"])
+    need(
+        {"base", "dpo"} <= runs,
+        "the findings are the study's (actwh demo), read from its runs base and dpo",
+    )
+    layer = needed(plan.layer, "no layer to read δx at (no tracked neurons, no offset)")
+    findings = collect_findings(wh, plan.scorer, layer)
+    lines: list[str] = []
+    print_findings(findings, lines.append)
+    note = (
+        "What actwh demo prints at its end: each claim beside its control (a baseline, a null, "
+        "a matched comparison) and its 95% interval — evaluations of every model and seed, "
+        "un-aligning against its controls, the neurons and their controls, selectivity against "
+        "shuffled labels, δx, and the offset by prompt encoding and by chat message."
+    )
+    text = html.escape("\n".join(line[2:] if line.startswith("  ") else line for line in lines))
+    return note, None, None, f'<pre class="findings">{text}</pre>', findings
+
+
+# The section the study adds to a report, first: (anchor, title, what builds it).
+FINDINGS_SECTION = ("findings", "Findings — every claim beside its control", report_section)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from actwh.api.cli import main
+from actwh.cli import main
 
 
 def cli(*args):

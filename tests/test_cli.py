@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from actwh.api.cli import main
+from actwh.cli import main
 from actwh.errors import ActwhError
 
 
@@ -40,7 +40,7 @@ def test_ingest_then_sql(tmp_path, gpt2_dir, prompts_file):
         "resid_mid,mlp_post",
         "--layers",
         "1-2",
-        "--quiet",
+        "--no-progress",
     )
     assert result.exit_code == 0, result.output
     assert "ingested run tiny-gpt2.prompts: 4 prompts" in result.output
@@ -96,7 +96,7 @@ def test_completed_run_is_not_redone(tmp_path, gpt2_dir, prompts_file):
         prompts_file,
         "--generate",
         2,
-        "--quiet",
+        "--no-progress",
     )
     assert run(*args).exit_code == 0
     again = run(*args)
@@ -194,12 +194,12 @@ def test_bad_input_changes_nothing(tmp_path, gpt2_dir, prompts_file, make_args, 
                 prompts_file,
                 "--generate",
                 1,
-                "--quiet",
+                "--no-progress",
             ).exit_code
             == 0
         )
     before = listing(wh)
-    result = run("ingest", wh, *make_args(files, gpt2_dir), "--quiet")
+    result = run("ingest", wh, *make_args(files, gpt2_dir), "--no-progress")
     assert result.exit_code == 2, result.output
     error_lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
     assert len(error_lines) == 1, result.stderr
@@ -210,7 +210,17 @@ def test_bad_input_changes_nothing(tmp_path, gpt2_dir, prompts_file, make_args, 
 def test_sql_errors(tmp_path, gpt2_dir, prompts_file):
     wh = tmp_path / "wh"
     assert run("sql", wh, "select 1").exit_code == 2
-    run("ingest", wh, "--model", gpt2_dir, "--prompts", prompts_file, "--generate", 1, "--quiet")
+    run(
+        "ingest",
+        wh,
+        "--model",
+        gpt2_dir,
+        "--prompts",
+        prompts_file,
+        "--generate",
+        1,
+        "--no-progress",
+    )
     refused = run("sql", wh, "drop view tokens")
     assert refused.exit_code == 2 and "read-only" in refused.stderr
     bad = run("sql", wh, "select nope from tokens")
@@ -226,7 +236,17 @@ def test_sql_is_read_only_for_real(tmp_path, gpt2_dir, prompts_file, monkeypatch
     import actwh
 
     wh = tmp_path / "wh"
-    run("ingest", wh, "--model", gpt2_dir, "--prompts", prompts_file, "--generate", 1, "--quiet")
+    run(
+        "ingest",
+        wh,
+        "--model",
+        gpt2_dir,
+        "--prompts",
+        prompts_file,
+        "--generate",
+        1,
+        "--no-progress",
+    )
     outside = tmp_path / "secret.txt"
     outside.write_text("not yours")
     # the working directory holds a data/ folder (a warehouse's layout) with a secret in it
@@ -272,9 +292,19 @@ def test_sql_is_read_only_for_real(tmp_path, gpt2_dir, prompts_file, monkeypatch
 
 def test_sql_starts_without_torch(tmp_path, gpt2_dir, prompts_file):
     wh = tmp_path / "wh"
-    run("ingest", wh, "--model", gpt2_dir, "--prompts", prompts_file, "--generate", 1, "--quiet")
+    run(
+        "ingest",
+        wh,
+        "--model",
+        gpt2_dir,
+        "--prompts",
+        prompts_file,
+        "--generate",
+        1,
+        "--no-progress",
+    )
     code = (
-        "import sys; from actwh.api.cli import main\n"
+        "import sys; from actwh.cli import main\n"
         f"args = ['sql', {str(wh)!r}, 'select count(*) from tokens', '--csv']\n"
         "main(args, standalone_mode=False)\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
@@ -301,7 +331,17 @@ def test_sql_output_streams_in_flat_memory(tmp_path, gpt2_dir, prompts_file):
     """CSV, JSON and table output used to hold the whole result (1.9 GB for 1 M rows of 32
     floats); now they stream record batches, so 10× the rows cost about the same memory."""
     wh = tmp_path / "wh"
-    run("ingest", wh, "--model", gpt2_dir, "--prompts", prompts_file, "--generate", 1, "--quiet")
+    run(
+        "ingest",
+        wh,
+        "--model",
+        gpt2_dir,
+        "--prompts",
+        prompts_file,
+        "--generate",
+        1,
+        "--no-progress",
+    )
     actwh_bin = Path(sys.executable).with_name("actwh")
     query = "select range as i, list_transform(range(32), lambda x: (x + range)::FLOAT) as v "
     for fmt in ("--csv", "--json", "--table"):
@@ -314,7 +354,7 @@ def test_a_short_result_is_one_table_however_duckdb_batches_it(capsys):
     """DuckDB hands back a GROUP BY's rows in batches of a few rows: still one table, one header."""
     import polars as pl
 
-    from actwh.api.output import emit
+    from actwh.cli.output import emit
 
     emit(iter([pl.DataFrame({"run": ["a", "b"]}), pl.DataFrame({"run": ["c"]})]), ("table", None))
     out = capsys.readouterr().out
@@ -328,7 +368,7 @@ def test_the_shipped_models_are_declared_once_and_listed_without_torch():
     import sys
 
     code = (
-        "import sys, actwh.api.cli as c, actwh.models.shipped as s; "
+        "import sys, actwh.cli as c, actwh.models.shipped as s; "
         "demo = c.main.commands['demo']; "
         "model = next(p for p in demo.params if p.name == 'model'); "
         "assert list(model.type.choices) == list(s.SHIPPED), model.type.choices; "

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from synthetic import synthetic_commits
 
 import actwh
-from actwh.api.cli import main
+from actwh.cli import main
 from actwh.errors import ActwhError
 from actwh.warehouse.schema import fact_tables
 
@@ -57,12 +57,12 @@ def small(tmp_path_factory, gpt2_dir):
     prompts = root / "prompts.jsonl"
     prompts.write_text("".join(f'{{"prompt": "The river number {i} is"}}\n' for i in range(8)))
     wh = root / "wh"
-    cli("index-vectors", wh, "--model", gpt2_dir, "--quiet")
+    cli("index-vectors", wh, "--model", gpt2_dir, "--no-progress")
     cli("directions", "add", wh, "rnd", "--model", gpt2_dir.name, "--random")
     cli(
         "ingest", wh, "--model", gpt2_dir, "--prompts", prompts, "--name", "r", "--generate", 3,
         "--batch-size", 1, "--commit-mb", 0, "--capture", "resid_mid,mlp_post",
-        "--track-neurons", "rnd:4", "--logit-lens", 3, "--target-tokens", "#5", "--quiet",
+        "--track-neurons", "rnd:4", "--logit-lens", 3, "--target-tokens", "#5", "--no-progress",
     )  # fmt: skip
     return {"root": root, "wh": wh, "digests": digests(wh), "files": n_files(wh)}
 
@@ -80,7 +80,7 @@ def test_compaction_merges_small_files_and_keeps_every_row(small):
     assert small["files"] >= 6 * expected_files  # prompt by prompt: many files per partition
     before = actwh.open(wh)
     assert before.sql("select count(*) from residuals").item() > 0  # a reader that started before
-    out = cli("compact", wh, "--quiet").stdout
+    out = cli("compact", wh, "--no-progress").stdout
     merged, into = (
         int(n.replace(",", "")) for n in re.findall(r"([\d,]+) files? into ([\d,]+)", out)[0]
     )
@@ -95,13 +95,15 @@ def test_compaction_merges_small_files_and_keeps_every_row(small):
     checked = CliRunner().invoke(main, ["check", str(wh)])
     assert checked.exit_code == 0 and "ok" in checked.output, checked.output
     # past the grace period the merged files go; a reader still on them gets one clear line
-    assert "deleted" in cli("compact", wh, "--grace", 0, "--quiet").stdout
+    assert "deleted" in cli("compact", wh, "--grace", 0, "--no-progress").stdout
     with pytest.raises(ActwhError, match="cannot read table residuals.*actwh check"):
         before.sql("select count(*) from residuals where vec[1] > 0")
     before.refresh()
     assert before.sql("select count(*) from residuals").item() == small["digests"]["residuals"][0]
     assert digests(wh) == small["digests"]
-    assert cli("compact", wh, "--quiet").stdout.startswith("0 partitions")  # nothing left to do
+    assert cli("compact", wh, "--no-progress").stdout.startswith(
+        "0 partitions"
+    )  # nothing left to do
 
 
 @pytest.mark.parametrize(
@@ -110,10 +112,12 @@ def test_compaction_merges_small_files_and_keeps_every_row(small):
 def test_a_compaction_killed_at_any_step_loses_nothing(small, crash):
     wh = copy_of(small, f"killed-{crash.replace(':', '-')}")
     env = {**os.environ, "ACTWH_CRASH_AT": crash}
-    killed = subprocess.run([ACTWH, "compact", str(wh), "--quiet"], env=env, capture_output=True)
+    killed = subprocess.run(
+        [ACTWH, "compact", str(wh), "--no-progress"], env=env, capture_output=True
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert digests(wh) == small["digests"]  # nothing is half-visible
-    cli("compact", wh, "--quiet")  # the rerun finishes
+    cli("compact", wh, "--no-progress")  # the rerun finishes
     cli("check", wh, "--repair", "--grace", 0)  # a killed attempt's files are orphans
     assert digests(wh) == small["digests"]
     assert n_files(wh) == partitions(wh)
@@ -123,7 +127,7 @@ def test_a_compaction_killed_at_any_step_loses_nothing(small, crash):
 
 def test_a_repair_of_a_merged_file_redoes_the_commits_it_merged(small, gpt2_dir):
     wh = copy_of(small, "repaired")
-    cli("compact", wh, "--tables", "tokens", "--quiet")
+    cli("compact", wh, "--tables", "tokens", "--no-progress")
     with actwh.open(wh) as w:
         merged = w.files("tokens", runs="r")
     assert len(merged) == 1
@@ -134,7 +138,7 @@ def test_a_repair_of_a_merged_file_redoes_the_commits_it_merged(small, gpt2_dir)
     cli(
         "ingest", wh, "--model", gpt2_dir, "--prompts", prompts, "--name", "r", "--generate", 3,
         "--batch-size", 1, "--commit-mb", 0, "--capture", "resid_mid,mlp_post",
-        "--track-neurons", "rnd:4", "--logit-lens", 3, "--target-tokens", "#5", "--quiet",
+        "--track-neurons", "rnd:4", "--logit-lens", 3, "--target-tokens", "#5", "--no-progress",
     )  # fmt: skip
     assert digests(wh) == small["digests"]
 
@@ -190,7 +194,7 @@ def test_a_catalog_from_before_partition_values_reads_the_same(small):
         con.execute(f"DROP TABLE {table}")
     con.close()
     assert digests(wh) == small["digests"]
-    cli("compact", wh, "--quiet")
+    cli("compact", wh, "--no-progress")
     assert digests(wh) == small["digests"]
     with actwh.open(wh) as w:
         unfilled = w.sql("select count(*) from commit_files where run is null and model is null")

@@ -37,7 +37,7 @@ def brute_force(
 @pytest.fixture
 def wh_path(tmp_path, model_dir):
     wh = tmp_path / "wh"
-    cli("index-vectors", wh, "--model", model_dir, "--quiet")
+    cli("index-vectors", wh, "--model", model_dir, "--no-progress")
     return wh
 
 
@@ -85,7 +85,7 @@ def test_search_equals_brute_force(wh_path, model_dir):
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_approximate_indexes(tmp_path, gpt2_dir, kind):
     wh = tmp_path / "wh"
-    cli("index-vectors", wh, "--model", gpt2_dir, "--index", kind, "--quiet")
+    cli("index-vectors", wh, "--model", gpt2_dir, "--index", kind, "--no-progress")
     cli("directions", "add", wh, "v", "--model", gpt2_dir.name, "--value-vector", "2:11")
     with actwh.open(wh) as w:
         hits = w.search("v", k=5)
@@ -99,22 +99,22 @@ def test_direction_errors(wh_path, model_dir, tmp_path):
     wrong = tmp_path / "wrong.npy"
     np.save(wrong, np.ones(7, dtype=np.float32))
     assert "has size 7, but model" in cli_error(
-        "directions", "add", wh_path, "w", "--model", name, "--file", wrong
+        "directions", "add", wh_path, "w", "--model", name, "--vector", wrong
     )
     matrix = tmp_path / "matrix.npy"
     np.save(matrix, np.ones((32, 2), dtype=np.float32))
     assert "not one vector" in cli_error(
-        "directions", "add", wh_path, "m", "--model", name, "--file", matrix
+        "directions", "add", wh_path, "m", "--model", name, "--vector", matrix
     )
     assert "no direction 'nope'" in cli_error("search", wh_path, "--direction", "nope")
     assert "exactly one of" in cli_error("directions", "add", wh_path, "x", "--model", name)
     good = tmp_path / "good.pt"
     torch.save(torch.ones(32), good)
-    cli("directions", "add", wh_path, "ones", "--model", name, "--file", good)
+    cli("directions", "add", wh_path, "ones", "--model", name, "--vector", good)
     assert "already has a direction" in cli_error(
-        "directions", "add", wh_path, "ones", "--model", name, "--file", good
+        "directions", "add", wh_path, "ones", "--model", name, "--vector", good
     )
-    cli("directions", "add", wh_path, "ones", "--model", name, "--file", good, "--replace")
+    cli("directions", "add", wh_path, "ones", "--model", name, "--vector", good, "--replace")
     with actwh.open(wh_path) as wh:
         np.testing.assert_array_equal(wh.direction("ones"), np.ones(32, dtype=np.float32))
         types = dict(wh.sql("describe directions").select("column_name", "column_type").iter_rows())
@@ -141,7 +141,7 @@ def test_svd_direction_is_oriented_toward_its_source():
 def test_svd_direction_through_the_cli(wh_path, model_dir):
     name = model_dir.name
     cli("directions", "add", wh_path, "src", "--model", name, "--random", "--seed", 1)
-    cli("directions", "add", wh_path, "svd", "--svd-of", "src", "--top", 20, "--per-layer", 10)
+    cli("directions", "add", wh_path, "svd", "--svd-of", "src", "-k", 20, "--per-layer", 10)
     vectors, d_mlp = all_value_vectors(model_dir)
     with actwh.open(wh_path) as wh:
         source, svd = wh.direction("src"), wh.direction("svd")
@@ -165,7 +165,7 @@ def paired(tmp_path, gpt2_dir, prompts_file):
     """A base run with directions and tracked neurons, and a tuned model teacher-forced on it."""
     wh = tmp_path / "wh"
     tuned_dir = build_gpt2(tmp_path / "tuned-gpt2", seed=1)
-    cli("index-vectors", wh, "--model", gpt2_dir, "--quiet")
+    cli("index-vectors", wh, "--model", gpt2_dir, "--no-progress")
     cli("directions", "add", wh, "rnd", "--model", gpt2_dir.name, "--random")
     cli("directions", "add", wh, "v", "--model", gpt2_dir.name, "--value-vector", "0:3")
     common = [
@@ -177,7 +177,7 @@ def paired(tmp_path, gpt2_dir, prompts_file):
         4,
         "--target-tokens",
         "#5,#9",
-        "--quiet",
+        "--no-progress",
     ]
     cli(
         "ingest",
@@ -315,12 +315,14 @@ def test_teacher_force_refuses_another_tokenizer(tmp_path, gpt2_dir, llama_dir, 
         "base",
         "--generate",
         2,
-        "--quiet",
+        "--no-progress",
     )
-    message = cli_error("ingest", wh, "--model", llama_dir, "--teacher-force", "base", "--quiet")
+    message = cli_error(
+        "ingest", wh, "--model", llama_dir, "--teacher-force", "base", "--no-progress"
+    )
     assert "tokenizer differs" in message
     assert "no such run" in cli_error(
-        "ingest", wh, "--model", gpt2_dir, "--teacher-force", "nope", "--quiet"
+        "ingest", wh, "--model", gpt2_dir, "--teacher-force", "nope", "--no-progress"
     )
 
 
@@ -362,7 +364,7 @@ def test_prompt_variants_stay_linked(tmp_path, gpt2_dir, prompts_file):
     )
     assert lines[12]["prompt"] == "7h3 h1570ry 0f"
     wh = tmp_path / "wh"
-    cli("ingest", wh, "--model", gpt2_dir, "--prompts", out, "--generate", 2, "--quiet")
+    cli("ingest", wh, "--model", gpt2_dir, "--prompts", out, "--generate", 2, "--no-progress")
     with actwh.open(wh) as w:
         linked = w.sql(
             """select v.transform, o.text as original, v.text as variant from prompts v
@@ -393,7 +395,7 @@ def test_chat_prompts_keep_turn_indices(tmp_path, gpt2_dir):
         json.dumps({"messages": chat}) + "\n" + json.dumps({"prompt": "The history of"}) + "\n"
     )
     wh = tmp_path / "wh"
-    cli("ingest", wh, "--model", model, "--prompts", prompts, "--generate", 3, "--quiet")
+    cli("ingest", wh, "--model", model, "--prompts", prompts, "--generate", 3, "--no-progress")
     loaded = load_model(str(model), device="cpu")
     with actwh.open(wh) as w:
         rows = w.sql(
@@ -421,7 +423,17 @@ def test_a_file_of_chats_alone_ingests(tmp_path, gpt2_dir):
     from actwh.ingest.prompts import shipped_chats
 
     wh = tmp_path / "wh"
-    cli("ingest", wh, "--model", gpt2_dir, "--prompts", shipped_chats(), "--generate", 2, "--quiet")
+    cli(
+        "ingest",
+        wh,
+        "--model",
+        gpt2_dir,
+        "--prompts",
+        shipped_chats(),
+        "--generate",
+        2,
+        "--no-progress",
+    )
     with actwh.open(wh) as w:
         counts = w.sql(
             "select count(distinct prompt) as prompts, count(*) filter (where turn is null) "

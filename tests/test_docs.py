@@ -7,7 +7,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from actwh.api.reference import cli_reference
+from actwh.cli.reference import cli_reference
 from actwh.ingest.options import IngestOptions
 from actwh.train.options import DPOOptions
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import actwh
-from actwh.api.cli import main
+from actwh.cli import main
 from actwh.ingest.prompts import read_prompts, shipped_prompts, write_prompts
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def test_ingest_embedded_and_query(tmp_path):
             "8",
             "--capture",
             "resid_mid,mlp_post",
-            "--quiet",
+            "--no-progress",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -78,7 +78,7 @@ def test_vectors_search_and_pairing_on_embedded(tmp_path):
         assert result.exit_code == 0, result.output
         return result.stdout
 
-    cli("index-vectors", wh, "--model", "embedded", "--quiet")
+    cli("index-vectors", wh, "--model", "embedded", "--no-progress")
     cli("directions", "add", wh, "v", "--model", model, "--value-vector", "19:770")
     cli("directions", "add", wh, "rnd", "--model", model, "--random", "--seed", 7)
     first = json.loads(cli("search", wh, "--direction", "v", "-k", 5, "--json").splitlines()[0])
@@ -96,7 +96,7 @@ def test_vectors_search_and_pairing_on_embedded(tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     shipped = read_prompts(shipped_prompts()).prompts
     write_prompts(shipped[:4], prompts)
-    common = ("--capture", "resid_mid", "--layers", "18-20", "--quiet")
+    common = ("--capture", "resid_mid", "--layers", "18-20", "--no-progress")
     cli(
         "ingest",
         wh,

@@ -89,7 +89,7 @@ def test_an_export_reads_anywhere_with_float32_vectors(tmp_path, wh):
         "0-1",
         "--sites",
         "resid_mid",
-        "--quiet",
+        "--no-progress",
     ).output
     assert message.startswith("exported ")
     manifest = json.loads((out / "_manifest.json").read_text())
@@ -215,7 +215,7 @@ def test_a_tokens_dataset_holds_the_stored_vectors(tmp_path, wh):
         "resid_mid,mlp_post",
         "--layers",
         "1",
-        "--quiet",
+        "--no-progress",
     ).output
     assert "blocks.1.hook_resid_mid, blocks.1.mlp.hook_post" in message
     loaded = load_from_disk(str(out))

@@ -32,11 +32,11 @@ def gemma(tmp_path_factory):
     prompts = root / "prompts.jsonl"
     write_prompts(read_prompts(shipped_prompts()).prompts[:4], prompts)
     wh = root / "wh"
-    capture = ["--capture", "resid_pre", "--generate", 6, "--quiet"]
+    capture = ["--capture", "resid_pre", "--generate", 6, "--no-progress"]
     cli("ingest", wh, "--model", "gemma3-270m", "--prompts", prompts, "--name", "f16", *capture)
     cli("ingest", wh, "--model", "gemma3-270m", "--name", "f32", "--teacher-force", "f16",
         "--store-dtype", "float32", *capture)  # fmt: skip
-    cli("index-vectors", wh, "--model", "gemma3-270m", "--quiet")
+    cli("index-vectors", wh, "--model", "gemma3-270m", "--no-progress")
     cli("directions", "add", wh, "rnd", "--model", "gemma3-270m", "--random")
     return wh, load_model("gemma3-270m", device="cpu")
 

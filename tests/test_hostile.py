@@ -53,10 +53,10 @@ def hostile_report(tmp_path_factory):
     ]
     prompts.write_text("".join(json.dumps(line) + "\n" for line in lines))
     wh = root / "wh"
-    cli("index-vectors", wh, "--model", model, "--quiet")
+    cli("index-vectors", wh, "--model", model, "--no-progress")
     cli("directions", "add", wh, "rnd", "--model", "model", "--random")
     common = ["--capture", "resid_mid", "--track-neurons", "rnd:4", "--logit-lens", 3]
-    common += ["--target-tokens", CLOSE_SCRIPT, "--quiet"]
+    common += ["--target-tokens", CLOSE_SCRIPT, "--no-progress"]
     cli(
         "ingest",
         wh,

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from tiny_models import build_family
 
 import actwh
-from actwh.api.cli import main
+from actwh.cli import main
 from actwh.errors import ActwhError
 
 PYTHON_DOC = Path(__file__).resolve().parents[1] / "docs" / "python.md"
@@ -48,7 +48,7 @@ def study(request, tmp_path_factory, llama_dir):
         DPO=dpo,
         SITE=repr("resid_pre" if request.param == "gpt_neox" else "resid_mid"),
     )
-    assert "subprocess" not in script and "actwh.api.cli" not in script
+    assert "subprocess" not in script and "actwh.cli" not in script
     namespace: dict = {}
     exec(compile(script, "docs/python.md (The study in Python)", "exec"), namespace)  # noqa: S102
     yield out, namespace["wh"]
@@ -118,9 +118,7 @@ def test_names_sort_naturally_and_the_warehouse_summarises_itself(tmp_path, gpt2
     assert np.allclose(wh.direction("r.2"), actwh.open(tmp_path / "wh").direction("r.2"))
     words, unembed = wh.direction_tokens("r.2", k=3)
     assert len(words) == 3 and unembed == "raw"  # GPT-2's value vectors are read raw
-    shown = CliRunner().invoke(
-        main, ["directions", "show", str(tmp_path / "wh"), "r.2", "--tokens", "3"]
-    )
+    shown = CliRunner().invoke(main, ["directions", "show", str(tmp_path / "wh"), "r.2", "-k", "3"])
     assert (
         shown.exit_code == 0 and f"top tokens (raw): {', '.join(map(repr, words))}" in shown.output
     )

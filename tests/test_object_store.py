@@ -18,7 +18,7 @@ from servers import S3, Proxy, free_port
 from test_reliability import assert_same_tables, tables_of
 
 import actwh
-from actwh.api.cli import main
+from actwh.cli import main
 from actwh.errors import ActwhError
 
 ACTWH = str(Path(sys.executable).with_name("actwh"))
@@ -29,7 +29,7 @@ def ingest_args(model: Path, prompts: Path, name: str) -> list[str]:
     return [
         *("--model", str(model), "--prompts", str(prompts), "--name", name),
         *("--generate", "4", "--batch-size", "2", "--capture", "resid_mid,mlp_post"),
-        *("--track-neurons", "rnd:6", "--logit-lens", "3", "--commit-mb", "0", "--quiet"),
+        *("--track-neurons", "rnd:6", "--logit-lens", "3", "--commit-mb", "0", "--no-progress"),
     ]
 
 
@@ -46,7 +46,7 @@ def pair(s3, postgres_server, tmp_path_factory, gpt2_dir):
     cli("init", remote, "--catalog", postgres_server.database("study"))
     local = root / "wh"
     for wh in (remote, local):
-        cli("index-vectors", wh, "--model", gpt2_dir, "--quiet")
+        cli("index-vectors", wh, "--model", gpt2_dir, "--no-progress")
         cli("directions", "add", wh, "rnd", "--model", gpt2_dir.name, "--random")
         cli("ingest", wh, *ingest_args(gpt2_dir, prompts, "r"))
         # the same weights under another name replaying r: a pair for the report
@@ -107,7 +107,7 @@ def test_the_report_reads_the_bucket_as_the_directory(pair):
 
 def test_an_export_from_the_bucket_equals_one_from_the_directory(pair, tmp_path):
     for name in ("remote", "local"):
-        cli("export", pair[name], "residuals", tmp_path / name, "--runs", "r", "--quiet")
+        cli("export", pair[name], "residuals", tmp_path / name, "--runs", "r", "--no-progress")
     read = {
         name: ds.dataset(tmp_path / name, format="parquet", partitioning="hive").to_table()
         for name in ("remote", "local")
@@ -328,7 +328,7 @@ def test_on_a_bucket_an_open_is_two_requests_and_a_query_fetches_its_partition(
         )
     assert partition <= proxy.fetched <= 1.1 * partition, (proxy.fetched, partition)
     before = digests(uri)
-    cli("compact", uri, "--quiet")
+    cli("compact", uri, "--no-progress")
     assert digests(uri) == before
     with actwh.open(uri) as wh:
         assert wh.sql("select count(*) from commit_files").item() == 6

@@ -11,10 +11,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from actwh.api.cli import main
-from actwh.api.flags import options_of
 from actwh.api.warehouse import Warehouse
 from actwh.arguments import checks_arguments, option, resume_keys, takes_options
+from actwh.cli import main
+from actwh.cli.flags import options_of
 from actwh.errors import ActwhError
 from actwh.ingest.kinds.options import (
     LensOptions,
@@ -30,24 +30,128 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _commands_and_callables() -> dict:
+    """What each command calls, and the options dataclass it is made from."""
+    from actwh import report
+    from actwh.ingest.options import DiffOptions, IndexOptions
+    from actwh.models.options import VariantOptions
+    from actwh.report.options import ReportOptions
+    from actwh.study.demo import demo
+    from actwh.study.options import DemoOptions
+    from actwh.train.options import EvaluateOptions, PairOptions, ProbeOptions, ScoreOptions
+    from actwh.warehouse import options as w
+
+    return {
+        "ingest": (Warehouse.ingest, IngestOptions),
+        "index-vectors": (Warehouse.index_vectors, IndexOptions),
+        "files": (Warehouse.files, w.FilesOptions),
+        "export": (Warehouse.export, w.ExportOptions),
+        "export-dataset": (Warehouse.export_dataset, w.DatasetOptions),
+        "search": (Warehouse.search, w.SearchOptions),
+        "directions add": (Warehouse.add_direction, w.DirectionOptions),
+        "diff": (Warehouse.diff, DiffOptions),
+        "variant": (Warehouse.variant, VariantOptions),
+        "evaluate": (Warehouse.evaluate, EvaluateOptions),
+        "score": (Warehouse.score, ScoreOptions),
+        "check": (Warehouse.check, w.CheckOptions),
+        "compact": (Warehouse.compact, w.CompactOptions),
+        "rehome": (Warehouse.rehome, w.RehomeOptions),
+        "train-probe": (Warehouse.train_probe, ProbeOptions),
+        "make-pairs": (Warehouse.make_pairs, PairOptions),
+        "train-dpo": (Warehouse.train_dpo, DPOOptions),
+        "report": (report.write, ReportOptions),
+        "demo": (demo, DemoOptions),
+    }
+
+
+def test_every_field_is_a_flag_and_a_keyword_with_one_default():
+    """For every command made from an options dataclass: each field is a flag (its help shown,
+    its default the field's) and a keyword of what the command calls, with the same default."""
+    for path, (method, options) in _commands_and_callables().items():
+        command = _command(path)
+        flags = {p.name: p for p in command.params}
+        shown = " ".join(CliRunner().invoke(main, [*path.split(), "--help"]).output.split())
+        keywords = inspect.signature(method).parameters
+        for f in fields(options):
+            assert f.name in keywords, f"{method.__qualname__}: no keyword {f.name}"
+            assert keywords[f.name].default == f.default, (method.__qualname__, f.name)
+            if not f.metadata["cli"]:  # a knob for tests and benchmarks only
+                continue
+            assert f.name in flags, f"actwh {path}: no flag for {f.name}"
+            assert f.metadata["help"].split()[0] in shown, f"actwh {path}: {f.name}'s help"
+            flag = flags[f.name]
+            given = flag.callback(None, flag, ()) if flag.multiple else flag.default
+            assert given == f.default or (given is None and f.default == ()), (path, f.name)
+
+
+def test_a_flag_is_named_as_its_keyword():
+    """--progress/--no-progress where a method takes progress; no --quiet, no renamed flags."""
+    for path, (method, _) in _commands_and_callables().items():
+        for param in _command(path).params:
+            if not isinstance(param, click.Option) or param.name in ("fmt", "parquet", "force"):
+                continue
+            long = [o for o in param.opts if o.startswith("--")][0]
+            assert long == _flag(param.name), f"actwh {path}: {long} sets {param.name}"
+        if "progress" in inspect.signature(method).parameters:
+            assert "--no-progress" in _command(path).params[-1].secondary_opts or any(
+                "--no-progress" in p.secondary_opts for p in _command(path).params
+            ), path
+
+
 @pytest.mark.parametrize(
-    "command, options, method",
+    "command, module, name, engine, extra",
     [
-        ("ingest", IngestOptions, Warehouse.ingest),
-        ("train-dpo", DPOOptions, Warehouse.train_dpo),
+        ("check", "actwh.warehouse.options", "CheckOptions", "actwh.warehouse.check.check", []),
+        (
+            "compact",
+            "actwh.warehouse.options",
+            "CompactOptions",
+            "actwh.warehouse.compact.compact",
+            [],
+        ),
+        (
+            "index-vectors",
+            "actwh.ingest.options",
+            "IndexOptions",
+            "actwh.ingest.value_index.store_value_vectors",
+            ["--model", "MODEL"],
+        ),
     ],
 )
-def test_every_field_is_a_flag_and_a_keyword(command, options, method):
-    shown = CliRunner().invoke(main, [command, "--help"], terminal_width=200).output
-    # a method takes the fields as keywords, or (train_dpo) the dataclass itself as options=
-    keywords = set(inspect.signature(method).parameters)
-    method = method if "options" not in keywords else None
-    for f in fields(options):
-        if f.metadata.get("cli", True):
-            assert _flag(f.name) in shown, f"{command}: no flag for {f.name}"
-            assert f.metadata["help"] in " ".join(shown.split()), f"{f.name}: help not shown"
-        if method is not None and f.name != "catalog":  # the warehouse's own catalog
-            assert f.name in keywords, f"{method.__name__}: no keyword {f.name}"
+def test_a_new_option_is_one_edit(
+    command, module, name, engine, extra, gpt2_dir, tmp_path, monkeypatch
+):
+    """A throwaway field added to a command's options dataclass — and nothing else — is a flag
+    of the command whose value reaches the engine, through the Warehouse method unchanged."""
+    import dataclasses
+    import importlib
+
+    import actwh.cli.writing
+
+    holder = importlib.import_module(module)
+    extended = dataclasses.make_dataclass(
+        name, [("throwaway", int, option(3, "A new option."))], bases=(getattr(holder, name),)
+    )
+    seen = {}
+
+    def stub(*args):
+        seen["options"] = args[-1]
+        raise ActwhError("stopped in the engine")
+
+    engine_module, engine_name = engine.rsplit(".", 1)
+    monkeypatch.setattr(holder, name, extended)
+    monkeypatch.setattr(importlib.import_module(engine_module), engine_name, stub)
+    try:
+        importlib.reload(actwh.cli.writing)  # the CLI made again from the options as they are
+        assert CliRunner().invoke(main, ["init", str(tmp_path / "wh")]).exit_code == 0
+        args = [command, str(tmp_path / "wh"), "--throwaway", "7", *extra]
+        args = [str(gpt2_dir) if a == "MODEL" else a for a in args]
+        result = CliRunner().invoke(main, args)
+        assert "stopped in the engine" in result.output, result.output
+        assert isinstance(seen["options"], extended) and seen["options"].throwaway == 7
+    finally:
+        monkeypatch.undo()
+        importlib.reload(actwh.cli.writing)
 
 
 def test_the_resume_check_reads_the_fields():
@@ -84,16 +188,16 @@ def test_a_new_field_becomes_a_flag_a_keyword_and_a_resume_key():
 
     @checks_arguments
     class Facade:
-        @takes_options(Extended, exclude=("catalog",))
-        def run(self, model: str, **options) -> Extended:
-            return Extended(**options)
+        @takes_options(Extended, exclude=("device",))
+        def run(self, model: str, options: Extended | None = None, **overrides) -> Extended:
+            return Extended.given(options, overrides)
 
     assert "window" in inspect.signature(Facade.run).parameters
     assert Facade().run("m", window="right").window == "right"
     with pytest.raises(ActwhError, match="window"):
         Facade().run("m", window="up")
-    with pytest.raises(ActwhError, match="catalog"):
-        Facade().run("m", catalog="sqlite://")
+    with pytest.raises(ActwhError, match="device"):
+        Facade().run("m", device="cpu")
     assert "window" in resume_keys(Extended)
 
 
@@ -116,7 +220,8 @@ def test_a_wrong_keyword_or_choice_is_refused_by_name(tmp_path):
 # Commands that are not a Warehouse method of their own name, and what they call instead.
 NOT_A_METHOD = {
     "init": "Warehouse(path, create=True)",
-    "demo": "actwh.study.demo.run_study",
+    "demo": "actwh.study.demo.demo",
+    "report": "actwh.report.write",
     "prompts transform": "actwh.ingest.transforms (no warehouse)",
     "directions add": "add_direction",
     "directions list": "directions",
@@ -177,10 +282,6 @@ def test_a_repeated_flag_adds_to_its_list():
     ctx = _command("ingest").make_context("ingest", args)
     assert ctx.params["capture"] == "a,b,c" and ctx.params["layers"] == "1"
     assert ctx.params["project"] is None  # not given: the option's default
-
-
-def test_train_dpo_takes_the_options_dataclass():
-    assert "options" in inspect.signature(Warehouse.train_dpo).parameters
 
 
 @pytest.mark.parametrize("spec", ["7", "0-9", "x", "3-1", [5], [1.5]])

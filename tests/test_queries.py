@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from tiny_models import build_gpt2
 
 import actwh
-from actwh.api.cli import main
+from actwh.cli import main
 from actwh.errors import ActwhError, NotFound
 from actwh.study.demo import StudySettings, run_study
 from actwh.train.options import DPOOptions
@@ -765,7 +765,7 @@ def test_null_is_not_a_silent_no_filter(study, wh):
 
 def test_query_starts_without_torch(study):
     code = (
-        "import sys; from actwh.api.cli import main\n"
+        "import sys; from actwh.cli import main\n"
         f"main(['query', {str(study[0] / 'wh')!r}, 'toxicity_table', '--csv'], standalone_mode=False)\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
     )
@@ -1051,7 +1051,7 @@ def test_selective_one_sided_keys_and_their_control(study, tmp_path):
     with actwh.open(root) as w:
         top = w.query("selectivity", run="base.last-layer", labels=labels).filter(pl.col("t") > 0)
         w.variant(
-            "sel", base="dpo", unalign="toxic_probe", scale=3.0, top_k=2,
+            "sel", base="dpo", unalign="toxic_probe", scale=3.0, k=2,
             run="base.last-layer", keys=f"selectivity:{labels}", one_sided=True, device="cpu",
         )  # fmt: skip
         w.variant("sel-control", control_of="sel", seed=1, match="write", device="cpu")

@@ -11,7 +11,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from actwh.api.cli import main
+from actwh.cli import main
 
 # Makes importing any module of an extra fail, as in a fresh `pip install actwh`.
 NO_EXTRAS = """
@@ -34,7 +34,7 @@ def core_only(code: str) -> subprocess.CompletedProcess:
 
 def actwh_core(*args) -> subprocess.CompletedProcess:
     """``actwh ARGS`` where no extra can be imported."""
-    code = f"from actwh.api.cli import main\nmain({[str(a) for a in args]!r})\n"
+    code = f"from actwh.cli import main\nmain({[str(a) for a in args]!r})\n"
     return core_only(code)
 
 
@@ -48,8 +48,8 @@ def made(tmp_path_factory, gpt2_dir):
     for args in (
         ["ingest", wh, "--model", gpt2_dir, "--prompts", prompts, "--generate", 2,
          "--capture", "resid_mid", "--name", "base", "--layers", "1-2", "--logit-lens", 3,
-         "--target-tokens", "#5", "--track-neurons", "1:3", "--quiet"],
-        ["index-vectors", wh, "--model", gpt2_dir, "--quiet"],
+         "--target-tokens", "#5", "--track-neurons", "1:3", "--no-progress"],
+        ["index-vectors", wh, "--model", gpt2_dir, "--no-progress"],
         ["directions", "add", wh, "rnd", "--model", "tiny-gpt2", "--random"],
     ):  # fmt: skip
         result = CliRunner().invoke(main, [str(a) for a in args])
@@ -81,7 +81,7 @@ def made(tmp_path_factory, gpt2_dir):
         (["search", "{wh}", "--direction", "rnd", "-k", "3"], "neuron"),
         (["directions", "list", "{wh}"], "rnd"),
         (["directions", "show", "{wh}", "rnd"], "rnd"),
-        (["export", "{wh}", "residuals", "{root}/residuals-export", "--quiet"], "rows"),
+        (["export", "{wh}", "residuals", "{root}/residuals-export", "--no-progress"], "rows"),
     ],
 )
 def test_read_commands_work_without_any_extra(made, args, expect):
@@ -134,7 +134,7 @@ print("ok")
 def test_a_read_piped_into_head_ends_quietly(made):
     _, wh = made
     command = (
-        f"{sys.executable} -c 'from actwh.api.cli import main; main()' "
+        f"{sys.executable} -c 'from actwh.cli import main; main()' "
         f"sql {wh} 'select * from range(200000)' --csv | head -2"
     )
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True)

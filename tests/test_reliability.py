@@ -22,7 +22,7 @@ from servers import free_port
 from tiny_models import build_gpt2
 
 import actwh
-from actwh.api.cli import main
+from actwh.cli import main
 from actwh.ingest.options import IngestOptions
 from actwh.warehouse.schema import fact_tables
 
@@ -85,7 +85,7 @@ def setup(tmp_path_factory, gpt2_dir):
         )
     )
     empty = root / "empty-wh"
-    cli("index-vectors", empty, "--model", gpt2_dir, "--quiet")
+    cli("index-vectors", empty, "--model", gpt2_dir, "--no-progress")
     cli("directions", "add", empty, "rnd", "--model", gpt2_dir.name, "--random")
     cli("directions", "add", empty, "v", "--model", gpt2_dir.name, "--value-vector", "1:3")
     args = [
@@ -109,7 +109,7 @@ def setup(tmp_path_factory, gpt2_dir):
         "#5",
         "--commit-mb",
         0,
-        "--quiet",
+        "--no-progress",
     ]
     reference = root / "reference"
     shutil.copytree(empty, reference)
@@ -386,7 +386,7 @@ def test_prompts_longer_than_the_context(setup, gpt2_dir, tmp_path):
     )
     wh = tmp_path / "wh"
     assert "prompt 0 is" in cli_error(
-        "ingest", wh, "--model", gpt2_dir, "--prompts", long, "--on-long", "refuse", "--quiet"
+        "ingest", wh, "--model", gpt2_dir, "--prompts", long, "--on-long", "refuse", "--no-progress"
     )
     assert not wh.exists()
     result = CliRunner().invoke(
@@ -400,7 +400,7 @@ def test_prompts_longer_than_the_context(setup, gpt2_dir, tmp_path):
             str(long),
             "--generate",
             8,
-            "--quiet",
+            "--no-progress",
         ],
     )
     assert (
@@ -428,10 +428,10 @@ def test_a_tuned_model_of_another_shape_is_refused(setup, tmp_path, gpt2_dir):
         "base",
         "--generate",
         2,
-        "--quiet",
+        "--no-progress",
     )
     deeper = build_gpt2(tmp_path / "deeper-gpt2", n_layer=4)
-    message = cli_error("ingest", wh, "--model", deeper, "--teacher-force", "base", "--quiet")
+    message = cli_error("ingest", wh, "--model", deeper, "--teacher-force", "base", "--no-progress")
     assert "does not match tiny-gpt2" in message and "n_layers 4" in message
 
 
@@ -462,7 +462,7 @@ def test_float16_overflow_is_scaled_or_widened_or_stops(setup, tmp_path, loud_mo
         "resid_pre",
         "--layers",
         "0",
-        "--quiet",
+        "--no-progress",
     ]
     message = cli_error("ingest", wh, *args, "--on-overflow", "error")
     assert "does not fit float16 (max 65504)" in message and not wh.exists()
@@ -495,7 +495,7 @@ def test_postgres_catalog(setup, postgres, tmp_path, gpt2_dir):
     cli("init", wh, "--catalog", postgres)
     assert json.loads((wh / "warehouse.json").read_text())["catalog"] == postgres
     assert not (wh / "catalog.duckdb").exists()
-    cli("index-vectors", wh, "--model", gpt2_dir, "--quiet")
+    cli("index-vectors", wh, "--model", gpt2_dir, "--no-progress")
     cli("directions", "add", wh, "rnd", "--model", gpt2_dir.name, "--random")
     cli("directions", "add", wh, "v", "--model", gpt2_dir.name, "--value-vector", "1:3")
     cli("ingest", wh, *base)

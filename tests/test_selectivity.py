@@ -79,12 +79,12 @@ def planted(tmp_path_factory):
     ]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     wh = root / "wh"
-    cli("index-vectors", wh, "--model", path, "--quiet")
+    cli("index-vectors", wh, "--model", path, "--no-progress")
     cli("directions", "add", wh, "v", "--model", "selective", "--value-vector", f"0:{NEURON}")
     every = ",".join(f"0:{i}" for i in range(model.config.n_inner or 4 * model.config.n_embd))
     cli(
         "ingest", wh, "--model", "selective", "--prompts", prompts, "--name", "base",
-        "--generate", "0", "--track-neurons", every, "--quiet",
+        "--generate", "0", "--track-neurons", every, "--no-progress",
     )  # fmt: skip
     return wh
 

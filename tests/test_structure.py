@@ -7,7 +7,17 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_DIRS = ("api", "ingest", "models", "queries", "report", "study", "train", "warehouse")
+PACKAGE_DIRS = (
+    "api",
+    "cli",
+    "ingest",
+    "models",
+    "queries",
+    "report",
+    "study",
+    "train",
+    "warehouse",
+)
 MAX_LINES = 80
 
 
@@ -87,15 +97,68 @@ def test_the_cycle_check_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_the_library_does_not_import_its_audiences():
-    """api/ (the library), warehouse/, queries/ and models/ never import the report, the study or
-    the CLI at module level: those sit on top of the library, not under it."""
-    graph = import_graph()
-    above = ("actwh.report", "actwh.study", "actwh.api.cli")
-    for name, deps in graph.items():
-        if name.startswith(("actwh.warehouse", "actwh.queries", "actwh.models")):
-            bad = [d for d in deps if d.startswith((*above, "actwh.api", "actwh.ingest"))]
-            assert not bad, f"{name} imports {bad}"
+# Who may import whom, the arrows of docs/design.md: the library (the Warehouse API and the
+# layers under it) never imports what sits on top of it — the report, the study, the CLI; the
+# report never imports the study or the CLI; the study never imports the CLI; and the storage
+# layers (warehouse, queries, models) never import the layers that drive models or the API.
+LIBRARY = (
+    "actwh.api",
+    "actwh.ingest",
+    "actwh.train",
+    "actwh.warehouse",
+    "actwh.queries",
+    "actwh.models",
+    "actwh.arguments",
+    "actwh.errors",
+)
+NEVER = {
+    LIBRARY: ("actwh.cli", "actwh.report", "actwh.study"),
+    ("actwh.report",): ("actwh.study", "actwh.cli"),
+    ("actwh.study",): ("actwh.cli",),
+    ("actwh.warehouse", "actwh.queries", "actwh.models"): (
+        "actwh.api",
+        "actwh.ingest",
+        "actwh.train",
+    ),
+}
+
+
+def layering_breaks(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that goes against an arrow: ``"importer -> imported"``."""
+    found = []
+    for importers, forbidden in NEVER.items():
+        for name, deps in graph.items():
+            if _within(name, importers):
+                found += [f"{name} -> {d}" for d in sorted(deps) if _within(d, forbidden)]
+    return found
+
+
+def _within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def test_the_layers_hold():
+    breaks = layering_breaks(import_graph())
+    assert not breaks, "imports against the layering: " + "; ".join(breaks)
+
+
+def test_the_layering_check_finds_a_break():
+    """The check itself can fail: the library importing the report, the report the study."""
+    assert layering_breaks({"actwh.api.warehouse": {"actwh.report.build"}}) == [
+        "actwh.api.warehouse -> actwh.report.build"
+    ]
+    assert layering_breaks({"actwh.report.build": {"actwh.study.findings"}})
+    assert not layering_breaks({"actwh.study.demo": {"actwh.report", "actwh.api.warehouse"}})
+
+
+def test_design_md_draws_the_arrows_the_test_enforces():
+    """docs/design.md states each rule of NEVER in its layering paragraph."""
+    text = " ".join((ROOT / "docs" / "design.md").read_text().split())
+    for importers, forbidden in NEVER.items():
+        for a in importers:
+            for b in forbidden:
+                short = lambda m: m.removeprefix("actwh.")  # noqa: E731
+                assert f"{short(a)} ↛ {short(b)}" in text, f"design.md: no arrow {a} ↛ {b}"
 
 
 def test_no_function_over_80_lines():

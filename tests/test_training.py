@@ -296,7 +296,7 @@ def test_unalign_scales_the_key_vectors(tmp_path, arch, gpt2_dir, llama_dir, pro
     wh = tmp_path / "wh"
     cli("train-probe", wh, "--model", model_dir)
     unalign = ["variant", wh, "un", "--base", model_dir.name, "--unalign", "toxic_probe"]
-    unalign += ["--top-k", 3, "--scale", 10]
+    unalign += ["-k", 3, "--scale", 10]
     if arch == "llama":  # signed coefficients: the keys are chosen by what neurons write in a run
         assert "pass run=... (--run RUN)" in cli_error(*unalign)
         cli(
@@ -308,7 +308,7 @@ def test_unalign_scales_the_key_vectors(tmp_path, arch, gpt2_dir, llama_dir, pro
             prompts_file,
             "--name",
             "r",
-            "--quiet",
+            "--no-progress",
         )
         cli(*unalign, "--run", "r")
     else:

@@ -260,6 +260,7 @@ def test_a_repair_waits_for_a_commit_in_flight(store, monkeypatch):
 
     from actwh.warehouse import writer as writer_module
     from actwh.warehouse.check import check
+    from actwh.warehouse.options import CheckOptions
 
     renamed, release = threading.Event(), threading.Event()
 
@@ -275,7 +276,9 @@ def test_a_repair_waits_for_a_commit_in_flight(store, monkeypatch):
     committing.start()
     assert renamed.wait(10)
     reports = []
-    repairing = threading.Thread(target=lambda: reports.append(check(store, repair=True, grace=0)))
+    repairing = threading.Thread(
+        target=lambda: reports.append(check(store, CheckOptions(repair=True, grace=0)))
+    )
     repairing.start()
     repairing.join(0.5)
     assert repairing.is_alive()  # waiting for the commit lock
@@ -292,6 +295,7 @@ def test_a_repair_deletes_only_what_actwh_writes(store):
     """Only a writer's own file names in a table's partition folders are orphans; anything
     else under data/ is reported as foreign and left alone."""
     from actwh.warehouse.check import check
+    from actwh.warehouse.options import CheckOptions
 
     writer = new_run(store)
     writer.add("residuals", {"run": "r", "layer": 0}, residual_rows([0])[0], vector_size=4)
@@ -311,7 +315,7 @@ def test_a_repair_deletes_only_what_actwh_writes(store):
     found = check(store)
     assert found.orphans == [store.relative(orphan)]
     assert sorted(found.foreign) == sorted(store.relative(p) for p in foreign)
-    repaired = check(store, repair=True, grace=0)
+    repaired = check(store, CheckOptions(repair=True, grace=0))
     assert repaired.removed == [store.relative(orphan)]
     assert all(p.exists() for p in foreign) and not orphan.exists()
 

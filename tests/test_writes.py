@@ -68,10 +68,10 @@ def planted(request, tmp_path_factory):
     texts = ["The history of", "You are such a piece of", "Holy", "Water boils at"]
     prompts.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
     wh = root / "wh"
-    cli("index-vectors", wh, "--model", model, "--quiet")
-    cli("directions", "add", wh, "d", "--model", "planted", "--file", root / "d.npy")
+    cli("index-vectors", wh, "--model", model, "--no-progress")
+    cli("directions", "add", wh, "d", "--model", "planted", "--vector", root / "d.npy")
     n = 3 * {"llama": 48, "gpt2": 128}[arch]  # every neuron of the three layers
-    track = ["--track-neurons", f"d:{n}", "--quiet"]
+    track = ["--track-neurons", f"d:{n}", "--no-progress"]
     cli("ingest", wh, "--model", "planted", "--prompts", prompts, "--name", "base", *track)
     cli("ingest", wh, "--model", "planted", "--name", "tuned", "--teacher-force", "base", *track)
     return arch, wh, d
@@ -177,7 +177,7 @@ def test_activation_drop_writes(planted):
 
 def test_unalign_chooses_the_writer(planted):
     arch, wh, _ = planted
-    unalign = ["variant", wh, "un", "--base", "planted", "--unalign", "d", "--top-k", 1]
+    unalign = ["variant", wh, "un", "--base", "planted", "--unalign", "d", "-k", 1]
     unalign += ["--scale", 10]
     if arch == "llama":
         assert "pass run=... (--run RUN)" in cli_error(*unalign)
@@ -267,7 +267,7 @@ def test_neuron_stats_are_every_neurons_sums(planted, tmp_path):
         0,
         "--batch-size",
         1,
-        "--quiet",
+        "--no-progress",
     )
     with actwh.open(wh) as w:
         stats = w.sql(
@@ -309,9 +309,9 @@ def test_named_queries_resolve_directions_by_lineage(tmp_path, gpt2_dir, prompts
     other = build_gpt2(tmp_path / "other-gpt2", seed=5)
     wh = tmp_path / "wh"
     for model, seed in ((other, 1), (gpt2_dir, 2)):  # the unrelated model's comes first
-        cli("index-vectors", wh, "--model", model, "--quiet")
+        cli("index-vectors", wh, "--model", model, "--no-progress")
         cli("directions", "add", wh, "probe", "--model", model.name, "--random", "--seed", seed)
-    common = ["--capture", "resid_mid", "--quiet"]
+    common = ["--capture", "resid_mid", "--no-progress"]
     cli("ingest", wh, "--model", "tiny-gpt2", "--prompts", prompts_file, "--name", "a", *common)
     tuned = build_gpt2(tmp_path / "tuned", seed=1)
     cli("ingest", wh, "--model", tuned, "--name", "b", "--teacher-force", "a", *common)
@@ -328,7 +328,7 @@ def test_named_queries_resolve_directions_by_lineage(tmp_path, gpt2_dir, prompts
 def test_logit_lens_target_reads_the_last_prompt_token(tmp_path, gpt2_dir, prompts_file):
     """With the lens stored at every position, Figure 1 still reads the last prompt token."""
     wh = tmp_path / "wh"
-    lens = ["--logit-lens", 3, "--target-tokens", "#5", "--quiet"]
+    lens = ["--logit-lens", 3, "--target-tokens", "#5", "--no-progress"]
     cli(
         "ingest",
         wh,

@@ -134,8 +134,6 @@ def train_dpo(
     pairs: list[dict],
     out: str | Path,
     options: DPOOptions | None = None,
-    *,
-    progress: bool = True,
 ) -> dict:
     """Train a DPO copy of ``base`` on ``pairs`` and save it as an HF directory at ``out``.
 
@@ -149,6 +147,7 @@ def train_dpo(
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers|trl")
 
     options = options or DPOOptions()
+    progress = options.progress
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise AlreadyExists(f"{arg('out')} {out} exists and is not empty")
@@ -203,3 +202,15 @@ def train_dpo(
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return metrics
+
+
+def train_only(base: str, pairs: str | Path, out: str | Path, options: DPOOptions) -> dict:
+    """``actwh train-dpo`` without a warehouse: load ``base`` from its source, train on the
+    pairs file, save to ``out``; nothing registered."""
+    from actwh.models.loading import load_model
+    from actwh.train.pairs import read_pairs
+    from actwh.warehouse.layout import outside
+
+    outside(out, "out")
+    loaded_pairs = read_pairs(pairs)
+    return train_dpo(load_model(base, device=options.device), loaded_pairs, out, options)

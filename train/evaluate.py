@@ -24,7 +24,6 @@ import math
 import re
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +32,14 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
+from actwh.arguments import names
 from actwh.errors import ActwhError, NotFound, arg
 from actwh.ingest.generate import Batch, greedy
 from actwh.ingest.options import IngestOptions
 from actwh.ingest.prompts import PromptSet, jsonl_records, read_text_file
 from actwh.ingest.worker import ingest
 from actwh.models.loading import LoadedModel
+from actwh.train.options import EvaluateOptions
 from actwh.train.scorers import SCORERS, get_scorer
 from actwh.warehouse.catalog import now, to_json
 from actwh.warehouse.reader import Snapshot
@@ -227,42 +228,35 @@ def evaluate(
     store: Store,
     loaded: LoadedModel,
     prompts: PromptSet,
-    *,
-    scorers: Sequence[str] = ("profanity",),
+    options: EvaluateOptions,
     scorer_kwargs: dict | None = None,
-    generate: int = 20,
-    max_prompt_tokens: int = PAPER_PROMPT_TOKENS,
-    batch_size: int = 16,
-    ppl_text: str | Path | None = None,
-    f1_data: str | Path | None = None,
-    n_f1: int | None = 200,
-    progress: bool = True,
 ) -> list[dict]:
     """Toxicity (by each of ``scorers``), perplexity and F1 of ``loaded``; recorded in
     ``evaluations``, one row per scorer, and returned."""
+    scorers, generate = names(options.scorer), options.generate
     unknown = [name for name in scorers if name not in SCORERS]
     if unknown or not scorers:
         raise ActwhError(f"{arg('scorer')} {','.join(unknown)}: choose among {', '.join(SCORERS)}")
-    samples, f1_source = f1_samples(f1_data, n_f1)
-    text_path = Path(ppl_text) if ppl_text else shipped_text()
+    samples, f1_source = f1_samples(options.f1_data, options.n_f1)
+    text_path = Path(options.ppl_text) if options.ppl_text else shipped_text()
     text = read_text_file(text_path)
     run = eval_run_name(loaded.name, prompts.name)
     existing = store.catalog.get("runs", name=run)
     if existing is None or existing["status"] != "complete":
-        options = IngestOptions(
+        run_options = IngestOptions(
             name=run,
             generate=generate,
             project="",
-            batch_size=batch_size,
-            max_prompt_tokens=max_prompt_tokens,
-            progress=progress,
+            batch_size=options.batch_size,
+            max_prompt_tokens=options.max_prompt_tokens,
+            progress=options.progress,
         )
-        ingest(store, loaded, prompts, options)
+        ingest(store, loaded, prompts, run_options)
     toxicity = {name: score_run(store, run, name, scorer_kwargs) for name in scorers}
-    steps = tqdm(total=2, desc=f"ppl, F1 {loaded.name}", disable=not progress)
+    steps = tqdm(total=2, desc=f"ppl, F1 {loaded.name}", disable=not options.progress)
     ppl, ppl_tokens, paragraphs = perplexity(loaded, text)
     steps.update()
-    f1_scores = f1(loaded, samples, generate=generate, batch_size=batch_size)
+    f1_scores = f1(loaded, samples, generate=generate, batch_size=options.batch_size)
     steps.update()
     steps.close()
     _store_items(store, run, "nll", str(text_path), paragraphs)
@@ -278,7 +272,7 @@ def evaluate(
         "f1": float(np.mean(f1_scores)),
         "f1_data": f1_source,
         "n_f1": len(samples),
-        "config": to_json({"generate": generate, "max_prompt_tokens": max_prompt_tokens}),
+        "config": to_json({"generate": generate, "max_prompt_tokens": options.max_prompt_tokens}),
         "created_at": now(),
     }
     rows = [{**common, "scorer": name, "toxicity": toxicity[name]} for name in scorers]

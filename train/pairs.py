@@ -31,6 +31,7 @@ from actwh.ingest.generate import Batch, greedy, teacher_forced
 from actwh.ingest.kinds.vectors import FullVectors
 from actwh.models.interventions import steer
 from actwh.models.loading import LoadedModel
+from actwh.train.options import PairOptions
 from actwh.train.scorers import Scorer
 
 PAIR_FIELDS = ("prompt_text", "unpert_gen_text", "pert_gen_text")
@@ -98,19 +99,11 @@ def make_pairs(
     prompts: list[str],
     direction: np.ndarray,
     scorer: Scorer,
-    *,
-    layer: int | None = None,
-    alpha: float | None = None,
-    relative_alpha: float = 0.3,
-    min_margin: float = 0.05,
-    max_new_tokens: int = 20,
-    max_prompt_tokens: int = 64,
-    batch_size: int = 8,
-    seed: int = 0,
-    progress: bool = True,
+    options: PairOptions,
 ) -> tuple[list[dict], PairStats]:
     """Greedy vs probe-steered continuations of ``prompts``; returns the kept pairs and stats."""
-    adapter = loaded.adapter
+    adapter, layer, alpha = loaded.adapter, options.layer, options.alpha
+    min_margin = options.min_margin
     layer = (2 * adapter.n_layers) // 3 if layer is None else layer
     if not 0 <= layer < adapter.n_layers:
         raise ActwhError(f"{arg('layer')} {layer}: the model has {adapter.n_layers} layers")
@@ -126,19 +119,20 @@ def make_pairs(
         do_sample=True,
         top_k=10,
         temperature=1.0,
-        max_new_tokens=max_new_tokens,
+        max_new_tokens=options.generate,
         pad_token_id=pad,
         eos_token_id=sorted(eos) or None,
     )
-    encoded = tokenizer(prompts, truncation=True, max_length=max_prompt_tokens)["input_ids"]
+    encoded = tokenizer(prompts, truncation=True, max_length=options.max_prompt_tokens)["input_ids"]
     if min_margin < 0:
         raise ActwhError(f"{arg('min_margin')} {min_margin}: must be >= 0")
     pairs, preferred_scores, dispreferred_scores, below = [], [], [], 0
-    generator = torch.Generator().manual_seed(seed)
-    for start in tqdm(range(0, len(prompts), batch_size), desc="pairs", disable=not progress):
-        batch = Batch.left_padded(encoded[start : start + batch_size], pad, loaded.device)
+    generator = torch.Generator().manual_seed(options.seed)
+    size = options.batch_size
+    for start in tqdm(range(0, len(prompts), size), desc="pairs", disable=not options.progress):
+        batch = Batch.left_padded(encoded[start : start + size], pad, loaded.device)
         if alpha is None:
-            alpha = relative_alpha * median_residual_norm(loaded, batch, layer)
+            alpha = options.relative_alpha * median_residual_norm(loaded, batch, layer)
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
         preferred, dispreferred = _continuations(loaded, batch, sampling, layer, alpha * unit)
         good, bad = scorer.score(preferred), scorer.score(dispreferred)

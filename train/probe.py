@@ -28,7 +28,7 @@ from actwh.ingest.generate import Batch, teacher_forced
 from actwh.ingest.kinds.vectors import FullVectors
 from actwh.ingest.prompts import jsonl_records, read_text_file
 from actwh.models.loading import LoadedModel
-from actwh.warehouse.layout import PROBE
+from actwh.train.options import ProbeOptions
 from actwh.warehouse.store import Store
 
 PROBE_SITES = ("resid_pre", "resid_mid", "resid_post", "final")
@@ -148,29 +148,22 @@ def fit_probe(X: np.ndarray, y: list[int], *, seed: int = 0, val_fraction: float
     )
 
 
-def train_probe(
-    store: Store,
-    loaded: LoadedModel,
-    *,
-    data: str | Path | None = None,
-    site: str = "resid_post",
-    layer: int | None = None,
-    name: str = PROBE,
-    replace: bool = False,
-    batch_size: int = 16,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict:
+def train_probe(store: Store, loaded: LoadedModel, options: ProbeOptions) -> dict:
     """Fit the probe on ``data`` (default: the shipped corpus) and register it as direction
     ``name`` of ``loaded``; returns the direction's row (``meta`` has the accuracies)."""
     from actwh.warehouse.directions import add_direction
 
-    data = data or shipped_corpus()
+    data, site, layer = options.data or shipped_corpus(), options.site, options.layer
     texts, labels = read_labeled(data)
     features = mean_features(
-        loaded, texts, site=site, layer=layer, batch_size=batch_size, progress=progress
+        loaded,
+        texts,
+        site=site,
+        layer=layer,
+        batch_size=options.batch_size,
+        progress=options.progress,
     )
-    result = fit_probe(features, labels, seed=seed)
+    result = fit_probe(features, labels, seed=options.seed)
     meta = {
         "data": str(data),
         "site": site,
@@ -182,7 +175,13 @@ def train_probe(
         "n_val": result.n_val,
     }
     return add_direction(
-        store, loaded.name, name, result.direction, kind="probe", meta=meta, replace=replace
+        store,
+        loaded.name,
+        options.name,
+        result.direction,
+        kind="probe",
+        meta=meta,
+        replace=options.replace,
     )
 
 

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from actwh.errors import ActwhError, arg
 from actwh.warehouse import layout
+from actwh.warehouse.options import CheckOptions
 from actwh.warehouse.schema import fact_tables
 from actwh.warehouse.spark_log import is_current, publish
 from actwh.warehouse.store import Store
@@ -61,6 +62,33 @@ class CheckReport:
         logs = {f"{t} (Spark log)" for t in self.stale_logs if t not in self.published}
         return (found - set(self.removed)) | logs
 
+    def lines(self) -> list[str]:
+        """What was found and done, a line each, and what to do next; ``ok`` when all is
+        well."""
+        lines = [f"damaged: {path}: {problem}" for path, problem in self.problems]
+        lines += [f"orphan (no commit lists it): {path}" for path in self.orphans]
+        lines += [f"unfinished write: {path}" for path in self.unfinished]
+        lines += [f"not written by actwh (left alone): {path}" for path in self.foreign]
+        lines += [f"removed: {path}" for path in self.removed]
+        lines += [
+            f"run {run} lost damaged files: rerun its actwh ingest command to redo them"
+            for run in self.runs_to_resume
+        ]
+        lines += [
+            f"run {run} is stale: it replayed a repaired run; ingest it again under another name"
+            for run in self.stale_runs
+        ]
+        lines += [
+            f"model {model} lost damaged commits: rerun actwh index-vectors / actwh diff for it"
+            for model in self.models_to_rebuild
+        ]
+        for table in self.stale_logs:
+            state = "written again" if table in self.published else "out of date (--repair)"
+            lines.append(f"Spark log of {table}: {state}")
+        if not self.left:
+            lines.append("ok" if not self.removed else "ok after repair")
+        return lines
+
 
 def _problem(store: Store, row: dict) -> str | None:
     if not store.exists(row["path"]):
@@ -80,18 +108,17 @@ def _problem(store: Store, row: dict) -> str | None:
 MAX_DROPPED_COMMITS = 3  # a repair that would drop more asks for force=True
 
 
-def check(
-    store: Store, *, repair: bool = False, grace: float = 600.0, force: bool = False
-) -> CheckReport:
-    if not repair:
+def check(store: Store, options: CheckOptions | None = None) -> CheckReport:
+    options = options or CheckOptions()
+    if not options.repair:
         return _inspect(store, dict(store.data_files()))
     with store.commit_lock(exclusive=True):  # no local writer is between write and record
         modified = dict(store.data_files())
         report = _inspect(store, modified)
         damaged = _damaged_commits(store, report)
-        if not force:
+        if not options.force:
             _refuse_to_destroy(store, report, set(damaged))
-        old = time.time() - grace  # younger: maybe a live writer's, about to be recorded
+        old = time.time() - options.grace  # younger: maybe a live writer's, about to be recorded
         for relative in [*report.orphans, *report.unfinished]:
             if modified[relative] < old:
                 store.delete(relative)

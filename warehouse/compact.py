@@ -30,35 +30,15 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actwh.arguments import names, option
+from actwh.arguments import names
 from actwh.errors import ActwhError, arg
 from actwh.warehouse import layout
 from actwh.warehouse.faults import crash_point
-from actwh.warehouse.layout import RETIRED_GRACE
 from actwh.warehouse.schema import FactTable, fact_table, fact_tables
 
 if TYPE_CHECKING:
+    from actwh.warehouse.options import CompactOptions
     from actwh.warehouse.store import Store
-
-
-@dataclass
-class CompactOptions:
-    """What ``actwh compact`` merges, and into what."""
-
-    tables: str | Iterable[str] | None = option(
-        None, "Tables to compact (default: every fact table).", metavar="TABLE,..."
-    )
-    runs: str | Iterable[str] | None = option(
-        None,
-        "Only these runs' files (default: every run's, and the models' tables).",
-        metavar="RUN,...",
-    )
-    target_mb: int = option(256, "Size of the merged files, MB; files under half of it are merged.")
-    grace: float = option(
-        RETIRED_GRACE,
-        "Merged files stay on disk this long (seconds) after they leave the warehouse: a "
-        "reader that started before (a notebook's snapshot, a Spark job) may still read them.",
-    )
 
 
 @dataclass
@@ -81,7 +61,7 @@ class _File:
     vector_size: int | None
 
 
-def compact(store: Store, options: CompactOptions, progress: bool = True) -> CompactReport:
+def compact(store: Store, options: CompactOptions) -> CompactReport:
     """Compact ``store`` as ``options`` say; see the module's docstring."""
     if options.target_mb < 1:
         raise ActwhError(f"{arg('target_mb')} {options.target_mb}: give at least 1 (MB)")
@@ -95,7 +75,7 @@ def compact(store: Store, options: CompactOptions, progress: bool = True) -> Com
     plan = _plan(store, _tables(options.tables), _runs(store, options.runs), target)
     started = time.perf_counter()
     for (table, partition), bins in tqdm(
-        plan.items(), desc="compact", unit="partition", disable=not progress
+        plan.items(), desc="compact", unit="partition", disable=not options.progress
     ):
         with store.commit_lock(exclusive=False):  # a repair waits: the new files are not orphans
             _compact_partition(store, fact_table(table), partition, bins, report)

@@ -62,6 +62,13 @@ class Store:
         absolute path, or a URL on the object store."""
         return self.remote.url(relative) if self.remote else str(self.root / relative)
 
+    def addresses(self, relatives: list[str]) -> list[Path] | list[str]:
+        """Files of the warehouse as another engine is given them: absolute paths, or URLs on
+        the object store."""
+        if self.remote:
+            return [self.remote.url(p) for p in relatives]
+        return [self.root / p for p in relatives]
+
     def local_copy(self, relative: str, sha256: str | None = None) -> Path:
         """A file as a local path, for libraries that open files (FAISS, numpy's memory map):
         the file itself, or a copy of the object cached by its content hash (``sha256``, as

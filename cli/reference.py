@@ -1,12 +1,12 @@
 """The CLI reference, ``docs/cli.md``, generated from every command's ``--help``: run
-``python -m actwh.api.reference > docs/cli.md`` (``make docs``); a test fails when the file is
+``python -m actwh.cli.reference > docs/cli.md`` (``make docs``); a test fails when the file is
 stale, so the reference is never older than the commands."""
 
 from __future__ import annotations
 
 import click
 
-from actwh.api.cli import main
+from actwh.cli import main
 
 WIDTH = 100
 
@@ -37,7 +37,7 @@ def cli_reference() -> str:
     lines = [
         "# The `actwh` command line",
         "",
-        "Generated from `--help` by `make docs` (`python -m actwh.api.reference`); "
+        "Generated from `--help` by `make docs` (`python -m actwh.cli.reference`); "
         "`tests/test_docs.py` fails when it is stale. Every command is the `Warehouse` method "
         "of the same name with underscores (`actwh index-vectors` is `wh.index_vectors`), "
         "and its options are that method's keywords.",

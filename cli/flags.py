@@ -2,10 +2,10 @@
 ``--field-name`` per field, its type, choices, default and help from the declaration, so a field
 added there is a flag here with nothing else to edit.
 
-One convention for every command: a flag is named as the keyword it sets, and a flag that takes
-several values (sites, runs, layers, neurons ...) takes a comma list and may be repeated to add
-more: ``--capture resid_mid,mlp_post`` is ``--capture resid_mid --capture mlp_post``
-(:func:`list_option`)."""
+One convention for every command: a flag is named as the keyword it sets (``--progress/
+--no-progress`` for a switch that is on by default), and a flag that takes several values (sites,
+runs, layers, neurons ...) takes a comma list and may be repeated to add more: ``--capture
+resid_mid,mlp_post`` is ``--capture resid_mid --capture mlp_post`` (:func:`list_option`)."""
 
 from __future__ import annotations
 
@@ -47,11 +47,18 @@ def list_option(*names: str, help: str, default: str | None = None, **more) -> C
 
 def _flag(f, hint) -> Callable:
     meta = f.metadata
-    names = [f"--{f.name.replace('_', '-')}", *meta.get("aliases", ()), f.name]
-    if _takes_several(hint):
+    long = f"--{f.name.replace('_', '-')}"
+    names = [long, *meta.get("aliases", ()), f.name]
+    required = meta.get("required", False)
+    if _takes_several(hint) and meta.get("nargs", 1) == 1:
         more = {"metavar": meta.get("metavar")} if meta.get("metavar") else {}
-        return list_option(*names, help=meta.get("help", ""), default=f.default, **more)
+        return list_option(
+            *names, help=meta.get("help", ""), default=f.default, required=required, **more
+        )
     kind = _click_type(hint)
+    if kind is bool and f.default is True:
+        names[0] = f"{long}/--no-{long[2:]}"
+        return click.option(*names, default=True, show_default=True, help=meta.get("help"))
     if kind is bool:
         return click.option(*names, is_flag=True, default=f.default, help=meta.get("help"))
     shown = not (f.default is None or f.default is False or f.default == "")
@@ -60,6 +67,8 @@ def _flag(f, hint) -> Callable:
         type=kind,
         default=f.default,
         show_default=shown,
+        required=required,
+        nargs=meta.get("nargs", 1),
         metavar=meta.get("metavar"),
         help=meta.get("help"),
     )

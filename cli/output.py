@@ -154,10 +154,3 @@ def _flatten(frame: pl.DataFrame) -> pl.DataFrame:
             column = pl.when(column.is_null()).then(None).otherwise(encoded).alias(name)
         columns.append(column)
     return frame.select(columns)
-
-
-def rate(per_second: float, unit: str = "tok/s") -> str:
-    """A rate with the digits that make it non-zero: 1,234 tok/s, 12.3 tok/s, 0.042 tok/s."""
-    if per_second >= 100 or per_second == 0:
-        return f"{per_second:,.0f} {unit}"
-    return f"{per_second:.3g} {unit}"
