@@ -10,7 +10,7 @@ import sys
 import click
 
 from actwh.cli.flags import options_of
-from actwh.cli.main import main, model_option, open_warehouse, warehouse_argument
+from actwh.cli.main import flag, main, model_option, open_warehouse, warehouse_argument
 from actwh.cli.output import emit, output_options
 from actwh.cli.reading import directions
 from actwh.errors import BadInput
@@ -87,8 +87,6 @@ def ingest(warehouse, model, prompts, **options):
     for warning in summary.warnings:
         click.echo(f"warning: {warning}", err=True)
     for notice in summary.notices:
-        from actwh.cli.main import flag
-
         click.echo(f"warning: {notice.render(flag)}", err=True)
     verb = "resumed" if summary.resumed else "ingested"
     redone = f" ({summary.n_redone} redone after a repair)" if summary.n_redone else ""

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from actwh import report
+from actwh import arguments, report
 from actwh.arguments import takes_options
 from actwh.errors import ActwhError, BadInput, arg
 from actwh.ingest.prompts import shipped_chats, shipped_prompts
@@ -474,9 +474,7 @@ def demo(options: DemoOptions | None = None, echo: Callable = print, **overrides
     if o.seeds < 1:
         raise BadInput(f"{arg('seeds')} {o.seeds}: at least 1")
     try:
-        scales = (
-            None if o.sweep is None else tuple(float(x) for x in o.sweep.split(",") if x.strip())
-        )
+        scales = None if o.sweep is None else tuple(float(x) for x in arguments.names(o.sweep))
     except ValueError:
         raise BadInput(f"{arg('sweep')} {o.sweep!r}: expected scales such as 2,5") from None
     if any(not x > 0 for x in scales or ()):
