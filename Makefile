@@ -28,9 +28,9 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
-# ruff, then mypy on the package: the repository root is the package `actwh`, so mypy finds it
-# through a link named actwh (the modules that drive torch models are not checked yet: see
-# pyproject.toml); the import-cycle and function-length checks are tests (tests/test_structure.py).
+# ruff, then mypy on every module of the package: the repository root is the package `actwh`, so
+# mypy finds it through a link named actwh; the layering, import-cycle and function-length checks
+# are tests (tests/test_structure.py).
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

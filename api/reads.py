@@ -6,7 +6,6 @@ warehouse and opening one stays fast.
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Self, cast
@@ -17,6 +16,7 @@ import pyarrow as pa
 
 from actwh.arguments import check, checks_arguments, takes_options
 from actwh.errors import ActwhError, BadInput, NotFound, arg, natural_key, unknown
+from actwh.ingest.options import RunConfig
 from actwh.queries.loader import named_queries, named_query
 from actwh.warehouse.arrays import column_to_numpy
 from actwh.warehouse.layout import outside
@@ -127,17 +127,12 @@ class Reads:
                LEFT JOIN commit_files f ON f.commit_id = c.id
                GROUP BY ALL ORDER BY min(r.created_at)"""
         )
-        configs = [json.loads(c or "{}") for c in runs["config"]]
+        configs = [RunConfig.of(c) for c in runs["config"]]
         runs = runs.drop("config").with_columns(
-            pl.Series("captured", [", ".join(c.get("capture") or []) or "-" for c in configs]),
+            pl.Series("captured", [", ".join(c.capture) or "-" for c in configs]),
             pl.Series(
                 "layers",
-                [
-                    _spans(c["layers"])
-                    if isinstance(c.get("layers"), list)
-                    else str(c.get("layers"))
-                    for c in configs
-                ],
+                [_spans(c.layers) if c.layers is not None else "None" for c in configs],
             ),
         )
         return {
@@ -265,7 +260,7 @@ class Reads:
             if params["token"] not in tokens:
                 raise unknown("target token", params["token"], tokens, hint=TOKEN_HINT)
         if run is not None:
-            _check_captured(params, run, json.loads(runs[run]["config"] or "{}"))
+            _check_captured(params, run, RunConfig.of(runs[run]["config"]))
 
     def pca(
         self,
@@ -628,22 +623,21 @@ DIRECTION_HINT = "make one with actwh train-probe or actwh directions add"
 TOKEN_HINT = "ingest with --logit-lens K --target-tokens TOKENS (stored as typed: mind the space)"
 
 
-def _check_captured(params: dict, run: str, config: dict) -> None:
+def _check_captured(params: dict, run: str, config: RunConfig) -> None:
     """The layer, site and neuron a query reads must be what ``run`` stored (its config)."""
-    layers = config.get("layers")
+    layers = config.layers
     layer, neuron, site = params.get("layer"), params.get("neuron"), params.get("site")
-    if layer is not None and isinstance(layers, list) and layer not in layers:
+    if layer is not None and layers is not None and layer not in layers:
         raise NotFound(f"{arg('layer')} {layer}: run {run} stored layers {_spans(layers)}")
-    sites = {*config.get("project", []), *config.get("capture", [])}
+    sites = {*config.project, *config.capture}
     if site is not None and sites and site not in sites:
         raise unknown(f"site of run {run}", site, sites)
     if neuron is not None and layer is not None:
-        tracked = config.get("track_neurons") or {}
-        full = "mlp_post" in config.get("capture", [])
-        if not full and neuron not in tracked.get(str(layer), []):
+        tracked = config.track_neurons.get(layer, [])
+        if "mlp_post" not in config.capture and neuron not in tracked:
             raise NotFound(
                 f"{arg('neuron')} {layer}:{neuron}: run {run} neither tracked it nor captured "
-                f"mlp_post (tracked at layer {layer}: {tracked.get(str(layer), []) or 'none'})"
+                f"mlp_post (tracked at layer {layer}: {tracked or 'none'})"
             )
 
 

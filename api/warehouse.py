@@ -33,6 +33,7 @@ from actwh.warehouse.store import Store
 
 if TYPE_CHECKING:  # the heavy types, for annotations only
     from actwh.ingest.batches import RunSummary
+    from actwh.models.interventions import Edit
     from actwh.models.loading import LoadedModel
     from actwh.train.pairs import PairStats
     from actwh.warehouse.check import CheckReport
@@ -274,7 +275,7 @@ class Warehouse(Reads):
 
             layer, neuron = layer_neuron(o.value_vector, "value_vector")
             found = value_vectors(self.snapshot, o.model, [(layer, neuron)])[0]
-            meta = {"layer": layer, "neuron": neuron}
+            meta: dict = {"layer": layer, "neuron": neuron}
             return self._add_vector(name, found, o.model, "value_vector", meta, o.replace)
         if o.random:
             from actwh.warehouse.registry import model_row
@@ -285,7 +286,7 @@ class Warehouse(Reads):
         if isinstance(o.vector, str | Path):
             from actwh.ingest.vector_files import read_vector
 
-            meta: dict = {"file": str(o.vector)}
+            meta = {"file": str(o.vector)}
             return self._add_vector(name, read_vector(o.vector), o.model, "file", meta, o.replace)
         return self._add_vector(name, o.vector, o.model, "vector", None, o.replace)
 
@@ -316,7 +317,7 @@ class Warehouse(Reads):
         self, name: str, base_run: str, tuned_run: str, o: DirectionOptions
     ) -> list[dict]:
         from actwh.arguments import parse_layers
-        from actwh.warehouse.directions import add_direction, delta_directions
+        from actwh.warehouse.directions import DeltaMeta, add_direction, delta_directions
         from actwh.warehouse.registry import model_row
 
         owner = (
@@ -331,7 +332,7 @@ class Warehouse(Reads):
         deltas = delta_directions(self.snapshot, base_run, tuned_run, site, chosen, o.arm)
         added = []
         for layer, vector in deltas.items():
-            meta = {
+            meta: DeltaMeta = {
                 "base_run": base_run,
                 "tuned_run": tuned_run,
                 "site": site,
@@ -566,7 +567,7 @@ class Warehouse(Reads):
         edit = control_recipe(edit, of, original["d_mlp"], o.seed, sizes, signs_of)
         return register_variant(self.store, name, loaded, edit, role="control")
 
-    def _write_sizes(self, loaded, edit: dict | None) -> tuple:
+    def _write_sizes(self, loaded, edit: Edit | None) -> tuple:
         """Two ``[n_layers, d_mlp]`` arrays: each neuron's mean max(m, 0) and mean max(−m, 0) in
         the run the edit chose its keys in, times the norm of what it writes (0 where it never
         fired)."""
@@ -574,7 +575,8 @@ class Warehouse(Reads):
 
         from actwh.warehouse.search import mean_sides
 
-        if not edit or not edit.get("run"):
+        run = edit.get("run") if edit else None
+        if not run:
             raise ActwhError(
                 f"{arg('match')} write needs the run the un-aligned variant chose its keys in "
                 "(actwh variant --unalign ... --run RUN)"
@@ -584,7 +586,7 @@ class Warehouse(Reads):
             norms = np.stack(
                 [a.write_vectors(l).float().norm(dim=1).cpu().numpy() for l in range(a.n_layers)]
             )
-        sides = mean_sides(self.snapshot, edit["run"], a.n_layers, a.d_mlp)
+        sides = mean_sides(self.snapshot, run, a.n_layers, a.d_mlp)
         return tuple(np.nan_to_num(side) * norms for side in sides)
 
     # ---- measuring --------------------------------------------------------------------------

@@ -41,9 +41,10 @@ from bench.report import record, table
 PROMPT, STEPS, BATCH = 16, 20, 8  # a batch: 8 prompts of 16 tokens, 20 generated tokens
 
 
-def request(adapter, directions: dict[str, np.ndarray], capture: list[str]):
-    """The default capture's request (``capture``: sites whose vectors are stored besides)."""
-    from actwh.ingest.kinds.base import Request
+def capturing(adapter, directions: dict[str, np.ndarray], capture: list[str]):
+    """What the default capture reads (``capture``: sites whose vectors are stored besides)."""
+    from actwh.ingest.kinds.base import Capturing
+    from actwh.ingest.options import IngestOptions, RunConfig
 
     rng = np.random.default_rng(0)
     tracked: dict[int, list[int]] = {}
@@ -53,9 +54,10 @@ def request(adapter, directions: dict[str, np.ndarray], capture: list[str]):
         tracked.setdefault(int(layer), []).append(int(neuron))
     layers = list(range(adapter.n_layers))
     project = [adapter.mlp_reads, "resid_post"]  # the default of --project
-    return Request(
-        adapter, layers, capture, project=project, directions=directions, tracked=tracked
+    config = RunConfig(
+        IngestOptions(), layers, capture, project, sorted(directions), track_neurons=tracked
     )
+    return Capturing(adapter, config, directions)
 
 
 class StandIn(nn.Module):
@@ -73,14 +75,16 @@ class Cycle:
     """One batch of calls (a prompt call, then ``STEPS`` one-token calls) and the kinds' rows,
     through the real model or the capture's stand-ins."""
 
-    def __init__(self, loaded, capture_class, req):
+    def __init__(self, loaded, capture_class, capturing):
         from actwh.ingest.generate import Ran
         from actwh.ingest.kinds.base import RanBatch
         from actwh.ingest.kinds.registry import kinds_for
         from actwh.ingest.rows import Flat, TokenText
 
         self.loaded, self.device = loaded, loaded.device
-        self.capture = None if req is None else capture_class(loaded.adapter, kinds_for(req))
+        self.capture = (
+            None if capturing is None else capture_class(loaded.adapter, kinds_for(capturing))
+        )
         width = PROMPT + STEPS
         ids = torch.zeros(BATCH, width, dtype=torch.long, device=self.device)
         valid = torch.ones(BATCH, width, dtype=torch.bool, device=self.device)
@@ -200,7 +204,7 @@ def main() -> None:
     for name, sites in (("default", []), ("full", [adapter.mlp_reads, "mlp_post"])):
         for when, capture_class in (("before", PerSiteCapture), ("after", Capture)):
             variants[f"{name}, {when}"] = Cycle(
-                loaded, capture_class, request(adapter, directions, sites)
+                loaded, capture_class, capturing(adapter, directions, sites)
             )
     times: dict[str, dict[str, list]] = {v: {"alone": [], "model": []} for v in variants}
     for cycle in variants.values():  # warm up

@@ -211,9 +211,9 @@ def pipeline(root: Path, batches: int) -> float:
     from actwh.ingest.batches import BatchRunner, RunSummary
     from actwh.ingest.capture import Capture
     from actwh.ingest.generate import Ran
-    from actwh.ingest.kinds.base import RanBatch, Request
+    from actwh.ingest.kinds.base import Capturing, RanBatch
     from actwh.ingest.kinds.registry import kinds_for
-    from actwh.ingest.options import IngestOptions
+    from actwh.ingest.options import IngestOptions, RunConfig
     from actwh.ingest.rows import Flat
     from actwh.warehouse.store import Store
     from actwh.warehouse.writer import CommitWriter
@@ -221,8 +221,8 @@ def pipeline(root: Path, batches: int) -> float:
     class Shape:  # what the kinds read of an adapter
         W_U = torch.zeros(1)
 
-    request = Request(Shape(), list(range(N_LAYERS)), capture=["resid_mid", "mlp_post"])
-    capture = Capture(Shape(), kinds_for(request))
+    config = RunConfig(IngestOptions(), list(range(N_LAYERS)), capture=["resid_mid", "mlp_post"])
+    capture = Capture(Shape(), kinds_for(Capturing(Shape(), config)))
     writer = CommitWriter(Store.create(root), run="p")
     runner = BatchRunner(None, IngestOptions(), capture, None, writer, "p", 0)
     summary = RunSummary("p", "synthetic", "synthetic")

@@ -115,8 +115,8 @@ def redo_gaps(job: BatchRunner, batches: list, gaps: list[dict], summary: RunSum
 
 
 def eos_ids(loaded: LoadedModel) -> set[int]:
-    ids = loaded.model.generation_config.eos_token_id
-    ids = set(ids if isinstance(ids, list) else [ids]) - {None}
+    eos = loaded.model.generation_config.eos_token_id
+    ids = {i for i in (eos if isinstance(eos, list) else [eos]) if i is not None}
     if loaded.tokenizer.eos_token_id is not None:
         ids.add(loaded.tokenizer.eos_token_id)
     return ids
@@ -155,17 +155,14 @@ class BatchRunner:
         width = padded.ids.shape[1]
         replay = batch[0].n_prompt is not None
         # The logit lens (lens_at="last") reads the last prompt token of every row.
-        if replay:
-            last = [width - len(s.ids) + s.n_prompt - 1 for s in batch]
-        else:
-            last = [width - 1] * len(batch)
-        last = torch.tensor(last, device=loaded.device)
+        columns = [width - len(s.ids) + s.prompt_length - 1 for s in batch]
+        last = torch.tensor(columns, device=loaded.device)
         self.capture.start_batch(last)
         if replay:
             ran = teacher_forced(loaded.model, padded)
-            n_prompt = torch.tensor([[s.n_prompt] for s in batch], device=loaded.device)
+            n_prompt = torch.tensor([[s.prompt_length] for s in batch], device=loaded.device)
             ran.generated = ran.valid & (ran.pos >= n_prompt)
-            ran.n_generated = [len(s.ids) - s.n_prompt for s in batch]
+            ran.n_generated = [len(s.ids) - s.prompt_length for s in batch]
         else:
             ran = greedy(
                 loaded.model,
@@ -187,7 +184,7 @@ class BatchRunner:
     def _add(self, rows: Rows, summary: RunSummary) -> None:
         size, used = rows.vector_size, rows.dtype
         where = {"run": self.run, "layer": rows.layer}
-        self.writer.add(rows.table, where, rows.rows, vector_size=size, dtype=used)
+        self.writer.add(rows.table, where, rows.rows, vector_size=size, dtype=used or "float32")
         if used is not None and used != self.options.store_dtype:
             note = f"{rows.table} layer {rows.layer}: values beyond float16 range stored as float32"
             if note not in summary.warnings:
@@ -195,16 +192,16 @@ class BatchRunner:
 
     def _generations(self, batch: list[Sequence], ran: Ran, width: int, replay: bool) -> pa.Table:
         tokenizer = self.loaded.tokenizer
+        n_prompt = [s.prompt_length for s in batch]
+        continuation: list[str | None]
         if replay:
             continuation = [s.continuation for s in batch]
-            n_prompt = [s.n_prompt for s in batch]
             stop = ["teacher_forced"] * len(batch)
         else:
             generated = [
                 ran.ids[r, width:][: ran.n_generated[r]].tolist() for r in range(len(batch))
             ]
-            continuation = tokenizer.batch_decode(generated, skip_special_tokens=True)
-            n_prompt = [len(s.ids) for s in batch]
+            continuation = list(tokenizer.batch_decode(generated, skip_special_tokens=True))
             stop = [
                 "none" if self.generate == 0 else ("eos" if e else "length")
                 for e in ran.stopped_at_eos

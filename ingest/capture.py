@@ -48,7 +48,7 @@ class Capture:
         for kind in self.kinds:
             for key in kind.keys():
                 self.readers.setdefault(key, []).append(kind)
-        self._handles = []
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def hooks(self) -> list[tuple[nn.Module, str, Callable]]:
         """``(module, "pre" | "forward", hook)`` for every module a site is read from: a forward

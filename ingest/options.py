@@ -3,15 +3,16 @@ sites, a range of layers) or the CLI's strings (``"resid_mid,mlp_post"``, ``"10-
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from actwh.arguments import Options, device_option, option, progress_option, resume_keys
-from actwh.errors import ActwhError, BadInput, arg
+from actwh.errors import BadInput, arg
 from actwh.ingest.kinds.options import LensOptions, NeuronOptions, ProjectionOptions, VectorOptions
 from actwh.models.sites import RESIDUAL_SITES, SITES
 
@@ -90,6 +91,63 @@ class IngestOptions(LensOptions, NeuronOptions, ProjectionOptions, VectorOptions
             )
 
 
+# The version of a run's stored config (:class:`RunConfig`); warehouses made before it had none.
+CONFIG_FORMAT = 1
+
+
+@dataclass
+class RunConfig:
+    """A run's stored ``config`` (the catalog's ``runs.config``): its options as given, and what
+    they resolved to against its model — the layers, sites, directions, neurons and token ids it
+    captured. Readers take it through :meth:`of`, never by string key: a key this version does
+    not know is ignored and a missing one takes its default, so the configs of earlier versions
+    (without ``format``) read the same. ``layers`` is ``None`` for a run without per-layer rows
+    (an evaluation's generations)."""
+
+    options: IngestOptions
+    layers: list[int] | None = None
+    capture: list[str] = field(default_factory=list)
+    project: list[str] = field(default_factory=list)
+    directions: list[str] = field(default_factory=list)
+    track_neurons: dict[int, list[int]] = field(default_factory=dict)
+    target_tokens: list[int] = field(default_factory=list)
+
+    def record(self) -> dict:
+        """The JSON object stored: the options' fields, the resolved ones in their place, the
+        tracked neurons' spec as given and the format."""
+        return {
+            "format": CONFIG_FORMAT,
+            **self.options.record(),
+            "layers": self.layers,
+            "capture": self.capture,
+            "project": self.project,
+            "directions": self.directions,
+            "track_neurons": {str(layer): n for layer, n in self.track_neurons.items()},
+            "track_neurons_spec": tracked_spec(self.options.track_neurons),
+            "target_tokens": self.target_tokens,
+        }
+
+    @classmethod
+    def of(cls, stored: str | dict | None) -> RunConfig:
+        """Read back a stored config (the JSON text, or its object)."""
+        record = json.loads(stored) if isinstance(stored, str) else dict(stored or {})
+        given = {f.name for f in fields(IngestOptions)} - {"track_neurons"}  # stored resolved
+        options = IngestOptions(
+            **{k: v for k, v in record.items() if k in given},
+            track_neurons=record.get("track_neurons_spec") or "",
+        )
+        tracked = record.get("track_neurons") or {}
+        return cls(
+            options,
+            layers=record.get("layers") if isinstance(record.get("layers"), list) else None,
+            capture=list(record.get("capture") or []),
+            project=list(record.get("project") or []),
+            directions=list(record.get("directions") or []),
+            track_neurons={int(layer): list(n) for layer, n in tracked.items()},
+            target_tokens=list(record.get("target_tokens") or []),
+        )
+
+
 @dataclass
 class LaunchOptions(Options):
     """Where ``actwh ingest`` runs: this process, one shard of several, or a Ray cluster."""
@@ -156,9 +214,9 @@ def parse_sites(
     sites = _items(spec)
     for site in sites:
         if site not in allowed:
-            raise ActwhError(f"{arg(option)}: unknown site {site!r}; valid: {', '.join(allowed)}")
+            raise BadInput(f"{arg(option)}: unknown site {site!r}; valid: {', '.join(allowed)}")
         if site not in adapter.sites:
-            raise ActwhError(f"{arg(option)} {site}: {adapter.missing_site(site)}")
+            raise BadInput(f"{arg(option)} {site}: {adapter.missing_site(site)}")
     return list(dict.fromkeys(sites))
 
 
@@ -175,9 +233,9 @@ def parse_shard(spec: str | tuple[int, int] | None) -> tuple[int, int]:
     try:
         index, count = (int(x) for x in (spec.split("/") if isinstance(spec, str) else spec))
     except ValueError:
-        raise ActwhError(f"{arg('shard')} {spec!r}: expected i/N, e.g. 0/2") from None
+        raise BadInput(f"{arg('shard')} {spec!r}: expected i/N, e.g. 0/2") from None
     if not (count >= 1 and 0 <= index < count):
-        raise ActwhError(f"{arg('shard')} {spec}: need 0 <= i < N")
+        raise BadInput(f"{arg('shard')} {spec}: need 0 <= i < N")
     return (index, count)
 
 
@@ -191,14 +249,14 @@ def parse_targets(spec: str | Iterable[str | int], tokenizer) -> list[int]:
             item = int(item.strip()[1:])
         if isinstance(item, int):
             if not 0 <= item < len(tokenizer):
-                raise ActwhError(f"{arg('target_tokens')}: id {item} is beyond the vocabulary")
+                raise BadInput(f"{arg('target_tokens')}: id {item} is beyond the vocabulary")
             ids.append(item)
             continue
         if not item.strip():
             continue
         encoded = tokenizer(item, add_special_tokens=False)["input_ids"]
         if len(encoded) != 1:
-            raise ActwhError(
+            raise BadInput(
                 f"{arg('target_tokens')}: {item!r} is {len(encoded)} tokens {encoded}; give "
                 "strings that are one token each (mind the leading space), or #id"
             )
@@ -230,7 +288,7 @@ def parse_tracked(
         for pair in pairs:
             layer, neuron = (int(x) for x in pair.split(":"))
             if not (0 <= layer < adapter.n_layers and 0 <= neuron < adapter.d_mlp):
-                raise ActwhError(
+                raise BadInput(
                     f"{arg('track_neurons')} {pair}: out of range ({adapter.n_layers} layers, "
                     f"{adapter.d_mlp} neurons each)"
                 )
@@ -238,7 +296,7 @@ def parse_tracked(
         return {layer: sorted(set(n)) for layer, n in sorted(tracked.items())}
     match = re.fullmatch(r"(.+):(\d+)", spec)
     if not match:
-        raise ActwhError(
+        raise BadInput(
             f"{arg('track_neurons')} {spec!r}: expected LAYER:NEURON pairs (19:770,12:771) "
             "or DIRECTION:K"
         )

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actwh.errors import ActwhError, NotFound
+from actwh.errors import BadInput, NotFound
 
 JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 CHAT_ROLES = {"system", "user", "assistant", "tool"}
@@ -80,17 +80,17 @@ def read_text_file(path: Path) -> str:
     if not path.exists():
         raise NotFound(f"{path}: no such file")
     if path.is_dir():
-        raise ActwhError(f"{path}: is a directory, not a prompt file")
+        raise BadInput(f"{path}: is a directory, not a prompt file")
     raw = path.read_bytes()
     if b"\x00" in raw[:8192]:
-        raise ActwhError(f"{path}: binary file (NUL bytes), not a prompt file")
+        raise BadInput(f"{path}: binary file (NUL bytes), not a prompt file")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
-        raise ActwhError(f"{path}:{line}: not valid UTF-8 text") from error
+        raise BadInput(f"{path}:{line}: not valid UTF-8 text") from error
     if not text.strip():
-        raise ActwhError(f"{path}: empty file, no prompts")
+        raise BadInput(f"{path}: empty file, no prompts")
     return text
 
 
@@ -114,23 +114,23 @@ def jsonl_records(path: Path, text: str, fields: tuple[str, ...] = ()):
             record = json.loads(line)
         except json.JSONDecodeError as error:
             message = f"{where}: malformed JSON ({error.msg}: column {error.colno})"
-            raise ActwhError(message) from None
+            raise BadInput(message) from None
         if not isinstance(record, dict):
-            raise ActwhError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            raise BadInput(f"{where}: expected a JSON object, got {type(record).__name__}")
         missing = [f for f in fields if f not in record]
         if missing:
-            raise ActwhError(f"{where}: missing {', '.join(missing)}")
+            raise BadInput(f"{where}: missing {', '.join(missing)}")
         yield where, record
 
 
 def _chat(messages, where: str) -> list[dict]:
     if not isinstance(messages, list) or not messages:
-        raise ActwhError(f"{where}: 'messages' must be a non-empty list of {{role, content}}")
+        raise BadInput(f"{where}: 'messages' must be a non-empty list of {{role, content}}")
     for i, m in enumerate(messages):
         if not (isinstance(m, dict) and isinstance(m.get("content"), str)):
-            raise ActwhError(f"{where}: message {i} needs a string 'content'")
+            raise BadInput(f"{where}: message {i} needs a string 'content'")
         if m.get("role") not in CHAT_ROLES:
-            raise ActwhError(
+            raise BadInput(
                 f"{where}: message {i} has role {m.get('role')!r}; "
                 f"expected one of {', '.join(sorted(CHAT_ROLES))}"
             )
@@ -148,9 +148,7 @@ def _from_json(record: dict, where: str) -> Prompt:
     if (link["transform"] is None) != (link["source_prompt"] is None) or not (
         link["source_prompt"] is None or isinstance(link["source_prompt"], int)
     ):
-        raise ActwhError(
-            f"{where}: a variant needs both 'transform' and an integer 'source_prompt'"
-        )
+        raise BadInput(f"{where}: a variant needs both 'transform' and an integer 'source_prompt'")
     if messages is None and isinstance(prompt, list):
         messages, prompt = prompt, None
     if messages is not None:
@@ -165,12 +163,12 @@ def _from_json(record: dict, where: str) -> Prompt:
     elif prompt is None:
         prompt = meta.pop("text", None)
     if not isinstance(prompt, str):
-        raise ActwhError(
+        raise BadInput(
             f'{where}: no prompt: expected "prompt": "...", "prompt": {{"text": ...}}, '
             '"text": "..." or "messages": [...]'
         )
     if not prompt.strip():
-        raise ActwhError(f"{where}: empty prompt")
+        raise BadInput(f"{where}: empty prompt")
     return Prompt(text=prompt, meta=meta, **link)
 
 
@@ -191,10 +189,10 @@ def read_prompts(path: str | Path, name: str | None = None) -> PromptSet:
     else:
         prompts = [Prompt(text=line) for line in lines(text) if line.strip()]
     if not prompts:
-        raise ActwhError(f"{path}: no prompts")
+        raise BadInput(f"{path}: no prompts")
     for i, p in enumerate(prompts):
         if p.source_prompt is not None and not 0 <= p.source_prompt < len(prompts):
-            raise ActwhError(
+            raise BadInput(
                 f"{path}: prompt {i} links to source_prompt {p.source_prompt}, not in the file"
             )
     set_name = name or path.stem

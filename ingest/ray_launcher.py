@@ -58,10 +58,12 @@ def ingest_with_ray(
                 f"{arg('ray')}: the cluster has no GPU; pass {arg('workers')} N to use N CPU "
                 "workers"
             )
-        resources = {"num_gpus": 1} if gpus and not workers else {"num_cpus": 1}
+        num_gpus = 1 if gpus and not workers else 0  # one CPU each, and one GPU unless --workers
         # A worker that dies fails the command, as a killed local run does; running it again
         # resumes the run (its commits are kept, its orphans cleared).
-        remote = ray.remote(scheduling_strategy="SPREAD", max_retries=0, **resources)(_shard)
+        remote = ray.remote(
+            scheduling_strategy="SPREAD", max_retries=0, num_cpus=1, num_gpus=num_gpus
+        )(_shard)
         options = dataclasses.replace(options, progress=False)
         jobs = [
             remote.remote(warehouse, model, prompts, options, f"{i}/{count}") for i in range(count)

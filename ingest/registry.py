@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from actwh.errors import ActwhError, AlreadyExists
-from actwh.models.interventions import apply_edit, edit_hash
+from actwh.models.interventions import Edit, apply_edit, edit_hash
 from actwh.models.loading import LoadedModel, load_model
 from actwh.warehouse.catalog import now, to_json
 from actwh.warehouse.layout import check_name
@@ -71,7 +71,7 @@ def ensure_registered(
 
 
 def register_variant(
-    store: Store, name: str, parent: LoadedModel, edit: dict, *, role: str = "intervened"
+    store: Store, name: str, parent: LoadedModel, edit: Edit, *, role: str = "intervened"
 ) -> dict:
     """Register ``parent`` + ``edit`` as model ``name`` (role ``intervened``, or ``control``)."""
     check_name("model", name)

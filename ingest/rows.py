@@ -157,8 +157,8 @@ def _scaled_half(rows: torch.Tensor) -> tuple[pa.Array, str, pa.Array]:
     exponent = torch.ceil(torch.log2(peak / FLOAT16_MAX)).clamp_min(0)
     scale = torch.exp2(exponent)  # a power of two: dividing by it is exact
     half = (rows / scale[:, None]).to(torch.float16).cpu().numpy()
-    scale = scale.cpu().numpy()
-    return vectors_to_column(half), "float16", pa.array(scale, mask=scale == 1.0)
+    scales = scale.cpu().numpy()
+    return vectors_to_column(half), "float16", pa.array(scales, mask=scales == 1.0)
 
 
 def _peak(x: torch.Tensor) -> float:

@@ -26,7 +26,8 @@ class Scratch:
         ):
             # Batches come shortest first (plan_batches), so it grows by half at least each
             # time instead of once per batch.
-            regrown = buffer is not None and buffer.numel() < size
-            capacity = max(size, buffer.numel() * 3 // 2) if regrown else size
+            capacity = size
+            if buffer is not None and buffer.numel() < size:
+                capacity = max(size, buffer.numel() * 3 // 2)
             buffer = self._buffer = torch.empty(capacity, dtype=dtype, device=device)
         return buffer[:size].view(shape)

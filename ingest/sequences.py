@@ -32,6 +32,11 @@ class Sequence:
     reply_turn: int | None = None  # chat prompts: turn index of what the model generates
     continuation: str | None = None  # teacher forced: the replayed continuation
 
+    @property
+    def prompt_length(self) -> int:
+        """How many of ``ids`` are the prompt (all of them, unless teacher forced)."""
+        return len(self.ids) if self.n_prompt is None else self.n_prompt
+
 
 TEMPLATE_TURN = -1  # tokens.turn of the text a chat template inserts itself (schema.sql)
 _MARK = "\u2063actwh-system\u2063"  # a system message no template would write on its own
@@ -110,7 +115,7 @@ def encode_prompts(
             )
         if truncated:
             ids, turns = ids[:max_tokens], (turns[:max_tokens] if turns else None)
-        text = tokenizer.decode(ids, skip_special_tokens=True) if truncated else prompt.text
+        text = str(tokenizer.decode(ids, skip_special_tokens=True)) if truncated else prompt.text
         sequences.append(Sequence(index, ids, text, truncated, turns=turns, reply_turn=reply))
     warnings = []
     n_truncated = sum(s.truncated for s in sequences)
@@ -119,13 +124,9 @@ def encode_prompts(
     return sequences, warnings
 
 
-def replay_sequences(
-    existing: Store | None, run: str, loaded: LoadedModel
-) -> tuple[dict, list[Sequence]]:
+def replay_sequences(existing: Store, run: str, loaded: LoadedModel) -> tuple[dict, list[Sequence]]:
     """The token sequences of an earlier run, for teacher forcing: ``(its runs row,
     sequences)``."""
-    if existing is None:
-        raise ActwhError(f"{arg('teacher_force')} {run}: the warehouse does not exist yet")
     source = existing.catalog.get("runs", name=run)
     if source is None:
         raise NotFound(f"{arg('teacher_force')} {run}: no such run")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actwh.errors import ActwhError, NotFound
+from actwh.errors import ActwhError, BadInput, NotFound
 
 
 def read_vector(path: str | Path) -> np.ndarray:
@@ -21,7 +21,7 @@ def read_vector(path: str | Path) -> np.ndarray:
         elif suffix == ".npz":
             archive = np.load(path)
             if len(archive.files) != 1:
-                raise ActwhError(f"{path}: holds {len(archive.files)} arrays; keep exactly one")
+                raise BadInput(f"{path}: holds {len(archive.files)} arrays; keep exactly one")
             value = archive[archive.files[0]]
         elif suffix in (".pt", ".pth"):
             import torch
@@ -30,22 +30,20 @@ def read_vector(path: str | Path) -> np.ndarray:
             if isinstance(value, dict):
                 tensors = [v for v in value.values() if isinstance(v, torch.Tensor)]
                 if len(tensors) != 1:
-                    raise ActwhError(
-                        f"{path}: a dict with {len(tensors)} tensors; keep exactly one"
-                    )
+                    raise BadInput(f"{path}: a dict with {len(tensors)} tensors; keep exactly one")
                 value = tensors[0]
             value = value.detach().float().numpy()
         elif suffix in (".txt", ".csv"):
             value = np.loadtxt(path, delimiter="," if suffix == ".csv" else None)
         else:
-            raise ActwhError(f"{path}: unknown vector format; use .npy, .npz, .pt or .txt")
+            raise BadInput(f"{path}: unknown vector format; use .npy, .npz, .pt or .txt")
     except ActwhError:
         raise
     except Exception as error:  # a damaged file: say which and why, in one line
-        raise ActwhError(f"{path}: could not read a vector ({error})") from error
+        raise BadInput(f"{path}: could not read a vector ({error})") from error
     value = np.asarray(value, dtype=np.float32).squeeze()
     if value.ndim != 1:
-        raise ActwhError(
+        raise BadInput(
             f"{path}: holds an array of shape {list(value.shape)}, not one vector "
             "(for a [d, 2] probe matrix, save its toxic column)"
         )

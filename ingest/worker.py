@@ -20,8 +20,6 @@ The parts: :mod:`~actwh.ingest.sequences` (tokenizing, replay, batching),
 from __future__ import annotations
 
 import contextlib
-import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +29,15 @@ import sqlalchemy as sa
 from tqdm.auto import tqdm
 
 from actwh.arguments import parse_layers
-from actwh.errors import ActwhError, Notice, arg, from_os_error
+from actwh.errors import BadInput, NotFound, Notice, arg, from_os_error
 from actwh.ingest.batches import BatchRunner, RunSummary, gap_batches, redo_gaps, run_batches
 from actwh.ingest.capture import Capture
-from actwh.ingest.kinds.base import Request
+from actwh.ingest.kinds.base import Capturing
 from actwh.ingest.kinds.registry import kinds_for
 from actwh.ingest.options import (
     RESUME_KEYS,
     IngestOptions,
+    RunConfig,
     parse_project,
     parse_shard,
     parse_sites,
@@ -82,13 +81,16 @@ class RunPlan:
     run: str
     prompt_set: PromptSet | str  # a new prompt set, or the name of the replayed run's
     sequences: list[Sequence]
-    config: dict
+    config: RunConfig
     directions: dict[str, np.ndarray]
-    tracked: dict[int, list[int]]
     generate: int
     arms: dict[int, str]  # each prompt's arm (plain, an encoding, chat): neuron_stats per arm
     parent: str | None = None  # the replayed run's model, for a model this run registers
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def options(self) -> IngestOptions:
+        return self.config.options
 
     @property
     def set_name(self) -> str:
@@ -100,9 +102,9 @@ def _tracked_neurons(loaded, spec: str, directions: dict, replayed: dict | None)
     neurons with the same spec tracks exactly its neurons: the top value vectors of the base
     model, measured in both."""
     if replayed is not None and spec:
-        config = json.loads(replayed["config"])
-        if config.get("track_neurons_spec") == spec:
-            return {int(layer): neurons for layer, neurons in config["track_neurons"].items()}
+        config = RunConfig.of(replayed["config"])
+        if tracked_spec(config.options.track_neurons) == spec:
+            return config.track_neurons
     return parse_tracked(spec, loaded, directions)
 
 
@@ -125,6 +127,10 @@ def plan_run(
     warnings: list[str] = []
     parent = replayed = None
     if options.teacher_force:
+        if existing is None:
+            raise NotFound(
+                f"{arg('teacher_force')} {options.teacher_force}: the warehouse does not exist yet"
+            )
         replayed, sequences = replay_sequences(existing, options.teacher_force, loaded)
         prompt_set = set_name = replayed["prompt_set"]
         arms = {
@@ -133,12 +139,14 @@ def plan_run(
         }
         generate = 0
         parent = None if replayed["model"] == loaded.name else replayed["model"]
+    elif prompts is None:  # ingest() refuses this before it loads the model
+        raise BadInput(f"{arg('prompts')} is required (unless {arg('teacher_force')} RUN)")
     else:
         prompt_set, set_name = prompts, check_name("prompt set", prompts.name)
         budget = loaded.adapter.context_length - options.generate
         max_tokens = min(options.max_prompt_tokens or budget, budget)
         if max_tokens < 1:
-            raise ActwhError(
+            raise BadInput(
                 f"{arg('generate')} {options.generate} leaves no room for a prompt in the "
                 f"model's context of {loaded.adapter.context_length} tokens"
             )
@@ -150,22 +158,21 @@ def plan_run(
     tracked = _tracked_neurons(loaded, spec, directions, replayed)
     targets = parse_targets(options.target_tokens, loaded.tokenizer)
     if targets and not options.logit_lens:
-        raise ActwhError(f"{arg('target_tokens')} needs {arg('logit_lens')} K")
+        raise BadInput(f"{arg('target_tokens')} needs {arg('logit_lens')} K")
     if options.logit_lens > loaded.adapter.vocab_size:
-        raise ActwhError(
+        raise BadInput(
             f"{arg('logit_lens')} {options.logit_lens}: more than the model's vocabulary of "
             f"{loaded.adapter.vocab_size:,} tokens"
         )
-    config = {
-        **options.record(),
-        "layers": layers,
-        "capture": parse_sites(options.capture, loaded.adapter),
-        "project": parse_project(options.project, loaded.adapter),
-        "directions": sorted(directions),
-        "track_neurons": {str(k): v for k, v in tracked.items()},
-        "track_neurons_spec": spec,
-        "target_tokens": targets,
-    }
+    config = RunConfig(
+        options,
+        layers=layers,
+        capture=parse_sites(options.capture, loaded.adapter),
+        project=parse_project(options.project, loaded.adapter),
+        directions=sorted(directions),
+        track_neurons=tracked,
+        target_tokens=targets,
+    )
     run = check_name("run", options.name or f"{loaded.name}.{set_name}")
     return RunPlan(
         loaded,
@@ -174,7 +181,6 @@ def plan_run(
         sequences,
         config,
         directions,
-        tracked,
         generate,
         arms,
         parent,
@@ -203,7 +209,7 @@ def register_run(store: Store, plan: RunPlan) -> Registered:
         )
         previous = catalog.get("runs", conn, name=plan.run)
         if previous is not None:
-            check_resumable(previous, loaded.name, plan.set_name, plan.config, RESUME_KEYS)
+            check_resumable(previous, loaded.name, plan.set_name, plan.config.record(), RESUME_KEYS)
             catalog.update(conn, "runs", {"name": plan.run}, status="running", error=None)
             return Registered(True)
         start_run(
@@ -213,9 +219,9 @@ def register_run(store: Store, plan: RunPlan) -> Registered:
                 "name": plan.run,
                 "model": loaded.name,
                 "prompt_set": plan.set_name,
-                "mode": "teacher_forced" if plan.config["teacher_force"] else "generate",
-                "source_run": plan.config["teacher_force"],
-                "config": to_json(plan.config),
+                "mode": "teacher_forced" if plan.options.teacher_force else "generate",
+                "source_run": plan.options.teacher_force,
+                "config": to_json(plan.config.record()),
                 "n_prompts": len(plan.sequences),
             },
         )
@@ -224,29 +230,15 @@ def register_run(store: Store, plan: RunPlan) -> Registered:
 
 def _capture(plan: RunPlan) -> Capture:
     """Hooks for every capture kind the run asks for (see :mod:`actwh.ingest.kinds`)."""
-    config, adapter = plan.config, plan.loaded.adapter
-    request = Request(
-        adapter,
-        config["layers"],
-        capture=config["capture"],
-        project=config["project"],
-        directions=plan.directions,
-        tracked=plan.tracked,
-        lens_k=config["logit_lens"],
-        targets=config["target_tokens"],
-        lens_at=config["lens_at"],
-        store_dtype=config["store_dtype"],
-        on_overflow=config["on_overflow"],
-        arms=plan.arms,
-    )
-    return Capture(adapter, kinds_for(request))
+    adapter = plan.loaded.adapter
+    return Capture(adapter, kinds_for(Capturing(adapter, plan.config, plan.directions, plan.arms)))
 
 
 def _open_for_writing(
     root: str, existing: Store | None, plan: RunPlan, options: IngestOptions, catalog: str | None
 ) -> tuple[Store, Registered]:
     if options.resume and (existing is None or existing.catalog.get("runs", name=plan.run) is None):
-        raise ActwhError(f"{arg('resume')}: there is no run {plan.run!r} to resume")
+        raise NotFound(f"{arg('resume')}: there is no run {plan.run!r} to resume")
     store = existing or Store.create(root, catalog_url=catalog)
     try:
         return store, register_run(store, plan)
@@ -288,21 +280,23 @@ def ingest(
     """
     options = options or IngestOptions()
     if options.teacher_force and prompts is not None:
-        raise ActwhError(
+        raise BadInput(
             f"{arg('teacher_force')} replays another run's prompts; do not pass {arg('prompts')}"
         )
     if not options.teacher_force and prompts is None:
-        raise ActwhError(f"{arg('prompts')} is required (unless {arg('teacher_force')} RUN)")
+        raise BadInput(f"{arg('prompts')} is required (unless {arg('teacher_force')} RUN)")
     if isinstance(prompts, str | Path):
         prompts = read_prompts(prompts, options.prompt_set)
     shard_index = parse_shard(shard)
+    existing: Store | None
     if isinstance(warehouse, Store):
         root, existing = warehouse.location, warehouse
     else:  # a directory, or an object store prefix
         existing = Store.existing(warehouse)
         root = str(warehouse) if is_uri(warehouse) else str(Path(warehouse).expanduser().resolve())
-    loaded = model
-    if not isinstance(model, LoadedModel):
+    if isinstance(model, LoadedModel):
+        loaded = model
+    else:
         loaded, _ = open_model(
             existing, model, device=options.device, dtype=options.dtype, name=options.model_name
         )
@@ -328,8 +322,7 @@ def _after_failure(
     any other is marked failed with the reason, and the same command resumes it."""
     committed = store.catalog.rows("commit_prompts", run=plan.run)
     if alone and not registered.resumed and not committed:
-        if created and not store.remote:  # (a catalog on a server keeps the warehouse)
-            shutil.rmtree(store.root, ignore_errors=True)
+        if created and store.discard():
             return
         forget_run(
             store.catalog,

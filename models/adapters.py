@@ -31,7 +31,7 @@ Weights are the raw HF weights: no LayerNorm folding, no centring.
 from __future__ import annotations
 
 from functools import reduce
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -45,7 +45,8 @@ Where = Literal["input", "output"]
 
 def _in_out(linear: nn.Module) -> torch.Tensor:
     """A projection's weight as ``[in, out]`` (a view: edits reach the model)."""
-    return linear.weight if isinstance(linear, Conv1D) else linear.weight.T
+    weight = cast(torch.Tensor, linear.weight)
+    return weight if isinstance(linear, Conv1D) else weight.T
 
 
 class Adapter:
@@ -76,8 +77,8 @@ class Adapter:
     default_unembed = "final_norm"
 
     def __init__(self, model: nn.Module):
-        self.model = model
-        self.config = model.config
+        self.model: Any = model  # a transformers model: its config and modules by name
+        self.config: Any = self.model.config
 
     # -- structure --
     def layer(self, index: int) -> nn.Module:
@@ -87,10 +88,10 @@ class Adapter:
         return None if name is None else getattr(self.layer(index), name)
 
     def attn(self, index: int) -> nn.Module:
-        return self._part(index, self.attn_name)
+        return getattr(self.layer(index), self.attn_name)
 
     def mlp(self, index: int) -> nn.Module:
-        return self._part(index, self.mlp_name)
+        return getattr(self.layer(index), self.mlp_name)
 
     def mlp_norm(self, index: int) -> nn.Module | None:
         """The norm the MLP reads its input through (None: it reads the residual itself)."""
@@ -132,11 +133,11 @@ class Adapter:
         if site not in self.sites:
             raise ActwhError(self.missing_site(site))
         block = self.layer(layer)
-        points = {
+        points: dict[str, tuple[nn.Module, Where]] = {
             "resid_pre": (block, "input"),
             "resid_mid": (self.mlp_norm(layer) or self.mlp(layer), "input"),
             "resid_post": (block, "output"),
-            "attn_out": (self._part(layer, self.post_attn_norm_name or self.attn_name), "output"),
+            "attn_out": (getattr(block, self.post_attn_norm_name or self.attn_name), "output"),
             # The output projection's output is the MLP's (GPT-2's dropout is the identity in
             # eval): its hook also serves mlp_post.
             "mlp_out": (self.post_mlp_norm(layer) or self.mlp_out_proj(layer), "output"),
@@ -157,7 +158,7 @@ class Adapter:
 
     def gain(self, norm: nn.Module) -> torch.Tensor:
         """A norm's per-dimension gain as it multiplies (``w``, or ``1 + w`` for Gemma)."""
-        return norm.weight + self.norm_offset
+        return cast(torch.Tensor, norm.weight) + self.norm_offset
 
     def write_gain(self, layer: int) -> torch.Tensor | None:
         """The gain of the norm after the MLP (None where the MLP writes the residual directly)."""
@@ -255,7 +256,7 @@ class LlamaAdapter(Adapter):
 class GemmaAdapter(Adapter):
     """Gemma: GeGLU MLP; RMSNorm multiplies by ``1 + w``; embeddings scaled by √d_model."""
 
-    model_types = ("gemma",)
+    model_types: tuple[str, ...] = ("gemma",)
     norm_offset = 1.0
 
 

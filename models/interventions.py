@@ -31,6 +31,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal, TypedDict, cast
 
 import numpy as np
 import torch
@@ -68,13 +69,14 @@ def subtract(loaded: LoadedModel, layer: int, vector: torch.Tensor, scale: float
     adapter = loaded.adapter
     norm = adapter.post_mlp_norm(layer)
     proj = adapter.mlp_out_proj(layer)
-    shift = (scale * vector).to(proj.weight.device, proj.weight.dtype)
+    weight = cast(torch.Tensor, proj.weight)
+    shift = (scale * vector).to(weight.device, weight.dtype)
     if norm is not None:
         norm.register_forward_hook(lambda module, args, output: output - shift)
         return
     if proj.bias is None:
         proj.bias = torch.nn.Parameter(torch.zeros_like(shift), requires_grad=False)
-    proj.bias -= shift
+    cast(torch.Tensor, proj.bias).sub_(shift)
 
 
 @torch.no_grad()
@@ -99,9 +101,10 @@ def scale_one_sided(
         by_layer.setdefault(layer, []).append(i)
     for layer, items in by_layer.items():
         proj = loaded.adapter.mlp_out_proj(layer)
-        index = torch.tensor([keys[i][1] for i in items], device=proj.weight.device)
-        sign = torch.tensor([float(signs[i]) for i in items], device=proj.weight.device)
-        factor = torch.tensor([float(scales[i]) for i in items], device=proj.weight.device)
+        device = cast(torch.Tensor, proj.weight).device
+        index = torch.tensor([keys[i][1] for i in items], device=device)
+        sign = torch.tensor([float(signs[i]) for i in items], device=device)
+        factor = torch.tensor([float(scales[i]) for i in items], device=device)
 
         def hook(module, args, index=index, sign=sign, factor=factor):
             m = args[0].clone()
@@ -112,7 +115,29 @@ def scale_one_sided(
         proj.register_forward_pre_hook(hook)
 
 
-def apply_edit(loaded: LoadedModel, edit: dict) -> None:
+class Edit(TypedDict, total=False):
+    """A variant's edit, as stored in its model's ``config`` (``{"edit": ...}``) and read back by
+    :func:`apply_edit`, the CLI and the SQL of ``toxicity_table``: the one declaration of its
+    keys (a test checks the SQL reads only these)."""
+
+    kind: Literal["subtract", "unalign"]
+    direction: str | None  # the direction subtracted, or whose writers are un-aligned
+    layer: int  # subtract: the layer whose MLP output is shifted
+    vector: list[float]  # subtract: the direction's vector as subtracted
+    scale: float  # subtract: α; unalign: the factor s on each key
+    run: str | None  # unalign: the run whose mean writes chose the keys
+    top_k: int
+    keys: list[list[int]]  # unalign: [layer, neuron] of each key scaled
+    chosen_by: str  # unalign: cosine, or selectivity:LABELS
+    signs: list[int]  # a one-sided edit: each key's side of the direction
+    control_of: str  # a control: the un-aligned variant it controls
+    seed: int  # a control: its random keys' seed
+    match: Literal["scale", "write"]  # a control: same s, or s per layer matching the write
+    layer_scales: dict[str, float]  # match=write: s per layer
+    added_write: dict[str, float]  # match=write: the write it adds per layer
+
+
+def apply_edit(loaded: LoadedModel, edit: Edit) -> None:
     """Apply a recipe made by :func:`subtract_recipe`, :func:`unalign_recipe` or
     :func:`control_recipe`, in place."""
     if edit["kind"] == "subtract":
@@ -123,7 +148,7 @@ def apply_edit(loaded: LoadedModel, edit: dict) -> None:
             )
         subtract(loaded, edit["layer"], vector, edit["scale"])
     elif edit["kind"] == "unalign":
-        keys = [tuple(k) for k in edit["keys"]]
+        keys = [(int(l), int(n)) for l, n in edit["keys"]]
         by_layer = edit.get("layer_scales")  # a control matched on the added write
         scales = [edit["scale"] if by_layer is None else by_layer[str(l)] for l, _ in keys]
         if edit.get("signs") is not None:  # one-sided
@@ -144,11 +169,11 @@ def key_signs(loaded: LoadedModel, keys: list[tuple[int, int]], direction) -> li
     return [1 if float(adapter.write_vectors(l)[n].float().cpu() @ d) > 0 else -1 for l, n in keys]
 
 
-def edit_hash(edit: dict) -> str:
+def edit_hash(edit: Edit) -> str:
     return hashlib.sha256(json.dumps(edit, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def subtract_recipe(direction: str, vector, layer: int, scale: float) -> dict:
+def subtract_recipe(direction: str, vector, layer: int, scale: float) -> Edit:
     return {
         "kind": "subtract",
         "direction": direction,
@@ -200,10 +225,10 @@ def unalign_recipe(
     *,
     chosen_by: str = "cosine",
     signs: list[int] | None = None,
-) -> dict:
+) -> Edit:
     """``chosen_by``: how the keys were picked (``cosine``, or ``selectivity:LABELS``);
     ``signs``: a one-sided edit (:func:`scale_one_sided`), else every token's m_i is scaled."""
-    recipe = {
+    recipe: Edit = {
         "kind": "unalign",
         "direction": direction,
         "run": run,
@@ -212,7 +237,9 @@ def unalign_recipe(
         "keys": [[int(l), int(n)] for l, n in keys],
         "chosen_by": chosen_by,
     }
-    return recipe if signs is None else recipe | {"signs": [int(x) for x in signs]}
+    if signs is not None:
+        recipe["signs"] = [int(x) for x in signs]
+    return recipe
 
 
 def added_sizes(sizes: tuple[np.ndarray, np.ndarray], keys, signs: list[int] | None) -> list[float]:
@@ -225,7 +252,7 @@ def added_sizes(sizes: tuple[np.ndarray, np.ndarray], keys, signs: list[int] | N
     return [(pos if s > 0 else neg)[l, n] for (l, n), s in zip(keys, signs, strict=True)]
 
 
-def scaling(edit: dict) -> str:
+def scaling(edit: Edit) -> str:
     """How an un-aligning edit or its control scales its keys, in words."""
     scales = edit.get("layer_scales")
     how = f"scaled by {edit['scale']:g}"
@@ -236,7 +263,7 @@ def scaling(edit: dict) -> str:
     return how + (" where they write along the direction" if edit.get("signs") else "")
 
 
-def unaligning(edit: dict | None, variant: str) -> dict:
+def unaligning(edit: Edit | None, variant: str) -> Edit:
     """``variant``'s edit, if it is an un-aligning one (not a control); else an error."""
     if not edit or edit.get("kind") != "unalign" or "control_of" in edit:
         raise ActwhError(f"{variant!r} is not an un-aligned variant (actwh variant --unalign)")
@@ -244,13 +271,13 @@ def unaligning(edit: dict | None, variant: str) -> dict:
 
 
 def control_recipe(
-    edit: dict | None,
+    edit: Edit | None,
     variant: str,
     d_mlp: int,
     seed: int,
     sizes: tuple[np.ndarray, np.ndarray] | None = None,
     signs_of=None,
-) -> dict:
+) -> Edit:
     """As many keys as the un-aligning ``edit`` of ``variant`` scales, in the same layers, chosen
     at random (``seed``) among the other neurons of those layers; scaled by the same factor, or,
     given ``sizes`` (:func:`added_sizes`'s, in the edit's run), by a factor per layer that makes
@@ -266,7 +293,7 @@ def control_recipe(
         others = [n for n in range(d_mlp) if (layer, n) not in chosen]
         keys += [(layer, int(n)) for n in sorted(rng.choice(others, size=count, replace=False))]
     signs = signs_of(keys) if edit.get("signs") is not None else None
-    recipe = {
+    recipe: Edit = {
         "kind": "unalign",
         "direction": None,
         "control_of": variant,
@@ -282,7 +309,8 @@ def control_recipe(
         return recipe
     edit_sizes = added_sizes(sizes, chosen, edit.get("signs"))
     own_sizes = added_sizes(sizes, keys, signs)
-    added, scales = {}, {}
+    added: dict[str, float] = {}
+    scales: dict[str, float] = {}
     for layer in sorted({l for l, _ in chosen}):
         target = (edit["scale"] - 1) * sum(
             x for (l, _), x in zip(chosen, edit_sizes, strict=True) if l == layer
@@ -295,4 +323,5 @@ def control_recipe(
             )
         scales[str(layer)] = float(1 + target / own)
         added[str(layer)] = float(target)
-    return recipe | {"match": "write", "layer_scales": scales, "added_write": added}
+    recipe["match"], recipe["layer_scales"], recipe["added_write"] = "write", scales, added
+    return recipe

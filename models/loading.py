@@ -19,13 +19,14 @@ import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from actwh.errors import ActwhError, NotFound, arg
+from actwh.errors import BadInput, NotFound, arg
 from actwh.models.adapters import Adapter, adapter_for
 from actwh.models.shipped import EMBEDDED, SHIPPED, cache_dir
 
@@ -36,11 +37,11 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ActwhError(f"{arg('device')} {device}: CUDA is not available on this machine")
+        raise BadInput(f"{arg('device')} {device}: CUDA is not available on this machine")
     try:
         return torch.device(device)
     except RuntimeError as error:
-        raise ActwhError(f"{arg('device')} {device}: {error}") from error
+        raise BadInput(f"{arg('device')} {device}: {error}") from error
 
 
 def fingerprint(paths: list[Path]) -> str:
@@ -78,12 +79,12 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     try:
         try:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(
+            model: Any = AutoModelForCausalLM.from_pretrained(
                 gguf.parent, gguf_file=gguf.name, dtype=torch.float32
             )
         except (OSError, ValueError, KeyError) as error:  # garbage, truncated, unknown layout
             reason = _first_line(error)
-            raise ActwhError(f"{gguf}: not a GGUF model actwh can read ({reason})") from error
+            raise BadInput(f"{gguf}: not a GGUF model actwh can read ({reason})") from error
         # transformers refuses to save a model it believes is quantized; the weights are already
         # dequantized to float32, so drop the quantizer and its config entry.
         model.hf_quantizer = None
@@ -120,7 +121,7 @@ class LoadedModel:
     name: str
     source: str
     revision: str
-    model: torch.nn.Module
+    model: Any  # a transformers PreTrainedModel (its generate, config, modules by name)
     tokenizer: PreTrainedTokenizerBase
     adapter: Adapter
     device: torch.device
@@ -135,7 +136,7 @@ class LoadedModel:
 
     @property
     def architecture(self) -> str:
-        return self.model.config.model_type
+        return self.adapter.config.model_type
 
     def catalog_row(self) -> dict:
         a = self.adapter
@@ -195,12 +196,12 @@ def _check_tokenizer(source: str, tokenizer, model) -> None:
     nothing but special tokens; one bigger than the embedding makes ids the model cannot read."""
     n_embed = model.get_input_embeddings().num_embeddings
     if len(tokenizer) < 2:
-        raise ActwhError(
+        raise BadInput(
             f"{arg('model')} {source}: its tokenizer is empty ({len(tokenizer)} token); the "
             "folder lacks its tokenizer files (tokenizer.json, or vocab and merges)"
         )
     if len(tokenizer) > n_embed:
-        raise ActwhError(
+        raise BadInput(
             f"{arg('model')} {source}: its tokenizer has {len(tokenizer):,} tokens, more than "
             f"the {n_embed:,} rows of the model's embedding; the tokenizer is another model's"
         )
@@ -219,24 +220,24 @@ def load_model(
 ) -> LoadedModel:
     """Load ``source`` for inference (eval mode, no grad), with its tokenizer and adapter."""
     if dtype not in DTYPES:
-        raise ActwhError(f"{arg('dtype')} {dtype}: expected one of {', '.join(DTYPES)}")
+        raise BadInput(f"{arg('dtype')} {dtype}: expected one of {', '.join(DTYPES)}")
     location, revision = _locate(source)
     torch_device = resolve_device(device)
     hf_logging.disable_progress_bar()
     try:
         AutoConfig.from_pretrained(location)  # fails fast (one download attempt) if unknown
         tokenizer = AutoTokenizer.from_pretrained(location)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[dtype])
+        model: Any = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[dtype])
     except (OSError, ValueError, SafetensorError, RuntimeError) as error:
         # RuntimeError: weights whose shapes config.json does not describe
         if isinstance(location, Path):  # the files are there but cannot be read
             reason = _first_line(error)
             if "ignore_mismatched_sizes" in reason:
                 reason = "the weights' shapes are not those config.json describes"
-            raise ActwhError(
+            raise BadInput(
                 f"{arg('model')} {source}: cannot load the model in {location} ({reason})"
             ) from error
-        raise ActwhError(
+        raise NotFound(
             f"{arg('model')} {source}: could not load it as a local directory, a .gguf file, "
             f"a shipped model ({', '.join(SHIPPED)}), or a Hugging Face hub id "
             f"({_first_line(error)})"

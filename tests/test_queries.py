@@ -24,6 +24,7 @@ from tiny_models import build_gpt2
 import actwh
 from actwh.cli import main
 from actwh.errors import ActwhError, NotFound
+from actwh.report import write as write_report
 from actwh.study.demo import StudySettings, run_study
 from actwh.train.options import DPOOptions
 
@@ -903,24 +904,24 @@ def test_a_report_replaces_only_an_earlier_report(study, wh, tmp_path):
     mine = tmp_path / "notes.html"
     mine.write_text("my notes")
     with pytest.raises(ActwhError, match="the file exists; pass force"):
-        wh.report(mine)
+        write_report(wh, out=mine)
     assert mine.read_text() == "my notes"
     with pytest.raises(ActwhError, match="inside the warehouse"):
-        wh.report(study[0] / "wh" / "report.html")
-    first = wh.report(tmp_path / "r.html")
-    again = wh.report(tmp_path / "r.html")  # an earlier report and its charts: replaced
+        write_report(wh, out=study[0] / "wh" / "report.html")
+    first = write_report(wh, out=tmp_path / "r.html")
+    again = write_report(wh, out=tmp_path / "r.html")  # an earlier report and its charts: replaced
     assert again.charts == first.charts and all(p.exists() for p in again.charts)
     stray = tmp_path / f"s.{first.charts[0].name.split('.', 1)[1]}"
     stray.write_bytes(b"someone's chart")
     with pytest.raises(ActwhError, match="exists beside it and no earlier report wrote it"):
-        wh.report(tmp_path / "s.html")
+        write_report(wh, out=tmp_path / "s.html")
     assert not (tmp_path / "s.html").exists() and stray.read_bytes() == b"someone's chart"
-    assert wh.report(tmp_path / "s.html", force=True).page.exists()
+    assert write_report(wh, out=tmp_path / "s.html", force=True).page.exists()
 
 
 def test_the_report_has_neuron_pages_and_token_views(study, wh, tmp_path):
     layer, neuron = tracked(wh).values()
-    written = wh.report(tmp_path / "r.html", neurons=[(layer, neuron)], prompts=[0])
+    written = write_report(wh, out=tmp_path / "r.html", neurons=[(layer, neuron)], prompts=[0])
     page = written.page.read_text()
     plan = written.plan
     assert (layer, neuron) in plan.neurons and 0 in plan.prompts and len(plan.prompts) > 1
@@ -946,7 +947,9 @@ def test_the_report_has_neuron_pages_and_token_views(study, wh, tmp_path):
     encoded = wh.sql(
         "select prompt, transform from prompts where transform is not null limit 1"
     ).row(0, named=True)
-    page = wh.report(tmp_path / "s.html", prompts=[chat, encoded["prompt"]]).page.read_text()
+    page = write_report(
+        wh, out=tmp_path / "s.html", prompts=[chat, encoded["prompt"]]
+    ).page.read_text()
     view = page.split(f'<section id="prompt-{chat}">', 1)[1].split("</section>", 1)[0]
     assert "a chat of 3 messages" in view and "message 2</span>" in view
     view = page.split(f'<section id="prompt-{encoded["prompt"]}">', 1)[1].split("</section>")[0]
@@ -1190,3 +1193,30 @@ def test_the_quick_demo_is_the_study_made_small(tmp_path):
     sizes = [len(read_prompts(p).prompts) for p in (train, test, analysis)]
     assert sizes == [quick.n_prompts // 2, quick.n_prompts // 2, quick.n_prompts // 2 + 2]
     assert quick_settings("gemma3-270m").dpo.learning_rate == 1e-6
+
+
+def test_the_sql_reads_only_declared_keys_of_the_stored_json():
+    """The JSON the named queries read by key — a variant's edit, a δx direction's meta — has
+    one declaration each (models.interventions.Edit, warehouse.directions.DeltaMeta): renaming a
+    key there without the SQL (or the SQL without the record) fails here, not on old
+    warehouses."""
+    from pathlib import Path
+
+    from actwh.models.interventions import Edit
+    from actwh.warehouse.directions import DeltaMeta
+
+    declared = {"config": set(Edit.__annotations__), "meta": set(DeltaMeta.__annotations__)}
+    read = []
+    for sql in (Path(actwh.__file__).parent / "queries").glob("*.sql"):
+        for column, key in re.findall(
+            r"json_extract\w*\((?:\w+\.)?(\w+), '\$\.([\w.]+)'\)", sql.read_text()
+        ):
+            if column == "config":  # a model's config: {"edit": {...}}
+                assert key.startswith("edit."), (sql.name, key)
+                key = key.removeprefix("edit.")
+            elif sql.name == "drop_baseline.sql":
+                continue  # a prompt's own fields (meta of the prompts table): the user's
+            read.append((sql.name, column, key))
+    assert len(read) >= 10
+    for name, column, key in read:
+        assert key in declared[column], f"{name} reads {column} key {key!r}, declared nowhere"

@@ -183,7 +183,7 @@ def train_dpo(
             keep_best.on_evaluate(
                 config, trainer.state, trainer.control, final, model=trainer.model
             )
-        if keep_best.best_state is not None:
+        if keep_best.best_state is not None and trainer.model is not None:
             trainer.model.load_state_dict(keep_best.best_state)
         metrics = {
             "train_loss": float(result.training_loss),

@@ -129,7 +129,7 @@ def bag_f1(pred: list[int], gold: list[int]) -> float:
 @torch.no_grad()
 def f1(
     loaded: LoadedModel, samples: list[F1Sample], *, generate: int = 20, batch_size: int = 16
-) -> float:
+) -> list[float]:
     tokenizer = loaded.tokenizer
     special = {tokenizer.pad_token_id, tokenizer.eos_token_id} - {None}
     prompts = tokenizer(

@@ -126,7 +126,10 @@ def make_pairs(
     encoded = tokenizer(prompts, truncation=True, max_length=options.max_prompt_tokens)["input_ids"]
     if min_margin < 0:
         raise ActwhError(f"{arg('min_margin')} {min_margin}: must be >= 0")
-    pairs, preferred_scores, dispreferred_scores, below = [], [], [], 0
+    pairs: list[dict] = []
+    preferred_scores: list[float] = []
+    dispreferred_scores: list[float] = []
+    below = 0
     generator = torch.Generator().manual_seed(options.seed)
     size = options.batch_size
     for start in tqdm(range(0, len(prompts), size), desc="pairs", disable=not options.progress):
@@ -158,7 +161,7 @@ def make_pairs(
     stats = PairStats(
         n_prompts=len(prompts),
         n_kept=len(pairs),
-        alpha=float(alpha),
+        alpha=float(alpha or 0.0),  # None: no prompts
         layer=layer,
         mean_preferred=float(np.mean(preferred_scores)),
         mean_dispreferred=float(np.mean(dispreferred_scores)),

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from actwh.errors import ActwhError, arg
+from actwh.errors import BadInput, arg
 from actwh.ingest.capture import Capture
 from actwh.ingest.generate import Batch, teacher_forced
 from actwh.ingest.kinds.vectors import FullVectors
@@ -45,7 +45,7 @@ def read_labeled(path: str | Path) -> tuple[list[str], list[int]]:
         reader = csv.DictReader(io.StringIO(content, newline=""))
         missing = {"comment_text", "toxic"} - set(reader.fieldnames or [])
         if missing:
-            raise ActwhError(
+            raise BadInput(
                 f"{path}: CSV needs columns comment_text and toxic (missing {sorted(missing)})"
             )
         rows = _csv_rows(path, reader)
@@ -58,13 +58,13 @@ def read_labeled(path: str | Path) -> tuple[list[str], list[int]]:
         except (TypeError, ValueError):
             value = -1
         if value not in (0, 1):
-            raise ActwhError(f"{where}: label must be 0 or 1, got {label!r}")
+            raise BadInput(f"{where}: label must be 0 or 1, got {label!r}")
         if not isinstance(text, str) or not text.strip():
-            raise ActwhError(f"{where}: empty text")
+            raise BadInput(f"{where}: empty text")
         texts.append(text)
         labels.append(value)
     if len(set(labels)) < 2:
-        raise ActwhError(f"{path}: needs examples of both labels (0 and 1)")
+        raise BadInput(f"{path}: needs examples of both labels (0 and 1)")
     return texts, labels
 
 
@@ -76,7 +76,7 @@ def _csv_rows(path: Path, reader: csv.DictReader):
             yield f"{path}:{start}", row["comment_text"], row["toxic"]
             start = reader.line_num + 1
     except csv.Error as error:
-        raise ActwhError(f"{path}:{start}: malformed CSV ({error})") from None
+        raise BadInput(f"{path}:{start}: malformed CSV ({error})") from None
 
 
 @torch.no_grad()
@@ -94,9 +94,9 @@ def mean_features(
     adapter = loaded.adapter
     layer = adapter.n_layers - 1 if layer is None else layer
     if site not in PROBE_SITES:
-        raise ActwhError(f"{arg('site')} {site}: expected one of {', '.join(PROBE_SITES)}")
+        raise BadInput(f"{arg('site')} {site}: expected one of {', '.join(PROBE_SITES)}")
     if not 0 <= layer < adapter.n_layers:
-        raise ActwhError(f"{arg('layer')} {layer}: the model has {adapter.n_layers} layers")
+        raise BadInput(f"{arg('layer')} {layer}: the model has {adapter.n_layers} layers")
     final = site == "final"
     if final:
         site, layer = "resid_post", adapter.n_layers - 1
@@ -133,9 +133,9 @@ def fit_probe(X: np.ndarray, y: list[int], *, seed: int = 0, val_fraction: float
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
 
-    y = np.asarray(y)
+    labels = np.asarray(y)
     X_train, X_val, y_train, y_val = train_test_split(
-        X, y, test_size=val_fraction, random_state=seed, stratify=y
+        X, labels, test_size=val_fraction, random_state=seed, stratify=labels
     )
     classifier = LogisticRegression(max_iter=5000).fit(X_train, y_train)
     return Probe(

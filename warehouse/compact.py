@@ -172,9 +172,7 @@ def _compact_partition(
         _record(store, spec, values, commit_id, written, [f for g in bins for f in g])
         crash_point("compact.after_record")
     except BaseException:
-        # Unrecorded files are orphans either way; left to the grace period on an object store.
-        for row in [] if store.remote else written:
-            store.delete(row["path"])
+        store.delete_unrecorded([row["path"] for row in written])
         raise
     report.partitions += 1
     report.files_before += sum(len(g) for g in bins)

@@ -14,10 +14,12 @@ A direction belongs to a model and knows its size. Ways to make one:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import TypedDict
 
 import numpy as np
 
-from actwh.errors import ActwhError, AlreadyExists, NotFound, arg
+from actwh.errors import ActwhError, AlreadyExists, BadInput, NotFound, arg
 from actwh.warehouse.arrays import column_to_numpy, to_blob
 from actwh.warehouse.catalog import now
 from actwh.warehouse.layout import check_name
@@ -32,7 +34,7 @@ def add_direction(
     vector: np.ndarray,
     *,
     kind: str,
-    meta: dict | None = None,
+    meta: Mapping[str, object] | None = None,
     replace: bool = False,
 ) -> dict:
     """Register ``vector`` as direction ``name`` of ``model`` (its size must be d_model)."""
@@ -40,12 +42,12 @@ def add_direction(
     vector = np.asarray(vector, dtype=np.float32).reshape(-1)
     d_model = model_row(store.catalog, model)["d_model"]
     if vector.shape[0] != d_model:
-        raise ActwhError(
+        raise BadInput(
             f"direction {name!r} has size {vector.shape[0]}, but model {model!r} has "
             f"d_model {d_model}"
         )
     if not np.isfinite(vector).all() or not vector.any():
-        raise ActwhError(f"direction {name!r} is zero or not finite")
+        raise BadInput(f"direction {name!r} is zero or not finite")
     row = {
         "model": model,
         "name": name,
@@ -78,7 +80,7 @@ def svd_direction(
     if it is orthogonal to ``source``, toward the mean of the stacked vectors.
     """
     if not 0 <= component < min(vectors.shape):
-        raise ActwhError(f"SVD component {component} out of range for {vectors.shape[0]} vectors")
+        raise BadInput(f"SVD component {component} out of range for {vectors.shape[0]} vectors")
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     u, s, _ = np.linalg.svd(unit.T.astype(np.float64), full_matrices=False)  # [d, N]
     direction = u[:, component]
@@ -93,6 +95,17 @@ def mean_difference(base: np.ndarray, tuned: np.ndarray) -> np.ndarray:
     if base.shape != tuned.shape or base.shape[0] == 0:
         raise ActwhError(f"cannot pair {base.shape[0]} base rows with {tuned.shape[0]} tuned rows")
     return (tuned.astype(np.float64) - base.astype(np.float64)).mean(axis=0).astype(np.float32)
+
+
+class DeltaMeta(TypedDict):
+    """A δx direction's ``meta`` in the catalog (``kind = 'delta'``), as the report and the SQL
+    of ``residual_offset`` and ``value_vector_shift`` read it: the one declaration of its keys."""
+
+    base_run: str
+    tuned_run: str
+    site: str
+    layer: int
+    arm: str  # the prompts' arm it was measured on (absent in warehouses before arms: 'all')
 
 
 def delta_directions(
@@ -117,7 +130,7 @@ def delta_directions(
         {"base": base_run, "tuned": tuned_run},
     ).to_pylist()[0]
     if pairing["n"] == 0 or pairing["mismatched"]:
-        raise ActwhError(
+        raise BadInput(
             f"runs {base_run!r} and {tuned_run!r} do not hold the same tokens "
             f"({pairing['mismatched']} of {pairing['n']} positions differ); pair them with "
             f"an ingest with {arg('teacher_force')} {base_run}"
@@ -133,14 +146,14 @@ def delta_directions(
         .to_pylist()
     )
     if not available:
-        raise ActwhError(
+        raise NotFound(
             f"runs {base_run!r} and {tuned_run!r} have no stored {site} vectors in common; "
             f"ingest them with {arg('capture')} {site}"
         )
     wanted = available if layers is None else [l for l in layers if l in available]
     missing = sorted(set(layers or []) - set(available))
     if missing:
-        raise ActwhError(f"{site} is not stored for layers {missing} of both runs")
+        raise NotFound(f"{site} is not stored for layers {missing} of both runs")
     deltas = {}
     query = """select vec from residuals where run = $run and layer = $layer and site = $site
                and prompt in (select prompt from arm_prompts($base, $arm)) order by prompt, pos"""
@@ -177,7 +190,7 @@ def svd_from_index(
     )
     hits = list(zip(scores[0], layer[0], neuron[0], strict=True))
     if len(hits) < top:
-        raise ActwhError(f"asked for the top {top} value vectors, but only {len(hits)} exist")
+        raise BadInput(f"asked for the top {top} value vectors, but only {len(hits)} exist")
     keys = [(int(l), int(n)) for _, l, n in hits]
     vectors = value_vectors(snapshot, model, keys)
     direction, singular = svd_direction(vectors, source, component)

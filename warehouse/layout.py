@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -95,7 +95,7 @@ def output_file(
     return target
 
 
-def partition_key(table: str, partition: dict[str, object]) -> str:
+def partition_key(table: str, partition: Mapping[str, object]) -> str:
     """A partition's folder, relative to the warehouse: ``data/TABLE/run=R/layer=L``."""
     return "/".join([DATA_DIR, table, *(f"{key}={value}" for key, value in partition.items())])
 

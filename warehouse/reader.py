@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
-import pyarrow.fs as pafs
 from duckdb.sqltypes import FLOAT, INTEGER, VARCHAR
 
 from actwh.errors import ActwhError, BadInput, Damaged, NotFound
@@ -298,13 +297,9 @@ class Snapshot:
     def _dataset(self, spec) -> CommittedFiles:
         from actwh.warehouse.pruning import committed_files
 
-        remote = self.store.remote
+        fs, path = self.store.filesystem()
         return committed_files(
-            spec,
-            self.vector_sizes(spec.name),
-            remote.fs if remote else pafs.LocalFileSystem(),
-            remote.key if remote else lambda relative: str(self.store.root / relative),
-            lambda: self._partitions(spec.name),
+            spec, self.vector_sizes(spec.name), fs, path, lambda: self._partitions(spec.name)
         )
 
     def _view_sql(self, table: str) -> str:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -97,7 +96,7 @@ def _bump(store: Store, table: str) -> tuple[int | None, list[tuple[str, int]], 
             )
         ]
         # Of the URLs, not the paths: a copied or moved warehouse's log must be written again.
-        urls = [(_url(store, path), n_bytes) for path, n_bytes in listing]
+        urls = [(store.uri(path), n_bytes) for path, n_bytes in listing]
         digest = hashlib.sha256(json.dumps(urls).encode()).hexdigest()
         row = conn.execute(sa.select(logs).where(logs.c.table_name == table)).first()
         if row is None and not listing:
@@ -122,7 +121,7 @@ def _log_text(store: Store, listing: list[tuple[str, int]]) -> bytes:
     lines = ["v1"]
     for relative, n_bytes in listing:
         entry = {
-            "path": _url(store, relative),
+            "path": store.uri(relative),
             "size": n_bytes,
             "isDir": False,
             "modificationTime": 0,
@@ -134,19 +133,10 @@ def _log_text(store: Store, listing: list[tuple[str, int]]) -> bytes:
     return "\n".join(lines).encode()
 
 
-def _url(store: Store, relative: str) -> str:
-    """A file's URL as Spark opens it: ``file:///...`` (percent-encoded), or ``s3://...``."""
-    return store.url(relative) if store.remote else Path(store.url(relative)).as_uri()
-
-
 def _versions(store: Store, table: str) -> list[tuple[int, str]]:
     """The log files of ``table`` there are: (version, relative path)."""
     folder = f"{layout.DATA_DIR}/{table}/{LOG_DIR}"
-    if store.remote:
-        names = [p.rsplit("/", 1)[-1] for p, _, _ in store.remote.listing(folder)]
-    else:
-        where = store.root / folder
-        names = [p.name for p in where.iterdir()] if where.is_dir() else []
+    names = store.names(folder)
     return sorted(
         (int(n.removesuffix(".compact")), f"{folder}/{n}")
         for n in names
@@ -164,4 +154,4 @@ def is_current(store: Store, table: str, committed: list[tuple[str, int]]) -> bo
     with store.open_input(versions[-1][1]) as f:
         lines = f.read().decode().splitlines()[1:]
     listed = sorted((e["path"], e["size"]) for e in map(json.loads, lines))
-    return listed == sorted((_url(store, p), n) for p, n in committed)
+    return listed == sorted((store.uri(p), n) for p, n in committed)

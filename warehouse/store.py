@@ -4,15 +4,18 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from contextlib import nullcontext, suppress
 from functools import cached_property
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from actwh.errors import ActwhError, AlreadyExists, BadInput, NotFound, arg, from_os_error
 from actwh.warehouse import layout
@@ -68,6 +71,16 @@ class Store:
         if self.remote:
             return [self.remote.url(p) for p in relatives]
         return [self.root / p for p in relatives]
+
+    def uri(self, relative: str) -> str:
+        """A file's URI: ``file:///...`` (percent-encoded), or ``s3://...``."""
+        return self.url(relative) if self.remote else (self.root / relative).as_uri()
+
+    def filesystem(self) -> tuple[pafs.FileSystem, Callable[[str], str]]:
+        """The pyarrow file system the files are on, and each file's path on it."""
+        if self.remote:
+            return self.remote.fs, self.remote.key
+        return pafs.LocalFileSystem(), lambda relative: str(self.root / relative)
 
     def local_copy(self, relative: str, sha256: str | None = None) -> Path:
         """A file as a local path, for libraries that open files (FAISS, numpy's memory map):
@@ -304,6 +317,59 @@ class Store:
                 digest.update(chunk)
         return digest.hexdigest()
 
+    def names(self, folder: str) -> list[str]:
+        """The names of the files directly in ``folder`` (none if there is no such folder)."""
+        if self.remote:
+            return [p.rsplit("/", 1)[-1] for p, _, _ in self.remote.listing(folder)]
+        where = self.root / folder
+        return [p.name for p in where.iterdir()] if where.is_dir() else []
+
+    def write(self, relative: str, write: Callable[[Path | io.BytesIO], None]) -> tuple[str, int]:
+        """Make the new file ``relative`` as ``write(target)`` writes it, never seen in part:
+        written beside it, fsynced and renamed into place, or uploaded whole under its final
+        key. Returns its sha256 and size."""
+        if self.remote:
+            buffer = io.BytesIO()
+            write(buffer)
+            blob = buffer.getvalue()
+            self.remote.put(relative, blob)
+            return hashlib.sha256(blob).hexdigest(), len(blob)
+        final = self.root / relative
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = layout.tmp_path(final)
+        try:
+            write(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(final)
+        _fsync_dir(final.parent)
+        return self.sha256(relative), final.stat().st_size
+
+    def vanished(self, relatives: list[str]) -> list[str]:
+        """Of files just written, those gone before their commit was recorded (deleted by a
+        repair: a directory has no lock a repair must wait for). On an object store a repair
+        leaves young keys alone, so none; and no request per file is made."""
+        return [] if self.remote else [p for p in relatives if not self.exists(p)]
+
+    def delete_unrecorded(self, relatives: list[str]) -> None:
+        """Delete files a failed commit wrote. On an object store, whose failure this may be,
+        they are left to the resume or to a repair's grace period rather than retried here."""
+        if not self.remote:
+            for relative in relatives:
+                self.delete(relative)
+
+    def discard(self) -> bool:
+        """Remove a warehouse this process created and nothing was committed to, if it is a
+        directory; a warehouse on an object store (its catalog a server's) stays. Whether it
+        went."""
+        if self.remote:
+            return False
+        shutil.rmtree(self.root, ignore_errors=True)
+        return True
+
     def put(self, relative: str, data: bytes) -> None:
         """Write a whole file (an index, a readout): renamed into place, or one upload."""
         if self.remote:
@@ -320,6 +386,14 @@ class Store:
             self.remote.delete(relative)
         else:
             (self.root / relative).unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _marker(text: bytes, where: str, warehouse: str) -> dict:

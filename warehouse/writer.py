@@ -16,12 +16,11 @@ transaction (:mod:`actwh.warehouse.retired`).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -44,15 +43,7 @@ NULL_COUNTS_ONLY = {"min": False, "max": False, "distinct_count": False, "null_c
 WRITE_THREADS = min(8, os.cpu_count() or 1)  # files of one commit written at once
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _os_error(error: Exception, path: Path) -> Exception:
+def _os_error(error: Exception, path: object) -> Exception:
     """The OSError behind a polars write error ("... (os error 28)"), naming ``path``; else
     ``error`` itself."""
     found = re.search(r"\(os error (\d+)\)", str(error))
@@ -133,7 +124,7 @@ class CommitWriter:
     def add(
         self,
         table: str,
-        partition: dict[str, object],
+        partition: Mapping[str, object],
         data: pa.Table,
         *,
         vector_size: int | None = None,
@@ -235,19 +226,13 @@ class CommitWriter:
             for key, job in jobs.items():
                 files.append(job.result() | {"commit_id": commit_id, "vector_size": sizes[key]})
             crash_point("commit.after_files")
-            # Deleted under us (by a repair on a file system without locks)? On an object store
-            # a repair leaves young keys alone: no request per file needed.
-            local = [] if self.store.remote else files
-            gone = [f["path"] for f in local if not self.store.exists(f["path"])]
+            gone = self.store.vanished([f["path"] for f in files])
             if gone:
                 raise ActwhError(f"{gone[0]} vanished before its commit was recorded")
             self._record(commit_id, files, prompts, n_tokens, replace_tables, filled)
             crash_point("commit.after_record")
         except BaseException:
-            # Unrecorded files are orphans either way; on an object store, whose failure this
-            # may be, they are left to the resume or repair rather than retried here.
-            for path in [] if self.store.remote else written:
-                self.store.delete(path)
+            self.store.delete_unrecorded(written)
             raise
 
     def _scope(self) -> str:
@@ -353,12 +338,15 @@ def write_file(store: Store, table: str, relative: str, tables: list[pa.Table]) 
     row_group_size = max(1, int(ROW_GROUP_BYTES * data.height // max(1, data.estimated_size())))
 
     def write(target: Path | io.BytesIO) -> None:
-        data.write_parquet(
-            target,
-            compression="uncompressed" if value_types else "zstd",
-            statistics=NULL_COUNTS_ONLY if value_types else True,
-            row_group_size=row_group_size,
-        )
+        try:
+            data.write_parquet(
+                target,
+                compression="uncompressed" if value_types else "zstd",
+                statistics=NULL_COUNTS_ONLY if value_types else True,
+                row_group_size=row_group_size,
+            )
+        except pl.exceptions.ComputeError as error:  # polars wraps a failed write (a full disk)
+            raise _os_error(error, target) from error
 
     row = {
         "path": relative,
@@ -367,25 +355,8 @@ def write_file(store: Store, table: str, relative: str, tables: list[pa.Table]) 
         "vector_dtype": _DTYPE_NAMES[value_types[0]] if value_types else None,
         **layout.catalog_partition(relative),
     }
-    if store.remote:  # uploaded whole under its final key: no rename on a store
-        buffer = io.BytesIO()
-        write(buffer)
-        blob = buffer.getvalue()
-        store.remote.put(relative, blob)
-        return row | {"sha256": hashlib.sha256(blob).hexdigest(), "n_bytes": len(blob)}
-    final = store.root / relative
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = layout.tmp_path(final)
-    try:
-        write(tmp)
-    except pl.exceptions.ComputeError as error:  # polars wraps a failed write (a full disk)
-        tmp.unlink(missing_ok=True)
-        raise _os_error(error, tmp) from error
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    tmp.replace(final)
-    _fsync_dir(final.parent)
-    return row | {"sha256": store.sha256(relative), "n_bytes": final.stat().st_size}
+    sha256, n_bytes = store.write(relative, write)
+    return row | {"sha256": sha256, "n_bytes": n_bytes}
 
 
 _DTYPE_NAMES = {arrow: name for name, arrow in VECTOR_DTYPES.items()}

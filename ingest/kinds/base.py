@@ -3,7 +3,8 @@
 A *capture kind* is one thing a run can keep from inside the model (full vectors, projections on
 directions, tracked neurons, neuron statistics, the logit lens). Its module declares:
 
-* ``make(request)``: the kind for a run, or ``None`` when the run does not ask for it;
+* ``make(capturing)``: the kind for a run (:class:`Capturing`), or ``None`` when the run does
+  not ask for it;
 * ``keys()``: the hook points it reads, ``(site, layer)``;
 * ``on(key, x)``: what the hook keeps of ``x`` (``[batch, pos, ...]``, on the device) during one
   forward call — a batch makes one call for the prompt, then one per generated token. It only
@@ -27,6 +28,7 @@ import pyarrow as pa
 import torch
 
 from actwh.ingest.generate import Ran
+from actwh.ingest.options import RunConfig
 from actwh.ingest.rows import Flat, TokenText
 from actwh.models.adapters import Adapter
 
@@ -34,21 +36,19 @@ Key = tuple[str, int]  # (site, layer)
 
 
 @dataclass
-class Request:
-    """What a run asks to capture, resolved against its model."""
+class Capturing:
+    """What a run captures, as each kind's ``make`` reads it: the run's config (its options and
+    what they resolved to against the model), the model's shapes, the direction vectors and each
+    prompt's arm."""
 
     adapter: Adapter
-    layers: list[int]
-    capture: list[str] = field(default_factory=list)  # sites whose full vectors are stored
-    project: list[str] = field(default_factory=list)  # residual sites projected / lensed
-    directions: dict[str, np.ndarray] = field(default_factory=dict)
-    tracked: dict[int, list[int]] = field(default_factory=dict)
-    lens_k: int = 0
-    targets: list[int] = field(default_factory=list)
-    lens_at: str = "last"
-    store_dtype: str = "float16"
-    on_overflow: str = "scale"
+    config: RunConfig
+    directions: dict[str, np.ndarray] = field(default_factory=dict)  # config.directions' vectors
     arms: dict[int, str] = field(default_factory=dict)  # prompt → arm (plain if not listed)
+
+    @property
+    def layers(self) -> list[int]:
+        return self.config.layers or []
 
     @property
     def device(self) -> torch.device:

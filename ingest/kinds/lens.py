@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from actwh.ingest.kinds.base import CaptureKind, RanBatch, Request, Rows
+from actwh.ingest.kinds.base import CaptureKind, Capturing, RanBatch, Rows
 from actwh.ingest.rows import Flat, long_table, strings
 from actwh.models.sites import LENS_SITES
 
@@ -23,11 +23,12 @@ class LogitLens(CaptureKind):
     def __init__(self, adapter, sites, layers, k: int, targets: list[int], at: str = "last"):
         super().__init__([(s, l) for s in sites for l in layers])
         self.adapter, self.k, self.targets, self.at = adapter, k, targets, at
-        self.columns: torch.Tensor | None = None
+        self.columns = torch.zeros(0, dtype=torch.long)  # each row's last prompt column
 
     def start_batch(self, last: torch.Tensor | None = None) -> None:
         super().start_batch(last)
-        self.columns = last
+        if last is not None:
+            self.columns = last
 
     @torch.no_grad()
     def on(self, key, x: torch.Tensor) -> None:
@@ -76,10 +77,12 @@ class LogitLens(CaptureKind):
                 yield Rows("token_probs", layer, long_table(flat, n, columns))
 
 
-def make(request: Request) -> LogitLens | None:
-    sites = [s for s in request.project if s in LENS_SITES]
-    if not request.lens_k or not sites:
+def make(run: Capturing) -> LogitLens | None:
+    config = run.config
+    sites = [s for s in config.project if s in LENS_SITES]
+    k = config.options.logit_lens
+    if not k or not sites:
         return None
     return LogitLens(
-        request.adapter, sites, request.layers, request.lens_k, request.targets, request.lens_at
+        run.adapter, sites, run.layers, k, config.target_tokens, config.options.lens_at
     )

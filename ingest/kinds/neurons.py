@@ -13,7 +13,7 @@ import pyarrow as pa
 import torch
 
 from actwh.ingest.generate import Ran
-from actwh.ingest.kinds.base import CaptureKind, RanBatch, Request, Rows
+from actwh.ingest.kinds.base import CaptureKind, Capturing, RanBatch, Rows
 from actwh.ingest.rows import long_table
 from actwh.ingest.scratch import Scratch
 from actwh.models.sites import NEURON_SITE
@@ -153,9 +153,10 @@ class NeuronStats(CaptureKind):
         self.sums = {}
 
 
-def make_tracked(request: Request) -> TrackedNeurons | None:
-    return TrackedNeurons(request.tracked, request.device) if request.tracked else None
+def make_tracked(run: Capturing) -> TrackedNeurons | None:
+    tracked = run.config.track_neurons
+    return TrackedNeurons(tracked, run.device) if tracked else None
 
 
-def make_stats(request: Request) -> NeuronStats:
-    return NeuronStats(request.layers, request.arms)
+def make_stats(run: Capturing) -> NeuronStats:
+    return NeuronStats(run.layers, run.arms)

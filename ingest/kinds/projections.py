@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from actwh.ingest.kinds.base import CaptureKind, RanBatch, Request, Rows
+from actwh.ingest.kinds.base import CaptureKind, Capturing, RanBatch, Rows
 from actwh.ingest.rows import long_table, strings
 from actwh.ingest.scratch import Scratch
 from actwh.models.sites import RESIDUAL_SITES
@@ -81,10 +81,10 @@ class Projections(CaptureKind):
             yield Rows("projections", key[1], long_table(flat, n, columns))
 
 
-def make(request: Request) -> Projections | None:
-    sites = [s for s in request.project if s in RESIDUAL_SITES]
-    if not request.directions or not sites:
+def make(run: Capturing) -> Projections | None:
+    sites = [s for s in run.config.project if s in RESIDUAL_SITES]
+    if not run.directions or not sites:
         return None
-    names = sorted(request.directions)
-    vectors = np.stack([request.directions[n] for n in names])
-    return Projections(sites, request.layers, names, torch.tensor(vectors, device=request.device))
+    names = sorted(run.directions)
+    vectors = np.stack([run.directions[n] for n in names])
+    return Projections(sites, run.layers, names, torch.tensor(vectors, device=run.device))

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from actwh.ingest.kinds.base import CaptureKind, RanBatch, Request, Rows
+from actwh.ingest.kinds.base import CaptureKind, Capturing, RanBatch, Rows
 from actwh.ingest.rows import vector_array
 from actwh.ingest.scratch import Scratch
 from actwh.models.sites import NEURON_SITE
@@ -46,7 +46,9 @@ class FullVectors(CaptureKind):
             yield Rows(table, layer, pa.table(columns), x.shape[-1], used)
 
 
-def make(request: Request) -> FullVectors | None:
-    if not request.capture:
+def make(run: Capturing) -> FullVectors | None:
+    config = run.config
+    if not config.capture:
         return None
-    return FullVectors(request.capture, request.layers, request.store_dtype, request.on_overflow)
+    options = config.options
+    return FullVectors(config.capture, run.layers, options.store_dtype, options.on_overflow)
