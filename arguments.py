@@ -150,6 +150,14 @@ def names(spec: str | Iterable[str]) -> list[str]:
     return [n.strip() for item in given for n in item.split(",") if n.strip()]
 
 
+def items(spec: str | Iterable | None) -> list:
+    """A comma list as its names (:func:`names`), or an iterable's items as they are
+    (``[(19, 770)]``, ``[0, 3]``); ``None`` is none."""
+    if spec is None:
+        return []
+    return names(spec) if isinstance(spec, str) else list(spec)
+
+
 def parse_layers(
     spec: str | int | Iterable[int] | None, n_layers: int, option: str = "layers"
 ) -> list[int]:
@@ -213,8 +221,10 @@ def _layer(item, option: str) -> int:
 
 
 class Options:
-    """Base of a command's options dataclass: a value that does not fit its field's annotation
-    (or a required field left ``None``) is refused at construction, naming the field."""
+    """Base of a command's options dataclass: a value that does not fit its field's annotation,
+    a number outside its field's declared range (``option(..., at_least=1)``) or not finite, or
+    a required field left ``None``, is refused at construction, naming the field — before any
+    model loads or file is written."""
 
     def __post_init__(self) -> None:
         for f, hint in option_fields(type(self)):
@@ -222,6 +232,7 @@ class Options:
             if value is None and f.metadata.get("required"):
                 raise BadInput(f"{arg(f.name)} is required")
             check(f.name, value, hint)
+            check_range(f.name, value, f.metadata.get("range", {}))
 
     @classmethod
     def given(cls, options: typing.Any, overrides: dict) -> typing.Self:
@@ -247,6 +258,28 @@ class Options:
         return {k: v for k, v in asdict(self).items() if k != "progress"}  # type: ignore[call-overload]
 
 
+def check_range(name: str, value, bounds: dict) -> None:
+    """Refuse a number that is not finite or is outside ``bounds`` (``at_least``, ``above``,
+    ``at_most``), naming ``name``; anything else passes."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        return
+    if not np.isfinite(value):
+        raise BadInput(f"{arg(name)} {value}: expected a finite number")
+    for bound, fails, words in (
+        ("at_least", lambda x, b: x < b, ">="),
+        ("above", lambda x, b: x <= b, ">"),
+        ("at_most", lambda x, b: x > b, "<="),
+    ):
+        if bounds.get(bound) is not None and fails(value, bounds[bound]):
+            raise BadInput(f"{arg(name)} {value}: must be {words} {bounds[bound]}")
+
+
+def bounds_text(bounds: dict) -> str:
+    """A declared range in words, as the CLI's help shows it: ``>= 1``, ``> 0, <= 0.9``."""
+    words = {"at_least": ">=", "above": ">", "at_most": "<="}
+    return ", ".join(f"{words[k]} {v}" for k, v in bounds.items() if v is not None)
+
+
 def option(
     default,
     help: str,
@@ -257,14 +290,21 @@ def option(
     cli: bool = True,
     required: bool = False,
     nargs: int = 1,
+    at_least: float | None = None,
+    above: float | None = None,
+    at_most: float | None = None,
 ):
     """A field of an options dataclass: its default, its help text, whether a run resumed with
     a different value is refused (``resume``), the CLI's ``metavar`` and extra flag ``aliases``
     (``("--lr",)``, ``("-k",)``); ``cli=False`` keeps it off the command line; ``required``: a
-    value must be given (the default is ``None``); ``nargs=2``: the flag takes two values."""
+    value must be given (the default is ``None``); ``nargs=2``: the flag takes two values;
+    ``at_least``/``above``/``at_most``: the range a number must be in (every number must also be
+    finite)."""
     from dataclasses import field
 
+    bounds = {"at_least": at_least, "above": above, "at_most": at_most}
     meta = {
+        "range": {k: v for k, v in bounds.items() if v is not None},
         "help": help,
         "resume": resume,
         "metavar": metavar,

@@ -65,6 +65,19 @@ class ActwhError(Exception):
         return self.render()
 
 
+class Terminated(BaseException):
+    """A termination signal — SIGTERM (``kill``, ``timeout``, Slurm, Docker) or SIGHUP (a closed
+    terminal) — raised where the process is, so the work in flight ends as any failure does: a
+    run is marked failed with the reason, a commit not yet recorded leaves no files. Like
+    KeyboardInterrupt it is not an Exception: nothing that handles errors swallows it."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+
+
 class NotFound(ActwhError):
     """A name or path that is not there: a run, a model, a direction, a table, a file."""
 

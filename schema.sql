@@ -144,6 +144,19 @@ CREATE TABLE IF NOT EXISTS spark_logs (
     published_at TIMESTAMP NOT NULL
 );
 
+-- Who is writing each shard of a run now (warehouse/lease.py): two processes writing one run's
+-- shard would delete each other's unrecorded files, so a writer holds this lease, renews it by a
+-- heartbeat and in every commit's transaction, and is refused while another holds it.
+CREATE TABLE IF NOT EXISTS run_leases (
+    run VARCHAR NOT NULL,
+    shard VARCHAR NOT NULL,           -- the writer's shard tag (s0of1)
+    holder VARCHAR NOT NULL,          -- a random id of the holding process
+    host VARCHAR NOT NULL,
+    pid INTEGER NOT NULL,
+    expires_at TIMESTAMP NOT NULL,    -- free after this unless renewed (or its process is gone)
+    PRIMARY KEY (run, shard)
+);
+
 -- Which commit holds each prompt of a run: the primary key makes every prompt land exactly once.
 CREATE TABLE IF NOT EXISTS commit_prompts (
     run VARCHAR NOT NULL,

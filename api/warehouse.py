@@ -360,11 +360,14 @@ class Warehouse(Reads):
         Loads the model."""
         import torch
 
+        from actwh.arguments import check_range
         from actwh.ingest.rows import TokenText
         from actwh.models.value_vectors import top_tokens
 
+        check_range("k", k, {"at_least": 1})
         owner, vector = self.resolve_direction(name, model)
         loaded = self.load_model(owner)
+        check_range("k", k, {"at_most": loaded.adapter.vocab_size})
         index = self.store.catalog.get("vector_indexes", model=owner)
         # As the model's value vectors were read (an index from before the choice: raw).
         unembed = (index["unembed"] or "raw") if index else loaded.adapter.default_unembed

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import click
 
-from actwh.arguments import option_fields
+from actwh.arguments import bounds_text, option_fields
 
 
 def options_of(cls: type, *, exclude: tuple[str, ...] = ()) -> Callable:
@@ -62,6 +62,9 @@ def _flag(f, hint) -> Callable:
     if kind is bool:
         return click.option(*names, is_flag=True, default=f.default, help=meta.get("help"))
     shown = not (f.default is None or f.default is False or f.default == "")
+    help = meta.get("help", "")
+    if meta.get("range"):
+        help = f"{help.rstrip()} ({bounds_text(meta['range'])})"
     return click.option(
         *names,
         type=kind,
@@ -70,7 +73,7 @@ def _flag(f, hint) -> Callable:
         required=required,
         nargs=meta.get("nargs", 1),
         metavar=meta.get("metavar"),
-        help=meta.get("help"),
+        help=help,
     )
 
 

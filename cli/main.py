@@ -4,11 +4,13 @@ what every command shares (the WAREHOUSE argument, opening it)."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 import click
 
-from actwh.errors import ActwhError, from_os_error, missing_extra
+from actwh.errors import ActwhError, Terminated, from_os_error, missing_extra
 
 
 def flag(argument: str) -> str:
@@ -31,8 +33,13 @@ class _Group(click.Group):
     the arguments an error names are shown as this CLI's flags."""
 
     def invoke(self, ctx):
+        main_thread = threading.current_thread() is threading.main_thread()  # (signals' rule)
+        handlers = {s: signal.signal(s, _terminate) for s in TERMINATING} if main_thread else {}
         try:
             return super().invoke(ctx)
+        except Terminated as error:  # the run, if any, is marked failed: the same command resumes
+            click.echo(f"error: {error}", err=True)
+            sys.exit(128 + error.signum)
         except ActwhError as error:
             click.echo(f"error: {error.render(flag)}", err=True)
             sys.exit(2)
@@ -47,6 +54,21 @@ class _Group(click.Group):
         except OSError as error:  # an I/O failure anywhere else: one line, not a traceback
             click.echo(f"error: {from_os_error(error)}", err=True)
             sys.exit(2)
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+
+
+# What kill, timeout, Slurm and Docker send (SIGTERM) and what a closed terminal sends (SIGHUP).
+TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _terminate(signum, frame) -> None:
+    """Raise :class:`Terminated` where the command is; a second signal while it cleans up is
+    ignored, so the cleanup finishes."""
+    for other in TERMINATING:
+        signal.signal(other, signal.SIG_IGN)
+    raise Terminated(signum)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -121,22 +121,19 @@ def _cells(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _write_parquet(frames: Iterable[pl.DataFrame], path: str) -> int:
     """Stream ``frames`` into the Parquet file ``path``, whole or absent; returns the rows."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
+    from actwh.warehouse.layout import replacing
+
     rows, writer = 0, None
-    try:
+    with replacing(Path(path)) as f:
         for frame in frames:
             table = frame.to_arrow()
             if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                writer = pq.ParquetWriter(f, table.schema, compression="zstd")
             writer.write_table(table)
             rows += frame.height
         if writer is None:  # a stream of no frames has no schema to write
             raise ActwhError("the query gave no result to write")
         writer.close()
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return rows
 
 

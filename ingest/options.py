@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from actwh.arguments import Options, device_option, option, progress_option, resume_keys
+from actwh.arguments import (
+    Options,
+    device_option,
+    items,
+    option,
+    progress_option,
+    resume_keys,
+)
 from actwh.errors import BadInput, arg
 from actwh.ingest.kinds.options import LensOptions, NeuronOptions, ProjectionOptions, VectorOptions
 from actwh.models.sites import RESIDUAL_SITES, SITES
@@ -35,12 +42,15 @@ class RunOptions(Options):
         None, "Name to register the prompt set under (default: the file's stem)."
     )
     generate: int = option(
-        20, "Greedy tokens to generate per prompt (0: prompt only).", resume=True
+        20,
+        "Greedy tokens to generate per prompt (0: prompt only).",
+        resume=True,
+        at_least=0,
     )
     layers: str | int | Iterable[int] | None = option(
         "all", "all, 19 or 10-20 (0-based).", resume=True
     )
-    batch_size: int = option(8, "Prompts per forward pass.", resume=True)
+    batch_size: int = option(8, "Prompts per forward pass.", resume=True, at_least=1)
     device: str = device_option()
     dtype: Literal["float32", "bfloat16", "float16"] = option(
         "float32", "dtype the model runs in.", resume=True
@@ -49,6 +59,7 @@ class RunOptions(Options):
         None,
         "Keep the first N tokens of longer prompts (default: what the context allows).",
         resume=True,
+        at_least=1,
     )
     teacher_force: str | None = option(
         None,
@@ -69,8 +80,11 @@ class RunOptions(Options):
     commit_mb: int = option(
         128,
         "Commit when this much is buffered (0: after every batch). Bounds memory and lost work.",
+        at_least=0,
     )
-    commit_seconds: float = option(120.0, "... or this long after the last commit.", cli=False)
+    commit_seconds: float = option(
+        120.0, "... or this long after the last commit.", cli=False, at_least=0
+    )
     progress: bool = progress_option()
 
 
@@ -80,15 +94,6 @@ class IngestOptions(LensOptions, NeuronOptions, ProjectionOptions, VectorOptions
     declaration of ``actwh ingest``'s flags, of ``Warehouse.ingest``'s keywords, of what a
     resumed run must match (``option(..., resume=True)``) and of the run's stored ``config``
     (:meth:`record`)."""
-
-    def __post_init__(self) -> None:
-        """Refuse values no model could accept (and values of the wrong type or choice, by
-        name)."""
-        super().__post_init__()
-        if self.batch_size < 1 or self.generate < 0 or self.logit_lens < 0:
-            raise BadInput(
-                f"{arg('batch_size')} must be >= 1, {arg('generate')} and {arg('logit_lens')} >= 0"
-            )
 
 
 # The version of a run's stored config (:class:`RunConfig`); warehouses made before it had none.
@@ -156,7 +161,9 @@ class LaunchOptions(Options):
         None, "i/N: this worker takes every N-th batch (run N workers at once)."
     )
     ray: bool = option(False, "Launch one worker per GPU of a Ray cluster.")
-    workers: int | None = option(None, "--ray: this many workers (CPU workers if no GPU).")
+    workers: int | None = option(
+        None, "--ray: this many workers (CPU workers if no GPU).", at_least=1
+    )
     ray_address: str | None = option(
         None, "--ray: the cluster's address (default: start a local Ray)."
     )
@@ -199,19 +206,10 @@ class TransformOptions(Options):
 RESUME_KEYS = (*resume_keys(IngestOptions), "directions")
 
 
-def _items(spec: str | Iterable | None) -> list:
-    """A comma list as strings, or an iterable's items as they are."""
-    if spec is None:
-        return []
-    if isinstance(spec, str):
-        return [s.strip() for s in spec.split(",") if s.strip()]
-    return list(spec)
-
-
 def parse_sites(
     spec: str | Iterable[str], adapter: Adapter, option: str = "capture", allowed=SITES
 ) -> list[str]:
-    sites = _items(spec)
+    sites = items(spec)
     for site in sites:
         if site not in allowed:
             raise BadInput(f"{arg(option)}: unknown site {site!r}; valid: {', '.join(allowed)}")

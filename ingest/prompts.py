@@ -213,10 +213,11 @@ def to_record(prompt: Prompt) -> dict:
 
 
 def write_prompts(prompts: list[Prompt], path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(to_record(p), ensure_ascii=False) + "\n" for p in prompts))
-    tmp.replace(path)
+    from actwh.warehouse.layout import replace_file
+
+    replace_file(
+        path, "".join(json.dumps(to_record(p), ensure_ascii=False) + "\n" for p in prompts)
+    )
 
 
 def shipped_prompts() -> Path:

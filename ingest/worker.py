@@ -58,6 +58,7 @@ from actwh.ingest.sequences import (
 from actwh.models.loading import LoadedModel
 from actwh.warehouse.catalog import to_json
 from actwh.warehouse.layout import check_name
+from actwh.warehouse.lease import Lease
 from actwh.warehouse.object_store import is_uri
 from actwh.warehouse.registry import (
     check_resumable,
@@ -70,7 +71,7 @@ from actwh.warehouse.registry import (
     start_run,
 )
 from actwh.warehouse.store import Store
-from actwh.warehouse.writer import CommitWriter
+from actwh.warehouse.writer import CommitWriter, shard_tag
 
 
 @dataclass
@@ -235,16 +236,29 @@ def _capture(plan: RunPlan) -> Capture:
 
 
 def _open_for_writing(
-    root: str, existing: Store | None, plan: RunPlan, options: IngestOptions, catalog: str | None
-) -> tuple[Store, Registered]:
+    root: str,
+    existing: Store | None,
+    plan: RunPlan,
+    options: IngestOptions,
+    shard: tuple[int, int],
+    catalog: str | None,
+) -> tuple[Store, Lease, Registered]:
+    """Create or open the warehouse, take the lease on this worker's shard of the run (before
+    anything of the run changes: another process may be writing it), and register the run."""
     if options.resume and (existing is None or existing.catalog.get("runs", name=plan.run) is None):
         raise NotFound(f"{arg('resume')}: there is no run {plan.run!r} to resume")
     store = existing or Store.create(root, catalog_url=catalog)
+    lease = Lease.take(store.catalog, plan.run, shard_tag(shard))
     try:
-        return store, register_run(store, plan)
-    except sa.exc.IntegrityError:
-        # Another worker (shard) registered the same model, prompt set or run a moment ago.
-        return store, register_run(store, plan)
+        try:
+            return store, lease, register_run(store, plan)
+        except sa.exc.IntegrityError:
+            # Another worker (shard) registered the same model, prompt set or run a moment ago.
+            return store, lease, register_run(store, plan)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            lease.release()
+        raise
 
 
 def _resume_notices(store: Store, writer: CommitWriter, run: str) -> list[Notice]:
@@ -301,17 +315,22 @@ def ingest(
             existing, model, device=options.device, dtype=options.dtype, name=options.model_name
         )
     plan = plan_run(existing, loaded, prompts, options)
-    store, registered = _open_for_writing(root, existing, plan, options, catalog)
+    store, lease, registered = _open_for_writing(
+        root, existing, plan, options, shard_index, catalog
+    )
     try:
-        summary = _run(store, plan, options, shard_index, registered.resumed)
+        summary = _run(store, plan, options, shard_index, lease, registered.resumed)
     except BaseException as error:  # an error, a full disk, Ctrl-C: never a stuck run
         alone = shard_index[1] == 1  # another shard may be writing this run right now
         with contextlib.suppress(Exception):  # the disk or the catalog may refuse this too
             _after_failure(store, plan, registered, existing is None, alone, error)
+        with contextlib.suppress(Exception):  # (gone with a warehouse this run created)
+            lease.release()
         if isinstance(error, OSError):
             raise from_os_error(error, f"run {plan.run}: ") from error
         raise
     finish_run(store.catalog, plan.run, summary.warnings)
+    lease.release()
     return summary
 
 
@@ -336,11 +355,16 @@ def _after_failure(
 
 
 def _run(
-    store: Store, plan: RunPlan, options: IngestOptions, shard: tuple[int, int], resumed: bool
+    store: Store,
+    plan: RunPlan,
+    options: IngestOptions,
+    shard: tuple[int, int],
+    lease: Lease,
+    resumed: bool,
 ) -> RunSummary:
     """Run this worker's batches not yet committed (and, on shard 0, a repair's gaps)."""
     run, loaded = plan.run, plan.loaded
-    writer = CommitWriter(store, run=run, shard=shard)
+    writer = CommitWriter(store, run=run, shard=shard, lease=lease)
     notices = _resume_notices(store, writer, run) if resumed else []
     batches = plan_batches(plan.sequences, options.batch_size)
     committed = store.catalog.rows("commit_prompts", run=run)

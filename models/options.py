@@ -33,10 +33,12 @@ class VariantOptions(Options):
         metavar="VARIANT",
     )
     scale: float | None = option(None, "α for --subtract; s for --unalign.")
-    layer: int | None = option(None, "--subtract: the layer (default: the last).")
-    k: int = option(7, "--unalign: how many neurons.", aliases=("-k",))
+    layer: int | None = option(None, "--subtract: the layer (default: the last).", at_least=0)
+    k: int = option(7, "--unalign: how many neurons.", aliases=("-k",), at_least=1)
     per_layer: int | None = option(
-        100, "--unalign: rank among each layer's best N first (the paper's code)."
+        100,
+        "--unalign: rank among each layer's best N first (the paper's code).",
+        at_least=1,
     )
     run: str | None = option(
         None,
@@ -54,7 +56,7 @@ class VariantOptions(Options):
         "--unalign: scale m_i only where it writes toward the direction (sign(m_i) = "
         "sign⟨v_i, d⟩), for gated MLPs whose coefficients are signed.",
     )
-    seed: int = option(0, "--control-of: the random seed.")
+    seed: int = option(0, "--control-of: the random seed.", at_least=0)
     match: Literal["scale", "write"] = option(
         "scale",
         "--control-of: scale the random keys by the same factor, or by a factor per layer that "

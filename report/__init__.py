@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from actwh.arguments import layer_neuron, names, takes_options
+from actwh.arguments import items, layer_neuron, takes_options
 from actwh.errors import BadInput, arg
 from actwh.report.options import ReportOptions
 
@@ -46,14 +46,10 @@ def write(
         token=o.token,
         layer=o.layer,
         scorer=o.scorer,
-        neurons=[layer_neuron(n, "neurons") for n in _items(o.neurons)],
-        prompts=[_number(n, "prompts") for n in _items(o.prompts)],
+        neurons=[layer_neuron(n, "neurons") for n in items(o.neurons)],
+        prompts=[_number(n, "prompts") for n in items(o.prompts)],
     )
     return write_report(wh, o.out, plan, o.force, o.progress, first)
-
-
-def _items(spec) -> list:
-    return names(spec) if isinstance(spec, str) else list(spec)
 
 
 def _number(spec: int | str, option: str) -> int:

@@ -24,7 +24,7 @@ import actwh.report.charts as charts
 from actwh.errors import ActwhError, NotFound, arg, unknown
 from actwh.queries.pca import pca_shift
 from actwh.report.pages import N_NEURONS, default_prompts, neuron_page, prompt_view, top_vectors
-from actwh.warehouse.layout import PROBE, output_file
+from actwh.warehouse.layout import PROBE, output_file, replace_file
 
 if TYPE_CHECKING:
     from actwh.api.warehouse import Warehouse
@@ -614,6 +614,8 @@ def write_report(
             body += _html_table(s.table)
         body += s.html
         parts.append(f'<section id="{s.key}"><h2>{html.escape(s.title)}</h2>{body}</div></section>')
+    for png in pngs:  # each chart is an output too: no link, not inside a warehouse
+        output_file(png, "out", force=True)
     clash = [png for png in pngs if png.exists()] if not (force or is_report(out)) else []
     if clash:
         raise ActwhError(
@@ -636,8 +638,6 @@ def write_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     charts_out = zip(pngs, specs.values(), strict=True)
     for png, spec in tqdm(list(charts_out), desc="charts", unit="png", disable=not progress):
-        png.write_bytes(vl_convert.vegalite_to_png(json.dumps(spec), scale=2))
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page)
-    tmp.replace(out)
+        replace_file(png, vl_convert.vegalite_to_png(json.dumps(spec), scale=2))
+    replace_file(out, page)
     return Written(out, pngs, plan, sections)

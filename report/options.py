@@ -22,7 +22,9 @@ class ReportOptions(Options):
         None, "The direction the figures are about (default: toxic_probe)."
     )
     token: str | None = option(None, "Logit-lens target token (default: the first one stored).")
-    layer: int | None = option(None, "Layer for Figures 4 and 5 (default: the top toxic vector's).")
+    layer: int | None = option(
+        None, "Layer for Figures 4 and 5 (default: the top toxic vector's).", at_least=0
+    )
     scorer: str = option("profanity", "The scorer whose evaluations the tables show.")
     neurons: str | Iterable[tuple[int, int] | str] = option(
         (), "Add a page for each of these neurons.", metavar="L:I"

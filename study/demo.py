@@ -41,6 +41,7 @@ from actwh.study.findings import FINDINGS_SECTION, print_findings
 from actwh.study.names import DIRECTION, LAYER_RUN, SELECTIVE, seed_names, unaligned_names
 from actwh.study.options import DemoOptions
 from actwh.train.options import DPOOptions
+from actwh.warehouse.layout import replace_file
 
 STEPS = 10
 
@@ -449,9 +450,7 @@ class Study:
                 f"{s.generate} tokens each — its numbers show the machinery, not findings.\n\n"
             )
         text = header + "```\n" + "\n".join(printed).strip("\n") + "\n```\n"
-        tmp = self.out / ".FINDINGS.md.tmp"  # whole or absent
-        tmp.write_text(text)
-        tmp.replace(self.out / "FINDINGS.md")
+        replace_file(self.out / "FINDINGS.md", text)  # whole or absent
 
 
 def run_study(out: Path, settings: StudySettings | None = None, echo: Callable = print) -> dict:

@@ -31,6 +31,7 @@ class DemoOptions(Options):
         1,
         "Repeat pairs → DPO → evaluation with this many seeds and report the spread (a rerun "
         "with more seeds adds only the new ones).",
+        at_least=1,
     )
     sweep: str | None = option(
         None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -333,3 +334,36 @@ def test_on_a_bucket_an_open_is_two_requests_and_a_query_fetches_its_partition(
     with actwh.open(uri) as wh:
         assert wh.sql("select count(*) from commit_files").item() == 6
     proxy.cut()
+
+
+def test_two_writers_of_one_run_on_a_bucket_the_second_is_refused(pair, gpt2_dir):
+    """As on a directory (test_reliability): the same run started twice at once on a bucket —
+    the second is refused in one line before it deletes anything; it used to delete the first's
+    unrecorded objects, which the first then recorded, and the run's tables became unreadable."""
+    remote, paused = pair["remote"], pair["root"] / "twice.paused"
+    paused.touch()
+    command = [ACTWH, "ingest", remote, *ingest_args(gpt2_dir, pair["prompts"], "twice")]
+    env = {**os.environ, "ACTWH_CRASH_AT": "commit.after_files:2", "ACTWH_PAUSE_WHILE": str(paused)}
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def objects() -> tuple[int, int]:  # the run's objects, and those recorded
+        with actwh.open(remote) as wh:
+            recorded = "select count(*) from commit_files where run = 'twice'"
+            there = [p for p, _ in wh.store.data_files() if "/run=twice/" in p]
+            return len(there), wh.sql(recorded).item()
+
+    try:
+        deadline, seen, last = time.monotonic() + LIMIT, (0, 0), None
+        while not (seen[0] > seen[1] > 0 and seen == last):  # paused in its second commit
+            assert first.poll() is None and time.monotonic() < deadline, "never paused"
+            time.sleep(1.0)
+            last, seen = seen, objects()
+        second = subprocess.run(command, capture_output=True, text=True, timeout=LIMIT)
+        assert second.returncode == 2, second.stderr
+        assert "is being written by process" in second.stderr
+        assert second.stderr.count("\n") == 1
+        assert objects() == seen  # nothing deleted
+    finally:
+        paused.unlink()
+    assert first.wait(timeout=LIMIT) == 0, first.stderr.read()
+    assert_same_tables(tables_of(remote, "twice"), tables_of(pair["local"], "r"))

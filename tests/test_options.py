@@ -291,3 +291,85 @@ def test_a_bad_layer_list_is_bad_input_naming_the_option(spec):
 
     with pytest.raises(BadInput, match="^layers[: ]"):
         parse_layers(spec, 3, "layers")
+
+
+def test_the_demo_offers_every_shipped_model():
+    """DemoOptions.model's choices are written out for type checkers; they are SHIPPED's names."""
+    import typing
+
+    from actwh.models.shipped import SHIPPED
+    from actwh.study.options import DemoOptions
+
+    hint = typing.get_type_hints(DemoOptions)["model"]
+    assert set(typing.get_args(hint)) == set(SHIPPED)
+
+
+def _options_classes() -> list[type]:
+    import dataclasses
+    import importlib
+
+    from actwh.arguments import Options
+
+    found = []
+    for package in ("warehouse", "ingest", "train", "models", "report", "study"):
+        module = importlib.import_module(f"actwh.{package}.options")
+        found += [
+            c
+            for c in vars(module).values()
+            if isinstance(c, type) and dataclasses.is_dataclass(c) and issubclass(c, Options)
+        ]
+    return list(dict.fromkeys(found))
+
+
+# Numbers any finite value of which means something: a steering strength or a scale may be
+# negative (steer away, flip).
+ANY_FINITE = {"PairOptions.alpha", "PairOptions.relative_alpha", "VariantOptions.scale"}
+
+
+def _numeric_fields():
+    import typing
+
+    from actwh.arguments import option_fields
+
+    for cls in _options_classes():
+        for f, hint in option_fields(cls):
+            given = typing.get_args(hint) or (hint,)
+            kinds = {h for h in given if h in (int, float)}
+            if kinds and str not in given:  # a spec like layers' "10-20" is parsed on its own
+                yield cls, f, kinds.pop()
+
+
+def test_every_number_an_option_takes_has_a_declared_range():
+    """One mechanism for every numeric option (issue 40): its range is declared with it, so a
+    new number is checked before work begins; any number that is not finite is refused."""
+    undeclared = [
+        f"{cls.__name__}.{f.name}"
+        for cls, f, _ in _numeric_fields()
+        if not f.metadata.get("range") and f"{cls.__name__}.{f.name}" not in ANY_FINITE
+    ]
+    assert not undeclared, f"numeric options without a range: {undeclared}"
+
+
+@pytest.mark.parametrize("bad", ["below", "nan", "inf", "-inf"])
+def test_every_numeric_option_refuses_a_value_outside_its_range_by_name(bad):
+    from actwh.errors import BadInput
+
+    checked = 0
+    for cls, f, kind in _numeric_fields():
+        bounds = f.metadata.get("range", {})
+        if bad == "below":
+            if "at_least" in bounds:
+                value = kind(bounds["at_least"] - 1)
+            elif "above" in bounds:
+                value = kind(bounds["above"])
+            else:
+                continue
+        elif kind is int:
+            continue  # an int field takes no NaN (its type refuses a float)
+        else:
+            value = float(bad)
+        required = {g.name: "x" for g in fields(cls) if g.metadata.get("required")}
+        with pytest.raises(BadInput, match=f.name):
+            cls(**{**required, f.name: value})
+        checked += 1
+    assert checked >= (30 if bad == "below" else 5)

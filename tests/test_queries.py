@@ -1220,3 +1220,31 @@ def test_the_sql_reads_only_declared_keys_of_the_stored_json():
     assert len(read) >= 10
     for name, column, key in read:
         assert key in declared[column], f"{name} reads {column} key {key!r}, declared nowhere"
+
+
+def test_no_output_is_written_through_a_symbolic_link(study, wh, tmp_path):
+    """A link planted where a command writes — the report's page or any of its charts (a chart
+    beside an earlier report used to be written through, onto a warehouse's catalog), a
+    --parquet result, a transformed prompt file — is refused in one line, and what it points to
+    is untouched."""
+    from actwh.ingest.prompts import shipped_prompts
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    first = write_report(wh, out=tmp_path / "r.html")
+    planted = [first.charts[1], tmp_path / "s.html", tmp_path / "q.parquet", tmp_path / "t.jsonl"]
+    first.charts[1].unlink()
+    for link in planted:
+        link.symlink_to(victim)
+    for page in ("r.html", "s.html"):  # a chart of the earlier report r; the page s
+        with pytest.raises(ActwhError, match="is a symbolic link"):
+            write_report(wh, out=tmp_path / page)
+    commands = [
+        ["sql", str(study[0] / "wh"), "select 1", "--parquet", str(planted[2])],
+        ["prompts", "transform", str(shipped_prompts()), "--out", str(planted[3]), "--rot13"],
+    ]
+    for command in commands:
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2 and "is a symbolic link" in result.stderr, result.output
+        assert result.stderr.count("\n") == 1
+    assert victim.read_bytes() == b"precious" and all(p.is_symlink() for p in planted)

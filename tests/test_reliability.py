@@ -700,3 +700,115 @@ def test_a_resume_with_another_layout_reports_the_orphans_of_a_killed_shard(setu
     repaired = CliRunner().invoke(main, ["check", str(wh), "--repair", "--grace", "0"])
     assert repaired.exit_code == 0 and "removed: data/" in repaired.stdout
     assert_same_tables(tables_of(wh, "r"), setup["reference"])
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_a_terminated_ingest_is_marked_failed_and_resumes(setup, signame):
+    """SIGTERM (kill, timeout, Slurm, Docker) and SIGHUP (a closed terminal) in the middle of a
+    run: the command says so in one line and exits 128 + the signal; the run is failed with the
+    reason (not left running), no file is left outside a commit, and the same command completes
+    it to the same rows."""
+    wh = fresh(setup, f"terminated-{signame}")
+    command = [ACTWH, "ingest", str(wh), *setup["args"]]
+    env = dict(os.environ, ACTWH_CRASH_AT="commit.after_files:3", ACTWH_CRASH_SIGNAL=signame)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    signum = signal.Signals[signame].value
+    assert done.returncode == 128 + signum, done.stderr
+    assert done.stderr == f"error: terminated by {signame}\n"
+    status = run_status(wh)
+    assert (
+        status["status"] == "failed" and status["error"] == f"Terminated: terminated by {signame}"
+    )
+    checked = CliRunner().invoke(main, ["check", str(wh)])
+    assert checked.exit_code == 0 and "orphan" not in checked.output, checked.output
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert run_status(wh)["status"] == "complete"
+    assert_same_tables(tables_of(wh, "r"), setup["reference"])
+
+
+def test_two_writers_of_one_run_the_second_is_refused(setup):
+    """The same ingest twice at once (one --name, one shard): the second is refused in one line
+    naming the first, before it touches anything — it used to delete the first's files not yet
+    recorded, and the first then dropped its run. The first finishes to the reference rows."""
+    wh = fresh(setup, "two-writers")
+    command = [ACTWH, "ingest", str(wh), *setup["args"]]
+    paused = setup["root"] / "two-writers.paused"
+    paused.touch()
+    env = dict(os.environ, ACTWH_CRASH_AT="commit.after_files:2", ACTWH_PAUSE_WHILE=str(paused))
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline, seen, last = time.monotonic() + 120, (0, 0), None
+        while not (seen[0] > seen[1] > 0 and seen == last):  # paused in its second commit
+            assert first.poll() is None and time.monotonic() < deadline, "never paused"
+            time.sleep(0.5)
+            last, seen = seen, (len(list((wh / "data").rglob("part-*"))), _committed_files(wh))
+        files = sorted((wh / "data").rglob("*.parquet"))
+        second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.startswith("error: run 'r' (shard s0of1) is being written by")
+        assert second.stderr.count("\n") == 1 and f"process {first.pid}" in second.stderr
+        assert sorted((wh / "data").rglob("*.parquet")) == files  # untouched
+        assert run_status(wh)["status"] == "running"
+    finally:
+        paused.unlink()
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert run_status(wh)["status"] == "complete"
+    assert_same_tables(tables_of(wh, "r"), setup["reference"])
+    assert CliRunner().invoke(main, ["check", str(wh)]).exit_code == 0
+
+
+def _committed_files(wh: Path) -> int:
+    with actwh.open(wh) as w:
+        return w.sql("select count(*) from commit_files").item()
+
+
+def test_a_catalog_file_outside_the_warehouse_serves_one_warehouse(tmp_path, gpt2_dir):
+    """A DuckDB catalog file given with --catalog records which warehouse it serves: a second
+    folder on it, a copy whose warehouse.json lost its id, and a hand-written warehouse.json
+    naming it are refused in one line (they used to commit into it, and the first warehouse then
+    reported missing files)."""
+    url = f"duckdb:///{tmp_path / 'shared.duckdb'}"
+    first = tmp_path / "a"
+    cli("init", first, "--catalog", url)
+    cli("index-vectors", first, "--model", gpt2_dir, "--no-progress")
+    assert "one catalog serves one warehouse" in cli_error("init", tmp_path / "b", "--catalog", url)
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)
+    marker = json.loads((copy / "warehouse.json").read_text())
+    (copy / "warehouse.json").write_text(json.dumps({k: marker[k] for k in ("format", "catalog")}))
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    (forged / "warehouse.json").write_text(json.dumps({**marker, "id": "f" * 32}))
+    for other in (copy, forged):
+        error = cli_error("directions", "add", other, "rnd2", "--model", gpt2_dir.name, "--random")
+        assert error.count("\n") == 1 and "catalog" in error, error
+    with actwh.open(first) as wh:  # nothing of theirs in it
+        assert wh.sql("select count(*) from directions").item() == 0
+
+
+def test_init_adopts_only_a_catalog_it_made_and_reads_columns_it_does_not_know(tmp_path, gpt2_dir):
+    """actwh init in a folder holding a user's own catalog.duckdb refuses it, unaltered (it used
+    to add its tables to it); a catalog with a column this version does not know (a newer
+    actwh's, a user's) reads as before (SQLite here; it used to be a BinderException)."""
+    import duckdb
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    with duckdb.connect(str(folder / "catalog.duckdb")) as con:
+        con.execute("CREATE TABLE runs (x INTEGER)")
+    error = cli_error("init", folder)
+    assert "a DuckDB database actwh did not make" in error and error.count("\n") == 1
+    with duckdb.connect(str(folder / "catalog.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT table_name FROM duckdb_tables()").fetchall() == [("runs",)]
+    wh, url = tmp_path / "wh", f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    cli("init", wh, "--catalog", url)
+    cli("index-vectors", wh, "--model", gpt2_dir, "--no-progress")
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "catalog.sqlite") as con:
+        con.execute("ALTER TABLE models ADD COLUMN from_a_newer_actwh TEXT")
+    tables = cli("tables", wh, "--csv").stdout
+    assert "value_vectors" in tables
+    assert cli("sql", wh, "select count(*) as n from models", "--csv").stdout == "n\n1\n"

@@ -33,6 +33,7 @@ from actwh.models.interventions import steer
 from actwh.models.loading import LoadedModel
 from actwh.train.options import PairOptions
 from actwh.train.scorers import Scorer
+from actwh.warehouse.layout import replace_file
 
 PAIR_FIELDS = ("prompt_text", "unpert_gen_text", "pert_gen_text")
 
@@ -124,8 +125,6 @@ def make_pairs(
         eos_token_id=sorted(eos) or None,
     )
     encoded = tokenizer(prompts, truncation=True, max_length=options.max_prompt_tokens)["input_ids"]
-    if min_margin < 0:
-        raise ActwhError(f"{arg('min_margin')} {min_margin}: must be >= 0")
     pairs: list[dict] = []
     preferred_scores: list[float] = []
     dispreferred_scores: list[float] = []
@@ -173,10 +172,7 @@ def make_pairs(
 
 
 def write_pairs(pairs: list[dict], path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
-    tmp.replace(path)
+    replace_file(path, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
 
 
 def read_pairs(path: str | Path) -> list[dict]:

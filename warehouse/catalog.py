@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
@@ -132,13 +133,15 @@ class Catalog:
         raise AssertionError("unreachable: the third attempt returns or raises")
 
     def info(self, key: str) -> str | None:
-        """A ``warehouse_info`` value (None before the catalog has the table or the key)."""
+        """A ``warehouse_info`` value (None before the catalog has the table or the key, or
+        before a DuckDB catalog's file exists: a read-only connection cannot make it)."""
+        if self.is_duckdb and not Path(self.url.removeprefix("duckdb:///")).exists():
+            return None
         info = self.tables["warehouse_info"]
         with self.reading() as conn:
-            try:
-                row = conn.execute(sa.select(info.c.value).where(info.c.key == key)).first()
-            except sa.exc.ProgrammingError:  # no table yet
+            if not sa.inspect(conn).has_table("warehouse_info"):
                 return None
+            row = conn.execute(sa.select(info.c.value).where(info.c.key == key)).first()
         return row[0] if row else None
 
     def set_info(self, key: str, value: str) -> None:

@@ -16,15 +16,17 @@ that start with ``_`` or ``.``).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
-from actwh.errors import ActwhError, AlreadyExists, arg
+from actwh.errors import ActwhError, AlreadyExists, BadInput, arg
 
 FORMAT_VERSION = "1"
 # The toxicity probe's direction: what train-probe registers and analyses read unless told.
@@ -83,8 +85,14 @@ def output_file(
     force: bool = False,
     ours: Callable[[Path], bool] | None = None,
 ) -> Path:
-    """Where a command may write the file ``path``: not inside a warehouse, not a directory, and
-    not over an existing file unless ``force`` or ``ours(path)`` says actwh wrote it."""
+    """Where a command may write the file ``path``: not inside a warehouse, not a directory, not
+    a symbolic link, and not over an existing file unless ``force`` or ``ours(path)`` says actwh
+    wrote it. Write it with :func:`replacing`."""
+    if Path(path).expanduser().is_symlink():
+        raise BadInput(
+            f"{arg(argument)} {path}: is a symbolic link; actwh writes no file through a link "
+            "(give the file's own path)"
+        )
     target = outside(path, argument)
     if target.is_dir():
         raise ActwhError(f"{arg(argument)} {path}: is a directory; give a file name")
@@ -93,6 +101,29 @@ def output_file(
             f"{arg(argument)} {path}: the file exists; pass {arg('force')} to replace it"
         )
     return target
+
+
+@contextmanager
+def replacing(target: Path) -> Iterator[BinaryIO]:
+    """A new file through which to write ``target``, never through a link: created exclusively
+    beside it (so a link planted under that name is never opened) and renamed over ``target``
+    when the block ends (a rename replaces a link itself, not what it points to); removed if the
+    block fails, so ``target`` is whole or as it was."""
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def replace_file(target: str | Path, data: bytes | str) -> None:
+    """Write ``data`` (text as UTF-8) as the file ``target`` (see :func:`replacing`)."""
+    with replacing(Path(target)) as f:
+        f.write(data.encode() if isinstance(data, str) else data)
 
 
 def partition_key(table: str, partition: Mapping[str, object]) -> str:

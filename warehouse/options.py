@@ -54,7 +54,7 @@ class DatasetOptions(Options):
         "tokens: a row per token (run, prompt, pos, token_id, a vector per hook); saelens: "
         "rows of --context-size tokens, SAELens's cached-activation layout.",
     )
-    context_size: int = option(128, "--layout saelens: tokens a row.")
+    context_size: int = option(128, "--layout saelens: tokens a row.", at_least=1)
     progress: bool = progress_option()
 
 
@@ -62,7 +62,7 @@ class DatasetOptions(Options):
 class SearchOptions(Options):
     """How ``actwh search`` ranks value vectors against a direction."""
 
-    k: int = option(20, "How many neurons.", aliases=("-k",))
+    k: int = option(20, "How many neurons.", aliases=("-k",), at_least=1)
     model: str | None = option(None, "Whose value vectors (default: the direction's model).")
     layers: Layers = option(None, "Only these layers: 19 or 10-20 (default: all).")
     run: str | None = option(
@@ -93,10 +93,12 @@ class DirectionOptions(Options):
         nargs=2,
     )
     random: bool = option(False, "A random Gaussian direction (a baseline).")
-    k: int = option(128, "--svd-of: how many value vectors.", aliases=("-k",))
-    component: int = option(0, "--svd-of: which left singular vector.")
+    k: int = option(128, "--svd-of: how many value vectors.", aliases=("-k",), at_least=1)
+    component: int = option(0, "--svd-of: which left singular vector.", at_least=0)
     per_layer: int | None = option(
-        None, "--svd-of: keep each layer's best K first (the paper's code: 100)."
+        None,
+        "--svd-of: keep each layer's best K first (the paper's code: 100).",
+        at_least=1,
     )
     site: str | None = option(
         None,
@@ -109,7 +111,7 @@ class DirectionOptions(Options):
         "--delta: the prompts averaged over: plain, an encoding (rot13, base64, leet), chat, "
         "or all.",
     )
-    seed: int = option(0, "--random: seed.")
+    seed: int = option(0, "--random: seed.", at_least=0)
     replace: bool = option(False, "Overwrite a direction of the same name.")
 
 
@@ -121,7 +123,9 @@ class CheckOptions(Options):
         False, "Delete orphans and unfinished files; drop damaged commits; rewrite stale logs."
     )
     grace: float = option(
-        600.0, "--repair leaves files younger than this (seconds): a writer may be committing them."
+        600.0,
+        "--repair leaves files younger than this (seconds): a writer may be committing them.",
+        at_least=0,
     )
     force: bool = option(
         False,
@@ -142,11 +146,14 @@ class CompactOptions(Options):
         "Only these runs' files (default: every run's, and the models' tables).",
         metavar="RUN,...",
     )
-    target_mb: int = option(256, "Size of the merged files, MB; files under half of it are merged.")
+    target_mb: int = option(
+        256, "Size of the merged files, MB; files under half of it are merged.", at_least=1
+    )
     grace: float = option(
         RETIRED_GRACE,
         "Merged files stay on disk this long (seconds) after they leave the warehouse: a "
         "reader that started before (a notebook's snapshot, a Spark job) may still read them.",
+        at_least=0,
     )
     progress: bool = progress_option()
 

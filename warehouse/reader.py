@@ -181,10 +181,12 @@ class Snapshot:
             }
         for name, rows in contents.items():
             if rows:  # one statement a table, its columns as lists: rows one by one are slow
-                fields = rows[0]._fields
-                columns = ", ".join(fields)
-                lists = ", ".join(f"unnest($c{i})" for i in range(len(fields)))
-                values = {f"c{i}": [r[i] for r in rows] for i in range(len(fields))}
+                # the columns this actwh knows: a newer actwh's, or a user's, are left out
+                known = set(catalog.tables[name].columns.keys())
+                fields = [(i, f) for i, f in enumerate(rows[0]._fields) if f in known]
+                columns = ", ".join(f for _, f in fields)
+                lists = ", ".join(f"unnest($c{i})" for i, _ in fields)
+                values = {f"c{i}": [r[i] for r in rows] for i, _ in fields}
                 self.con.execute(f"INSERT INTO {name} ({columns}) SELECT {lists}", values)
 
     def _decode_directions(self) -> None:

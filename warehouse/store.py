@@ -102,14 +102,22 @@ class Store:
     def catalog(self):
         """The :class:`~actwh.warehouse.catalog.Catalog` (SQLAlchemy is imported on first use).
 
-        A catalog outside the directory (PostgreSQL, ...) must be this warehouse's own: two
-        directories on one catalog would see, and repair, each other's commits.
+        A catalog outside the directory (PostgreSQL, a DuckDB or SQLite file elsewhere) must be
+        this warehouse's own — the id in its ``warehouse.json`` and this location — since two
+        directories on one catalog would see, and repair, each other's commits. The catalog
+        inside the directory moves and copies with it, and is always its own.
         """
         from actwh.warehouse.catalog import Catalog
 
         catalog = Catalog(self.catalog_url)
-        if self.catalog_file is None and self.warehouse_id is not None:
+        if not self.embedded_catalog:
             owner, home = catalog.info("id"), catalog.info("root")
+            if owner is not None and self.warehouse_id is None:
+                raise ActwhError(
+                    f"{self.location}: its {layout.MARKER} names the catalog {catalog.shown} but "
+                    f"no warehouse id, and that catalog belongs to the warehouse {home}; one "
+                    "catalog serves one warehouse"
+                )
             if owner is not None and owner != self.warehouse_id:
                 raise ActwhError(
                     f"the catalog {catalog.shown} belongs to another warehouse ({home}), "
@@ -128,7 +136,7 @@ class Store:
         """Make this directory the one its (server) catalog serves, after a move; returns the
         directory it served before. Refused while that directory still holds this warehouse
         (a copy must get a catalog of its own), unless ``force``."""
-        if self.catalog_file is not None:
+        if self.embedded_catalog:
             raise NotFound(f"{self.root}: its catalog is a file inside it; it has no other home")
         from actwh.warehouse.catalog import Catalog
 
@@ -149,6 +157,13 @@ class Store:
         catalog.set_info("root", str(self.root))
         self.__dict__.pop("catalog", None)  # the cached catalog checked the old home
         return home
+
+    @property
+    def embedded_catalog(self) -> bool:
+        """Whether the catalog is the DuckDB file inside the warehouse's directory."""
+        return self._root is not None and self.catalog_url == (
+            f"duckdb:///{self._root / layout.CATALOG_FILE}"
+        )
 
     @property
     def catalog_file(self) -> Path | None:
@@ -218,6 +233,33 @@ class Store:
                     "(use another database)"
                 )
 
+    def _check_catalog_ours(self) -> None:
+        """A ``catalog.duckdb`` already in a directory being made a warehouse is adopted only if
+        actwh made it (an interrupted creation: no tables yet, or actwh's stamp): never a user's
+        own database, whose tables creation would alter."""
+        import duckdb
+
+        path = self.root / layout.CATALOG_FILE
+        try:
+            with duckdb.connect(str(path), read_only=True) as con:
+                tables = {
+                    t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+                }
+                stamped = "warehouse_info" in tables and con.execute(
+                    "SELECT count(*) FROM warehouse_info WHERE key = 'format'"
+                ).fetchone() != (0,)
+        except duckdb.Error as error:
+            reason = str(error).splitlines()[0]
+            raise AlreadyExists(
+                f"{path} exists and is not a catalog actwh can read ({reason}); move it away, "
+                "or choose a new directory"
+            ) from error
+        if tables and not stamped:
+            raise AlreadyExists(
+                f"{path} is a DuckDB database actwh did not make; move it away, or choose a new "
+                "directory"
+            )
+
     @classmethod
     def _create_remote(cls, uri: str, catalog_url: str | None) -> Store:
         """A new warehouse under an object store prefix; its catalog must be a server's."""
@@ -263,6 +305,8 @@ class Store:
         store = cls(root, catalog_url or f"duckdb:///{root / layout.CATALOG_FILE}")
         if catalog_url:
             store._check_catalog_free()
+        elif (root / layout.CATALOG_FILE).exists():
+            store._check_catalog_ours()
         made = not root.exists()
         try:
             root.mkdir(parents=True, exist_ok=True)

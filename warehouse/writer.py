@@ -34,6 +34,7 @@ from actwh.errors import ActwhError
 from actwh.warehouse import layout
 from actwh.warehouse.catalog import now
 from actwh.warehouse.faults import crash_point
+from actwh.warehouse.lease import Lease
 from actwh.warehouse.retired import listed_files, retire
 from actwh.warehouse.schema import VECTOR_DTYPES, fact_table
 from actwh.warehouse.store import Store
@@ -70,6 +71,9 @@ class CommitWriter:
     shard
         ``(i, N)`` of the worker; files carry it in their names so that concurrent workers of one
         run never touch each other's files.
+    lease
+        The writer's lease on its run and shard (:mod:`~actwh.warehouse.lease`): every commit
+        renews it in its transaction, and records nothing once another writer has it.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class CommitWriter:
         run: str | None = None,
         model: str | None = None,
         shard: tuple[int, int] = (0, 1),
+        lease: Lease | None = None,
     ):
         if (run is None) == (model is None):
             raise ValueError("a writer belongs to exactly one run or one model")
@@ -87,6 +92,7 @@ class CommitWriter:
         self.model = model
         self.shard = shard
         self.tag = shard_tag(shard)
+        self.lease = lease
         self._buffers: dict[tuple[str, tuple], list[pa.Table]] = {}
         self._vector_sizes: dict[tuple[str, tuple], int | None] = {}
         self.buffered_bytes = 0  # of the rows buffered since the last commit
@@ -253,6 +259,8 @@ class CommitWriter:
         catalog = self.store.catalog
         try:
             with catalog.begin() as conn:
+                if self.lease is not None:
+                    self.lease.renew(conn)
                 replaced = [
                     row["path"]
                     for table in replace_tables

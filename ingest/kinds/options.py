@@ -65,7 +65,11 @@ class LensOptions:
     """The logit lens and target-token probabilities: :mod:`actwh.ingest.kinds.lens`."""
 
     logit_lens: int = option(
-        0, "Store the top-K tokens of the logit lens (0: off).", resume=True, metavar="K"
+        0,
+        "Store the top-K tokens of the logit lens (0: off).",
+        resume=True,
+        metavar="K",
+        at_least=0,
     )
     target_tokens: str | Iterable[str | int] = option(
         "",
