@@ -53,10 +53,12 @@ def matches(value, hint) -> bool:
         return any(matches(value, h) for h in params)
     if origin is typing.Literal:
         return value in params
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is int:  # numpy's integers too (a count read from an array)
+        return isinstance(value, int | np.integer) and not isinstance(value, bool)
     if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+            value, bool
+        )
     if origin in (list, set, tuple, Iterable) or hint in (list, set, tuple, Iterable):
         return _matches_items(value, origin or hint, params)
     if isinstance(hint, type):
@@ -143,6 +145,30 @@ def exactly_one(**choices) -> str:
     return given[0]
 
 
+def utf8(raw: bytes, where: str) -> str:
+    """``raw`` as text (a byte-order mark dropped), or one line naming ``where`` and the line of
+    the first byte that is not UTF-8."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise BadInput(
+            f"{where}:{line}: not valid UTF-8 text (byte 0x{raw[error.start]:02x})"
+        ) from None
+
+
+def check_text(where: str, text) -> None:
+    """Refuse a string that cannot be UTF-8 (a command line's undecodable bytes, a lone
+    surrogate from JSON): one line naming ``where``, not an encoder's traceback later."""
+    check(where, text, str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise BadInput(
+            f"{where}: not valid UTF-8 text (character {error.start}: {text[error.start]!r})"
+        ) from None
+
+
 def names(spec: str | Iterable[str]) -> list[str]:
     """Names given as one comma list, or as an iterable of names or comma lists (what a CLI
     option that repeats, ``--run a --run b,c``, hands over): ``["a", "b", "c"]``."""
@@ -164,7 +190,9 @@ def parse_layers(
     """``None``/``all``, a layer (``19``), a list or range of layers, or the CLI's ``10-20``
     (inclusive) and comma lists of those; 0-based. Each layer is checked before any range is
     expanded, so ``0-999999999`` or ``range(10**12)`` is refused at once."""
-    if spec is None or (isinstance(spec, str) and spec.strip() in ("", "all")):
+    if isinstance(spec, str) and not spec.strip():
+        raise BadInput(f"{arg(option)}: no layer given; 'all', a layer like 19, or 10-20")
+    if spec is None or (isinstance(spec, str) and spec.strip() == "all"):
         return list(range(n_layers))
     if isinstance(spec, str):
         spans = [_span(part.strip(), spec, option) for part in spec.split(",")]
@@ -233,6 +261,8 @@ class Options:
                 raise BadInput(f"{arg(f.name)} is required")
             check(f.name, value, hint)
             check_range(f.name, value, f.metadata.get("range", {}))
+            if isinstance(value, np.generic):  # numpy's 3 as Python's (it is stored as JSON)
+                setattr(self, f.name, value.item())
 
     @classmethod
     def given(cls, options: typing.Any, overrides: dict) -> typing.Self:

@@ -20,7 +20,7 @@ from actwh.ingest.options import RunConfig
 from actwh.queries.loader import named_queries, named_query
 from actwh.warehouse.arrays import column_to_numpy
 from actwh.warehouse.layout import outside
-from actwh.warehouse.object_store import is_uri
+from actwh.warehouse.object_store import location
 from actwh.warehouse.options import (
     DatasetOptions,
     ExportOptions,
@@ -43,9 +43,7 @@ class Reads:
     def __init__(self, path: str | Path, *, create: bool = False, catalog: str | None = None):
         check("path", path, str | Path)
         check("catalog", catalog, str | None)
-        self.root: Path | str = (  # a directory, or an object store's URI
-            str(path).rstrip("/") if is_uri(path) else Path(path).expanduser().resolve()
-        )
+        self.root: Path | str = location(path)  # a directory, or an object store's URI
         self._catalog_url = catalog
         self._store: Store | None = Store.existing(self.root)
         if self._store is not None:
@@ -259,6 +257,19 @@ class Reads:
             tokens = self.sql("select distinct token from token_probs")["token"]
             if params["token"] not in tokens:
                 raise unknown("target token", params["token"], tokens, hint=TOKEN_HINT)
+        if params.get("scorer") is not None:
+            scorers = self.sql("select scorer from evaluations union select scorer from scores")[
+                "scorer"
+            ]
+            if params["scorer"] not in scorers:
+                raise unknown("scorer", params["scorer"], scorers, hint=SCORER_HINT)
+        if params.get("prefix") is not None:
+            prefixes = self.sql(
+                "select distinct regexp_replace(name, '\\.[0-9]+$', '') as p "
+                "from directions where kind = 'delta'"
+            )["p"]
+            if params["prefix"] not in prefixes:
+                raise unknown("δx direction prefix", params["prefix"], prefixes, hint=DELTA_HINT)
         if run is not None:
             _check_captured(params, run, RunConfig.of(runs[run]["config"]))
 
@@ -470,11 +481,11 @@ class Reads:
         from actwh.warehouse.hf_dataset import export_dataset
 
         o = DatasetOptions.given(options, overrides)
-        assert o.run is not None  # a required option
+        run = cast(str, o.run)  # a required option: DatasetOptions refuses None
         target = outside(out, "out")
-        found = self.sql("select model from runs where name = $r", {"r": o.run})
+        found = self.sql("select model from runs where name = $r", {"r": run})
         if found.is_empty():
-            raise NotFound(f"{arg('run')} {o.run}: no such run")
+            raise NotFound(f"{arg('run')} {run}: no such run")
         n_layers = self.sql(
             "select n_layers from models where name = $m", {"m": found["model"][0]}
         ).item()
@@ -484,7 +495,7 @@ class Reads:
             raise BadInput(f"{arg('sites')}: no site given (e.g. resid_mid, mlp_post)")
         points = [(site, layer) for site in sites for layer in chosen]
         return export_dataset(
-            self.sql, target, o.run, points, o.layout, o.context_size, progress=o.progress
+            self.sql, target, run, points, o.layout, o.context_size, progress=o.progress
         )
 
     def _export_filters(self, sql, **filters) -> dict[str, list]:
@@ -620,6 +631,8 @@ def _size(n: float) -> str:
 
 INGEST_HINT = "make one with actwh ingest (a run) or actwh variant (a model)"
 DIRECTION_HINT = "make one with actwh train-probe or actwh directions add"
+SCORER_HINT = "score a run with actwh score, or a model with actwh evaluate"
+DELTA_HINT = "make them with actwh directions add WH dx --delta BASE TUNED"
 TOKEN_HINT = "ingest with --logit-lens K --target-tokens TOKENS (stored as typed: mind the space)"
 
 

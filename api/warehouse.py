@@ -12,7 +12,7 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Union, cast
 
 import numpy as np
 
@@ -267,7 +267,7 @@ class Warehouse(Reads):
         if o.delta is not None:
             return self._delta_directions(name, *o.delta, o)
         if o.svd_of is not None:
-            return self._svd_direction(name, o)
+            return self._svd_direction(name, o.svd_of, o)
         if o.model is None:
             raise BadInput(f"{arg(source)} needs {arg('model')}")
         if o.value_vector is not None:
@@ -295,12 +295,11 @@ class Warehouse(Reads):
 
         return add_direction(self.store, model, name, vector, kind=kind, meta=meta, replace=replace)
 
-    def _svd_direction(self, name: str, o: DirectionOptions) -> dict:
+    def _svd_direction(self, name: str, svd_of: str, o: DirectionOptions) -> dict:
         from actwh.warehouse.directions import svd_from_index
         from actwh.warehouse.search import load_index
 
-        assert o.svd_of is not None
-        owner, source = self.resolve_direction(o.svd_of, o.model)
+        owner, source = self.resolve_direction(svd_of, o.model)
         vector, meta = svd_from_index(
             self.snapshot,
             load_index(self.snapshot, owner),
@@ -310,7 +309,7 @@ class Warehouse(Reads):
             component=o.component,
             per_layer=o.per_layer,
         )
-        meta["source"] = o.svd_of
+        meta["source"] = svd_of
         return self._add_vector(name, vector, owner, "svd", meta, o.replace)
 
     def _delta_directions(
@@ -486,14 +485,14 @@ class Warehouse(Reads):
         """
         o = VariantOptions.given(options, overrides)
         recipe = exactly_one(subtract=o.subtract, unalign=o.unalign, control_of=o.control_of)
+        o.check_applies(recipe)
         if o.control_of is not None:
             return self._control_variant(name, o.control_of, base, o)
         if base is None or o.scale is None:
             raise BadInput(f"{arg(recipe)} needs {arg('base')} MODEL and {arg('scale')}")
         if o.subtract is not None:
             return self._subtract_variant(name, base, o.subtract, o.scale, o)
-        assert o.unalign is not None
-        return self._unalign_variant(name, base, o.unalign, o.scale, o)
+        return self._unalign_variant(name, base, cast(str, o.unalign), o.scale, o)
 
     def _subtract_variant(self, name, base, direction, scale, o: VariantOptions) -> dict:
         from actwh.ingest.registry import register_variant

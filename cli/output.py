@@ -50,8 +50,7 @@ def emit(frames: pl.DataFrame | Iterable[pl.DataFrame], output: tuple[str, str |
     a table per 10,000 rows, CSV with one header, JSON lines, or a Parquet file."""
     frames = [frames] if isinstance(frames, pl.DataFrame) else frames
     fmt, path = output
-    if fmt == "parquet":
-        assert path is not None, "--parquet takes a path"
+    if path is not None:  # --parquet PATH
         rows = _write_parquet(frames, path)
         click.echo(f"wrote {rows} rows to {path}", err=True)
     elif fmt == "csv":

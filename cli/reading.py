@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
+from actwh.arguments import utf8
 from actwh.cli.flags import options_of
 from actwh.cli.main import main, named, open_warehouse, warehouse_argument
 from actwh.cli.output import emit, output_options
@@ -48,10 +50,12 @@ def sql(warehouse, query, params, output):
       actwh sql wh analysis.sql --csv
     """
     if query == "-":
-        query = sys.stdin.read()
-    elif query.endswith(".sql") and "\n" not in query:
+        query = utf8(sys.stdin.buffer.read(), "the SQL on stdin")
+    elif query.endswith(".sql") and (
+        Path(query).is_file() or not any(c.isspace() for c in query)
+    ):  # a file name, not a statement that ends "-- see my.sql"
         try:
-            query = open(query, encoding="utf-8").read()
+            query = utf8(Path(query).read_bytes(), query)
         except OSError as error:
             raise from_os_error(error, "reading the SQL file: ") from None
     with open_warehouse(warehouse) as wh:

@@ -105,7 +105,7 @@ def index_vectors(warehouse, model, **options):
     """Store every MLP value vector of a model and index them with FAISS.
 
     Each value vector MLP.v_i^l (row i of W_out) goes to the value_vectors table with its norm;
-    the model's readout (index/MODEL.readout.npy) and tokens (the vocabulary table) read a
+    the model's readout (index/MODEL.BUILD.readout.npy) and tokens (the vocabulary table) read a
     vector as the tokens it promotes when asked: search, the report, top_toxic_vectors, or in
     SQL vector_tokens(model, vec, 1, 10) (-1: those of −v, what a gated neuron writes when its
     coefficient is negative).

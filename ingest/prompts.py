@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from actwh.arguments import check_text, utf8
 from actwh.errors import BadInput, NotFound
 
 JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
@@ -84,11 +85,7 @@ def read_text_file(path: Path) -> str:
     raw = path.read_bytes()
     if b"\x00" in raw[:8192]:
         raise BadInput(f"{path}: binary file (NUL bytes), not a prompt file")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        raise BadInput(f"{path}:{line}: not valid UTF-8 text") from error
+    text = utf8(raw, str(path))
     if not text.strip():
         raise BadInput(f"{path}: empty file, no prompts")
     return text
@@ -115,6 +112,9 @@ def jsonl_records(path: Path, text: str, fields: tuple[str, ...] = ()):
         except json.JSONDecodeError as error:
             message = f"{where}: malformed JSON ({error.msg}: column {error.colno})"
             raise BadInput(message) from None
+        except RecursionError:
+            raise BadInput(f"{where}: JSON nested too deeply") from None
+        check_text(where, json.dumps(record, ensure_ascii=False))  # a lone surrogate (\ud800)
         if not isinstance(record, dict):
             raise BadInput(f"{where}: expected a JSON object, got {type(record).__name__}")
         missing = [f for f in fields if f not in record]
@@ -146,9 +146,12 @@ def _from_json(record: dict, where: str) -> Prompt:
         "source_prompt": meta.pop("source_prompt", None),
     }
     if (link["transform"] is None) != (link["source_prompt"] is None) or not (
-        link["source_prompt"] is None or isinstance(link["source_prompt"], int)
+        link["source_prompt"] is None
+        or (isinstance(link["source_prompt"], int) and isinstance(link["transform"], str))
     ):
-        raise BadInput(f"{where}: a variant needs both 'transform' and an integer 'source_prompt'")
+        raise BadInput(
+            f"{where}: a variant needs both 'transform' (a string) and an integer 'source_prompt'"
+        )
     if messages is None and isinstance(prompt, list):
         messages, prompt = prompt, None
     if messages is not None:
@@ -195,6 +198,8 @@ def read_prompts(path: str | Path, name: str | None = None) -> PromptSet:
             raise BadInput(
                 f"{path}: prompt {i} links to source_prompt {p.source_prompt}, not in the file"
             )
+        if p.source_prompt == i:
+            raise BadInput(f"{path}: prompt {i} is a variant of itself (source_prompt {i})")
     set_name = name or path.stem
     return PromptSet(name=set_name, source=str(path.resolve()), prompts=prompts)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from actwh.errors import ActwhError, NotFound, arg
+from actwh.errors import ActwhError, BadInput, NotFound, arg
 from actwh.ingest.prompts import Prompt
 from actwh.models.loading import LoadedModel
 from actwh.warehouse.reader import Snapshot
@@ -104,7 +104,15 @@ def encode_prompts(
         if prompt.messages is None:
             ids = list(encoded[index])
         else:
-            ids, turns = encode_chat(tokenizer, prompt.messages)
+            try:
+                ids, turns = encode_chat(tokenizer, prompt.messages)
+            except Exception as error:  # the template refuses the chat (jinja's own error)
+                if isinstance(error, ActwhError):
+                    raise
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else "refused"
+                raise BadInput(
+                    f"prompt {index}: this model's chat template refuses its messages ({reason})"
+                ) from None
             reply = len(prompt.messages)
         truncated = len(ids) > max_tokens
         if truncated and on_long == "refuse":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +36,7 @@ from actwh.models.value_vectors import readout
 from actwh.warehouse import layout, vector_index
 from actwh.warehouse.arrays import vectors_to_column
 from actwh.warehouse.catalog import now
+from actwh.warehouse.retired import retire_index
 from actwh.warehouse.store import Store
 from actwh.warehouse.writer import CommitWriter
 
@@ -78,15 +80,18 @@ def store_value_vectors(store: Store, loaded: LoadedModel, options: IndexOptions
     tokens = pa.table({"token_id": ids, "token": TokenText(loaded.tokenizer)(ids.tolist())})
     writer.add("vocabulary", {"model": loaded.name}, tokens)
     index = vector_index.build(np.concatenate(blocks), kind)
-    path = f"{layout.INDEX_DIR}/{loaded.name}.faiss"
-    readout_path = f"{layout.INDEX_DIR}/{loaded.name}.readout.npy"
+    # Named by this build (a rebuild never overwrites what readers open), recorded in the
+    # commit of the vectors: a kill before it leaves orphans for check --repair, never a
+    # catalog row whose files differ.
+    build = uuid.uuid4().hex[:12]
+    path = f"{layout.INDEX_DIR}/{loaded.name}.{build}.faiss"
+    readout_path = f"{layout.INDEX_DIR}/{loaded.name}.{build}.readout.npy"
     index_bytes = vector_index.to_bytes(index)
     buffer = io.BytesIO()
     np.save(buffer, U.cpu().numpy())
     readout_bytes = buffer.getvalue()
     store.put(path, index_bytes)
     store.put(readout_path, readout_bytes)
-    writer.commit(replace_tables=("value_vectors", "vocabulary"))
     row = {
         "model": loaded.name,
         "path": path,
@@ -99,7 +104,14 @@ def store_value_vectors(store: Store, loaded: LoadedModel, options: IndexOptions
         "readout_sha256": hashlib.sha256(readout_bytes).hexdigest(),
         "created_at": now(),
     }
-    with store.catalog.begin() as conn:
-        store.catalog.delete(conn, "vector_indexes", model=loaded.name)
-        store.catalog.insert(conn, "vector_indexes", row)
+
+    def record(conn, commit_id: str) -> None:
+        catalog = store.catalog
+        old = catalog.get("vector_indexes", conn, model=loaded.name)
+        catalog.delete(conn, "vector_indexes", model=loaded.name)
+        catalog.insert(conn, "vector_indexes", row)
+        if old is not None:
+            retire_index(catalog, conn, [old["path"], old["readout"]], commit_id)
+
+    writer.commit(replace_tables=("value_vectors", "vocabulary"), also=record)
     return row

@@ -59,7 +59,7 @@ from actwh.models.loading import LoadedModel
 from actwh.warehouse.catalog import to_json
 from actwh.warehouse.layout import check_name
 from actwh.warehouse.lease import Lease
-from actwh.warehouse.object_store import is_uri
+from actwh.warehouse.object_store import location
 from actwh.warehouse.registry import (
     check_resumable,
     directions_for,
@@ -307,7 +307,7 @@ def ingest(
         root, existing = warehouse.location, warehouse
     else:  # a directory, or an object store prefix
         existing = Store.existing(warehouse)
-        root = str(warehouse) if is_uri(warehouse) else str(Path(warehouse).expanduser().resolve())
+        root = str(location(warehouse))
     if isinstance(model, LoadedModel):
         loaded = model
     else:

@@ -4,10 +4,11 @@ imports torch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from actwh.arguments import Options, device_option, option
+from actwh.errors import BadInput, arg
 
 
 @dataclass
@@ -63,3 +64,19 @@ class VariantOptions(Options):
         "adds as much write (mean |m|·‖v‖ in the variant's --run, times s − 1) as the edit.",
     )
     device: str = device_option()
+
+    def check_applies(self, recipe: str) -> None:
+        """Refuse an option given that the recipe does not use (``--one-sided`` with
+        ``--subtract``, ``--scale`` with ``--control-of``): it would be silently ignored."""
+        for f in fields(self):
+            if f.name not in _USES[recipe] | {"subtract", "unalign", "control_of", "device"}:
+                if getattr(self, f.name) != f.default:
+                    raise BadInput(f"{arg(f.name)} does not apply to {arg(recipe)}")
+
+
+# The options each recipe uses (a control takes its edit's scale, keys and sides).
+_USES = {
+    "subtract": {"scale", "layer"},
+    "unalign": {"scale", "k", "per_layer", "run", "keys", "one_sided"},
+    "control_of": {"seed", "match"},
+}

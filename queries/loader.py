@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
 
-from actwh.errors import ActwhError, NotFound
+from actwh.arguments import check_range
+from actwh.errors import ActwhError, BadInput, NotFound
 
 _HEADER = re.compile(r"^--\s*(name|answers|paper|needs):\s*(.*)$")
 # A default is JSON: a quoted string (which may hold a colon) or a bare value.
@@ -78,11 +79,13 @@ class NamedQuery:
                 f"query {self.name} needs {', '.join(missing)}; its parameters: {self.signature()}"
             )
         for p in self.params:  # null is a value only where it is the default ("none")
-            if given.get(p.name, p.default) is None and p.default is not None:
+            value = given.get(p.name, p.default)
+            if value is None and p.default is not None:
                 raise ActwhError(
                     f"query {self.name}: parameter {p.name} cannot be null; "
                     f"its parameters: {self.signature()}"
                 )
+            _check_number(self.name, p, value)
         return {p.name: given.get(p.name, p.default) for p in self.params}
 
     def signature(self) -> str:
@@ -104,6 +107,35 @@ def _header(text: str) -> tuple[dict[str, str], tuple[Param, ...]]:
         elif match := _HEADER.match(line):
             header[match.group(1)] = match.group(2).strip()
     return header, tuple(params)
+
+
+# The range of the numeric parameters the named queries share: a name means one thing in all of
+# them (a count is at least 1, resamples and positions at least 0). Every number must be finite,
+# and a parameter whose default is a number takes a number.
+BOUNDS = {
+    "k": {"at_least": 1},
+    "n": {"at_least": 1},
+    "bins": {"at_least": 1},
+    "min_prompts": {"at_least": 1},
+    "replicates": {"at_least": 0},
+    "permutations": {"at_least": 0},
+    "window": {"at_least": 0},
+    "from_pos": {"at_least": 0},
+    "seed": {"at_least": 0},
+    "t_cut": {"at_least": 0},
+}
+
+
+def _check_number(query: str, param: Param, value) -> None:
+    numeric = isinstance(param.default, int | float) and not isinstance(param.default, bool)
+    if not numeric or value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadInput(f"query {query}: parameter {param.name} expects a number, got {value!r}")
+    try:
+        check_range(param.name, value, BOUNDS.get(param.name, {}))
+    except BadInput as error:
+        raise BadInput(f"query {query}: {error.template}") from None
 
 
 def _named(header: dict, params: tuple, **body) -> NamedQuery:

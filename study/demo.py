@@ -41,7 +41,7 @@ from actwh.study.findings import FINDINGS_SECTION, print_findings
 from actwh.study.names import DIRECTION, LAYER_RUN, SELECTIVE, seed_names, unaligned_names
 from actwh.study.options import DemoOptions
 from actwh.train.options import DPOOptions
-from actwh.warehouse.layout import replace_file
+from actwh.warehouse.layout import outside, replace_file
 
 STEPS = 10
 
@@ -483,4 +483,4 @@ def demo(options: DemoOptions | None = None, echo: Callable = print, **overrides
     made = quick_settings if o.quick else study_settings
     more = {} if scales is None else {"unalign_sweep": scales}  # else: the settings' own
     settings = made(o.model, progress=o.progress, seeds=o.seeds, **more)
-    return run_study(Path(out), settings, echo)
+    return run_study(outside(out, "out"), settings, echo)  # (its own warehouse is out/wh)

@@ -112,8 +112,8 @@ def test_completed_run_is_not_redone(tmp_path, gpt2_dir, prompts_file):
         ),
         (lambda p, m: ["--model", m, "--prompts", p["empty"]], r"empty.jsonl: empty file"),
         (
-            lambda p, m: ["--model", "no-such-model-xyz", "--prompts", p["good"]],
-            r"--model no-such-model-xyz: could not load",
+            lambda p, m: ["--model", "no-such/model-xyz", "--prompts", p["good"]],
+            r"--model no-such/model-xyz: could not load",
         ),
         (
             lambda p, m: ["--model", "./missing/model", "--prompts", p["good"]],
@@ -157,6 +157,12 @@ def test_completed_run_is_not_redone(tmp_path, gpt2_dir, prompts_file):
             lambda p, m: ["--model", m, "--prompts", p["good"], "--layers", "0-999999999"],
             r"layer 999999999 is out of range",
         ),
+        (  # it went to the hub, waited a minute and suggested nothing
+            lambda p, m: ["--model", "embeded", "--prompts", p["good"]],
+            r"--model 'embeded': no such shipped model \(did you mean 'embedded'\?\)",
+        ),
+        (lambda p, m: ["--model", m, "--prompts", p["good"], "--layers", ""], r"no layer given"),
+        (lambda p, m: ["--model", m, "--prompts", p["good"], "--batch-size", 0], r"must be >= 1"),
     ],
 )
 @pytest.mark.parametrize("existing", [False, True])

@@ -65,6 +65,14 @@ def test_sha_changes_with_content(tmp_path):
         ("emptyprompt.jsonl", '{"prompt": "  "}\n', r"emptyprompt.jsonl:1: empty prompt"),
         ("list.jsonl", "[1, 2]\n", r"list.jsonl:1: expected a JSON object"),
         ("role.jsonl", '{"messages": [{"role": "robot", "content": "x"}]}\n', r"role 'robot'"),
+        # these were tracebacks: a lone surrogate, deep nesting, a transform that is no string
+        ("surrogate.jsonl", '{"prompt": "a \\ud800 b"}\n', r"surrogate.jsonl:1: not valid UTF-8"),
+        ("deep.jsonl", '{"prompt": ' + "[" * 100_000 + "]" * 100_000 + "}\n", r"nested too deeply"),
+        (
+            "transform.jsonl",
+            '{"prompt": "x", "transform": 5, "source_prompt": 0}\n',
+            r"'transform' \(a string\)",
+        ),
     ],
 )
 def test_bad_files(tmp_path, name, content, message):
@@ -102,3 +110,25 @@ def test_shipped_set():
         assert table3 in texts
     categories = {p.meta["category"] for p in shipped.prompts}
     assert categories == {"paper_table3", "provocative", "neutral"}
+
+
+def test_a_chat_the_template_refuses_is_one_line(tmp_path, gpt2_dir):
+    """A chat template that raises (Gemma's refuses roles that do not alternate) used to be a
+    jinja traceback in the middle of ingestion."""
+    import shutil
+
+    from actwh.ingest.sequences import encode_prompts
+    from actwh.models.loading import load_model
+
+    model = tmp_path / "strict"
+    shutil.copytree(gpt2_dir, model)
+    (model / "chat_template.jinja").write_text(
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}{{ m['content'] }}"
+        "{% endfor %}"
+    )
+    loaded = load_model(str(model), device="cpu")
+    chats = write(tmp_path, "c.jsonl", '{"messages": [{"role": "system", "content": "x"}]}\n')
+    prompts = read_prompts(chats).prompts
+    with pytest.raises(ActwhError, match=r"prompt 0: this model's chat template refuses its "):
+        encode_prompts(loaded, prompts, 64, "truncate")

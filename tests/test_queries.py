@@ -1248,3 +1248,34 @@ def test_no_output_is_written_through_a_symbolic_link(study, wh, tmp_path):
         assert result.exit_code == 2 and "is a symbolic link" in result.stderr, result.output
         assert result.stderr.count("\n") == 1
     assert victim.read_bytes() == b"precious" and all(p.is_symlink() for p in planted)
+
+
+def test_inputs_that_gave_wrong_answers_are_refused_by_name(wh):
+    """Each of these used to give an answer that looked right (exit 0): a NaN query vector (an
+    empty frame), a value vector out of range ("not stored"), a mistyped scorer or δx prefix
+    (an empty table, "no run NULL"), options a variant recipe does not use (silently
+    ignored), a negative k to vector_tokens (295 tokens); and k=np.int64(3) was refused."""
+    from actwh.errors import BadInput
+
+    d_model = wh.direction("toxic_probe").shape[0]
+    with pytest.raises(BadInput, match="zero or not finite"):
+        wh.search(np.full(d_model, np.nan, dtype=np.float32), model="tiny-gpt2")
+    assert wh.search("toxic_probe", k=np.int64(3)).height == 3
+    with pytest.raises(NotFound, match=r"value vector 0:99999: out of range"):
+        wh.add_direction("far", model="tiny-gpt2", value_vector=(0, 99999))
+    with pytest.raises(NotFound, match=r"'dxx': no such δx direction prefix"):
+        wh.query("residual_offset", prefix="dxx")
+    with pytest.raises(NotFound, match=r"'profanty': no such scorer \(did you mean 'profanity'"):
+        wh.query("toxicity_table", scorer="profanty")
+    with pytest.raises(BadInput, match="one_sided does not apply to subtract"):
+        wh.variant("v", base="dpo", subtract="toxic_probe", scale=1.0, one_sided=True)
+    with pytest.raises(BadInput, match="scale does not apply to control_of"):
+        wh.variant("v", control_of="unaligned", scale=2.0)
+    with pytest.raises(ActwhError, match="k -5 must be >= 1"):
+        wh.sql("select vector_tokens('tiny-gpt2', vec, 1, -5) from value_vectors limit 1")
+    layer, neuron = tracked(wh).values()
+    where = {"base_run": "base", "layer": layer, "neuron": neuron}
+    with pytest.raises(BadInput, match="query neuron_histogram: bins -3: must be >= 1"):
+        wh.query("neuron_histogram", **where, bins=-3)  # (gave bin -4 holding every token)
+    with pytest.raises(BadInput, match="parameter bins expects a number, got 'x'"):
+        wh.query("neuron_histogram", **where, bins="x")

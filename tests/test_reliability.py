@@ -812,3 +812,34 @@ def test_init_adopts_only_a_catalog_it_made_and_reads_columns_it_does_not_know(t
     tables = cli("tables", wh, "--csv").stdout
     assert "value_vectors" in tables
     assert cli("sql", wh, "select count(*) as n from models", "--csv").stdout == "n\n1\n"
+
+
+def test_the_faiss_index_is_committed_with_its_vectors_and_checked(tmp_path, gpt2_dir):
+    """The index and its readout are recorded in the commit of the value vectors, under names of
+    their own build: a rebuild killed before its commit leaves the old index searchable and its
+    files as orphans (it used to leave every search failing "checksum differs" while check said
+    ok); check verifies both files and names a damaged one; a truncated index is one line in
+    search, not a traceback."""
+    wh = tmp_path / "wh"
+    cli("index-vectors", wh, "--model", gpt2_dir, "--no-progress")
+    cli("directions", "add", wh, "rnd", "--model", gpt2_dir.name, "--random")
+    search = ["search", wh, "--direction", "rnd", "-k", "3", "--csv"]
+    before = cli(*search).stdout
+    env = dict(os.environ, ACTWH_CRASH_AT="commit.before_files")
+    rebuild = [ACTWH, "index-vectors", str(wh), "--model", str(gpt2_dir), "--replace"]
+    assert subprocess.run(rebuild, env=env, capture_output=True).returncode == -signal.SIGKILL
+    assert cli(*search).stdout == before
+    found = CliRunner().invoke(main, ["check", str(wh)])
+    assert found.exit_code == 1 and found.output.count("orphan (no commit lists it): index/") == 2
+    assert CliRunner().invoke(main, ["check", str(wh), "--repair", "--grace", "0"]).exit_code == 0
+    with actwh.open(wh) as w:
+        index = w.sql("select path from vector_indexes").item()
+    (wh / index).write_bytes((wh / index).read_bytes()[:100])
+    found = CliRunner().invoke(main, ["check", str(wh)])
+    assert found.exit_code == 1 and f"damaged: {index}: checksum differs" in found.output
+    assert f"actwh index-vectors WH --model {gpt2_dir.name} --replace" in found.output
+    error = cli_error(*search[:-1])
+    assert error.startswith(f"error: {index}: the FAISS index of model") and error.count("\n") == 1
+    cli("index-vectors", wh, "--model", gpt2_dir, "--replace", "--no-progress")
+    assert cli(*search).stdout == before
+    assert CliRunner().invoke(main, ["check", str(wh)]).exit_code == 0

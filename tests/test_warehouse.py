@@ -448,3 +448,89 @@ def test_a_warehouse_of_344b4d1_reads_the_same(tmp_path):
         if isinstance(rows, list) and rows:  # columns added since are left out
             got[key] = [{column: row[column] for column in rows[0]} for row in got[key]]
         assert got[key] == rows, key
+
+
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("s3://", "a malformed URI; an object store prefix is s3://BUCKET/PREFIX"),
+        ("s3:/bkt/x", "a malformed URI; an object store prefix is s3://BUCKET/PREFIX"),
+        ("S3:bkt", "a malformed URI; an object store prefix is s3://BUCKET/PREFIX"),
+        ("ftp://host/x", "actwh cannot open ftp:// stores"),
+        ("file://host/x", "a malformed URI; a local path is file:///ABSOLUTE/PATH"),
+    ],
+)
+def test_a_malformed_uri_is_refused_not_made_a_folder(tmp_path, monkeypatch, uri, message):
+    """These made local folders named s3:, S3: or file: and exited 0."""
+    from actwh.errors import BadInput
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BadInput, match=message):
+        actwh.open(uri, create=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_uri_is_the_local_path_and_a_scheme_any_case(tmp_path):
+    from actwh.warehouse.object_store import location
+
+    Store.create(f"file://{tmp_path}/a%20b")
+    assert actwh.open(f"FILE://{tmp_path}/a%20b").path == tmp_path / "a b"
+    assert location("S3://Bucket/Prefix/") == "s3://Bucket/Prefix"
+
+
+def test_a_store_that_does_not_answer_is_one_line_in_time(tmp_path):
+    """gs:// without credentials or network used to hang for more than five minutes (the
+    credential lookup waits for a metadata server); a store gets ACTWH_STORE_TIMEOUT seconds."""
+    import subprocess
+    import sys
+    import time
+
+    actwh_bin = str(Path(sys.executable).with_name("actwh"))
+    env = {**__import__("os").environ, "ACTWH_STORE_TIMEOUT": "3"}
+    started = time.monotonic()
+    done = subprocess.run(
+        [actwh_bin, "tables", "gs://actwh-no-such-bucket/wh"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: gs://actwh-no-such-bucket/wh")
+    assert time.monotonic() - started < 30
+
+
+def test_sql_that_is_not_utf8_and_a_damaged_marker_are_one_line(tmp_path):
+    """Non-UTF-8 SQL in a file, on stdin and as an argument (undecodable bytes of a command
+    line), and a warehouse.json that is a list or names a catalog that is no string, were
+    tracebacks; a statement that ends in a comment naming a .sql file is a statement."""
+    import sys
+
+    from click.testing import CliRunner
+
+    from actwh.cli import main
+
+    wh = tmp_path / "wh"
+    Store.create(wh)
+    (tmp_path / "bad.sql").write_bytes(b"select 1 \xff")
+    runner = CliRunner()
+    cases = [
+        ([str(tmp_path / "bad.sql")], None, "bad.sql:1: not valid UTF-8 text (byte 0xff)"),
+        (["-"], b"select 1 \xff", "the SQL on stdin:1: not valid UTF-8 text (byte 0xff)"),
+        (
+            [b"select 1 \xff".decode(sys.getfilesystemencoding(), "surrogateescape")],
+            None,
+            "the SQL: not valid UTF-8 text",
+        ),
+    ]
+    for args, stdin, message in cases:
+        result = runner.invoke(main, ["sql", str(wh), *args], input=stdin)
+        assert result.exit_code == 2 and message in result.stderr, result.output
+        assert result.stderr.count("\n") == 1
+    result = runner.invoke(main, ["sql", str(wh), "select 42 as x -- see my.sql", "--csv"])
+    assert result.exit_code == 0 and result.stdout == "x\n42\n", result.output
+    for marker in ("[1, 2]", '{"format": "1", "catalog": 5}'):
+        (wh / "warehouse.json").write_text(marker)
+        result = runner.invoke(main, ["tables", str(wh)])
+        assert result.exit_code == 2 and "warehouse.json is damaged" in result.stderr
+        assert result.stderr.count("\n") == 1

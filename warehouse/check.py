@@ -26,6 +26,7 @@ directory), when files are missing rather than damaged, or when more than
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -50,6 +51,7 @@ class CheckReport:
     runs_to_resume: list[str] = field(default_factory=list)
     stale_runs: list[str] = field(default_factory=list)
     models_to_rebuild: list[str] = field(default_factory=list)
+    indexes_to_rebuild: list[str] = field(default_factory=list)  # models: damaged FAISS files
     retired: int = 0  # files retired (by a compaction or rebuild) still on disk: not orphans
     stale_logs: list[str] = field(default_factory=list)  # tables whose Spark log is out of date
     published: list[str] = field(default_factory=list)  # tables whose Spark log repair wrote
@@ -82,6 +84,11 @@ class CheckReport:
             f"model {model} lost damaged commits: rerun actwh index-vectors / actwh diff for it"
             for model in self.models_to_rebuild
         ]
+        lines += [
+            f"model {model}'s FAISS index is damaged: actwh index-vectors WH --model {model} "
+            "--replace builds it again"
+            for model in self.indexes_to_rebuild
+        ]
         for table in self.stale_logs:
             state = "written again" if table in self.published else "out of date (--repair)"
             lines.append(f"Spark log of {table}: {state}")
@@ -105,15 +112,19 @@ def _problem(store: Store, row: dict) -> str | None:
     return None
 
 
+# What index-vectors writes under index/: MODEL.BUILD.faiss, MODEL.BUILD.readout.npy, and the
+# unfinished write of one (.NAME.PID.tmp).
+_INDEX_FILE = re.compile(r"^\.?[^/]+\.[0-9a-f]{12}\.(faiss|readout\.npy)(\.\d+\.tmp)?$")
+
 MAX_DROPPED_COMMITS = 3  # a repair that would drop more asks for force=True
 
 
 def check(store: Store, options: CheckOptions | None = None) -> CheckReport:
     options = options or CheckOptions()
     if not options.repair:
-        return _inspect(store, dict(store.data_files()))
+        return _inspect(store, {**dict(store.data_files()), **dict(store.index_files())})
     with store.commit_lock(exclusive=True):  # no local writer is between write and record
-        modified = dict(store.data_files())
+        modified = {**dict(store.data_files()), **dict(store.index_files())}
         report = _inspect(store, modified)
         damaged = _damaged_commits(store, report)
         if not options.force:
@@ -139,9 +150,24 @@ def _inspect(store: Store, present: dict[str, float]) -> CheckReport:
         problem = _problem(store, row)
         if problem:
             report.problems.append((row["path"], problem))
+    indexes = [
+        (row["model"], path, sha)
+        for row in store.catalog.rows("vector_indexes")
+        for path, sha in ((row["path"], row["sha256"]), (row["readout"], row["readout_sha256"]))
+        if path  # (a warehouse from before readouts has none)
+    ]
+    report.files += len(indexes)
+    for model, path, sha in indexes:
+        problem = "missing" if not store.exists(path) else None
+        if problem is None and store.sha256(path) != sha:
+            problem = "checksum differs from the catalog's"
+        if problem is not None:
+            report.problems.append((path, problem))
+            if model not in report.indexes_to_rebuild:
+                report.indexes_to_rebuild.append(model)
     retired = {row["path"] for row in store.catalog.rows("retired_files")}
     report.retired = len(retired & set(present))
-    known = {row["path"] for row in committed} | retired
+    known = {row["path"] for row in committed} | retired | {path for _, path, _ in indexes}
     for relative in present:
         if relative in known:
             continue
@@ -172,6 +198,8 @@ def _written_by_actwh(relative: str) -> bool:
     """Whether a writer of actwh could have left ``relative``: one of its file names, in the
     partition folders of a table (``data/residuals/run=R/layer=L/part-….parquet``)."""
     parts = relative.split("/")
+    if parts[0] == layout.INDEX_DIR:  # a build's index or readout, or its unfinished write
+        return len(parts) == 2 and bool(_INDEX_FILE.match(parts[1]))
     spec = fact_tables().get(parts[1]) if len(parts) > 2 else None
     if spec is None or not layout.is_data_file_name(parts[-1]):
         return False

@@ -20,22 +20,86 @@ import hashlib
 import os
 import re
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from actwh.errors import ActwhError, Damaged, NotFound
+from actwh.errors import ActwhError, BadInput, Damaged, NotFound
 
 _URI = re.compile(r"^([a-z][a-z0-9+.-]*)://")
+# The object stores pyarrow.fs opens; a local path may also be given as file:///...
+SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss")
+_SCHEME_LIKE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(/*)(.*)$", re.S)
+# Seconds the first request to a store may take (a wrong endpoint, a credential lookup that
+# waits for a metadata server) before it is one line instead of a hang.
+TIMEOUT = float(os.environ.get("ACTWH_STORE_TIMEOUT", "30"))
+
+
+class NoAnswer(ActwhError):
+    """A store that did not answer within :data:`TIMEOUT`."""
+
+
+def location(where: str | Path) -> Path | str:
+    """Where a warehouse is, as every command takes it: a local directory (a path, or a
+    ``file://`` URI) as an absolute path, or an object store URI (``s3://bucket/prefix``, the
+    scheme in any case) as its normal form. A URI that is malformed (``s3:/bkt``, ``s3://``) or
+    of a store actwh cannot open is refused, never taken for a folder named ``s3:``."""
+    found = _SCHEME_LIKE.match(where) if isinstance(where, str) else None
+    if found is None:
+        return Path(where).expanduser().resolve()
+    scheme, slashes, rest = found[1].lower(), found[2], found[3]
+    if scheme == "file":
+        parts = urlsplit(f"file:{slashes}{rest}")  # file:///abs/path: no host, the path
+        if not slashes.startswith("//") or parts.netloc not in ("", "localhost"):
+            raise BadInput(f"{where}: a malformed URI; a local path is file:///ABSOLUTE/PATH")
+        return Path(unquote(parts.path)).resolve()
+    if scheme in SCHEMES:
+        if slashes != "//" or not rest.split("/", 1)[0]:
+            raise BadInput(
+                f"{where}: a malformed URI; an object store prefix is {scheme}://BUCKET/PREFIX"
+            )
+        return f"{scheme}://{rest}".rstrip("/")
+    if slashes == "//":
+        raise BadInput(
+            f"{where}: actwh cannot open {found[1]}:// stores; it opens "
+            f"{', '.join(s + '://' for s in SCHEMES)} and local paths"
+        )
+    return Path(where).expanduser().resolve()
 
 
 def is_uri(location: str | Path) -> bool:
-    """Whether ``location`` names an object store prefix (``s3://...``), not a local path."""
-    return (
-        isinstance(location, str)
-        and bool(_URI.match(location))
-        and not location.startswith("file://")
-    )
+    """Whether ``location`` (as :func:`location` gives it) names an object store prefix."""
+    return isinstance(location, str) and bool(_URI.match(location))
+
+
+def within(call, what: str, seconds: float | None = None):
+    """``call()``'s result, or :class:`NoAnswer` naming ``what`` when it takes longer than
+    ``seconds`` (default :data:`TIMEOUT`); it is left running, on a thread that does not keep
+    the process alive."""
+    import threading
+
+    seconds = TIMEOUT if seconds is None else seconds
+    done: list = []
+
+    def run() -> None:
+        try:
+            done.append((True, call()))
+        except BaseException as error:  # handed to the caller
+            done.append((False, error))
+
+    worker = threading.Thread(target=run, daemon=True, name="actwh-store")
+    worker.start()
+    worker.join(seconds)
+    if not done:
+        raise NoAnswer(
+            f"{what}: no answer within {seconds:g} s (an endpoint that cannot be reached, or "
+            "credentials that are being looked up; ACTWH_STORE_TIMEOUT sets the limit)"
+        )
+    ok, value = done[0]
+    if not ok:
+        raise value
+    return value
 
 
 def _reason(error: BaseException) -> str:
@@ -51,7 +115,7 @@ class ObjectStore:
         self.uri = uri.rstrip("/")
         self.scheme = _URI.match(self.uri)[1]  # type: ignore[index]  # is_uri(uri) holds
         try:
-            self.fs, self.base = pafs.FileSystem.from_uri(self.uri)
+            self.fs, self.base = within(lambda: pafs.FileSystem.from_uri(self.uri), self.uri)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as error:
             reason = _reason(error)
             raise ActwhError(f"{self.uri}: not an object store actwh can open ({reason})") from None
@@ -125,7 +189,7 @@ class ObjectStore:
         bucket, an endpoint that is down)."""
         bucket = self.base.split("/", 1)[0]
         try:
-            info = self.fs.get_file_info(bucket)
+            info = within(lambda: self.fs.get_file_info(bucket), self.uri)
         except OSError as error:
             raise self.error(error) from error
         if info.type == pafs.FileType.NotFound:

@@ -30,6 +30,7 @@ import duckdb
 import pyarrow as pa
 from duckdb.sqltypes import FLOAT, INTEGER, VARCHAR
 
+from actwh.arguments import check_text
 from actwh.errors import ActwhError, BadInput, Damaged, NotFound
 from actwh.warehouse.arrays import from_blob
 from actwh.warehouse.layout import catalog_partition
@@ -345,6 +346,8 @@ class Snapshot:
 
     def relation(self, query: str, params: dict | list | None = None) -> duckdb.DuckDBPyRelation:
         """One read-only statement as a DuckDB relation; refuses anything else."""
+        if not isinstance(query, str) or not query.isascii():
+            check_text("the SQL", query)
         try:
             statements = self.con.extract_statements(query)
         except duckdb.Error as error:

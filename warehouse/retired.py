@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from actwh.errors import ActwhError
 from actwh.warehouse.catalog import now
 from actwh.warehouse.layout import RETIRED_GRACE
+from actwh.warehouse.schema import fact_tables
 from actwh.warehouse.store import Store
 
 
@@ -47,6 +48,17 @@ def retire(catalog, conn, paths: Sequence[str], commit_id: str) -> None:
         )
 
 
+def retire_index(catalog, conn, paths: Sequence[str], commit_id: str) -> None:
+    """In the transaction ``conn``: a model's FAISS index and readout, replaced by a rebuild,
+    leave the warehouse as retired files (``vector_indexes`` named them, not ``commit_files``)."""
+    at = now()
+    rows = [
+        {"path": p, "table_name": "vector_indexes", "commit_id": commit_id, "retired_at": at}
+        for p in sorted({p for p in paths if p})
+    ]
+    catalog.insert(conn, "retired_files", rows)
+
+
 def delete_retired(store: Store, grace: float = RETIRED_GRACE) -> list[str]:
     """Delete the files retired more than ``grace`` seconds ago, then forget them; returns
     them. The Spark log is published first, so that it no longer lists them."""
@@ -60,7 +72,7 @@ def delete_retired(store: Store, grace: float = RETIRED_GRACE) -> list[str]:
         due = conn.execute(old).fetchall()
     if not due:
         return []
-    publish(store, sorted({t for _, t in due}))
+    publish(store, sorted({t for _, t in due} & set(fact_tables())))  # (an index has no log)
     for path, _ in due:
         store.delete(path)
     with catalog.begin() as conn:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from actwh.errors import ActwhError, NotFound
+from actwh.errors import ActwhError, BadInput, Damaged, NotFound
 from actwh.warehouse.arrays import column_to_numpy
 from actwh.warehouse.reader import Snapshot
 from actwh.warehouse.vector_index import VectorIndex
@@ -30,7 +30,14 @@ def index_row(snapshot: Snapshot, model: str) -> dict:
 def load_index(snapshot: Snapshot, model: str) -> VectorIndex:
     row = index_row(snapshot, model)
     path = snapshot.store.local_copy(row["path"], row["sha256"])  # cached by content
-    return VectorIndex.load(path, row["d_mlp"])
+    try:
+        return VectorIndex.load(path, row["d_mlp"])
+    except RuntimeError as error:  # FAISS cannot read it: truncated, or not an index
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
+        raise Damaged(
+            f"{row['path']}: the FAISS index of model {model} cannot be read ({reason}); "
+            "run: actwh check WH"
+        ) from error
 
 
 def check_size(vectors: np.ndarray, snapshot: Snapshot, model: str) -> np.ndarray:
@@ -41,6 +48,8 @@ def check_size(vectors: np.ndarray, snapshot: Snapshot, model: str) -> np.ndarra
         raise ActwhError(
             f"a query of size {vectors.shape[1]} cannot search model {model!r} (d_model {d_model})"
         )
+    if not np.isfinite(vectors).all() or not np.abs(vectors).sum(axis=1).all():
+        raise BadInput("a query vector is zero or not finite (NaN or inf): it has no direction")
     return vectors
 
 
@@ -148,6 +157,19 @@ def value_vectors(snapshot: Snapshot, model: str, keys: list[tuple[int, int]]) -
     finally:
         con.unregister("_wanted")
     if table.num_rows != len(keys):
+        shape = snapshot.execute(
+            "select n_layers, d_mlp from models where name = $m", {"m": model}
+        ).to_pylist()
+        outside = [
+            (l, n)
+            for l, n in keys
+            if shape and not (0 <= l < shape[0]["n_layers"] and 0 <= n < shape[0]["d_mlp"])
+        ]
+        if outside:
+            raise NotFound(
+                f"value vector {outside[0][0]}:{outside[0][1]}: out of range (model {model!r} has "
+                f"{shape[0]['n_layers']} layers of {shape[0]['d_mlp']} neurons)"
+            )
         raise NotFound(
             f"value vectors of {model!r} are not stored; "
             f"run: actwh index-vectors WH --model {model}"

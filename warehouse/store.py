@@ -17,10 +17,18 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from actwh.errors import ActwhError, AlreadyExists, BadInput, NotFound, arg, from_os_error
+from actwh.errors import (
+    ActwhError,
+    AlreadyExists,
+    BadInput,
+    Damaged,
+    NotFound,
+    arg,
+    from_os_error,
+)
 from actwh.warehouse import layout
 from actwh.warehouse.layout import FORMAT_VERSION, shown_url
-from actwh.warehouse.object_store import ObjectStore, is_uri
+from actwh.warehouse.object_store import NoAnswer, ObjectStore, location, within
 
 # Catalog URLs that are files, which cannot serve a warehouse on an object store.
 _FILE_CATALOGS = ("duckdb:", "sqlite:")
@@ -175,9 +183,9 @@ class Store:
 
     @classmethod
     def open(cls, path: str | Path) -> Store:
-        if is_uri(path):
-            return cls._open_remote(str(path))
-        root = Path(path).expanduser().resolve()
+        root = location(path)
+        if isinstance(root, str):
+            return cls._open_remote(root)
         marker = root / layout.MARKER
         if not root.exists():
             raise NotFound(f"no warehouse at {path}: the directory does not exist")
@@ -192,10 +200,12 @@ class Store:
     def _open_remote(cls, uri: str) -> Store:
         remote = ObjectStore(uri)
         try:  # one request when all is well
-            text = remote.read_bytes(layout.MARKER)
+            text = within(lambda: remote.read_bytes(layout.MARKER), uri)
         except NotFound:
             remote.check_reachable()  # a missing bucket says so
             raise NotFound(f"{uri} is not an actwh warehouse (it has no {layout.MARKER})") from None
+        except NoAnswer:
+            raise
         except ActwhError:
             remote.check_reachable()  # credentials or the endpoint: said of the URI itself
             raise
@@ -206,12 +216,12 @@ class Store:
     def existing(cls, path: str | Path) -> Store | None:
         """The warehouse at ``path``, or None where there is none yet; a damaged or
         unreachable one raises."""
-        if is_uri(path):
+        root = location(path)
+        if isinstance(root, str):
             try:
-                return cls._open_remote(str(path))
+                return cls._open_remote(root)
             except NotFound:
                 return None
-        root = Path(path).expanduser().resolve()
         return cls.open(root) if (root / layout.MARKER).exists() else None
 
     def check_catalog(self, catalog_url: str | None) -> None:
@@ -223,9 +233,13 @@ class Store:
 
     def _check_catalog_free(self) -> None:
         """A catalog given (``--catalog``) may already hold another warehouse (by its stamp; one
-        made before stamps has a format and no root)."""
-        if self.catalog.info("format") is not None:
-            owner = self.catalog.info("root")
+        made before stamps has a format and no root). Asked of the catalog itself: this
+        warehouse has no id yet, so :attr:`catalog`'s own check does not apply."""
+        from actwh.warehouse.catalog import Catalog
+
+        catalog = Catalog(self.catalog_url)
+        if catalog.info("format") is not None:
+            owner = catalog.info("root")
             if owner != self.location:
                 raise ActwhError(
                     f"the catalog {shown_url(self.catalog_url)} already serves the warehouse "
@@ -290,9 +304,9 @@ class Store:
             store.check_catalog(catalog_url)
             store.catalog.create()  # adds tables a newer actwh declares
             return store
-        if is_uri(path):
-            return cls._create_remote(str(path), catalog_url)
-        root = Path(path).expanduser().resolve()
+        root = location(path)
+        if isinstance(root, str):
+            return cls._create_remote(root, catalog_url)
 
         # What an interrupted (or concurrent) creation leaves: a catalog, a marker being written.
         def leftover(name: str) -> bool:
@@ -342,6 +356,18 @@ class Store:
         found = []
         for path in layout.all_files(self.root):
             with suppress(FileNotFoundError):  # gone since the listing (a writer's rename)
+                found.append((self.relative(path), path.stat().st_mtime))
+        return found
+
+    def index_files(self) -> list[tuple[str, float]]:
+        """Every file under ``index/`` (FAISS indexes, readouts, unfinished writes), relative,
+        with its modification time."""
+        if self.remote:
+            return [(p, mtime) for p, mtime, _ in self.remote.listing(layout.INDEX_DIR)]
+        folder = self.root / layout.INDEX_DIR
+        found = []
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            with suppress(FileNotFoundError):
                 found.append((self.relative(path), path.stat().st_mtime))
         return found
 
@@ -444,9 +470,19 @@ def _marker(text: bytes, where: str, warehouse: str) -> dict:
     """The marker's contents (format, catalog, id), checked: damaged, or of another format."""
     try:
         info = json.loads(text)
-        version, _ = info["format"], info["catalog"]
-    except (ValueError, KeyError) as error:
-        raise ActwhError(f"{where} is damaged: {error}") from error
+    except ValueError as error:  # not JSON (UnicodeDecodeError is one)
+        raise Damaged(f"{where} is damaged: {error}") from error
+    if not (
+        isinstance(info, dict)
+        and "format" in info
+        and isinstance(info.get("catalog"), str)
+        and isinstance(info.get("id", ""), str)
+    ):
+        raise Damaged(
+            f"{where} is damaged: expected an object with a format, a catalog (a string) and an "
+            "id (a string)"
+        )
+    version = info["format"]
     if str(version) != FORMAT_VERSION:
         raise ActwhError(
             f"{warehouse} has warehouse format {version}; this actwh reads {FORMAT_VERSION}"

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from actwh.errors import BadInput, Damaged
 from actwh.warehouse.arrays import column_to_numpy
 
 ROWS = 256  # vectors per product with the readout, to bound memory ([ROWS, vocab] floats)
@@ -52,7 +53,13 @@ class Readouts:
                 table = pa.concat_tables(parts).sort_by("token_id")
                 tokens = np.array(table.column("token").to_pylist(), dtype=object)
                 readout = self.local(*self.readouts[model])
-                U = np.load(readout, mmap_mode="r")  # pages in as products read it
+                try:
+                    U = np.load(readout, mmap_mode="r")  # pages in as products read it
+                except (ValueError, OSError) as error:  # truncated, or not an array at all
+                    raise Damaged(
+                        f"{self.readouts[model][0]}: the readout of model {model} cannot be "
+                        f"read ({str(error).splitlines()[0]}); run: actwh check WH"
+                    ) from error
                 self._loaded[model] = (U, tokens)
         return self._loaded[model]
 
@@ -62,6 +69,8 @@ class Readouts:
         if found is None:
             return None
         U, words = found
+        if k < 1:
+            raise BadInput(f"vector_tokens: k {k} must be >= 1")
         k = min(k, U.shape[0])
         out: list[list[str]] = []
         for start in range(0, len(vectors), ROWS):

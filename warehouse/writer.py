@@ -20,7 +20,7 @@ import io
 import os
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -169,20 +169,32 @@ class CommitWriter:
         n_tokens: int = 0,
         replace_tables: tuple[str, ...] = (),
         filled: Sequence[str] = (),
+        also: Callable[[sa.Connection, str], None] | None = None,
     ) -> str | None:
         """Write everything buffered and record it, with ``prompts``, as one commit.
 
         ``replace_tables``: earlier files of these tables in this writer's scope (its run or
         model) stop being part of the warehouse in the same transaction, then are deleted.
         ``filled``: the repair gaps (paths) this commit redoes; their rows go in the same
-        transaction. Returns the commit id, or ``None`` if there was nothing to record.
+        transaction. ``also(conn, commit_id)``: more catalog rows the commit records, in its
+        transaction (a model's FAISS index). Returns the commit id, or ``None`` if there was
+        nothing to record.
         """
         if not self._buffers and not prompts and not filled:
             return None
         commit_id = uuid.uuid4().hex[:16]
         buffers, sizes = self._buffers, self._vector_sizes
         self._buffers, self._vector_sizes, self.buffered_bytes = {}, {}, 0
-        args = (commit_id, buffers, sizes, list(prompts), n_tokens, replace_tables, list(filled))
+        args = (
+            commit_id,
+            buffers,
+            sizes,
+            list(prompts),
+            n_tokens,
+            replace_tables,
+            list(filled),
+            also,
+        )
         if self._executor is None:
             self._commit(*args)
         else:
@@ -205,6 +217,7 @@ class CommitWriter:
         n_tokens: int,
         replace_tables: tuple[str, ...],
         filled: list[str],
+        also: Callable[[sa.Connection, str], None] | None,
     ) -> None:
         """Write the buffered files, check they are there, record them: one commit."""
         written: list[str] = []
@@ -235,7 +248,7 @@ class CommitWriter:
             gone = self.store.vanished([f["path"] for f in files])
             if gone:
                 raise ActwhError(f"{gone[0]} vanished before its commit was recorded")
-            self._record(commit_id, files, prompts, n_tokens, replace_tables, filled)
+            self._record(commit_id, files, prompts, n_tokens, replace_tables, filled, also)
             crash_point("commit.after_record")
         except BaseException:
             self.store.delete_unrecorded(written)
@@ -253,9 +266,10 @@ class CommitWriter:
         n_tokens: int,
         replace_tables: tuple[str, ...] = (),
         filled: Sequence[str] = (),
+        also: Callable[[sa.Connection, str], None] | None = None,
     ) -> None:
         """The catalog transaction of a commit: the earlier files of ``replace_tables`` in this
-        writer's scope are retired in it."""
+        writer's scope are retired in it, and ``also`` records what else the commit holds."""
         catalog = self.store.catalog
         try:
             with catalog.begin() as conn:
@@ -293,6 +307,8 @@ class CommitWriter:
                     catalog.update(
                         conn, "runs", {"name": self.run}, n_tokens=runs.c.n_tokens + n_tokens
                     )
+                if also is not None:
+                    also(conn, commit_id)
         except sa.exc.IntegrityError as error:
             raise ActwhError(
                 f"run {self.run}: some of these prompts were already committed by another "
