@@ -184,16 +184,15 @@ def items(spec: str | Iterable | None) -> list:
     return names(spec) if isinstance(spec, str) else list(spec)
 
 
-def parse_layers(
-    spec: str | int | Iterable[int] | None, n_layers: int, option: str = "layers"
-) -> list[int]:
-    """``None``/``all``, a layer (``19``), a list or range of layers, or the CLI's ``10-20``
-    (inclusive) and comma lists of those; 0-based. Each layer is checked before any range is
-    expanded, so ``0-999999999`` or ``range(10**12)`` is refused at once."""
+def layer_spans(
+    spec: str | int | Iterable[int] | None, option: str = "layers"
+) -> list[tuple[int, int]] | None:
+    """The layers ``spec`` names as inclusive spans, without the model: ``None`` for all. Bad
+    syntax and negative layers are refused here, before any model loads."""
     if isinstance(spec, str) and not spec.strip():
         raise BadInput(f"{arg(option)}: no layer given; 'all', a layer like 19, or 10-20")
     if spec is None or (isinstance(spec, str) and spec.strip() == "all"):
-        return list(range(n_layers))
+        return None
     if isinstance(spec, str):
         spans = [_span(part.strip(), spec, option) for part in spec.split(",")]
     elif isinstance(spec, range):  # its ends bound it: they are checked before it is expanded
@@ -203,6 +202,21 @@ def parse_layers(
         spans = [(_layer(item, option),) * 2 for item in items]
     if not spans:
         raise BadInput(f"{arg(option)}: no layer given")
+    for lo, _ in spans:
+        if lo < 0:
+            raise BadInput(f"{arg(option)}: layer {lo} is out of range (layers are 0-based)")
+    return spans
+
+
+def parse_layers(
+    spec: str | int | Iterable[int] | None, n_layers: int, option: str = "layers"
+) -> list[int]:
+    """``None``/``all``, a layer (``19``), a list or range of layers, or the CLI's ``10-20``
+    (inclusive) and comma lists of those; 0-based. Each layer is checked before any range is
+    expanded, so ``0-999999999`` or ``range(10**12)`` is refused at once."""
+    spans = layer_spans(spec, option)
+    if spans is None:
+        return list(range(n_layers))
     for lo, hi in spans:
         for layer in (lo, hi):
             if not 0 <= layer < n_layers:
@@ -293,7 +307,10 @@ def check_range(name: str, value, bounds: dict) -> None:
     ``at_most``), naming ``name``; anything else passes."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.number):
         return
-    if not np.isfinite(value):
+    if isinstance(value, int | np.integer):
+        if abs(int(value)) >= 2**63:  # beyond what any array, index or seed takes
+            raise BadInput(f"{arg(name)} {value}: too large")
+    elif not np.isfinite(value):
         raise BadInput(f"{arg(name)} {value}: expected a finite number")
     for bound, fails, words in (
         ("at_least", lambda x, b: x < b, ">="),

@@ -155,6 +155,16 @@ def missing_extra(error: ModuleNotFoundError, doing: str) -> ActwhError | None:
     extra = EXTRAS.get((error.name or "").split(".")[0])
     if extra is None:
         return None
+    from pathlib import Path
+
+    clone = Path(__file__).resolve().parent  # the repository root is the package
+    target = f"'{clone}[{extra}]'" if (clone / "pyproject.toml").is_file() else f"'.[{extra}]'"
+    torch_first = (
+        "pip install torch --index-url https://download.pytorch.org/whl/cpu (a CPU build; a bare "
+        "torch requirement pulls the multi-GB CUDA one), then "
+        if extra in ("models", "train")
+        else ""
+    )
     return ActwhError(
-        f"{doing} needs {error.name}, which is not installed: pip install 'actwh[{extra}]'"
+        f"{doing} needs {error.name}, which is not installed: {torch_first}pip install -e {target}"
     )

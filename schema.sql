@@ -438,6 +438,16 @@ UPDATE models SET mlp_post_norm = false WHERE mlp_post_norm IS NULL;
 
 -- section: macros
 
+-- A prompt's own fields (every field of its input line actwh does not use itself, kept as the JSON
+-- `meta`: the shipped set's `category`, RealToxicityPrompts' scores, ...), a row per prompt and
+-- field, of one prompt set or (NULL) all: `select prompt, value as category from
+-- prompt_fields('analysis') where field = 'category'`.
+CREATE MACRO prompt_fields(set_name) AS TABLE
+    SELECT prompt_set, prompt, f.field,
+           json_extract_string(meta, '$."' || f.field || '"') AS value
+    FROM prompts, unnest(json_keys(meta)) AS f(field)
+    WHERE set_name IS NULL OR prompt_set = set_name;
+
 -- The models whose directions `model_name` may use, nearest first: itself, its parent, the
 -- parent's parent, ... (a tuned model or a variant shares its base's residual space).
 CREATE MACRO lineage(model_name) AS TABLE

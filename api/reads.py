@@ -141,7 +141,10 @@ class Reads:
             "runs": runs,
             "prompt_sets": self.sql("SELECT name, n_prompts FROM prompt_sets ORDER BY name"),
             "directions": self.sql(
-                "SELECT model, kind, count(*) AS n, string_agg(name, ', ' ORDER BY name) AS names "
+                "SELECT model, kind, count(*) AS n, string_agg(name, ', ' ORDER BY "
+                # natural order: dx.2 before dx.10
+                "regexp_replace(name, '[0-9]+$', ''), "
+                "try_cast(regexp_extract(name, '[0-9]+$') AS BIGINT), name) AS names "
                 "FROM directions GROUP BY ALL ORDER BY model, kind"
             ),
             "tables": self.sql(
@@ -408,7 +411,16 @@ class Reads:
         if where:
             query += " WHERE " + " AND ".join(where)
         # polars sorts the rows with their vectors in tow in half the time DuckDB's ORDER BY takes
-        frame = self.sql(query, params or None).sort(keys, nulls_last=True)
+        frame = self.sql(query, params or None)
+        if "site" in frame.columns and "site" not in filters:  # several sites: which one?
+            sites = sorted(frame["site"].unique().to_list())
+            if len(sites) > 1:
+                raise BadInput(
+                    f"{table}: these rows hold {len(sites)} sites ({', '.join(sites)}), whose "
+                    f"vectors mean different things; choose with site=..., e.g. site={sites[0]!r} "
+                    f"(or site={sites!r} for both)"
+                )
+        frame = frame.sort(keys, nulls_last=True)
         if frame.is_empty():
             self._check_filters(table, filters)
         return column_to_numpy(frame[column].to_arrow()), frame.drop(column)

@@ -160,13 +160,18 @@ class Warehouse(Reads):
         >>> wh.ingest("embedded", name="base", capture=["resid_mid"], logit_lens=5)
         >>> wh.ingest("./dpo", name="dpo", teacher_force="base", capture=["resid_mid"])
         """
-        from actwh.ingest.prompts import shipped_prompts
-        from actwh.ingest.worker import ingest
+        from actwh.ingest.prompts import read_prompts, shipped_prompts
 
         settings = IngestOptions.given(options, overrides)
         launch = LaunchOptions.given(launch, {})
         if prompts is None and not settings.teacher_force:
             prompts = shipped_prompts()
+        # What can be checked without the model is checked before torch is even imported.
+        if isinstance(prompts, str | Path) and not launch.ray:
+            prompts = read_prompts(prompts, settings.prompt_set)
+        self._check_depth(model, settings.layers)
+        from actwh.ingest.worker import ingest
+
         if launch.ray:
             return self._ingest_with_ray(model, prompts, settings, launch)
         source = str(model) if isinstance(model, Path) else model
@@ -174,6 +179,19 @@ class Warehouse(Reads):
         return ingest(
             where, source, prompts, settings, shard=launch.shard, catalog=self._catalog_url
         )
+
+    def _check_depth(self, model: ModelRef, layers) -> None:
+        """``layers`` against the model's depth where it is known without loading it: a
+        registered model's catalog row, or the config.json of a shipped or local model."""
+        from actwh.arguments import parse_layers
+        from actwh.models.shipped import n_layers_of
+
+        if not isinstance(model, str | Path):
+            return
+        row = self._store.catalog.get("models", name=str(model)) if self._store else None
+        n_layers = row["n_layers"] if row is not None else n_layers_of(str(model))
+        if n_layers is not None:
+            parse_layers(layers, n_layers)
 
     def _ingest_with_ray(self, model, prompts, settings, launch: LaunchOptions) -> RunSummary:
         from actwh.ingest.ray_launcher import ingest_with_ray
@@ -355,16 +373,25 @@ class Warehouse(Reads):
         self, name: str, *, model: str | None = None, k: int = 10
     ) -> tuple[list[str], str]:
         """The ``k`` vocabulary tokens direction ``name`` promotes most, read as the model's
-        value vectors were (``raw``, or through the ``final_norm``), and which of the two.
-        Loads the model."""
-        import torch
-
+        value vectors were (``raw``, or through the ``final_norm``), and which of the two. From
+        the stored readout when the model's vectors are indexed (no torch, no model), else from
+        the model."""
         from actwh.arguments import check_range
-        from actwh.ingest.rows import TokenText
-        from actwh.models.value_vectors import top_tokens
 
         check_range("k", k, {"at_least": 1})
         owner, vector = self.resolve_direction(name, model)
+        stored = self.store.catalog.get("vector_indexes", model=owner)
+        if stored is not None and stored["readout"]:
+            found = self.sql(
+                f"select vector_tokens($m, $v::FLOAT[{len(vector)}], 1, $k) as words",
+                {"m": owner, "v": vector.tolist(), "k": k},
+            )
+            return list(found["words"][0]), stored["unembed"] or "raw"
+        import torch
+
+        from actwh.ingest.rows import TokenText
+        from actwh.models.value_vectors import top_tokens
+
         loaded = self.load_model(owner)
         check_range("k", k, {"at_most": loaded.adapter.vocab_size})
         index = self.store.catalog.get("vector_indexes", model=owner)

@@ -273,7 +273,12 @@ def directions_list(warehouse, output):
 @click.argument("name")
 @click.option("--model", help="The direction's model, when several have one of that name.")
 @click.option(
-    "-k", "--k", "k", default=0, help="Also list the K tokens it promotes most (loads the model)."
+    "-k",
+    "--k",
+    "k",
+    default=0,
+    help="Also list the K tokens it promotes most (from the stored readout; where the model's "
+    "vectors are not indexed, from the model).",
 )
 def directions_show(warehouse, name, model, k):
     """Show a direction: where it came from, its norm, and optionally its top tokens.

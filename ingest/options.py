@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from actwh.arguments import (
     Options,
     device_option,
     items,
+    layer_spans,
     option,
     progress_option,
     resume_keys,
@@ -94,6 +95,16 @@ class IngestOptions(LensOptions, NeuronOptions, ProjectionOptions, VectorOptions
     declaration of ``actwh ingest``'s flags, of ``Warehouse.ingest``'s keywords, of what a
     resumed run must match (``option(..., resume=True)``) and of the run's stored ``config``
     (:meth:`record`)."""
+
+    def __post_init__(self) -> None:
+        """Refuse at once what needs no model to refuse — a mistyped site, a malformed layer
+        list or neuron spec — rather than after the model has loaded."""
+        super().__post_init__()
+        layer_spans(self.layers)
+        site_names(self.capture, "capture")
+        if self.project is not None:
+            site_names(self.project, "project", RESIDUAL_SITES)
+        tracked_parts(self.track_neurons)
 
 
 # The version of a run's stored config (:class:`RunConfig`); warehouses made before it had none.
@@ -206,13 +217,20 @@ class TransformOptions(Options):
 RESUME_KEYS = (*resume_keys(IngestOptions), "directions")
 
 
-def parse_sites(
-    spec: str | Iterable[str], adapter: Adapter, option: str = "capture", allowed=SITES
-) -> list[str]:
+def site_names(spec: str | Iterable[str], option: str = "capture", allowed=SITES) -> list[str]:
+    """The sites ``spec`` names, each one of ``allowed`` (checked without the model)."""
     sites = items(spec)
     for site in sites:
         if site not in allowed:
             raise BadInput(f"{arg(option)}: unknown site {site!r}; valid: {', '.join(allowed)}")
+    return list(dict.fromkeys(sites))
+
+
+def parse_sites(
+    spec: str | Iterable[str], adapter: Adapter, option: str = "capture", allowed=SITES
+) -> list[str]:
+    sites = site_names(spec, option, allowed)
+    for site in sites:
         if site not in adapter.sites:
             raise BadInput(f"{arg(option)} {site}: {adapter.missing_site(site)}")
     return list(dict.fromkeys(sites))
@@ -269,6 +287,28 @@ def tracked_spec(spec: str | Iterable[tuple[int, int]] | None) -> str:
     return ",".join(f"{int(layer)}:{int(neuron)}" for layer, neuron in spec)
 
 
+def tracked_parts(
+    spec: str | Iterable[tuple[int, int]] | None,
+) -> tuple[list[tuple[int, int]] | None, tuple[str, int] | None]:
+    """``track_neurons`` read without the model: its ``(layer, neuron)`` pairs, or the
+    ``(direction, K)`` it names (both None when empty); bad syntax is refused here."""
+    spec = tracked_spec(spec)
+    if not spec:
+        return None, None
+    parts = [p.strip() for p in spec.split(",")]
+    if all(re.fullmatch(r"\d+:\d+", p) for p in parts):
+        return [(int(p.split(":")[0]), int(p.split(":")[1])) for p in parts], None
+    match = re.fullmatch(r"(.+):(\d+)", spec)
+    if not match or "," in spec:
+        raise BadInput(
+            f"{arg('track_neurons')} {spec!r}: expected LAYER:NEURON pairs (19:770,12:771) "
+            "or DIRECTION:K"
+        )
+    if int(match.group(2)) < 1:
+        raise BadInput(f"{arg('track_neurons')} {spec}: K must be >= 1")
+    return None, (match.group(1), int(match.group(2)))
+
+
 def parse_tracked(
     spec: str | Iterable[tuple[int, int]], loaded, directions: dict[str, np.ndarray]
 ) -> dict[int, list[int]]:
@@ -276,29 +316,21 @@ def parse_tracked(
     ``"DIRECTION:K"`` for the K neurons that can write most along a direction of the model: the
     value vectors most cosine-similar to it (the paper's MLP.v_Toxic for ``toxic_probe:64``), or
     for a gated MLP, whose neurons write ±v, those with the largest |cosine|."""
-    spec = tracked_spec(spec)
-    if not spec:
+    pairs, by_direction = tracked_parts(spec)
+    if pairs is None and by_direction is None:
         return {}
     adapter = loaded.adapter
-    pairs = [p.strip() for p in spec.split(",")]
-    if all(re.fullmatch(r"\d+:\d+", p) for p in pairs):
+    if pairs is not None:
         tracked: dict[int, list[int]] = {}
-        for pair in pairs:
-            layer, neuron = (int(x) for x in pair.split(":"))
-            if not (0 <= layer < adapter.n_layers and 0 <= neuron < adapter.d_mlp):
+        for layer, neuron in pairs:
+            if not (layer < adapter.n_layers and neuron < adapter.d_mlp):
                 raise BadInput(
-                    f"{arg('track_neurons')} {pair}: out of range ({adapter.n_layers} layers, "
-                    f"{adapter.d_mlp} neurons each)"
+                    f"{arg('track_neurons')} {layer}:{neuron}: out of range ({adapter.n_layers} "
+                    f"layers, {adapter.d_mlp} neurons each)"
                 )
             tracked.setdefault(layer, []).append(neuron)
         return {layer: sorted(set(n)) for layer, n in sorted(tracked.items())}
-    match = re.fullmatch(r"(.+):(\d+)", spec)
-    if not match:
-        raise BadInput(
-            f"{arg('track_neurons')} {spec!r}: expected LAYER:NEURON pairs (19:770,12:771) "
-            "or DIRECTION:K"
-        )
-    name, k = match.group(1), int(match.group(2))
+    name, k = cast(tuple[str, int], by_direction)
     if name not in directions:
         from actwh.warehouse.registry import unknown_direction
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,3 +66,20 @@ SHIPPED = {
 
 def cache_dir() -> Path:
     return Path(os.environ.get("ACTWH_CACHE", Path.home() / ".cache" / "actwh"))
+
+
+def n_layers_of(source: str) -> int | None:
+    """The depth ``source`` declares in its config.json, read without loading weights (a
+    shipped model, or a local directory); None where that is not at hand (a hub id, a .gguf
+    file not yet converted)."""
+    if source in SHIPPED:
+        config = cache_dir() / "models" / SHIPPED[source].name / "config.json"
+    else:
+        config = Path(source).expanduser() / "config.json"
+    try:
+        declared = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None
+    declared = declared.get("text_config", declared)  # (a multimodal wrapper's text model)
+    depth = declared.get("num_hidden_layers", declared.get("n_layer"))
+    return depth if isinstance(depth, int) else None

@@ -518,7 +518,8 @@ _PAGE = """<!DOCTYPE html>
   body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }}
   section {{ border-top: 1px solid #ddd; padding: 1em 0; }}
   .row {{ display: flex; gap: 2em; align-items: flex-start; flex-wrap: wrap; }}
-  table {{ border-collapse: collapse; font-size: 12px; }}
+  table {{ border-collapse: collapse; font-size: 12px; display: block; max-width: 100%;
+           overflow-x: auto; }}
   td, th {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; }}
   th {{ background: #f4f4f4; }}
   .note {{ color: #555; }}
@@ -526,7 +527,8 @@ _PAGE = """<!DOCTYPE html>
   nav {{ font-size: 13px; columns: 3; }}
   nav a {{ display: block; }}
   table.contexts td.text {{ text-align: left; white-space: pre-wrap; font-family: monospace; }}
-  pre.findings {{ font-size: 12px; overflow-x: auto; min-width: 0; flex: 1 1 100%; }}
+  pre.findings {{ font-size: 12px; white-space: pre-wrap; overflow-wrap: anywhere; min-width: 0;
+                  flex: 1 1 100%; }}
   .legend {{ font-size: 11px; color: #555; font-weight: normal; }}
   mark {{ background: #fdd49e; font-weight: bold; }}
   .tokens p {{ white-space: pre-wrap; font-family: monospace; font-size: 13px; line-height: 1.7; }}
@@ -623,12 +625,14 @@ def write_report(
             f"it; pass {arg('force')} to replace it, or write the report elsewhere"
         )
     index = "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
+    name = str(wh.path).rstrip("/").rsplit("/", 1)[-1]  # not its path: a shared page leaks it
     summary = html.escape(
-        f"Warehouse {wh.path}: base run {plan.base_run}, tuned run {plan.tuned_run}, "
-        f"direction {plan.direction}, layer {plan.layer}, target token {plan.token!r}."
+        f"Warehouse {name}: base run {plan.base_run}, tuned run {plan.tuned_run}, "
+        f"direction {plan.direction}, layer {plan.layer}, "
+        + (f"target token {plan.token!r}." if plan.token is not None else "no target token.")
     )
     page = _PAGE.format(
-        title=html.escape(str(wh.path).rstrip("/").rsplit("/", 1)[-1]),
+        title=html.escape(name),
         bundle=vl_convert.javascript_bundle(),  # type: ignore[call-arg]  # (snippet is optional)
         summary=summary,
         index=index,

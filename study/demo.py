@@ -37,7 +37,7 @@ from actwh import arguments, report
 from actwh.arguments import takes_options
 from actwh.errors import ActwhError, BadInput, arg
 from actwh.ingest.prompts import shipped_chats, shipped_prompts
-from actwh.study.findings import FINDINGS_SECTION, print_findings
+from actwh.study.findings import CAVEAT_KEY, FINDINGS_SECTION, print_findings
 from actwh.study.names import DIRECTION, LAYER_RUN, SELECTIVE, seed_names, unaligned_names
 from actwh.study.options import DemoOptions
 from actwh.train.options import DPOOptions
@@ -411,10 +411,22 @@ class Study:
                 progress=s.progress,
             )
 
+    def caveat(self) -> str | None:
+        """What a quick study's numbers are (None for the whole study)."""
+        s = self.s
+        if s.n_prompts is None:
+            return None
+        return (
+            f"A quick study (--quick): the first {s.n_prompts} shipped prompts, {s.generate} "
+            "tokens each; its numbers show the machinery, not findings."
+        )
+
     def findings(self) -> dict:
         self.step(10, "named analyses and the report")
         if not self.has("scores where run = 'base' and scorer = $s", s=self.s.scorer):
             self.wh.score("base", scorer=self.s.scorer)  # labels for selectivity
+        # the report's findings section says it too (warehouse_info key CAVEAT_KEY)
+        self.wh.store.catalog.set_info(CAVEAT_KEY, self.caveat() or "")
         written = report.write(
             self.wh,
             out=self.out / "report.html",
@@ -425,7 +437,7 @@ class Study:
         findings = written.data("findings")  # computed once, for the report's section
         findings["report"] = str(written.page)
         findings["seconds"] = time.monotonic() - self.started
-        printed = ["\nFindings"]
+        printed = ["\nFindings"] + ([f"  {self.caveat()}"] if self.caveat() else [])
         print_findings(findings, printed.append)
         printed.append(f"  report: {written.page} ({len(written.charts)} charts as PNG beside it)")
         printed.append(f"  total time {findings['seconds'] / 60:.1f} min")
@@ -444,11 +456,6 @@ class Study:
             f"rate {s.dpo.learning_rate:g}, {_length(s.dpo)}; {s.seeds} seed(s); "
             f"un-aligning at {sweep}). Written by the demo: do not edit by hand.\n\n"
         )
-        if s.n_prompts is not None:
-            header += (
-                f"A quick study (`--quick`): the first {s.n_prompts} shipped prompts, "
-                f"{s.generate} tokens each — its numbers show the machinery, not findings.\n\n"
-            )
         text = header + "```\n" + "\n".join(printed).strip("\n") + "\n```\n"
         replace_file(self.out / "FINDINGS.md", text)  # whole or absent
 

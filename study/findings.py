@@ -524,9 +524,15 @@ def report_section(wh, plan):
         "un-aligning against its controls, the neurons and their controls, selectivity against "
         "shuffled labels, δx, and the offset by prompt encoding and by chat message."
     )
+    caveat = wh.sql("select value from warehouse_info where key = $k", {"k": CAVEAT_KEY})
+    if caveat.height and caveat.item():
+        note = f"{caveat.item()} {note}"
     text = html.escape("\n".join(line[2:] if line.startswith("  ") else line for line in lines))
     return note, None, None, f'<pre class="findings">{text}</pre>', findings
 
+
+# warehouse_info's key for what the study's numbers are, when they are not findings (--quick).
+CAVEAT_KEY = "study_caveat"
 
 # The section the study adds to a report, first: (anchor, title, what builds it).
 FINDINGS_SECTION = ("findings", "Findings — every claim beside its control", report_section)

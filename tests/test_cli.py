@@ -382,3 +382,31 @@ def test_the_shipped_models_are_declared_once_and_listed_without_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--capture", "resid_mod"], "unknown site 'resid_mod'"),
+        (["--layers", "40"], "layer 40 is out of range; the model has 3 layers"),
+        (["--layers", "1-x"], "expected 'all', a layer like 19"),
+        (["--track-neurons", "toxic_probe:abc"], "expected LAYER:NEURON pairs"),
+        (["--generate", "-5"], "--generate -5: must be >= 0"),
+        (["--prompts", "nope.jsonl"], "nope.jsonl: no such file"),
+    ],
+)
+def test_input_errors_come_before_the_model_loads(
+    tmp_path, gpt2_dir, prompts_file, monkeypatch, flags, message
+):
+    """Each of these was said only after the model had loaded (up to a minute on a busy
+    machine): a site, a layer list, a neuron spec, a number and a prompt file are checked first."""
+    import actwh.ingest.registry as registry
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(registry, "load_model", no_loading)  # what open_model calls
+    args = ["--model", str(gpt2_dir), "--prompts", str(prompts_file), *flags]
+    result = run("ingest", str(tmp_path / "wh"), *args)
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert not (tmp_path / "wh").exists()

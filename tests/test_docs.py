@@ -55,3 +55,20 @@ def test_the_readme_is_a_front_door():
     assert len(lines) <= 200, f"README.md has {len(lines)} lines; move detail to docs/"
     head = "\n".join(lines[:25])  # the two commands come first
     assert "make demo" in head and "make test" in head
+
+
+def test_every_catalog_table_and_column_is_in_the_format():
+    """docs/format.md lists each catalog table with its columns (users query them: `select
+    category from prompts` failed, and nothing said where a prompt's fields are)."""
+    from actwh.warehouse.schema import catalog_tables
+
+    text = (ROOT / "docs" / "format.md").read_text()
+    rows = {
+        line.split("|")[1].strip().strip("`"): line
+        for line in text.splitlines()
+        if line.startswith("| `")
+    }
+    for name, table in catalog_tables().items():
+        assert name in rows, f"docs/format.md: no row for the catalog table {name}"
+        missing = [c.name for c in table.columns if c.name not in rows[name]]
+        assert not missing, f"docs/format.md: {name} lacks {missing}"

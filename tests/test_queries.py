@@ -1279,3 +1279,40 @@ def test_inputs_that_gave_wrong_answers_are_refused_by_name(wh):
         wh.query("neuron_histogram", **where, bins=-3)  # (gave bin -4 holding every token)
     with pytest.raises(BadInput, match="parameter bins expects a number, got 'x'"):
         wh.query("neuron_histogram", **where, bins="x")
+    # two sites stacked as one matrix (the demo's run holds resid_mid and resid_post)
+    with pytest.raises(BadInput, match=r"2 sites \(resid_mid, resid_post\).*site="):
+        wh.vectors("residuals", run="base", layer=1)
+    assert len(wh.vectors("residuals", run="base", layer=1, site="resid_mid")[0]) > 0
+
+
+def test_a_quick_study_says_its_numbers_are_not_findings(study, tmp_path):
+    """--quick's numbers looked like findings on stdout and in the report (the caveat was only
+    in FINDINGS.md): the demo prints it under "Findings" and the report's section says it."""
+    import shutil
+
+    from actwh.report.build import make_plan
+    from actwh.study.demo import Study, quick_settings
+    from actwh.study.findings import CAVEAT_KEY, report_section
+
+    quick = Study.__new__(Study)
+    quick.s = quick_settings(str(tmp_path / "m"))
+    assert "the first 48 shipped prompts" in quick.caveat() and "not findings" in quick.caveat()
+    root = tmp_path / "wh"
+    shutil.copytree(study[0] / "wh", root)
+    with actwh.open(root) as w:
+        w.store.catalog.set_info(CAVEAT_KEY, quick.caveat())
+        w.refresh()
+        note = report_section(w, make_plan(w))[0]
+    assert note.startswith("A quick study (--quick): the first 48 shipped prompts")
+
+
+def test_a_prompts_own_fields_are_a_table(wh):
+    """`select category from prompts` fails: a prompt's other fields are its JSON meta, and the
+    macro prompt_fields(set) gives them a row per prompt and field, equal to meta->>field."""
+    fields = wh.sql("select * from prompt_fields(null) where field = 'category'")
+    assert fields.height > 0 and set(fields.columns) == {"prompt_set", "prompt", "field", "value"}
+    by_hand = wh.sql(
+        "select prompt_set, prompt, meta->>'category' as value from prompts "
+        "where meta->>'category' is not null order by all"
+    )
+    assert fields.select("prompt_set", "prompt", "value").sort(pl.all()).equals(by_hand)

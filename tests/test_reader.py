@@ -7,10 +7,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+import actwh
 from actwh.cli import main
 
 # Makes importing any module of an extra fail, as in a fresh `pip install actwh`.
@@ -105,7 +107,10 @@ def test_a_command_without_its_extra_says_which_to_install(made, args, extra):
     root, wh = made
     result = actwh_core(*[a.format(wh=wh, root=root) for a in args])
     assert result.returncode == 2, result.stderr
-    assert f"pip install 'actwh[{extra}]'" in result.stderr
+    # what works from a clone (actwh is on no index), CPU torch first where torch is needed
+    clone = Path(actwh.__file__).resolve().parent
+    assert f"pip install -e '{clone}[{extra}]'" in result.stderr
+    assert ("download.pytorch.org/whl/cpu" in result.stderr) == (extra == "models")
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 

@@ -161,8 +161,9 @@ def train_dpo(
     config = _config(options, work, base, bool(val), progress)
     keep_best = KeepBest(options.patience)
     bars_were_on = not datasets.are_progress_bars_disabled()
-    if not progress:  # the trainer tokenizes the pairs as it is made
-        datasets.disable_progress_bars()
+    # The trainer tokenizes the pairs as it is made, a bar per step of that ("Adding EOS",
+    # "Tokenizing", ...): noise around the one bar that says how training goes.
+    datasets.disable_progress_bars()
     trainer = DPOTrainer(
         model=model,
         args=config,
