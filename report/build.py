@@ -387,6 +387,8 @@ def _figure4(wh: Warehouse, p: Plan):
     base_run, tuned_run = _pair(p)
     layer = needed(p.layer, "no teacher-forced pair with residuals captured")
     frame = pca_shift(wh.sql, base_run, tuned_run, layer, neuron=p.neuron)
+    if p.neuron is not None:  # coloured by the write toward the direction: m, oriented
+        frame = frame.with_columns(pl.col("activation") * _orientation(wh, p))
     summary = (
         frame.group_by("run")
         .agg(
@@ -398,10 +400,25 @@ def _figure4(wh: Warehouse, p: Plan):
     return (
         f"The MLP's input (resid_mid; resid_pre for GPT-NeoX) of layer {p.layer} at the last "
         "prompt token of the first 50 prompts, z-scored, projected on the mean shift and the "
-        "first principal component.",
-        charts.pca(frame, layer, p.neuron),
+        "first principal component; coloured by the tracked neuron's coefficient, signed so that "
+        "positive writes toward the direction (−m for a neuron whose value vector points away).",
+        charts.pca(frame, layer, p.neuron, p.direction),
         summary,
     )
+
+
+def _orientation(wh: Warehouse, p: Plan) -> float:
+    """+1 where the plan's neuron writes toward the direction when m > 0, −1 where it does so
+    when m < 0 (its value vector points away): the sign of cos(v, d)."""
+    if p.neuron is None:
+        return 1.0
+    found = wh.sql(
+        "select array_cosine_similarity(v.vec, d.vec) as cos from value_vectors v, "
+        "direction_of(v.model, $d) d, runs r where r.name = $r and v.model = r.model "
+        "and v.layer = $l and v.neuron = $n",
+        {"d": p.direction, "r": p.base_run, "l": p.neuron[0], "n": p.neuron[1]},
+    )
+    return -1.0 if found.height and found.item() < 0 else 1.0
 
 
 def _figure5(wh: Warehouse, p: Plan):

@@ -110,8 +110,12 @@ def activation_drop(frame: pl.DataFrame, base_run: str, tuned_run: str) -> alt.C
     )
 
 
-def pca(frame: pl.DataFrame, layer: int, neuron: tuple[int, int] | None) -> alt.Chart:
-    """Figure 4: base and tuned residual streams on the shift component and the first PC."""
+def pca(
+    frame: pl.DataFrame, layer: int, neuron: tuple[int, int] | None, direction: str = ""
+) -> alt.Chart:
+    """Figure 4: base and tuned residual streams on the shift component and the first PC,
+    coloured (with a neuron) by its coefficient oriented so that red writes toward the
+    direction, whichever sign of m does so."""
     data = _data(frame)
     lines = (
         alt.Chart(data)
@@ -122,7 +126,7 @@ def pca(frame: pl.DataFrame, layer: int, neuron: tuple[int, int] | None) -> alt.
         alt.Color(
             "activation:Q",
             scale=alt.Scale(scheme="redyellowblue", reverse=True),
-            title=f"m of L{neuron[0]} #{neuron[1]}",
+            title=f"±m of L{neuron[0]} #{neuron[1]} (+: toward {direction})",
         )
         if neuron
         else alt.Color("run:N")

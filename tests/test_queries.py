@@ -1316,3 +1316,20 @@ def test_a_prompts_own_fields_are_a_table(wh):
         "where meta->>'category' is not null order by all"
     )
     assert fields.select("prompt_set", "prompt", "value").sort(pl.all()).equals(by_hand)
+
+
+def test_figure4_is_coloured_by_the_write_toward_the_direction(wh):
+    """Figure 4 coloured a neuron by m, so one that writes toxicity when m < 0 (its value vector
+    points away) read backwards: the colour is m signed by cos(v, d)."""
+    from dataclasses import replace
+
+    from actwh.report.build import _orientation, make_plan
+
+    plan = make_plan(wh)
+    d = wh.direction(plan.direction)
+    model = wh.sql("select model from runs where name = $r", {"r": plan.base_run}).item()
+    V, keys = wh.vectors("value_vectors", model=model, layer=1)
+    cos = V @ d / (np.linalg.norm(V, axis=1) * np.linalg.norm(d))
+    for neuron in (int(np.argmax(cos)), int(np.argmin(cos))):
+        expected = 1.0 if cos[neuron] > 0 else -1.0
+        assert _orientation(wh, replace(plan, neuron=(1, int(keys["neuron"][neuron])))) == expected
