@@ -9,12 +9,14 @@ import shutil
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import polars as pl
-import pyarrow.parquet as pq
 
 from actwh.errors import ActwhError
+
+if TYPE_CHECKING:  # polars and pyarrow load when a result is printed: --help stays fast
+    import polars as pl
 
 
 def output_options(command):
@@ -48,6 +50,8 @@ def output_options(command):
 def emit(frames: pl.DataFrame | Iterable[pl.DataFrame], output: tuple[str, str | None]) -> None:
     """Print a result (a DataFrame, or a stream of them: memory stays flat) as ``output`` says:
     a table per 10,000 rows, CSV with one header, JSON lines, or a Parquet file."""
+    import polars as pl
+
     frames = [frames] if isinstance(frames, pl.DataFrame) else frames
     fmt, path = output
     if path is not None:  # --parquet PATH
@@ -73,6 +77,8 @@ TABLE_ROWS = 10_000  # a table gets a header per this many rows; a smaller resul
 def _regrouped(frames: Iterable[pl.DataFrame], rows: int) -> Iterable[pl.DataFrame]:
     """The stream's rows in frames of at least ``rows`` (the last may be smaller): DuckDB hands
     back batches of any size, even a few rows each for a short result."""
+    import polars as pl
+
     held: list[pl.DataFrame] = []
     count = 0
     for frame in frames:
@@ -115,11 +121,15 @@ def _cell(value: str | None) -> str:
 
 def _cells(frame: pl.DataFrame) -> pl.DataFrame:
     """Every value as a string, with the digits CSV writes; lists and structs as JSON."""
+    import polars as pl
+
     return _flatten(frame).select(pl.all().cast(pl.String))
 
 
 def _write_parquet(frames: Iterable[pl.DataFrame], path: str) -> int:
     """Stream ``frames`` into the Parquet file ``path``, whole or absent; returns the rows."""
+    import pyarrow.parquet as pq
+
     from actwh.warehouse.layout import replacing
 
     rows, writer = 0, None
@@ -139,6 +149,8 @@ def _write_parquet(frames: Iterable[pl.DataFrame], path: str) -> int:
 def _flatten(frame: pl.DataFrame) -> pl.DataFrame:
     """CSV has no nested types: lists and arrays as JSON arrays (``[" a,b","c"]``: a token's
     spaces, commas and quotes survive), structs as JSON objects."""
+    import polars as pl
+
     columns = []
     for name, dtype in frame.schema.items():
         column = pl.col(name)
