@@ -184,11 +184,13 @@ class Warehouse(Reads):
         """``layers`` against the model's depth where it is known without loading it: a
         registered model's catalog row, or the config.json of a shipped or local model."""
         from actwh.arguments import parse_layers
-        from actwh.models.shipped import n_layers_of
+        from actwh.models.shipped import check_source_name, n_layers_of
 
         if not isinstance(model, str | Path):
             return
         row = self._store.catalog.get("models", name=str(model)) if self._store else None
+        if row is None and isinstance(model, str):
+            check_source_name(model)  # a typo is said before torch is imported
         n_layers = row["n_layers"] if row is not None else n_layers_of(str(model))
         if n_layers is not None:
             parse_layers(layers, n_layers)

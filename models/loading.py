@@ -26,9 +26,9 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from actwh.errors import BadInput, NotFound, arg, unknown
+from actwh.errors import BadInput, NotFound, arg
 from actwh.models.adapters import Adapter, adapter_for
-from actwh.models.shipped import EMBEDDED, SHIPPED, cache_dir
+from actwh.models.shipped import EMBEDDED, SHIPPED, cache_dir, check_source_name
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -188,15 +188,7 @@ def _locate(source: str) -> tuple[Path | str, str]:
     looks_like_path = source.startswith((".", "/", "~")) or source.count("/") > 1
     if looks_like_path or path.exists():
         raise NotFound(f"{arg('model')} {source}: no such model file or directory")
-    if "/" not in source:  # neither shipped, nor a path, nor a hub id: said now, offline
-        raise unknown(
-            "shipped model",
-            source,
-            SHIPPED,
-            argument="model",
-            hint="a hub model is ORG/NAME (e.g. openai-community/gpt2-medium), a local one a "
-            "path (./my-model, or a .gguf file)",
-        )
+    check_source_name(source)
     return source, "hub"
 
 

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from actwh.errors import ActwhError, NotFound
+from actwh.errors import ActwhError, NotFound, unknown
 
 EMBEDDED = "embedded"
 
@@ -83,3 +83,20 @@ def n_layers_of(source: str) -> int | None:
     declared = declared.get("text_config", declared)  # (a multimodal wrapper's text model)
     depth = declared.get("num_hidden_layers", declared.get("n_layer"))
     return depth if isinstance(depth, int) else None
+
+
+def check_source_name(source: str) -> None:
+    """A model source that is neither shipped, a path that exists, nor a hub id (ORG/NAME) is a
+    typo: said now, offline, with the shipped name it is closest to."""
+    if source in SHIPPED or "/" in source or Path(source).expanduser().exists():
+        return
+    if source.endswith(".gguf") or source.startswith((".", "~")):
+        return  # a path: whether it exists is said where it is read
+    raise unknown(
+        "shipped model",
+        source,
+        SHIPPED,
+        argument="model",
+        hint="a hub model is ORG/NAME (e.g. openai-community/gpt2-medium), a local one a path "
+        "(./my-model, or a .gguf file)",
+    )

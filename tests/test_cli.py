@@ -393,6 +393,7 @@ def test_the_shipped_models_are_declared_once_and_listed_without_torch():
         (["--track-neurons", "toxic_probe:abc"], "expected LAYER:NEURON pairs"),
         (["--generate", "-5"], "--generate -5: must be >= 0"),
         (["--prompts", "nope.jsonl"], "nope.jsonl: no such file"),
+        (["--model", "embeded"], "no such shipped model (did you mean 'embedded'?)"),
     ],
 )
 def test_input_errors_come_before_the_model_loads(
