@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import operator
 import sys
 import types
 import typing
@@ -302,6 +303,14 @@ class Options:
         return {k: v for k, v in asdict(self).items() if k != "progress"}  # type: ignore[call-overload]
 
 
+# A number's declared range: each bound, as words and as the test a value must pass.
+_BOUNDS = {
+    "at_least": (">=", operator.ge),
+    "above": (">", operator.gt),
+    "at_most": ("<=", operator.le),
+}
+
+
 def check_range(name: str, value, bounds: dict) -> None:
     """Refuse a number that is not finite or is outside ``bounds`` (``at_least``, ``above``,
     ``at_most``), naming ``name``; anything else passes."""
@@ -312,19 +321,15 @@ def check_range(name: str, value, bounds: dict) -> None:
             raise BadInput(f"{arg(name)} {value}: too large")
     elif not np.isfinite(value):
         raise BadInput(f"{arg(name)} {value}: expected a finite number")
-    for bound, fails, words in (
-        ("at_least", lambda x, b: x < b, ">="),
-        ("above", lambda x, b: x <= b, ">"),
-        ("at_most", lambda x, b: x > b, "<="),
-    ):
-        if bounds.get(bound) is not None and fails(value, bounds[bound]):
-            raise BadInput(f"{arg(name)} {value}: must be {words} {bounds[bound]}")
+    for bound, limit in bounds.items():
+        words, passes = _BOUNDS[bound]
+        if limit is not None and not passes(value, limit):
+            raise BadInput(f"{arg(name)} {value}: must be {words} {limit}")
 
 
 def bounds_text(bounds: dict) -> str:
     """A declared range in words, as the CLI's help shows it: ``>= 1``, ``> 0, <= 0.9``."""
-    words = {"at_least": ">=", "above": ">", "at_most": "<="}
-    return ", ".join(f"{words[k]} {v}" for k, v in bounds.items() if v is not None)
+    return ", ".join(f"{_BOUNDS[k][0]} {v}" for k, v in bounds.items() if v is not None)
 
 
 def option(

@@ -319,18 +319,19 @@ def ingest(
         root, existing, plan, options, shard_index, catalog
     )
     try:
-        summary = _run(store, plan, options, shard_index, lease, registered.resumed)
-    except BaseException as error:  # an error, a full disk, Ctrl-C: never a stuck run
-        alone = shard_index[1] == 1  # another shard may be writing this run right now
-        with contextlib.suppress(Exception):  # the disk or the catalog may refuse this too
-            _after_failure(store, plan, registered, existing is None, alone, error)
+        try:
+            summary = _run(store, plan, options, shard_index, lease, registered.resumed)
+        except BaseException as error:  # an error, a full disk, Ctrl-C: never a stuck run
+            alone = shard_index[1] == 1  # another shard may be writing this run right now
+            with contextlib.suppress(Exception):  # the disk or the catalog may refuse this too
+                _after_failure(store, plan, registered, existing is None, alone, error)
+            if isinstance(error, OSError):
+                raise from_os_error(error, f"run {plan.run}: ") from error
+            raise
+        finish_run(store.catalog, plan.run, summary.warnings)
+    finally:  # once the run's fate is recorded
         with contextlib.suppress(Exception):  # (gone with a warehouse this run created)
             lease.release()
-        if isinstance(error, OSError):
-            raise from_os_error(error, f"run {plan.run}: ") from error
-        raise
-    finish_run(store.catalog, plan.run, summary.warnings)
-    lease.release()
     return summary
 
 
