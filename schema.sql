@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS models (
     dtype VARCHAR NOT NULL,           -- dtype the model ran in
     tokenizer_sha256 VARCHAR NOT NULL,
     parent VARCHAR,                   -- the model this one was derived from (DPO, intervention)
-    role VARCHAR NOT NULL,            -- base, dpo, intervened, ...
+    role VARCHAR NOT NULL,            -- base, tuned, dpo, intervened, control
     config TEXT,                      -- JSON: how it was made (training config, edit)
     created_at TIMESTAMP NOT NULL
 );

@@ -12,11 +12,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from actwh.errors import ActwhError
-from actwh.ingest.registry import ensure_registered
+from actwh.errors import ActwhError, BadInput, arg
 from actwh.models.loading import LoadedModel
 from actwh.warehouse.arrays import vectors_to_column
-from actwh.warehouse.registry import check_compatible
+from actwh.warehouse.registry import adopt, check_compatible, register_model
 from actwh.warehouse.store import Store
 from actwh.warehouse.writer import CommitWriter
 
@@ -65,9 +64,14 @@ def value_vector_diffs(base: LoadedModel, tuned: LoadedModel, layer: int) -> pa.
 
 def store_weight_diffs(store: Store, base: LoadedModel, tuned: LoadedModel) -> pa.Table:
     """Write ``weight_diffs`` and ``value_vector_diffs`` of ``tuned`` against ``base``."""
+    if base.name == tuned.name:
+        raise BadInput(f"diff: {arg('base')} and {arg('tuned')} are the same model {base.name!r}")
     check_compatible(base.catalog_row(), tuned.catalog_row(), "diff")
-    ensure_registered(store, base)
-    ensure_registered(store, tuned)
+    catalog = store.catalog
+    with catalog.begin() as conn:  # the tuned model becomes the base's child, or it is refused
+        register_model(conn, catalog, base.catalog_row())
+        register_model(conn, catalog, tuned.catalog_row(), role="tuned", parent=base.name)
+        adopt(conn, catalog, tuned.name, base.name)
     writer = CommitWriter(store, model=tuned.name)
     writer.remove_orphans()
     params = parameter_diffs(base, tuned)

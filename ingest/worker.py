@@ -55,6 +55,7 @@ from actwh.ingest.sequences import (
     plan_batches,
     replay_sequences,
 )
+from actwh.ingest.targets import default_targets
 from actwh.models.loading import LoadedModel
 from actwh.warehouse.catalog import to_json
 from actwh.warehouse.layout import check_name
@@ -88,6 +89,7 @@ class RunPlan:
     arms: dict[int, str]  # each prompt's arm (plain, an encoding, chat): neuron_stats per arm
     parent: str | None = None  # the replayed run's model, for a model this run registers
     warnings: list[str] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)  # what was chosen for this invocation
 
     @property
     def options(self) -> IngestOptions:
@@ -160,6 +162,12 @@ def plan_run(
     targets = parse_targets(options.target_tokens, loaded.tokenizer)
     if targets and not options.logit_lens:
         raise BadInput(f"{arg('target_tokens')} needs {arg('logit_lens')} K")
+    run = check_name("run", options.name or f"{loaded.name}.{set_name}")
+    notices = []
+    if options.logit_lens and not targets:  # chosen as the demo chooses them (ingest/targets.py)
+        targets, how = default_targets(existing, loaded, run, replayed, directions)
+        shown = ", ".join(repr(loaded.tokenizer.decode([i])) for i in targets) or "none"
+        notices.append(Notice(f"no {arg('target_tokens')}: the logit lens tracks {shown} ({how})"))
     if options.logit_lens > loaded.adapter.vocab_size:
         raise BadInput(
             f"{arg('logit_lens')} {options.logit_lens}: more than the model's vocabulary of "
@@ -174,7 +182,6 @@ def plan_run(
         track_neurons=tracked,
         target_tokens=targets,
     )
-    run = check_name("run", options.name or f"{loaded.name}.{set_name}")
     return RunPlan(
         loaded,
         run,
@@ -186,6 +193,7 @@ def plan_run(
         arms,
         parent,
         warnings,
+        notices,
     )
 
 
@@ -204,7 +212,10 @@ def register_run(store: Store, plan: RunPlan) -> Registered:
     A refusal raises inside the transaction, so it registers nothing either."""
     catalog, loaded = store.catalog, plan.loaded
     with catalog.begin() as conn:
-        new_model = register_model(conn, catalog, loaded.catalog_row(), parent=plan.parent)
+        role = "base" if plan.parent is None else "tuned"
+        new_model = register_model(
+            conn, catalog, loaded.catalog_row(), role=role, parent=plan.parent
+        )
         new_set = isinstance(plan.prompt_set, PromptSet) and register_prompt_set(
             conn, catalog, *plan.prompt_set.catalog_rows()
         )
@@ -366,7 +377,7 @@ def _run(
     """Run this worker's batches not yet committed (and, on shard 0, a repair's gaps)."""
     run, loaded = plan.run, plan.loaded
     writer = CommitWriter(store, run=run, shard=shard, lease=lease)
-    notices = _resume_notices(store, writer, run) if resumed else []
+    notices = plan.notices + (_resume_notices(store, writer, run) if resumed else [])
     batches = plan_batches(plan.sequences, options.batch_size)
     committed = store.catalog.rows("commit_prompts", run=run)
     done = {r["prompt"] for r in committed}

@@ -212,6 +212,36 @@ def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
+HUB_TIMEOUT = 5.0  # seconds to reach the hub before a hub id is read from the cache only
+
+
+def _hub_or_cache(source: str) -> dict:
+    """How to load hub id ``source``: from the hub, or (``local_files_only``) from the local
+    cache when the hub cannot be reached within HUB_TIMEOUT. Neither: one line now, where the
+    hub client would retry for half a minute."""
+    from urllib.error import HTTPError, URLError
+    from urllib.request import Request, urlopen
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE:
+        return {}  # the user said so: the cache only, as transformers does
+    try:
+        urlopen(Request(constants.ENDPOINT, method="HEAD"), timeout=HUB_TIMEOUT).close()
+        return {}
+    except HTTPError:
+        return {}  # it answered
+    except (URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+    if isinstance(try_to_load_from_cache(source, "config.json"), str):
+        return {"local_files_only": True}
+    raise NotFound(
+        f"{arg('model')} {source}: the hub ({constants.ENDPOINT}) cannot be reached ({reason}) "
+        "and the model is not in the local cache; check the network (or HF_ENDPOINT), or give "
+        "a local directory or .gguf file"
+    )
+
+
 def load_model(
     source: str,
     *,
@@ -225,10 +255,11 @@ def load_model(
     location, revision = _locate(source)
     torch_device = resolve_device(device)
     hf_logging.disable_progress_bar()
+    local = {} if isinstance(location, Path) else _hub_or_cache(source)
     try:
-        AutoConfig.from_pretrained(location)  # fails fast (one download attempt) if unknown
-        tokenizer = AutoTokenizer.from_pretrained(location)
-        model: Any = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[dtype])
+        AutoConfig.from_pretrained(location, **local)  # fails fast (one attempt) if unknown
+        tokenizer = AutoTokenizer.from_pretrained(location, **local)
+        model: Any = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[dtype], **local)
     except (OSError, ValueError, SafetensorError, RuntimeError) as error:
         # RuntimeError: weights whose shapes config.json does not describe
         if isinstance(location, Path):  # the files are there but cannot be read

@@ -92,5 +92,5 @@ LEFT JOIN intervals p ON p.model = e.model AND p.scorer = e.scorer
 LEFT JOIN intervals f ON f.model = e.model AND f.scorer = e.scorer
  AND f.prompt_set = e.prompt_set AND f.metric = 'f1'
 ORDER BY e.prompt_set, e.scorer,
-         CASE e.role WHEN 'base' THEN 0 WHEN 'dpo' THEN 1 WHEN 'intervened' THEN 2 ELSE 3 END,
+         CASE e.role WHEN 'base' THEN 0 WHEN 'dpo' THEN 1 WHEN 'tuned' THEN 1 WHEN 'intervened' THEN 2 ELSE 3 END,
          e.model

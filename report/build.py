@@ -231,7 +231,7 @@ def needed(value: T | None, what: str) -> T:
     return value
 
 
-def _pair(p: Plan) -> tuple[str, str]:
+def pair_of(p: Plan) -> tuple[str, str]:
     """The base and tuned runs, which a section needs."""
     missing = "no teacher-forced pair of runs (actwh ingest ... --teacher-force BASE_RUN)"
     return needed(p.base_run, missing), needed(p.tuned_run, missing)
@@ -337,7 +337,7 @@ def _figure1(wh: Warehouse, p: Plan):
 
 
 def _figure2(wh: Warehouse, p: Plan):
-    base_run, tuned_run = _pair(p)
+    base_run, tuned_run = pair_of(p)
     frame = wh.query(
         "activation_drop",
         base_run=p.base_run,
@@ -384,7 +384,7 @@ def _offset(wh: Warehouse, p: Plan):
 
 
 def _figure4(wh: Warehouse, p: Plan):
-    base_run, tuned_run = _pair(p)
+    base_run, tuned_run = pair_of(p)
     layer = needed(p.layer, "no teacher-forced pair with residuals captured")
     frame = pca_shift(wh.sql, base_run, tuned_run, layer, neuron=p.neuron)
     if p.neuron is not None:  # coloured by the write toward the direction: m, oriented

@@ -58,9 +58,9 @@ class StudySettings:
     track: int = 64
     lens_k: int = 5
     # the logit lens's target tokens; None: those the base model says first in its continuations
-    # scored toxic (query toxic_tokens on its evaluation), so that Figure 1 tracks what it says
+    # scored toxic (its evaluation runs first), so that Figure 1 tracks what it says: the rule of
+    # ingest/targets.py, which any run with --logit-lens and no --target-tokens follows
     target_tokens: str | None = None
-    n_targets: int = 3
     transforms: tuple[str, ...] = ("rot13", "base64", "leet")
     n_transformed: int = 20
     unalign_top_k: int = 7
@@ -243,7 +243,8 @@ class Study:
             "base run over the test prompts, DPO teacher-forced on the same tokens, and every "
             "neuron of the last layer on them (for selectivity)",
         )
-        self.targets = self._target_tokens()
+        if self.s.target_tokens is None:  # the lens's targets come from it (ingest/targets.py)
+            self._evaluate(self.base)
         self._run("base", self.base, prompts=self.analysis, prompt_set="analysis")
         self._run("dpo", self.tuned, teacher_force="base", generate=0)
         last = self.base.adapter.n_layers - 1
@@ -259,30 +260,6 @@ class Study:
             target_tokens="",
         )
 
-    def _target_tokens(self) -> str:
-        """The settings' target tokens, or the first tokens of the base model's continuations
-        scored toxic on the test prompts (evaluating it now: step 9 then reuses it)."""
-        s = self.s
-        if s.target_tokens is not None:
-            return s.target_tokens
-        started = self.wh.sql("select config from runs where name = 'base'")
-        if started.height:  # resumed: the tokens it chose when it started
-            return ",".join(f"#{i}" for i in json.loads(started.item())["target_tokens"])
-        from actwh.train.evaluate import eval_run_name
-
-        self._evaluate(self.base)
-        found = self.wh.query(
-            "toxic_tokens", run=eval_run_name(self.base.name, "test"), scorer=s.scorer
-        ).head(s.n_targets)
-        if found.is_empty():
-            self.echo("      logit-lens targets: none (no continuation was scored toxic)")
-            return ""
-        self.echo(
-            "      logit-lens targets, the first tokens of its continuations scored toxic: "
-            + ", ".join(repr(t) for t in found["token"])
-        )
-        return ",".join(f"#{i}" for i in found["token_id"])
-
     def _run(self, name: str, model, **how) -> None:
         """Ingest run ``name`` of ``model`` with the study's capture (or ``how``'s), unless it is
         complete."""
@@ -294,7 +271,7 @@ class Study:
             "capture": ["resid_mid", "resid_post"],  # resid_post: δx's decomposition
             "track_neurons": f"{DIRECTION}:{s.track}",
             "logit_lens": s.lens_k,
-            "target_tokens": self.targets,
+            "target_tokens": s.target_tokens or "",  # none: chosen as ingest/targets.py says
         }
         summary = self.wh.ingest(
             model,
@@ -303,6 +280,8 @@ class Study:
             batch_size=s.batch_size,
             progress=s.progress,
         )
+        for notice in summary.notices:
+            self.echo(f"      {notice}")
         self.echo(
             f"      {name}: {summary.n_prompts} prompts, {summary.n_tokens:,} tokens, "
             f"{summary.speed}"

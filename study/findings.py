@@ -10,17 +10,20 @@ import numpy as np
 import polars as pl
 
 from actwh.errors import ActwhError
-from actwh.report.build import need, needed
+from actwh.report.build import need, needed, pair_of
 from actwh.study.names import LAYER_RUN, seed_names
 
 
-def collect_findings(wh, scorer: str, layer: int) -> dict:
-    """The study's numbers, from the named analyses: the study's runs ``base`` and ``dpo``
-    (NotFound, naming them, in a warehouse without them); ``scorer`` chose the pairs, ``layer``
-    is δx's layer for Figure 5."""
-    runs = {"base_run": "base", "tuned_run": "dpo"}
-    drop = wh.query("activation_drop", **runs, n=5)
-    base_model = wh.sql("select model from runs where name = 'base'").item()
+def collect_findings(wh, plan) -> dict:
+    """The study's numbers, from the named analyses, for the report's plan (``report.build.
+    make_plan``): its base and tuned runs, the tuned model, the direction, δx's name prefix and
+    layer (Figure 5), and the scorer that chose the pairs. The study's runs are ``base`` and
+    ``dpo``; any pair of runs a warehouse holds reads the same."""
+    runs = {"base_run": plan.base_run, "tuned_run": plan.tuned_run}
+    along = {"direction": plan.direction}
+    tuned, prefix, layer = plan.tuned_model, plan.prefix, plan.layer
+    drop = wh.query("activation_drop", **runs, **along, n=5)
+    base_model = wh.sql("select model from runs where name = $r", {"r": plan.base_run}).item()
     evaluations: dict = {}
     table = wh.query("toxicity_table")
     for r in table.iter_rows(named=True):
@@ -31,20 +34,22 @@ def collect_findings(wh, scorer: str, layer: int) -> dict:
         row["toxicity"][r["scorer"]] = {
             k.replace("toxicity", "value"): v for k, v in r.items() if k.startswith("toxicity")
         }
-    paper_rank = wh.query("activation_drop", **runs, n=5, rank="cosine", replicates=1)
-    total = wh.query("tracked_write", **runs).filter(pl.col("layer").is_null()).row(0, named=True)
-    offset = wh.query("residual_offset", prefix="dx")
-    offset_cos = wh.query("residual_offset_intervals", prefix="dx")
+    paper_rank = wh.query("activation_drop", **runs, **along, n=5, rank="cosine", replicates=1)
+    total = wh.query("tracked_write", **runs, **along).filter(pl.col("layer").is_null())
+    total = total.row(0, named=True)
+    offset = wh.query("residual_offset", prefix=prefix, **along)
+    offset_cos = wh.query("residual_offset_intervals", prefix=prefix, **along)
     last_layer = offset_cos.filter(pl.col("layer").is_not_null()).row(-1, named=True)
-    seed0 = {"model": "dpo", **total, "dx_cos": last_layer}
-    shift = wh.query("value_vector_shift_intervals", model="dpo", layer=layer, prefix="dx")
+    seed0 = {"model": tuned, **total, "dx_cos": last_layer}
+    shift = wh.query("value_vector_shift_intervals", model=tuned, layer=layer, prefix=prefix)
     vectors = wh.sql(
         "select min(cosine) as min_cos, avg(cosine) as mean_cos, avg(delta_norm) as mean_shift "
-        "from value_vector_diffs where model = 'dpo'"
+        "from value_vector_diffs where model = $m",
+        {"m": tuned},
     ).row(0, named=True)
-    gaps = {"layer": layer, "site": wh.sql("select mlp_input('base')").item()}
+    gaps = {"layer": layer, "site": wh.sql("select mlp_input($r)", {"r": plan.base_run}).item()}
     for query in ("transform_gap", "turn_gap"):
-        frame = wh.query(query, **runs, layer=layer, site=gaps["site"])
+        frame = wh.query(query, **runs, **along, layer=layer, site=gaps["site"])
         gaps[query] = frame.to_dicts()
     # un-aligned variants by their keys and scale, each followed by its control(s)
     edits = table.filter(pl.col("edit_scale").is_not_null() & pl.col("control_of").is_null())
@@ -55,60 +60,66 @@ def collect_findings(wh, scorer: str, layer: int) -> dict:
         for m in edits["model"].unique(maintain_order=True)
         for c in controls.filter(pl.col("control_of") == m)["model"].unique(maintain_order=True)
     ]
-    order = [base_model, "dpo", *itertools.chain.from_iterable(unaligning)]
+    order = [base_model, tuned, *itertools.chain.from_iterable(unaligning)]
     order += [m for m in evaluations if m not in order]  # any other model evaluated there
     return {
+        "base_run": plan.base_run,
+        "tuned_run": plan.tuned_run,
+        "tuned_model": tuned,
+        "direction": plan.direction,
         "evaluations": {m: evaluations[m] for m in order if m in evaluations},
         "unaligning": unaligning,
         "seeds": wh.sql(
             "select model, scorer, toxicity, perplexity, f1 from evaluations "
-            "where prompt_set = 'test' and (model = 'dpo' or model like 'dpo.seed%') "
-            "order by scorer, model = 'dpo' desc, model"
+            "where prompt_set = 'test' and (model = $m or model like $m || '.seed%') "
+            "order by scorer, model = $m desc, model",
+            {"m": tuned},
         ).to_dicts(),
-        "seed_mechanism": [seed0, *_seed_mechanism(wh)],
-        "pairs_scorer": scorer,
+        "seed_mechanism": [seed0, *_seed_mechanism(wh, plan)],
+        "pairs_scorer": plan.scorer,
         "activation_drop": drop.to_dicts(),
         "paper_rank": paper_rank.select("layer", "neuron", "base_mean").to_dicts(),
-        "drop_baseline": wh.query("drop_baseline", **runs, n=5).to_dicts(),
-        "selectivity": _selectivity(wh, scorer),
+        "drop_baseline": wh.query("drop_baseline", **runs, **along, n=5).to_dicts(),
+        "selectivity": _selectivity(wh, plan),
         "tracked_write": total,
         "dx_norm": dict(zip(offset["layer"].to_list(), offset["dx_norm"].to_list(), strict=True)),
         "dx_cos": offset_cos.to_dicts(),
         "figure5": {"layer": layer, "per_layer": shift.to_dicts()},
-        "decomposition": _decomposition(wh),
-        "figure1": _figure1(wh),
+        "decomposition": _decomposition(wh, prefix),
+        "figure1": _figure1(wh, plan),
         "value_vectors": vectors,
         "gaps": gaps,
     }
 
 
-def _figure1(wh) -> list[dict]:
+def _figure1(wh, plan) -> list[dict]:
     """Per target token of the base run's logit lens: the highest mean probability over layers
-    at the last prompt position in base and DPO, and how often the base run generates it."""
+    at the last prompt position in the base and tuned runs, and how often the base run
+    generates it."""
     found = []
-    for token in wh.sql("select distinct token from token_probs where run = 'base' order by 1")[
-        "token"
-    ]:
-        lens = wh.query("logit_lens_target", token=token).filter(
-            pl.col("run").is_in(["base", "dpo"])
-        )
+    pair = (plan.base_run, plan.tuned_run)
+    targets = wh.sql(
+        "select distinct token from token_probs where run = $r order by 1", {"r": pair[0]}
+    )
+    for token in targets["token"]:
+        lens = wh.query("logit_lens_target", token=token).filter(pl.col("run").is_in(pair))
         peaks = {
             run: lens.filter(pl.col("run") == run).sort("mean_prob").row(-1, named=True)
-            for run in ("base", "dpo")
+            for run in pair
             if lens.filter(pl.col("run") == run).height
         }
         said = wh.sql(
-            "select count(*) from tokens where run = 'base' and is_generated and token = $t",
-            {"t": token},
+            "select count(*) from tokens where run = $r and is_generated and token = $t",
+            {"r": pair[0], "t": token},
         ).item()
         found.append({"token": token, "peaks": peaks, "generated": said})
     return found
 
 
-def _decomposition(wh) -> list[dict]:
+def _decomposition(wh, prefix: str) -> list[dict]:
     """dx_decomposition of the last δx layer, or nothing if the runs lack resid_post."""
     try:
-        return wh.query("dx_decomposition", prefix="dx").to_dicts()
+        return wh.query("dx_decomposition", prefix=prefix).to_dicts()
     except ActwhError:
         return []
 
@@ -116,30 +127,31 @@ def _decomposition(wh) -> list[dict]:
 SELECTIVITY_LABELS = ("score:{scorer}", "category:provocative")
 
 
-def _selectivity(wh, scorer: str) -> list[dict]:
+def _selectivity(wh, plan) -> list[dict]:
     """selectivity_null and the three most selective neurons, for the tracked neurons (base run)
-    and every neuron of the last layer (LAYER_RUN), by continuation score and prompt category."""
+    and every neuron of the last layer (the study's LAYER_RUN, where it ran), by continuation
+    score and prompt category."""
     found = []
     runs = set(wh.sql("select name from runs where status = 'complete'")["name"])
-    for run in ("base", LAYER_RUN):
+    for run in (plan.base_run, LAYER_RUN):
         for labels in SELECTIVITY_LABELS:
             if run not in runs:
                 continue
-            given = {"run": run, "labels": labels.format(scorer=scorer)}
+            given = {"run": run, "labels": labels.format(scorer=plan.scorer)}
             try:
-                null = wh.query("selectivity_null", **given).row(0, named=True)
-                top = wh.query("selectivity", **given).head(3)
+                null = wh.query("selectivity_null", **given, direction=plan.direction)
+                top = wh.query("selectivity", **given, direction=plan.direction).head(3)
             except ActwhError as e:  # e.g. too few continuations scored toxic
                 found.append({**given, "not_computed": str(e)})
                 continue
-            found.append({**given, **null, "top": top.to_dicts()})
+            found.append({**given, **null.row(0, named=True), "top": top.to_dicts()})
     return found
 
 
-def _seed_mechanism(wh) -> list[dict]:
+def _seed_mechanism(wh, plan) -> list[dict]:
     """Per seed after the study's own (``--seeds``) whose DPO model was teacher-forced on the base
-    run and has δx: the net write of the tracked neurons (base → that model) and cos(δx,
-    toxic_probe) at the last layer."""
+    run and has δx: the net write of the tracked neurons (base → that model) and cos(δx, the
+    direction) at the last layer."""
     runs = set(wh.sql("select name from runs where status = 'complete'")["name"])
     deltas = set(wh.sql("select name from directions where kind = 'delta'")["name"])
     found = []
@@ -149,8 +161,9 @@ def _seed_mechanism(wh) -> list[dict]:
             break
         if not any(d.startswith(names["dx"] + ".") for d in deltas):
             continue
-        total = wh.query("tracked_write", base_run="base", tuned_run=names["model"])
-        offset = wh.query("residual_offset_intervals", prefix=names["dx"])
+        along = {"direction": plan.direction}
+        total = wh.query("tracked_write", base_run=plan.base_run, tuned_run=names["model"], **along)
+        offset = wh.query("residual_offset_intervals", prefix=names["dx"], **along)
         found.append(
             {
                 "model": names["model"],
@@ -180,18 +193,19 @@ def _print_seeds(rows: list[dict], echo: Callable) -> None:
     echo(f"    f1                     {spread([r['f1'] for r in first])}")
 
 
-def _print_seed_mechanism(rows: list[dict], echo: Callable) -> None:
+def _print_seed_mechanism(f: dict, echo: Callable) -> None:
     """Each seed's DPO model teacher-forced on the base run: net write and cos(δx, probe)."""
+    rows, d = f["seed_mechanism"], f["direction"]
     if len(rows) < 2:
         return
     writes = " / ".join(f"{r['tuned_write']:+.2f}" for r in rows)
     echo(
-        f"    net write of the {rows[0]['neurons']} tracked neurons along toxic_probe, base "
+        f"    net write of the {rows[0]['neurons']} tracked neurons along {d}, base "
         f"{rows[0]['base_write']:+.2f} → {writes}"
     )
     layer = rows[0]["dx_cos"]["layer"]
     cosines = " / ".join(_ci(r["dx_cos"], "cos_with_direction") for r in rows)
-    echo(f"    cos(δx, toxic_probe) at layer {layer}: {cosines}")
+    echo(f"    cos(δx, {d}) at layer {layer}: {cosines}")
 
 
 def unaligning_verdict(edit: dict, control: dict, scorer: str) -> str:
@@ -244,14 +258,15 @@ def _print_unaligning(f: dict, echo: Callable) -> None:
         )
 
 
-def _print_baseline(rows: list[dict], echo: Callable) -> None:
+def _print_baseline(f: dict, echo: Callable) -> None:
     """drop_baseline: is the drop specific to the selected neurons and to toxic prompts?"""
+    rows = f["drop_baseline"]
     if not rows:
         return
     echo(
         "  control: the same change for neurons not selected and for neutral prompts — Σ write "
-        "along toxic_probe and Σ|m̄|, base → DPO (relative change [95% bootstrap interval over "
-        "prompts]), plain prompts:"
+        f"along {f['direction']} and Σ|m̄|, {_pair(f)} (relative change [95% bootstrap interval "
+        "over prompts]), plain prompts:"
     )
     for r in rows:
         who = f"{r['neurons']} ({r['n_neurons']})"
@@ -262,19 +277,20 @@ def _print_baseline(rows: list[dict], echo: Callable) -> None:
         )
 
 
-def _print_selectivity(rows: list[dict], echo: Callable) -> None:
+def _print_selectivity(f: dict, echo: Callable) -> None:
     """selectivity_null: selective neurons against shuffled labels, and the top three."""
+    rows = f["selectivity"]
     if not rows:
         return
     echo(
-        "  selectivity: mean write along toxic_probe on toxic minus clean prompts (plain), per "
-        "neuron; selective when |Welch t| > 3, against the same count under label shuffles:"
+        f"  selectivity: mean write along {f['direction']} on toxic minus clean prompts (plain), "
+        "per neuron; selective when |Welch t| > 3, against the same count under label shuffles:"
     )
     for r in rows:
         if "not_computed" in r:
             echo(f"    {r['run']}, labels {r['labels']}: not computed: {r['not_computed']}")
             continue
-        where = "tracked neurons" if r["run"] == "base" else f"neurons of {r['run']}"
+        where = "tracked neurons" if r["run"] == f["base_run"] else f"neurons of {r['run']}"
         echo(
             f"    {r['neurons']} {where}, labels {r['labels']} ({r['n_toxic']} toxic, "
             f"{r['n_clean']} clean): {r['selective']} selective ({r['toward']} toward, "
@@ -330,19 +346,20 @@ def _share(row: dict, column: str) -> str:
     return f"{row[column]:+.1%}{span}"
 
 
-def _print_figure1(rows: list[dict], echo: Callable) -> None:
+def _print_figure1(f: dict, echo: Callable) -> None:
     """Figure 1: the lens's target tokens, how likely they get, and whether the model says them."""
+    rows = f["figure1"]
     if not rows:
         return
     echo(
         "  Figure 1, logit lens at the last prompt position: the highest mean probability of each "
-        "target token over layers, base → DPO (and how often the base run generates it):"
+        f"target token over layers, {_pair(f)} (and how often the base run generates it):"
     )
     for r in rows:
         peaks = r["peaks"]
         text = " → ".join(
             f"{peaks[run]['mean_prob']:.2e} (layer {peaks[run]['layer']} {peaks[run]['site']})"
-            for run in ("base", "dpo")
+            for run in (f["base_run"], f["tuned_run"])
             if run in peaks
         )
         echo(f"    {r['token']!r:<12} {text}; generated {r['generated']} times")
@@ -352,8 +369,9 @@ def _optional(value, spec: str = "+.2f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def _print_gaps(gaps: dict, echo: Callable) -> None:
+def _print_gaps(f: dict, echo: Callable) -> None:
     """The DPO offset along the probe by prompt encoding and by chat message."""
+    gaps = f["gaps"]
     where = f"at {gaps['site']} {gaps['layer']}"
     encoded = "; ".join(
         f"{r['transform']} ({r['prompts']}) {r['base_dot']:+.2f} → {r['tuned_dot']:+.2f} "
@@ -367,7 +385,7 @@ def _print_gaps(gaps: dict, echo: Callable) -> None:
         + ")"
         for r in gaps["transform_gap"]
     )
-    echo(f"  mean projection on toxic_probe {where}, generated tokens, base → DPO (gap):")
+    echo(f"  mean projection on {f['direction']} {where}, generated tokens, {_pair(f)} (gap):")
     echo(f"    by prompt encoding: {encoded or 'no runs'}")
     turns = "; ".join(
         f"{r['part']} {r['base_dot']:+.2f} → {r['tuned_dot']:+.2f} ({r['gap']:+.2f})"
@@ -393,18 +411,25 @@ def _ci(row: dict, value: str, sign: str = "+") -> str:
     return f"{row[value]:{sign}.3f}{span}"
 
 
+def _pair(f: dict, between: str = " → ", reverse: bool = False) -> str:
+    """``base → DPO`` (the study's runs), else the runs' names: ``b → t``."""
+    study = (f["base_run"], f["tuned_run"]) == ("base", "dpo")
+    pair = ["base", "DPO"] if study else [f["base_run"], f["tuned_run"]]
+    return between.join(reversed(pair) if reverse else pair)
+
+
 def print_findings(f: dict, echo: Callable) -> None:
     """The findings, a line per ``echo`` call: what the demo prints and the report shows."""
     _print_evaluations(f, echo)
     _print_unaligning(f, echo)
-    total = f["tracked_write"]
+    total, d = f["tracked_write"], f["direction"]
     echo(
-        f"  neurons writing toward toxic_probe: the top 5 of {total['neurons']} tracked, by their "
+        f"  neurons writing toward {d}: the top 5 of {total['neurons']} tracked, by their "
         "mean write m̄·⟨v, d̂⟩ in the base run;"
     )
     echo(
         "  mean coefficient m and mean write m·⟨v, d̂⟩ over generated tokens of the plain prompts, "
-        "base → DPO (change [95% bootstrap interval over prompts]):"
+        f"{_pair(f)} (change [95% bootstrap interval over prompts]):"
     )
     for row in f["activation_drop"]:
         echo(
@@ -419,30 +444,31 @@ def print_findings(f: dict, echo: Callable) -> None:
         f"L{r['layer']} #{r['neuron']} (m̄ {r['base_mean']:+.3f})" for r in f["paper_rank"]
     )
     echo(f"    (the paper's rule, by cosine alone, picks: {paper})")
-    _print_baseline(f["drop_baseline"], echo)
-    _print_selectivity(f["selectivity"], echo)
+    _print_baseline(f, echo)
+    _print_selectivity(f, echo)
     echo(
-        f"  net write of all {total['neurons']} tracked neurons along toxic_probe: "
+        f"  net write of all {total['neurons']} tracked neurons along {d}: "
         f"{total['base_write']:+.2f} → {total['tuned_write']:+.2f} "
         f"({total['writing_toward']} of them write toward it in the base run)"
     )
     norms = "  ".join(f"{layer}:{norm:.3g}" for layer, norm in f["dx_norm"].items())
-    echo(f"  ‖δx‖ per layer (resid_mid, DPO − base): {norms}")
+    echo(f"  ‖δx‖ per layer (resid_mid, {_pair(f, ' − ', reverse=True)}): {norms}")
     *layers, mean = f["dx_cos"]
     echo(
-        f"  cos(δx, toxic_probe) [95% bootstrap interval over prompts]: "
+        f"  cos(δx, {d}) [95% bootstrap interval over prompts]: "
         f"{_ci(layers[-1], 'cos_with_direction')} at layer {layers[-1]['layer']}, "
         f"mean over layers {_ci(mean, 'cos_with_direction')}"
     )
     _print_figure5(f["figure5"], echo)
     _print_decomposition(f["decomposition"], echo)
-    _print_figure1(f["figure1"], echo)
+    _print_figure1(f, echo)
     v = f["value_vectors"]
     echo(
-        f"  value vectors base vs DPO: min cosine {v['min_cos']:.6f}, mean {v['mean_cos']:.6f}, "
+        f"  value vectors {_pair(f, ' vs ')}: min cosine {v['min_cos']:.6f}, mean "
+        f"{v['mean_cos']:.6f}, "
         f"mean ‖δv‖ {v['mean_shift']:.3g}"
     )
-    _print_gaps(f["gaps"], echo)
+    _print_gaps(f, echo)
 
 
 def _print_evaluations(f: dict, echo: Callable) -> None:
@@ -458,7 +484,7 @@ def _print_evaluations(f: dict, echo: Callable) -> None:
             if scorer in ev[m]["toxicity"]:
                 echo(f"    {m:<34} {_interval(ev[m]['toxicity'][scorer])}")
     _print_seeds(f["seeds"], echo)
-    _print_seed_mechanism(f["seed_mechanism"], echo)
+    _print_seed_mechanism(f, echo)
     for metric, over in (("perplexity", "paragraphs of the text"), ("f1", "samples")):
         echo(f"  {metric} [95% bootstrap interval over {over}]:")
         for m in ev:
@@ -509,13 +535,15 @@ def report_section(wh, plan):
     :func:`print_findings` prints, with its numbers as the section's data."""
     import html
 
-    runs = set(wh.sql("select name from runs")["name"])
+    base, _ = pair_of(plan)
+    tuned = needed(plan.tuned_model, "no tuned model")
+    needed(plan.prefix, f"no δx of the pair (actwh directions add WH dx --delta {base} TUNED_RUN)")
+    needed(plan.layer, "no layer to read δx at (no tracked neurons, no offset)")
     need(
-        {"base", "dpo"} <= runs,
-        "the findings are the study's (actwh demo), read from its runs base and dpo",
+        wh.sql("select count(*) from value_vector_diffs where model = $m", {"m": tuned}).item() > 0,
+        f"no weight differences of {tuned} (actwh diff WH --base BASE_MODEL --tuned {tuned})",
     )
-    layer = needed(plan.layer, "no layer to read δx at (no tracked neurons, no offset)")
-    findings = collect_findings(wh, plan.scorer, layer)
+    findings = collect_findings(wh, plan)
     lines: list[str] = []
     print_findings(findings, lines.append)
     note = (

@@ -1333,3 +1333,56 @@ def test_figure4_is_coloured_by_the_write_toward_the_direction(wh):
     for neuron in (int(np.argmax(cos)), int(np.argmin(cos))):
         expected = 1.0 if cos[neuron] > 0 else -1.0
         assert _orientation(wh, replace(plan, neuron=(1, int(keys["neuron"][neuron])))) == expected
+
+
+def test_two_models_of_your_own_fill_the_findings_and_figure1(study, tmp_path):
+    """The README's "two models of your own": runs not named base/dpo gave findings "Not
+    available", Figure 1 was empty without --target-tokens, and a model diffed before any run
+    had no parent. Now the findings read the report's pair, the lens targets are chosen as the
+    demo chooses them, and diff makes the tuned model the base's child (or refuses)."""
+    import shutil
+
+    from actwh.errors import BadInput
+    from actwh.report.build import make_plan
+    from actwh.study.findings import FINDINGS_SECTION, report_section
+
+    root = tmp_path / "wh"
+    shutil.copytree(study[0] / "wh", root)
+    other = build_gpt2(tmp_path / "other", seed=7)  # a "tuned" model of the same shape
+    capture = {
+        "capture": ["resid_mid", "resid_post"],
+        "track_neurons": "toxic_probe:8",
+        "logit_lens": 3,
+        "generate": 6,
+        "progress": False,
+    }
+    with actwh.open(root) as w:
+        base = w.load_model("tiny-gpt2")
+        # diffed before any run of it: registered as the base's child (it had no parent)
+        assert w.diff(base, w.load_model(other, name="other"))["tuned"] == "other"
+        assert w.sql("select parent, role from models where name = 'other'").row(0) == (
+            "tiny-gpt2",
+            "tuned",
+        )
+        with pytest.raises(BadInput, match="'other' is registered as a child of 'tiny-gpt2'"):
+            w.diff(w.load_model("dpo"), w.load_model("other"))
+        mine = w.ingest(base, name="mine", **capture)
+        theirs = w.ingest("other", name="theirs", teacher_force="mine", **capture)
+        # no --target-tokens: chosen (here the probe's readout: the tiny model says nothing
+        # toxic), and the teacher-forced run takes the same ones
+        assert mine.notices and "the logit lens tracks" in str(mine.notices[0])
+        targets = w.sql(
+            "select name, config->>'$.target_tokens' as t from runs where name in "
+            "('mine', 'theirs') order by name"
+        )["t"].to_list()
+        assert targets[0] == targets[1] and targets[0] != "[]"
+        assert "those of run mine" in str(theirs.notices[0])
+        w.add_direction("mx", delta=("mine", "theirs"), model="tiny-gpt2")
+        plan = make_plan(w, base_run="mine")
+        assert (plan.tuned_run, plan.tuned_model, plan.prefix) == ("theirs", "other", "mx")
+        assert plan.token is not None  # Figure 1 has a target
+        note, _, _, text, findings = report_section(w, plan)
+    assert not note.startswith("Not available")
+    assert findings["tuned_model"] == "other" and findings["figure1"]
+    assert "mine → theirs" in text and "toxic_probe" in text
+    assert FINDINGS_SECTION[2] is report_section

@@ -24,7 +24,7 @@ import json
 import numpy as np
 import sqlalchemy as sa
 
-from actwh.errors import ActwhError, AlreadyExists, NotFound, arg, natural_key
+from actwh.errors import ActwhError, AlreadyExists, BadInput, NotFound, arg, natural_key
 from actwh.warehouse.arrays import from_blob
 from actwh.warehouse.catalog import Catalog, now, to_json
 from actwh.warehouse.layout import check_name
@@ -86,6 +86,25 @@ def register_model(
     return False
 
 
+def adopt(conn: sa.Connection, catalog: Catalog, model: str, parent: str) -> None:
+    """Record ``parent`` as the parent of registered ``model`` (``diff``: the tuned model of a
+    base), unless it is already; refused, with the reason, where ``model`` has another parent
+    or is an ancestor of ``parent`` (a cycle)."""
+    row = catalog.get("models", conn, name=model)
+    if row is None or row["parent"] == parent:
+        return
+    if row["parent"] is not None:
+        raise BadInput(
+            f"model {model!r} is registered as a child of {row['parent']!r}, not of {parent!r}; "
+            f"compare it with its parent ({arg('base')} {row['parent']})"
+        )
+    if model in lineage(catalog, parent, conn):
+        raise BadInput(
+            f"model {model!r} is an ancestor of {parent!r}; swap {arg('base')} and {arg('tuned')}"
+        )
+    catalog.update(conn, "models", {"name": model}, parent=parent)
+
+
 def model_row(catalog: Catalog, model: str) -> dict:
     row = catalog.get("models", name=model)
     if row is None:
@@ -95,13 +114,13 @@ def model_row(catalog: Catalog, model: str) -> dict:
     return row
 
 
-def lineage(catalog: Catalog, model: str) -> list[str]:
+def lineage(catalog: Catalog, model: str, conn: sa.Connection | None = None) -> list[str]:
     """``model``, its parent, the parent's parent, ...: they share one residual space."""
     chain: list[str] = []
     current: str | None = model
     while current is not None and current not in chain:
         chain.append(current)
-        row = catalog.get("models", name=current)
+        row = catalog.get("models", conn, name=current)
         current = row["parent"] if row else None
     return chain
 
