@@ -23,6 +23,7 @@ neuron of the layers whose ``mlp_post`` it captured (``mlp_acts``).
 from __future__ import annotations
 
 import re
+import weakref
 
 import numpy as np
 import polars as pl
@@ -196,7 +197,23 @@ def _welch(writes: np.ndarray, toxic: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return diff, t
 
 
-def _compute(
+# What _compute found, per snapshot (a snapshot never changes, so neither does what it gives):
+# selectivity and selectivity_null read the same numbers, and the findings ask for both.
+_COMPUTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compute(sql, *args) -> dict:
+    """:func:`_computed` of ``args``, once per snapshot of the warehouse ``sql`` reads."""
+    snapshot = getattr(getattr(sql, "__self__", None), "snapshot", None)
+    if snapshot is None:  # not a warehouse's sql: nothing to share
+        return _computed(sql, *args)
+    memo = _COMPUTED.setdefault(snapshot, {})
+    if args not in memo:
+        memo[args] = _computed(sql, *args)
+    return memo[args]
+
+
+def _computed(
     sql, run, direction, labels, threshold, arm, tokens, t_cut, permutations, seed
 ) -> dict:
     labelled = _labels(sql, run, labels, threshold, arm).sort("prompt")

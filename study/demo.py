@@ -40,6 +40,7 @@ from actwh.ingest.prompts import shipped_chats, shipped_prompts
 from actwh.study.findings import CAVEAT_KEY, FINDINGS_SECTION, print_findings
 from actwh.study.names import DIRECTION, LAYER_RUN, SELECTIVE, seed_names, unaligned_names
 from actwh.study.options import DemoOptions
+from actwh.study.timing import expected, shown, speed
 from actwh.train.options import DPOOptions
 from actwh.warehouse.layout import outside, replace_file
 
@@ -50,7 +51,7 @@ STEPS = 10
 class StudySettings:
     model: str = "embedded"
     generate: int = 20
-    batch_size: int = 8
+    batch_size: int = 32  # runs and pairs; evaluations take 4× as many prompts a batch
     relative_alpha: float = 0.3
     dpo: DPOOptions = field(
         default_factory=lambda: DPOOptions(learning_rate=1e-5, epochs=2, eval_every=10, patience=5)
@@ -151,8 +152,21 @@ class Study:
         self.wh = actwh.open(out / "wh", create=True)
         self.started = time.monotonic()
 
-    def step(self, number: int, text: str) -> None:
-        self.echo(f"[{number}/{STEPS}] {text}  ({time.monotonic() - self.started:,.0f}s)")
+    def step(self, number: int, text: str, count: int = 1) -> None:
+        """Say step ``number`` starts: the time so far, and how long it should take (its
+        reference time for ``count`` models or variants, study/timing.py) once the model is
+        loaded and timed."""
+        ahead = ""
+        if number > 1:
+            ahead = "; " + shown(self._expected(number, count))
+        self.echo(f"[{number}/{STEPS}] {text}  ({time.monotonic() - self.started:,.0f}s{ahead})")
+
+    def _expected(self, number: int, count: int) -> float:
+        quick = self.s.n_prompts is not None
+        if number == 9:  # per model, and each more seed: its pairs, DPO and evaluation
+            seeds = sum(expected(k, quick, self.speed) for k in (5, 6, "per_model"))
+            return expected("per_model", quick, self.speed, count) + (self.s.seeds - 1) * seeds
+        return expected(number, quick, self.speed, count)
 
     def has(self, query: str, **params) -> bool:
         return self.wh.sql(f"select count(*) > 0 from {query}", params).item()
@@ -161,6 +175,7 @@ class Study:
         wh, s = self.wh, self.s
         self.step(1, f"model: {s.model}")
         self.base = wh.load_model(s.model)
+        self.speed = speed(self.base)  # how much slower than the reference (study/timing.py)
         studied = wh.sql("select model from runs where name = 'base'")
         if studied.height and studied.item() != self.base.name:
             raise ActwhError(
@@ -289,7 +304,11 @@ class Study:
 
     def offset_and_variants(self) -> None:
         wh = self.wh
-        self.step(8, "δx per layer, weight differences, the un-aligned variants and controls")
+        self.step(
+            8,
+            "δx per layer, weight differences, the un-aligned variants and controls",
+            2 * len(self.variants()),
+        )
         if not self.has("directions where kind = 'delta'"):
             wh.add_direction("dx", delta=("base", "dpo"), model=self.base.name)
         if not self.has("weight_diffs where model = 'dpo'"):
@@ -346,7 +365,9 @@ class Study:
     def evaluations(self) -> None:
         s = self.s
         self.step(
-            9, "evaluation: toxicity, perplexity, F1 of base, DPO, the un-aligned and controls"
+            9,
+            "evaluation: toxicity, perplexity, F1 of base, DPO, the un-aligned and controls",
+            1 + 2 * len(self.variants()),  # (base: evaluated in step 7)
         )
         self._evaluate(self.base)
         self._evaluate(self.tuned)
@@ -385,7 +406,7 @@ class Study:
                 prompt_set="test",
                 scorer=s.eval_scorers,
                 generate=s.generate,
-                batch_size=s.batch_size * 2,
+                batch_size=s.batch_size * 4,
                 n_f1=s.n_f1,
                 progress=s.progress,
             )

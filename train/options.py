@@ -129,7 +129,11 @@ class EvaluateOptions(Options):
         "in two).",
     )
     n_f1: int = option(200, "At most this many F1 samples.", at_least=1)
-    batch_size: int = option(16, "Prompts per forward pass.", at_least=1)
+    batch_size: int = option(
+        64,
+        "Prompts (and F1 samples) per forward pass: decoding is faster in big batches.",
+        at_least=1,
+    )
     device: str = device_option()
     progress: bool = progress_option()
 
