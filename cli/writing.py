@@ -132,7 +132,7 @@ def directions_add(warehouse, name, **options):
     \b
     Examples:
       actwh directions add wh probe --model embedded --vector probe.npy
-      actwh directions add wh v770 --model gpt2-medium --value-vector 19:770
+      actwh directions add wh v770 --model smollm2-135m-instruct --value-vector 19:770
       actwh directions add wh svd0 --svd-of toxic_probe -k 128
       actwh directions add wh dx --delta base dpo
     """

@@ -50,7 +50,7 @@ def default_targets(
     if PROBE in directions:
         vector = torch.as_tensor(np.asarray(directions[PROBE], dtype=np.float32))[None]
         ids = top_tokens(loaded.adapter, vector, 50)[0][0].tolist()
-        words = [i for i in ids if WORD_START.match(loaded.tokenizer.decode([i]))]
+        words = [i for i in ids if WORD_START.match(str(loaded.tokenizer.decode([i])))]
         return words[:N_TARGETS], f"the tokens {PROBE} reads out most"
     return [], "none (no evaluation of the model, no toxic_probe; give --target-tokens)"
 

@@ -16,10 +16,10 @@ import time
 REFERENCE_FORWARD = 0.65
 
 # Seconds per step on the reference machine (study/demo.py's numbering): "per_model" is step
-# 9's time per model evaluated, "variant" step 8's per variant and control made.
-REFERENCE = {
-    "full": {2: 5, 3: 2, 4: 1, 5: 30, 6: 145, 7: 120, 8: 2, "per_model": 20, 10: 55},
-    "quick": {2: 5, 3: 2, 4: 1, 5: 5, 6: 12, 7: 20, 8: 2, "per_model": 6, 10: 20},
+# 9's time per model evaluated, 8 step 8's per variant and control made.
+REFERENCE = {  # measured at 3de439c, `actwh demo` and `actwh demo --quick`
+    "full": {2: 9, 3: 4, 4: 1, 5: 23, 6: 121, 7: 82, 8: 2.5, "per_model": 20, 10: 58},
+    "quick": {2: 10, 3: 3, 4: 1, 5: 3, 6: 17, 7: 29, 8: 4.5, "per_model": 8, 10: 34},
 }
 
 

@@ -413,6 +413,30 @@ def test_input_errors_come_before_the_model_loads(
     assert not (tmp_path / "wh").exists()
 
 
+def test_an_unreachable_hub_is_one_line_at_once(tmp_path, monkeypatch):
+    """A hub id with the hub out of reach retried for ~30 s and printed ten lines of retries. Now
+    one HEAD request, bounded; a model in the local cache loads from it, any other is one line."""
+    import time
+
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    import actwh.models.loading as loading
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # (the suite runs offline)
+    started = time.monotonic()
+    result = run("ingest", str(tmp_path / "wh"), "--model", "nobody/no-model")
+    assert time.monotonic() - started < 20
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and "the hub (http://127.0.0.1:9) cannot be reached" in (
+        result.stderr
+    )
+    assert "not in the local cache" in result.stderr and not (tmp_path / "wh").exists()
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a: "/cache/config.json")
+    assert loading._hub_or_cache("nobody/no-model") == {"local_files_only": True}
+
+
 def test_help_imports_no_data_library():
     """`actwh --help` (and any command's) loads click and the options, not polars, pyarrow,
     DuckDB or torch: 0.35 s before polars was deferred, 0.16 s after (a quiet 2-core machine)."""

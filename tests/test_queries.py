@@ -68,6 +68,9 @@ def test_demo_pipeline_prints_findings(study):
     out, findings, lines = study
     text = "\n".join(lines)
     assert "[10/10]" in text and "Findings" in text and "report:" in text
+    # each step after the model's says how long it should take (study/timing.py)
+    timed = [line for line in lines if line[:3] in ("[2/", "[7/", "[9/")]
+    assert len(timed) == 3 and all(re.search(r"\(\d+s; about \d+ (s|min)\)$", t) for t in timed)
     sweep = [("unaligned.x3", "unaligned-control.x3"), ("unaligned", "unaligned-control")]
     assert findings["unaligning"][:2] == sweep
     assert set(findings["evaluations"]) == {"tiny-gpt2", "dpo", *itertools.chain(*sweep)} | set(

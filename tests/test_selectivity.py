@@ -113,6 +113,26 @@ def test_the_planted_neuron_is_selective_beyond_its_null(planted):
     assert null["selective"] > null["null_p95"] and null["null_p"] < 0.05
 
 
+def test_selectivity_and_its_null_share_one_computation(planted, monkeypatch):
+    """The findings ask for both: they were computed twice (the same shuffles each time). Now once
+    per snapshot; a refreshed snapshot computes again (it may hold new commits)."""
+    import actwh.queries.selectivity as selectivity
+
+    calls = []
+    computed = selectivity._computed
+    monkeypatch.setattr(selectivity, "_computed", lambda *a: calls.append(a) or computed(*a))
+    given = {"run": "base", "direction": "v", "labels": "category:toxic", "tokens": "prompt"}
+    given["permutations"] = 20
+    with actwh.open(planted) as w:
+        ranked = w.query("selectivity", **given)
+        null = w.query("selectivity_null", **given)
+        assert len(calls) == 1
+        assert null["selective"].item() == int(ranked["selective"].sum())
+        w.refresh()
+        w.query("selectivity_null", **given)
+        assert len(calls) == 2
+
+
 def test_random_labels_find_nothing_beyond_the_null(planted):
     given = {"run": "base", "direction": "v", "labels": "coin:1", "tokens": "prompt"}
     with actwh.open(planted) as w:

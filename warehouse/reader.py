@@ -38,6 +38,7 @@ from actwh.warehouse.locks import retry_while_locked
 from actwh.warehouse.schema import (
     catalog_table_names,
     catalog_upgrades,
+    fact_table_names,
     fact_tables,
     snapshot_ddl,
     sql_macros,
@@ -417,7 +418,7 @@ def named(query: str) -> tuple[set[str], set[str]]:
     the macros it names call and read (a word match: a word that only looks like a table's name
     costs an unused view)."""
     words = set(re.findall(r"\w+", query.lower()))
-    macros, reads = set(), set(words & set(fact_tables()))
+    macros, reads = set(), set(words & fact_table_names())
     for macro, (calls, tables) in _macro_uses().items():
         if macro in words:
             macros |= {macro, *calls}
@@ -445,7 +446,7 @@ def _macro_uses() -> dict[str, tuple[set[str], set[str]]]:
     uses: dict[str, tuple[set[str], set[str]]] = {}
     for name in _macros():  # in order: the macros it calls are done
         calls = {m for m in words[name] & set(uses) if m != name}
-        tables = words[name] & set(fact_tables())
+        tables = words[name] & fact_table_names()
         for callee in set(calls):
             calls |= uses[callee][0]
             tables |= uses[callee][1]

@@ -159,7 +159,20 @@ def _parse_all() -> tuple[dict, dict]:
 
 
 def catalog_table_names() -> list[str]:
-    return list(_parsed("catalog")[0])
+    """The catalog's tables, read off schema.sql's text (a snapshot asks at every start: no
+    parse by DuckDB)."""
+    return _table_names("catalog")
+
+
+@cache
+def fact_table_names() -> frozenset[str]:
+    """The fact tables' names, read off schema.sql's text (which a query names is asked of
+    every query: their columns are parsed only when one is read)."""
+    return frozenset(_table_names("facts"))
+
+
+def _table_names(section: str) -> list[str]:
+    return sorted(set(re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", _sections()[section])))
 
 
 @cache

@@ -74,7 +74,9 @@ class LensOptions:
     target_tokens: str | Iterable[str | int] = option(
         "",
         "With --logit-lens: probability of these one-token strings at every layer, e.g. "
-        "' crap,#7510'.",
+        "' crap,#7510'. Not given: a teacher-forced run takes its source run's; else the first "
+        "tokens of the model's evaluated continuations scored toxic, else the toxic probe's top "
+        "tokens (what the demo does).",
         resume=True,
         metavar="TOKENS",
     )
