@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import operator
 import sys
 import types
@@ -417,6 +418,15 @@ def takes_options(cls: type, *, exclude: tuple[str, ...] = ()) -> Callable:
         return method
 
     return decorate
+
+
+def param_value(text: str):
+    """A query parameter typed as text (``-p k=v``, a form field): JSON where it parses as JSON
+    (numbers, true, null, lists), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def layer_neuron(spec: str | tuple[int, int], option: str) -> tuple[int, int]:

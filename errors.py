@@ -144,6 +144,9 @@ EXTRAS = {
     "datasets": "datasets",
     "altair": "report",
     "vl_convert": "report",
+    "jinja2": "report",
+    "starlette": "serve",
+    "uvicorn": "serve",
     "ray": "ray",
     "psycopg": "postgres",
 }

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
-from actwh.arguments import utf8
+from actwh.arguments import param_value, utf8
 from actwh.cli.flags import options_of
 from actwh.cli.main import main, named, open_warehouse, warehouse_argument
 from actwh.cli.output import emit, output_options
@@ -24,10 +23,7 @@ def parse_params(pairs: tuple[str, ...]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise BadInput(f"--param {pair!r}: expected name=value")
-        try:
-            params[key] = json.loads(value)
-        except ValueError:
-            params[key] = value
+        params[key] = param_value(value)
     return params
 
 

@@ -1,5 +1,5 @@
-"""The commands of the study: ``train-probe``, ``make-pairs``, ``train-dpo``, ``report`` and
-``demo`` (the whole study, offline)."""
+"""The commands of the study: ``train-probe``, ``make-pairs``, ``train-dpo``, ``report``,
+``serve`` (a warehouse in the browser) and ``demo`` (the whole study, offline)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import click
 from actwh.cli.flags import options_of
 from actwh.cli.main import main, model_option, named, open_warehouse, warehouse_argument
 from actwh.report.options import ReportOptions
+from actwh.serve.options import ServeOptions
 from actwh.study.options import DemoOptions
 from actwh.train.options import DPOOptions, PairOptions, ProbeOptions
 
@@ -145,6 +146,29 @@ def report(warehouse, **options):
         f"wrote {written.page} and {len(written.charts)} PNG charts; "
         f"{len(plan.neurons)} neuron pages, {len(plan.prompts)} prompt views"
     )
+
+
+@main.command()
+@warehouse_argument
+@options_of(ServeOptions)
+def serve(warehouse, **options):
+    """Browse WAREHOUSE in a web browser, read-only and offline: a page for any neuron, prompt,
+    direction, search, named query and SQL (results as CSV or Parquet, and charted).
+
+    Pages: / (models, runs, directions, tables), /neuron/MODEL/LAYER/NEURON,
+    /prompt/RUN/PROMPT, /direction/NAME, /search?neuron=L:N&model=M, /query/NAME, /sql?q=...
+    Every page's URL reproduces it. It binds 127.0.0.1 unless --host says otherwise.
+
+    \b
+    Example:
+      actwh serve demo-out/wh            # then open http://127.0.0.1:8000
+      actwh serve wh --port 8080
+    """
+    from actwh.serve import serve as run
+
+    o = ServeOptions(**options)
+    click.echo(f"serving {warehouse} at http://{o.host}:{o.port}/ (Ctrl-C stops it)", err=True)
+    run(warehouse, o)
 
 
 @main.command()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -21,6 +21,7 @@ import polars as pl
 from tqdm.auto import tqdm
 
 import actwh.report.charts as charts
+import actwh.report.templates as templates
 from actwh.errors import ActwhError, NotFound, arg, unknown
 from actwh.queries.pca import pca_shift
 from actwh.report.pages import N_NEURONS, default_prompts, neuron_page, prompt_view, top_vectors
@@ -46,6 +47,8 @@ class Plan:
     scorer: str
     neurons: list[tuple[int, int]] = field(default_factory=list)  # a page each
     prompts: list[int] = field(default_factory=list)  # a token view each
+    # where a prompt links to (the server's prompt pages); None: to its view in the page, if any
+    prompt_href: Callable[[int], str] | None = None
 
 
 @dataclass
@@ -93,24 +96,7 @@ def make_plan(
     error naming it, never a page that says "Not available"); the rest is chosen from it."""
     _check_asked(wh, base_run, tuned_run, direction, token)
     direction = direction or PROBE
-    pairs = wh.sql(  # another model replaying a run (not the same model capturing more of it)
-        "select r.name, r.source_run, r.model from runs r join runs s on s.name = r.source_run "
-        "where r.mode = 'teacher_forced' and r.status = 'complete' and r.model <> s.model "
-        "order by r.created_at"
-    )
-    if tuned_run is None and pairs.height:
-        row = (
-            pairs.row(0, named=True)
-            if base_run is None
-            else next((r for r in pairs.iter_rows(named=True) if r["source_run"] == base_run), None)
-        )
-        if row:
-            tuned_run, base_run = row["name"], row["source_run"]
-    tuned_model = None
-    if tuned_run is not None:
-        found = wh.sql("select model, source_run from runs where name = $r", {"r": tuned_run})
-        tuned_model = found["model"][0]
-        base_run = base_run or found["source_run"][0]
+    base_run, tuned_run, tuned_model = choose_pair(wh, base_run, tuned_run)
     if token is None and base_run is not None:
         tokens = wh.sql("select min(token) as t from token_probs where run = $r", {"r": base_run})
         token = tokens["t"][0]
@@ -152,6 +138,33 @@ def make_plan(
     plan.prompts = list(dict.fromkeys([*default_prompts(wh, plan), *map(int, prompts)]))
     _check_pages(wh, plan, neurons, prompts)
     return plan
+
+
+def choose_pair(
+    wh: Warehouse, base_run: str | None = None, tuned_run: str | None = None
+) -> tuple[str | None, str | None, str | None]:
+    """The pair of runs a page compares, and the tuned run's model: ``tuned_run`` and its source,
+    else the first teacher-forced run of another model over ``base_run`` (or over any run).
+    Names are not checked here (see :func:`make_plan`)."""
+    pairs = wh.sql(  # another model replaying a run (not the same model capturing more of it)
+        "select r.name, r.source_run, r.model from runs r join runs s on s.name = r.source_run "
+        "where r.mode = 'teacher_forced' and r.status = 'complete' and r.model <> s.model "
+        "order by r.created_at"
+    )
+    if tuned_run is None and pairs.height:
+        row = (
+            pairs.row(0, named=True)
+            if base_run is None
+            else next((r for r in pairs.iter_rows(named=True) if r["source_run"] == base_run), None)
+        )
+        if row:
+            tuned_run, base_run = row["name"], row["source_run"]
+    tuned_model = None
+    if tuned_run is not None:
+        found = wh.sql("select model, source_run from runs where name = $r", {"r": tuned_run})
+        tuned_model = found["model"][0]
+        base_run = base_run or found["source_run"][0]
+    return base_run, tuned_run, tuned_model
 
 
 def _check_asked(wh: Warehouse, base_run, tuned_run, direction, token) -> None:
@@ -503,15 +516,24 @@ def _prompt(prompt: int):
     return build
 
 
-def _html_table(frame: pl.DataFrame) -> str:
-    def cell(value) -> str:
+def html_table(frame: pl.DataFrame, safe: set[str] = frozenset()) -> str:  # type: ignore[assignment]
+    """A frame as an HTML table, every cell escaped (floats with :func:`_digits`) but those of
+    the ``safe`` columns: HTML the caller made (links whose text it escaped)."""
+
+    def cell(value, column: str) -> str:
+        if column in safe:
+            return str(value)
         if isinstance(value, float):
             return _digits(value)
         return html.escape(str(value)) if value is not None else ""
 
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    columns = frame.columns
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in frame.iter_rows()
+        "<tr>"
+        + "".join(f"<td>{cell(v, c)}</td>" for v, c in zip(row, columns, strict=True))
+        + "</tr>"
+        for row in frame.iter_rows()
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
@@ -525,62 +547,6 @@ def _digits(value: float) -> str:
     return text
 
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="generator" content="actwh report">
-<title>actwh report — {title}</title>
-<style>
-  body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }}
-  section {{ border-top: 1px solid #ddd; padding: 1em 0; }}
-  .row {{ display: flex; gap: 2em; align-items: flex-start; flex-wrap: wrap; }}
-  table {{ border-collapse: collapse; font-size: 12px; display: block; max-width: 100%;
-           overflow-x: auto; }}
-  td, th {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; }}
-  th {{ background: #f4f4f4; }}
-  .note {{ color: #555; }}
-  #status {{ color: #888; font-size: 12px; }}
-  nav {{ font-size: 13px; columns: 3; }}
-  nav a {{ display: block; }}
-  table.contexts td.text {{ text-align: left; white-space: pre-wrap; font-family: monospace; }}
-  pre.findings {{ font-size: 12px; white-space: pre-wrap; overflow-wrap: anywhere; min-width: 0;
-                  flex: 1 1 100%; }}
-  .legend {{ font-size: 11px; color: #555; font-weight: normal; }}
-  mark {{ background: #fdd49e; font-weight: bold; }}
-  .tokens p {{ white-space: pre-wrap; font-family: monospace; font-size: 13px; line-height: 1.7; }}
-  .tokens .gen {{ border-bottom: 2px solid #555; }}
-  .tokens .turn {{ font-size: 10px; color: #fff; background: #777; border-radius: 3px;
-                   padding: 0 4px; margin: 0 4px; }}
-</style>
-<script type="text/javascript">
-{bundle}
-</script>
-</head>
-<body>
-<h1>actwh report</h1>
-<p class="note">{summary}</p>
-<nav>{index}</nav>
-{sections}
-<p id="status">rendering…</p>
-<script type="text/javascript">
-  const specs = {specs};
-  const errors = [];
-  window.addEventListener("error", (event) => errors.push(String(event.message)));
-  const consoleError = console.error;
-  console.error = (...args) => {{ errors.push(args.join(" ")); consoleError(...args); }};
-  Promise.all(Object.entries(specs).map(([id, spec]) =>
-      vegaEmbed("#" + id, spec, {{renderer: "svg", actions: false}})))
-    .then(() => {{ document.getElementById("status").textContent =
-        "rendered " + Object.keys(specs).length + " charts; errors: " + errors.length +
-        (errors.length ? " — " + errors.join("; ") : ""); }})
-    .catch((error) => {{ document.getElementById("status").textContent = "error: " + error; }});
-</script>
-</body>
-</html>
-"""
-
-
 def script_json(value) -> str:
     """``value`` as JSON that is safe inside a ``<script>`` block: ``<``, ``>`` and ``&`` are
     written as ``\\u003c`` ..., so no string in it (a token, a name) can close the block."""
@@ -588,7 +554,7 @@ def script_json(value) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-GENERATOR = '<meta name="generator" content="actwh report">'
+GENERATOR = f'<meta name="generator" content="{templates.GENERATOR}">'
 
 
 def is_report(path: Path) -> bool:
@@ -622,17 +588,11 @@ def write_report(
     plan = plan or make_plan(wh)
     sections = build_sections(wh, plan, progress, first)
     out = report_files(out, force)
-    specs, parts, pngs = {}, [], []
+    specs, pngs = {}, []
     for s in sections:
-        body = f'<p class="note">{html.escape(s.note)}</p><div class="row">'
         if s.chart is not None:
             specs[f"chart-{s.key}"] = s.chart.to_dict()
-            body += f'<div id="chart-{s.key}"></div>'
             pngs.append(out.with_name(f"{out.stem}.{s.key}.png"))
-        if s.table is not None:
-            body += _html_table(s.table)
-        body += s.html
-        parts.append(f'<section id="{s.key}"><h2>{html.escape(s.title)}</h2>{body}</div></section>')
     for png in pngs:  # each chart is an output too: no link, not inside a warehouse
         output_file(png, "out", force=True)
     clash = [png for png in pngs if png.exists()] if not (force or is_report(out)) else []
@@ -641,19 +601,19 @@ def write_report(
             f"{arg('out')} {out}: {clash[0].name} exists beside it and no earlier report wrote "
             f"it; pass {arg('force')} to replace it, or write the report elsewhere"
         )
-    index = "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
     name = str(wh.path).rstrip("/").rsplit("/", 1)[-1]  # not its path: a shared page leaks it
-    summary = html.escape(
+    summary = (
         f"Warehouse {name}: base run {plan.base_run}, tuned run {plan.tuned_run}, "
         f"direction {plan.direction}, layer {plan.layer}, "
         + (f"target token {plan.token!r}." if plan.token is not None else "no target token.")
     )
-    page = _PAGE.format(
-        title=html.escape(name),
+    page = templates.render(
+        "report.html",
+        name=name,
         bundle=vl_convert.javascript_bundle(),  # type: ignore[call-arg]  # (snippet is optional)
         summary=summary,
-        index=index,
-        sections="\n".join(parts),
+        sections=sections,
+        tables=[html_table(s.table) if s.table is not None else "" for s in sections],
         specs=script_json(specs),
     )
     out.parent.mkdir(parents=True, exist_ok=True)

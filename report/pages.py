@@ -109,8 +109,11 @@ def neuron_page(wh: Warehouse, plan, layer: int, neuron: int):
             "layer": layer,
             "neuron": neuron,
         }
-        contexts = wh.query("neuron_contexts", **runs, sign=sign, k=10)
-        histogram = wh.query("neuron_histogram", **runs, bins=40)
+        try:
+            contexts = wh.query("neuron_contexts", **runs, sign=sign, k=10)
+            histogram = wh.query("neuron_histogram", **runs, bins=40)
+        except NotFound:  # the runs hold no coefficient of this neuron: said below
+            histogram = pl.DataFrame()
         if histogram.height:
             chart = charts.neuron_histogram(histogram, layer, neuron, plan.base_run, plan.tuned_run)
             parts.append(_contexts(contexts, plan))
@@ -133,11 +136,16 @@ def _contexts(frame: pl.DataFrame, plan) -> str:
     for r in frame.iter_rows(named=True):
         tuned = "" if r["tuned_act"] is None else f"{r['tuned_act']:+.3f}"
         text = f"{_visible(r['before'])}<mark>{_visible(r['token'])}</mark>{_visible(r['after'])}"
-        # a link only where the report renders that prompt's view: no dead end
-        prompt = (
-            f"<a href='#prompt-{r['prompt']}'>{r['prompt']}</a>"
+        # a link only where a view of that prompt is (the page's, or the server's): no dead end
+        target = (
+            plan.prompt_href(r["prompt"])
+            if plan.prompt_href is not None
+            else f"#prompt-{r['prompt']}"
             if r["prompt"] in plan.prompts
-            else str(r["prompt"])
+            else None
+        )
+        prompt = (
+            f"<a href='{html.escape(target)}'>{r['prompt']}</a>" if target else str(r["prompt"])
         )
         rows.append(
             f"<tr><td>{prompt}</td><td>{r['pos']}</td>"

@@ -60,3 +60,33 @@ def chart_edges(page: Path, profile: Path, width: int = 1280) -> dict[str, tuple
         key, right, box = item.split(" ")
         edges[key] = (float(right), float(box))
     return edges
+
+
+def visit(url: str, profile: Path, screenshot: Path | None = None) -> tuple[str, list[str]]:
+    """Load ``url`` (a server's page), let its scripts run; return the DOM and what the page
+    logged to its console (a script error, a failed request). With ``screenshot``, also a
+    1280×900 PNG of it there."""
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=30000",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
+    done = subprocess.run(
+        [CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
+    )
+    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
+    if screenshot is not None:
+        subprocess.run(
+            [CHROMIUM, *flags, "--window-size=1280,900", f"--screenshot={screenshot}", url],
+            capture_output=True,
+            timeout=120,
+        )
+    return done.stdout, console

@@ -112,9 +112,10 @@ LIBRARY = (
     "actwh.errors",
 )
 NEVER = {
-    LIBRARY: ("actwh.cli", "actwh.report", "actwh.study"),
-    ("actwh.report",): ("actwh.study", "actwh.cli"),
-    ("actwh.study",): ("actwh.cli",),
+    LIBRARY: ("actwh.cli", "actwh.report", "actwh.study", "actwh.serve"),
+    ("actwh.report",): ("actwh.study", "actwh.cli", "actwh.serve"),
+    ("actwh.study",): ("actwh.cli", "actwh.serve"),
+    ("actwh.serve",): ("actwh.cli",),
     ("actwh.warehouse", "actwh.queries", "actwh.models"): (
         "actwh.api",
         "actwh.ingest",

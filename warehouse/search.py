@@ -106,16 +106,20 @@ def nearest(
             "cosine": scores.reshape(-1),
         }
     )
+    # The hits' layers as constants: the scan of value_vectors reads only their files (a join's
+    # keys prune nothing), so a search costs its k hits, not the whole table.
+    hit_layers = ", ".join(str(int(x)) for x in np.unique(layer)) or "NULL"
     con = snapshot.con
     con.register("_hits", hits)
     try:
         found = snapshot.relation(
-            """select h.query, h.rank, h.layer, h.neuron, h.cosine,
+            f"""select h.query, h.rank, h.layer, h.neuron, h.cosine,
                       CAST(if(h.cosine < 0, -1, 1) AS TINYINT) AS sign, v.norm,
                       coalesce(vector_tokens($model, v.vec, if(h.cosine < 0, -1, 1), 10),
                                if(h.cosine < 0, v.bottom_tokens, v.top_tokens)) AS top_tokens
                from _hits h join value_vectors v
                  on v.model = $model and v.layer = h.layer and v.neuron = h.neuron
+               where v.layer in ({hit_layers})
                order by h.query, h.rank""",
             {"model": model},
         ).to_arrow_table()

@@ -1,0 +1,143 @@
+"""(k) ``actwh serve`` under load: concurrent clients over random neuron and prompt pages.
+
+The server runs as a user runs it (``actwh serve WH --port P``, its own process); ``--clients``
+threads (20) each fetch, for ``--seconds`` (60), a random neuron page (any layer, any neuron of
+the base run's model) or a random prompt page (any prompt of the base run or of its teacher-forced
+pair), one after another. Recorded: requests, errors, p50 / p95 / max latency per kind, and the
+server's resident memory a tenth of the way in and at the end (flat: no growth per request).
+
+Goal (issue 42): p95 ≤ 300 ms on this machine, no errors, memory flat.
+Run: ``python -m bench.serve demo-out/wh``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import actwh
+from bench.report import record, table
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pages(warehouse: str) -> tuple[list[str], list[str]]:
+    """Every neuron page of the base run's model and every prompt page of the pair's runs."""
+    with actwh.open(warehouse) as wh:
+        pair = wh.sql(
+            "select r.source_run as base, r.name as tuned from runs r join runs s "
+            "on s.name = r.source_run where r.mode = 'teacher_forced' and r.model <> s.model "
+            "order by r.created_at limit 1"
+        ).row(0, named=True)
+        model, layers, width = wh.sql(
+            "select m.name, m.n_layers, m.d_mlp from runs r join models m on m.name = r.model "
+            "where r.name = $r",
+            {"r": pair["base"]},
+        ).row(0)
+        prompts = wh.sql("select prompt from generations where run = $r", {"r": pair["base"]})
+    neurons = [f"/neuron/{model}/{layer}/{n}" for layer in range(layers) for n in range(width)]
+    views = [f"/prompt/{run}/{p}" for run in pair.values() for p in prompts["prompt"]]
+    return neurons, views
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("warehouse")
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=60)
+    args = parser.parse_args()
+    neurons, views = pages(args.warehouse)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    actwh_cli = str(Path(sys.executable).with_name("actwh"))
+    server = subprocess.Popen(
+        [actwh_cli, "serve", args.warehouse, "--port", str(port)], stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(base + "/", timeout=5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        urllib.request.urlopen(base + neurons[0], timeout=60).close()  # FAISS index, readout
+        results: dict[str, list[float]] = {"neuron": [], "prompt": []}
+        errors: list[str] = []
+        stop = time.monotonic() + args.seconds
+        rng = random.Random(0)
+        lock = threading.Lock()
+
+        def client(seed: int) -> None:
+            mine = random.Random(seed)
+            while time.monotonic() < stop:
+                kind = mine.choice(("neuron", "prompt"))
+                path = mine.choice(neurons if kind == "neuron" else views)
+                started = time.perf_counter()
+                try:
+                    with urllib.request.urlopen(base + path, timeout=60) as answer:
+                        answer.read()
+                        ok = answer.status == 200
+                except OSError as error:
+                    ok, path = False, f"{path}: {error}"
+                with lock:
+                    if ok:
+                        results[kind].append(time.perf_counter() - started)
+                    else:
+                        errors.append(path)
+
+        threads = [
+            threading.Thread(target=client, args=(rng.random(),)) for _ in range(args.clients)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(args.seconds / 10)
+        early = rss_mb(server.pid)
+        for t in threads:
+            t.join()
+        late = rss_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    rows = []
+    for kind, times in results.items():
+        ms = sorted(t * 1000 for t in times)
+        rows.append(
+            {
+                "pages": kind,
+                "requests": len(ms),
+                "p50 ms": f"{statistics.median(ms):.0f}",
+                "p95 ms": f"{ms[int(0.95 * (len(ms) - 1))]:.0f}",
+                "max ms": f"{ms[-1]:.0f}",
+            }
+        )
+    every = sorted(t * 1000 for times in results.values() for t in times)
+    p95 = every[int(0.95 * (len(every) - 1))]
+    body = (
+        f"`python -m bench.serve {args.warehouse}`: {args.clients} clients for "
+        f"{args.seconds:g} s over {len(neurons):,} neuron pages and {len(views)} prompt pages.\n\n"
+        + table(rows)
+        + f"\n\nAll pages: p95 {p95:.0f} ms (goal ≤ 300 ms: {'met' if p95 <= 300 else 'NOT met'}); "
+        f"{len(errors)} errors{(' (first: ' + errors[0] + ')') if errors else ''}; server memory "
+        f"{early:.0f} MB after {args.seconds / 10:g} s, {late:.0f} MB at the end."
+    )
+    record("serve", "(k) actwh serve under load: random neuron and prompt pages", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""What each page of ``actwh serve`` shows, as the values of its template.
+
+Every page reads only what it shows: the home page the catalog, a neuron page one value vector and
+that neuron's rows (``neuron_contexts`` and ``neuron_histogram`` prune to its layer's files), a
+prompt page one prompt's tokens and projections. The neuron page and the prompt view are the
+report's own (``report/pages.py``), rendered through the same section template. A name that is
+not in the warehouse, and a layer or neuron out of range, raise ``NotFound`` naming it: the
+application turns that into a 404 page.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+from urllib.parse import quote, urlencode
+
+import polars as pl
+
+from actwh.errors import ActwhError, NotFound, unknown
+from actwh.report.build import Plan, Section, choose_pair, html_table, script_json
+from actwh.report.pages import neuron_page, prompt_view
+from actwh.warehouse.layout import PROBE
+
+if TYPE_CHECKING:
+    from actwh.api.warehouse import Warehouse
+
+PAGE_ROWS = 100  # rows of a SQL result per page
+N_NEAREST = 10  # nearest value vectors on a neuron page
+
+
+def href(*parts, **query) -> str:
+    """A URL of this server: path parts quoted, query parameters that are not None encoded."""
+    path = "/" + "/".join(quote(str(p), safe="") for p in parts)
+    given = {k: v for k, v in query.items() if v is not None and v != ""}
+    return path + ("?" + urlencode(given) if given else "")
+
+
+def home(wh: Warehouse) -> dict:
+    """Models, runs (the teacher-forced pairs marked), directions and tables, from the catalog."""
+    models = wh.sql("select name, role, parent, architecture, n_layers, d_mlp from models")
+    runs = wh.sql(
+        "select r.name, r.model, r.mode, r.source_run, r.status, r.n_prompts, "
+        "r.mode = 'teacher_forced' and s.model is not null and r.model <> s.model as pair "
+        "from runs r left join runs s on s.name = r.source_run order by r.created_at"
+    )
+    directions = wh.sql(
+        "select name, model, kind from directions "
+        "where kind <> 'delta' or name like '%.0' order by model, name"
+    )
+    tables = wh.tables()
+    return {
+        "title": str(wh.path).rstrip("/").rsplit("/", 1)[-1],
+        "models": models.to_dicts(),
+        "runs": runs.to_dicts(),
+        "directions": directions.to_dicts(),
+        "tables": tables.to_dicts(),
+        "queries": wh.queries().select("name", "answers").to_dicts(),
+        "paired": bool(runs["pair"].any()) if runs.height else False,
+    }
+
+
+def _model_row(wh: Warehouse, model: str) -> dict:
+    found = wh.sql("select name, n_layers, d_mlp from models where name = $m", {"m": model})
+    if found.is_empty():
+        raise unknown("model", model, wh.sql("select name from models")["name"])
+    return found.row(0, named=True)
+
+
+def _plan(wh: Warehouse, base_run, tuned_run, direction, layer, neuron=None) -> Plan:
+    """The report's plan for one page: the pair of runs (chosen as the report chooses it)."""
+    runs = set(wh.sql("select name from runs")["name"])
+    for run in (base_run, tuned_run):
+        if run is not None and run not in runs:
+            raise unknown("run", run, runs)
+    base_run, tuned_run, tuned_model = choose_pair(wh, base_run, tuned_run)
+    direction = _direction(wh, direction)
+    return Plan(base_run, tuned_run, tuned_model, direction, None, layer, neuron, None, "profanity")
+
+
+def _direction(wh: Warehouse, given: str | None) -> str:
+    """``given`` (it must be there), else toxic_probe, else the first direction that is not a
+    δx (else toxic_probe: the sections that need one say so)."""
+    names = wh.sql("select name, kind from directions order by kind = 'delta', name")
+    if given is not None:
+        if given not in set(names["name"]):
+            raise unknown("direction", given, names["name"])
+        return given
+    if PROBE in set(names["name"]) or names.is_empty() or names["kind"][0] == "delta":
+        return PROBE
+    return names["name"][0]
+
+
+def neuron(
+    wh: Warehouse,
+    model: str,
+    layer: int,
+    index: int,
+    *,
+    base_run: str | None = None,
+    tuned_run: str | None = None,
+    direction: str | None = None,
+) -> dict:
+    """A neuron's page: the report's (its value vector's tokens, cosine with the direction, its
+    coefficient's histogram per run, its top contexts), and its nearest value vectors."""
+    row = _model_row(wh, model)
+    if not 0 <= layer < row["n_layers"]:
+        raise NotFound(f"layer {layer} of {model}: it has layers 0-{row['n_layers'] - 1}")
+    if not 0 <= index < row["d_mlp"]:
+        raise NotFound(f"neuron {index} of {model}: its layers have neurons 0-{row['d_mlp'] - 1}")
+    plan = _plan(wh, base_run, tuned_run, direction, layer, (layer, index))
+    if plan.base_run is not None:
+        run_model = wh.sql("select model from runs where name = $r", {"r": plan.base_run}).item()
+        if run_model != model:  # the pair is of another model: this page reads no run
+            plan = Plan(None, None, None, plan.direction, None, layer, None, None, plan.scorer)
+    base_run = plan.base_run
+    plan.prompt_href = lambda prompt: href("prompt", base_run, prompt)
+    note, chart, more = neuron_page(wh, plan, layer, index)
+    sections = [
+        Section("neuron", "Its value vector, coefficients and contexts", note, chart, html=more)
+    ]
+    sections.append(_nearest(wh, model, layer, index))
+    return _page(f"{model} L{layer} #{index}", sections)
+
+
+def _nearest(wh: Warehouse, model: str, layer: int, index: int) -> Section:
+    vector = wh.vectors("value_vectors", model=model, layer=layer, neuron=index)[0]
+    found = wh.search(vector[0], model=model, k=N_NEAREST + 1)
+    found = found.filter(~((pl.col("layer") == layer) & (pl.col("neuron") == index)))
+    return Section(
+        "nearest",
+        "Nearest value vectors",
+        "By cosine with this neuron's value vector (FAISS, exact).",
+        html=_linked_neurons(found.head(N_NEAREST), model),
+    )
+
+
+def _linked_neurons(frame: pl.DataFrame, model: str) -> str:
+    """A table of neurons whose (layer, neuron) cells link to their pages."""
+    links = [
+        f'<a href="{href("neuron", model, layer, n)}">L{layer} #{n}</a>'
+        for layer, n in zip(frame["layer"].to_list(), frame["neuron"].to_list(), strict=True)
+    ]
+    shown = frame.drop("query", strict=False).with_columns(pl.Series("neuron", links))
+    return html_table(shown, safe={"neuron"})
+
+
+def prompt(
+    wh: Warehouse, run: str, index: int, *, layer: int | None = None, direction: str | None = None
+) -> dict:
+    """A prompt of a run, coloured by its projection on the direction at ``layer`` (default: two
+    thirds of the depth), base and tuned side by side (the report's token view)."""
+    info = wh.sql("select name, model, mode, source_run from runs where name = $r", {"r": run})
+    if info.is_empty():
+        raise unknown("run", run, wh.sql("select name from runs")["name"])
+    r = info.row(0, named=True)
+    tuned = wh.sql(
+        "select name from runs where source_run = $r and mode = 'teacher_forced' "
+        "and status = 'complete' and model <> $m order by created_at",
+        {"r": run, "m": r["model"]},
+    )
+    base_run: str
+    tuned_run: str | None
+    if r["mode"] == "teacher_forced" and r["source_run"] is not None:
+        base_run, tuned_run = r["source_run"], run
+    else:
+        base_run, tuned_run = run, (tuned["name"][0] if tuned.height else None)
+    depth = _model_row(wh, r["model"])["n_layers"]
+    layer = (2 * depth) // 3 if layer is None else layer
+    if not 0 <= layer < depth:
+        raise NotFound(f"layer {layer} of {r['model']}: it has layers 0-{depth - 1}")
+    plan = _plan(wh, base_run, tuned_run, direction, layer)
+    known = wh.sql(
+        "select count(*) from generations where run = $r and prompt = $p", {"r": run, "p": index}
+    ).item()
+    if not known:
+        n = wh.sql("select count(*) from generations where run = $r", {"r": run}).item()
+        raise NotFound(f"prompt {index} of run {run}: it holds {n} prompts")
+    try:
+        note, more = prompt_view(wh, plan, index)
+    except NotFound as missing:  # e.g. a run of no pair: its tokens, uncoloured
+        text = wh.sql(
+            "select prompt_text, continuation from generations where run = $r and prompt = $p",
+            {"r": run, "p": index},
+        ).row(0, named=True)
+        note = f"Not coloured: {missing}."
+        more = html_table(pl.DataFrame([text]))
+    section = Section("prompt", "Its tokens, coloured", note, html=more)
+    return _page(f"Prompt {index} of {run}", [section])
+
+
+def search(
+    wh: Warehouse,
+    *,
+    direction: str | None = None,
+    model: str | None = None,
+    neuron: str | None = None,
+    vector: str | None = None,
+    k: int = 20,
+) -> dict:
+    """The value vectors nearest a direction, a neuron's value vector (``L:N``) or a pasted
+    vector (numbers separated by commas or spaces), each linking to its page."""
+    from actwh.arguments import layer_neuron
+
+    if neuron:
+        if model is None:
+            raise NotFound("a neuron's search needs its model")
+        _model_row(wh, model)
+        layer, index = layer_neuron(neuron, "neuron")
+        query: object = wh.vectors("value_vectors", model=model, layer=layer, neuron=index)[0][0]
+        what = f"value vector L{layer} #{index} of {model}"
+    elif vector:
+        import numpy as np
+
+        try:
+            query = np.array([float(x) for x in vector.replace(",", " ").split()], np.float32)
+        except ValueError:
+            raise NotFound("the pasted vector: expected numbers separated by commas") from None
+        what = f"the pasted vector ({len(query)} numbers)"  # type: ignore[arg-type]
+    else:
+        direction = _direction(wh, direction)
+        query, what = direction, f"direction {direction}"
+    found = wh.search(query, model=model, k=k)  # type: ignore[arg-type]
+    shown = model or wh.sql("select min(model) from vector_indexes").item()
+    section = Section(
+        "search",
+        f"Nearest value vectors to {what}",
+        "By cosine (|cosine| for gated MLPs, whose m takes either sign).",
+        html=_linked_neurons(found, shown),
+    )
+    return _page(f"search: {what}", [section])
+
+
+def sql(wh: Warehouse, query: str, page: int = 0) -> dict:
+    """A page of a read-only SQL result (``PAGE_ROWS`` rows), and its columns for a chart."""
+    frame = wh.sql(
+        f"select * from ({query}) limit {PAGE_ROWS + 1} offset {page * PAGE_ROWS}"  # noqa: S608
+    )  # (the query runs in the read-only sandbox: it can read only the warehouse)
+    more = frame.height > PAGE_ROWS
+    frame = frame.head(PAGE_ROWS)
+    return {
+        "title": "SQL",
+        "query": query,
+        "page": page,
+        "more": more,
+        "columns": frame.columns,
+        "table": html_table(frame),
+        # the rows for the chart, as polars writes JSON (dates as text), safe in a script block
+        "rows": script_json(json.loads(frame.write_json())) if frame.height else "[]",
+    }
+
+
+def named_query(wh: Warehouse, name: str, given: dict[str, str]) -> dict:
+    """A named analysis as a form (its parameters, their defaults and descriptions), and its
+    result once every required parameter is given (values typed as the CLI's ``-p k=v``)."""
+    from actwh.arguments import param_value
+    from actwh.queries.loader import named_queries
+
+    queries = named_queries()
+    if name not in queries:
+        raise unknown("query", name, queries)
+    spec = queries[name]
+    params = {k: param_value(v) for k, v in given.items() if v != ""}
+    ready = all(p.name in params for p in spec.params if p.required)
+    frame, error = None, None
+    try:
+        frame = wh.query(name, **params) if ready else None
+    except NotFound:
+        raise  # a name that is not there: the page is a 404 naming it
+    except ActwhError as failed:  # what the warehouse lacks for it: said under the form
+        error = str(failed)
+    return {
+        "title": f"query {name}",
+        "spec": spec,
+        "given": given,
+        "table": _linked_rows(wh, frame) if frame is not None else "",
+        "rows": frame.height if frame is not None else None,
+        "error": error,
+    }
+
+
+def _linked_rows(wh: Warehouse, frame: pl.DataFrame) -> str:
+    """A result whose rows link to neuron pages where it has (model, layer, neuron) or (layer,
+    neuron) and one model holds value vectors, and to prompt pages where it has (run, prompt)."""
+    cols, safe = set(frame.columns), set()
+    if {"layer", "neuron"} <= cols:
+        models = frame["model"].to_list() if "model" in cols else None
+        if models is None:
+            one = wh.sql("select model from vector_indexes")["model"].to_list()
+            models = one * frame.height if len(one) == 1 else None
+        if models is not None:
+            links = [
+                f'<a href="{href("neuron", m, layer, n)}">{n}</a>'
+                for m, layer, n in zip(models, frame["layer"], frame["neuron"], strict=True)
+            ]
+            frame, safe = frame.with_columns(pl.Series("neuron", links)), {"neuron"}
+    if {"run", "prompt"} <= cols:
+        links = [
+            f'<a href="{href("prompt", r, p)}">{p}</a>'
+            for r, p in zip(frame["run"], frame["prompt"], strict=True)
+        ]
+        frame, safe = frame.with_columns(pl.Series("prompt", links)), safe | {"prompt"}
+    return html_table(frame, safe=safe)
+
+
+def findings(wh: Warehouse) -> dict:
+    """The study's findings, each claim beside its control (the report's section: computed on
+    demand, which takes a while)."""
+    from actwh.report.build import make_plan
+    from actwh.study.findings import FINDINGS_SECTION
+
+    key, title, build = FINDINGS_SECTION
+    note, _, _, more, _ = build(wh, make_plan(wh))
+    return _page("findings", [Section(key, title, note, html=more)])
+
+
+def _page(title: str, sections: list[Section]) -> dict:
+    """A page of sections (the report's section template) and the specs of their charts."""
+    specs = {f"chart-{s.key}": s.chart.to_dict() for s in sections if s.chart is not None}
+    tables = [html_table(s.table) if s.table is not None else "" for s in sections]
+    return {"title": title, "sections": sections, "tables": tables, "specs": script_json(specs)}
