@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from actwh.errors import ActwhError, BadInput, arg
+from actwh.errors import ActwhError
 from actwh.models.loading import LoadedModel
 from actwh.warehouse.arrays import vectors_to_column
 from actwh.warehouse.registry import adopt, check_compatible, register_model
@@ -64,14 +64,13 @@ def value_vector_diffs(base: LoadedModel, tuned: LoadedModel, layer: int) -> pa.
 
 def store_weight_diffs(store: Store, base: LoadedModel, tuned: LoadedModel) -> pa.Table:
     """Write ``weight_diffs`` and ``value_vector_diffs`` of ``tuned`` against ``base``."""
-    if base.name == tuned.name:
-        raise BadInput(f"diff: {arg('base')} and {arg('tuned')} are the same model {base.name!r}")
     check_compatible(base.catalog_row(), tuned.catalog_row(), "diff")
     catalog = store.catalog
     with catalog.begin() as conn:  # the tuned model becomes the base's child, or it is refused
         register_model(conn, catalog, base.catalog_row())
-        register_model(conn, catalog, tuned.catalog_row(), role="tuned", parent=base.name)
-        adopt(conn, catalog, tuned.name, base.name)
+        if tuned.name != base.name:  # (a model against itself: a check that nothing moved)
+            register_model(conn, catalog, tuned.catalog_row(), role="tuned", parent=base.name)
+            adopt(conn, catalog, tuned.name, base.name)
     writer = CommitWriter(store, model=tuned.name)
     writer.remove_orphans()
     params = parameter_diffs(base, tuned)
