@@ -604,7 +604,8 @@ class Reads:
             layers = parse_layers(layers, n_layers["n_layers"][0] if n_layers.height else 0)
         if model not in self._indexes:
             self._indexes[model] = load_index(self.snapshot, model)
-        hits = nearest(self.snapshot, self._indexes[model], model, vector, o.k, layers, o.run)
+        index = self._indexes[model]
+        hits = nearest(self.snapshot, index, model, vector, o.k, layers, o.run, o.tokens)
         return _frame(hits)
 
     @property

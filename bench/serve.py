@@ -53,6 +53,45 @@ def pages(warehouse: str) -> tuple[list[str], list[str]]:
     return neurons, views
 
 
+def load(
+    base: str, neurons: list[str], views: list[str], clients: int, seconds: float, at_tenth=None
+) -> tuple[dict[str, list[float]], list[str]]:
+    """``clients`` threads fetching random pages for ``seconds``: latencies by kind, errors."""
+    results: dict[str, list[float]] = {"neuron": [], "prompt": []}
+    errors: list[str] = []
+    stop = time.monotonic() + seconds
+    lock = threading.Lock()
+
+    def client(seed: float) -> None:
+        mine = random.Random(seed)
+        while time.monotonic() < stop:
+            kind = mine.choice(("neuron", "prompt"))
+            path = mine.choice(neurons if kind == "neuron" else views)
+            started = time.perf_counter()
+            try:
+                with urllib.request.urlopen(base + path, timeout=60) as answer:
+                    answer.read()
+                    ok = answer.status == 200
+            except OSError as error:
+                ok, path = False, f"{path}: {error}"
+            with lock:
+                if ok:
+                    results[kind].append(time.perf_counter() - started)
+                else:
+                    errors.append(path)
+
+    rng = random.Random(clients)
+    threads = [threading.Thread(target=client, args=(rng.random(),)) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds / 10)
+    if at_tenth is not None:
+        at_tenth()
+    for t in threads:
+        t.join()
+    return results, errors
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("warehouse")
@@ -76,39 +115,16 @@ def main() -> None:
             except OSError:
                 time.sleep(0.2)
         urllib.request.urlopen(base + neurons[0], timeout=60).close()  # FAISS index, readout
-        results: dict[str, list[float]] = {"neuron": [], "prompt": []}
-        errors: list[str] = []
-        stop = time.monotonic() + args.seconds
-        rng = random.Random(0)
-        lock = threading.Lock()
-
-        def client(seed: int) -> None:
-            mine = random.Random(seed)
-            while time.monotonic() < stop:
-                kind = mine.choice(("neuron", "prompt"))
-                path = mine.choice(neurons if kind == "neuron" else views)
-                started = time.perf_counter()
-                try:
-                    with urllib.request.urlopen(base + path, timeout=60) as answer:
-                        answer.read()
-                        ok = answer.status == 200
-                except OSError as error:
-                    ok, path = False, f"{path}: {error}"
-                with lock:
-                    if ok:
-                        results[kind].append(time.perf_counter() - started)
-                    else:
-                        errors.append(path)
-
-        threads = [
-            threading.Thread(target=client, args=(rng.random(),)) for _ in range(args.clients)
-        ]
-        for t in threads:
-            t.start()
-        time.sleep(args.seconds / 10)
-        early = rss_mb(server.pid)
-        for t in threads:
-            t.join()
+        alone, _ = load(base, neurons, views, 1, args.seconds / 6)
+        early: list[float] = []
+        results, errors = load(
+            base,
+            neurons,
+            views,
+            args.clients,
+            args.seconds,
+            lambda: early.append(rss_mb(server.pid)),
+        )
         late = rss_mb(server.pid)
     finally:
         server.terminate()
@@ -133,10 +149,17 @@ def main() -> None:
         + table(rows)
         + f"\n\nAll pages: p95 {p95:.0f} ms (goal ≤ 300 ms: {'met' if p95 <= 300 else 'NOT met'}); "
         f"{len(errors)} errors{(' (first: ' + errors[0] + ')') if errors else ''}; server memory "
-        f"{early:.0f} MB after {args.seconds / 10:g} s, {late:.0f} MB at the end."
+        f"{early[0]:.0f} MB after {args.seconds / 10:g} s, {late:.0f} MB at the end. One client "
+        f"alone ({args.seconds / 6:g} s): neuron pages p50 {_p50(alone['neuron'])} ms, prompt "
+        f"pages {_p50(alone['prompt'])} ms. The server answers one request at a time (one DuckDB "
+        "connection), so with clients that never pause the latency is mostly the queue."
     )
     record("serve", "(k) actwh serve under load: random neuron and prompt pages", body)
     print(body)
+
+
+def _p50(times: list[float]) -> str:
+    return f"{statistics.median(times) * 1000:.0f}" if times else "-"
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ One rule, the demo's (so that Figure 1 tracks tokens the model says when it is t
    the run it replays (a pair compares the same tokens);
 2. the first tokens of the model's evaluated continuations scored toxic (named query
    ``toxic_tokens`` on its first evaluation run with ``profanity`` scores: ``actwh evaluate``);
-3. else the word-start tokens the toxic probe's direction reads out most (through the
-   unembedding), where the model has the probe;
+3. else the word-start tokens the toxic probe's direction reads out most (through the final
+   norm and the unembedding, as `directions show` reads them), where the model has the probe;
 4. else none: the run stores the top-K lens only, and says so.
 """
 
@@ -49,7 +49,7 @@ def default_targets(
         return said, "the first tokens of its evaluated continuations scored toxic"
     if PROBE in directions:
         vector = torch.as_tensor(np.asarray(directions[PROBE], dtype=np.float32))[None]
-        ids = top_tokens(loaded.adapter, vector, 50)[0][0].tolist()
+        ids = top_tokens(loaded.adapter, vector, 50, unembed="final_norm")[0][0].tolist()
         words = [i for i in ids if WORD_START.match(str(loaded.tokenizer.decode([i])))]
         return words[:N_TARGETS], f"the tokens {PROBE} reads out most"
     return [], "none (no evaluation of the model, no toxic_probe; give --target-tokens)"

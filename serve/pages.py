@@ -47,7 +47,10 @@ def home(wh: Warehouse) -> dict:
         "select name, model, kind from directions "
         "where kind <> 'delta' or name like '%.0' order by model, name"
     )
-    tables = wh.tables()
+    tables = wh.sql(  # from the catalog: no data file is opened
+        "select table_name as name, sum(n_rows)::BIGINT as n_rows, sum(n_bytes)::BIGINT as n_bytes "
+        "from commit_files group by all order by 1"
+    )
     return {
         "title": str(wh.path).rstrip("/").rsplit("/", 1)[-1],
         "models": models.to_dicts(),
@@ -124,12 +127,13 @@ def neuron(
 
 def _nearest(wh: Warehouse, model: str, layer: int, index: int) -> Section:
     vector = wh.vectors("value_vectors", model=model, layer=layer, neuron=index)[0]
-    found = wh.search(vector[0], model=model, k=N_NEAREST + 1)
+    found = wh.search(vector[0], model=model, k=N_NEAREST + 1, tokens=False)  # (their pages: more)
     found = found.filter(~((pl.col("layer") == layer) & (pl.col("neuron") == index)))
     return Section(
         "nearest",
         "Nearest value vectors",
-        "By cosine with this neuron's value vector (FAISS, exact).",
+        "By cosine with this neuron's value vector (FAISS, exact); each one's page shows its "
+        "tokens.",
         html=_linked_neurons(found.head(N_NEAREST), model),
     )
 

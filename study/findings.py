@@ -474,6 +474,9 @@ def print_findings(f: dict, echo: Callable) -> None:
 def _print_evaluations(f: dict, echo: Callable) -> None:
     """Toxicity by each scorer (the pairs' scorer first), the seeds, perplexity and F1."""
     ev = f["evaluations"]
+    if not ev:
+        echo("  toxicity, perplexity, F1: no evaluations (actwh evaluate WH --model M)")
+        return
     scorers = sorted(
         {s for m in ev.values() for s in m["toxicity"]}, key=lambda s: s != f["pairs_scorer"]
     )

@@ -70,6 +70,11 @@ class SearchOptions(Options):
         "Also show how each neuron fires in this run: share of tokens with m > 0, mean positive "
         "and negative parts of m, and its mean write along the direction.",
     )
+    tokens: bool = option(
+        True,
+        "Show each neuron's norm and top tokens (--no-tokens: the index's ranking alone, without "
+        "reading the value vectors: faster).",
+    )
 
 
 @dataclass

@@ -82,12 +82,14 @@ def nearest(
     k: int = 20,
     layers: list[int] | None = None,
     run: str | None = None,
+    tokens: bool = True,
 ) -> pa.Table:
     """The ``k`` neurons whose value vectors can write most along each query row.
 
     Returns ``query, rank, layer, neuron, cosine, sign, norm, top_tokens`` (rank 1 = nearest;
     ``sign``: the sign of the coefficient that writes toward the query, that of the cosine;
-    ``top_tokens``: those of ``sign · v``). With ``run``, also how each neuron fires over the
+    ``top_tokens``: those of ``sign · v``; without ``tokens`` and ``run``, neither ``norm`` nor
+    ``top_tokens``: no value vector is read). With ``run``, also how each neuron fires over the
     run's generated tokens (all its tokens if it generated none): ``frac_pos`` (share of tokens
     with m > 0), ``mean_pos`` and ``mean_neg`` (means of max(m, 0) and min(m, 0); their sum is
     the mean coefficient) and ``mean_write`` (mean of m·⟨v, q̂⟩: positive writes toward q).
@@ -106,6 +108,10 @@ def nearest(
             "cosine": scores.reshape(-1),
         }
     )
+    if not tokens and run is None:
+        return hits.append_column(
+            "sign", pa.array(np.where(hits["cosine"].to_numpy() < 0, -1, 1).astype(np.int8))
+        )
     # The hits' layers as constants: the scan of value_vectors reads only their files (a join's
     # keys prune nothing), so a search costs its k hits, not the whole table.
     hit_layers = ", ".join(str(int(x)) for x in np.unique(layer)) or "NULL"
