@@ -64,7 +64,12 @@ def make_app(warehouse: str | Path) -> Starlette:
         return page(
             "page.html",
             lambda w: pages.prompt(
-                w, p["run"], p["prompt"], layer=_int(q, "layer"), direction=q.get("direction")
+                w,
+                p["run"],
+                p["prompt"],
+                layer=_int(q, "layer"),
+                direction=q.get("direction"),
+                neuron=q.get("neuron"),
             ),
         )
 

@@ -121,8 +121,61 @@ def neuron(
     sections = [
         Section("neuron", "Its value vector, coefficients and contexts", note, chart, html=more)
     ]
+    sections.append(_per_run(wh, plan, model, layer, index))
+    sections.append(_directions(wh, model, layer, index))
     sections.append(_nearest(wh, model, layer, index))
     return _page(f"{model} L{layer} #{index}", sections)
+
+
+def _per_run(wh: Warehouse, plan: Plan, model: str, layer: int, index: int) -> Section:
+    """Its coefficient m per run (over generated tokens), from ``neuron_stats`` (one layer's
+    files): mean, spread, and its mean write along the direction m̄·⟨v, d̂⟩; for the pair, the
+    change of the mean with a 95% interval over tokens (unpaired, so wider than the paired
+    bootstrap of ``activation_drop``)."""
+    stats = wh.sql(
+        "with s as (select run, sum(n)::BIGINT as tokens, sum(sum) / sum(n) as mean_m, "
+        "sum(sum_sq) / sum(n) - pow(sum(sum) / sum(n), 2) as var_m from neuron_stats "
+        "where layer = $l and neuron = $n and generated group by run) "
+        "select s.run, r.model, s.tokens, s.mean_m, sqrt(greatest(s.var_m, 0)) as sd_m, "
+        "s.mean_m * list_dot_product(v.vec::FLOAT[], d.vec::FLOAT[]) / d.norm as mean_write "
+        "from s join runs r on r.name = s.run "
+        "join value_vectors v on v.model = $m and v.layer = $l and v.neuron = $n "
+        "left join direction_of($m, $d) d on true order by s.run",
+        {"l": layer, "n": index, "m": model, "d": plan.direction},
+    )
+    note = (
+        f"Its coefficient m over each run's generated tokens, and its mean write along "
+        f"{plan.direction} (neuron_stats: the runs that tracked it or captured mlp_post)."
+    )
+    if stats.is_empty():
+        return Section("runs", "Per run", note + " No run holds it.")
+    pair = stats.filter(pl.col("run").is_in([plan.base_run, plan.tuned_run]))
+    if plan.tuned_run is not None and pair.height == 2:
+        b, t = (
+            pair.filter(pl.col("run") == r).row(0, named=True)
+            for r in (plan.base_run, plan.tuned_run)
+        )
+        change = t["mean_m"] - b["mean_m"]
+        half = 1.96 * (b["sd_m"] ** 2 / b["tokens"] + t["sd_m"] ** 2 / t["tokens"]) ** 0.5
+        note += (
+            f" {plan.base_run} → {plan.tuned_run}: m̄ {b['mean_m']:+.4g} → {t['mean_m']:+.4g}, "
+            f"change {change:+.4g} [{change - half:+.4g}, {change + half:+.4g}] (95%, over tokens)."
+        )
+    return Section("runs", "Per run", note, table=stats)
+
+
+def _directions(wh: Warehouse, model: str, layer: int, index: int) -> Section:
+    """The cosine of its value vector with every direction of its model (and its ancestors')."""
+    cosines = wh.sql(
+        "select d.name as direction, d.model, d.kind, "
+        "list_cosine_similarity(v.vec::FLOAT[], d.vec::FLOAT[]) as cosine "
+        "from value_vectors v join directions d on d.model in (select model from lineage($m)) "
+        "where v.model = $m and v.layer = $l and v.neuron = $n and d.kind <> 'delta' "
+        "order by abs(cosine) desc",
+        {"m": model, "l": layer, "n": index},
+    )
+    note = "cos(v, d) for each direction (δx's are on the report's neuron page)."
+    return Section("directions", "Cosine with each direction", note, table=cosines)
 
 
 def _nearest(wh: Warehouse, model: str, layer: int, index: int) -> Section:
@@ -149,10 +202,18 @@ def _linked_neurons(frame: pl.DataFrame, model: str) -> str:
 
 
 def prompt(
-    wh: Warehouse, run: str, index: int, *, layer: int | None = None, direction: str | None = None
+    wh: Warehouse,
+    run: str,
+    index: int,
+    *,
+    layer: int | None = None,
+    direction: str | None = None,
+    neuron: str | None = None,
 ) -> dict:
     """A prompt of a run, coloured by its projection on the direction at ``layer`` (default: two
-    thirds of the depth), base and tuned side by side (the report's token view)."""
+    thirds of the depth), base and tuned side by side (the report's token view), and by a
+    tracked neuron's coefficient (``neuron`` ``L:N``; default the run's first tracked one); each
+    token's values on hover."""
     info = wh.sql("select name, model, mode, source_run from runs where name = $r", {"r": run})
     if info.is_empty():
         raise unknown("run", run, wh.sql("select name from runs")["name"])
@@ -172,7 +233,7 @@ def prompt(
     layer = (2 * depth) // 3 if layer is None else layer
     if not 0 <= layer < depth:
         raise NotFound(f"layer {layer} of {r['model']}: it has layers 0-{depth - 1}")
-    plan = _plan(wh, base_run, tuned_run, direction, layer)
+    plan = _plan(wh, base_run, tuned_run, direction, layer, _tracked(wh, base_run, neuron))
     known = wh.sql(
         "select count(*) from generations where run = $r and prompt = $p", {"r": run, "p": index}
     ).item()
@@ -190,6 +251,18 @@ def prompt(
         more = html_table(pl.DataFrame([text]))
     section = Section("prompt", "Its tokens, coloured", note, html=more)
     return _page(f"Prompt {index} of {run}", [section])
+
+
+def _tracked(wh: Warehouse, run: str, neuron: str | None) -> tuple[int, int] | None:
+    """``neuron`` (``L:N``), else the first neuron run ``run`` tracked (None: it tracked none)."""
+    from actwh.arguments import layer_neuron
+    from actwh.ingest.options import RunConfig
+
+    if neuron:
+        return layer_neuron(neuron, "neuron")
+    config = RunConfig.of(wh.sql("select config from runs where name = $r", {"r": run}).item())
+    tracked = sorted(config.track_neurons.items())
+    return (tracked[0][0], tracked[0][1][0]) if tracked and tracked[0][1] else None
 
 
 def search(

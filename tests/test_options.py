@@ -221,6 +221,7 @@ NOT_A_METHOD = {
     "init": "Warehouse(path, create=True)",
     "demo": "actwh.study.demo.demo",
     "report": "actwh.report.write",
+    "serve": "actwh.serve.serve (an application over the warehouse)",
     "prompts transform": "actwh.ingest.transforms (no warehouse)",
     "directions add": "add_direction",
     "directions list": "directions",

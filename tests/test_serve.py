@@ -48,9 +48,10 @@ def pages(client) -> dict[str, str]:
     layer, neuron = _tracked(client)
     return {
         "/": "Models",
-        f"/neuron/model/{layer}/{neuron}": f"model L{layer} #{neuron}",
-        f"/neuron/model/{layer}/0?direction={quote(IMG)}": "Nearest value vectors",
+        f"/neuron/model/{layer}/{neuron}": "base → tuned: m̄",  # the pair's change, per run
+        f"/neuron/model/{layer}/0?direction={quote(IMG)}": "Cosine with each direction",
         "/prompt/base/1": "Prompt 1 of base",
+        f"/prompt/base/1?neuron={layer}:{neuron}": f"base: m of L{layer} #{neuron}",
         "/prompt/tuned/4": "Prompt 4 of tuned",
         f"/direction/{quote(IMG, safe='')}": "Nearest value vectors to direction",
         f"/search?neuron={layer}:{neuron}&model=model": "Nearest value vectors to value vector",
