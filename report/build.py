@@ -61,6 +61,16 @@ class Section:
     html: str = ""  # more of the section, already HTML (escaped where it holds data)
     data: dict | None = None  # what the section computed, for the caller (the findings)
 
+    @property
+    def table_html(self) -> str:
+        """The section's table as HTML, every cell escaped ("" without one)."""
+        return html_table(self.table) if self.table is not None else ""
+
+
+def chart_specs(sections: Sequence[Section]) -> dict[str, dict]:
+    """The Vega-Lite spec of each section's chart, by the id of its element (``chart-KEY``)."""
+    return {f"chart-{s.key}": s.chart.to_dict() for s in sections if s.chart is not None}
+
 
 @dataclass
 class Written:
@@ -94,7 +104,7 @@ def make_plan(
 ) -> Plan:
     """What the report shows. Every value given is checked against the warehouse (a typo is an
     error naming it, never a page that says "Not available"); the rest is chosen from it."""
-    _check_asked(wh, base_run, tuned_run, direction, token)
+    check_asked(wh, base_run, tuned_run, direction, token)
     direction = direction or PROBE
     base_run, tuned_run, tuned_model = choose_pair(wh, base_run, tuned_run)
     if token is None and base_run is not None:
@@ -167,7 +177,7 @@ def choose_pair(
     return base_run, tuned_run, tuned_model
 
 
-def _check_asked(wh: Warehouse, base_run, tuned_run, direction, token) -> None:
+def check_asked(wh: Warehouse, base_run, tuned_run, direction, token) -> None:
     """The runs, direction and target token the caller named must be in the warehouse."""
     runs = wh.sql("select name from runs")["name"].to_list()
     for argument, run in (("base_run", base_run), ("tuned_run", tuned_run)):
@@ -588,11 +598,8 @@ def write_report(
     plan = plan or make_plan(wh)
     sections = build_sections(wh, plan, progress, first)
     out = report_files(out, force)
-    specs, pngs = {}, []
-    for s in sections:
-        if s.chart is not None:
-            specs[f"chart-{s.key}"] = s.chart.to_dict()
-            pngs.append(out.with_name(f"{out.stem}.{s.key}.png"))
+    specs = chart_specs(sections)
+    pngs = [out.with_name(f"{out.stem}.{s.key}.png") for s in sections if s.chart is not None]
     for png in pngs:  # each chart is an output too: no link, not inside a warehouse
         output_file(png, "out", force=True)
     clash = [png for png in pngs if png.exists()] if not (force or is_report(out)) else []
@@ -613,7 +620,6 @@ def write_report(
         bundle=vl_convert.javascript_bundle(),  # type: ignore[call-arg]  # (snippet is optional)
         summary=summary,
         sections=sections,
-        tables=[html_table(s.table) if s.table is not None else "" for s in sections],
         specs=script_json(specs),
     )
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -153,16 +154,12 @@ def _error(status: int, message: str) -> Response:
     return HTMLResponse(render("error.html", title=title, message=message), status_code=status)
 
 
-_BUNDLE: list[str] = []
-
-
+@cache
 def _bundle() -> str:
     """Vega, Vega-Lite and vega-embed (vl-convert's bundle): charts render offline."""
-    if not _BUNDLE:
-        import vl_convert
+    import vl_convert
 
-        _BUNDLE.append(vl_convert.javascript_bundle())  # type: ignore[call-arg]
-    return _BUNDLE[0]
+    return vl_convert.javascript_bundle()  # type: ignore[call-arg]
 
 
 def serve(warehouse: str | Path, options: ServeOptions | None = None) -> None:

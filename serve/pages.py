@@ -11,13 +11,22 @@ application turns that into a 404 page.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
 import polars as pl
 
 from actwh.errors import ActwhError, NotFound, unknown
-from actwh.report.build import Plan, Section, choose_pair, html_table, script_json
+from actwh.report.build import (
+    Plan,
+    Section,
+    chart_specs,
+    check_asked,
+    choose_pair,
+    html_table,
+    script_json,
+)
 from actwh.report.pages import neuron_page, prompt_view
 from actwh.warehouse.layout import PROBE
 
@@ -70,24 +79,21 @@ def _model_row(wh: Warehouse, model: str) -> dict:
 
 
 def _plan(wh: Warehouse, base_run, tuned_run, direction, layer, neuron=None) -> Plan:
-    """The report's plan for one page: the pair of runs (chosen as the report chooses it)."""
-    runs = set(wh.sql("select name from runs")["name"])
-    for run in (base_run, tuned_run):
-        if run is not None and run not in runs:
-            raise unknown("run", run, runs)
+    """The report's plan for one page: the names given checked as the report checks them, the
+    pair of runs chosen as it chooses it."""
+    check_asked(wh, base_run, tuned_run, None, None)
     base_run, tuned_run, tuned_model = choose_pair(wh, base_run, tuned_run)
     direction = _direction(wh, direction)
     return Plan(base_run, tuned_run, tuned_model, direction, None, layer, neuron, None, "profanity")
 
 
 def _direction(wh: Warehouse, given: str | None) -> str:
-    """``given`` (it must be there), else toxic_probe, else the first direction that is not a
-    δx (else toxic_probe: the sections that need one say so)."""
-    names = wh.sql("select name, kind from directions order by kind = 'delta', name")
+    """``given`` (it must be there: :func:`check_asked`), else toxic_probe, else the first
+    direction that is not a δx (else toxic_probe: the sections that need one say so)."""
     if given is not None:
-        if given not in set(names["name"]):
-            raise unknown("direction", given, names["name"])
+        check_asked(wh, None, None, given, None)
         return given
+    names = wh.sql("select name, kind from directions order by kind = 'delta', name")
     if PROBE in set(names["name"]) or names.is_empty() or names["kind"][0] == "delta":
         return PROBE
     return names["name"][0]
@@ -114,7 +120,7 @@ def neuron(
     if plan.base_run is not None:
         run_model = wh.sql("select model from runs where name = $r", {"r": plan.base_run}).item()
         if run_model != model:  # the pair is of another model: this page reads no run
-            plan = Plan(None, None, None, plan.direction, None, layer, None, None, plan.scorer)
+            plan = replace(plan, base_run=None, tuned_run=None, tuned_model=None, neuron=None)
     base_run = plan.base_run
     plan.prompt_href = lambda prompt: href("prompt", base_run, prompt)
     note, chart, more = neuron_page(wh, plan, layer, index)
@@ -218,17 +224,10 @@ def prompt(
     if info.is_empty():
         raise unknown("run", run, wh.sql("select name from runs")["name"])
     r = info.row(0, named=True)
-    tuned = wh.sql(
-        "select name from runs where source_run = $r and mode = 'teacher_forced' "
-        "and status = 'complete' and model <> $m order by created_at",
-        {"r": run, "m": r["model"]},
-    )
-    base_run: str
-    tuned_run: str | None
-    if r["mode"] == "teacher_forced" and r["source_run"] is not None:
-        base_run, tuned_run = r["source_run"], run
-    else:
-        base_run, tuned_run = run, (tuned["name"][0] if tuned.height else None)
+    replays = r["mode"] == "teacher_forced" and r["source_run"] is not None
+    # a replay is shown beside the run it replays; any other run beside its replay (the pair
+    # _plan chooses for it), if it has one
+    base_run, tuned_run = (r["source_run"], run) if replays else (run, None)
     depth = _model_row(wh, r["model"])["n_layers"]
     layer = (2 * depth) // 3 if layer is None else layer
     if not 0 <= layer < depth:
@@ -392,6 +391,4 @@ def findings(wh: Warehouse) -> dict:
 
 def _page(title: str, sections: list[Section]) -> dict:
     """A page of sections (the report's section template) and the specs of their charts."""
-    specs = {f"chart-{s.key}": s.chart.to_dict() for s in sections if s.chart is not None}
-    tables = [html_table(s.table) if s.table is not None else "" for s in sections]
-    return {"title": title, "sections": sections, "tables": tables, "specs": script_json(specs)}
+    return {"title": title, "sections": sections, "specs": script_json(chart_specs(sections))}

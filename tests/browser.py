@@ -10,11 +10,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 NO_CHROMIUM = "Chromium is not installed (Debian package: chromium)"
 
 
-def dump_dom(page: Path, profile: Path, *flags: str) -> str:
-    """Load ``page`` offline, let its scripts run (30 s of virtual time), return the DOM."""
-    command = [
-        CHROMIUM,
-        *flags,
+def _headless(profile: Path) -> list[str]:
+    """Chromium's flags for a page loaded headless, offline, its scripts given 30 s of virtual
+    time, in its own ``profile``."""
+    return [
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
@@ -25,9 +24,12 @@ def dump_dom(page: Path, profile: Path, *flags: str) -> str:
         "--disable-sync",
         f"--user-data-dir={profile}",
         "--virtual-time-budget=30000",
-        "--dump-dom",
-        page.as_uri(),
     ]
+
+
+def dump_dom(page: Path, profile: Path, *flags: str) -> str:
+    """Load ``page`` offline, let its scripts run (30 s of virtual time), return the DOM."""
+    command = [CHROMIUM, *flags, *_headless(profile), "--dump-dom", page.as_uri()]
     return subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
 
 
@@ -66,19 +68,7 @@ def visit(url: str, profile: Path, screenshot: Path | None = None) -> tuple[str,
     """Load ``url`` (a server's page), let its scripts run; return the DOM and what the page
     logged to its console (a script error, a failed request). With ``screenshot``, also a
     1280×900 PNG of it there."""
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=30000",
-        "--enable-logging=stderr",
-        "--v=0",
-    ]
+    flags = [*_headless(profile), "--enable-logging=stderr", "--v=0"]
     done = subprocess.run(
         [CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
     )
