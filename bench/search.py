@@ -55,7 +55,8 @@ def main() -> None:
     if args.device.startswith("cuda"):
         import faiss
 
-        gpu_index = faiss.index_cpu_to_all_gpus(cpu_index)
+        if hasattr(faiss, "StandardGpuResources"):  # faiss-gpu; faiss-cpu searches on the CPU
+            gpu_index = faiss.index_cpu_to_all_gpus(cpu_index)
     index = VectorIndex(cpu_index, D_MLP, gpu_index)
     index.search(queries[:2], K)  # warm up
     started = time.perf_counter()
@@ -95,7 +96,10 @@ def main() -> None:
         f"{'met' if batched < 0.010 else 'NOT met'} ({batched * 1e3:.2f} ms)."
     )
     device = "cpu" if gpu_index is None else "cuda"
-    record(f"search-{device}", f"(d) Nearest value vectors at GPT-2-medium size ({device})", body)
+    where = device if args.device == "cpu" else f"torch on {args.device}, FAISS on {device}"
+    record(
+        f"search-{args.device}", f"(d) Nearest value vectors at GPT-2-medium size ({where})", body
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ one, so that its activations are captured too: ``1 + n_generated`` forward calls
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -137,8 +138,8 @@ def greedy(
             input_ids=token[:, None],
             attention_mask=mask,
             position_ids=last_pos,
-            cache=out.cache,
             use_cache=True,
+            **_kv_cache(out),
         )
         if last_call:
             break
@@ -157,3 +158,11 @@ def greedy(
         n_generated.tolist(),
         stopped,
     )
+
+
+def _kv_cache(out: Any) -> dict[str, Any]:
+    """The KV cache of a forward call's output, as the keyword the next call takes: ``cache`` in
+    recent transformers (5.25), ``past_key_values`` in earlier 5.x (5.17 had it)."""
+    if hasattr(out, "cache"):
+        return {"cache": out.cache}
+    return {"past_key_values": out.past_key_values}
