@@ -1,18 +1,21 @@
 """(k) ``actwh serve`` under load: concurrent clients over random neuron and prompt pages.
 
-The server runs as a user runs it (``actwh serve WH --port P``, its own process); ``--clients``
-threads (20) each fetch, for ``--seconds`` (60), a random neuron page (any layer, any neuron of
-the base run's model) or a random prompt page (any prompt of the base run or of its teacher-forced
-pair), one after another. Recorded: requests, errors, p50 / p95 / max latency per kind, and the
-server's resident memory a tenth of the way in and at the end (flat: no growth per request).
+The server runs as a user runs it (``actwh serve WH --port P --workers W``, its own processes;
+W is this machine's cores unless ``--workers`` says); ``--clients`` threads (20) each fetch, for
+``--seconds`` (60), a random neuron page (any layer, any neuron of the base run's model) or a
+random prompt page (any prompt of the base run or of its teacher-forced pair), one after
+another, waiting ``--pause`` seconds (0) after each answer. Recorded: requests, errors, p50 / p95
+/ max latency per kind, and the servers' resident memory (all processes) a tenth of the way in
+and at the end (flat: no growth per request).
 
 Goal (issue 42): p95 ≤ 300 ms on this machine, no errors, memory flat.
-Run: ``python -m bench.serve demo-out/wh``.
+Run: ``python -m bench.serve demo-out/wh [--pause 1]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import socket
 import statistics
@@ -28,10 +31,14 @@ from bench.report import record, table
 
 
 def rss_mb(pid: int) -> float:
+    """The resident memory of process ``pid`` and its children (the workers), in MB."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total += int(line.split()[1]) / 1024
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        total += rss_mb(int(child))
+    return total
 
 
 def pages(warehouse: str) -> tuple[list[str], list[str]]:
@@ -54,9 +61,16 @@ def pages(warehouse: str) -> tuple[list[str], list[str]]:
 
 
 def load(
-    base: str, neurons: list[str], views: list[str], clients: int, seconds: float, at_tenth=None
+    base: str,
+    neurons: list[str],
+    views: list[str],
+    clients: int,
+    seconds: float,
+    pause: float = 0.0,
+    at_tenth=None,
 ) -> tuple[dict[str, list[float]], list[str]]:
-    """``clients`` threads fetching random pages for ``seconds``: latencies by kind, errors."""
+    """``clients`` threads fetching random pages for ``seconds``, each waiting ``pause`` s after
+    an answer: latencies by kind, errors."""
     results: dict[str, list[float]] = {"neuron": [], "prompt": []}
     errors: list[str] = []
     stop = time.monotonic() + seconds
@@ -79,6 +93,7 @@ def load(
                     results[kind].append(time.perf_counter() - started)
                 else:
                     errors.append(path)
+            time.sleep(pause)
 
     rng = random.Random(clients)
     threads = [threading.Thread(target=client, args=(rng.random(),)) for _ in range(clients)]
@@ -97,6 +112,8 @@ def main() -> None:
     parser.add_argument("warehouse")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--pause", type=float, default=0.0, help="each client's wait per page")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     neurons, views = pages(args.warehouse)
     with socket.socket() as s:
@@ -104,7 +121,8 @@ def main() -> None:
         port = s.getsockname()[1]
     actwh_cli = str(Path(sys.executable).with_name("actwh"))
     server = subprocess.Popen(
-        [actwh_cli, "serve", args.warehouse, "--port", str(port)], stderr=subprocess.DEVNULL
+        [actwh_cli, "serve", args.warehouse, "--port", str(port), "--workers", str(args.workers)],
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -114,7 +132,8 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.2)
-        urllib.request.urlopen(base + neurons[0], timeout=60).close()  # FAISS index, readout
+        for _ in range(4 * args.workers):  # each worker's FAISS index and readout
+            urllib.request.urlopen(base + neurons[0], timeout=60).close()
         alone, _ = load(base, neurons, views, 1, args.seconds / 6)
         early: list[float] = []
         results, errors = load(
@@ -123,6 +142,7 @@ def main() -> None:
             views,
             args.clients,
             args.seconds,
+            args.pause,
             lambda: early.append(rss_mb(server.pid)),
         )
         late = rss_mb(server.pid)
@@ -143,18 +163,22 @@ def main() -> None:
         )
     every = sorted(t * 1000 for times in results.values() for t in times)
     p95 = every[int(0.95 * (len(every) - 1))]
+    clients = f"{args.clients} clients" + (
+        f" waiting {args.pause:g} s after each page" if args.pause else " that never pause"
+    )
     body = (
-        f"`python -m bench.serve {args.warehouse}`: {args.clients} clients for "
-        f"{args.seconds:g} s over {len(neurons):,} neuron pages and {len(views)} prompt pages.\n\n"
+        f"{clients}, for {args.seconds:g} s, over {len(neurons):,} neuron pages and "
+        f"{len(views)} prompt pages; `actwh serve --workers {args.workers}`.\n\n"
         + table(rows)
         + f"\n\nAll pages: p95 {p95:.0f} ms (goal ≤ 300 ms: {'met' if p95 <= 300 else 'NOT met'}); "
-        f"{len(errors)} errors{(' (first: ' + errors[0] + ')') if errors else ''}; server memory "
+        f"{len(errors)} errors{(' (first: ' + errors[0] + ')') if errors else ''}; servers' memory "
         f"{early[0]:.0f} MB after {args.seconds / 10:g} s, {late:.0f} MB at the end. One client "
         f"alone ({args.seconds / 6:g} s): neuron pages p50 {_p50(alone['neuron'])} ms, prompt "
-        f"pages {_p50(alone['prompt'])} ms. The server answers one request at a time (one DuckDB "
-        "connection), so with clients that never pause the latency is mostly the queue."
+        f"pages {_p50(alone['prompt'])} ms. Each worker answers one request at a time, so with "
+        "clients that never pause the latency is mostly the queue."
     )
-    record("serve", "(k) actwh serve under load: random neuron and prompt pages", body)
+    key = "serve" if not args.pause else "serve-pause"
+    record(key, f"(k) actwh serve under load: random neuron and prompt pages, {clients}", body)
     print(body)
 
 

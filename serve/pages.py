@@ -6,15 +6,23 @@ prompt page one prompt's tokens and projections. The neuron page and the prompt 
 report's own (``report/pages.py``), rendered through the same section template. A name that is
 not in the warehouse, and a layer or neuron out of range, raise ``NotFound`` naming it: the
 application turns that into a 404 page.
+
+The server's snapshot never changes, so what every page asks of the catalog (a model's shape,
+the pair of runs, the directions, a run's prompts) is read once and kept (:func:`once`); what is
+particular to a page (a neuron's value vector and statistics, a prompt's tokens) is read for it,
+so memory does not grow with the pages served.
 """
 
 from __future__ import annotations
 
 import json
+import weakref
+from collections.abc import Callable, Hashable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote, urlencode
 
+import numpy as np
 import polars as pl
 
 from actwh.errors import ActwhError, NotFound, unknown
@@ -35,6 +43,17 @@ if TYPE_CHECKING:
 
 PAGE_ROWS = 100  # rows of a SQL result per page
 N_NEAREST = 10  # nearest value vectors on a neuron page
+
+T = TypeVar("T")
+_KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def once(wh: Warehouse, key: Hashable, compute: Callable[[], T]) -> T:
+    """``compute()``, computed once per snapshot of ``wh`` and kept with it."""
+    kept = _KEPT.setdefault(wh.snapshot, {})
+    if key not in kept:
+        kept[key] = compute()
+    return kept[key]
 
 
 def href(*parts, **query) -> str:
@@ -72,19 +91,42 @@ def home(wh: Warehouse) -> dict:
 
 
 def _model_row(wh: Warehouse, model: str) -> dict:
-    found = wh.sql("select name, n_layers, d_mlp from models where name = $m", {"m": model})
+    models = once(wh, "models", lambda: wh.sql("select name, n_layers, d_mlp from models"))
+    found = models.filter(pl.col("name") == model)
     if found.is_empty():
-        raise unknown("model", model, wh.sql("select name from models")["name"])
+        raise unknown("model", model, models["name"])
+    return found.row(0, named=True)
+
+
+def _runs(wh: Warehouse) -> pl.DataFrame:
+    return once(
+        wh, "runs", lambda: wh.sql("select name, model, mode, source_run, config from runs")
+    )
+
+
+def _run(wh: Warehouse, run: str) -> dict:
+    """Run ``run``'s row of the catalog (name, model, mode, source_run, config)."""
+    runs = once(
+        wh, "runs", lambda: wh.sql("select name, model, mode, source_run, config from runs")
+    )
+    found = runs.filter(pl.col("name") == run)
+    if found.is_empty():
+        raise unknown("run", run, runs["name"])
     return found.row(0, named=True)
 
 
 def _plan(wh: Warehouse, base_run, tuned_run, direction, layer, neuron=None) -> Plan:
     """The report's plan for one page: the names given checked as the report checks them, the
     pair of runs chosen as it chooses it."""
-    check_asked(wh, base_run, tuned_run, None, None)
-    base_run, tuned_run, tuned_model = choose_pair(wh, base_run, tuned_run)
-    direction = _direction(wh, direction)
-    return Plan(base_run, tuned_run, tuned_model, direction, None, layer, neuron, None, "profanity")
+
+    def chosen() -> Plan:
+        check_asked(wh, base_run, tuned_run, None, None)
+        base, tuned, tuned_model = choose_pair(wh, base_run, tuned_run)
+        named = _direction(wh, direction)
+        return Plan(base, tuned, tuned_model, named, None, None, None, None, "profanity")
+
+    plan = once(wh, ("plan", base_run, tuned_run, direction), chosen)
+    return replace(plan, layer=layer, neuron=neuron)
 
 
 def _direction(wh: Warehouse, given: str | None) -> str:
@@ -117,37 +159,81 @@ def neuron(
     if not 0 <= index < row["d_mlp"]:
         raise NotFound(f"neuron {index} of {model}: its layers have neurons 0-{row['d_mlp'] - 1}")
     plan = _plan(wh, base_run, tuned_run, direction, layer, (layer, index))
-    if plan.base_run is not None:
-        run_model = wh.sql("select model from runs where name = $r", {"r": plan.base_run}).item()
-        if run_model != model:  # the pair is of another model: this page reads no run
-            plan = replace(plan, base_run=None, tuned_run=None, tuned_model=None, neuron=None)
+    if plan.base_run is not None and _run(wh, plan.base_run)["model"] != model:
+        # the pair is of another model: this page reads no run
+        plan = replace(plan, base_run=None, tuned_run=None, tuned_model=None, neuron=None)
     base_run = plan.base_run
     plan.prompt_href = lambda prompt: href("prompt", base_run, prompt)
     note, chart, more = neuron_page(wh, plan, layer, index)
+    vector = _value_vector(wh, model, layer, index)
     sections = [
-        Section("neuron", "Its value vector, coefficients and contexts", note, chart, html=more)
+        Section("neuron", "Its value vector, coefficients and contexts", note, chart, html=more),
+        _per_run(wh, plan, model, layer, index, vector),
+        _directions(wh, model, vector),
+        _nearest(wh, model, layer, index, vector),
     ]
-    sections.append(_per_run(wh, plan, model, layer, index))
-    sections.append(_directions(wh, model, layer, index))
-    sections.append(_nearest(wh, model, layer, index))
     return _page(f"{model} L{layer} #{index}", sections)
 
 
-def _per_run(wh: Warehouse, plan: Plan, model: str, layer: int, index: int) -> Section:
+def _value_vector(wh: Warehouse, model: str, layer: int, index: int) -> np.ndarray:
+    """Value vector ``index`` of ``layer`` (``[d_model]`` float32)."""
+    return wh.vectors("value_vectors", model=model, layer=layer, neuron=index)[0][0]
+
+
+def _directions_of(wh: Warehouse, model: str) -> tuple[pl.DataFrame, np.ndarray]:
+    """The directions ``model`` sees (its own and its ancestors'; no δx): name, model, kind,
+    and their unit vectors as a matrix ``unit`` (kept for the snapshot)."""
+
+    def read() -> tuple[pl.DataFrame, np.ndarray]:
+        found = wh.sql(
+            "select name, model, kind, vec from directions "
+            "where model in (select model from lineage($m)) and kind <> 'delta'",
+            {"m": model},
+        )
+        vectors = np.array(found["vec"].to_list(), dtype=np.float32).reshape(found.height, -1)
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return found.drop("vec"), unit
+
+    return once(wh, ("directions", model), read)
+
+
+def _unit_direction(wh: Warehouse, name: str, model: str) -> np.ndarray | None:
+    """Direction ``name`` as ``model`` sees it (``resolve_direction``), as a unit vector; None
+    where it has none of that name."""
+
+    def read() -> np.ndarray | None:
+        try:
+            vector = wh.resolve_direction(name, model)[1]
+        except NotFound:
+            return None
+        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+    return once(wh, ("direction", name, model), read)
+
+
+def _per_run(
+    wh: Warehouse, plan: Plan, model: str, layer: int, index: int, vector: np.ndarray
+) -> Section:
     """Its coefficient m per run (over generated tokens), from ``neuron_stats`` (one layer's
     files): mean, spread, and its mean write along the direction m̄·⟨v, d̂⟩; for the pair, the
     change of the mean with a 95% interval over tokens (unpaired, so wider than the paired
     bootstrap of ``activation_drop``)."""
     stats = wh.sql(
-        "with s as (select run, sum(n)::BIGINT as tokens, sum(sum) / sum(n) as mean_m, "
-        "sum(sum_sq) / sum(n) - pow(sum(sum) / sum(n), 2) as var_m from neuron_stats "
-        "where layer = $l and neuron = $n and generated group by run) "
-        "select s.run, r.model, s.tokens, s.mean_m, sqrt(greatest(s.var_m, 0)) as sd_m, "
-        "s.mean_m * list_dot_product(v.vec::FLOAT[], d.vec::FLOAT[]) / d.norm as mean_write "
-        "from s join runs r on r.name = s.run "
-        "join value_vectors v on v.model = $m and v.layer = $l and v.neuron = $n "
-        "left join direction_of($m, $d) d on true order by s.run",
-        {"l": layer, "n": index, "m": model, "d": plan.direction},
+        "select run, sum(n)::BIGINT as tokens, sum(sum) / sum(n) as mean_m, "
+        "sqrt(greatest(sum(sum_sq) / sum(n) - pow(sum(sum) / sum(n), 2), 0)) as sd_m "
+        "from neuron_stats where layer = $l and neuron = $n and generated group by run "
+        "order by run",
+        {"l": layer, "n": index},
+    )
+    along = _unit_direction(wh, plan.direction, model)
+    write = pl.col("mean_m") * float(along @ vector) if along is not None else pl.lit(None)
+    runs = _runs(wh).select(pl.col("name").alias("run"), "model")
+    stats = (
+        stats.join(runs, on="run")
+        .sort("run")
+        .select(
+            "run", "model", "tokens", "mean_m", "sd_m", write.cast(pl.Float64).alias("mean_write")
+        )
     )
     note = (
         f"Its coefficient m over each run's generated tokens, and its mean write along "
@@ -170,23 +256,21 @@ def _per_run(wh: Warehouse, plan: Plan, model: str, layer: int, index: int) -> S
     return Section("runs", "Per run", note, table=stats)
 
 
-def _directions(wh: Warehouse, model: str, layer: int, index: int) -> Section:
+def _directions(wh: Warehouse, model: str, vector: np.ndarray) -> Section:
     """The cosine of its value vector with every direction of its model (and its ancestors')."""
-    cosines = wh.sql(
-        "select d.name as direction, d.model, d.kind, "
-        "list_cosine_similarity(v.vec::FLOAT[], d.vec::FLOAT[]) as cosine "
-        "from value_vectors v join directions d on d.model in (select model from lineage($m)) "
-        "where v.model = $m and v.layer = $l and v.neuron = $n and d.kind <> 'delta' "
-        "order by abs(cosine) desc",
-        {"m": model, "l": layer, "n": index},
+    names, unit = _directions_of(wh, model)
+    cosine = unit @ (vector / max(float(np.linalg.norm(vector)), 1e-12))
+    cosines = (
+        names.rename({"name": "direction"})
+        .with_columns(pl.Series("cosine", cosine, pl.Float64))
+        .sort(pl.col("cosine").abs(), descending=True)
     )
     note = "cos(v, d) for each direction (δx's are on the report's neuron page)."
     return Section("directions", "Cosine with each direction", note, table=cosines)
 
 
-def _nearest(wh: Warehouse, model: str, layer: int, index: int) -> Section:
-    vector = wh.vectors("value_vectors", model=model, layer=layer, neuron=index)[0]
-    found = wh.search(vector[0], model=model, k=N_NEAREST + 1, tokens=False)  # (their pages: more)
+def _nearest(wh: Warehouse, model: str, layer: int, index: int, vector: np.ndarray) -> Section:
+    found = wh.search(vector, model=model, k=N_NEAREST + 1, tokens=False)  # (their pages: more)
     found = found.filter(~((pl.col("layer") == layer) & (pl.col("neuron") == index)))
     return Section(
         "nearest",
@@ -220,10 +304,7 @@ def prompt(
     thirds of the depth), base and tuned side by side (the report's token view), and by a
     tracked neuron's coefficient (``neuron`` ``L:N``; default the run's first tracked one); each
     token's values on hover."""
-    info = wh.sql("select name, model, mode, source_run from runs where name = $r", {"r": run})
-    if info.is_empty():
-        raise unknown("run", run, wh.sql("select name from runs")["name"])
-    r = info.row(0, named=True)
+    r = _run(wh, run)
     replays = r["mode"] == "teacher_forced" and r["source_run"] is not None
     # a replay is shown beside the run it replays; any other run beside its replay (the pair
     # _plan chooses for it), if it has one
@@ -233,12 +314,13 @@ def prompt(
     if not 0 <= layer < depth:
         raise NotFound(f"layer {layer} of {r['model']}: it has layers 0-{depth - 1}")
     plan = _plan(wh, base_run, tuned_run, direction, layer, _tracked(wh, base_run, neuron))
-    known = wh.sql(
-        "select count(*) from generations where run = $r and prompt = $p", {"r": run, "p": index}
-    ).item()
-    if not known:
-        n = wh.sql("select count(*) from generations where run = $r", {"r": run}).item()
-        raise NotFound(f"prompt {index} of run {run}: it holds {n} prompts")
+    held = once(
+        wh,
+        ("prompts", run),
+        lambda: set(wh.sql("select prompt from generations where run = $r", {"r": run})["prompt"]),
+    )
+    if index not in held:
+        raise NotFound(f"prompt {index} of run {run}: it holds {len(held)} prompts")
     try:
         note, more = prompt_view(wh, plan, index)
     except NotFound as missing:  # e.g. a run of no pair: its tokens, uncoloured
@@ -249,7 +331,44 @@ def prompt(
         note = f"Not coloured: {missing}."
         more = html_table(pl.DataFrame([text]))
     section = Section("prompt", "Its tokens, coloured", note, html=more)
-    return _page(f"Prompt {index} of {run}", [section])
+    return _page(f"Prompt {index} of {run}", [section, _lens(wh, plan, run, index)])
+
+
+def _lens(wh: Warehouse, plan: Plan, run: str, index: int) -> Section:
+    """The logit lens at the page's layer: each position the runs stored it at (the last prompt
+    token, or every token with ``--lens-at all``), its top 3 next tokens in each run."""
+    runs = [r for r in (plan.base_run, plan.tuned_run) if r is not None] or [run]
+    title = f"Logit lens at layer {plan.layer}"
+    lens = wh.sql(
+        "select l.run, l.pos, t.token, l.site, l.rank, l.token as next, l.prob from logit_lens l "
+        "left join tokens t on t.run = l.run and t.prompt = l.prompt and t.pos = l.pos "
+        "where l.run in (select unnest($runs)) and l.prompt = $p and l.layer = $l and l.rank <= 3 "
+        "order by l.site, l.pos, l.run, l.rank",
+        {"runs": runs, "p": index, "l": plan.layer},
+    )
+    if lens.is_empty():
+        return Section(
+            "lens",
+            title,
+            f"Not stored for this prompt in {', '.join(runs)} (ingest --logit-lens K; "
+            "--lens-at all stores it at every token).",
+        )
+    shown = (
+        lens.with_columns(
+            pl.format(
+                "{} {}", pl.col("next").map_elements(repr, pl.String), pl.col("prob").round(3)
+            ).alias("shown")
+        )
+        .group_by("site", "pos", "token", "run", maintain_order=True)
+        .agg(pl.col("shown").str.join(", ").alias("top 3 next tokens (probability)"))
+        .with_columns(pl.col("token").map_elements(repr, pl.String))
+    )
+    note = (
+        "What the residual stream at this layer predicts next, read through the final norm and "
+        "the unembedding, at each position where it was stored (the last prompt token by "
+        "default: what predicts the first generated token); ?layer= picks the layer."
+    )
+    return Section("lens", title, note, table=shown)
 
 
 def _tracked(wh: Warehouse, run: str, neuron: str | None) -> tuple[int, int] | None:
@@ -259,7 +378,7 @@ def _tracked(wh: Warehouse, run: str, neuron: str | None) -> tuple[int, int] | N
 
     if neuron:
         return layer_neuron(neuron, "neuron")
-    config = RunConfig.of(wh.sql("select config from runs where name = $r", {"r": run}).item())
+    config = RunConfig.of(_run(wh, run)["config"])
     tracked = sorted(config.track_neurons.items())
     return (tracked[0][0], tracked[0][1][0]) if tracked and tracked[0][1] else None
 

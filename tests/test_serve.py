@@ -53,6 +53,7 @@ def pages(client) -> dict[str, str]:
         "/prompt/base/1": "Prompt 1 of base",
         f"/prompt/base/1?neuron={layer}:{neuron}": f"base: m of L{layer} #{neuron}",
         "/prompt/tuned/4": "Prompt 4 of tuned",
+        "/prompt/base/2?layer=0": "top 3 next tokens (probability)",  # the logit lens
         f"/direction/{quote(IMG, safe='')}": "Nearest value vectors to direction",
         f"/search?neuron={layer}:{neuron}&model=model": "Nearest value vectors to value vector",
         "/search?vector=" + ",".join(["0.5"] * 32): "the pasted vector (32 numbers)",
@@ -150,13 +151,16 @@ def test_the_server_never_writes(client, warehouse):
     assert digest() == before
 
 
-def test_actwh_serve_answers_on_localhost(warehouse):
-    """The command as a user runs it: it binds 127.0.0.1 by default and answers the home page."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_actwh_serve_answers_on_localhost(warehouse, workers):
+    """The command as a user runs it: it binds 127.0.0.1 by default and answers the home page;
+    with ``--workers 2``, from two processes of its own."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     command = [sys.executable, "-c", "from actwh.cli import main; main()", "serve", str(warehouse)]
-    server = subprocess.Popen([*command, "--port", str(port)], stderr=subprocess.PIPE, text=True)
+    command += ["--port", str(port), "--workers", str(workers)]
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(100):
             try:
@@ -167,6 +171,13 @@ def test_actwh_serve_answers_on_localhost(warehouse):
                 time.sleep(0.3)
         else:
             pytest.fail("the server did not answer: " + server.stderr.read())
+        for _ in range(4):  # each worker builds a neuron page (FAISS, the readout)
+            url = f"http://127.0.0.1:{port}/neuron/model/0/1"
+            with urllib.request.urlopen(url, timeout=30) as answer:
+                assert answer.status == 200
+        if workers > 1:
+            children = open(f"/proc/{server.pid}/task/{server.pid}/children").read().split()
+            assert len(children) >= workers, children
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -126,11 +126,13 @@ class VectorIndex:
                 np.take_along_axis(neuron, order, axis=1),
             )
         queries = normalized(np.atleast_2d(queries))
-        scores, ids = self._search(queries, k, layers)
-        if either_sign:
-            against, against_ids = self._search(-queries, k, layers)
-            scores = np.concatenate([scores, -against], axis=1)
-            ids = np.concatenate([ids, against_ids], axis=1)
+        if not either_sign:
+            scores, ids = self._search(queries, k, layers)
+        else:  # v and −v in one search: one pass over the vectors, not two
+            n = len(queries)
+            both, both_ids = self._search(np.concatenate([queries, -queries]), k, layers)
+            scores = np.concatenate([both[:n], -both[n:]], axis=1)
+            ids = np.concatenate([both_ids[:n], both_ids[n:]], axis=1)
             order = np.argsort(-np.abs(scores), axis=1, kind="stable")
             scores = np.take_along_axis(scores, order, axis=1)
             ids = np.take_along_axis(ids, order, axis=1)
