@@ -147,6 +147,7 @@ EXTRAS = {
     "jinja2": "report",
     "starlette": "serve",
     "uvicorn": "serve",
+    "threadpoolctl": "serve",
     "ray": "ray",
     "psycopg": "postgres",
 }

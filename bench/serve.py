@@ -41,6 +41,15 @@ def rss_mb(pid: int) -> float:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` and its children (the workers), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        total += cpu_seconds(int(child))
+    return total
+
+
 def pages(warehouse: str) -> tuple[list[str], list[str]]:
     """Every neuron page of the base run's model and every prompt page of the pair's runs."""
     with actwh.open(warehouse) as wh:
@@ -136,6 +145,7 @@ def main() -> None:
             urllib.request.urlopen(base + neurons[0], timeout=60).close()
         alone, _ = load(base, neurons, views, 1, args.seconds / 6)
         early: list[float] = []
+        cpu_before = cpu_seconds(server.pid)
         results, errors = load(
             base,
             neurons,
@@ -146,6 +156,7 @@ def main() -> None:
             lambda: early.append(rss_mb(server.pid)),
         )
         late = rss_mb(server.pid)
+        cpu = cpu_seconds(server.pid) - cpu_before
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -162,6 +173,7 @@ def main() -> None:
             }
         )
     every = sorted(t * 1000 for times in results.values() for t in times)
+    rate = len(every) / args.seconds
     p95 = every[int(0.95 * (len(every) - 1))]
     clients = f"{args.clients} clients" + (
         f" waiting {args.pause:g} s after each page" if args.pause else " that never pause"
@@ -174,8 +186,11 @@ def main() -> None:
         f"{len(errors)} errors{(' (first: ' + errors[0] + ')') if errors else ''}; servers' memory "
         f"{early[0]:.0f} MB after {args.seconds / 10:g} s, {late:.0f} MB at the end. One client "
         f"alone ({args.seconds / 6:g} s): neuron pages p50 {_p50(alone['neuron'])} ms, prompt "
-        f"pages {_p50(alone['prompt'])} ms. Each worker answers one request at a time, so with "
-        "clients that never pause the latency is mostly the queue."
+        f"pages {_p50(alone['prompt'])} ms. Throughput {rate:.1f} pages/s; the servers used "
+        f"{cpu / max(len(every), 1) * 1000:.0f} ms of CPU per page ({cpu / args.seconds:.2f} "
+        f"cores of {os.cpu_count()}; the clients use the rest). By Little's law, {args.clients} "
+        f"clients at {rate:.1f} pages/s wait {args.clients / rate - args.pause:.2f} s a page on "
+        "average, however the server orders its queue."
     )
     key = "serve" if not args.pause else "serve-pause"
     record(key, f"(k) actwh serve under load: random neuron and prompt pages, {clients}", body)

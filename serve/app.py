@@ -6,8 +6,9 @@ through its read-only snapshot; only GET is routed. A name or number that is not
 is a 404 page naming it (``NotFound``), bad input a 400 page (``ActwhError``); anything else is a
 500 page with no traceback. One warehouse serves every request of a process, one request at a
 time (DuckDB's connection is not shared across threads); ``--workers N`` runs N processes, each
-with its own view, so N pages are built at once. A process's work stays on one core (FAISS's
-OpenMP threads, left at two, spun against DuckDB's and made a neuron page 1.7× slower).
+with its own view, so N pages are built at once. A process's products stay on one thread: FAISS's
+OpenMP threads, left at two, spun against DuckDB's (a neuron page 1.7× slower), and OpenBLAS's
+threads took a third of a page's CPU time waiting for work (numpy's product with the readout).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
 def make_app(warehouse: str | Path) -> Starlette:
     """The application over ``warehouse`` (a directory or a bucket URI), opened now."""
     import faiss
+    from threadpoolctl import threadpool_limits
 
+    threadpool_limits(1, user_api="blas")
     wh = actwh.open(warehouse)
     wh.sql("select 1")  # a warehouse that cannot be read fails here, not on the first page
     lock = threading.Lock()
