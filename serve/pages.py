@@ -99,6 +99,7 @@ def _model_row(wh: Warehouse, model: str) -> dict:
 
 
 def _runs(wh: Warehouse) -> pl.DataFrame:
+    """The catalog's runs: name, model, mode, source_run, config."""
     return once(
         wh, "runs", lambda: wh.sql("select name, model, mode, source_run, config from runs")
     )
@@ -106,9 +107,7 @@ def _runs(wh: Warehouse) -> pl.DataFrame:
 
 def _run(wh: Warehouse, run: str) -> dict:
     """Run ``run``'s row of the catalog (name, model, mode, source_run, config)."""
-    runs = once(
-        wh, "runs", lambda: wh.sql("select name, model, mode, source_run, config from runs")
-    )
+    runs = _runs(wh)
     found = runs.filter(pl.col("name") == run)
     if found.is_empty():
         raise unknown("run", run, runs["name"])
@@ -339,12 +338,12 @@ def _lens(wh: Warehouse, plan: Plan, run: str, index: int) -> Section:
     token, or every token with ``--lens-at all``), its top 3 next tokens in each run."""
     runs = [r for r in (plan.base_run, plan.tuned_run) if r is not None] or [run]
     title = f"Logit lens at layer {plan.layer}"
+    # each run named in the filter, so that only its files are read (no join, no subquery)
     lens = wh.sql(
-        "select l.run, l.pos, t.token, l.site, l.rank, l.token as next, l.prob from logit_lens l "
-        "left join tokens t on t.run = l.run and t.prompt = l.prompt and t.pos = l.pos "
-        "where l.run in (select unnest($runs)) and l.prompt = $p and l.layer = $l and l.rank <= 3 "
-        "order by l.site, l.pos, l.run, l.rank",
-        {"runs": runs, "p": index, "l": plan.layer},
+        "select run, pos, site, rank, token as next, prob from logit_lens "
+        "where run in ($a, $b) and prompt = $p and layer = $l and rank <= 3 "
+        "order by site, pos, run, rank",
+        {"a": runs[0], "b": runs[-1], "p": index, "l": plan.layer},
     )
     if lens.is_empty():
         return Section(
@@ -359,9 +358,16 @@ def _lens(wh: Warehouse, plan: Plan, run: str, index: int) -> Section:
                 "{} {}", pl.col("next").map_elements(repr, pl.String), pl.col("prob").round(3)
             ).alias("shown")
         )
-        .group_by("site", "pos", "token", "run", maintain_order=True)
+        .group_by("site", "pos", "run", maintain_order=True)
         .agg(pl.col("shown").str.join(", ").alias("top 3 next tokens (probability)"))
-        .with_columns(pl.col("token").map_elements(repr, pl.String))
+    )
+    tokens = wh.sql(
+        "select pos, token from tokens where run = $r and prompt = $p and pos in "
+        "(select unnest($positions))",
+        {"r": runs[0], "p": index, "positions": shown["pos"].unique().to_list()},
+    ).with_columns(pl.col("token").map_elements(repr, pl.String))
+    shown = shown.join(tokens, on="pos", how="left", maintain_order="left").select(
+        "site", "pos", "token", "run", "top 3 next tokens (probability)"
     )
     note = (
         "What the residual stream at this layer predicts next, read through the final norm and "
