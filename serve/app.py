@@ -185,12 +185,16 @@ def serve(warehouse: str | Path, options: ServeOptions | None = None) -> None:
 
     o = options or ServeOptions()
     app = make_app(warehouse)  # a warehouse that cannot be read is one line, before listening
-    where = {"host": o.host, "port": o.port, "log_level": "warning"}
     if o.workers == 1:
-        uvicorn.run(app, **where)
+        uvicorn.run(app, host=o.host, port=o.port, log_level="warning")
         return
     del app
     os.environ[_WAREHOUSE] = str(warehouse)
     uvicorn.run(
-        f"{__name__}:{app_of_environment.__name__}", factory=True, workers=o.workers, **where
+        f"{__name__}:{app_of_environment.__name__}",
+        factory=True,
+        workers=o.workers,
+        host=o.host,
+        port=o.port,
+        log_level="warning",
     )

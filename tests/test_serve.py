@@ -8,6 +8,7 @@ import hashlib
 import html
 import io
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from urllib.parse import quote
 import polars as pl
 import pytest
 from browser import CHROMIUM, NO_CHROMIUM, visit
+from cli_helpers import cli
 from hostile import CLOSE_SCRIPT, IMG, QUOTE, TAGS, Elements, hostile_warehouse
 from starlette.testclient import TestClient
 
@@ -127,6 +129,63 @@ def test_links_lead_to_pages(client):
     page = client.get(f"/neuron/model/{layer}/{neuron}").text
     for link in set(re.findall(r'href="(/neuron/[^"]*)"', page)):
         assert client.get(link).status_code == 200, link
+
+
+@pytest.fixture(scope="module")
+def three_runs(warehouse, tmp_path_factory):
+    """The hostile warehouse with a third run (of the base model), which no page of the pair
+    needs to read."""
+    wh = tmp_path_factory.mktemp("three") / "wh"
+    shutil.copytree(warehouse, wh)
+    here = warehouse.parent
+    cli(
+        "ingest",
+        wh,
+        "--model",
+        here / "model",
+        "--prompts",
+        here / "prompts.jsonl",
+        "--name",
+        "other",
+        "--generate",
+        3,
+        "--capture",
+        "resid_mid",
+        "--logit-lens",
+        3,
+        "--no-progress",
+    )
+    return wh
+
+
+def test_a_page_reads_only_the_partitions_it_shows(three_runs, monkeypatch):
+    """A prompt page of the pair reads no file of another run and no layer but its own and
+    its tracked neuron's; a neuron page reads only its layer's files (the catalog chooses
+    them: a filter DuckDB cannot push down would scan every file)."""
+    from actwh.warehouse.pruning import CommittedFiles
+
+    chosen: list[tuple[str, dict]] = []
+    choose = CommittedFiles.choose
+
+    def spy(self, filter=None):  # noqa: A002 - pyarrow's keyword
+        found = choose(self, filter)
+        chosen.extend((self.spec.name, p.values) for p in found)
+        return found
+
+    monkeypatch.setattr(CommittedFiles, "choose", spy)
+    client = TestClient(make_app(three_runs))
+    layer, neuron = _tracked(client)
+    chosen.clear()
+    assert client.get(f"/prompt/tuned/1?layer=0&neuron={layer}:{neuron}").status_code == 200
+    assert chosen, "the page read no fact table"
+    for table, values in chosen:
+        assert values.get("run") in (None, "base", "tuned"), (table, values)
+        assert values.get("layer") in (None, 0, layer), (table, values)
+    chosen.clear()
+    assert client.get(f"/neuron/model/{layer}/{neuron}").status_code == 200
+    assert {t for t, _ in chosen} >= {"value_vectors", "neuron_stats"}
+    for table, values in chosen:
+        assert values.get("layer") in (None, layer), (table, values)
 
 
 def test_results_download_as_csv_and_parquet(client):
