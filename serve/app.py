@@ -40,9 +40,7 @@ if TYPE_CHECKING:
 def make_app(warehouse: str | Path) -> Starlette:
     """The application over ``warehouse`` (a directory or a bucket URI), opened now."""
     import faiss
-    from threadpoolctl import threadpool_limits
 
-    threadpool_limits(1, user_api="blas")
     wh = actwh.open(warehouse)
     wh.sql("select 1")  # a warehouse that cannot be read fails here, not on the first page
     lock = threading.Lock()
@@ -176,6 +174,7 @@ _WAREHOUSE = "ACTWH_SERVE_WAREHOUSE"  # the warehouse, for each worker process
 
 def app_of_environment() -> Starlette:
     """The application each worker process makes (``--workers`` above 1)."""
+    _one_blas_thread()
     return make_app(os.environ[_WAREHOUSE])
 
 
@@ -184,17 +183,23 @@ def serve(warehouse: str | Path, options: ServeOptions | None = None) -> None:
     import uvicorn
 
     o = options or ServeOptions()
-    app = make_app(warehouse)  # a warehouse that cannot be read is one line, before listening
-    if o.workers == 1:
-        uvicorn.run(app, host=o.host, port=o.port, log_level="warning")
-        return
-    del app
-    os.environ[_WAREHOUSE] = str(warehouse)
+    _one_blas_thread()
+    app: Starlette | str = make_app(warehouse)  # a warehouse that cannot be read: one line, now
+    if o.workers > 1:  # each worker process makes its own
+        os.environ[_WAREHOUSE] = str(warehouse)
+        app = f"{__name__}:{app_of_environment.__name__}"
     uvicorn.run(
-        f"{__name__}:{app_of_environment.__name__}",
-        factory=True,
+        app,
+        factory=o.workers > 1,
         workers=o.workers,
         host=o.host,
         port=o.port,
         log_level="warning",
     )
+
+
+def _one_blas_thread() -> None:
+    """OpenBLAS on one thread in this (server) process: see the module's docstring."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
