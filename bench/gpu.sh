@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The benchmarks on one CUDA GPU, as one prepared script (not yet run on a GPU; sized to take
-# under 10 minutes on an H200):
-#   (a) default and full capture (and actwh's greedy loop alone) vs bare generation — the
-#       embedded model, and a GPT-2-medium-sized model built from a config (random weights,
-#       bench/models.py; no hub needed);
+# The benchmarks on one CUDA GPU, as one prepared script, the most wanted first (on an H200 on
+# 2026-12-04 the first two took the 470 s the lease left; the rest did not run: BENCHMARKS.md):
+#   (a) default and full capture (and actwh's greedy loop alone) vs bare generation — a
+#       GPT-2-medium-sized model built from a config (random weights, bench/models.py; no hub
+#       needed), then the embedded model;
 #   (b) full capture vs nnsight + torch.save (embedded model);
 #   (f) the writer's MB/s and the capture pipeline's ceiling on that machine's cores;
 #   (d) nearest value vectors with FAISS on the GPU;
