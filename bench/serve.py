@@ -30,23 +30,28 @@ import actwh
 from bench.report import record, table
 
 
+def process_tree(pid: int) -> list[int]:
+    """Process ``pid`` and its descendants (the server's workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid] + [p for child in children for p in process_tree(int(child))]
+
+
 def rss_mb(pid: int) -> float:
-    """The resident memory of process ``pid`` and its children (the workers), in MB."""
+    """The resident memory of process ``pid`` and its workers, in MB."""
     total = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            total += int(line.split()[1]) / 1024
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        total += rss_mb(int(child))
+    for each in process_tree(pid):
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
     return total
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` and its children (the workers), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        total += cpu_seconds(int(child))
+    """User + system CPU time of process ``pid`` and its workers, in seconds."""
+    total = 0.0
+    for each in process_tree(pid):
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
 
