@@ -180,8 +180,9 @@ def _dx_cosines(wh: Warehouse, plan, model: str, layer: int, neuron: int) -> str
 # ---- prompt views ------------------------------------------------------------------------------
 
 
-def prompt_view(wh: Warehouse, plan, prompt: int):
-    """(note, html) of one prompt's token view."""
+def prompt_view(wh: Warehouse, plan, prompt: int, hover: dict[int, str] | None = None):
+    """(note, html) of one prompt's token view; ``hover``: more to show on a token, by position
+    (the server's logit lens)."""
     if not (plan.base_run and plan.tuned_run and plan.layer is not None):
         raise NotFound("no teacher-forced pair of runs (actwh ingest ... --teacher-force BASE)")
     tokens = wh.sql(
@@ -240,7 +241,7 @@ def prompt_view(wh: Warehouse, plan, prompt: int):
     for i, (label, values) in enumerate(rows):
         group = i - i % 3  # base, tuned, difference
         scale = _scale(rows[group : group + 2] if i % 3 < 2 else [rows[i]])
-        body += _text_row(label, tokens, values, scale)
+        body += _text_row(label, tokens, values, scale, hover or {})
     return note, f"<div class='tokens'>{body}</div>"
 
 
@@ -264,7 +265,9 @@ def _scale(rows: list[tuple[str, dict]]) -> float:
     return max(values, default=0.0) or 1.0
 
 
-def _text_row(label: str, tokens: pl.DataFrame, values: dict[int, float], scale: float) -> str:
+def _text_row(
+    label: str, tokens: pl.DataFrame, values: dict[int, float], scale: float, hover: dict[int, str]
+) -> str:
     spans, turn = [], None
     for t in tokens.iter_rows(named=True):
         if t["turn"] is not None and t["turn"] != turn and not t["is_generated"]:
@@ -275,7 +278,8 @@ def _text_row(label: str, tokens: pl.DataFrame, values: dict[int, float], scale:
         shown = "no value" if value is None else f"{value:+.3f}"
         style = "" if value is None else f" style='background:{_colour(value, scale)}'"
         kind = " class='gen'" if t["is_generated"] else ""
-        title = html.escape(f"{t['token']!r} pos {t['pos']}: {shown}", quote=True)
+        more = f"; {hover[t['pos']]}" if t["pos"] in hover else ""
+        title = html.escape(f"{t['token']!r} pos {t['pos']}: {shown}{more}", quote=True)
         spans.append(f'<span{kind}{style} title="{title}">{_visible(t["token"])}</span>')
     return f"<p><b>{html.escape(label)}</b> {_legend(scale)}<br>{''.join(spans)}</p>"
 

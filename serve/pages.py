@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 PAGE_ROWS = 100  # rows of a SQL result per page
 N_NEAREST = 10  # nearest value vectors on a neuron page
+TOP_3 = "top 3 next tokens (probability)"  # a column of the logit lens on a prompt page
 
 T = TypeVar("T")
 _KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -320,8 +321,9 @@ def prompt(
     )
     if index not in held:
         raise NotFound(f"prompt {index} of run {run}: it holds {len(held)} prompts")
+    lens, hover = _lens(wh, plan, run, index)
     try:
-        note, more = prompt_view(wh, plan, index)
+        note, more = prompt_view(wh, plan, index, hover)
     except NotFound as missing:  # e.g. a run of no pair: its tokens, uncoloured
         text = wh.sql(
             "select prompt_text, continuation from generations where run = $r and prompt = $p",
@@ -330,12 +332,13 @@ def prompt(
         note = f"Not coloured: {missing}."
         more = html_table(pl.DataFrame([text]))
     section = Section("prompt", "Its tokens, coloured", note, html=more)
-    return _page(f"Prompt {index} of {run}", [section, _lens(wh, plan, run, index)])
+    return _page(f"Prompt {index} of {run}", [section, lens])
 
 
-def _lens(wh: Warehouse, plan: Plan, run: str, index: int) -> Section:
+def _lens(wh: Warehouse, plan: Plan, run: str, index: int) -> tuple[Section, dict[int, str]]:
     """The logit lens at the page's layer: each position the runs stored it at (the last prompt
-    token, or every token with ``--lens-at all``), its top 3 next tokens in each run."""
+    token, or every token with ``--lens-at all``), its top 3 next tokens in each run; and the
+    same by position, for the token view's hover."""
     runs = [r for r in (plan.base_run, plan.tuned_run) if r is not None] or [run]
     title = f"Logit lens at layer {plan.layer}"
     # each run named in the filter, so that only its files are read (no join, no subquery)
@@ -351,7 +354,7 @@ def _lens(wh: Warehouse, plan: Plan, run: str, index: int) -> Section:
             title,
             f"Not stored for this prompt in {', '.join(runs)} (ingest --logit-lens K; "
             "--lens-at all stores it at every token).",
-        )
+        ), {}
     shown = (
         lens.with_columns(
             pl.format(
@@ -359,7 +362,7 @@ def _lens(wh: Warehouse, plan: Plan, run: str, index: int) -> Section:
             ).alias("shown")
         )
         .group_by("site", "pos", "run", maintain_order=True)
-        .agg(pl.col("shown").str.join(", ").alias("top 3 next tokens (probability)"))
+        .agg(pl.col("shown").str.join(", ").alias(TOP_3))
     )
     tokens = wh.sql(
         "select pos, token from tokens where run = $r and prompt = $p and pos in "
@@ -367,14 +370,19 @@ def _lens(wh: Warehouse, plan: Plan, run: str, index: int) -> Section:
         {"r": runs[0], "p": index, "positions": shown["pos"].unique().to_list()},
     ).with_columns(pl.col("token").map_elements(repr, pl.String))
     shown = shown.join(tokens, on="pos", how="left", maintain_order="left").select(
-        "site", "pos", "token", "run", "top 3 next tokens (probability)"
+        "site", "pos", "token", "run", TOP_3
     )
+    hover: dict[int, list[str]] = {}
+    for row in shown.iter_rows(named=True):
+        said = f"lens L{plan.layer} {row['site']} {row['run']}: {row[TOP_3]}"
+        hover.setdefault(row["pos"], []).append(said)
     note = (
         "What the residual stream at this layer predicts next, read through the final norm and "
         "the unembedding, at each position where it was stored (the last prompt token by "
-        "default: what predicts the first generated token); ?layer= picks the layer."
+        "default: what predicts the first generated token), also on hover over that token above; "
+        "?layer= picks the layer."
     )
-    return Section("lens", title, note, table=shown)
+    return Section("lens", title, note, table=shown), {p: "; ".join(h) for p, h in hover.items()}
 
 
 def _tracked(wh: Warehouse, run: str, neuron: str | None) -> tuple[int, int] | None:

@@ -56,6 +56,7 @@ def pages(client) -> dict[str, str]:
         f"/prompt/base/1?neuron={layer}:{neuron}": f"base: m of L{layer} #{neuron}",
         "/prompt/tuned/4": "Prompt 4 of tuned",
         "/prompt/base/2?layer=0": "top 3 next tokens (probability)",  # the logit lens
+        "/prompt/tuned/2?layer=0": "; lens L0 resid_",  # and on hover over its token
         f"/direction/{quote(IMG, safe='')}": "Nearest value vectors to direction",
         f"/search?neuron={layer}:{neuron}&model=model": "Nearest value vectors to value vector",
         "/search?vector=" + ",".join(["0.5"] * 32): "the pasted vector (32 numbers)",
