@@ -37,6 +37,7 @@ from actwh.report.build import (
 )
 from actwh.report.pages import neuron_page, prompt_view
 from actwh.warehouse.layout import PROBE
+from actwh.warehouse.vector_index import normalized
 
 if TYPE_CHECKING:
     from actwh.api.warehouse import Warehouse
@@ -190,8 +191,8 @@ def _directions_of(wh: Warehouse, model: str) -> tuple[pl.DataFrame, np.ndarray]
             "where model in (select model from lineage($m)) and kind <> 'delta'",
             {"m": model},
         )
-        vectors = np.array(found["vec"].to_list(), dtype=np.float32).reshape(found.height, -1)
-        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = found["vec"].to_list()  # none, before a direction is registered
+        unit = normalized(np.array(vectors, np.float32)) if vectors else np.zeros((0, 0))
         return found.drop("vec"), unit
 
     return once(wh, ("directions", model), read)
@@ -206,7 +207,7 @@ def _unit_direction(wh: Warehouse, name: str, model: str) -> np.ndarray | None:
             vector = wh.resolve_direction(name, model)[1]
         except NotFound:
             return None
-        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+        return normalized(vector[None])[0]
 
     return once(wh, ("direction", name, model), read)
 
@@ -259,7 +260,7 @@ def _per_run(
 def _directions(wh: Warehouse, model: str, vector: np.ndarray) -> Section:
     """The cosine of its value vector with every direction of its model (and its ancestors')."""
     names, unit = _directions_of(wh, model)
-    cosine = unit @ (vector / max(float(np.linalg.norm(vector)), 1e-12))
+    cosine = unit @ normalized(vector[None])[0] if names.height else np.zeros(0)
     cosines = (
         names.rename({"name": "direction"})
         .with_columns(pl.Series("cosine", cosine, pl.Float64))

@@ -297,3 +297,15 @@ def test_a_browser_walks_the_warehouse(served, tmp_path_factory):
     assert "<svg" in console.split('id="chart"', 1)[1], "the SQL console drew no chart"
     assert len(list(shots.glob("*.png"))) == len(walked) == 7
     print(f"screenshots: {shots}")
+
+
+def test_a_neuron_page_of_a_model_without_directions(tmp_path):
+    """Value vectors indexed before any direction was registered: the neuron page says so
+    (an empty cosine table), not a 500."""
+    from tiny_models import build_gpt2
+
+    wh = tmp_path / "wh"
+    cli("index-vectors", wh, "--model", build_gpt2(tmp_path / "model"), "--no-progress")
+    page = TestClient(make_app(wh)).get("/neuron/model/0/1")
+    assert page.status_code == 200, page.text[-400:]
+    assert "Cosine with each direction" in page.text and "Nearest value vectors" in page.text
