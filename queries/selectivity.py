@@ -23,7 +23,6 @@ neuron of the layers whose ``mlp_post`` it captured (``mlp_acts``).
 from __future__ import annotations
 
 import re
-import weakref
 
 import numpy as np
 import polars as pl
@@ -197,20 +196,14 @@ def _welch(writes: np.ndarray, toxic: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return diff, t
 
 
-# What _compute found, per snapshot (a snapshot never changes, so neither does what it gives):
-# selectivity and selectivity_null read the same numbers, and the findings ask for both.
-_COMPUTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _compute(sql, *args) -> dict:
-    """:func:`_computed` of ``args``, once per snapshot of the warehouse ``sql`` reads."""
+    """:func:`_computed` of ``args``, once per snapshot of the warehouse ``sql`` reads (a
+    snapshot never changes: selectivity and selectivity_null read the same numbers, and the
+    findings ask for both)."""
     snapshot = getattr(getattr(sql, "__self__", None), "snapshot", None)
     if snapshot is None:  # not a warehouse's sql: nothing to share
         return _computed(sql, *args)
-    memo = _COMPUTED.setdefault(snapshot, {})
-    if args not in memo:
-        memo[args] = _computed(sql, *args)
-    return memo[args]
+    return snapshot.once(("selectivity", *args), lambda: _computed(sql, *args))
 
 
 def _computed(

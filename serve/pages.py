@@ -8,18 +8,16 @@ not in the warehouse, and a layer or neuron out of range, raise ``NotFound`` nam
 application turns that into a 404 page.
 
 The server's snapshot never changes, so what every page asks of the catalog (a model's shape,
-the pair of runs, the directions, a run's prompts) is read once and kept (:func:`once`); what is
-particular to a page (a neuron's value vector and statistics, a prompt's tokens) is read for it,
-so memory does not grow with the pages served.
+the pair of runs, the directions, a run's prompts) is read once and kept (``Snapshot.once``);
+what is particular to a page (a neuron's value vector and statistics, a prompt's tokens) is read
+for it, so memory does not grow with the pages served.
 """
 
 from __future__ import annotations
 
 import json
-import weakref
-from collections.abc import Callable, Hashable
 from dataclasses import replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
 import numpy as np
@@ -45,17 +43,6 @@ if TYPE_CHECKING:
 PAGE_ROWS = 100  # rows of a SQL result per page
 N_NEAREST = 10  # nearest value vectors on a neuron page
 TOP_3 = "top 3 next tokens (probability)"  # a column of the logit lens on a prompt page
-
-T = TypeVar("T")
-_KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def once(wh: Warehouse, key: Hashable, compute: Callable[[], T]) -> T:
-    """``compute()``, computed once per snapshot of ``wh`` and kept with it."""
-    kept = _KEPT.setdefault(wh.snapshot, {})
-    if key not in kept:
-        kept[key] = compute()
-    return kept[key]
 
 
 def href(*parts, **query) -> str:
@@ -93,7 +80,7 @@ def home(wh: Warehouse) -> dict:
 
 
 def _model_row(wh: Warehouse, model: str) -> dict:
-    models = once(wh, "models", lambda: wh.sql("select name, n_layers, d_mlp from models"))
+    models = wh.snapshot.once("models", lambda: wh.sql("select name, n_layers, d_mlp from models"))
     found = models.filter(pl.col("name") == model)
     if found.is_empty():
         raise unknown("model", model, models["name"])
@@ -102,8 +89,8 @@ def _model_row(wh: Warehouse, model: str) -> dict:
 
 def _runs(wh: Warehouse) -> pl.DataFrame:
     """The catalog's runs: name, model, mode, source_run, config."""
-    return once(
-        wh, "runs", lambda: wh.sql("select name, model, mode, source_run, config from runs")
+    return wh.snapshot.once(
+        "runs", lambda: wh.sql("select name, model, mode, source_run, config from runs")
     )
 
 
@@ -126,7 +113,7 @@ def _plan(wh: Warehouse, base_run, tuned_run, direction, layer, neuron=None) -> 
         named = _direction(wh, direction)
         return Plan(base, tuned, tuned_model, named, None, None, None, None, "profanity")
 
-    plan = once(wh, ("plan", base_run, tuned_run, direction), chosen)
+    plan = wh.snapshot.once(("plan", base_run, tuned_run, direction), chosen)
     return replace(plan, layer=layer, neuron=neuron)
 
 
@@ -195,7 +182,7 @@ def _directions_of(wh: Warehouse, model: str) -> tuple[pl.DataFrame, np.ndarray]
         unit = normalized(np.array(vectors, np.float32)) if vectors else np.zeros((0, 0))
         return found.drop("vec"), unit
 
-    return once(wh, ("directions", model), read)
+    return wh.snapshot.once(("directions", model), read)
 
 
 def _unit_direction(wh: Warehouse, name: str, model: str) -> np.ndarray | None:
@@ -209,7 +196,7 @@ def _unit_direction(wh: Warehouse, name: str, model: str) -> np.ndarray | None:
             return None
         return normalized(vector[None])[0]
 
-    return once(wh, ("direction", name, model), read)
+    return wh.snapshot.once(("direction", name, model), read)
 
 
 def _per_run(
@@ -315,8 +302,7 @@ def prompt(
     if not 0 <= layer < depth:
         raise NotFound(f"layer {layer} of {r['model']}: it has layers 0-{depth - 1}")
     plan = _plan(wh, base_run, tuned_run, direction, layer, _tracked(wh, base_run, neuron))
-    held = once(
-        wh,
+    held = wh.snapshot.once(
         ("prompts", run),
         lambda: set(wh.sql("select prompt from generations where run = $r", {"r": run})["prompt"]),
     )

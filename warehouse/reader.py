@@ -20,11 +20,11 @@ from __future__ import annotations
 import re
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -55,6 +55,9 @@ _READ_ONLY = {"SELECT"}
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+T = TypeVar("T")
 
 
 class Snapshot:
@@ -92,6 +95,7 @@ class Snapshot:
         self.datasets: dict[str, CommittedFiles] = {}
         self._macros: set[str] = set()
         self._views_lock = threading.Lock()
+        self._kept: dict[Hashable, Any] = {}  # what once() computed
         self.readouts = Readouts(
             self._readout_files(),
             lambda model: self.files("vocabulary", model=model),
@@ -325,6 +329,14 @@ class Snapshot:
             else:
                 columns.append(column)
         return f"SELECT {', '.join(columns)} FROM _files_{table}"
+
+    def once(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``, computed on first use of ``key`` and kept with this snapshot: a
+        snapshot never changes, so neither does what is derived from it (the server's catalog
+        answers, the selectivity analyses' shared numbers)."""
+        if key not in self._kept:
+            self._kept[key] = compute()
+        return self._kept[key]
 
     def execute(self, query: str, params: dict | list | None = None) -> pa.Table:
         """Run one read-only SQL statement; return its result."""
