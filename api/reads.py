@@ -239,7 +239,12 @@ class Reads:
         """A named query's runs, arm, model, direction, layer, neuron, site and target token must
         be in the warehouse: a typo is an error naming it and the known ones, never an empty
         answer (SQL that finds no rows cannot tell a typo from nothing)."""
-        runs = {r["name"]: r for r in self.sql("select name, model, config from runs").to_dicts()}
+        runs = self.snapshot.once(
+            "runs by name",
+            lambda: {
+                r["name"]: r for r in self.sql("select name, model, config from runs").to_dicts()
+            },
+        )
         for key in self.RUN_PARAMS:
             if params.get(key) is not None and params[key] not in runs:
                 raise unknown(f"run for {key}", params[key], runs, hint=INGEST_HINT)
@@ -535,7 +540,13 @@ class Reads:
     def resolve_direction(self, name: str, model: str | None = None) -> tuple[str, np.ndarray]:
         """Direction ``name`` as ``model`` sees it: its own, else its nearest ancestor's (the
         SQL macro ``direction_of``); without a model, the only direction of that name.
-        Returns ``(model, vector)``."""
+        Returns ``(model, vector)``; kept with the snapshot (a page asks on every view)."""
+        found, vector = self.snapshot.once(
+            ("resolve_direction", name, model), lambda: self._resolve_direction(name, model)
+        )
+        return found, vector.copy()
+
+    def _resolve_direction(self, name: str, model: str | None) -> tuple[str, np.ndarray]:
         if model is None:
             owners = self.sql("select model from directions where name = $n", {"n": name})
             if owners.height != 1:
@@ -567,6 +578,19 @@ class Reads:
         >>> wh.direction("toxic_probe")
         """
         return self.resolve_direction(name, model)[1]
+
+    def vector_tokens(
+        self, model: str, vector: np.ndarray, k: int = 10
+    ) -> tuple[list, list] | None:
+        """What ``vector`` (``[d_model]``, e.g. a value vector) writes into the vocabulary: the
+        ``k`` tokens +vector promotes most and the ``k`` −vector promotes most, best first, read
+        through ``model``'s stored readout (as the SQL function ``vector_tokens``); None where
+        the model has no readout (a warehouse written before there was one).
+
+        >>> v = wh.vectors("value_vectors", model=m, layer=29, neuron=263)[0][0]
+        >>> promoted, suppressed = wh.vector_tokens(m, v)
+        """
+        return self.snapshot.readouts.both_ways(model, np.asarray(vector, np.float32), k)
 
     @takes_options(SearchOptions)
     def search(

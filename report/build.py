@@ -24,7 +24,15 @@ import actwh.report.charts as charts
 import actwh.report.templates as templates
 from actwh.errors import ActwhError, NotFound, arg, unknown
 from actwh.queries.pca import pca_shift
-from actwh.report.pages import N_NEURONS, default_prompts, neuron_page, prompt_view, top_vectors
+from actwh.report.pages import (
+    N_NEURONS,
+    base_model,
+    default_prompts,
+    neuron_page,
+    prompt_view,
+    top_vectors,
+    value_vector,
+)
 from actwh.warehouse.layout import PROBE, output_file, replace_file
 
 if TYPE_CHECKING:
@@ -512,7 +520,8 @@ def build_sections(
 
 def _neuron(layer: int, neuron: int):
     def build(wh: Warehouse, plan: Plan):
-        note, chart, more = neuron_page(wh, plan, layer, neuron)
+        vector = value_vector(wh, base_model(wh, plan.base_run), layer, neuron)
+        note, chart, more = neuron_page(wh, plan, vector)
         return note, chart, None, more
 
     return build

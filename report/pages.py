@@ -16,8 +16,10 @@ generated reply is underlined.
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import polars as pl
 
 import actwh.report.charts as charts
@@ -34,7 +36,7 @@ def top_vectors(wh: Warehouse, base_run: str | None, direction: str) -> list[tup
     """The top value vectors of ``direction`` by reach (``top_toxic_vectors``): the pages to
     show where no teacher-forced pair ranks tracked neurons by their mean write."""
     try:
-        model = _base_model(wh, base_run)
+        model = base_model(wh, base_run)
         top = wh.query("top_toxic_vectors", model=model, direction=direction, k=N_NEURONS)
         return list(zip(top["layer"].to_list(), top["neuron"].to_list(), strict=True))
     except ActwhError:
@@ -55,7 +57,8 @@ def default_prompts(wh: Warehouse, plan) -> list[int]:
     return shift["prompt"].head(N_PROMPTS).to_list()
 
 
-def _base_model(wh: Warehouse, base_run: str | None) -> str:
+def base_model(wh: Warehouse, base_run: str | None) -> str:
+    """The model of ``base_run``; without one, the first model with value vectors."""
     if base_run:
         return wh.sql("select model from runs where name = $r", {"r": base_run}).item()
     models = wh.sql("select model from vector_indexes order by model")
@@ -67,24 +70,50 @@ def _base_model(wh: Warehouse, base_run: str | None) -> str:
 # ---- neuron pages ------------------------------------------------------------------------------
 
 
-def neuron_page(wh: Warehouse, plan, layer: int, neuron: int):
-    """(note, chart, html) of one neuron's page."""
-    model = _base_model(wh, plan.base_run)
-    found = wh.sql(
-        "select coalesce(vector_tokens(v.model, v.vec, 1, 10), v.top_tokens) as top_tokens, "
-        "coalesce(vector_tokens(v.model, v.vec, -1, 10), v.bottom_tokens) as bottom_tokens, "
-        "v.norm, m.mlp_gated as gated, "
-        "list_cosine_similarity(v.vec::FLOAT[], d.vec::FLOAT[]) as cosine "
-        "from value_vectors v join models m on m.name = v.model "
-        "left join direction_of($m, $d) d on true "
-        "where v.model = $m and v.layer = $l and v.neuron = $n",
-        {"m": model, "d": plan.direction, "l": layer, "n": neuron},
-    )
-    if found.is_empty():
+@dataclass(frozen=True)
+class ValueVector:
+    """Value vector ``neuron`` of ``layer`` of ``model``, and the tokens +v and −v promote."""
+
+    model: str
+    layer: int
+    neuron: int
+    vec: np.ndarray  # [d_model] float32
+    top_tokens: list[str]
+    bottom_tokens: list[str]
+
+
+def value_vector(wh: Warehouse, model: str, layer: int, neuron: int) -> ValueVector:
+    """One value vector read once (its layer's file), its tokens from the model's readout (one
+    product gives +v's and −v's), else those stored with it (a warehouse older than readouts)."""
+    try:
+        vectors, _ = wh.vectors("value_vectors", model=model, layer=layer, neuron=neuron)
+    except NotFound:
+        vectors = np.zeros((0, 0), np.float32)
+    if not len(vectors):
         raise NotFound(f"no value vector L{layer} #{neuron} of {model} (actwh index-vectors)")
-    v = found.row(0, named=True)
-    cosine = v["cosine"]
-    sign = -1 if v["gated"] and cosine is not None and cosine < 0 else 1
+    vec = vectors[0]
+    tokens = wh.vector_tokens(model, vec, 10)
+    if tokens is None:
+        stored = wh.sql(
+            "select top_tokens, bottom_tokens from value_vectors "
+            "where model = $m and layer = $l and neuron = $n",
+            {"m": model, "l": layer, "n": neuron},
+        ).row(0)
+        tokens = (list(stored[0] or []), list(stored[1] or []))
+    return ValueVector(model, layer, neuron, vec, *tokens)
+
+
+def neuron_page(wh: Warehouse, plan, v: ValueVector):
+    """(note, chart, html) of the page of value vector ``v``."""
+    layer, neuron, model = v.layer, v.neuron, v.model
+    gated = bool(wh.snapshot.model(model).get("mlp_gated"))
+    try:
+        cosine: float | None = float(
+            _unit(wh.direction(plan.direction, model=model)) @ _unit(v.vec)
+        )
+    except NotFound:  # no such direction for this model: no cosine, contexts ranked by m
+        cosine = None
+    sign = -1 if gated and cosine is not None and cosine < 0 else 1
     toward = (
         ""
         if cosine is None
@@ -94,12 +123,12 @@ def neuron_page(wh: Warehouse, plan, layer: int, neuron: int):
         )
     )
     note = (
-        f"Value vector L{layer} #{neuron} of {model} (‖v‖ {v['norm']:.3g}). {toward}"
+        f"Value vector L{layer} #{neuron} of {model} (‖v‖ {np.linalg.norm(v.vec):.3g}). {toward}"
         f"Contexts are ranked by {'−m' if sign < 0 else 'm'} in {plan.base_run}."
     )
     parts = [
-        _token_list("v promotes (its write when m > 0)", v["top_tokens"]),
-        _token_list("−v promotes (its write when m < 0)", v["bottom_tokens"]),
+        _token_list("v promotes (its write when m > 0)", v.top_tokens),
+        _token_list("−v promotes (its write when m < 0)", v.bottom_tokens),
     ]
     chart = None
     if plan.base_run:
@@ -122,8 +151,12 @@ def neuron_page(wh: Warehouse, plan, layer: int, neuron: int):
                 "<p class='note'>No coefficients of this neuron in the runs: track it "
                 f"(--track-neurons {layer}:{neuron}) or capture mlp_post at layer {layer}.</p>"
             )
-    parts.append(_dx_cosines(wh, plan, model, layer, neuron))
+    parts.append(_dx_cosines(wh, plan, v))
     return note, chart, "".join(parts)
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / (np.linalg.norm(vector) or 1.0)
 
 
 def _token_list(label: str, tokens: list[str] | None) -> str:
@@ -161,20 +194,23 @@ def _contexts(frame: pl.DataFrame, plan) -> str:
     )
 
 
-def _dx_cosines(wh: Warehouse, plan, model: str, layer: int, neuron: int) -> str:
+def _dx_cosines(wh: Warehouse, plan, v: ValueVector) -> str:
+    """cos(v, δx ℓ) for the δx directions of the plan's prefix at layers ℓ ≥ v's (from the
+    catalog: no value vector is read again)."""
     if plan.prefix is None:
         return ""
-    frame = wh.sql(
-        "select cast(split_part(d.name, '.', -1) as integer) as dx_layer, "
-        "list_cosine_similarity(d.vec::FLOAT[], v.vec::FLOAT[]) as cosine "
-        "from directions d, value_vectors v "
-        "where d.kind = 'delta' and d.name like $p || '.%' and v.model = $m and v.layer = $l "
-        "and v.neuron = $n and cast(split_part(d.name, '.', -1) as integer) >= $l "
-        "order by dx_layer",
-        {"p": plan.prefix, "m": model, "l": layer, "n": neuron},
+    deltas = wh.sql(
+        "select cast(split_part(name, '.', -1) as integer) as dx_layer, vec from directions "
+        "where kind = 'delta' and name like $p || '.%' "
+        "and cast(split_part(name, '.', -1) as integer) >= $l order by dx_layer",
+        {"p": plan.prefix, "l": v.layer},
     )
-    cells = " ".join(f"{r['dx_layer']}: {r['cosine']:+.3f}" for r in frame.iter_rows(named=True))
-    return f"<p><b>cos(v, δx) at layer ≥ {layer}</b>: {cells or '—'}</p>"
+    unit = _unit(v.vec)
+    cells = " ".join(
+        f"{layer}: {float(_unit(np.asarray(d, np.float32)) @ unit):+.3f}"
+        for layer, d in deltas.iter_rows()
+    )
+    return f"<p><b>cos(v, δx) at layer ≥ {v.layer}</b>: {cells or '—'}</p>"
 
 
 # ---- prompt views ------------------------------------------------------------------------------
@@ -198,7 +234,10 @@ def prompt_view(wh: Warehouse, plan, prompt: int, hover: dict[int, str] | None =
         "on r.prompt_set = p.prompt_set where r.name = $r and p.prompt = $p",
         {"r": plan.base_run, "p": prompt},
     )
-    site = wh.sql("select mlp_input($r)", {"r": plan.base_run}).item()
+    site = wh.snapshot.once(
+        ("mlp_input", plan.base_run),
+        lambda: wh.sql("select mlp_input($r)", {"r": plan.base_run}).item(),
+    )
     params = {
         "b": plan.base_run,
         "t": plan.tuned_run,
@@ -212,19 +251,17 @@ def prompt_view(wh: Warehouse, plan, prompt: int, hover: dict[int, str] | None =
         "and layer = $l and site = $s and direction = $d",
         params,
     )
-    base, tuned = (_values(dots, run) for run in (plan.base_run, plan.tuned_run))
+    base, tuned = (_values(dots, run, "dot") for run in (plan.base_run, plan.tuned_run))
     rows = _triple(plan, f"⟨x, {plan.direction}⟩ at {site} {plan.layer}", base, tuned)
     if plan.neuron is not None:
         layer, neuron = plan.neuron
-        base, tuned = (
-            dict(
-                wh.sql(
-                    "select pos, act from neuron_coefficients($r, $l, $n) where prompt = $p",
-                    {"r": run, "l": layer, "n": neuron, "p": prompt},
-                ).iter_rows()
-            )
-            for run in (plan.base_run, plan.tuned_run)
+        acts = wh.sql(  # both runs in one statement
+            "select $b as run, pos, act from neuron_coefficients($b, $l, $n) where prompt = $p "
+            "union all "
+            "select $t as run, pos, act from neuron_coefficients($t, $l, $n) where prompt = $p",
+            {"b": plan.base_run, "t": plan.tuned_run, "l": layer, "n": neuron, "p": prompt},
         )
+        base, tuned = (_values(acts, run, "act") for run in (plan.base_run, plan.tuned_run))
         rows += _triple(plan, f"m of L{layer} #{neuron}", base, tuned)
     described = []
     if meta.height and meta["transform"][0]:
@@ -245,9 +282,10 @@ def prompt_view(wh: Warehouse, plan, prompt: int, hover: dict[int, str] | None =
     return note, f"<div class='tokens'>{body}</div>"
 
 
-def _values(frame: pl.DataFrame, run: str) -> dict[int, float]:
+def _values(frame: pl.DataFrame, run: str, column: str) -> dict[int, float]:
+    """``column`` of run ``run``'s rows, by position."""
     chosen = frame.filter(pl.col("run") == run)
-    return dict(zip(chosen["pos"].to_list(), chosen["dot"].to_list(), strict=True))
+    return dict(zip(chosen["pos"].to_list(), chosen[column].to_list(), strict=True))
 
 
 def _triple(plan, what: str, base: dict, tuned: dict) -> list[tuple[str, dict]]:

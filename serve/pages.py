@@ -33,7 +33,7 @@ from actwh.report.build import (
     html_table,
     script_json,
 )
-from actwh.report.pages import neuron_page, prompt_view
+from actwh.report.pages import neuron_page, prompt_view, value_vector
 from actwh.warehouse.layout import PROBE
 from actwh.warehouse.vector_index import normalized
 
@@ -152,20 +152,15 @@ def neuron(
         plan = replace(plan, base_run=None, tuned_run=None, tuned_model=None, neuron=None)
     base_run = plan.base_run
     plan.prompt_href = lambda prompt: href("prompt", base_run, prompt)
-    note, chart, more = neuron_page(wh, plan, layer, index)
-    vector = _value_vector(wh, model, layer, index)
+    v = value_vector(wh, model, layer, index)
+    note, chart, more = neuron_page(wh, plan, v)
     sections = [
         Section("neuron", "Its value vector, coefficients and contexts", note, chart, html=more),
-        _per_run(wh, plan, model, layer, index, vector),
-        _directions(wh, model, vector),
-        _nearest(wh, model, layer, index, vector),
+        _per_run(wh, plan, model, layer, index, v.vec),
+        _directions(wh, model, v.vec),
+        _nearest(wh, model, layer, index, v.vec),
     ]
     return _page(f"{model} L{layer} #{index}", sections)
-
-
-def _value_vector(wh: Warehouse, model: str, layer: int, index: int) -> np.ndarray:
-    """Value vector ``index`` of ``layer`` (``[d_model]`` float32)."""
-    return wh.vectors("value_vectors", model=model, layer=layer, neuron=index)[0][0]
 
 
 def _directions_of(wh: Warehouse, model: str) -> tuple[pl.DataFrame, np.ndarray]:
@@ -196,7 +191,7 @@ def _unit_direction(wh: Warehouse, name: str, model: str) -> np.ndarray | None:
             return None
         return normalized(vector[None])[0]
 
-    return wh.snapshot.once(("direction", name, model), read)
+    return wh.snapshot.once(("unit direction", name, model), read)
 
 
 def _per_run(
@@ -329,10 +324,12 @@ def _lens(wh: Warehouse, plan: Plan, run: str, index: int) -> tuple[Section, dic
     runs = [r for r in (plan.base_run, plan.tuned_run) if r is not None] or [run]
     title = f"Logit lens at layer {plan.layer}"
     # each run named in the filter, so that only its files are read (no join, no subquery)
-    lens = wh.sql(
-        "select run, pos, site, rank, token as next, prob from logit_lens "
-        "where run in ($a, $b) and prompt = $p and layer = $l and rank <= 3 "
-        "order by site, pos, run, rank",
+    lens = wh.sql(  # with the token at each position, from the first run's tokens
+        "select l.run, l.pos, l.site, l.rank, l.token as next, l.prob, t.token "
+        "from logit_lens l left join tokens t "
+        "on t.run = $a and t.prompt = $p and t.pos = l.pos "
+        "where l.run in ($a, $b) and l.prompt = $p and l.layer = $l and l.rank <= 3 "
+        "order by l.site, l.pos, l.run, l.rank",
         {"a": runs[0], "b": runs[-1], "p": index, "l": plan.layer},
     )
     if lens.is_empty():
@@ -349,15 +346,11 @@ def _lens(wh: Warehouse, plan: Plan, run: str, index: int) -> tuple[Section, dic
             ).alias("shown")
         )
         .group_by("site", "pos", "run", maintain_order=True)
-        .agg(pl.col("shown").str.join(", ").alias(TOP_3))
-    )
-    tokens = wh.sql(
-        "select pos, token from tokens where run = $r and prompt = $p and pos in "
-        "(select unnest($positions))",
-        {"r": runs[0], "p": index, "positions": shown["pos"].unique().to_list()},
-    ).with_columns(pl.col("token").map_elements(repr, pl.String))
-    shown = shown.join(tokens, on="pos", how="left", maintain_order="left").select(
-        "site", "pos", "token", "run", TOP_3
+        .agg(
+            pl.col("token").first().map_elements(repr, pl.String),
+            pl.col("shown").str.join(", ").alias(TOP_3),
+        )
+        .select("site", "pos", "token", "run", TOP_3)
     )
     hover: dict[int, list[str]] = {}
     for row in shown.iter_rows(named=True):

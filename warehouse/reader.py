@@ -338,6 +338,17 @@ class Snapshot:
             self._kept[key] = compute()
         return self._kept[key]
 
+    def model(self, name: str) -> dict:
+        """The catalog's row of model ``name`` (empty where there is none), kept: a search and
+        every page ask for its shape."""
+        return self.once(
+            ("model", name),
+            lambda: next(
+                iter(self.execute("select * from models where name = $m", {"m": name}).to_pylist()),
+                {},
+            ),
+        )
+
     def execute(self, query: str, params: dict | list | None = None) -> pa.Table:
         """Run one read-only SQL statement; return its result."""
         with _sql_errors():

@@ -42,8 +42,7 @@ def load_index(snapshot: Snapshot, model: str) -> VectorIndex:
 
 def check_size(vectors: np.ndarray, snapshot: Snapshot, model: str) -> np.ndarray:
     vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-    d_model = snapshot.execute("select d_model from models where name = $m", {"m": model})
-    d_model = d_model.column(0)[0].as_py()
+    d_model = snapshot.model(model).get("d_model")
     if vectors.shape[1] != d_model:
         raise ActwhError(
             f"a query of size {vectors.shape[1]} cannot search model {model!r} (d_model {d_model})"
@@ -54,8 +53,7 @@ def check_size(vectors: np.ndarray, snapshot: Snapshot, model: str) -> np.ndarra
 
 
 def is_gated(snapshot: Snapshot, model: str) -> bool:
-    found = snapshot.execute("select mlp_gated from models where name = $m", {"m": model})
-    return bool(found.num_rows and found.column(0)[0].as_py())
+    return bool(snapshot.model(model).get("mlp_gated"))
 
 
 def check_run(snapshot: Snapshot, run: str, model: str) -> None:

