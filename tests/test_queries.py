@@ -1389,3 +1389,21 @@ def test_two_models_of_your_own_fill_the_findings_and_figure1(study, tmp_path):
     assert findings["tuned_model"] == "other" and findings["figure1"]
     assert "mine → theirs" in text and "toxic_probe" in text
     assert FINDINGS_SECTION[2] is report_section
+
+
+def test_vector_tokens_of_a_vector_in_hand_match_the_sql_function(wh):
+    """``wh.vector_tokens`` (one product with the readout, both signs; what a neuron page shows)
+    reads the same tokens as the SQL function with sign +1 and −1, and a direction's too."""
+    vectors, keys = wh.vectors("value_vectors", model="tiny-gpt2", layer=1)
+    for i in (0, 5):
+        promoted, suppressed = wh.vector_tokens("tiny-gpt2", vectors[i], 4)
+        for sign, expected in ((1, promoted), (-1, suppressed)):
+            found = wh.sql(
+                "select vector_tokens(model, vec, $s, 4) from value_vectors "
+                "where model = 'tiny-gpt2' and layer = 1 and neuron = $n",
+                {"s": sign, "n": keys["neuron"][i]},
+            ).item()
+            assert list(found) == expected
+        assert promoted != suppressed
+    probe = wh.direction("toxic_probe")
+    assert wh.vector_tokens("tiny-gpt2", probe, 3)[0] == wh.vector_tokens("tiny-gpt2", -probe, 3)[1]

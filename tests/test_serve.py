@@ -162,7 +162,7 @@ def three_runs(warehouse, tmp_path_factory):
 def test_a_page_reads_only_the_partitions_it_shows(three_runs, monkeypatch):
     """A prompt page of the pair reads no file of another run and no layer but its own and
     its tracked neuron's; a neuron page reads only its layer's files (the catalog chooses
-    them: a filter DuckDB cannot push down would scan every file)."""
+    them: a filter DuckDB cannot push down would scan every file), its value vector once."""
     from actwh.warehouse.pruning import CommittedFiles
 
     chosen: list[tuple[str, dict]] = []
@@ -187,6 +187,8 @@ def test_a_page_reads_only_the_partitions_it_shows(three_runs, monkeypatch):
     assert {t for t, _ in chosen} >= {"value_vectors", "neuron_stats"}
     for table, values in chosen:
         assert values.get("layer") in (None, layer), (table, values)
+    # its value vector is read once (its tokens, cosines and write come from that one read)
+    assert [t for t, _ in chosen].count("value_vectors") == 1, chosen
 
 
 def test_results_download_as_csv_and_parquet(client):
