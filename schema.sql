@@ -10,6 +10,9 @@
 -- Parquet fact table: the writer derives the file's Arrow schema from it and readers expose a view
 -- of the same name, with its columns in this order. The `-- partition:` line before a table names
 -- its Hive partition columns (directories such as run=base/layer=19/, not columns in the file).
+-- A `-- row groups: N rows` line before it marks a table read a few rows at a time (one neuron's
+-- value vector): its files are written in row groups of N rows with min/max statistics, so a
+-- lookup reads one group of its partition's file, not the file.
 -- Vector columns are declared FLOAT[]; they are written as fixed-size lists of the stored dtype
 -- (float16 or float32) and the views cast them to FLOAT[d], so array_cosine_similarity and
 -- array_inner_product work on them directly.
@@ -380,6 +383,7 @@ CREATE TABLE token_probs (
 -- stream (its write at a token is m_i·γ⊙v_i/rms(y)). The tokens a vector promotes are read when
 -- asked, through the model's readout: vector_tokens(model, vec, 1, 10) are those of v_i,
 -- vector_tokens(model, vec, -1, 10) those of −v_i (what a gated neuron promotes when m_i < 0).
+-- row groups: 128 rows
 -- partition: model, layer
 CREATE TABLE value_vectors (
     model VARCHAR,
@@ -417,6 +421,7 @@ CREATE TABLE weight_diffs (
 );
 
 -- Per value vector: cosine between base and tuned, and the shift δv = v_tuned − v_base (Fig. 5).
+-- row groups: 128 rows
 -- partition: model, layer
 CREATE TABLE value_vector_diffs (
     model VARCHAR,                    -- the tuned model

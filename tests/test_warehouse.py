@@ -146,6 +146,41 @@ def test_vector_files_are_plain_and_other_files_compressed_with_statistics(store
     assert pq.read_schema(vectors).field("vec").type == pa.list_(pa.float32(), 4)
 
 
+def test_one_value_vector_is_read_from_one_row_group_of_its_layers_file(store):
+    """value_vectors is read a neuron at a time (a neuron page): its files are written in row
+    groups of 128 rows with min/max statistics, so a scan for one neuron skips every other
+    group (the whole layer's file was one group without min/max: all of it was read)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from actwh.warehouse.arrays import vectors_to_column
+
+    vectors = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    rows = pa.table(
+        {
+            "neuron": pa.array(np.arange(300), pa.int32()),
+            "vec": vectors_to_column(vectors),
+            "norm": np.linalg.norm(vectors, axis=1).astype(np.float32),
+            "top_tokens": pa.nulls(300, pa.list_(pa.string())),
+            "bottom_tokens": pa.nulls(300, pa.list_(pa.string())),
+        }
+    )
+    writer = CommitWriter(store, model="m")
+    writer.add("value_vectors", {"model": "m", "layer": 2}, rows, vector_size=8)
+    writer.commit()
+    (path,) = (store.root / "data" / "value_vectors").rglob("*.parquet")
+    meta = pq.ParquetFile(path).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [128, 128, 44]
+    (fragment,) = ds.dataset(path).get_fragments()
+    (group,) = fragment.split_by_row_group(pc.field("neuron") == 200)
+    assert [g.id for g in group.row_groups] == [1]
+    with actwh.open(store.root) as wh:
+        found, keys = wh.vectors("value_vectors", model="m", layer=2, neuron=200)
+    assert keys["neuron"].to_list() == [200]
+    np.testing.assert_array_equal(found[0], vectors[200])
+
+
 def test_failed_commit_leaves_nothing_visible(store, monkeypatch):
     writer = new_run(store)
     writer.add("residuals", {"run": "r", "layer": 0}, residual_rows([0])[0], vector_size=4)

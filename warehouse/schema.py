@@ -45,6 +45,9 @@ class FactTable:
     name: str
     columns: tuple[tuple[str, str], ...]  # (column, DuckDB type), in declared order
     partition: tuple[str, ...]  # Hive partition columns, outermost first
+    # rows per row group, written with min/max statistics (a table read by point lookups);
+    # None: the writer's size-based groups
+    row_group_rows: int | None = None
 
     @property
     def data_columns(self) -> list[tuple[str, str]]:
@@ -212,8 +215,17 @@ def fact_tables() -> dict[str, FactTable]:
     # The line right before each CREATE TABLE declares its partition columns.
     declared = re.findall(r"^-- partition: (.*)\nCREATE TABLE (\w+)", _sections()["facts"], re.M)
     partitions = {table: tuple(c.strip() for c in cols.split(",")) for cols, table in declared}
+    # ... and the line before that, for a table read by point lookups, its row groups' rows
+    grouped = re.findall(
+        r"^-- row groups: (\d+) rows\n-- partition: .*\nCREATE TABLE (\w+)",
+        _sections()["facts"],
+        re.M,
+    )
+    rows = {table: int(n) for n, table in grouped}
     return {
-        name: FactTable(name, tuple((c, t) for c, t, _ in cols), partitions.get(name, ()))
+        name: FactTable(
+            name, tuple((c, t) for c, t, _ in cols), partitions.get(name, ()), rows.get(name)
+        )
         for name, cols in columns.items()
     }
 
