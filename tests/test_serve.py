@@ -100,6 +100,30 @@ def test_what_is_not_there_is_a_page_naming_it(client, url, status, says):
     assert "Traceback" not in page.text
 
 
+def test_what_a_server_keeps_does_not_grow_with_names_that_are_not_there(warehouse):
+    """The snapshot keeps catalog answers for the server (``Snapshot.once``); a name that is not
+    in the catalog adds nothing to it, however many are asked for."""
+    import actwh
+    from actwh.errors import ActwhError
+    from actwh.serve import pages as served
+
+    with actwh.open(warehouse) as wh:
+        served.home(wh)
+        served.neuron(wh, "model", 0, 0)
+        served.prompt(wh, "base", 1)
+        kept = len(wh.snapshot._kept)
+        for i in range(20):
+            for ask in (
+                lambda: served.neuron(wh, f"model{i}", 0, 0),
+                lambda: served.prompt(wh, f"run{i}", 1),
+                lambda: served.neuron(wh, "model", 0, 0, direction=f"d{i}"),
+                lambda: served.search(wh, vector="0.5 0.5", model=f"model{i}"),
+            ):
+                with pytest.raises(ActwhError):
+                    ask()
+        assert len(wh.snapshot._kept) == kept
+
+
 def test_hostile_names_and_tokens_are_inert_in_every_page(client):
     """Names, prompt texts and tokens carry markup: every page shows them as text — no element,
     attribute or script the server did not write."""

@@ -339,15 +339,13 @@ class Snapshot:
         return self._kept[key]
 
     def model(self, name: str) -> dict:
-        """The catalog's row of model ``name`` (empty where there is none), kept: a search and
-        every page ask for its shape."""
-        return self.once(
-            ("model", name),
-            lambda: next(
-                iter(self.execute("select * from models where name = $m", {"m": name}).to_pylist()),
-                {},
-            ),
+        """The catalog's row of model ``name`` (empty where there is none): the models are read
+        once and kept (a search and every page ask for a shape; a name not there adds nothing)."""
+        models = self.once(
+            "models by name",
+            lambda: {row["name"]: row for row in self.execute("select * from models").to_pylist()},
         )
+        return models.get(name, {})
 
     def execute(self, query: str, params: dict | list | None = None) -> pa.Table:
         """Run one read-only SQL statement; return its result."""
