@@ -112,15 +112,15 @@ def test_what_a_server_keeps_does_not_grow_with_names_that_are_not_there(warehou
         served.neuron(wh, "model", 0, 0)
         served.prompt(wh, "base", 1)
         kept = len(wh.snapshot._kept)
-        for i in range(20):
-            for ask in (
-                lambda: served.neuron(wh, f"model{i}", 0, 0),
-                lambda: served.prompt(wh, f"run{i}", 1),
-                lambda: served.neuron(wh, "model", 0, 0, direction=f"d{i}"),
-                lambda: served.search(wh, vector="0.5 0.5", model=f"model{i}"),
+        for name in (f"nope{i}" for i in range(20)):
+            for page, args, named in (
+                (served.neuron, (name, 0, 0), {}),
+                (served.prompt, (name, 1), {}),
+                (served.neuron, ("model", 0, 0), {"direction": name}),
+                (served.search, (), {"vector": "0.5 0.5", "model": name}),
             ):
                 with pytest.raises(ActwhError):
-                    ask()
+                    page(wh, *args, **named)
         assert len(wh.snapshot._kept) == kept
 
 
