@@ -107,12 +107,9 @@ def neuron_page(wh: Warehouse, plan, v: ValueVector):
     """(note, chart, html) of the page of value vector ``v``."""
     layer, neuron, model = v.layer, v.neuron, v.model
     gated = bool(wh.snapshot.model(model).get("mlp_gated"))
-    try:
-        cosine: float | None = float(
-            _unit(wh.direction(plan.direction, model=model)) @ _unit(v.vec)
-        )
-    except NotFound:  # no such direction for this model: no cosine, contexts ranked by m
-        cosine = None
+    along = unit_direction(wh, plan.direction, model)
+    # no such direction for this model: no cosine, contexts ranked by m
+    cosine = None if along is None else float(along @ _unit(v.vec))
     sign = -1 if gated and cosine is not None and cosine < 0 else 1
     toward = (
         ""
@@ -153,6 +150,15 @@ def neuron_page(wh: Warehouse, plan, v: ValueVector):
             )
     parts.append(_dx_cosines(wh, plan, v))
     return note, chart, "".join(parts)
+
+
+def unit_direction(wh: Warehouse, name: str, model: str) -> np.ndarray | None:
+    """Direction ``name`` as ``model`` sees it (its own, else its nearest ancestor's), as a unit
+    vector; None where it sees none of that name."""
+    try:
+        return _unit(wh.direction(name, model=model))
+    except NotFound:
+        return None
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ from actwh.report.build import (
     html_table,
     script_json,
 )
-from actwh.report.pages import neuron_page, prompt_view, value_vector
+from actwh.report.pages import neuron_page, prompt_view, unit_direction, value_vector
 from actwh.warehouse.layout import PROBE
 from actwh.warehouse.vector_index import normalized
 
@@ -180,20 +180,6 @@ def _directions_of(wh: Warehouse, model: str) -> tuple[pl.DataFrame, np.ndarray]
     return wh.snapshot.once(("directions", model), read)
 
 
-def _unit_direction(wh: Warehouse, name: str, model: str) -> np.ndarray | None:
-    """Direction ``name`` as ``model`` sees it (``resolve_direction``), as a unit vector; None
-    where it has none of that name."""
-
-    def read() -> np.ndarray | None:
-        try:
-            vector = wh.resolve_direction(name, model)[1]
-        except NotFound:
-            return None
-        return normalized(vector[None])[0]
-
-    return wh.snapshot.once(("unit direction", name, model), read)
-
-
 def _per_run(
     wh: Warehouse, plan: Plan, model: str, layer: int, index: int, vector: np.ndarray
 ) -> Section:
@@ -208,7 +194,7 @@ def _per_run(
         "order by run",
         {"l": layer, "n": index},
     )
-    along = _unit_direction(wh, plan.direction, model)
+    along = unit_direction(wh, plan.direction, model)
     write = pl.col("mean_m") * float(along @ vector) if along is not None else pl.lit(None)
     runs = _runs(wh).select(pl.col("name").alias("run"), "model")
     stats = (
