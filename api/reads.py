@@ -239,12 +239,7 @@ class Reads:
         """A named query's runs, arm, model, direction, layer, neuron, site and target token must
         be in the warehouse: a typo is an error naming it and the known ones, never an empty
         answer (SQL that finds no rows cannot tell a typo from nothing)."""
-        runs = self.snapshot.once(
-            "runs by name",
-            lambda: {
-                r["name"]: r for r in self.sql("select name, model, config from runs").to_dicts()
-            },
-        )
+        runs = self.snapshot.runs()
         for key in self.RUN_PARAMS:
             if params.get(key) is not None and params[key] not in runs:
                 raise unknown(f"run for {key}", params[key], runs, hint=INGEST_HINT)

@@ -41,8 +41,7 @@ def make_app(warehouse: str | Path) -> Starlette:
     """The application over ``warehouse`` (a directory or a bucket URI), opened now."""
     import faiss
 
-    wh = actwh.open(warehouse)
-    wh.sql("select 1")  # a warehouse that cannot be read fails here, not on the first page
+    wh = _opened(warehouse)
     lock = threading.Lock()
 
     def page(template: str, build: Callable[[Warehouse], dict]) -> Response:
@@ -184,8 +183,11 @@ def serve(warehouse: str | Path, options: ServeOptions | None = None) -> None:
 
     o = options or ServeOptions()
     _one_blas_thread()
-    app: Starlette | str = make_app(warehouse)  # a warehouse that cannot be read: one line, now
-    if o.workers > 1:  # each worker process makes its own
+    app: Starlette | str
+    if o.workers == 1:
+        app = make_app(warehouse)
+    else:  # each worker process makes its own; a warehouse that cannot be read: one line, now
+        _opened(warehouse).close()
         os.environ[_WAREHOUSE] = str(warehouse)
         app = f"{__name__}:{app_of_environment.__name__}"
     uvicorn.run(
@@ -196,6 +198,13 @@ def serve(warehouse: str | Path, options: ServeOptions | None = None) -> None:
         port=o.port,
         log_level="warning",
     )
+
+
+def _opened(warehouse: str | Path) -> Warehouse:
+    """``warehouse`` opened and read once: one that cannot be read fails here, not on a page."""
+    wh = actwh.open(warehouse)
+    wh.sql("select 1")
+    return wh
 
 
 def _one_blas_thread() -> None:

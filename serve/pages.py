@@ -80,27 +80,19 @@ def home(wh: Warehouse) -> dict:
 
 
 def _model_row(wh: Warehouse, model: str) -> dict:
-    models = wh.snapshot.once("models", lambda: wh.sql("select name, n_layers, d_mlp from models"))
-    found = models.filter(pl.col("name") == model)
-    if found.is_empty():
-        raise unknown("model", model, models["name"])
-    return found.row(0, named=True)
-
-
-def _runs(wh: Warehouse) -> pl.DataFrame:
-    """The catalog's runs: name, model, mode, source_run, config."""
-    return wh.snapshot.once(
-        "runs", lambda: wh.sql("select name, model, mode, source_run, config from runs")
-    )
+    """Model ``model``'s row of the catalog (kept with the snapshot)."""
+    models = wh.snapshot.models()
+    if model not in models:
+        raise unknown("model", model, models)
+    return models[model]
 
 
 def _run(wh: Warehouse, run: str) -> dict:
-    """Run ``run``'s row of the catalog (name, model, mode, source_run, config)."""
-    runs = _runs(wh)
-    found = runs.filter(pl.col("name") == run)
-    if found.is_empty():
-        raise unknown("run", run, runs["name"])
-    return found.row(0, named=True)
+    """Run ``run``'s row of the catalog (kept with the snapshot)."""
+    runs = wh.snapshot.runs()
+    if run not in runs:
+        raise unknown("run", run, runs)
+    return runs[run]
 
 
 def _plan(wh: Warehouse, base_run, tuned_run, direction, layer, neuron=None) -> Plan:
@@ -196,7 +188,11 @@ def _per_run(
     )
     along = unit_direction(wh, plan.direction, model)
     write = pl.col("mean_m") * float(along @ vector) if along is not None else pl.lit(None)
-    runs = _runs(wh).select(pl.col("name").alias("run"), "model")
+    kept = wh.snapshot.runs().values()
+    runs = pl.DataFrame(
+        {"run": [r["name"] for r in kept], "model": [r["model"] for r in kept]},
+        schema={"run": pl.String, "model": pl.String},  # (no run yet: still typed)
+    )
     stats = (
         stats.join(runs, on="run")
         .sort("run")

@@ -338,14 +338,27 @@ class Snapshot:
             self._kept[key] = compute()
         return self._kept[key]
 
+    def models(self) -> dict[str, dict]:
+        """The catalog's models, each row by name, read once and kept (a search and every page
+        ask for a shape)."""
+        return self._by_name("models")
+
+    def runs(self) -> dict[str, dict]:
+        """The catalog's runs, each row by name, read once and kept (a named query checks its
+        runs, a page reads a run's model and config)."""
+        return self._by_name("runs")
+
     def model(self, name: str) -> dict:
-        """The catalog's row of model ``name`` (empty where there is none): the models are read
-        once and kept (a search and every page ask for a shape; a name not there adds nothing)."""
-        models = self.once(
-            "models by name",
-            lambda: {row["name"]: row for row in self.execute("select * from models").to_pylist()},
-        )
-        return models.get(name, {})
+        """The catalog's row of model ``name``; empty where there is none (a name not there
+        adds nothing to what the snapshot keeps)."""
+        return self.models().get(name, {})
+
+    def _by_name(self, table: str) -> dict[str, dict]:
+        def read() -> dict[str, dict]:
+            rows = self.execute(f"select * from {table}").to_pylist()  # noqa: S608 - ours
+            return {row["name"]: row for row in rows}
+
+        return self.once((table, "by name"), read)
 
     def execute(self, query: str, params: dict | list | None = None) -> pa.Table:
         """Run one read-only SQL statement; return its result."""

@@ -63,14 +63,19 @@ class Readouts:
                 self._loaded[model] = (U, tokens)
         return self._loaded[model]
 
+    def _checked(self, model: str, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`of` ``model``; where it has a readout, ``k`` must be at least 1."""
+        found = self.of(model)
+        if found is not None and k < 1:
+            raise BadInput(f"vector_tokens: k {k} must be >= 1")
+        return found
+
     def tokens(self, model: str, vectors: np.ndarray, k: int) -> list[list[str]] | None:
         """The ``k`` tokens each row of ``vectors`` (``[n, d]``) promotes most, best first."""
-        found = self.of(model)
+        found = self._checked(model, k)
         if found is None:
             return None
         U, words = found
-        if k < 1:
-            raise BadInput(f"vector_tokens: k {k} must be >= 1")
         out: list[list[str]] = []
         for start in range(0, len(vectors), ROWS):
             # U @ v.T, not v @ U.T: BLAS reads U once in its stored order (1.4x faster here)
@@ -82,12 +87,10 @@ class Readouts:
         """The ``k`` tokens ``vector`` (``[d]``) promotes most and those ``−vector`` promotes
         most, from one product with the readout (a value vector's two readings: its write
         when m > 0 and when m < 0)."""
-        found = self.of(model)
+        found = self._checked(model, k)
         if found is None:
             return None
         U, words = found
-        if k < 1:
-            raise BadInput(f"vector_tokens: k {k} must be >= 1")
         logits = (U @ vector)[None]
         return _best(logits, words, k)[0], _best(-logits, words, k)[0]
 
